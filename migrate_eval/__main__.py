@@ -1,0 +1,3 @@
+from migrate_eval.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""Every exception migrate-eval raises on purpose, and the exit codes they map to.
+
+Three families, kept apart so that a CI pipeline can tell them apart:
+
+* :class:`UserError` - the input is wrong (bad suite file, bad log line under ``--strict``,
+  a missing optional extra, an unknown provider). Exit code 2.
+* :class:`VendorError` - a candidate's endpoint failed (HTTP error, timeout, malformed body).
+  These never escape the replay engine: each becomes an error row. Only when too many
+  requests failed to judge a candidate does the run end with :class:`InfrastructureError`
+  (exit code 3).
+* Anything else is a bug in migrate-eval and is reported with a traceback (exit code 70).
+
+Exit codes of ``migrate-eval run`` and ``migrate-eval gate``:
+
+====  ==========================================================================
+code  meaning
+====  ==========================================================================
+0     every candidate is ready (the gate passes)
+1     at least one candidate is not ready (the gate fails)
+2     usage or configuration error (bad option, suite, log file, missing extra)
+3     infrastructure failure (e.g. too many vendor errors to judge a candidate)
+70    internal error (a bug: please report it with the traceback)
+====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Documented exit codes of the CLI."""
+
+    READY = 0
+    NOT_READY = 1
+    USAGE = 2
+    INFRASTRUCTURE = 3
+    INTERNAL = 70
+
+
+class MigrateEvalError(Exception):
+    """Base class of every error migrate-eval raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+class UserError(MigrateEvalError):
+    """The user's input is wrong; the message says what and where."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UserError):
+    """A suite file or a command-line option is invalid."""
+
+
+class LogFormatError(UserError):
+    """A log file cannot be read at all (unknown format, unreadable file)."""
+
+
+@dataclass(frozen=True)
+class LineIssue:
+    """Where a log line went wrong: file, 1-based line number, field path and reason."""
+
+    file: str
+    line: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}"
+        return f"{where}: field '{self.field}': {self.reason}" if self.field else f"{where}: {self.reason}"
+
+
+class BadLineError(UserError):
+    """Raised under ``--strict`` when a log line cannot be turned into an exchange."""
+
+    def __init__(self, issue: LineIssue) -> None:
+        super().__init__(str(issue))
+        self.issue = issue
+
+
+class MissingExtraError(UserError):
+    """An optional dependency is needed for the requested feature."""
+
+    def __init__(self, package: str, extra: str, feature: str) -> None:
+        super().__init__(
+            f"{feature} needs the '{package}' package: pip install 'migrate-eval[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class VendorError(MigrateEvalError):
+    """A candidate endpoint failed. Recorded as an error row, never raised out of a run."""
+
+    exit_code = ExitCode.INFRASTRUCTURE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class InfrastructureError(MigrateEvalError):
+    """The run could not judge a candidate because its endpoint failed too often."""
+
+    exit_code = ExitCode.INFRASTRUCTURE
+
+
+class OfflineCacheMiss(VendorError):
+    """``--offline`` was given and the cache holds no answer for a request."""
+
+    def __init__(self) -> None:
+        super().__init__("offline: no cached response for this request", retryable=False)

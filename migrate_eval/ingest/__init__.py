@@ -1,0 +1,42 @@
+"""Ingest: read logged OpenAI traffic, whatever tool wrote it, into
+:class:`~migrate_eval.records.Exchange` records.
+
+>>> from migrate_eval.ingest import read_logs
+>>> result = read_logs(["logs/"])            # doctest: +SKIP
+>>> result.summary().skipped_by_reason       # doctest: +SKIP
+
+Built-in formats: ``chat-jsonl`` (request/response pairs), ``openai-batch`` (Batch API input
+files joined with their output files) and ``finetune-chat`` (fine-tuning chat JSONL). Others
+can be added with :func:`register_format` or the ``migrate_eval.log_formats`` entry point.
+"""
+
+from migrate_eval.ingest._common import LineContext, RecordError
+from migrate_eval.ingest.reader import (
+    IngestResult,
+    LogStream,
+    expand_paths,
+    read_logs,
+    stream_logs,
+)
+from migrate_eval.ingest.registry import (
+    LogFormat,
+    available_formats,
+    get_format,
+    register_format,
+    unregister_format,
+)
+
+__all__ = [
+    "IngestResult",
+    "LineContext",
+    "LogFormat",
+    "LogStream",
+    "RecordError",
+    "available_formats",
+    "expand_paths",
+    "get_format",
+    "read_logs",
+    "register_format",
+    "stream_logs",
+    "unregister_format",
+]

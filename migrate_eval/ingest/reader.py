@@ -1,0 +1,496 @@
+"""Read log files into exchanges: :func:`read_logs` and its :class:`IngestResult`.
+
+``read_logs`` takes files, directories (every ``*.jsonl``, ``*.json``, ``*.jsonl.gz``,
+``*.json.gz`` inside, recursively, sorted) and glob patterns. Gzip is recognised by its magic
+bytes. Files are streamed line by line (a line is never held longer than it takes to read it)
+and each line is parsed once.
+
+Formats. With ``format="auto"`` each file's format is detected from its first parseable
+non-blank lines (see :mod:`migrate_eval.ingest.registry`); a file no format recognises, an
+unreadable file or a path that matches nothing raises :class:`~migrate_eval.errors.LogFormatError`
+naming it, before any line is read.
+
+Bad lines. A line that is not UTF-8, not JSON, not an object, or that lacks a required field
+or has one of the wrong type is *skipped*: it becomes a :class:`~migrate_eval.errors.LineIssue`
+(file, 1-based line, field path such as ``response.choices[0].message``, reason) and reading
+goes on. With ``strict=True`` the first bad line raises :class:`~migrate_eval.errors.BadLineError`.
+A gzip file cut short counts as one more, skipped, line.
+
+Counting rule (an invariant: ``lines_read == len(exchanges) + len(skipped)``).
+``lines_read`` counts non-blank lines. For the OpenAI Batch API, the lines of the *input* files
+are counted; an output line joined to an input line (on ``custom_id``) is part of that input
+line's exchange and is not counted again; an output line that cannot be joined (no input line
+has its ``custom_id``, its ``custom_id`` repeats an earlier output line, it is not JSON...)
+counts as one skipped line of the output file. An input line whose joined output line is
+malformed is skipped, and the issue names the output file and line. An output file read
+without its input file therefore gives only skipped lines ("no matching batch input line").
+
+Ids. An exchange's id comes from the log when it has one (Batch ``custom_id``, a line's ``id``,
+a logged response id), else from the file name and line number; ids are stable across runs
+and made unique within a run by appending ``-2``, ``-3``... to repeats.
+
+Memory. ``read_logs`` returns every exchange in a list. For logs too large for that,
+:func:`stream_logs` gives the same exchanges one at a time (same rules, same counts).
+"""
+
+from __future__ import annotations
+
+import gc
+import glob
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from migrate_eval.errors import BadLineError, LineIssue, LogFormatError
+from migrate_eval.ingest import openai_batch
+from migrate_eval.ingest._common import (
+    DUPLICATE_CUSTOM_ID,
+    INVALID_VALUE,
+    NO_BATCH_INPUT,
+    NOT_OBJECT,
+    TRUNCATED_FILE,
+    WRONG_FORMAT,
+    LineContext,
+    RecordError,
+    reason_category,
+    type_name,
+)
+from migrate_eval.ingest._jsonl import BOM, loads, open_lines, parse_line
+from migrate_eval.ingest.registry import LogFormat, available_formats, detect, get_format
+from migrate_eval.records import Exchange
+from migrate_eval.results import IngestSummary
+
+LOG_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+SNIFF_LINES = 20
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass
+class IngestResult:
+    """What :func:`read_logs` read: exchanges, skipped lines and counts."""
+
+    exchanges: list[Exchange] = field(default_factory=list)
+    skipped: list[LineIssue] = field(default_factory=list)
+    lines_read: int = 0
+    formats: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def logged_errors(self) -> int:
+        """Exchanges whose logged call failed (e.g. Batch error lines): kept, not skipped."""
+        return sum(1 for ex in self.exchanges if ex.error is not None)
+
+    def summary(self) -> IngestSummary:
+        """The counts as an :class:`~migrate_eval.results.IngestSummary`: skipped lines grouped
+        by reason category, and the first five as examples."""
+        return _summary(
+            self.files, self.formats, self.lines_read, len(self.exchanges), self.skipped
+        )
+
+
+def _summary(
+    files: list[str],
+    formats: dict[str, int],
+    lines_read: int,
+    exchanges: int,
+    skipped: list[LineIssue],
+) -> IngestSummary:
+    by_reason = Counter(reason_category(issue.reason) for issue in skipped)
+    return IngestSummary(
+        files=list(files),
+        formats=dict(formats),
+        lines_read=lines_read,
+        exchanges=exchanges,
+        skipped=len(skipped),
+        skipped_by_reason=dict(by_reason.most_common()),
+        examples=[str(issue) for issue in skipped[:5]],
+    )
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files named by ``paths`` (files, directories, globs), in order, each once."""
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for given in paths:
+        text = os.path.expanduser(str(given))
+        path = Path(text)
+        if path.is_dir():
+            found = _dir_files(path, str(given))
+        elif path.exists():
+            found = [path]
+        elif _GLOB_CHARS & set(text):
+            found = []
+            for match in sorted(glob.glob(text, recursive=True)):
+                m = Path(match)
+                found.extend(_dir_files(m, match) if m.is_dir() else [m])
+            if not found:
+                raise LogFormatError(f"{given}: no file matches this pattern")
+        else:
+            raise LogFormatError(f"{given}: no such file or directory")
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+    return out
+
+
+def _dir_files(path: Path, given: str) -> list[Path]:
+    found = sorted(
+        (p for p in path.rglob("*") if p.name.endswith(LOG_SUFFIXES) and p.is_file()),
+        key=lambda p: p.relative_to(path).as_posix(),
+    )
+    if not found:
+        raise LogFormatError(
+            f"{given}: no log files ({', '.join('*' + s for s in LOG_SUFFIXES)}) in this directory"
+        )
+    return found
+
+
+@dataclass
+class _Sample:
+    records: list[dict[str, Any]]
+    nonblank: int
+    first_line: bytes
+
+
+def _sample(path: Path) -> _Sample:
+    """The first parseable JSON objects among the first non-blank lines of a file."""
+    records: list[dict[str, Any]] = []
+    nonblank = 0
+    first_line = b""
+    fh = open_lines(path)
+    try:
+        for raw in fh:
+            if raw.isspace():
+                continue
+            nonblank += 1
+            if nonblank == 1:
+                first_line = raw[:200]
+            try:
+                record = parse_line(raw, nonblank == 1)
+            except RecordError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            if nonblank >= SNIFF_LINES:
+                break
+    except EOFError:  # a truncated gzip stream: detect from what could be read
+        pass
+    except OSError as e:
+        raise LogFormatError(f"{path}: cannot read the file: {e}") from e
+    finally:
+        fh.close()
+    return _Sample(records, nonblank, first_line)
+
+
+def _unknown_format(path: Path, sample: _Sample, formats: dict[str, LogFormat]) -> LogFormatError:
+    known = ", ".join(formats)
+    if not sample.records:
+        head = sample.first_line.lstrip(BOM).strip()
+        if head.startswith(b"["):
+            why = "it is a JSON array, not JSON Lines (write one JSON object a line)"
+        elif head.startswith(b"{"):
+            why = (
+                "it looks like one JSON document spread over several lines; migrate-eval reads "
+                "JSON Lines (one JSON object a line)"
+            )
+        else:
+            why = f"none of its first {sample.nonblank} non-blank lines is a JSON object"
+        return LogFormatError(f"{path}: unknown log format: {why}")
+    keys = sorted(sample.records[0])[:12]
+    return LogFormatError(
+        f"{path}: unknown log format: no known format recognises records with keys "
+        f"{', '.join(keys)}; known formats: {known} (pass a format name to force one)"
+    )
+
+
+def _value_error_issue(e: ValueError, file: str, line: int) -> LineIssue:
+    """A reader's plain ValueError (not a RecordError) as a line issue."""
+    if isinstance(e, ValidationError) and e.errors():
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        return LineIssue(file, line, field, f"{INVALID_VALUE}: {first['msg']}")
+    return LineIssue(file, line, "", f"{INVALID_VALUE}: {e}")
+
+
+class LogStream:
+    """Exchanges read one at a time, for logs too large to hold in memory.
+
+    Made by :func:`stream_logs`: files are resolved and formats detected when it is made (so
+    a bad path or an unknown format raises at once); iterating reads the lines. The counts
+    (``lines_read``, ``skipped``, ``formats``, ``exchanges_read``) are complete once the
+    iteration has finished; the counting rule of :func:`read_logs` holds:
+    ``lines_read == exchanges_read + len(skipped)``. A stream can be iterated once.
+    """
+
+    def __init__(
+        self,
+        plan: list[tuple[Path, LogFormat | None, bool]],
+        *,
+        strict: bool = False,
+        default_model: str | None = None,
+    ) -> None:
+        self._plan = plan
+        self.strict = strict
+        self.default_model = default_model
+        self.files: list[str] = [str(p) for p, _, _ in plan]
+        self.skipped: list[LineIssue] = []
+        self.lines_read = 0
+        self.formats: dict[str, int] = {}
+        self.exchanges_read = 0
+        self.seen_ids: set[str] = set()
+        self.shared_texts: dict[str, str] = {}
+        self.outputs: dict[str, openai_batch.BatchOutput] = {}
+        self._started = False
+
+    def __iter__(self) -> Iterator[Exchange]:
+        if self._started:
+            raise RuntimeError("a LogStream can be iterated only once")
+        self._started = True
+        try:
+            for path, _fmt, is_output in self._plan:
+                if is_output:
+                    self._index_outputs(path)
+            for path, fmt, is_output in self._plan:
+                if fmt is not None and not is_output:
+                    yield from self._read_file(path, fmt)
+            self._unmatched_outputs()
+        finally:
+            order = {name: i for i, name in enumerate(self.files)}
+            self.skipped.sort(key=lambda issue: (order.get(issue.file, len(order)), issue.line))
+
+    def summary(self) -> IngestSummary:
+        """The counts as an :class:`~migrate_eval.results.IngestSummary`."""
+        return _summary(
+            self.files, self.formats, self.lines_read, self.exchanges_read, self.skipped
+        )
+
+    def skip(self, issue: LineIssue) -> None:
+        if self.strict:
+            raise BadLineError(issue)
+        self.skipped.append(issue)
+
+    def _rename(self, exchange: Exchange) -> None:
+        """Make a repeated id unique: ``id-2``, ``id-3``..."""
+        n = 2
+        while f"{exchange.id}-{n}" in self.seen_ids:
+            n += 1
+        exchange.id = f"{exchange.id}-{n}"
+
+    def _lines(self, path: Path, name: str) -> Iterator[tuple[int, bytes | None]]:
+        """Yield (line number, raw line) for the non-blank lines; a truncated gzip stream ends
+        with (line number, None)."""
+        fh = open_lines(path)
+        lineno = 0
+        try:
+            for lineno, raw in enumerate(fh, 1):
+                if not raw.isspace():
+                    yield lineno, raw
+        except EOFError:
+            yield lineno + 1, None
+        except OSError as e:
+            raise LogFormatError(f"{name}: cannot read the file after line {lineno}: {e}") from e
+        finally:
+            fh.close()
+
+    def _parse(self, name: str, lineno: int, raw: bytes | None) -> dict[str, Any] | None:
+        """Parse a line that failed the fast path (or a truncated stream's end): the record, or
+        None after reporting the line."""
+        if raw is None:
+            self.skip(
+                LineIssue(name, lineno, "", f"{TRUNCATED_FILE}: the compressed stream ends early")
+            )
+            return None
+        try:
+            record = parse_line(raw, lineno == 1)
+        except RecordError as e:
+            self.skip(e.issue(name, lineno))
+            return None
+        if not isinstance(record, dict):
+            self.skip(LineIssue(name, lineno, "", f"{NOT_OBJECT}: got {type_name(record)}"))
+            return None
+        return record
+
+    def _read_file(self, path: Path, fmt: LogFormat) -> Iterator[Exchange]:
+        name = str(path)
+        ctx = LineContext(name, fmt.name, self.default_model, self.shared_texts)
+        reader = fmt.reader
+        batch = fmt.name == openai_batch.NAME
+        outputs = self.outputs
+        seen = self.seen_ids
+        count = 0
+        read = 0
+        lineno = 0
+        fh = open_lines(path)
+        try:
+            for lineno, raw in enumerate(fh, 1):
+                if raw.isspace():
+                    continue
+                read += 1
+                try:
+                    record = loads(raw)
+                    if type(record) is not dict:
+                        raise ValueError
+                except ValueError:
+                    parsed = self._parse(name, lineno, raw)
+                    if parsed is None:
+                        continue
+                    record = parsed
+                ctx.line = lineno
+                try:
+                    exchange = reader(record, ctx)
+                except RecordError as e:
+                    self.skip(e.issue(name, lineno))
+                    continue
+                except ValueError as e:  # e.g. a plugin's Exchange failing validation
+                    self.skip(_value_error_issue(e, name, lineno))
+                    continue
+                if batch and outputs:
+                    out = outputs.pop(exchange.id, None)
+                    if out is not None:
+                        if out.problem is not None:
+                            self.skip(out.problem.issue(out.file, out.line))
+                            continue
+                        openai_batch.apply_output(exchange, out)
+                if exchange.id in seen:
+                    self._rename(exchange)
+                seen.add(exchange.id)
+                count += 1
+                yield exchange
+        except EOFError:
+            read += 1
+            self._parse(name, lineno + 1, None)
+        except OSError as e:
+            raise LogFormatError(f"{name}: cannot read the file after line {lineno}: {e}") from e
+        finally:
+            fh.close()
+            self.lines_read += read
+            self.exchanges_read += count
+            if count:
+                self.formats[fmt.name] = self.formats.get(fmt.name, 0) + count
+
+    def _index_outputs(self, path: Path) -> None:
+        """Read a Batch output (or error) file, keeping its lines for the join."""
+        name = str(path)
+        ctx = LineContext(name, openai_batch.NAME, self.default_model)
+        for lineno, raw in self._lines(path, name):
+            record = self._parse(name, lineno, raw)
+            if record is None:
+                self.lines_read += 1
+                continue
+            ctx.line = lineno
+            try:
+                if openai_batch.is_input(record):
+                    raise RecordError(
+                        "body",
+                        WRONG_FORMAT,
+                        "a batch input line in a file of batch output lines",
+                    )
+                out = openai_batch.read_output(record, ctx)
+            except RecordError as e:
+                self.lines_read += 1
+                self.skip(e.issue(name, lineno))
+                continue
+            first = self.outputs.get(out.custom_id)
+            if first is not None:
+                self.lines_read += 1
+                self.skip(
+                    LineIssue(
+                        name,
+                        lineno,
+                        "custom_id",
+                        f"{DUPLICATE_CUSTOM_ID}: {out.custom_id!r} already answered at "
+                        f"{first.file}:{first.line}",
+                    )
+                )
+                continue
+            self.outputs[out.custom_id] = out
+
+    def _unmatched_outputs(self) -> None:
+        for out in self.outputs.values():
+            self.lines_read += 1
+            if out.problem is not None:
+                self.skip(out.problem.issue(out.file, out.line))
+            else:
+                self.skip(
+                    LineIssue(
+                        out.file,
+                        out.line,
+                        "custom_id",
+                        f"{NO_BATCH_INPUT}: no batch input line has custom_id {out.custom_id!r} "
+                        "(read the batch input file together with its output file)",
+                    )
+                )
+        self.outputs.clear()
+
+
+def stream_logs(
+    paths: Sequence[str | Path],
+    *,
+    format: str = "auto",
+    strict: bool = False,
+    default_model: str | None = None,
+) -> LogStream:
+    """Like :func:`read_logs`, but the exchanges are read one at a time by iterating the
+    returned :class:`LogStream` (bounded memory, except for the ids seen and the Batch output
+    lines waiting for their input line)."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    files = expand_paths(paths)
+    formats = available_formats()
+    forced = None if format == "auto" else get_format(format)
+
+    plan: list[tuple[Path, LogFormat | None, bool]] = []  # (file, format, is batch output)
+    for path in files:
+        sample = _sample(path)
+        fmt = forced or detect(sample.records, formats)
+        if fmt is None:
+            if sample.nonblank:
+                raise _unknown_format(path, sample, formats)
+            plan.append((path, None, False))  # an empty file: nothing to read
+            continue
+        first_batch = next((r for r in sample.records if openai_batch.sniff(r)), None)
+        is_output = (
+            fmt.name == openai_batch.NAME
+            and first_batch is not None
+            and openai_batch.is_output(first_batch)
+        )
+        plan.append((path, fmt, is_output))
+    return LogStream(plan, strict=strict, default_model=default_model)
+
+
+def read_logs(
+    paths: Sequence[str | Path],
+    *,
+    format: str = "auto",
+    strict: bool = False,
+    default_model: str | None = None,
+) -> IngestResult:
+    """Read log files into exchanges (see the module docstring for the rules).
+
+    ``format`` is a format name (see :func:`~migrate_eval.ingest.available_formats`) or
+    ``"auto"``; ``default_model`` is the model of requests whose log does not name one.
+    """
+    stream = stream_logs(paths, format=format, strict=strict, default_model=default_model)
+    # Reading allocates millions of long-lived, acyclic objects: the cyclic garbage collector
+    # would rescan them again and again (a 3x slowdown on large logs) for nothing to free.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        exchanges = list(stream)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return IngestResult(
+        exchanges=exchanges,
+        skipped=stream.skipped,
+        lines_read=stream.lines_read,
+        formats=stream.formats,
+        files=stream.files,
+    )

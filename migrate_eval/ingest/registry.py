@@ -1,0 +1,152 @@
+"""The log formats migrate-eval can read, and how a file's format is recognised.
+
+A :class:`LogFormat` has a ``name``, a ``sniff(record) -> bool`` that recognises one parsed
+JSON record of that format, and a ``reader(record, ctx) -> Exchange`` that turns one record
+into an :class:`~migrate_eval.records.Exchange` or raises
+:class:`~migrate_eval.ingest._common.RecordError` naming the offending field (the line is then
+skipped and reported; reading goes on). Reading files, decoding, JSON parsing, ids, counting
+and error reporting are done once for all formats by
+:func:`~migrate_eval.ingest.reader.read_logs`.
+
+Formats are tried in ``priority`` order (lower first; the built-ins use 10-30). Third-party
+packages add formats through the ``migrate_eval.log_formats`` entry-point group; an entry
+point names a :class:`LogFormat` object or a zero-argument callable returning one::
+
+    [project.entry-points."migrate_eval.log_formats"]
+    helicone = "my_package.helicone:FORMAT"
+
+Entry points are loaded the first time :func:`available_formats` is called. A plugin that
+fails to load, or that reuses a taken name, is left out with a logged warning.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate_eval.errors import LogFormatError
+from migrate_eval.ingest._common import LineContext
+from migrate_eval.records import Exchange
+
+ENTRY_POINT_GROUP = "migrate_eval.log_formats"
+
+Sniffer = Callable[[dict[str, Any]], bool]
+Reader = Callable[[dict[str, Any], LineContext], Exchange]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LogFormat:
+    """A log format: how to recognise one of its records and how to read one."""
+
+    name: str
+    sniff: Sniffer
+    reader: Reader
+    description: str = ""
+    priority: int = 100
+    origin: str = field(default="builtin", compare=False)
+
+
+_REGISTRY: dict[str, LogFormat] = {}
+_BUILTINS_LOADED = False
+_ENTRY_POINTS_LOADED = False
+
+
+def register_format(fmt: LogFormat, *, replace: bool = False) -> LogFormat:
+    """Make ``fmt`` available to :func:`~migrate_eval.ingest.read_logs` (auto-detection and
+    ``format=fmt.name``). Registering a taken name raises ``ValueError`` unless ``replace``."""
+    if not isinstance(fmt, LogFormat):
+        raise TypeError(f"register_format() needs a LogFormat, got {type(fmt).__name__}")
+    if not fmt.name or fmt.name == "auto":
+        raise ValueError(f"invalid log format name {fmt.name!r}")
+    _load_builtins()
+    if fmt.name in _REGISTRY and not replace:
+        raise ValueError(f"log format {fmt.name!r} is already registered")
+    _REGISTRY[fmt.name] = fmt
+    return fmt
+
+
+def unregister_format(name: str) -> None:
+    """Remove a format (mainly for tests of plugins)."""
+    _REGISTRY.pop(name, None)
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    from migrate_eval.ingest.chat_jsonl import FORMAT as chat_jsonl
+    from migrate_eval.ingest.finetune_chat import FORMAT as finetune_chat
+    from migrate_eval.ingest.openai_batch import FORMAT as openai_batch
+
+    for fmt in (openai_batch, chat_jsonl, finetune_chat):
+        _REGISTRY.setdefault(fmt.name, fmt)
+
+
+def _load_entry_points() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj: Any = ep.load()
+            if not isinstance(obj, LogFormat) and callable(obj):
+                obj = obj()
+            if not isinstance(obj, LogFormat):
+                raise TypeError(f"expected a LogFormat, got {type(obj).__name__}")
+        except Exception as e:
+            logger.warning("log format plugin %r (%s) not loaded: %s", ep.name, ep.value, e)
+            continue
+        if obj.name in _REGISTRY:
+            logger.warning(
+                "log format plugin %r (%s) not loaded: the name %r is taken",
+                ep.name,
+                ep.value,
+                obj.name,
+            )
+            continue
+        _REGISTRY[obj.name] = LogFormat(
+            name=obj.name,
+            sniff=obj.sniff,
+            reader=obj.reader,
+            description=obj.description,
+            priority=obj.priority,
+            origin=ep.value,
+        )
+
+
+def available_formats() -> dict[str, LogFormat]:
+    """Every readable format, built-in and plugin, in detection order (name -> format)."""
+    _load_builtins()
+    _load_entry_points()
+    ordered = sorted(_REGISTRY.values(), key=lambda f: (f.priority, f.name))
+    return {f.name: f for f in ordered}
+
+
+def get_format(name: str) -> LogFormat:
+    """The format called ``name``; :class:`LogFormatError` listing the known ones otherwise."""
+    formats = available_formats()
+    try:
+        return formats[name]
+    except KeyError:
+        raise LogFormatError(
+            f"unknown log format {name!r}; known formats: auto, {', '.join(formats)}"
+        ) from None
+
+
+def detect(records: list[dict[str, Any]], formats: Mapping[str, LogFormat]) -> LogFormat | None:
+    """The first format (in order) recognising the first record that any format recognises."""
+    for record in records:
+        for fmt in formats.values():
+            try:
+                if fmt.sniff(record):
+                    return fmt
+            except Exception as e:  # a plugin's sniff must not break detection
+                logger.warning("log format %r: sniff failed: %s", fmt.name, e)
+    return None

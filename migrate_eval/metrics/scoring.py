@@ -1,0 +1,195 @@
+"""Scoring: every (exchange, candidate) pair gets its task's metrics and a parity.
+
+:func:`score` returns one row per replay result with the columns of
+:data:`migrate_eval.results.SCORE_COLUMNS` plus one float column per metric used by any task
+(NaN where a metric does not apply or the row was not scored). ``status`` is:
+
+* ``ok``: the candidate answered and the exchange has a logged answer; ``parity`` is the mean of
+  the task's metrics that apply (not None), NaN when none applies;
+* ``error``: the candidate call failed; ``error`` holds ``"<error_kind>: <message>"``;
+* ``unsupported``: the candidate cannot express a feature of the request (``error_kind``
+  ``unsupported``); ``error`` holds ``"unsupported: <message>"``;
+* ``no_reference``: the candidate answered but the exchange has no logged answer to compare with.
+
+A metric that raises does not stop scoring: its value is NaN and the row's ``error`` notes
+``metric <name>: <ExceptionType>: <message>`` (notes are joined with ``"; "``); the other metrics
+still make up the parity. A metric that returns something other than None or a number in
+[0, 1] is treated the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from numbers import Real
+
+import numpy as np
+import pandas as pd
+
+from migrate_eval.errors import ConfigError
+from migrate_eval.metrics.registry import MetricContext, MetricInfo, get_metric
+from migrate_eval.records import Exchange, ReplayResult
+from migrate_eval.results import SCORE_COLUMNS, TaskInfo
+
+NAN = math.nan
+
+#: Status values of the scores frame.
+STATUSES = ("ok", "error", "unsupported", "no_reference")
+#: Statuses that mean the candidate did not produce a usable answer.
+FAILED_STATUSES = ("error", "unsupported")
+
+_KIND_PREFIX = re.compile(r"^([a-z][a-z0-9_]*): ")
+
+
+def format_error(kind: str | None, message: str | None) -> str:
+    """The ``error`` text of a failed row: ``"<kind>: <message>"`` (kind ``error`` when unknown)."""
+    kind = kind or "error"
+    message = (message or "").strip() or "no response"
+    if message.startswith(f"{kind}:"):
+        return message
+    return f"{kind}: {message}"
+
+
+def error_kind_of(text: str | None) -> str:
+    """The error kind of a failed row's ``error`` text (see :func:`format_error`); ``other`` if none."""
+    if not text:
+        return "other"
+    m = _KIND_PREFIX.match(text)
+    return m.group(1) if m else "other"
+
+
+def _check_value(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, Real):
+        v = float(value)
+        if 0.0 <= v <= 1.0:
+            return v
+    raise ValueError(f"returned {value!r}, expected a number in [0, 1] or None")
+
+
+def metric_columns(tasks: Iterable[TaskInfo]) -> list[str]:
+    """The metric columns a scores frame has for these tasks: each metric once, in task order."""
+    seen: dict[str, None] = {}
+    for t in tasks:
+        for m in t.metrics:
+            seen.setdefault(m, None)
+    return list(seen)
+
+
+def score(
+    exchanges: Iterable[Exchange] | Mapping[str, Exchange],
+    tasks: Iterable[TaskInfo] | Mapping[str, TaskInfo],
+    assignment: Mapping[str, str],
+    replays: Iterable[ReplayResult],
+) -> pd.DataFrame:
+    """Score every replay result against its exchange's logged answer (see the module docstring).
+
+    ``assignment`` maps exchange id to task name; replay results of exchanges it does not list
+    are left out. Unknown metric names raise :class:`ConfigError` before anything is scored; a
+    replay result for an exchange that is not given, or an assignment to a task that is not
+    given, raises ``ValueError``.
+    """
+    ex_by_id = dict(exchanges) if isinstance(exchanges, Mapping) else {e.id: e for e in exchanges}
+    task_by_name = dict(tasks) if isinstance(tasks, Mapping) else {t.name: t for t in tasks}
+
+    names = metric_columns(task_by_name.values())
+    clash = [m for m in names if m in SCORE_COLUMNS]
+    if clash:
+        raise ConfigError(
+            f"metric name(s) {', '.join(clash)} clash with score columns; rename the metric"
+        )
+    infos = [get_metric(m) for m in names]
+    column_of = {m: i for i, m in enumerate(names)}
+    plan: dict[str, list[tuple[int, MetricInfo]]] = {
+        t.name: [(column_of[m], infos[column_of[m]]) for m in dict.fromkeys(t.metrics)]
+        for t in task_by_name.values()
+    }
+
+    ids: list[str] = []
+    task_col: list[str] = []
+    cand_col: list[str] = []
+    status_col: list[str] = []
+    error_col: list[str] = []
+    parity_col: list[float] = []
+    latency_col: list[float] = []
+    prompt_col: list[int | None] = []
+    completion_col: list[int | None] = []
+    cached_col: list[bool] = []
+    metric_cols: list[list[float]] = [[] for _ in names]
+    n_metrics = len(names)
+
+    for r in replays:
+        task_name = assignment.get(r.exchange_id)
+        if task_name is None:
+            continue
+        task = task_by_name.get(task_name)
+        if task is None:
+            raise ValueError(f"exchange {r.exchange_id} is assigned to unknown task {task_name!r}")
+        ex = ex_by_id.get(r.exchange_id)
+        if ex is None:
+            raise ValueError(f"replay result for unknown exchange {r.exchange_id!r}")
+
+        row = [NAN] * n_metrics
+        parity = NAN
+        notes: list[str] = []
+        cand = r.response
+        if r.error is not None or cand is None:
+            status = "unsupported" if r.error_kind == "unsupported" else "error"
+            notes.append(
+                format_error(r.error_kind if status == "error" else "unsupported", r.error)
+            )
+        elif ex.response is None:
+            status = "no_reference"
+            notes.append(f"no logged response ({ex.error})" if ex.error else "no logged response")
+        else:
+            status = "ok"
+            ctx = MetricContext(exchange=ex, reference=ex.response, candidate=cand, task=task)
+            total, count = 0.0, 0
+            for col, info in plan[task.name]:
+                try:
+                    value = _check_value(info.func(ctx))
+                except Exception as e:
+                    notes.append(f"metric {info.name}: {type(e).__name__}: {e}")
+                    continue
+                if value is not None:
+                    row[col] = value
+                    total += value
+                    count += 1
+            if count:
+                parity = total / count
+
+        usage = cand.usage if cand is not None else None
+        latency = r.latency_ms
+        if latency is None and cand is not None:
+            latency = cand.latency_ms
+
+        ids.append(r.exchange_id)
+        task_col.append(task.name)
+        cand_col.append(r.candidate)
+        status_col.append(status)
+        error_col.append("; ".join(notes))
+        parity_col.append(parity)
+        latency_col.append(NAN if latency is None else float(latency))
+        prompt_col.append(usage.prompt_tokens if usage is not None else None)
+        completion_col.append(usage.completion_tokens if usage is not None else None)
+        cached_col.append(bool(r.cached))
+        for i in range(n_metrics):
+            metric_cols[i].append(row[i])
+
+    data: dict[str, object] = {
+        "exchange_id": pd.array(ids, dtype="str"),
+        "task": pd.array(task_col, dtype="str"),
+        "candidate": pd.array(cand_col, dtype="str"),
+        "status": pd.array(status_col, dtype="str"),
+        "error": pd.array(error_col, dtype="str"),
+        "parity": np.asarray(parity_col, dtype=np.float64),
+        "latency_ms": np.asarray(latency_col, dtype=np.float64),
+        "prompt_tokens": pd.array(prompt_col, dtype="Int64"),
+        "completion_tokens": pd.array(completion_col, dtype="Int64"),
+        "cached": np.asarray(cached_col, dtype=np.bool_),
+    }
+    for name, values in zip(names, metric_cols, strict=True):
+        data[name] = np.asarray(values, dtype=np.float64)
+    return pd.DataFrame(data)

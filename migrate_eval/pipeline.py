@@ -1,0 +1,274 @@
+"""The typed Python API: ``migrate_eval.run(...)`` does what ``migrate-eval run`` does.
+
+Stages, each reading the previous stage's output only::
+
+    ingest -> tasks (+ sample) -> replay (cache) -> score -> aggregate/verdict -> report
+
+A run lives in one folder that holds everything needed to re-render it without calling any
+vendor again (:func:`rerender`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from migrate_eval import __version__
+from migrate_eval.errors import ConfigError, ExitCode, UserError
+from migrate_eval.records import Exchange, ReplayResult
+from migrate_eval.results import Results
+from migrate_eval.suite import CandidateSpec, LogSpec, Suite, load_suite, parse_candidate_spec
+
+DEFAULT_REPORTS_DIR = Path("reports")
+RUN_FILES = (
+    "suite.json",
+    "exchanges.jsonl",
+    "tasks.json",
+    "responses.jsonl",
+    "scores.parquet",
+    "results.json",
+    "summary.md",
+    "report.html",
+)
+
+
+def demo_suite_path() -> Path:
+    """The shipped demo suite: packaged in wheels, or ``suites/demo`` in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_demo", here.parent / "suites" / "demo"):
+        if (candidate / "suite.yaml").exists():
+            return candidate / "suite.yaml"
+    raise ConfigError("the demo suite is not installed (expected migrate_eval/_demo or suites/demo)")
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced."""
+
+    results: Results
+    run_dir: Path
+    exit_code: ExitCode
+
+
+ProgressFn = Callable[[Any], None]
+
+
+def _resolve_suite(
+    suite: Suite | str | Path | None,
+    logs: Sequence[str | Path],
+    candidates: Sequence[str | CandidateSpec],
+) -> Suite:
+    specs = [c if isinstance(c, CandidateSpec) else parse_candidate_spec(c) for c in candidates]
+    if suite is None and logs:
+        if not specs:
+            raise ConfigError("--logs needs at least one --candidate (or a suite file)")
+        return Suite(
+            name="adhoc",
+            logs=[LogSpec(path=str(Path(p).resolve())) for p in logs],
+            candidates=specs,
+            base_dir=Path.cwd(),
+        )
+    s = load_suite(demo_suite_path() if suite is None else suite) if not isinstance(suite, Suite) else suite
+    updates: dict[str, Any] = {}
+    if logs:
+        updates["logs"] = [LogSpec(path=str(Path(p).resolve())) for p in logs]
+    if specs:
+        by_name = {c.name: c for c in s.candidates}
+        for c in specs:
+            by_name[c.name] = c
+        updates["candidates"] = list(by_name.values())
+    if updates:
+        base = s.base_dir
+        s = s.model_copy(update=updates)
+        s.base_dir = base
+    return s
+
+
+def _default_run_dir(suite: Suite) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    root = Path(os.environ.get("MIGRATE_EVAL_REPORTS_DIR", DEFAULT_REPORTS_DIR))
+    run_dir = root / suite.name / stamp
+    n = 1
+    while run_dir.exists():
+        n += 1
+        run_dir = root / suite.name / f"{stamp}-{n}"
+    return run_dir
+
+
+def default_cache_path() -> Path:
+    env = os.environ.get("MIGRATE_EVAL_CACHE")
+    return Path(env) if env else Path(os.environ.get("MIGRATE_EVAL_REPORTS_DIR", DEFAULT_REPORTS_DIR)) / ".cache" / "replay.sqlite"
+
+
+def _write_jsonl(path: Path, rows: Sequence[Any]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(r.model_dump_json(exclude_none=True))
+            f.write("\n")
+
+
+def run(
+    suite: Suite | str | Path | None = None,
+    *,
+    logs: Sequence[str | Path] = (),
+    candidates: Sequence[str | CandidateSpec] = (),
+    out: str | Path | None = None,
+    offline: bool = False,
+    concurrency: int | None = None,
+    limit: int | None = None,
+    cache: str | Path | None = None,
+    strict: bool = False,
+    progress: ProgressFn | None = None,
+    command: str | None = None,
+) -> RunOutcome:
+    """Run the whole pipeline and write the run folder.
+
+    ``suite`` is a :class:`Suite`, a path to a suite file (or its folder), or None for the shipped
+    demo suite. ``logs`` and ``candidates`` (``[NAME=]PROVIDER:MODEL[@BASE_URL]`` specs) run without
+    a suite file, or override the suite's. Returns the results, the run folder and the exit code
+    the CLI uses as the gate (see :mod:`migrate_eval.errors`).
+    """
+    from migrate_eval.cache import ResponseCache
+    from migrate_eval.ingest import read_logs
+    from migrate_eval.metrics import get_metric, score
+    from migrate_eval.replay import replay
+    from migrate_eval.stats import aggregate, gate_outcome
+    from migrate_eval.tasks import assign_tasks, sample
+
+    s = _resolve_suite(suite, logs, candidates)
+    for t in s.tasks:  # fail fast on unknown metrics, before any network call
+        for m in t.metrics or []:
+            get_metric(m)
+    from migrate_eval.providers import get_provider
+
+    for c in s.candidates:  # unknown provider or missing extra: a usage error now, not 1,000 error rows
+        get_provider(c)
+
+    # 1. ingest
+    by_format: dict[str, list[Path]] = {}
+    for spec in s.logs:
+        by_format.setdefault(spec.format, []).append(s.resolve(spec.path))
+    ingested = [read_logs(paths, format=fmt, strict=strict) for fmt, paths in by_format.items()]
+    ingest = ingested[0]
+    for extra in ingested[1:]:
+        ingest = ingest.merge(extra)
+    if not ingest.exchanges:
+        raise UserError(
+            f"no exchanges could be read from {', '.join(map(str, ingest.files)) or 'the logs'}"
+            + (f" ({len(ingest.skipped)} lines skipped; first: {ingest.skipped[0]})" if ingest.skipped else "")
+        )
+
+    # 2. tasks + sample. Exchanges without a logged answer cannot be compared with it.
+    scorable = [e for e in ingest.exchanges if e.response is not None and e.error is None]
+    plan = assign_tasks(scorable, s.tasks, thresholds=s.thresholds, auto=s.auto_tasks)
+    exchanges, plan = sample(scorable, plan, limit=limit or s.sampling.limit, seed=s.sampling.seed)
+    if not exchanges:
+        raise UserError("no exchange with a logged response matches the suite's tasks")
+
+    # 3. replay through the cache
+    cache_path = Path(cache) if cache else default_cache_path()
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    with ResponseCache(cache_path) as rc:
+        for rec in s.recordings:
+            rc.import_recordings(s.resolve(rec))
+        replays = replay(exchanges, s.candidates, cache=rc, offline=offline, concurrency=concurrency, progress=progress)
+
+    # 4. score, 5. aggregate + verdict
+    scores = score(exchanges, plan.tasks, plan.assignment, replays)
+    cand_results = aggregate(scores, plan.tasks, s.candidates, s.thresholds, s.gate)
+    gate, code = gate_outcome(cand_results, s.gate)
+
+    results = Results(
+        tool_version=__version__,
+        suite=s.name,
+        simulated=s.simulated,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        command=command or "migrate-eval run " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+        thresholds=s.thresholds.model_dump(mode="json"),
+        ingest=ingest.summary(),
+        tasks=plan.tasks,
+        candidates=cand_results,
+        gate=gate,
+        exit_code=int(code),
+    )
+
+    # 6. the run folder
+    run_dir = Path(out) if out else _default_run_dir(s)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "suite.json").write_text(json.dumps(s.dump(), indent=2, ensure_ascii=False), encoding="utf-8")
+    _write_jsonl(run_dir / "exchanges.jsonl", exchanges)
+    (run_dir / "tasks.json").write_text(
+        json.dumps(
+            {"tasks": [t.model_dump(mode="json") for t in plan.tasks], "assignment": plan.assignment},
+            indent=1,
+            ensure_ascii=False,
+        ),
+        encoding="utf-8",
+    )
+    _write_jsonl(run_dir / "responses.jsonl", replays)
+    scores.to_parquet(run_dir / "scores.parquet", index=False)
+    if ingest.skipped:
+        with (run_dir / "skipped.jsonl").open("w", encoding="utf-8") as f:
+            for issue in ingest.skipped:
+                f.write(json.dumps(issue.__dict__, ensure_ascii=False) + "\n")
+    _render(results, scores, exchanges, replays, run_dir)
+    return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
+
+
+def _render(
+    results: Results,
+    scores: pd.DataFrame,
+    exchanges: Sequence[Exchange],
+    replays: Sequence[ReplayResult],
+    run_dir: Path,
+) -> None:
+    from migrate_eval.report import render_html, write_results_json, write_summary_md
+
+    write_results_json(results, run_dir / "results.json")
+    write_summary_md(results, run_dir / "summary.md")
+    render_html(
+        results,
+        scores,
+        {e.id: e for e in exchanges},
+        {(r.exchange_id, r.candidate): r for r in replays},
+        run_dir / "report.html",
+    )
+
+
+def load_run(run_dir: str | Path) -> tuple[Results, pd.DataFrame, list[Exchange], list[ReplayResult]]:
+    """Read a finished run folder back (no vendor is called)."""
+    d = Path(run_dir)
+    if not (d / "results.json").exists():
+        raise UserError(f"{d}: not a run folder (no results.json)")
+    try:
+        results = Results.model_validate_json((d / "results.json").read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise UserError(f"{d / 'results.json'}: not a valid results file: {e}") from None
+    scores = pd.read_parquet(d / "scores.parquet")
+    exchanges = [
+        Exchange.model_validate_json(line)
+        for line in (d / "exchanges.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    replays = [
+        ReplayResult.model_validate_json(line)
+        for line in (d / "responses.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    return results, scores, exchanges, replays
+
+
+def rerender(run_dir: str | Path) -> Results:
+    """Re-render a run folder's reports from its stored outputs, without any network."""
+    results, scores, exchanges, replays = load_run(run_dir)
+    _render(results, scores, exchanges, replays, Path(run_dir))
+    return results

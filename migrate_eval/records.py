@@ -1,0 +1,223 @@
+"""The canonical records every pipeline stage passes on.
+
+An :class:`Exchange` is one logged call, whatever tool logged it: the request normalised to
+the Chat Completions request body (``model``, ``messages``, ``tools``, ``tool_choice``,
+``response_format``, sampling parameters...) and the logged response normalised to a
+:class:`Response`. The OpenAI API spec is the reference for every field name.
+
+A :class:`Response` is also what a candidate's replay produces, so that scoring compares
+like with like.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OutputKind = Literal["tool_call", "structured", "classification", "free_text"]
+
+#: Request fields that carry sampling behaviour (used by candidate identity and overrides).
+SAMPLING_FIELDS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+    "top_logprobs",
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Source(_Model):
+    """Where an exchange came from."""
+
+    file: str
+    line: int = Field(description="1-based line (or record) number in the file")
+    format: str = Field(description="log format that read it, e.g. 'chat-jsonl'")
+
+
+class ToolCall(_Model):
+    """One function call the model asked for."""
+
+    id: str | None = None
+    name: str
+    arguments: str = Field(description="arguments exactly as the model produced them")
+    parsed_arguments: Any = Field(
+        default=None, description="arguments parsed as JSON, or None when they are not valid JSON"
+    )
+    arguments_valid_json: bool = True
+
+    @classmethod
+    def from_raw(cls, name: str, arguments: Any, id: str | None = None) -> ToolCall:
+        """Build a tool call from a raw arguments string (or an already-parsed object)."""
+        if isinstance(arguments, str):
+            try:
+                parsed = json.loads(arguments) if arguments.strip() else {}
+                ok = True
+            except json.JSONDecodeError:
+                parsed, ok = None, False
+            return cls(id=id, name=name, arguments=arguments, parsed_arguments=parsed,
+                       arguments_valid_json=ok)
+        if arguments is None:
+            arguments = {}
+        return cls(id=id, name=name, arguments=json.dumps(arguments, ensure_ascii=False),
+                   parsed_arguments=arguments, arguments_valid_json=True)
+
+
+class Usage(_Model):
+    """Token usage, including the details OpenAI reports."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+class Response(_Model):
+    """A chat completion's first choice, normalised. Used for logged and replayed answers."""
+
+    text: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    refusal: str | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = Field(default=None, description="time to first token, if streamed")
+
+    @property
+    def is_tool_call(self) -> bool:
+        return bool(self.tool_calls)
+
+    @classmethod
+    def from_chat_completion(cls, body: dict[str, Any], latency_ms: float | None = None) -> Response:
+        """Normalise a Chat Completions response body (``object: chat.completion``)."""
+        choices = body.get("choices") or []
+        if not isinstance(choices, list) or not choices:
+            raise ValueError("response has no choices")
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            raise ValueError("choices[0] is not an object")
+        message = choice.get("message") or {}
+        if not isinstance(message, dict):
+            raise ValueError("choices[0].message is not an object")
+        return cls(
+            text=_content_text(message.get("content")),
+            tool_calls=_tool_calls(message.get("tool_calls"), message.get("function_call")),
+            refusal=message.get("refusal"),
+            finish_reason=choice.get("finish_reason"),
+            usage=usage_from_dict(body.get("usage")),
+            model=body.get("model"),
+            latency_ms=latency_ms,
+        )
+
+
+def _content_text(content: Any) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts
+        texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") in ("text", "output_text")]
+        return "".join(texts)
+    raise ValueError(f"message content has unexpected type {type(content).__name__}")
+
+
+def _tool_calls(raw: Any, legacy_function_call: Any = None) -> list[ToolCall]:
+    calls: list[ToolCall] = []
+    if raw:
+        if not isinstance(raw, list):
+            raise ValueError("tool_calls is not a list")
+        for i, tc in enumerate(raw):
+            fn = tc.get("function") if isinstance(tc, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise ValueError(f"tool_calls[{i}].function.name missing")
+            calls.append(ToolCall.from_raw(fn["name"], fn.get("arguments", ""), tc.get("id")))
+    elif isinstance(legacy_function_call, dict) and legacy_function_call.get("name"):
+        calls.append(ToolCall.from_raw(legacy_function_call["name"], legacy_function_call.get("arguments", "")))
+    return calls
+
+
+def usage_from_dict(u: Any) -> Usage | None:
+    """Normalise a usage object (Chat Completions or Responses API naming)."""
+    if not isinstance(u, dict):
+        return None
+    prompt = u.get("prompt_tokens", u.get("input_tokens"))
+    completion = u.get("completion_tokens", u.get("output_tokens"))
+    pd = u.get("prompt_tokens_details") or u.get("input_tokens_details") or {}
+    cd = u.get("completion_tokens_details") or u.get("output_tokens_details") or {}
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=u.get("total_tokens"),
+        cached_tokens=pd.get("cached_tokens") if isinstance(pd, dict) else None,
+        reasoning_tokens=cd.get("reasoning_tokens") if isinstance(cd, dict) else None,
+    )
+
+
+class Exchange(_Model):
+    """One logged call: request (Chat Completions shape), logged response, metadata."""
+
+    id: str
+    source: Source
+    timestamp: datetime | None = None
+    request: dict[str, Any]
+    response: Response | None = None
+    error: str | None = Field(default=None, description="the logged call failed (e.g. a Batch error line)")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="tags, feature name, feedback")
+    gold: str | None = Field(default=None, description="gold label or answer, where the log has one")
+
+    @property
+    def model(self) -> str | None:
+        m = self.request.get("model")
+        return m if isinstance(m, str) else None
+
+    @property
+    def system_prompt(self) -> str:
+        parts = []
+        for m in self.request.get("messages", []):
+            if isinstance(m, dict) and m.get("role") in ("system", "developer"):
+                parts.append(_content_text(m.get("content")) or "")
+        return "\n".join(parts)
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, UTF-8 preserved."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def stable_id(*parts: Any) -> str:
+    """A short stable id from any JSON-able parts."""
+    return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16]
+
+
+class ReplayResult(_Model):
+    """What one candidate answered (or failed to answer) for one exchange."""
+
+    exchange_id: str
+    candidate: str
+    response: Response | None = None
+    error: str | None = None
+    error_kind: str | None = Field(
+        default=None,
+        description="http_429, http_500, timeout, connection, malformed, offline_miss, no_request, unsupported...",
+    )
+    status: int | None = None
+    attempts: int = 0
+    cached: bool = False
+    latency_ms: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.response is not None and self.error is None

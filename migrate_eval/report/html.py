@@ -1,0 +1,760 @@
+"""``report.html``: one self-contained page a stakeholder can open offline.
+
+Layout: verdict per candidate (first screen), task x candidate matrix, evidence per task
+(metric means and the worst regressions side by side), cost and latency, ingestion, method.
+
+Safety: the page is rendered by jinja2 with autoescaping on; logged content only ever reaches
+the template as data, never as template source. On top of escaping, every string value goes
+through :func:`_finalize`, which also turns U+2028/U+2029 into character references and shows
+control characters as text. The page carries a Content-Security-Policy that allows no network
+access at all and only the page's own inline script (pinned by its SHA-256), so even a
+hypothetical escaping bug could not run a planted script or load anything remote.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+from markupsafe import Markup, escape
+
+from migrate_eval.records import Exchange, ReplayResult, Response
+from migrate_eval.report._format import (
+    confidence_pct,
+    fmt_ci,
+    fmt_int,
+    fmt_ms,
+    fmt_num,
+    fmt_pct,
+    fmt_usd,
+    gate_counts,
+    gate_explanation,
+    is_number,
+    last_user_message,
+    task_names,
+    tool_calls_json,
+    truncate,
+    verdict_label,
+    visible_controls,
+)
+from migrate_eval.report._io import write_text_atomic
+from migrate_eval.results import SCHEMA_VERSION, CandidateResult, Interval, Results, TaskResult
+
+#: Worst regressions shown per task and candidate.
+MAX_REGRESSIONS = 10
+#: Failed candidate calls shown per task and candidate.
+MAX_FAILURES = 5
+#: Longest answer / message text shown (characters); the rest is cut with a note.
+MAX_TEXT_CHARS = 2000
+#: Longest tool-call JSON shown (characters).
+MAX_JSON_CHARS = 4000
+#: Skipped-line examples shown.
+MAX_INGEST_EXAMPLES = 20
+
+VERDICT_ICONS: dict[str, str] = {
+    "ready": "✓",
+    "ready_with_caveats": "!",
+    "not_ready": "✗",
+    "cannot_judge": "?",
+}
+
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+# --------------------------------------------------------------------------- view models
+
+
+@dataclass
+class Badge:
+    verdict: str
+    label: str
+    icon: str
+    css: str
+
+
+def _badge(verdict: str) -> Badge:
+    return Badge(
+        verdict=verdict,
+        label=verdict_label(verdict),
+        icon=VERDICT_ICONS.get(verdict, "?"),
+        css="v-" + verdict.replace("_", "-") if verdict in VERDICT_ICONS else "v-cannot-judge",
+    )
+
+
+@dataclass
+class Bar:
+    """A parity bar: mean, interval and threshold as percentages of the width."""
+
+    mean: float | None
+    low: float | None
+    high: float | None
+    threshold: float | None
+
+
+def _pct_pos(x: float | None) -> float | None:
+    if x is None or not is_number(x):
+        return None
+    return round(min(max(float(x), 0.0), 1.0) * 100, 2)
+
+
+def _bar(iv: Interval, threshold: float | None) -> Bar:
+    return Bar(
+        mean=_pct_pos(iv.mean),
+        low=_pct_pos(iv.ci_low),
+        high=_pct_pos(iv.ci_high),
+        threshold=_pct_pos(threshold),
+    )
+
+
+@dataclass
+class CandidateView:
+    name: str
+    provider: str
+    model: str
+    base_url: str | None
+    badge: Badge
+    parity: str
+    ci: str
+    bar: Bar
+    noise_floor: str | None
+    reasons: list[tuple[str, str]]
+    error_rate: str
+    error_count: int
+    errors_by_kind: list[tuple[str, int]]
+    p50: str
+    p95: str
+    p99: str
+    per_request: str
+    total_cost: str
+    input_tokens: str
+    output_tokens: str
+    n_tasks: int
+    tasks_by_verdict: list[tuple[Badge, int]]
+
+
+@dataclass
+class MatrixCell:
+    badge: Badge
+    parity: str
+    ci: str
+    n: int
+    n_total: int
+    sort: str
+    small_sample: bool
+    errors: int
+
+
+@dataclass
+class MatrixRow:
+    name: str
+    anchor: str
+    output: str
+    n: str
+    n_sort: str
+    cells: list[MatrixCell | None]
+
+
+@dataclass
+class AnswerView:
+    text: str | None = None
+    text_cut: int = 0
+    refusal: str | None = None
+    tool_calls: str | None = None
+    tool_calls_cut: int = 0
+    finish_reason: str | None = None
+    latency: str | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    missing: str | None = None
+    empty: bool = False
+
+
+@dataclass
+class RegressionView:
+    exchange_id: str
+    parity: str
+    metrics: list[tuple[str, str]]
+    source: str | None
+    user_message: str | None
+    user_cut: int
+    n_messages: int
+    logged: AnswerView
+    candidate: AnswerView
+    status: str = "ok"
+    severity: str = "low"
+
+
+@dataclass
+class RegressionGroup:
+    candidate: str
+    badge: Badge | None
+    items: list[RegressionView]
+    below_one: int
+    scored: int
+    failures: list[RegressionView]
+    failure_total: int
+
+
+@dataclass
+class TaskSummaryRow:
+    candidate: str
+    badge: Badge
+    parity: str
+    ci: str
+    bar: Bar
+    pass_rate: str
+    n: int
+    n_total: int
+    errors: str
+    reasons: list[tuple[str, str]]
+
+
+@dataclass
+class TaskView:
+    name: str
+    anchor: str
+    description: str
+    output: str
+    metrics: list[str]
+    min_parity: str
+    n: str
+    source: str
+    rows: list[TaskSummaryRow]
+    metric_rows: list[tuple[str, list[str]]]
+    groups: list[RegressionGroup]
+
+
+@dataclass
+class IngestView:
+    files: list[str]
+    formats: list[tuple[str, int]]
+    lines_read: str
+    exchanges: str
+    skipped: str
+    by_reason: list[tuple[str, int]]
+    examples: list[str]
+    examples_more: int
+
+
+@dataclass
+class Page:
+    title: str
+    suite: str
+    simulated: bool
+    created: str
+    tool_version: str
+    schema_version: str
+    command: str
+    gate: str
+    gate_css: str
+    gate_counts: str
+    gate_explanation: str
+    exit_code: int
+    confidence: str
+    candidates: list[CandidateView]
+    candidate_names: list[str]
+    matrix: list[MatrixRow]
+    tasks: list[TaskView]
+    ingest: IngestView
+    thresholds: list[tuple[str, str]]
+    min_parity: str
+    pass_threshold: str
+    min_samples: str
+    max_error_rate: str
+    sample_sizes: list[tuple[str, str, list[str]]]
+    legend: list[Badge] = field(default_factory=list)
+    max_regressions: int = MAX_REGRESSIONS
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _f(x: Any) -> float | None:
+    """A finite float from a pandas/numpy/python value, else None."""
+    if x is None or isinstance(x, bool | str):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _threshold(results: Results, key: str) -> Any:
+    return results.thresholds.get(key)
+
+
+def _candidate_view(c: CandidateResult, default_min: float | None) -> CandidateView:
+    counts: dict[str, int] = {}
+    for t in c.tasks:
+        counts[t.verdict] = counts.get(t.verdict, 0) + 1
+    order = ["not_ready", "cannot_judge", "ready_with_caveats", "ready"]
+    return CandidateView(
+        name=c.name,
+        provider=c.provider,
+        model=c.model,
+        base_url=c.base_url,
+        badge=_badge(c.verdict),
+        parity=fmt_num(c.parity.mean),
+        ci=fmt_ci(c.parity),
+        bar=_bar(c.parity, default_min),
+        noise_floor=fmt_num(c.noise_floor) if is_number(c.noise_floor) else None,
+        reasons=[(r.code, r.message) for r in c.reasons],
+        error_rate=fmt_pct(c.errors.rate),
+        error_count=c.errors.count,
+        errors_by_kind=sorted(c.errors.by_kind.items(), key=lambda kv: (-kv[1], kv[0])),
+        p50=fmt_ms(c.latency.p50_ms),
+        p95=fmt_ms(c.latency.p95_ms),
+        p99=fmt_ms(c.latency.p99_ms),
+        per_request=fmt_usd(c.cost.per_request_usd),
+        total_cost=fmt_usd(c.cost.total_usd),
+        input_tokens=fmt_int(c.cost.input_tokens),
+        output_tokens=fmt_int(c.cost.output_tokens),
+        n_tasks=len(c.tasks),
+        tasks_by_verdict=[(_badge(v), counts[v]) for v in order if counts.get(v)],
+    )
+
+
+def _task_result(c: CandidateResult, task: str) -> TaskResult | None:
+    return next((t for t in c.tasks if t.task == task), None)
+
+
+def _sort_key(tr: TaskResult) -> str:
+    v = _f(tr.parity.mean)
+    return f"{v:.6f}" if v is not None else "-1"
+
+
+def _answer_from_response(resp: Response, *, latency_ms: float | None = None) -> AnswerView:
+    a = AnswerView()
+    if resp.text:
+        a.text, a.text_cut = truncate(resp.text, MAX_TEXT_CHARS)
+    if resp.refusal:
+        a.refusal, _ = truncate(resp.refusal, MAX_TEXT_CHARS)
+    tc = tool_calls_json(resp)
+    if tc is not None:
+        a.tool_calls, a.tool_calls_cut = truncate(tc, MAX_JSON_CHARS)
+    a.finish_reason = resp.finish_reason
+    lat = latency_ms if latency_ms is not None else resp.latency_ms
+    a.latency = fmt_ms(lat) if is_number(lat) else None
+    a.empty = not (resp.text or resp.refusal or resp.tool_calls)
+    return a
+
+
+def _logged_answer(ex: Exchange | None) -> AnswerView:
+    if ex is None:
+        return AnswerView(missing="The logged exchange is not available in this run folder.")
+    if ex.response is None:
+        if ex.error:
+            return AnswerView(
+                error=truncate(ex.error, MAX_TEXT_CHARS)[0], error_kind="logged error"
+            )
+        return AnswerView(missing="The log has no response for this request.")
+    return _answer_from_response(ex.response)
+
+
+def _candidate_answer(rep: ReplayResult | None, row: Mapping[Hashable, Any]) -> AnswerView:
+    row_error = row.get("error")
+    row_error = row_error if isinstance(row_error, str) and row_error else None
+    if rep is None:
+        if row_error:
+            return AnswerView(
+                error=truncate(row_error, MAX_TEXT_CHARS)[0], error_kind=_s(row.get("status"))
+            )
+        return AnswerView(missing="The candidate's answer is not available in this run folder.")
+    if rep.response is not None:
+        a = _answer_from_response(rep.response, latency_ms=rep.latency_ms)
+    else:
+        a = AnswerView()
+        if rep.latency_ms is not None:
+            a.latency = fmt_ms(rep.latency_ms)
+    err = rep.error or row_error
+    if err:
+        a.error = truncate(err, MAX_TEXT_CHARS)[0]
+        a.error_kind = rep.error_kind or (_s(row.get("status")) or None)
+        if rep.status is not None and str(rep.status) not in (a.error_kind or ""):
+            a.error_kind = (
+                f"{a.error_kind}, HTTP {rep.status}" if a.error_kind else f"HTTP {rep.status}"
+            )
+    elif rep.response is None:
+        a.missing = "The candidate returned no answer."
+    return a
+
+
+def _s(x: Any) -> str:
+    return x if isinstance(x, str) else ""
+
+
+def _regression_view(
+    row: Mapping[Hashable, Any],
+    metrics: Sequence[str],
+    exchanges: Mapping[str, Exchange],
+    replays: Mapping[tuple[str, str], ReplayResult],
+    pass_threshold: float | None,
+) -> RegressionView:
+    ex_id = str(row.get("exchange_id"))
+    cand = str(row.get("candidate"))
+    ex = exchanges.get(ex_id)
+    user = last_user_message(ex) if ex is not None else None
+    user_text, user_cut = truncate(user, MAX_TEXT_CHARS) if user is not None else (None, 0)
+    msgs = ex.request.get("messages") if ex is not None else None
+    source = f"{ex.source.file}:{ex.source.line} ({ex.source.format})" if ex is not None else None
+    mvals = [
+        (m, fmt_num(_f(row.get(m)))) for m in metrics if m in row and _f(row.get(m)) is not None
+    ]
+    parity = _f(row.get("parity"))
+    if parity is None:
+        severity = "failed"
+    elif pass_threshold is not None and parity < pass_threshold:
+        severity = "low"
+    else:
+        severity = "mid"
+    return RegressionView(
+        exchange_id=ex_id,
+        parity=fmt_num(parity),
+        severity=severity,
+        metrics=mvals,
+        source=source,
+        user_message=user_text,
+        user_cut=user_cut,
+        n_messages=len(msgs) if isinstance(msgs, list) else 0,
+        logged=_logged_answer(ex),
+        candidate=_candidate_answer(replays.get((ex_id, cand)), row),
+        status=_s(row.get("status")) or "ok",
+    )
+
+
+def _groups(scores: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    needed = {"task", "candidate", "exchange_id"}
+    if scores.empty or not needed.issubset(scores.columns):
+        return {}
+    out: dict[tuple[str, str], pd.DataFrame] = {}
+    for key, g in scores.groupby(["task", "candidate"], sort=False, dropna=False):
+        if isinstance(key, tuple) and len(key) == 2:
+            out[(str(key[0]), str(key[1]))] = g
+    return out
+
+
+def _regression_group(
+    cand: CandidateResult,
+    task: str,
+    metrics: Sequence[str],
+    group: pd.DataFrame | None,
+    exchanges: Mapping[str, Exchange],
+    replays: Mapping[tuple[str, str], ReplayResult],
+    pass_threshold: float | None,
+) -> RegressionGroup:
+    tr = _task_result(cand, task)
+    items: list[RegressionView] = []
+    failures: list[RegressionView] = []
+    below_one = scored = failure_total = 0
+    if group is not None and not group.empty:
+        status = (
+            group["status"].astype(str)
+            if "status" in group.columns
+            else pd.Series("ok", index=group.index)
+        )
+        parity = (
+            pd.to_numeric(group["parity"], errors="coerce")
+            if "parity" in group.columns
+            else pd.Series(float("nan"), index=group.index)
+        )
+        ok = group[(status == "ok") & parity.notna()].assign(
+            _p=parity, _id=group["exchange_id"].astype(str)
+        )
+        scored = len(ok)
+        low = ok[ok["_p"] < 1.0 - 1e-9].sort_values(["_p", "_id"], kind="mergesort")
+        below_one = len(low)
+        for row in low.head(MAX_REGRESSIONS).to_dict("records"):
+            items.append(_regression_view(row, metrics, exchanges, replays, pass_threshold))
+        failed = group[status != "ok"]
+        if "exchange_id" in failed.columns:
+            failed = failed.assign(_id=failed["exchange_id"].astype(str)).sort_values(
+                "_id", kind="mergesort"
+            )
+        failure_total = len(failed)
+        for row in failed.head(MAX_FAILURES).to_dict("records"):
+            failures.append(_regression_view(row, metrics, exchanges, replays, pass_threshold))
+    return RegressionGroup(
+        candidate=cand.name,
+        badge=_badge(tr.verdict) if tr is not None else None,
+        items=items,
+        below_one=below_one,
+        scored=scored,
+        failures=failures,
+        failure_total=failure_total,
+    )
+
+
+def _slug_anchor(prefix: str, i: int) -> str:
+    return f"{prefix}-{i + 1}"
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, float):
+        return format(v, "g") if math.isfinite(v) else "n/a"
+    if isinstance(v, str | int | bool) or v is None:
+        return json.dumps(v) if not isinstance(v, str) else v
+    return json.dumps(v, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def build_page(
+    results: Results,
+    scores: pd.DataFrame,
+    exchanges: Mapping[str, Exchange],
+    replays: Mapping[tuple[str, str], ReplayResult],
+) -> Page:
+    """Everything the template shows, already formatted."""
+    cands = list(results.candidates)
+    min_parity_default = _f(_threshold(results, "min_parity"))
+    pass_threshold = _f(_threshold(results, "pass_threshold"))
+    min_samples = _threshold(results, "min_samples")
+    min_samples_i = int(min_samples) if is_number(min_samples) else None
+    infos = {t.name: t for t in results.tasks}
+    names = task_names(results)
+    anchors = {n: _slug_anchor("task", i) for i, n in enumerate(names)}
+    groups = _groups(scores)
+
+    matrix: list[MatrixRow] = []
+    tasks: list[TaskView] = []
+    sample_sizes: list[tuple[str, str, list[str]]] = []
+    for name in names:
+        info = infos.get(name)
+        cells: list[MatrixCell | None] = []
+        rows: list[TaskSummaryRow] = []
+        trs = [_task_result(c, name) for c in cands]
+        for c, tr in zip(cands, trs, strict=True):
+            if tr is None:
+                cells.append(None)
+                continue
+            cells.append(
+                MatrixCell(
+                    badge=_badge(tr.verdict),
+                    parity=fmt_num(tr.parity.mean),
+                    ci=fmt_ci(tr.parity),
+                    n=tr.n,
+                    n_total=tr.n_total,
+                    sort=_sort_key(tr),
+                    small_sample=min_samples_i is not None and tr.n < min_samples_i,
+                    errors=tr.errors.count,
+                )
+            )
+            rows.append(
+                TaskSummaryRow(
+                    candidate=c.name,
+                    badge=_badge(tr.verdict),
+                    parity=fmt_num(tr.parity.mean),
+                    ci=fmt_ci(tr.parity),
+                    bar=_bar(tr.parity, tr.min_parity),
+                    pass_rate=fmt_pct(tr.pass_rate),
+                    n=tr.n,
+                    n_total=tr.n_total,
+                    errors=f"{tr.errors.count} ({fmt_pct(tr.errors.rate)})",
+                    reasons=[(r.code, r.message) for r in tr.reasons],
+                )
+            )
+        metric_names: list[str] = list(info.metrics) if info is not None else []
+        for tr in trs:
+            if tr is not None:
+                metric_names.extend(m for m in tr.metrics if m not in metric_names)
+        metric_rows = [
+            (m, [fmt_num(tr.metrics.get(m)) if tr is not None else "-" for tr in trs])
+            for m in metric_names
+        ]
+        task_min = (
+            info.min_parity
+            if info is not None
+            else next((tr.min_parity for tr in trs if tr is not None), min_parity_default)
+        )
+        matrix.append(
+            MatrixRow(
+                name=name,
+                anchor=anchors[name],
+                output=info.output if info is not None else "",
+                n=fmt_int(info.n) if info is not None else "",
+                n_sort=str(info.n) if info is not None else "-1",
+                cells=cells,
+            )
+        )
+        tasks.append(
+            TaskView(
+                name=name,
+                anchor=anchors[name],
+                description=info.description if info is not None else "",
+                output=info.output if info is not None else "",
+                metrics=metric_names,
+                min_parity=fmt_num(task_min, 2),
+                n=fmt_int(info.n) if info is not None else "n/a",
+                source=info.source if info is not None else "",
+                rows=rows,
+                metric_rows=metric_rows,
+                groups=[
+                    _regression_group(
+                        c,
+                        name,
+                        metric_names,
+                        groups.get((name, c.name)),
+                        exchanges,
+                        replays,
+                        pass_threshold,
+                    )
+                    for c, tr in zip(cands, trs, strict=True)
+                    if tr is not None or (name, c.name) in groups
+                ],
+            )
+        )
+        sample_sizes.append(
+            (
+                name,
+                fmt_int(info.n) if info is not None else "n/a",
+                [f"{tr.n} / {tr.n_total}" if tr is not None else "-" for tr in trs],
+            )
+        )
+
+    ing = results.ingest
+    examples = [visible_controls(truncate(e, 500)[0]) for e in ing.examples[:MAX_INGEST_EXAMPLES]]
+    ingest = IngestView(
+        files=list(ing.files),
+        formats=sorted(ing.formats.items(), key=lambda kv: (-kv[1], kv[0])),
+        lines_read=fmt_int(ing.lines_read),
+        exchanges=fmt_int(ing.exchanges),
+        skipped=fmt_int(ing.skipped),
+        by_reason=sorted(ing.skipped_by_reason.items(), key=lambda kv: (-kv[1], kv[0])),
+        examples=examples,
+        examples_more=max(0, len(ing.examples) - MAX_INGEST_EXAMPLES),
+    )
+
+    def thr(key: str, digits: int = 2, pct: bool = False) -> str:
+        v = _f(_threshold(results, key))
+        if v is None:
+            return "n/a"
+        return fmt_pct(v, 0) if pct else fmt_num(v, digits)
+
+    return Page(
+        title=f"migrate-eval report: {results.suite}",
+        suite=results.suite,
+        simulated=results.simulated,
+        created=results.created,
+        tool_version=results.tool_version,
+        schema_version=results.schema_version or SCHEMA_VERSION,
+        command=results.command,
+        gate=results.gate.upper(),
+        gate_css=f"gate-{results.gate}"
+        if results.gate in ("pass", "fail", "error")
+        else "gate-error",
+        gate_counts=gate_counts(results),
+        gate_explanation=gate_explanation(results),
+        exit_code=results.exit_code,
+        confidence=confidence_pct(results),
+        candidates=[_candidate_view(c, min_parity_default) for c in cands],
+        candidate_names=[c.name for c in cands],
+        matrix=matrix,
+        tasks=tasks,
+        ingest=ingest,
+        thresholds=[(k, _value_text(results.thresholds[k])) for k in sorted(results.thresholds)],
+        min_parity=thr("min_parity"),
+        pass_threshold=thr("pass_threshold"),
+        min_samples=str(min_samples_i) if min_samples_i is not None else "n/a",
+        max_error_rate=thr("max_error_rate", pct=True),
+        sample_sizes=sample_sizes,
+        legend=[_badge(v) for v in ("ready", "ready_with_caveats", "not_ready", "cannot_judge")],
+    )
+
+
+# --------------------------------------------------------------------------- rendering
+
+_LINE_SEPARATORS = {"\u2028": "&#x2028;", "\u2029": "&#x2029;"}
+
+
+def _finalize(value: Any) -> Any:
+    """Escape every string (jinja's autoescape would too) and make odd characters visible.
+
+    Markup (the page's own CSS/JS and pre-escaped fragments) is left exactly as is.
+    """
+    if isinstance(value, Markup):
+        return value
+    if isinstance(value, str):
+        out = str(escape(visible_controls(value)))
+        if "\u2028" in out or "\u2029" in out:
+            for ch, ref in _LINE_SEPARATORS.items():
+                out = out.replace(ch, ref)
+        return Markup(out)
+    return value
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["pos"] = lambda x: "" if x is None else f"{float(x):.2f}"
+    return env
+
+
+@cache
+def _static(name: str) -> str:
+    return (_TEMPLATES / name).read_text(encoding="utf-8")
+
+
+def _script_hash(script: str) -> str:
+    digest = hashlib.sha256(script.encode("utf-8")).digest()
+    return "sha256-" + base64.b64encode(digest).decode("ascii")
+
+
+def render_html_text(
+    results: Results,
+    scores: pd.DataFrame,
+    exchanges: Mapping[str, Exchange],
+    replays: Mapping[tuple[str, str], ReplayResult],
+) -> str:
+    """The text of ``report.html``."""
+    page = build_page(results, scores, exchanges, replays)
+    script = _static("report.js")
+    csp = (
+        "default-src 'none'; "
+        "style-src 'unsafe-inline'; "
+        f"script-src '{_script_hash(script)}'; "
+        "base-uri 'none'; form-action 'none'"
+    )
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        page=page,
+        css=Markup(_static("report.css")),
+        script=Markup(script),
+        csp=csp,
+    )
+
+
+def render_html(
+    results: Results,
+    scores: pd.DataFrame,
+    exchanges: Mapping[str, Exchange],
+    replays: Mapping[tuple[str, str], ReplayResult],
+    path: str | os.PathLike[str],
+) -> None:
+    """Write ``report.html``: one self-contained, offline, escaped page.
+
+    ``scores`` is the per-exchange scores DataFrame (see :mod:`migrate_eval.results`),
+    ``exchanges`` maps exchange id to the logged exchange and ``replays`` maps
+    ``(exchange_id, candidate)`` to the candidate's answer. Missing entries are shown as
+    missing, never raise.
+    """
+    write_text_atomic(Path(path), render_html_text(results, scores, exchanges, replays))
+
+
+__all__ = ["build_page", "render_html", "render_html_text"]

@@ -1,0 +1,240 @@
+"""``summary.md``: a short Markdown summary that fits a CI job summary (``$GITHUB_STEP_SUMMARY``).
+
+The first line states the gate. The size is bounded whatever the number of tasks or
+candidates (GitHub accepts at most 1 MiB per step): long tables are cut, with a note saying so.
+Every name and message from the run is escaped, so that it cannot break a table or inject
+Markdown or HTML.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from migrate_eval.report._format import (
+    VERDICT_SEVERITY,
+    confidence_pct,
+    fmt_interval,
+    fmt_ms,
+    fmt_num,
+    fmt_pct,
+    fmt_usd,
+    gate_sentence,
+    is_number,
+    one_line,
+    task_names,
+    verdict_label,
+)
+from migrate_eval.report._io import write_text_atomic
+from migrate_eval.results import CandidateResult, Results, TaskResult
+
+#: At most this many task rows in the task x candidate table.
+MAX_TASK_ROWS = 30
+#: At most this many candidate columns in the task x candidate table.
+MAX_CANDIDATE_COLUMNS = 8
+#: At most this many rows in the candidate table.
+MAX_CANDIDATE_ROWS = 50
+#: At most this many reasons listed.
+MAX_REASONS = 20
+#: Longest text kept in one table cell or reason.
+MAX_CELL_CHARS = 160
+#: Hard bound of the whole summary (characters); GitHub's limit is 1 MiB per step.
+MAX_SUMMARY_CHARS = 60_000
+
+VERDICT_ICONS: dict[str, str] = {
+    "ready": "✅",
+    "ready_with_caveats": "⚠️",
+    "not_ready": "❌",
+    "cannot_judge": "❔",
+}
+
+# Markdown punctuation that can start emphasis, links, code, headings, strike-through, tables,
+# plus the HTML specials (GitHub renders inline HTML in job summaries).
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+
+
+def md_escape(text: object, limit: int = MAX_CELL_CHARS) -> str:
+    """Escape text for a Markdown table cell or a list item (one line, bounded length).
+
+    Pipes, backticks, emphasis, link brackets, headings and HTML are neutralised; newlines
+    become spaces. ``@`` is followed by a zero-width joiner so that names never mention users.
+    """
+    s = one_line(str(text), limit)
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    s = s.replace("@", "@\u2060")
+    # A line starting with these would become a list or a quote if the cell ever starts a line
+    if s[:1] in ("-", "=") or s[:2] in ("1.",):
+        s = "\\" + s
+    return s
+
+
+def _verdict_cell(verdict: str) -> str:
+    return f"{VERDICT_ICONS.get(verdict, '')} {verdict_label(verdict)}".strip()
+
+
+def _reason_text(code: str, message: str) -> str:
+    return f"{md_escape(message)} (`{_code_span(code)}`)"
+
+
+def _code_span(code: str) -> str:
+    # codes are machine words; keep only safe characters so the code span can't be broken
+    return re.sub(r"[^A-Za-z0-9._:-]", "_", code)[:60] or "reason"
+
+
+def _cost_cell(c: CandidateResult) -> str:
+    per_req, total = c.cost.per_request_usd, c.cost.total_usd
+    if not is_number(per_req) and not is_number(total):
+        return "n/a"
+    if is_number(per_req) and is_number(total):
+        return f"{fmt_usd(per_req)}/req ({fmt_usd(total)} total)"
+    return f"{fmt_usd(per_req)}/req" if is_number(per_req) else f"{fmt_usd(total)} total"
+
+
+def _task_severity(name: str, candidates: list[CandidateResult]) -> tuple[int, float, str]:
+    worst, lowest = 0, 2.0
+    for c in candidates:
+        tr = next((t for t in c.tasks if t.task == name), None)
+        if tr is None:
+            continue
+        worst = max(worst, VERDICT_SEVERITY.get(tr.verdict, 0))
+        if tr.parity.mean is not None and is_number(tr.parity.mean):
+            lowest = min(lowest, tr.parity.mean)
+    return (-worst, lowest, name)
+
+
+def _task_cell(tr: TaskResult | None) -> str:
+    if tr is None:
+        return "-"
+    parity = fmt_num(tr.parity.mean)
+    return f"{parity} (n={tr.n}) {_verdict_cell(tr.verdict)}"
+
+
+def render_summary_md(results: Results) -> str:
+    """The Markdown text of ``summary.md``."""
+    out: list[str] = []
+    out.append(f"# migrate-eval: {gate_sentence(results)}")
+    out.append("")
+    if results.simulated:
+        out.append(
+            "> [!WARNING]\n> **SIMULATED DATA**: this run uses simulated traffic or answers; "
+            "it is not evidence for a real migration decision."
+        )
+        out.append("")
+    out.append(
+        f"Suite **{md_escape(results.suite)}** · gate **{results.gate.upper()}** "
+        f"(exit code {results.exit_code}) · {len(results.tasks)} task(s) · "
+        f"{results.ingest.exchanges:,} exchange(s) · migrate-eval {md_escape(results.tool_version)}"
+    )
+    out.append("")
+
+    # Candidates
+    conf = confidence_pct(results)
+    cands = list(results.candidates)
+    out.append("## Candidates")
+    out.append("")
+    out.append(f"| Candidate | Verdict | Parity [{conf} CI] | Error rate | p95 latency | Cost |")
+    out.append("|---|---|---|---|---|---|")
+    for c in cands[:MAX_CANDIDATE_ROWS]:
+        name = md_escape(c.name)
+        model = md_escape(f"{c.provider}:{c.model}", 80)
+        out.append(
+            f"| **{name}** ({model}) | {_verdict_cell(c.verdict)} | {fmt_interval(c.parity)} | "
+            f"{fmt_pct(c.errors.rate)} | {fmt_ms(c.latency.p95_ms)} | {_cost_cell(c)} |"
+        )
+    if len(cands) > MAX_CANDIDATE_ROWS:
+        out.append("")
+        out.append(
+            f"_{len(cands) - MAX_CANDIDATE_ROWS} more candidate(s) not shown; see report.html._"
+        )
+    out.append("")
+
+    # Task x candidate
+    names = task_names(results)
+    if names and cands:
+        shown_cands = cands[:MAX_CANDIDATE_COLUMNS]
+        ordered = sorted(names, key=lambda n: _task_severity(n, cands))
+        shown = ordered[:MAX_TASK_ROWS]
+        out.append("## Tasks")
+        out.append("")
+        if len(names) > MAX_TASK_ROWS:
+            out.append(f"Worst {MAX_TASK_ROWS} of {len(names)} tasks first.")
+            out.append("")
+        out.append("| Task | " + " | ".join(md_escape(c.name, 60) for c in shown_cands) + " |")
+        out.append("|---|" + "---|" * len(shown_cands))
+        for n in shown:
+            cells = [
+                _task_cell(next((t for t in c.tasks if t.task == n), None)) for c in shown_cands
+            ]
+            out.append(f"| {md_escape(n)} | " + " | ".join(cells) + " |")
+        notes: list[str] = []
+        if len(names) > MAX_TASK_ROWS:
+            notes.append(f"{len(names) - MAX_TASK_ROWS} more task(s) not shown")
+        if len(cands) > MAX_CANDIDATE_COLUMNS:
+            notes.append(f"{len(cands) - MAX_CANDIDATE_COLUMNS} more candidate(s) not shown")
+        if notes:
+            out.append("")
+            out.append(f"_Truncated: {'; '.join(notes)}. See report.html for everything._")
+        out.append("")
+        out.append(
+            "Cells: parity (mean of the task's metrics per exchange), scored exchanges, verdict."
+        )
+        out.append("")
+
+    # Reasons
+    reasons: list[str] = []
+    for c in sorted(cands, key=lambda c: -VERDICT_SEVERITY.get(c.verdict, 0)):
+        for r in c.reasons:
+            reasons.append(f"- **{md_escape(c.name, 60)}**: {_reason_text(r.code, r.message)}")
+    task_reasons: list[tuple[int, str]] = []
+    for c in cands:
+        for tr in c.tasks:
+            if tr.verdict == "ready":
+                continue
+            for r in tr.reasons:
+                task_reasons.append(
+                    (
+                        -VERDICT_SEVERITY.get(tr.verdict, 0),
+                        f"- **{md_escape(c.name, 60)}** / {md_escape(tr.task, 80)}: "
+                        f"{_reason_text(r.code, r.message)}",
+                    )
+                )
+    # worst verdicts first; the sort is stable, so candidates and tasks keep the run's order
+    reasons.extend(line for _, line in sorted(task_reasons, key=lambda x: x[0]))
+    if reasons:
+        out.append("## Top reasons")
+        out.append("")
+        out.extend(reasons[:MAX_REASONS])
+        if len(reasons) > MAX_REASONS:
+            out.append(f"- _… and {len(reasons) - MAX_REASONS} more; see report.html._")
+        out.append("")
+
+    ing = results.ingest
+    skipped = f", {ing.skipped:,} skipped" if ing.skipped else ""
+    out.append(
+        f"_Ingested {ing.lines_read:,} line(s) into {ing.exchanges:,} exchange(s){skipped}. "
+        f"Reproduce: `{_command_span(results.command)}`_"
+    )
+    text = "\n".join(out) + "\n"
+    return _bound(text)
+
+
+def _command_span(command: str) -> str:
+    # a code span can't contain its own delimiter or a newline; keep it one bounded line
+    return one_line(command, 300).replace("`", "'")
+
+
+def _bound(text: str) -> str:
+    if len(text) <= MAX_SUMMARY_CHARS:
+        return text
+    cut = text.rfind("\n", 0, MAX_SUMMARY_CHARS - 200)
+    return text[: max(cut, 0)] + "\n\n_Summary truncated; see report.html for everything._\n"
+
+
+def write_summary_md(results: Results, path: str | os.PathLike[str]) -> None:
+    """Write ``summary.md`` (UTF-8); its first line states the gate outcome."""
+    write_text_atomic(Path(path), render_summary_md(results))
+
+
+__all__ = ["md_escape", "render_summary_md", "write_summary_md"]

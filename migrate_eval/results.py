@@ -1,0 +1,137 @@
+"""The results of a run: what ``results.json`` holds (versioned schema) and what reports render.
+
+The scores stage produces a pandas DataFrame with one row per (exchange, candidate) and these
+columns (see :data:`SCORE_COLUMNS`), plus one float column per metric, named after the metric:
+
+* ``exchange_id``, ``task``, ``candidate``
+* ``status``: ``ok`` (scored), ``error`` (the candidate call failed), ``unsupported``
+* ``error``: the error message, or empty
+* ``parity``: the exchange's parity in [0, 1] (mean of the task's parity metrics), NaN unless ok
+* ``latency_ms``, ``prompt_tokens``, ``completion_tokens``, ``cached``
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from migrate_eval.records import OutputKind
+
+SCHEMA_VERSION = "1.0"
+
+SCORE_COLUMNS = (
+    "exchange_id",
+    "task",
+    "candidate",
+    "status",
+    "error",
+    "parity",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached",
+)
+
+Verdict = Literal["ready", "ready_with_caveats", "not_ready", "cannot_judge"]
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskInfo(_M):
+    """A task the traffic performs, as the tasks stage found or the suite named it."""
+
+    name: str
+    description: str = ""
+    output: OutputKind
+    metrics: list[str]
+    min_parity: float
+    n: int = Field(description="exchanges of this task in the run")
+    source: Literal["suite", "metadata", "system_prompt", "fallback"]
+
+
+class Interval(_M):
+    mean: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class Reason(_M):
+    """A machine-readable reason for a verdict, with a sentence for humans."""
+
+    code: str
+    message: str
+
+
+class LatencyStats(_M):
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+
+
+class CostStats(_M):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_usd: float | None = None
+    per_request_usd: float | None = None
+
+
+class ErrorStats(_M):
+    count: int = 0
+    rate: float = 0.0
+    by_kind: dict[str, int] = Field(default_factory=dict)
+
+
+class TaskResult(_M):
+    task: str
+    n: int = Field(description="exchanges scored (status ok)")
+    n_total: int = Field(description="exchanges attempted")
+    verdict: Verdict
+    reasons: list[Reason]
+    parity: Interval
+    pass_rate: float | None
+    min_parity: float
+    metrics: dict[str, float | None] = Field(description="mean of each metric over scored exchanges")
+    errors: ErrorStats
+
+
+class CandidateResult(_M):
+    name: str
+    provider: str
+    model: str
+    base_url: str | None = None
+    verdict: Verdict
+    reasons: list[Reason]
+    parity: Interval
+    noise_floor: float | None = Field(default=None, description="baseline self-agreement, when measured")
+    errors: ErrorStats
+    latency: LatencyStats
+    cost: CostStats
+    tasks: list[TaskResult]
+
+
+class IngestSummary(_M):
+    files: list[str]
+    formats: dict[str, int]
+    lines_read: int
+    exchanges: int
+    skipped: int
+    skipped_by_reason: dict[str, int]
+    examples: list[str] = Field(default_factory=list, description="first few skipped lines, 'file:line: ...'")
+
+
+class Results(_M):
+    schema_version: str = SCHEMA_VERSION
+    tool_version: str
+    suite: str
+    simulated: bool = False
+    created: str = Field(description="ISO 8601 time the run finished")
+    command: str = Field(description="command that reproduces the run")
+    thresholds: dict[str, Any]
+    ingest: IngestSummary
+    tasks: list[TaskInfo]
+    candidates: list[CandidateResult]
+    gate: Literal["pass", "fail", "error"]
+    exit_code: int

@@ -1,0 +1,25 @@
+"""Shared fixtures. Real public data is read from ../shared/data beside the checkout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The shared real-data folder; tests that need it skip with a clear message without it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the checkout in CI)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs and caches made by tests never land in the repository's reports/ folder."""
+    monkeypatch.setenv("MIGRATE_EVAL_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.delenv("MIGRATE_EVAL_CACHE", raising=False)

@@ -1,0 +1,127 @@
+"""results.json and summary.md."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from migrate_eval.report import (
+    md_escape,
+    read_results_json,
+    render_summary_md,
+    write_results_json,
+    write_summary_md,
+)
+from migrate_eval.report.summary import MAX_SUMMARY_CHARS, MAX_TASK_ROWS
+from migrate_eval.results import Interval, Results, TaskResult
+
+from .conftest import HOSTILE_TASK, XSS, Run, build_run
+
+
+def test_results_json_round_trips(run: Run, tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "results.json"
+    write_results_json(run.results, path)
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n") and text.startswith('{\n  "schema_version": "1.0"')
+    again = Results.model_validate(json.loads(text))
+    assert again == run.results
+    assert read_results_json(path) == run.results
+    # UTF-8, not \u escapes, and the hostile text is kept verbatim (it's data)
+    assert HOSTILE_TASK in text
+
+
+def test_results_json_stable(run: Run, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    write_results_json(run.results, a)
+    shuffled = run.results.model_copy(deep=True)
+    shuffled.thresholds = dict(reversed(list(shuffled.thresholds.items())))
+    write_results_json(shuffled, b)
+    assert a.read_bytes() == b.read_bytes()
+    data = json.loads(a.read_text(encoding="utf-8"))
+    assert list(data["thresholds"]) == sorted(data["thresholds"])
+    assert list(data)[:3] == ["schema_version", "tool_version", "suite"]
+
+
+def test_results_json_nan_is_null(run: Run, tmp_path: Path) -> None:
+    res = run.results.model_copy(deep=True)
+    res.candidates[0].parity = Interval(mean=math.nan, ci_low=None, ci_high=None)
+    path = tmp_path / "r.json"
+    write_results_json(res, path)
+    data = json.loads(path.read_text(encoding="utf-8"))  # strict JSON
+    assert data["candidates"][0]["parity"]["mean"] is None
+
+
+def test_summary_first_line_states_gate(run: Run, tmp_path: Path) -> None:
+    path = tmp_path / "summary.md"
+    write_summary_md(run.results, path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "# migrate-eval: gate FAIL - 1 of 2 candidates not ready"
+    text = "\n".join(lines)
+    assert "SIMULATED" not in text
+    assert "⚠️ Ready with caveats" in text and "❌ Not ready" in text
+    assert "0.860 [0.810, 0.910]" in text
+    assert "1250 ms" in text
+
+
+def test_summary_gate_pass(run: Run) -> None:
+    res = run.results.model_copy(deep=True)
+    res.gate, res.exit_code = "pass", 0
+    for c in res.candidates:
+        c.verdict = "ready"
+    assert (
+        render_summary_md(res).splitlines()[0]
+        == "# migrate-eval: gate PASS - 2 of 2 candidates ready"
+    )
+
+
+def test_summary_notes_simulated(simulated_run: Run) -> None:
+    text = render_summary_md(simulated_run.results)
+    assert text.splitlines()[0].startswith("# migrate-eval: gate FAIL")
+    assert "SIMULATED DATA" in text.split("## Candidates")[0]
+
+
+def _unescaped_pipes(line: str) -> int:
+    return len(re.findall(r"(?<!\\)\|", line))
+
+
+def test_summary_escapes_pipes_and_html(run: Run) -> None:
+    text = render_summary_md(run.results)
+    for block in text.split("\n\n"):
+        rows = [ln for ln in block.splitlines() if ln.startswith("|")]
+        if rows:
+            assert len({_unescaped_pipes(r) for r in rows}) == 1, rows
+    assert "route &lt;script&gt;alert\\(1\\)&lt;/script&gt; \\| \\{\\{ 7\\*7 \\}\\}" in text
+    for payload in (XSS["script"], XSS["img"], XSS["script_break"]):
+        assert payload not in text
+    assert "<" not in text.replace("<!--", "")
+
+
+def test_md_escape() -> None:
+    assert md_escape("a|b") == "a\\|b"
+    assert md_escape("line1\nline2 | x") == "line1 line2 \\| x"
+    assert md_escape("<b>*x*</b>") == "&lt;b&gt;\\*x\\*&lt;/b&gt;"
+    assert md_escape("[link](javascript:alert(3))") == "\\[link\\]\\(javascript:alert\\(3\\)\\)"
+    assert md_escape("x" * 500, 20).endswith("…") and len(md_escape("x" * 500, 20)) == 20
+
+
+def test_summary_bounded_with_many_tasks() -> None:
+    run = build_run()
+    res = run.results.model_copy(deep=True)
+    template = res.candidates[1].tasks[0]
+    extra: list[TaskResult] = []
+    for i in range(800):
+        tr = template.model_copy(deep=True)
+        tr.task = f"task-{i:04d} " + "|" * 50 + "x" * 300
+        extra.append(tr)
+    for c in res.candidates:
+        c.tasks = c.tasks + extra
+    text = render_summary_md(res)
+    assert len(text) <= MAX_SUMMARY_CHARS
+    assert "more task(s) not shown" in text
+    task_rows = [
+        ln for ln in text.split("## Tasks")[1].split("\n\n")[2].splitlines() if ln.startswith("| ")
+    ]
+    assert len(task_rows) == 1 + MAX_TASK_ROWS  # header + rows
+    assert "more; see report.html" in text

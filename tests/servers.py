@@ -1,0 +1,524 @@
+"""A loopback OpenAI-compatible server for tests and benchmarks.
+
+``POST /v1/chat/completions`` answers a proper ``chat.completion``: it echoes the model, derives
+the text from the last user message (``"echo: <text>"``; a JSON object ``{"echo": <text>}``
+when ``response_format`` asks for JSON), calls a tool when the request has tools and
+``tool_choice`` is ``"required"`` or names a function, and reports usage.
+
+Every request is counted by the hash of its body (:func:`body_hash`) and its
+``Authorization`` header is recorded, so tests can assert exactly what was sent. Faults can
+be scripted: HTTP errors (429 with ``Retry-After``, 500, 503...), slow answers (timeouts) and
+malformed bodies, each for a number of requests, optionally only for requests whose last user
+message contains a given text. ``delay`` makes every answer wait.
+
+Two ways to run it:
+
+* :class:`LoopbackServer` - in a background thread of the test process (port 0 on 127.0.0.1);
+* :class:`SubprocessServer` - in its own process (``python tests/servers.py --delay 0.1``),
+  for benchmarks and for tests that kill processes; ``GET /_stats`` gives its counts.
+
+Both are bounded: ``max_requests`` (then 503) and ``lifetime`` seconds (then 503, and the
+subprocess exits). Only 127.0.0.1 is ever bound. This file only imports the standard library
+and aiohttp, so that it runs as a script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+HOST = "127.0.0.1"
+
+
+def body_hash(body: Any) -> str:
+    """Hash of a request body (canonical JSON), the key of the server's request counts."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _text(message.get("content"))
+    return ""
+
+
+def _words(body: dict[str, Any]) -> int:
+    return sum(
+        len(_text(m.get("content")).split())
+        for m in body.get("messages") or []
+        if isinstance(m, dict)
+    )
+
+
+def make_completion(body: dict[str, Any]) -> dict[str, Any]:
+    """The ``chat.completion`` the server answers for a request body."""
+    user = last_user_text(body)
+    digest = body_hash(body)[:12]
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice")
+    tool_name: str | None = None
+    if tools and choice == "required":
+        first = tools[0] if isinstance(tools[0], dict) else {}
+        tool_name = (first.get("function") or {}).get("name") or "tool"
+    elif tools and isinstance(choice, dict):
+        tool_name = (choice.get("function") or {}).get("name") or choice.get("name")
+    message: dict[str, Any]
+    if tool_name:
+        arguments = json.dumps({"text": user}, ensure_ascii=False)
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": f"call_{digest}",
+                    "type": "function",
+                    "function": {"name": tool_name, "arguments": arguments},
+                }
+            ],
+        }
+        finish, out_words = "tool_calls", len(arguments.split())
+    else:
+        fmt = body.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+            content = json.dumps({"echo": user}, ensure_ascii=False)
+        else:
+            content = f"echo: {user}"
+        message = {"role": "assistant", "content": content, "refusal": None}
+        finish, out_words = "stop", len(content.split())
+    prompt = _words(body)
+    return {
+        "id": f"chatcmpl-{digest}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "unknown"),
+        "system_fingerprint": "fp_loopback",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": out_words,
+            "total_tokens": prompt + out_words,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+
+
+@dataclass
+class Fault:
+    """A scripted misbehaviour for the next ``times`` matching requests.
+
+    ``status`` >= 300 answers that status with ``body`` (an OpenAI-style error by default) and
+    ``headers``; ``malformed`` answers 200 with ``body`` (default: JSON without choices);
+    otherwise the normal answer is sent after ``delay`` seconds (a slow answer).
+    """
+
+    status: int = 500
+    times: int = 1
+    match: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str | None = None
+    delay: float = 0.0
+    malformed: bool = False
+
+    def applies(self, user_text: str) -> bool:
+        return self.times > 0 and (self.match is None or self.match in user_text)
+
+
+class _Core:
+    """State and request handling shared by the thread and subprocess servers."""
+
+    def __init__(self, *, delay: float, max_requests: int, lifetime: float, record: bool) -> None:
+        self.delay = delay
+        self.max_requests = max_requests
+        self.deadline = time.monotonic() + lifetime
+        self.record = record
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.bodies: list[dict[str, Any]] = []
+        self.auth_headers: list[str | None] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each recorded request
+        self.total = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.faults: list[Fault] = []
+        self.stopping: asyncio.Event | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.handle)
+        app.router.add_get("/_stats", self.handle_stats)
+        return app
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        if self.stopping is None:
+            self.stopping = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return web.json_response(
+                {"error": {"message": "body is not JSON", "type": "invalid_request_error"}},
+                status=400,
+            )
+        if not isinstance(body, dict):
+            return web.json_response({"error": {"message": "body is not an object"}}, status=400)
+        user = last_user_text(body)
+        with self.lock:
+            if self.total >= self.max_requests or time.monotonic() > self.deadline:
+                return web.json_response(
+                    {"error": {"message": "test server budget exhausted"}}, status=503
+                )
+            self.total += 1
+            self.counts[body_hash(body)] += 1
+            if self.record:
+                self.bodies.append(body)
+                self.auth_headers.append(request.headers.get("Authorization"))
+                self.arrivals.append(time.monotonic())
+            fault = next((f for f in self.faults if f.applies(user)), None)
+            if fault is not None:
+                fault.times -= 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(body, fault)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    async def _answer(self, body: dict[str, Any], fault: Fault | None) -> web.StreamResponse:
+        await self._sleep(fault.delay if fault is not None and fault.delay else self.delay)
+        if fault is not None and fault.malformed:
+            text = (
+                fault.body
+                if fault.body is not None
+                else '{"object": "chat.completion", "choices": []}'
+            )
+            return web.Response(
+                status=200, text=text, content_type="application/json", headers=fault.headers
+            )
+        if fault is not None and fault.status >= 300:
+            error = {"message": f"scripted failure {fault.status}", "type": "server_error"}
+            return web.Response(
+                status=fault.status,
+                text=fault.body if fault.body is not None else json.dumps({"error": error}),
+                content_type="application/json",
+                headers=fault.headers,
+            )
+        return web.json_response(make_completion(body))
+
+    async def handle_stats(self, request: web.Request) -> web.StreamResponse:
+        with self.lock:
+            return web.json_response({"total": self.total, "counts": dict(self.counts)})
+
+
+class LoopbackServer:
+    """The server in a background thread of this process. Use as a context manager.
+
+    ``delay``: seconds every answer waits. ``record``: keep every body and Authorization
+    header (turn off for throughput). ``max_requests`` / ``lifetime``: bounds, then 503.
+    """
+
+    def __init__(
+        self,
+        *,
+        delay: float = 0.0,
+        max_requests: int = 100_000,
+        lifetime: float = 600.0,
+        record: bool = True,
+    ) -> None:
+        self._core = _Core(delay=delay, max_requests=max_requests, lifetime=lifetime, record=record)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._error: BaseException | None = None
+        self.port = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> LoopbackServer:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(loop, started), daemon=True)
+        self._thread.start()
+        if not started.wait(10) or self._error is not None:
+            raise RuntimeError(f"loopback server did not start: {self._error!r}")
+        return self
+
+    def _run(self, loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._startup())
+        except BaseException as e:  # reported by start()
+            self._error = e
+            started.set()
+            loop.close()
+            return
+        started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _startup(self) -> None:
+        self._core.stopping = asyncio.Event()
+        runner = web.AppRunner(self._core.app(), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, HOST, 0)
+        await site.start()
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+
+    async def _shutdown(self) -> None:
+        if self._core.stopping is not None:
+            self._core.stopping.set()  # wake slow handlers
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self._loop = self._thread = None
+        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(15)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(15)
+
+    def __enter__(self) -> LoopbackServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- what tests read and script -----------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    @property
+    def delay(self) -> float:
+        return self._core.delay
+
+    @delay.setter
+    def delay(self, seconds: float) -> None:
+        self._core.delay = seconds
+
+    @property
+    def total(self) -> int:
+        with self._core.lock:
+            return self._core.total
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Requests received per :func:`body_hash` (a copy)."""
+        with self._core.lock:
+            return Counter(self._core.counts)
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        with self._core.lock:
+            return list(self._core.bodies)
+
+    @property
+    def auth_headers(self) -> list[str | None]:
+        with self._core.lock:
+            return list(self._core.auth_headers)
+
+    @property
+    def arrivals(self) -> list[float]:
+        """``time.monotonic()`` when each recorded request arrived (same order as bodies)."""
+        with self._core.lock:
+            return list(self._core.arrivals)
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests the server was answering at the same time."""
+        with self._core.lock:
+            return self._core.max_in_flight
+
+    def count_for(self, body: dict[str, Any]) -> int:
+        with self._core.lock:
+            return self._core.counts[body_hash(body)]
+
+    def add_fault(self, fault: Fault) -> Fault:
+        with self._core.lock:
+            self._core.faults.append(fault)
+        return fault
+
+    def fail(
+        self,
+        status: int,
+        *,
+        times: int = 1,
+        match: str | None = None,
+        retry_after: str | None = None,
+        retry_after_ms: str | None = None,
+        body: str | None = None,
+    ) -> Fault:
+        """Answer ``status`` to the next ``times`` (matching) requests."""
+        headers = {}
+        if retry_after is not None:
+            headers["Retry-After"] = retry_after
+        if retry_after_ms is not None:
+            headers["retry-after-ms"] = retry_after_ms
+        return self.add_fault(
+            Fault(status=status, times=times, match=match, headers=headers, body=body)
+        )
+
+    def slow(self, seconds: float, *, times: int = 1, match: str | None = None) -> Fault:
+        """Answer the next ``times`` (matching) requests normally, after ``seconds``."""
+        return self.add_fault(Fault(status=200, times=times, match=match, delay=seconds))
+
+    def malformed(
+        self, body: str | None = None, *, times: int = 1, match: str | None = None
+    ) -> Fault:
+        """Answer 200 with a body that is not a chat completion (default: no choices)."""
+        return self.add_fault(
+            Fault(status=200, times=times, match=match, body=body, malformed=True)
+        )
+
+    def reset(self) -> None:
+        """Forget counts, recorded requests and faults."""
+        with self._core.lock:
+            self._core.counts.clear()
+            self._core.bodies.clear()
+            self._core.auth_headers.clear()
+            self._core.arrivals.clear()
+            self._core.faults.clear()
+            self._core.total = 0
+            self._core.max_in_flight = 0
+
+
+class SubprocessServer:
+    """The server in its own Python process (``tests/servers.py`` run as a script)."""
+
+    def __init__(
+        self, *, delay: float = 0.0, max_requests: int = 1_000_000, lifetime: float = 600.0
+    ) -> None:
+        self.args = [
+            "--delay", str(delay), "--max-requests", str(max_requests), "--lifetime", str(lifetime),
+        ]  # fmt: skip
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    def start(self) -> SubprocessServer:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), *self.args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError(f"test server subprocess did not start (said {line!r})")
+        self.port = int(line.split()[1])
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://{HOST}:{self.port}/_stats", timeout=10) as resp:
+            stats: dict[str, Any] = json.loads(resp.read())
+        return stats
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def __enter__(self) -> SubprocessServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    core = _Core(
+        delay=args.delay, max_requests=args.max_requests, lifetime=args.lifetime, record=False
+    )
+    core.stopping = asyncio.Event()
+    runner = web.AppRunner(core.app(), access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, args.port, backlog=1024)
+    await site.start()
+    print(f"PORT {runner.addresses[0][1]}", flush=True)
+    try:
+        await asyncio.sleep(args.lifetime)
+    finally:
+        core.stopping.set()
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="loopback OpenAI-compatible test server")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds every answer waits")
+    parser.add_argument("--max-requests", type=int, default=1_000_000)
+    parser.add_argument(
+        "--lifetime", type=float, default=600.0, help="exit after this many seconds"
+    )
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()

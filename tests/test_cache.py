@@ -1,0 +1,247 @@
+"""The SQLite response cache: keys, batching, durability, recordings."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate_eval import cache as cache_module
+from migrate_eval.cache import ResponseCache, key_from_json
+from migrate_eval.errors import InfrastructureError, UserError
+from migrate_eval.records import Response, canonical_json
+from tests.servers import make_completion
+
+IDENTITY = {"provider": "openai-compatible", "base_url": "http://127.0.0.1:1/v1", "model": "m"}
+
+
+def request(i: int, **extra: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": f"q {i} ünïcode"}], **extra}
+
+
+def put(cache: ResponseCache, i: int, identity: dict[str, Any] = IDENTITY) -> str:
+    req = request(i)
+    raw = make_completion(req)
+    key = ResponseCache.key_for(identity, req)
+    cache.put(key, identity, req, raw, Response.from_chat_completion(raw, 12.5), 12.5)
+    return key
+
+
+def committed_keys(path: Path) -> set[str]:
+    """What another process would see: only committed rows."""
+    with sqlite3.connect(path) as conn:
+        keys = {r[0] for r in conn.execute("SELECT key FROM responses")}
+    conn.close()
+    return keys
+
+
+def wait_committed(path: Path, expected: set[str], timeout: float = 5.0) -> set[str]:
+    """Committed keys once they equal ``expected`` (the writer thread commits them)."""
+    deadline = time.monotonic() + timeout
+    while (keys := committed_keys(path)) != expected and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return keys
+
+
+def test_key_is_sha256_of_canonical_identity_and_request() -> None:
+    req = request(1, temperature=0.0, tools=[{"type": "function", "function": {"name": "f"}}])
+    key = ResponseCache.key_for(IDENTITY, req)
+    assert len(key) == 64
+    assert key == key_from_json(canonical_json(IDENTITY), canonical_json(req))
+    # Key order does not matter, any change of content does.
+    assert key == ResponseCache.key_for(
+        dict(reversed(IDENTITY.items())), dict(reversed(req.items()))
+    )
+    assert key != ResponseCache.key_for({**IDENTITY, "model": "other"}, req)
+    assert key != ResponseCache.key_for(IDENTITY, {**req, "temperature": 0.1})
+
+
+def test_put_get_round_trip_and_persistence(tmp_path: Path) -> None:
+    db = tmp_path / "sub" / "cache.db"
+    with ResponseCache(db) as cache:
+        key = put(cache, 1)
+        entry = cache.get(key)  # visible before commit
+        assert entry is not None and entry.response.text == "echo: q 1 ünïcode"
+    with ResponseCache(db) as cache:
+        entry = cache.get(key)
+        assert entry is not None
+        assert entry.identity == IDENTITY
+        assert entry.request == request(1)
+        assert entry.raw == make_completion(request(1)) | {"created": entry.raw["created"]}
+        assert entry.response == Response.from_chat_completion(entry.raw, 12.5)
+        assert entry.latency_ms == 12.5
+        assert entry.created > 0
+        assert cache.get("0" * 64) is None
+        assert key in cache and len(cache) == 1
+
+
+def test_get_many(tmp_path: Path) -> None:
+    with ResponseCache(tmp_path / "c.db", batch_size=1000) as cache:
+        keys = [put(cache, i) for i in range(1200)]
+        cache.flush()
+        pending_key = put(cache, 5000)
+        found = cache.get_many([*keys, pending_key, "missing"])
+        assert set(found) == {*keys, pending_key}
+        assert found[keys[700]].response.text == "echo: q 700 ünïcode"
+
+
+def test_wal_mode(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    with ResponseCache(db) as cache:
+        put(cache, 1)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_writes_are_batched_and_flushed(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    with ResponseCache(db, batch_size=4, batch_interval=3600) as cache:
+        first = [put(cache, i) for i in range(3)]
+        time.sleep(0.1)
+        assert committed_keys(db) == set()  # still pending
+        first.append(put(cache, 3))  # the 4th answer commits the batch
+        assert wait_committed(db, set(first)) == set(first)
+        last = put(cache, 4)
+        cache.flush()  # flush waits until the answers are on disk
+        assert committed_keys(db) == {*first, last}
+        assert cache.get(last) is not None
+
+
+def test_old_answers_are_committed_without_further_calls(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    with ResponseCache(db, batch_size=1000, batch_interval=0.05) as cache:
+        key = put(cache, 1)
+        assert wait_committed(db, {key}) == {key}
+        assert cache.maybe_flush() is False  # nothing pending
+
+
+def test_a_failing_disk_is_an_infrastructure_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(conn: sqlite3.Connection, rows: list[Any]) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(cache_module, "_write", broken)
+    cache = ResponseCache(tmp_path / "c.db")
+    key = put(cache, 1)
+    with pytest.raises(InfrastructureError, match="disk I/O error"):
+        cache.flush()
+    assert cache.get(key) is not None  # still served from memory
+    with pytest.raises(InfrastructureError):
+        put(cache, 2)
+    with pytest.raises(InfrastructureError):
+        cache.close()
+    assert cache.closed
+
+
+def test_memory_databases_are_refused() -> None:
+    with pytest.raises(ValueError, match="needs a file"):
+        ResponseCache(":memory:")
+
+
+def test_close_commits_and_is_idempotent(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    cache = ResponseCache(db, batch_size=1000, batch_interval=3600)
+    key = put(cache, 1)
+    cache.close()
+    cache.close()
+    assert cache.closed
+    assert committed_keys(db) == {key}
+    with pytest.raises(RuntimeError, match="closed"):
+        cache.get(key)
+
+
+def test_not_a_cache_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(UserError, match="not a usable response cache"):
+        ResponseCache(bad)
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    ResponseCache(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(UserError, match="newer migrate-eval"):
+        ResponseCache(db)
+
+
+def test_recordings_round_trip(tmp_path: Path) -> None:
+    other = {**IDENTITY, "model": "other"}
+    with ResponseCache(tmp_path / "a.db") as a:
+        keys = [put(a, i) for i in range(5)]
+        other_key = put(a, 99, other)
+        assert a.export_recordings(tmp_path / "all.jsonl") == 6
+        assert a.export_recordings(tmp_path / "m.jsonl", identity_filter={"model": "m"}) == 5
+        assert (
+            a.export_recordings(tmp_path / "o.jsonl", lambda ident: ident["model"] == "other") == 1
+        )
+        originals = {k: a.get(k) for k in [*keys, other_key]}
+    lines = [json.loads(x) for x in (tmp_path / "all.jsonl").read_text("utf-8").splitlines()]
+    assert set(lines[0]) >= {"identity", "request", "response", "latency_ms"}
+    assert lines[0]["response"]["object"] == "chat.completion"  # the raw body
+    with ResponseCache(tmp_path / "b.db") as b:
+        assert b.import_recordings(tmp_path / "all.jsonl") == 6
+        assert b.keys() == set(originals)  # keys recomputed on import
+        for key, original in originals.items():
+            copy = b.get(key)
+            assert copy is not None and original is not None
+            assert copy.raw == original.raw
+            assert copy.response == original.response
+            assert copy.latency_ms == original.latency_ms
+        # Importing again is idempotent.
+        assert b.import_recordings(tmp_path / "all.jsonl") == 6
+        assert len(b) == 6
+
+
+def test_import_hand_written_recording(tmp_path: Path) -> None:
+    req = request(7)
+    raw = make_completion(req)
+    rec = tmp_path / "rec.jsonl"
+    rec.write_text(
+        json.dumps({"identity": IDENTITY, "request": req, "response": raw, "latency_ms": 80})
+        + "\n\n",
+        encoding="utf-8",
+    )
+    with ResponseCache(tmp_path / "c.db") as cache:
+        assert cache.import_recordings(rec) == 1
+        entry = cache.get(ResponseCache.key_for(IDENTITY, req))
+        assert entry is not None
+        assert entry.response.text == "echo: q 7 ünïcode"
+        assert entry.response.latency_ms == 80
+        assert entry.latency_ms == 80.0
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"identity": {}, "request": {}}', "field 'response' must be an object"),
+        ('{"identity": {}, "request": {}, "response": {}, "latency_ms": "x"}', "latency_ms"),
+        ('{"identity": {}, "request": {}, "response": {"choices": []}}', "not a chat completion"),
+    ],
+)
+def test_bad_recording_line_names_the_line_and_stores_nothing(
+    tmp_path: Path, line: str, reason: str
+) -> None:
+    req = request(1)
+    good = json.dumps({"identity": IDENTITY, "request": req, "response": make_completion(req)})
+    rec = tmp_path / "rec.jsonl"
+    rec.write_text(good + "\n" + line + "\n", encoding="utf-8")
+    with ResponseCache(tmp_path / "c.db") as cache:
+        with pytest.raises(UserError, match=f"rec.jsonl:2: .*{reason}"):
+            cache.import_recordings(rec)
+        assert len(cache) == 0
+
+
+def test_missing_recordings_file(tmp_path: Path) -> None:
+    with ResponseCache(tmp_path / "c.db") as cache, pytest.raises(UserError, match="cannot read"):
+        cache.import_recordings(tmp_path / "nope.jsonl")

@@ -1,0 +1,526 @@
+"""The replay engine against a loopback OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate_eval.cache import ResponseCache
+from migrate_eval.errors import ConfigError
+from migrate_eval.records import Exchange, Source
+from migrate_eval.replay import DROPPED_FIELDS, ProgressEvent, backoff_delay, build_request, replay
+from migrate_eval.suite import CandidateSpec
+from tests.servers import LoopbackServer, body_hash
+
+REPO = Path(__file__).resolve().parents[1]
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def exchange(i: int, text: str | None = None, **extra: Any) -> Exchange:
+    req = {
+        "model": "gpt-4o-2024-08-06",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": text if text is not None else f"question {i}"},
+        ],
+        **extra,
+    }
+    return Exchange(
+        id=f"ex{i}", source=Source(file="log.jsonl", line=i + 1, format="test"), request=req
+    )
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LoopbackServer]:
+    with LoopbackServer() as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def _fresh(server: LoopbackServer) -> None:
+    server.reset()
+    server.delay = 0.0
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Iterator[ResponseCache]:
+    with ResponseCache(tmp_path / "cache.db") as c:
+        yield c
+
+
+def cand(server: LoopbackServer, name: str = "local", **kw: Any) -> CandidateSpec:
+    kw.setdefault("model", "llama-3.1-8b")
+    return CandidateSpec(name=name, base_url=server.base_url, **kw)
+
+
+def dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+# -- build_request -------------------------------------------------------------------------
+
+
+def test_build_request_swaps_model_drops_account_fields_keeps_the_rest() -> None:
+    logged = {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "auto",
+        "response_format": {"type": "json_object"},
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "max_tokens": 100,
+        "stop": ["END"],
+        "seed": 1,
+        "n": 1,
+        **{name: "x" for name in DROPPED_FIELDS},
+    }
+    spec = CandidateSpec(
+        name="c", model="qwen", params={"temperature": 0.0, "seed": None, "max_tokens": 64}
+    )
+    built = build_request(logged, spec)
+    assert built == {
+        "model": "qwen",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "auto",
+        "response_format": {"type": "json_object"},
+        "temperature": 0.0,
+        "top_p": 0.9,
+        "max_tokens": 64,
+        "stop": ["END"],
+        "n": 1,
+    }
+    # A deep copy: changing the built request leaves the log untouched.
+    built["messages"][0]["content"] = "changed"
+    built["tools"][0]["function"]["name"] = "changed"
+    assert logged["messages"] == [{"role": "user", "content": "hi"}]
+    assert WEATHER_TOOL["function"]["name"] == "get_weather"  # type: ignore[index]
+
+
+def test_params_may_set_a_dropped_field_explicitly() -> None:
+    spec = CandidateSpec(name="c", model="m", params={"service_tier": "flex"})
+    built = build_request({"messages": [], "service_tier": "default"}, spec)
+    assert built["service_tier"] == "flex"
+
+
+def test_backoff_honours_retry_after_and_caps() -> None:
+    from migrate_eval.errors import VendorError
+
+    assert 2.0 <= backoff_delay(1, VendorError("x", retry_after=2.0), 0.5) <= 2.25
+    assert backoff_delay(1, VendorError("x", retry_after=600.0), 0.5) == 60.0
+    delays = [backoff_delay(a, VendorError("x"), 0.5) for a in (1, 2, 3, 20)]
+    assert 0.25 <= delays[0] <= 0.5 and 0.5 <= delays[1] <= 1.0 and 1.0 <= delays[2] <= 2.0
+    assert 30.0 <= delays[3] <= 60.0
+
+
+# -- replay ---------------------------------------------------------------------------------
+
+
+def test_replay_success_order_and_faithful_requests(
+    server: LoopbackServer, cache: ResponseCache
+) -> None:
+    exchanges = [
+        exchange(0),
+        exchange(1, tools=[WEATHER_TOOL], tool_choice="required", parallel_tool_calls=False),
+        exchange(
+            2,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "s", "schema": {"type": "object"}, "strict": True},
+            },
+            temperature=0.7,
+            stream=True,
+            user="end-user-42",
+        ),
+    ]
+    a, b = cand(server, "a"), cand(server, "b", model="qwen2.5-7b")
+    results = replay(exchanges, [a, b], cache=cache)
+    assert [(r.exchange_id, r.candidate) for r in results] == [
+        (f"ex{i}", c) for i in range(3) for c in ("a", "b")
+    ]
+    assert all(r.ok and not r.cached and r.attempts == 1 for r in results)
+    # What reached the server is exactly build_request's output: tools and schemas unchanged.
+    expected = [build_request(ex.request, spec) for ex in exchanges for spec in (a, b)]
+    assert sorted(map(body_hash, server.bodies)) == sorted(map(body_hash, expected))
+    sent = {(body["model"], body["messages"][-1]["content"]): body for body in server.bodies}
+    assert sent[("qwen2.5-7b", "question 1")]["tools"] == [WEATHER_TOOL]
+    assert "stream" not in sent[("llama-3.1-8b", "question 2")]
+    assert "user" not in sent[("llama-3.1-8b", "question 2")]
+    tool_result = results[2].response
+    assert tool_result is not None and tool_result.tool_calls[0].name == "get_weather"
+    json_result = results[5].response
+    assert json_result is not None and json_result.text == '{"echo": "question 2"}'
+    assert json_result.model == "qwen2.5-7b"
+    assert results[0].latency_ms is not None and results[0].latency_ms > 0
+
+
+def test_second_run_is_served_from_cache(server: LoopbackServer, cache: ResponseCache) -> None:
+    exchanges = [exchange(i) for i in range(20)]
+    first = replay(exchanges, [cand(server)], cache=cache)
+    assert server.total == 20
+    second = replay(exchanges, [cand(server)], cache=cache)
+    assert server.total == 20  # nothing sent again
+    assert all(r.cached and r.attempts == 0 for r in second)
+    assert [r.response for r in second] == [r.response for r in first]
+    assert [r.latency_ms for r in second] == [r.latency_ms for r in first]
+
+
+def test_changed_params_miss_the_cache(server: LoopbackServer, cache: ResponseCache) -> None:
+    exchanges = [exchange(i) for i in range(3)]
+    replay(exchanges, [cand(server)], cache=cache)
+    replay(exchanges, [cand(server, params={"temperature": 0.0})], cache=cache)
+    assert server.total == 6
+
+
+def test_duplicate_requests_are_sent_once(server: LoopbackServer, cache: ResponseCache) -> None:
+    exchanges = [exchange(0, "same"), exchange(1, "same"), exchange(2, "other")]
+    results = replay(exchanges, [cand(server)], cache=cache)
+    assert server.total == 2
+    assert [r.exchange_id for r in results] == ["ex0", "ex1", "ex2"]
+    assert results[0].response == results[1].response
+
+
+def test_429_retry_after_is_honoured(server: LoopbackServer, cache: ResponseCache) -> None:
+    server.fail(429, retry_after="1", match="question 0")
+    start = time.monotonic()
+    (result,) = replay([exchange(0)], [cand(server)], cache=cache)
+    elapsed = time.monotonic() - start
+    assert result.ok and result.attempts == 2
+    assert elapsed >= 1.0  # the retry waited for Retry-After, not the short default backoff
+    assert server.total == 2
+
+
+def test_429_retry_after_pauses_the_whole_candidate(
+    server: LoopbackServer, cache: ResponseCache
+) -> None:
+    server.delay = 0.05
+    server.fail(429, retry_after_ms="500", match="question 0")
+    results = replay(
+        [exchange(i) for i in range(40)],
+        [cand(server, concurrency=4)],
+        cache=cache,
+        backoff_base=0.001,
+    )
+    assert all(r.ok for r in results)
+    assert results[0].attempts == 2
+    bodies, arrivals = server.bodies, server.arrivals
+    first_429 = next(t for b, t in zip(bodies, arrivals, strict=True) if "question 0" in str(b))
+    answered_429 = first_429 + 0.05
+    # Once the 429 came back, no worker of the candidate sent anything for the 500 ms it asked
+    # (requests already on their way when it came back may arrive just after it).
+    since = [t - answered_429 for t in arrivals]
+    assert not [d for d in since if 0.15 < d < 0.45]
+    assert max(since) >= 0.45
+
+
+def test_5xx_is_retried_then_succeeds(server: LoopbackServer, cache: ResponseCache) -> None:
+    server.fail(500, times=1, match="question 1")
+    server.fail(503, times=1, match="question 1")
+    results = replay(
+        [exchange(0), exchange(1)], [cand(server, max_retries=3)], cache=cache, backoff_base=0.01
+    )
+    assert all(r.ok for r in results)
+    assert results[1].attempts == 3
+    assert server.total == 4
+
+
+def test_retries_exhausted_give_an_error_row_and_the_run_goes_on(
+    server: LoopbackServer, cache: ResponseCache
+) -> None:
+    server.fail(503, times=100, match="question 3")
+    events: list[ProgressEvent] = []
+    results = replay(
+        [exchange(i) for i in range(6)],
+        [cand(server, max_retries=2)],
+        cache=cache,
+        backoff_base=0.01,
+        progress=events.append,
+    )
+    bad = results[3]
+    assert not bad.ok and bad.response is None
+    assert (bad.error_kind, bad.status, bad.attempts) == ("http_503", 503, 3)
+    assert bad.error is not None and "503" in bad.error
+    assert all(r.ok for i, r in enumerate(results) if i != 3)
+    assert events[-1] == ProgressEvent("local", done=6, total=6, errors=1, cached=0)
+    # Errors are never cached: the next run tries the failed request again, and only it.
+    server.reset()
+    again = replay([exchange(i) for i in range(6)], [cand(server)], cache=cache)
+    assert server.total == 1 and all(r.ok for r in again)
+
+
+def test_timeout_gives_an_error_row(server: LoopbackServer, cache: ResponseCache) -> None:
+    server.slow(5.0, times=5, match="question 1")
+    start = time.monotonic()
+    results = replay(
+        [exchange(0), exchange(1)],
+        [cand(server, timeout=0.3, max_retries=1)],
+        cache=cache,
+        backoff_base=0.01,
+    )
+    assert results[0].ok
+    assert (results[1].error_kind, results[1].attempts) == ("timeout", 2)
+    assert time.monotonic() - start < 3
+
+
+def test_400_is_not_retried(server: LoopbackServer, cache: ResponseCache) -> None:
+    server.fail(400, times=5, body='{"error": {"message": "unsupported parameter: seed"}}')
+    (result,) = replay([exchange(0)], [cand(server, max_retries=4)], cache=cache)
+    assert (result.error_kind, result.status, result.attempts) == ("http_400", 400, 1)
+    assert result.error == "HTTP 400: unsupported parameter: seed"
+    assert server.total == 1
+
+
+def test_malformed_body_gives_an_error_row(server: LoopbackServer, cache: ResponseCache) -> None:
+    server.malformed("<html>bad gateway</html>", match="question 0")
+    results = replay([exchange(0), exchange(1)], [cand(server)], cache=cache)
+    assert (results[0].error_kind, results[0].attempts) == ("malformed", 1)
+    assert results[1].ok
+    assert len(cache) == 1
+
+
+def test_unreachable_candidate_does_not_stop_the_others(
+    server: LoopbackServer, cache: ResponseCache
+) -> None:
+    dead = CandidateSpec(name="dead", model="m", base_url=dead_url(), max_retries=1)
+    results = replay(
+        [exchange(0), exchange(1)], [dead, cand(server)], cache=cache, backoff_base=0.01
+    )
+    assert [(r.candidate, r.ok, r.error_kind) for r in results] == [
+        ("dead", False, "connection"),
+        ("local", True, None),
+    ] * 2
+
+
+def test_offline_never_touches_the_network(server: LoopbackServer, cache: ResponseCache) -> None:
+    exchanges = [exchange(i) for i in range(4)]
+    replay(exchanges[:2], [cand(server)], cache=cache)
+    server.reset()
+    results = replay(exchanges, [cand(server)], cache=cache, offline=True)
+    assert server.total == 0
+    assert [r.cached for r in results] == [True, True, False, False]
+    assert [r.error_kind for r in results] == [None, None, "offline_miss", "offline_miss"]
+
+
+def test_offline_opens_no_session(cache: ResponseCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiohttp
+
+    def forbidden(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("offline replay created an HTTP session")
+
+    monkeypatch.setattr(aiohttp, "ClientSession", forbidden)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    spec = CandidateSpec(name="oa", provider="openai", model="gpt-4o")  # no key: fine offline
+    (result,) = replay([exchange(0)], [spec], cache=cache, offline=True)
+    assert result.error_kind == "offline_miss"
+
+
+def test_exchanges_without_a_request(server: LoopbackServer, cache: ResponseCache) -> None:
+    empty = Exchange(id="e", source=Source(file="f", line=1, format="t"), request={})
+    odd = exchange(2, seed=object())  # built in code, not read from a log
+    results = replay([empty, exchange(1), odd], [cand(server)], cache=cache)
+    assert [r.error_kind for r in results] == ["no_request", None, "no_request"]
+    assert results[0].error == "the logged request has no messages to replay"
+    assert results[2].error == "the logged request holds values that are not JSON"
+    assert server.total == 1
+
+
+def test_concurrency_is_bounded_per_candidate(cache: ResponseCache) -> None:
+    with LoopbackServer(delay=0.05) as srv:
+        results = replay([exchange(i) for i in range(24)], [cand(srv, concurrency=3)], cache=cache)
+        assert 2 <= srv.max_in_flight <= 3
+    assert all(r.ok for r in results)
+
+
+def test_concurrency_override(cache: ResponseCache) -> None:
+    with LoopbackServer(delay=0.05) as srv:
+        replay(
+            [exchange(i) for i in range(24)], [cand(srv, concurrency=3)], cache=cache, concurrency=6
+        )
+        assert 4 <= srv.max_in_flight <= 6  # more than the candidate's own 3
+
+
+def test_progress_events(server: LoopbackServer, cache: ResponseCache) -> None:
+    exchanges = [exchange(i) for i in range(5)]
+    replay(exchanges[:2], [cand(server)], cache=cache)
+    events: list[ProgressEvent] = []
+    replay(exchanges, [cand(server)], cache=cache, progress=events.append)
+    assert events[0] == ProgressEvent("local", done=2, total=5, errors=0, cached=2)
+    assert [e.done for e in events] == [2, 3, 4, 5]
+    assert events[-1].cached == 2
+
+
+def test_api_key_sent_but_never_stored(
+    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-live-DoNotStoreMe-0123456789abcdef"
+    monkeypatch.setenv("VENDOR_API_KEY", secret)
+    db = tmp_path / "secret.db"
+    spec = cand(server, api_key_env="VENDOR_API_KEY")
+    with ResponseCache(db) as cache:
+        results = replay([exchange(i) for i in range(10)], [spec], cache=cache)
+        assert all(r.ok for r in results)
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("secret.db")]
+        assert any(p.name.endswith("-wal") for p in files)
+        for p in files:  # the database and its WAL while the cache is open
+            assert secret.encode() not in p.read_bytes(), p.name
+        cache.export_recordings(tmp_path / "rec.jsonl")
+    assert server.auth_headers == [f"Bearer {secret}"] * 10
+    for p in tmp_path.iterdir():
+        if p.is_file():
+            assert secret.encode() not in p.read_bytes(), p.name
+    assert all(secret not in repr(r) for r in results)
+
+
+def test_missing_api_key_is_a_config_error(server: LoopbackServer, cache: ResponseCache) -> None:
+    spec = cand(server, api_key_env="MIGRATE_EVAL_TEST_NOT_SET")
+    with pytest.raises(ConfigError, match="MIGRATE_EVAL_TEST_NOT_SET"):
+        replay([exchange(i) for i in range(3)], [spec], cache=cache)
+    assert server.total == 0
+
+
+def test_a_config_error_stops_every_candidate(server: LoopbackServer, cache: ResponseCache) -> None:
+    server.delay = 0.05
+    good = cand(server, "good", concurrency=1)
+    keyless = cand(server, "keyless", api_key_env="MIGRATE_EVAL_TEST_NOT_SET")
+    start = time.monotonic()
+    with pytest.raises(ConfigError):
+        replay([exchange(i) for i in range(40)], [good, keyless], cache=cache)
+    assert time.monotonic() - start < 1.0  # not the 2 s the good candidate alone would take
+    assert server.total <= 2
+
+
+def test_answers_received_before_a_fatal_error_are_kept(
+    server: LoopbackServer, cache: ResponseCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migrate_eval.providers import OpenAICompatibleProvider
+
+    original = OpenAICompatibleProvider.complete
+    calls = Counter[str]()
+
+    async def flaky(self: OpenAICompatibleProvider, request: dict[str, Any]) -> Any:
+        calls["n"] += 1
+        if request["messages"][-1]["content"] == "question 3":
+            raise RuntimeError("bug in a provider")
+        return await original(self, request)
+
+    monkeypatch.setattr(OpenAICompatibleProvider, "complete", flaky)
+    with pytest.raises(RuntimeError, match="bug in a provider"):
+        replay([exchange(i) for i in range(4)], [cand(server, concurrency=1)], cache=cache)
+    assert len(cache) == 3  # the three answers before the bug were committed
+
+
+# -- the SIGKILL test -----------------------------------------------------------------------
+
+_CHILD = """
+import sys
+from migrate_eval.cache import ResponseCache
+from migrate_eval.records import Exchange, Source
+from migrate_eval.replay import replay
+from migrate_eval.suite import CandidateSpec
+
+base_url, db, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+exchanges = [
+    Exchange(id=f"k{i}", source=Source(file="f", line=i + 1, format="t"),
+             request={"model": "gpt-4o", "messages": [{"role": "user", "content": f"kill {i}"}]})
+    for i in range(n)
+]
+spec = CandidateSpec(name="victim", model="m", base_url=base_url, concurrency=8, max_retries=0)
+with ResponseCache(db) as cache:
+    results = replay(exchanges, [spec], cache=cache)
+sys.exit(0 if all(r.ok for r in results) else 1)
+"""
+
+
+def _kill_child(base_url: str, db: Path, n: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD, base_url, str(db), str(n)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_sigkill_at_any_point_loses_nothing_committed_and_resends_only_the_rest(
+    tmp_path: Path,
+) -> None:
+    n = 300
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = random.Random(seed)
+    db = tmp_path / "kill.db"
+    with LoopbackServer(delay=0.02) as srv:
+        spec = CandidateSpec(name="victim", model="m", base_url=srv.base_url)
+        identity = {"provider": "openai-compatible", "base_url": srv.base_url, "model": "m"}
+        requests = [
+            build_request(
+                {"model": "gpt-4o", "messages": [{"role": "user", "content": f"kill {i}"}]}, spec
+            )
+            for i in range(n)
+        ]
+        key_of = [ResponseCache.key_for(identity, r) for r in requests]
+        hash_of = [body_hash(r) for r in requests]
+        committed: set[int] = set()
+        for round_no in range(4):
+            remaining = n - len(committed)
+            kill = round_no < 3 and remaining > 60
+            before = srv.counts
+            started_total = srv.total
+            child = _kill_child(srv.base_url, db, n)
+            try:
+                if kill:
+                    target = started_total + rng.randint(10, remaining - 30)
+                    deadline = time.monotonic() + 20
+                    while srv.total < target and child.poll() is None:
+                        assert time.monotonic() < deadline, "child made no progress"
+                        time.sleep(0.001)
+                    child.send_signal(signal.SIGKILL)
+                _, stderr = child.communicate(timeout=25)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                    child.communicate()
+            msg = f"seed={seed} round={round_no} killed={kill}"
+            sent = srv.counts - before
+            # Nothing committed before this run was sent again, nothing was sent twice.
+            assert not any(sent[hash_of[i]] for i in committed), msg
+            assert all(c == 1 for c in sent.values()), msg
+            with ResponseCache(db) as cache:
+                keys = cache.keys()
+                now_committed = {i for i, k in enumerate(key_of) if k in keys}
+            assert committed <= now_committed, msg  # commits survive the kill
+            if kill:
+                assert child.returncode == -signal.SIGKILL, msg
+            else:
+                assert child.returncode == 0, f"{msg}: {stderr.decode(errors='replace')}"
+                # The completing run sent exactly what had not been committed.
+                expected = {hash_of[i] for i in range(n) if i not in committed}
+                assert set(sent) == expected, msg
+                assert now_committed == set(range(n)), msg
+                break
+            committed = now_committed
+        else:  # pragma: no cover
+            pytest.fail("the last round did not complete")
+        assert srv.total >= n

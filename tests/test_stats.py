@@ -1,0 +1,392 @@
+"""Statistics and verdicts: bootstrap intervals, per-task rules, candidate roll-up, the gate."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import migrate_eval.stats as stats
+from migrate_eval.errors import ConfigError, ExitCode
+from migrate_eval.metrics import score
+from migrate_eval.records import Exchange, ReplayResult, Response, Source, Usage
+from migrate_eval.results import SCORE_COLUMNS, CandidateResult, TaskInfo
+from migrate_eval.stats import aggregate, bootstrap_ci, gate_outcome
+from migrate_eval.suite import CandidateSpec, Gate, Price, Thresholds
+
+# ---------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_is_deterministic_for_a_seed() -> None:
+    values = np.random.default_rng(7).random(200)
+    assert bootstrap_ci(values, seed=3) == bootstrap_ci(values, seed=3)
+    assert bootstrap_ci(values, seed=3) != bootstrap_ci(values, seed=4)
+    assert bootstrap_ci(list(values)) == bootstrap_ci(values)
+    assert bootstrap_ci(pd.Series(values)) == bootstrap_ci(values)
+
+
+@pytest.mark.parametrize("n", [2, 10, 100, 5_000, 50_000])
+def test_bootstrap_interval_contains_the_mean_and_matches_the_normal_approximation(n: int) -> None:
+    values = np.random.default_rng(n).beta(4, 2, size=n)
+    low, high = bootstrap_ci(values)
+    mean = float(values.mean())
+    assert low <= mean <= high
+    assert 0.0 <= low < high <= 1.0
+    if n >= 100:
+        half = 1.96 * values.std(ddof=1) / math.sqrt(n)
+        assert (high - low) / 2 == pytest.approx(half, rel=0.15)
+        assert (low + high) / 2 == pytest.approx(mean, abs=half * 0.15)
+
+
+def test_bootstrap_interval_narrows_with_more_data() -> None:
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (20, 200, 2_000):
+        low, high = bootstrap_ci(rng.random(n))
+        widths.append(high - low)
+    assert widths[0] > widths[1] > widths[2]
+
+
+def test_bootstrap_higher_confidence_is_wider() -> None:
+    values = np.random.default_rng(2).random(300)
+    lo90, hi90 = bootstrap_ci(values, confidence=0.90)
+    lo99, hi99 = bootstrap_ci(values, confidence=0.99)
+    assert lo99 < lo90 and hi99 > hi90
+
+
+def test_bootstrap_binary_values_use_counts_and_stay_correct() -> None:
+    values = (np.random.default_rng(3).random(4_000) < 0.7).astype(float)
+    p = values.mean()
+    low, high = bootstrap_ci(values)
+    half = 1.96 * math.sqrt(p * (1 - p) / values.size)
+    assert low < p < high
+    assert (high - low) / 2 == pytest.approx(half, rel=0.1)
+
+
+def test_bootstrap_degenerate_inputs() -> None:
+    assert all(math.isnan(x) for x in bootstrap_ci([]))
+    assert all(math.isnan(x) for x in bootstrap_ci([math.nan, math.nan]))
+    assert bootstrap_ci([0.4]) == (0.4, 0.4)
+    assert bootstrap_ci([0.4, math.nan]) == (0.4, 0.4)  # NaN ignored
+    assert bootstrap_ci([1.0] * 50) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_ci([0.1, 0.2], confidence=1.0)
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap_ci([0.1, 0.2], n_resamples=0)
+
+
+def test_bootstrap_memory_is_bounded_by_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = np.random.default_rng(4).random(1_000)
+    reference = bootstrap_ci(values)
+    monkeypatch.setattr(stats, "_BOOTSTRAP_BUDGET", 2_500)  # at most 2 resamples at a time
+    low, high = bootstrap_ci(values)
+    assert low == pytest.approx(reference[0], abs=0.005)
+    assert high == pytest.approx(reference[1], abs=0.005)
+
+
+def test_bootstrap_large_sample_is_fast_and_centred() -> None:
+    values = np.random.default_rng(5).random(300_000)
+    low, high = bootstrap_ci(values)
+    half = 1.96 * values.std() / math.sqrt(values.size)
+    assert low < values.mean() < high
+    assert (high - low) / 2 == pytest.approx(half, rel=0.1)
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+TH = Thresholds(min_parity=0.8, pass_threshold=0.8, max_error_rate=0.2, min_samples=30)
+
+
+def _task(name: str = "t", min_parity: float = 0.8, metrics: list[str] | None = None) -> TaskInfo:
+    return TaskInfo(
+        name=name,
+        output="classification",
+        metrics=metrics or ["m"],
+        min_parity=min_parity,
+        n=0,
+        source="suite",
+    )
+
+
+def _cand(name: str = "c", price: Price | None = None) -> CandidateSpec:
+    return CandidateSpec(
+        name=name, provider="openai-compatible", model=f"{name}-model", price=price
+    )
+
+
+def _rows(
+    parities: list[float],
+    *,
+    task: str = "t",
+    cand: str = "c",
+    errors: dict[str, int] | None = None,
+    latency: float = 100.0,
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [
+        {
+            "exchange_id": f"{task}-{i}",
+            "task": task,
+            "candidate": cand,
+            "status": "ok",
+            "error": "",
+            "parity": p,
+            "latency_ms": latency + i,
+            "prompt_tokens": 100,
+            "completion_tokens": 10,
+            "cached": False,
+            "m": p,
+        }
+        for i, p in enumerate(parities)
+    ]
+    for kind, count in (errors or {}).items():
+        for j in range(count):
+            rows.append(
+                {
+                    "exchange_id": f"{task}-{kind}-{j}",
+                    "task": task,
+                    "candidate": cand,
+                    "status": "unsupported" if kind == "unsupported" else "error",
+                    "error": f"{kind}: failed",
+                    "parity": math.nan,
+                    "latency_ms": 99_999.0,
+                    "prompt_tokens": None,
+                    "completion_tokens": None,
+                    "cached": False,
+                    "m": math.nan,
+                }
+            )
+    return rows
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=[*SCORE_COLUMNS, "m"])
+    df["prompt_tokens"] = df["prompt_tokens"].astype("Int64")
+    df["completion_tokens"] = df["completion_tokens"].astype("Int64")
+    return df
+
+
+def _one(
+    rows: list[dict[str, Any]],
+    *,
+    th: Thresholds = TH,
+    tasks: list[TaskInfo] | None = None,
+    gate: Gate | None = None,
+    price: Price | None = None,
+) -> CandidateResult:
+    [result] = aggregate(_frame(rows), tasks or [_task()], [_cand(price=price)], th, gate or Gate())
+    return result
+
+
+def _codes(result: Any) -> list[str]:
+    return [r.code for r in result.reasons]
+
+
+def test_ready_when_parity_is_clearly_above_the_minimum() -> None:
+    c = _one(_rows([0.95, 1.0] * 50))
+    t = c.tasks[0]
+    assert (t.verdict, t.reasons, t.n, t.n_total) == ("ready", [], 100, 100)
+    assert t.parity.mean == pytest.approx(0.975)
+    assert t.parity.ci_low is not None and t.parity.ci_low > 0.8
+    assert t.pass_rate == 1.0
+    assert t.metrics == {"m": pytest.approx(0.975)}
+    assert (c.verdict, c.reasons) == ("ready", [])
+
+
+def test_not_ready_when_mean_is_below_the_minimum() -> None:
+    t = _one(_rows([0.5, 0.7] * 50)).tasks[0]
+    assert t.verdict == "not_ready"
+    assert _codes(t) == ["parity_below_threshold"]
+    assert "0.600" in t.reasons[0].message and "0.800" in t.reasons[0].message
+    assert t.pass_rate == 0.0
+
+
+def test_caveat_when_the_interval_crosses_the_minimum() -> None:
+    t = _one(_rows([0.62, 1.0] * 20)).tasks[0]  # mean 0.81, n 40: interval about 0.75-0.87
+    assert t.verdict == "ready_with_caveats"
+    assert _codes(t) == ["interval_crosses_threshold"]
+    assert t.parity.ci_low is not None and t.parity.ci_low < 0.8 <= t.parity.mean  # type: ignore[operator]
+    assert "95% CI" in t.reasons[0].message
+
+
+def test_task_min_parity_is_the_tasks_own() -> None:
+    rows = _rows([0.9] * 40)
+    assert _one(rows, tasks=[_task(min_parity=0.95)]).tasks[0].verdict == "not_ready"
+    assert _one(rows, tasks=[_task(min_parity=0.9)]).tasks[0].verdict == "ready"  # exactly at it
+
+
+def test_small_samples_are_flagged_never_ready() -> None:
+    t = _one(_rows([1.0] * 5)).tasks[0]
+    assert t.verdict == "ready_with_caveats"
+    assert _codes(t) == ["small_sample"]
+    assert "only 5 scored exchanges" in t.reasons[0].message
+    # a small sample that is also below the minimum stays not ready, and says both
+    t = _one(_rows([0.1] * 5)).tasks[0]
+    assert t.verdict == "not_ready"
+    assert _codes(t) == ["parity_below_threshold", "small_sample"]
+
+
+def test_some_vendor_errors_are_a_caveat_with_kinds() -> None:
+    t = _one(_rows([1.0] * 95, errors={"http_429": 3, "timeout": 2})).tasks[0]
+    assert t.verdict == "ready_with_caveats"
+    assert _codes(t) == ["vendor_errors"]
+    assert (t.errors.count, t.errors.rate) == (5, 0.05)
+    assert t.errors.by_kind == {"http_429": 3, "timeout": 2}
+    assert "http_429: 3" in t.reasons[0].message
+    assert (t.n, t.n_total) == (95, 100)
+
+
+def test_too_many_errors_cannot_be_judged() -> None:
+    c = _one(_rows([1.0] * 70, errors={"http_500": 30}))
+    t = c.tasks[0]
+    assert t.verdict == "cannot_judge"
+    assert _codes(t) == ["too_many_errors"]
+    assert "30 of 100" in t.reasons[0].message and "30.0%" in t.reasons[0].message
+    assert c.verdict == "cannot_judge"
+    assert gate_outcome([c], Gate()) == ("error", ExitCode.INFRASTRUCTURE)
+
+
+def test_no_scored_exchange_cannot_be_judged() -> None:
+    rows = _rows([math.nan] * 10)  # answered, but no metric applied
+    t = _one(rows).tasks[0]
+    assert (t.verdict, _codes(t), t.n, t.n_total) == (
+        "cannot_judge",
+        ["no_scored_exchanges"],
+        0,
+        10,
+    )
+    assert t.parity.mean is None and t.pass_rate is None and t.metrics == {"m": None}
+    empty = _one([], tasks=[_task()]).tasks[0]  # a task the candidate never saw
+    assert (empty.verdict, _codes(empty)) == ("cannot_judge", ["no_scored_exchanges"])
+
+
+def test_unsupported_requests_are_a_limit_of_the_candidate_not_an_outage() -> None:
+    few = _one(_rows([1.0] * 95, errors={"unsupported": 5})).tasks[0]
+    assert (few.verdict, _codes(few)) == ("ready_with_caveats", ["unsupported_requests"])
+    many = _one(_rows([1.0] * 60, errors={"unsupported": 40})).tasks[0]
+    assert (many.verdict, _codes(many)) == ("not_ready", ["unsupported_requests"])
+    assert many.errors.by_kind == {"unsupported": 40}
+
+
+def test_candidate_verdict_is_the_worst_task_and_reasons_name_the_task() -> None:
+    rows = (
+        _rows([1.0] * 50, task="good")
+        + _rows([0.2] * 50, task="bad")
+        + _rows([1.0] * 5, task="tiny")
+    )
+    tasks = [_task("good"), _task("bad"), _task("tiny")]
+    c = _one(rows, tasks=tasks)
+    assert [t.verdict for t in c.tasks] == ["ready", "not_ready", "ready_with_caveats"]
+    assert c.verdict == "not_ready"
+    assert _codes(c) == ["parity_below_threshold", "small_sample"]
+    assert c.reasons[0].message.startswith("bad: ")
+    assert c.reasons[1].message.startswith("tiny: ")
+    # only the gated tasks decide
+    gated = _one(rows, tasks=tasks, gate=Gate(tasks=["good", "tiny"]))
+    assert (gated.verdict, _codes(gated)) == ("ready_with_caveats", ["small_sample"])
+    assert len(gated.tasks) == 3  # every task is still reported
+    with pytest.raises(ConfigError, match="'nope'"):
+        _one(rows, tasks=tasks, gate=Gate(tasks=["nope"]))
+
+
+def test_candidate_pooled_parity_latency_and_cost() -> None:
+    rows = _rows([1.0] * 40, task="a", latency=100.0) + _rows(
+        [0.5] * 60, task="b", latency=200.0, errors={"timeout": 1}
+    )
+    c = _one(
+        rows,
+        tasks=[_task("a", 0.4), _task("b", 0.4)],
+        price=Price(input_per_mtok=2.0, output_per_mtok=10.0),
+    )
+    assert c.parity.mean == pytest.approx(0.7)  # pooled over exchanges, not a mean of task means
+    assert c.parity.ci_low is not None and c.parity.ci_low < 0.7 < c.parity.ci_high  # type: ignore[operator]
+    # latency over answered rows only: the failed row's 99,999 ms is left out
+    assert c.latency.p99_ms is not None and c.latency.p99_ms < 300
+    assert c.latency.p50_ms == pytest.approx(
+        float(np.percentile([100 + i for i in range(40)] + [200 + i for i in range(60)], 50))
+    )
+    assert (c.cost.input_tokens, c.cost.output_tokens) == (10_000, 1_000)
+    assert c.cost.total_usd == pytest.approx((10_000 * 2 + 1_000 * 10) / 1e6)
+    assert c.cost.per_request_usd == pytest.approx(c.cost.total_usd / 100)  # type: ignore[operator]
+    assert (c.errors.count, c.errors.by_kind) == (1, {"timeout": 1})
+    assert (c.name, c.model, c.provider) == ("c", "c-model", "openai-compatible")
+    assert _one(rows, tasks=[_task("a"), _task("b")]).cost.total_usd is None  # no price given
+
+
+def test_pass_rate_uses_the_pass_threshold() -> None:
+    t = _one(
+        _rows([0.79, 0.8, 0.81, 1.0] * 10), th=TH.model_copy(update={"pass_threshold": 0.8})
+    ).tasks[0]
+    assert t.pass_rate == 0.75
+
+
+def test_rows_of_other_candidates_and_unknown_tasks_are_ignored() -> None:
+    rows = _rows([1.0] * 40) + _rows([0.0] * 40, cand="other") + _rows([0.0] * 40, task="unknown")
+    c = _one(rows)
+    assert c.tasks[0].n_total == 40 and c.parity.mean == 1.0
+
+
+def test_end_to_end_from_score() -> None:
+    task = TaskInfo(
+        name="triage",
+        output="classification",
+        metrics=["normalized_match"],
+        min_parity=0.8,
+        n=40,
+        source="suite",
+    )
+    exchanges = [
+        Exchange(
+            id=f"e{i}",
+            source=Source(file="f.jsonl", line=i + 1, format="test"),
+            request={"model": "gpt-4o"},
+            response=Response(text="positive" if i % 2 else "negative"),
+        )
+        for i in range(40)
+    ]
+    replays = [
+        ReplayResult(
+            exchange_id=e.id,
+            candidate="c",
+            response=Response(
+                text=e.response.text.upper() if e.response and e.response.text else "",
+                usage=Usage(prompt_tokens=10, completion_tokens=1),
+            ),
+            latency_ms=50.0,
+        )
+        for e in exchanges
+    ]
+    df = score(exchanges, [task], {e.id: "triage" for e in exchanges}, replays)
+    [c] = aggregate(df, [task], [_cand()], TH, Gate())
+    assert c.verdict == "ready"
+    assert c.tasks[0].metrics == {"normalized_match": 1.0}
+    assert gate_outcome([c], Gate()) == ("pass", ExitCode.READY)
+
+
+# ---------------------------------------------------------------------------- gate
+
+
+def _result(verdict: Any) -> CandidateResult:
+    c = _one(_rows([1.0] * 40))
+    return c.model_copy(update={"verdict": verdict})
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "allow_caveats", "expected"),
+    [
+        (["ready"], True, ("pass", ExitCode.READY)),
+        (["ready", "ready_with_caveats"], True, ("pass", ExitCode.READY)),
+        (["ready", "ready_with_caveats"], False, ("fail", ExitCode.NOT_READY)),
+        (["ready", "not_ready"], True, ("fail", ExitCode.NOT_READY)),
+        (["not_ready", "cannot_judge"], True, ("error", ExitCode.INFRASTRUCTURE)),
+        ([], True, ("error", ExitCode.INFRASTRUCTURE)),
+    ],
+)
+def test_gate_outcome(
+    verdicts: list[str], allow_caveats: bool, expected: tuple[str, ExitCode]
+) -> None:
+    outcome = gate_outcome([_result(v) for v in verdicts], Gate(allow_caveats=allow_caveats))
+    assert outcome == expected
+    assert int(outcome[1]) == {"pass": 0, "fail": 1, "error": 3}[outcome[0]]
