@@ -32,7 +32,10 @@ def _fail(err: BaseException) -> NoReturn:
         click.echo(f"error: {err}", err=True)
         sys.exit(int(err.exit_code))
     traceback.print_exception(err)
-    click.echo("internal error: this is a bug in migrate-eval; please report it with the traceback above", err=True)
+    click.echo(
+        "internal error: this is a bug in migrate-eval; please report it with the traceback above",
+        err=True,
+    )
     sys.exit(int(ExitCode.INTERNAL))
 
 
@@ -75,23 +78,61 @@ def main() -> None:
 
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("suite", required=False, type=click.Path(path_type=Path))
-@click.option("--logs", "logs", multiple=True, type=click.Path(path_type=Path), envvar="MIGRATE_EVAL_LOGS",
-              help="Log file, folder or glob (repeatable). Without SUITE: runs with automatic tasks and metrics.")
-@click.option("--candidate", "candidates", multiple=True, metavar="SPEC", envvar="MIGRATE_EVAL_CANDIDATE",
-              help="[NAME=]PROVIDER:MODEL[@BASE_URL], e.g. llama=openai-compatible:meta-llama/Llama-3.1-8B-Instruct@http://127.0.0.1:8000/v1 (repeatable).")
-@click.option("--out", type=click.Path(path_type=Path), envvar="MIGRATE_EVAL_OUT",
-              help="Run folder (default: reports/<suite>/<timestamp>/).")
-@click.option("--concurrency", type=click.IntRange(1, 4096), envvar="MIGRATE_EVAL_CONCURRENCY",
-              help="Requests in flight per candidate (overrides the suite).")
-@click.option("--limit", type=click.IntRange(1), envvar="MIGRATE_EVAL_LIMIT",
-              help="At most this many exchanges per task (seeded sample).")
-@click.option("--offline", is_flag=True, envvar="MIGRATE_EVAL_OFFLINE",
-              help="Serve candidates from the cache only; never call the network.")
-@click.option("--cache", type=click.Path(path_type=Path), envvar="MIGRATE_EVAL_CACHE",
-              help="Response cache (SQLite; default reports/.cache/replay.sqlite).")
-@click.option("--strict", is_flag=True, envvar="MIGRATE_EVAL_STRICT",
-              help="A bad log line is an error (exit 2) instead of being skipped and counted.")
-@click.option("--quiet", "-q", is_flag=True, envvar="MIGRATE_EVAL_QUIET", help="No progress display.")
+@click.option(
+    "--logs",
+    "logs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    envvar="MIGRATE_EVAL_LOGS",
+    help="Log file, folder or glob (repeatable). Without SUITE: runs with automatic tasks and metrics.",
+)
+@click.option(
+    "--candidate",
+    "candidates",
+    multiple=True,
+    metavar="SPEC",
+    envvar="MIGRATE_EVAL_CANDIDATE",
+    help="[NAME=]PROVIDER:MODEL[@BASE_URL], e.g. llama=openai-compatible:meta-llama/Llama-3.1-8B-Instruct@http://127.0.0.1:8000/v1 (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    envvar="MIGRATE_EVAL_OUT",
+    help="Run folder (default: reports/<suite>/<timestamp>/).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 4096),
+    envvar="MIGRATE_EVAL_CONCURRENCY",
+    help="Requests in flight per candidate (overrides the suite).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    envvar="MIGRATE_EVAL_LIMIT",
+    help="At most this many exchanges per task (seeded sample).",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    envvar="MIGRATE_EVAL_OFFLINE",
+    help="Serve candidates from the cache only; never call the network.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    envvar="MIGRATE_EVAL_CACHE",
+    help="Response cache (SQLite; default reports/.cache/replay.sqlite).",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    envvar="MIGRATE_EVAL_STRICT",
+    help="A bad log line is an error (exit 2) instead of being skipped and counted.",
+)
+@click.option(
+    "--quiet", "-q", is_flag=True, envvar="MIGRATE_EVAL_QUIET", help="No progress display."
+)
 def run(
     suite: Path | None,
     logs: tuple[Path, ...],
@@ -124,7 +165,7 @@ def run(
             progress=_Progress(not quiet and sys.stderr.isatty()),
             command=_command_line(),
         )
-    except BaseException as err:  # noqa: BLE001 - mapped to documented exit codes
+    except BaseException as err:
         if isinstance(err, (KeyboardInterrupt, SystemExit)):
             raise
         _fail(err)
@@ -148,7 +189,7 @@ def report(run_dir: Path) -> None:
 def _guard(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
-    except BaseException as err:  # noqa: BLE001
+    except BaseException as err:
         if isinstance(err, (KeyboardInterrupt, SystemExit)):
             raise
         _fail(err)

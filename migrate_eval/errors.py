@@ -70,7 +70,11 @@ class LineIssue:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}"
-        return f"{where}: field '{self.field}': {self.reason}" if self.field else f"{where}: {self.reason}"
+        return (
+            f"{where}: field '{self.field}': {self.reason}"
+            if self.field
+            else f"{where}: {self.reason}"
+        )
 
 
 class BadLineError(UserError):

@@ -47,7 +47,9 @@ def demo_suite_path() -> Path:
     for candidate in (here / "_demo", here.parent / "suites" / "demo"):
         if (candidate / "suite.yaml").exists():
             return candidate / "suite.yaml"
-    raise ConfigError("the demo suite is not installed (expected migrate_eval/_demo or suites/demo)")
+    raise ConfigError(
+        "the demo suite is not installed (expected migrate_eval/_demo or suites/demo)"
+    )
 
 
 @dataclass
@@ -77,7 +79,11 @@ def _resolve_suite(
             candidates=specs,
             base_dir=Path.cwd(),
         )
-    s = load_suite(demo_suite_path() if suite is None else suite) if not isinstance(suite, Suite) else suite
+    s = (
+        load_suite(demo_suite_path() if suite is None else suite)
+        if not isinstance(suite, Suite)
+        else suite
+    )
     updates: dict[str, Any] = {}
     if logs:
         updates["logs"] = [LogSpec(path=str(Path(p).resolve())) for p in logs]
@@ -106,7 +112,13 @@ def _default_run_dir(suite: Suite) -> Path:
 
 def default_cache_path() -> Path:
     env = os.environ.get("MIGRATE_EVAL_CACHE")
-    return Path(env) if env else Path(os.environ.get("MIGRATE_EVAL_REPORTS_DIR", DEFAULT_REPORTS_DIR)) / ".cache" / "replay.sqlite"
+    return (
+        Path(env)
+        if env
+        else Path(os.environ.get("MIGRATE_EVAL_REPORTS_DIR", DEFAULT_REPORTS_DIR))
+        / ".cache"
+        / "replay.sqlite"
+    )
 
 
 def _write_jsonl(path: Path, rows: Sequence[Any]) -> None:
@@ -138,7 +150,7 @@ def run(
     the CLI uses as the gate (see :mod:`migrate_eval.errors`).
     """
     from migrate_eval.cache import ResponseCache
-    from migrate_eval.ingest import read_logs
+    from migrate_eval.ingest import IngestResult, read_logs
     from migrate_eval.metrics import get_metric, score
     from migrate_eval.replay import replay
     from migrate_eval.stats import aggregate, gate_outcome
@@ -150,21 +162,32 @@ def run(
             get_metric(m)
     from migrate_eval.providers import get_provider
 
-    for c in s.candidates:  # unknown provider or missing extra: a usage error now, not 1,000 error rows
+    for (
+        c
+    ) in s.candidates:  # unknown provider or missing extra: a usage error now, not 1,000 error rows
         get_provider(c)
 
     # 1. ingest
     by_format: dict[str, list[Path]] = {}
     for spec in s.logs:
         by_format.setdefault(spec.format, []).append(s.resolve(spec.path))
-    ingested = [read_logs(paths, format=fmt, strict=strict) for fmt, paths in by_format.items()]
-    ingest = ingested[0]
-    for extra in ingested[1:]:
-        ingest = ingest.merge(extra)
+    ingest = IngestResult()
+    for fmt, paths in by_format.items():
+        part = read_logs(paths, format=fmt, strict=strict)
+        ingest.exchanges += part.exchanges
+        ingest.skipped += part.skipped
+        ingest.lines_read += part.lines_read
+        ingest.files += part.files
+        for name, count in part.formats.items():
+            ingest.formats[name] = ingest.formats.get(name, 0) + count
     if not ingest.exchanges:
         raise UserError(
             f"no exchanges could be read from {', '.join(map(str, ingest.files)) or 'the logs'}"
-            + (f" ({len(ingest.skipped)} lines skipped; first: {ingest.skipped[0]})" if ingest.skipped else "")
+            + (
+                f" ({len(ingest.skipped)} lines skipped; first: {ingest.skipped[0]})"
+                if ingest.skipped
+                else ""
+            )
         )
 
     # 2. tasks + sample. Exchanges without a logged answer cannot be compared with it.
@@ -180,7 +203,14 @@ def run(
     with ResponseCache(cache_path) as rc:
         for rec in s.recordings:
             rc.import_recordings(s.resolve(rec))
-        replays = replay(exchanges, s.candidates, cache=rc, offline=offline, concurrency=concurrency, progress=progress)
+        replays = replay(
+            exchanges,
+            s.candidates,
+            cache=rc,
+            offline=offline,
+            concurrency=concurrency,
+            progress=progress,
+        )
 
     # 4. score, 5. aggregate + verdict
     scores = score(exchanges, plan.tasks, plan.assignment, replays)
@@ -204,11 +234,16 @@ def run(
     # 6. the run folder
     run_dir = Path(out) if out else _default_run_dir(s)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "suite.json").write_text(json.dumps(s.dump(), indent=2, ensure_ascii=False), encoding="utf-8")
+    (run_dir / "suite.json").write_text(
+        json.dumps(s.dump(), indent=2, ensure_ascii=False), encoding="utf-8"
+    )
     _write_jsonl(run_dir / "exchanges.jsonl", exchanges)
     (run_dir / "tasks.json").write_text(
         json.dumps(
-            {"tasks": [t.model_dump(mode="json") for t in plan.tasks], "assignment": plan.assignment},
+            {
+                "tasks": [t.model_dump(mode="json") for t in plan.tasks],
+                "assignment": plan.assignment,
+            },
             indent=1,
             ensure_ascii=False,
         ),
@@ -244,7 +279,9 @@ def _render(
     )
 
 
-def load_run(run_dir: str | Path) -> tuple[Results, pd.DataFrame, list[Exchange], list[ReplayResult]]:
+def load_run(
+    run_dir: str | Path,
+) -> tuple[Results, pd.DataFrame, list[Exchange], list[ReplayResult]]:
     """Read a finished run folder back (no vendor is called)."""
     d = Path(run_dir)
     if not (d / "results.json").exists():

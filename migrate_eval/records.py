@@ -68,12 +68,22 @@ class ToolCall(_Model):
                 ok = True
             except json.JSONDecodeError:
                 parsed, ok = None, False
-            return cls(id=id, name=name, arguments=arguments, parsed_arguments=parsed,
-                       arguments_valid_json=ok)
+            return cls(
+                id=id,
+                name=name,
+                arguments=arguments,
+                parsed_arguments=parsed,
+                arguments_valid_json=ok,
+            )
         if arguments is None:
             arguments = {}
-        return cls(id=id, name=name, arguments=json.dumps(arguments, ensure_ascii=False),
-                   parsed_arguments=arguments, arguments_valid_json=True)
+        return cls(
+            id=id,
+            name=name,
+            arguments=json.dumps(arguments, ensure_ascii=False),
+            parsed_arguments=arguments,
+            arguments_valid_json=True,
+        )
 
 
 class Usage(_Model):
@@ -103,7 +113,9 @@ class Response(_Model):
         return bool(self.tool_calls)
 
     @classmethod
-    def from_chat_completion(cls, body: dict[str, Any], latency_ms: float | None = None) -> Response:
+    def from_chat_completion(
+        cls, body: dict[str, Any], latency_ms: float | None = None
+    ) -> Response:
         """Normalise a Chat Completions response body (``object: chat.completion``)."""
         choices = body.get("choices") or []
         if not isinstance(choices, list) or not choices:
@@ -129,7 +141,11 @@ def _content_text(content: Any) -> str | None:
     if content is None or isinstance(content, str):
         return content
     if isinstance(content, list):  # content parts
-        texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") in ("text", "output_text")]
+        texts = [
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict) and p.get("type") in ("text", "output_text")
+        ]
         return "".join(texts)
     raise ValueError(f"message content has unexpected type {type(content).__name__}")
 
@@ -145,7 +161,11 @@ def _tool_calls(raw: Any, legacy_function_call: Any = None) -> list[ToolCall]:
                 raise ValueError(f"tool_calls[{i}].function.name missing")
             calls.append(ToolCall.from_raw(fn["name"], fn.get("arguments", ""), tc.get("id")))
     elif isinstance(legacy_function_call, dict) and legacy_function_call.get("name"):
-        calls.append(ToolCall.from_raw(legacy_function_call["name"], legacy_function_call.get("arguments", "")))
+        calls.append(
+            ToolCall.from_raw(
+                legacy_function_call["name"], legacy_function_call.get("arguments", "")
+            )
+        )
     return calls
 
 
@@ -174,9 +194,15 @@ class Exchange(_Model):
     timestamp: datetime | None = None
     request: dict[str, Any]
     response: Response | None = None
-    error: str | None = Field(default=None, description="the logged call failed (e.g. a Batch error line)")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="tags, feature name, feedback")
-    gold: str | None = Field(default=None, description="gold label or answer, where the log has one")
+    error: str | None = Field(
+        default=None, description="the logged call failed (e.g. a Batch error line)"
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="tags, feature name, feedback"
+    )
+    gold: str | None = Field(
+        default=None, description="gold label or answer, where the log has one"
+    )
 
     @property
     def model(self) -> str | None:

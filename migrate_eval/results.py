@@ -93,7 +93,9 @@ class TaskResult(_M):
     parity: Interval
     pass_rate: float | None
     min_parity: float
-    metrics: dict[str, float | None] = Field(description="mean of each metric over scored exchanges")
+    metrics: dict[str, float | None] = Field(
+        description="mean of each metric over scored exchanges"
+    )
     errors: ErrorStats
 
 
@@ -105,7 +107,9 @@ class CandidateResult(_M):
     verdict: Verdict
     reasons: list[Reason]
     parity: Interval
-    noise_floor: float | None = Field(default=None, description="baseline self-agreement, when measured")
+    noise_floor: float | None = Field(
+        default=None, description="baseline self-agreement, when measured"
+    )
     errors: ErrorStats
     latency: LatencyStats
     cost: CostStats
@@ -119,7 +123,9 @@ class IngestSummary(_M):
     exchanges: int
     skipped: int
     skipped_by_reason: dict[str, int]
-    examples: list[str] = Field(default_factory=list, description="first few skipped lines, 'file:line: ...'")
+    examples: list[str] = Field(
+        default_factory=list, description="first few skipped lines, 'file:line: ...'"
+    )
 
 
 class Results(_M):

@@ -81,15 +81,25 @@ class TaskSpec(_Strict):
     description: str | None = None
     match: TaskMatch = Field(default_factory=TaskMatch)
     output: OutputKind | None = Field(default=None, description="output kind; inferred when absent")
-    metrics: list[str] | None = Field(default=None, description="parity metrics; chosen by kind when absent")
+    metrics: list[str] | None = Field(
+        default=None, description="parity metrics; chosen by kind when absent"
+    )
     min_parity: float | None = Field(default=None, ge=0, le=1)
 
 
 class Thresholds(_Strict):
-    min_parity: float = Field(default=0.85, ge=0, le=1, description="a task is ready when parity is at least this")
-    pass_threshold: float = Field(default=0.8, ge=0, le=1, description="per-exchange parity that counts as a pass")
-    max_error_rate: float = Field(default=0.2, ge=0, le=1, description="more vendor errors than this: cannot judge")
-    min_samples: int = Field(default=30, ge=1, description="fewer scored exchanges than this: a caveat")
+    min_parity: float = Field(
+        default=0.85, ge=0, le=1, description="a task is ready when parity is at least this"
+    )
+    pass_threshold: float = Field(
+        default=0.8, ge=0, le=1, description="per-exchange parity that counts as a pass"
+    )
+    max_error_rate: float = Field(
+        default=0.2, ge=0, le=1, description="more vendor errors than this: cannot judge"
+    )
+    min_samples: int = Field(
+        default=30, ge=1, description="fewer scored exchanges than this: a caveat"
+    )
     confidence: float = Field(default=0.95, gt=0, lt=1)
 
 
@@ -99,23 +109,35 @@ class Gate(_Strict):
 
 
 class Sampling(_Strict):
-    limit: int | None = Field(default=None, ge=1, description="at most this many exchanges per task")
+    limit: int | None = Field(
+        default=None, ge=1, description="at most this many exchanges per task"
+    )
     seed: int = 0
 
 
 class Suite(_Strict):
     name: str
     description: str | None = None
-    simulated: bool = Field(default=False, description="the suite's data is simulated (shown in the report)")
+    simulated: bool = Field(
+        default=False, description="the suite's data is simulated (shown in the report)"
+    )
     logs: list[LogSpec]
-    recordings: list[str] = Field(default_factory=list, description="cache recordings imported before replay")
-    tasks: list[TaskSpec] = Field(default_factory=list, description="explicit tasks; empty: discovered")
-    auto_tasks: bool = Field(default=True, description="exchanges no task matches get discovered tasks")
+    recordings: list[str] = Field(
+        default_factory=list, description="cache recordings imported before replay"
+    )
+    tasks: list[TaskSpec] = Field(
+        default_factory=list, description="explicit tasks; empty: discovered"
+    )
+    auto_tasks: bool = Field(
+        default=True, description="exchanges no task matches get discovered tasks"
+    )
     candidates: list[CandidateSpec]
     thresholds: Thresholds = Field(default_factory=Thresholds)
     gate: Gate = Field(default_factory=Gate)
     sampling: Sampling = Field(default_factory=Sampling)
-    base_dir: Path = Field(default=Path("."), exclude=True, description="folder relative paths resolve against")
+    base_dir: Path = Field(
+        default=Path("."), exclude=True, description="folder relative paths resolve against"
+    )
 
     @field_validator("logs", mode="before")
     @classmethod
@@ -126,7 +148,10 @@ class Suite(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Suite:
-        for kind, names in (("candidate", [c.name for c in self.candidates]), ("task", [t.name for t in self.tasks])):
+        for kind, names in (
+            ("candidate", [c.name for c in self.candidates]),
+            ("task", [t.name for t in self.tasks]),
+        ):
             dup = {n for n in names if names.count(n) > 1}
             if dup:
                 raise ValueError(f"duplicate {kind} name(s): {', '.join(sorted(dup))}")
@@ -181,7 +206,9 @@ def interpolate_env(value: Any, *, source: str = "suite") -> Any:
                 return os.environ[var]
             if default is not None:
                 return default
-            raise ConfigError(f"{source}: environment variable {var} is not set (used as ${{{var}}})")
+            raise ConfigError(
+                f"{source}: environment variable {var} is not set (used as ${{{var}}})"
+            )
 
         return _ENV_RE.sub(sub, value)
     if isinstance(value, list):
@@ -206,10 +233,14 @@ def load_suite(path: str | Path) -> Suite:
         raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return parse_suite(interpolate_env(data, source=str(p)), source=str(p), base_dir=p.parent.resolve())
+    return parse_suite(
+        interpolate_env(data, source=str(p)), source=str(p), base_dir=p.parent.resolve()
+    )
 
 
-_SPEC_RE = re.compile(r"^(?:(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)=)?(?P<provider>[a-z][a-z0-9_-]*):(?P<rest>.+)$")
+_SPEC_RE = re.compile(
+    r"^(?:(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)=)?(?P<provider>[a-z][a-z0-9_-]*):(?P<rest>.+)$"
+)
 
 
 def parse_candidate_spec(spec: str) -> CandidateSpec:
@@ -231,9 +262,15 @@ def parse_candidate_spec(spec: str) -> CandidateSpec:
         model, base_url = rest[:at], rest[at + 1 :]
     if not model:
         raise ConfigError(f"--candidate {spec!r}: the model is empty")
-    name = m.group("name") or re.sub(r"[^A-Za-z0-9._-]+", "-", model.split("/")[-1]).strip("-")[:64] or "candidate"
+    name = (
+        m.group("name")
+        or re.sub(r"[^A-Za-z0-9._-]+", "-", model.split("/")[-1]).strip("-")[:64]
+        or "candidate"
+    )
     try:
-        return CandidateSpec(name=name, provider=m.group("provider"), model=model, base_url=base_url)
+        return CandidateSpec(
+            name=name, provider=m.group("provider"), model=model, base_url=base_url
+        )
     except ValidationError as e:
         raise ConfigError(_format_validation(f"--candidate {spec!r}", e)) from None
 

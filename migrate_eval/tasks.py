@@ -31,8 +31,11 @@ _VARIABLE_PATTERNS = [
     (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "<email>"),
     (re.compile(r"https?://\S+"), "<url>"),
     (re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ][\d:.]+Z?)?\b"), "<date>"),
-    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<uuid>"),
-    (re.compile(r"\"[^\"\n]{0,200}\"|'[^'\n]{0,200}'"), "<quoted>"),
+    (
+        re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I),
+        "<uuid>",
+    ),
+    (re.compile(r"(?<!\w)(?:\"[^\"\n]{0,200}\"|'[^'\n]{0,200}')(?!\w)"), "<quoted>"),
     (re.compile(r"\b[A-Z]{2,}-?\d+\b"), "<id>"),
     (re.compile(r"\d+(?:[.,]\d+)*"), "<n>"),
     (re.compile(r"\s+"), " "),
@@ -85,7 +88,24 @@ class _TemplateMerger:
 
 def _slug(text: str, max_words: int = 5) -> str:
     words = re.findall(r"[a-z0-9]+", text.lower())
-    stop = {"you", "are", "a", "an", "the", "of", "and", "to", "for", "your", "is", "in", "as", "that", "who", "n"}
+    stop = {
+        "you",
+        "are",
+        "a",
+        "an",
+        "the",
+        "of",
+        "and",
+        "to",
+        "for",
+        "your",
+        "is",
+        "in",
+        "as",
+        "that",
+        "who",
+        "n",
+    }
     kept = [w for w in words if w not in stop][:max_words]
     return "-".join(kept) or "untitled"
 
@@ -171,7 +191,9 @@ def assign_tasks(
         elif not auto:
             continue
         else:
-            tag = next((str(ex.metadata[k]) for k in METADATA_TASK_KEYS if ex.metadata.get(k)), None)
+            tag = next(
+                (str(ex.metadata[k]) for k in METADATA_TASK_KEYS if ex.metadata.get(k)), None
+            )
             if tag:
                 name = tag
                 source.setdefault(name, "metadata")
@@ -197,13 +219,19 @@ def assign_tasks(
     spec_by_name = {s.name: s for s in specs}
     tasks: list[TaskInfo] = []
     assignment: dict[str, str] = {}
-    ordered = [s.name for s in specs if s.name in groups] + sorted(n for n in groups if n not in spec_by_name)
+    ordered = [s.name for s in specs if s.name in groups] + sorted(
+        n for n in groups if n not in spec_by_name
+    )
     for name in ordered:
         members = groups[name]
         spec = spec_by_name.get(name)
         kind = (spec.output if spec and spec.output else None) or infer_output_kind(members)
         metrics = (spec.metrics if spec and spec.metrics else None) or default_metrics(kind)
-        desc = (spec.description if spec and spec.description else None) or descriptions.get(name) or ""
+        desc = (
+            (spec.description if spec and spec.description else None)
+            or descriptions.get(name)
+            or ""
+        )
         if not desc:
             first = members[0].system_prompt.strip()
             desc = first.splitlines()[0][:200] if first else ""
@@ -213,7 +241,9 @@ def assign_tasks(
                 description=desc,
                 output=kind,
                 metrics=list(metrics),
-                min_parity=spec.min_parity if spec and spec.min_parity is not None else th.min_parity,
+                min_parity=spec.min_parity
+                if spec and spec.min_parity is not None
+                else th.min_parity,
                 n=len(members),
                 source=source[name],  # type: ignore[arg-type]
             )
@@ -241,5 +271,7 @@ def sample(
             keep.update(e.id for e in rng.sample(members, limit))
     kept = [e for e in exchanges if e.id in keep]
     counts = Counter(plan.assignment[e.id] for e in kept)
-    tasks = [t.model_copy(update={"n": counts.get(t.name, 0)}) for t in plan.tasks if counts.get(t.name)]
+    tasks = [
+        t.model_copy(update={"n": counts.get(t.name, 0)}) for t in plan.tasks if counts.get(t.name)
+    ]
     return kept, TaskPlan(tasks=tasks, assignment={e.id: plan.assignment[e.id] for e in kept})

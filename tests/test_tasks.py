@@ -108,3 +108,9 @@ def test_sample_is_seeded_per_task_and_keeps_order() -> None:
     assert ids == sorted(ids)
     other, _ = sample(exchanges, plan, limit=5, seed=2)
     assert [e.id for e in other] != [e.id for e in kept]
+
+
+def test_apostrophes_are_not_quoted_text() -> None:
+    # regression: "Outfitters' gear advisor. The customer's" was taken for a quoted string
+    t = prompt_template("Northwind Outfitters' gear advisor. The customer's name is 'Maya'.")
+    assert t == "Northwind Outfitters' gear advisor. The customer's name is <quoted>."

@@ -185,7 +185,10 @@ def render_summary_md(results: Results) -> str:
     # Reasons
     reasons: list[str] = []
     for c in sorted(cands, key=lambda c: -VERDICT_SEVERITY.get(c.verdict, 0)):
+        task_prefixes = tuple(f"{t.task}: " for t in c.tasks)
         for r in c.reasons:
+            if task_prefixes and r.message.startswith(task_prefixes):
+                continue  # listed below with its task
             reasons.append(f"- **{md_escape(c.name, 60)}**: {_reason_text(r.code, r.message)}")
     task_reasons: list[tuple[int, str]] = []
     for c in cands:

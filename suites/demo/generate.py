@@ -25,16 +25,56 @@ HERE = Path(__file__).resolve().parent
 BASELINE_MODEL = "gpt-4o-mini-2024-07-18"
 START = datetime(2026, 10, 5, 8, 0, tzinfo=UTC)
 
-FIRST = ["Maya", "Liam", "Sofia", "Noah", "Aisha", "Lucas", "Emma", "Kenji", "Olivia", "Mateo", "Zara", "Ethan",
-         "Priya", "Jonas", "Chloe", "Diego", "Hannah", "Omar", "Ines", "Felix"]
-LAST = ["Okafor", "Schmidt", "Rossi", "Tanaka", "Garcia", "Novak", "Haddad", "Larsen", "Dubois", "Kowalski", "Silva",
-        "Nguyen", "Brennan", "Moreau", "Fischer"]
+FIRST = [
+    "Maya",
+    "Liam",
+    "Sofia",
+    "Noah",
+    "Aisha",
+    "Lucas",
+    "Emma",
+    "Kenji",
+    "Olivia",
+    "Mateo",
+    "Zara",
+    "Ethan",
+    "Priya",
+    "Jonas",
+    "Chloe",
+    "Diego",
+    "Hannah",
+    "Omar",
+    "Ines",
+    "Felix",
+]
+LAST = [
+    "Okafor",
+    "Schmidt",
+    "Rossi",
+    "Tanaka",
+    "Garcia",
+    "Novak",
+    "Haddad",
+    "Larsen",
+    "Dubois",
+    "Kowalski",
+    "Silva",
+    "Nguyen",
+    "Brennan",
+    "Moreau",
+    "Fischer",
+]
 PRODUCTS = [
-    ("NW-TENT-2P", "Ridgeline 2-person tent"), ("NW-BAG-0C", "Summit 0°C sleeping bag"),
-    ("NW-JKT-RAIN", "Stormshell rain jacket"), ("NW-BOOT-HK", "Trailhead hiking boots"),
-    ("NW-PACK-45", "Alpine 45L backpack"), ("NW-STOVE-1", "Ember camp stove"),
-    ("NW-PAD-INS", "Cloudrest insulated sleeping pad"), ("NW-LAMP-HD", "Lumen 400 headlamp"),
-    ("NW-POLE-CF", "Carbon trekking poles"), ("NW-FILT-W", "ClearFlow water filter"),
+    ("NW-TENT-2P", "Ridgeline 2-person tent"),
+    ("NW-BAG-0C", "Summit 0°C sleeping bag"),
+    ("NW-JKT-RAIN", "Stormshell rain jacket"),
+    ("NW-BOOT-HK", "Trailhead hiking boots"),
+    ("NW-PACK-45", "Alpine 45L backpack"),
+    ("NW-STOVE-1", "Ember camp stove"),
+    ("NW-PAD-INS", "Cloudrest insulated sleeping pad"),
+    ("NW-LAMP-HD", "Lumen 400 headlamp"),
+    ("NW-POLE-CF", "Carbon trekking poles"),
+    ("NW-FILT-W", "ClearFlow water filter"),
 ]
 STORES = ["denver", "seattle", "portland", "boulder", "online"]
 
@@ -83,8 +123,14 @@ TRIAGE = {
     ],
 }
 # Realistic confusions for a weaker model.
-CONFUSABLE = {"billing": "returns", "shipping": "returns", "returns": "shipping", "product_question": "other",
-              "account": "billing", "other": "product_question"}
+CONFUSABLE = {
+    "billing": "returns",
+    "shipping": "returns",
+    "returns": "shipping",
+    "product_question": "other",
+    "account": "billing",
+    "other": "product_question",
+}
 
 # ---------------------------------------------------------------- order extraction (structured)
 EXTRACT_SYSTEM = (
@@ -100,12 +146,18 @@ EXTRACT_SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}},
+                "properties": {
+                    "sku": {"type": "string"},
+                    "quantity": {"type": "integer", "minimum": 1},
+                },
                 "required": ["sku", "quantity"],
                 "additionalProperties": False,
             },
         },
-        "issue": {"type": "string", "enum": ["damaged", "missing_item", "wrong_item", "late", "change_request"]},
+        "issue": {
+            "type": "string",
+            "enum": ["damaged", "missing_item", "wrong_item", "late", "change_request"],
+        },
         "priority": {"type": "string", "enum": ["low", "normal", "high"]},
     },
     "required": ["order_id", "customer_name", "items", "issue", "priority"],
@@ -119,7 +171,10 @@ EXTRACT_MAILS = {
     "change_request": "Hi! Can I change order {order} to {qty} units of the {product} ({sku})? Thanks, {name}. {detail}",
 }
 DETAILS = {
-    "high": ["I leave for a trek on Friday so this is urgent!", "This is the third time, I need it fixed today."],
+    "high": [
+        "I leave for a trek on Friday so this is urgent!",
+        "This is the third time, I need it fixed today.",
+    ],
     "normal": ["Please let me know the next steps.", "Thanks for your help."],
     "low": ["No rush at all.", "Whenever you get a chance."],
 }
@@ -130,25 +185,68 @@ TOOLS_SYSTEM = (
     "returns and stock. Never guess an order status."
 )
 TOOLS = [
-    {"type": "function", "function": {
-        "name": "lookup_order", "description": "Get an order's status and items.",
-        "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
-                       "required": ["order_id"], "additionalProperties": False}}},
-    {"type": "function", "function": {
-        "name": "track_shipment", "description": "Get the carrier tracking events of an order.",
-        "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
-                       "required": ["order_id"], "additionalProperties": False}}},
-    {"type": "function", "function": {
-        "name": "start_return", "description": "Open a return for an item of an order.",
-        "parameters": {"type": "object", "properties": {
-            "order_id": {"type": "string"}, "sku": {"type": "string"},
-            "reason": {"type": "string", "enum": ["too_small", "too_large", "defective", "changed_mind"]}},
-            "required": ["order_id", "sku", "reason"], "additionalProperties": False}}},
-    {"type": "function", "function": {
-        "name": "check_stock", "description": "Stock of a product in a store.",
-        "parameters": {"type": "object", "properties": {
-            "sku": {"type": "string"}, "store": {"type": "string", "enum": STORES}},
-            "required": ["sku", "store"], "additionalProperties": False}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup_order",
+            "description": "Get an order's status and items.",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string"}},
+                "required": ["order_id"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "track_shipment",
+            "description": "Get the carrier tracking events of an order.",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string"}},
+                "required": ["order_id"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "start_return",
+            "description": "Open a return for an item of an order.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "order_id": {"type": "string"},
+                    "sku": {"type": "string"},
+                    "reason": {
+                        "type": "string",
+                        "enum": ["too_small", "too_large", "defective", "changed_mind"],
+                    },
+                },
+                "required": ["order_id", "sku", "reason"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "check_stock",
+            "description": "Stock of a product in a store.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "sku": {"type": "string"},
+                    "store": {"type": "string", "enum": STORES},
+                },
+                "required": ["sku", "store"],
+                "additionalProperties": False,
+            },
+        },
+    },
 ]
 
 # ---------------------------------------------------------------- free text
@@ -162,8 +260,14 @@ ADVISOR_SYSTEM = (
     "and mention safety where it matters."
 )
 ADVISOR_Q = [
-    ("What sleeping bag should I take for a {n}-night trip in the Rockies in {month}?", "NW-BAG-0C"),
-    ("I'm starting to hike. Which boots and poles would you suggest for rocky trails?", "NW-BOOT-HK"),
+    (
+        "What sleeping bag should I take for a {n}-night trip in the Rockies in {month}?",
+        "NW-BAG-0C",
+    ),
+    (
+        "I'm starting to hike. Which boots and poles would you suggest for rocky trails?",
+        "NW-BOOT-HK",
+    ),
     ("Is a 45 litre pack enough for a {n}-day hut-to-hut trek?", "NW-PACK-45"),
     ("What do I need to cook on a {n}-night canoe trip?", "NW-STOVE-1"),
     ("How do I stay dry on a rainy {n}-day coastal hike?", "NW-JKT-RAIN"),
@@ -225,19 +329,43 @@ IDEAS: dict[str, list[str]] = {
 EXTRAS = ["pad", "water", "lamp"]
 
 SUMMARY_CASES = [
-    ("late delivery of order {order}", "tracking showed the parcel stuck at the {store} depot",
-     "the agent opened a carrier investigation", "the customer is waiting for an update within 48 hours"),
-    ("a leaking {product}", "photos confirmed a seam defect", "a replacement was approved",
-     "the replacement ships once the return label is used"),
-    ("a double charge on order {order}", "the payment log showed two captures", "one capture was refunded",
-     "the refund takes three to five business days to appear"),
-    ("a password reset that never arrived", "the e-mail address on file had a typo", "the address was corrected",
-     "the customer still needs to confirm the new address"),
-    ("a wrong size {product}", "the customer wants the next size up", "an exchange was started",
-     "stock of the larger size must be confirmed"),
+    (
+        "late delivery of order {order}",
+        "tracking showed the parcel stuck at the {store} depot",
+        "the agent opened a carrier investigation",
+        "the customer is waiting for an update within 48 hours",
+    ),
+    (
+        "a leaking {product}",
+        "photos confirmed a seam defect",
+        "a replacement was approved",
+        "the replacement ships once the return label is used",
+    ),
+    (
+        "a double charge on order {order}",
+        "the payment log showed two captures",
+        "one capture was refunded",
+        "the refund takes three to five business days to appear",
+    ),
+    (
+        "a password reset that never arrived",
+        "the e-mail address on file had a typo",
+        "the address was corrected",
+        "the customer still needs to confirm the new address",
+    ),
+    (
+        "a wrong size {product}",
+        "the customer wants the next size up",
+        "an exchange was started",
+        "stock of the larger size must be confirmed",
+    ),
 ]
 SUMMARY_PHRASES = [
-    ["The customer contacted us about {a}.", "{A_cap} was the customer's issue.", "The customer reported {a}."],
+    [
+        "The customer contacted us about {a}.",
+        "{A_cap} was the customer's issue.",
+        "The customer reported {a}.",
+    ],
     ["On checking, {b}.", "Investigation found that {b}.", "We found that {b}."],
     ["In response, {c}.", "As a fix, {c}.", "To resolve it, {c}."],
     ["Still open: {d}.", "Next step: {d}.", "Pending: {d}."],
@@ -249,36 +377,59 @@ def order_id(rng: random.Random) -> str:
 
 
 def chat_request(system: str, user: str, **extra: Any) -> dict[str, Any]:
-    req: dict[str, Any] = {"model": BASELINE_MODEL, "messages": [
-        {"role": "system", "content": system}, {"role": "user", "content": user}]}
+    req: dict[str, Any] = {
+        "model": BASELINE_MODEL,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+    }
     req.update(extra)
     return req
 
 
-def completion(rng: random.Random, n: int, model: str, content: str | None = None,
-               tool_calls: list[dict[str, Any]] | None = None, prompt_chars: int = 400) -> dict[str, Any]:
+def completion(
+    rng: random.Random,
+    n: int,
+    model: str,
+    content: str | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
+    prompt_chars: int = 400,
+) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
         msg["tool_calls"] = tool_calls
-    out_chars = len(content or "") + sum(len(t["function"]["arguments"]) + 20 for t in tool_calls or [])
+    out_chars = len(content or "") + sum(
+        len(t["function"]["arguments"]) + 20 for t in tool_calls or []
+    )
     prompt_tokens, completion_tokens = prompt_chars // 4 + 8, max(1, out_chars // 4)
     return {
         "id": f"chatcmpl-demo{n:05d}{rng.randint(0, 10**6):06d}",
         "object": "chat.completion",
         "created": int((START + timedelta(minutes=37 * n)).timestamp()),
         "model": model,
-        "choices": [{"index": 0, "message": msg, "logprobs": None,
-                     "finish_reason": "tool_calls" if tool_calls else "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens,
-                  "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}},
+        "choices": [
+            {
+                "index": 0,
+                "message": msg,
+                "logprobs": None,
+                "finish_reason": "tool_calls" if tool_calls else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
         "system_fingerprint": "fp_demo",
     }
 
 
 def tool_call(rng: random.Random, name: str, args: dict[str, Any]) -> dict[str, Any]:
-    return {"id": f"call_{rng.randint(0, 16**12):012x}", "type": "function",
-            "function": {"name": name, "arguments": json.dumps(args)}}
+    return {
+        "id": f"call_{rng.randint(0, 16**12):012x}",
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(args)},
+    }
 
 
 def build_traffic(rng: random.Random) -> list[dict[str, Any]]:
@@ -286,16 +437,27 @@ def build_traffic(rng: random.Random) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     def fill(tpl: str) -> str:
-        sku, product = rng.choice(PRODUCTS)
-        return tpl.format(order=order_id(rng), amount=f"{rng.randint(19, 480)}.{rng.randint(0, 99):02d}",
-                          product=product, date=f"2026-{rng.randint(8, 10):02d}-{rng.randint(1, 28):02d}",
-                          email=f"{rng.choice(FIRST).lower()}.{rng.choice(LAST).lower()}@example.com")
+        _sku, product = rng.choice(PRODUCTS)
+        return tpl.format(
+            order=order_id(rng),
+            amount=f"{rng.randint(19, 480)}.{rng.randint(0, 99):02d}",
+            product=product,
+            date=f"2026-{rng.randint(8, 10):02d}-{rng.randint(1, 28):02d}",
+            email=f"{rng.choice(FIRST).lower()}.{rng.choice(LAST).lower()}@example.com",
+        )
 
     for _ in range(90):
         label = rng.choice(list(TRIAGE))
         user = fill(rng.choice(TRIAGE[label]))
-        rows.append({"feature": "ticket-triage", "kind": "label", "truth": label,
-                     "request": chat_request(TRIAGE_SYSTEM, user, temperature=0, max_tokens=5), "content": label})
+        rows.append(
+            {
+                "feature": "ticket-triage",
+                "kind": "label",
+                "truth": label,
+                "request": chat_request(TRIAGE_SYSTEM, user, temperature=0, max_tokens=5),
+                "content": label,
+            }
+        )
 
     for _ in range(60):
         issue = rng.choice(list(EXTRACT_MAILS))
@@ -305,16 +467,34 @@ def build_traffic(rng: random.Random) -> list[dict[str, Any]]:
         has_order = rng.random() > 0.1
         oid = order_id(rng) if has_order else None
         qty = rng.randint(1, 3)
-        mail = EXTRACT_MAILS[issue].format(name=name, order=oid or "(I lost the number)", product=product, sku=sku,
-                                           qty=qty, detail=rng.choice(DETAILS[priority]))
-        if issue == "damaged":
-            mail = mail.replace("{detail}", "")
-        truth = {"order_id": oid, "customer_name": name, "items": [{"sku": sku, "quantity": qty}],
-                 "issue": issue, "priority": priority}
-        rf = {"type": "json_schema", "json_schema": {"name": "order_ticket", "strict": True, "schema": EXTRACT_SCHEMA}}
-        rows.append({"feature": "order-extraction", "kind": "json", "truth": truth,
-                     "request": chat_request(EXTRACT_SYSTEM, mail, temperature=0, response_format=rf),
-                     "content": json.dumps(truth)})
+        mail = EXTRACT_MAILS[issue].format(
+            name=name,
+            order=oid or "(I lost the number)",
+            product=product,
+            sku=sku,
+            qty=qty,
+            detail=rng.choice(DETAILS[priority]),
+        )
+        truth = {
+            "order_id": oid,
+            "customer_name": name,
+            "items": [{"sku": sku, "quantity": qty}],
+            "issue": issue,
+            "priority": priority,
+        }
+        rf = {
+            "type": "json_schema",
+            "json_schema": {"name": "order_ticket", "strict": True, "schema": EXTRACT_SCHEMA},
+        }
+        rows.append(
+            {
+                "feature": "order-extraction",
+                "kind": "json",
+                "truth": truth,
+                "request": chat_request(EXTRACT_SYSTEM, mail, temperature=0, response_format=rf),
+                "content": json.dumps(truth),
+            }
+        )
 
     for _ in range(60):
         r = rng.random()
@@ -323,32 +503,67 @@ def build_traffic(rng: random.Random) -> list[dict[str, Any]]:
         if r < 0.3:
             user, calls = f"Where is my order {oid}?", [("track_shipment", {"order_id": oid})]
         elif r < 0.5:
-            user, calls = f"What's in order {oid} and has it shipped?", [("lookup_order", {"order_id": oid})]
+            user, calls = (
+                f"What's in order {oid} and has it shipped?",
+                [("lookup_order", {"order_id": oid})],
+            )
         elif r < 0.7:
             reason = rng.choice(["too_small", "too_large", "defective", "changed_mind"])
-            words = {"too_small": "is too small", "too_large": "is too big", "defective": "broke on day one",
-                     "changed_mind": "isn't what I want after all"}[reason]
+            words = {
+                "too_small": "is too small",
+                "too_large": "is too big",
+                "defective": "broke on day one",
+                "changed_mind": "isn't what I want after all",
+            }[reason]
             user = f"The {product} ({sku}) from order {oid} {words}. I want to return it."
             calls = [("start_return", {"order_id": oid, "sku": sku, "reason": reason})]
         else:
             s1, s2 = rng.sample(STORES[:4], 2)
-            user = f"Do the {s1.title()} and {s2.title()} stores have the {product} ({sku}) in stock?"
-            calls = [("check_stock", {"sku": sku, "store": s1}), ("check_stock", {"sku": sku, "store": s2})]
-        rows.append({"feature": "order-assistant", "kind": "tools", "truth": calls,
-                     "request": chat_request(TOOLS_SYSTEM, user, tools=TOOLS, tool_choice="auto",
-                                             parallel_tool_calls=True, temperature=0.2)})
+            user = (
+                f"Do the {s1.title()} and {s2.title()} stores have the {product} ({sku}) in stock?"
+            )
+            calls = [
+                ("check_stock", {"sku": sku, "store": s1}),
+                ("check_stock", {"sku": sku, "store": s2}),
+            ]
+        rows.append(
+            {
+                "feature": "order-assistant",
+                "kind": "tools",
+                "truth": calls,
+                "request": chat_request(
+                    TOOLS_SYSTEM,
+                    user,
+                    tools=TOOLS,
+                    tool_choice="auto",
+                    parallel_tool_calls=True,
+                    temperature=0.2,
+                ),
+            }
+        )
 
     for _ in range(50):
         case = rng.choice(SUMMARY_CASES)
         sku, product = rng.choice(PRODUCTS)
-        vals = [c.format(order=order_id(rng), product=product, store=rng.choice(STORES[:4])) for c in case]
+        vals = [
+            c.format(order=order_id(rng), product=product, store=rng.choice(STORES[:4]))
+            for c in case
+        ]
         transcript = (
             f"Customer: Hi, I have a problem with {vals[0]}.\nAgent: Sorry to hear that, let me check.\n"
             f"Agent: I see that {vals[1]}.\nAgent: I've made sure that {vals[2]}.\n"
             f"Customer: OK, and what now?\nAgent: {vals[3][0].upper() + vals[3][1:]}."
         )
-        rows.append({"feature": "conversation-summary", "kind": "summary", "truth": vals,
-                     "request": chat_request(SUMMARY_SYSTEM, transcript, temperature=0.3, max_tokens=200)})
+        rows.append(
+            {
+                "feature": "conversation-summary",
+                "kind": "summary",
+                "truth": vals,
+                "request": chat_request(
+                    SUMMARY_SYSTEM, transcript, temperature=0.3, max_tokens=200
+                ),
+            }
+        )
 
     for _ in range(50):
         name = rng.choice(FIRST)
@@ -358,13 +573,21 @@ def build_traffic(rng: random.Random) -> list[dict[str, Any]]:
         extras = rng.sample(EXTRAS, 2)
         system = ADVISOR_SYSTEM.format(name=name, date=day.strftime("%Y-%m-%d"))
         # no metadata tag: the tasks stage discovers this task from its system-prompt template
-        rows.append({"feature": None, "kind": "advice", "truth": [main, *extras, "safety"],
-                     "request": chat_request(system, q, temperature=0.7, max_tokens=300)})
+        rows.append(
+            {
+                "feature": None,
+                "kind": "advice",
+                "truth": [main, *extras, "safety"],
+                "request": chat_request(system, q, temperature=0.7, max_tokens=300),
+            }
+        )
     rng.shuffle(rows)
     return rows
 
 
-def render_answer(row: dict[str, Any], rng: random.Random, quality: float, variant: int | None = None) -> dict[str, Any]:
+def render_answer(
+    row: dict[str, Any], rng: random.Random, quality: float, variant: int | None = None
+) -> dict[str, Any]:
     """The answer a model with the given quality gives (quality 1.0 = the logged answer's content)."""
     kind, truth = row["kind"], row["truth"]
     if kind == "label":
@@ -391,7 +614,7 @@ def render_answer(row: dict[str, Any], rng: random.Random, quality: float, varia
         if rng.random() > quality + 0.05:
             return {"content": "Let me check that for you. Could you confirm your order number?"}
         if rng.random() > quality:
-            n, a = calls[0]
+            _n, a = calls[0]
             if "order_id" in a:
                 a["order_id"] = a["order_id"].replace("NW-", "")
             elif "store" in a:
@@ -404,8 +627,12 @@ def render_answer(row: dict[str, Any], rng: random.Random, quality: float, varia
     if kind == "summary":
         v = [x[0].lower() + x[1:] if i == 0 else x for i, x in enumerate(truth)]
         pick = (lambda i: variant % 3) if variant is not None else (lambda i: rng.randrange(3))
-        parts = [SUMMARY_PHRASES[i][pick(i)].format(a=v[0], A_cap=v[0][0].upper() + v[0][1:], b=v[1], c=v[2], d=v[3])
-                 for i in range(4)]
+        parts = [
+            SUMMARY_PHRASES[i][pick(i)].format(
+                a=v[0], A_cap=v[0][0].upper() + v[0][1:], b=v[1], c=v[2], d=v[3]
+            )
+            for i in range(4)
+        ]
         if rng.random() > quality:
             parts = parts[:2] + parts[3:]  # forgets what was done
         if rng.random() > quality:
@@ -413,9 +640,13 @@ def render_answer(row: dict[str, Any], rng: random.Random, quality: float, varia
         return {"content": " ".join(parts)}
     # advice
     ideas = truth if rng.random() < quality else truth[:2]
-    sentences = [IDEAS[i][(variant if variant is not None else rng.randrange(3)) % 3] for i in ideas]
+    sentences = [
+        IDEAS[i][(variant if variant is not None else rng.randrange(3)) % 3] for i in ideas
+    ]
     if rng.random() > quality:
-        sentences.append("I hope this helps, and let me know if you have any other questions about your trip!")
+        sentences.append(
+            "I hope this helps, and let me know if you have any other questions about your trip!"
+        )
     return {"content": " ".join(sentences)}
 
 
@@ -434,15 +665,28 @@ def main() -> None:
             ans = render_answer(row, rng, 1.0, variant=0)
         ts = START + timedelta(minutes=37 * n + rng.randint(0, 30))
         req = row["request"]
-        resp = completion(rng, n, BASELINE_MODEL, ans.get("content"), ans.get("tool_calls"),
-                          prompt_chars=len(json.dumps(req)))
-        line: dict[str, Any] = {"id": f"nw-{n:04d}", "timestamp": ts.isoformat(), "latency_ms": rng.randint(380, 2400),
-                                "request": req, "response": resp}
+        resp = completion(
+            rng,
+            n,
+            BASELINE_MODEL,
+            ans.get("content"),
+            ans.get("tool_calls"),
+            prompt_chars=len(json.dumps(req)),
+        )
+        line: dict[str, Any] = {
+            "id": f"nw-{n:04d}",
+            "timestamp": ts.isoformat(),
+            "latency_ms": rng.randint(380, 2400),
+            "request": req,
+            "response": resp,
+        }
         if row["feature"]:
             line["metadata"] = {"feature": row["feature"], "app": "support-console"}
         lines.append(line)
         row["_line"] = line
-    (logs / "traffic.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    (logs / "traffic.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8"
+    )
     print(f"wrote {len(lines)} exchanges to {logs / 'traffic.jsonl'}")
     write_recordings(rows)
 
@@ -473,10 +717,22 @@ def write_recordings(rows: list[dict[str, Any]]) -> None:
         for n, row in enumerate(rows):
             request = build_request(row["_line"]["request"], spec)
             ans = render_answer(row, rng, quality, variant=variant)
-            body = completion(rng, n, spec.model, ans.get("content"), ans.get("tool_calls"),
-                              prompt_chars=len(json.dumps(request)))
-            recs.append({"identity": identity, "request": request, "response": body,
-                         "latency_ms": float(rng.randint(lo, hi))})
+            body = completion(
+                rng,
+                n,
+                spec.model,
+                ans.get("content"),
+                ans.get("tool_calls"),
+                prompt_chars=len(json.dumps(request)),
+            )
+            recs.append(
+                {
+                    "identity": identity,
+                    "request": request,
+                    "response": body,
+                    "latency_ms": float(rng.randint(lo, hi)),
+                }
+            )
         path = out / f"{spec.name}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
         print(f"wrote {len(recs)} recorded answers of {spec.name} to {path}")

@@ -1,0 +1,289 @@
+"""The CLI contract: `migrate-eval run` and its exit codes (0 ready, 1 not ready, 2 usage, 3 infra)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import migrate_eval
+from migrate_eval.cli import main
+from migrate_eval.results import Results
+from tests.servers import LoopbackServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    with LoopbackServer() as s:
+        yield s
+
+
+def _line(i: int, user: str, answer: str, feature: str = "qa") -> dict[str, Any]:
+    return {
+        "request": {
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": user},
+            ],
+            "temperature": 0,
+        },
+        "response": {
+            "id": f"chatcmpl-{i}",
+            "object": "chat.completion",
+            "created": 1760000000 + i,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        },
+        "metadata": {"feature": feature},
+    }
+
+
+def write_logs(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_demo_runs_offline_and_writes_every_output(tmp_path: Path) -> None:
+    # the real console entry point, in a subprocess, with no network access needed
+    env = {**os.environ, "MIGRATE_EVAL_REPORTS_DIR": str(tmp_path / "reports")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "migrate_eval", "run", "--offline"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr  # one demo candidate is not ready
+    run_dirs = list((tmp_path / "reports" / "demo").iterdir())
+    run_dirs = [d for d in run_dirs if d.is_dir()]
+    assert len(run_dirs) == 1
+    d = run_dirs[0]
+    for name in (
+        "report.html",
+        "results.json",
+        "summary.md",
+        "scores.parquet",
+        "exchanges.jsonl",
+        "responses.jsonl",
+    ):
+        assert (d / name).stat().st_size > 0, name
+    results = Results.model_validate_json((d / "results.json").read_text(encoding="utf-8"))
+    assert results.simulated and results.gate == "fail" and results.exit_code == 1
+    verdicts = {c.name: c.verdict for c in results.candidates}
+    assert verdicts["llama-3.1-8b"] == "not_ready"
+    assert verdicts["qwen2.5-72b"] in ("ready", "ready_with_caveats")
+    # every answer came from the shipped recordings through the cache: no error rows
+    assert all(c.errors.count == 0 for c in results.candidates)
+    assert {t.name for t in results.tasks} >= {
+        "ticket-triage",
+        "order-extraction",
+        "order-assistant",
+    }
+    assert len(results.tasks) == 5  # four named tasks + the gear advisor found from its template
+    assert "gate FAIL" in proc.stdout.splitlines()[0]
+
+
+def test_python_api_matches_cli(tmp_path: Path, server: LoopbackServer) -> None:
+    logs = write_logs(tmp_path / "l.jsonl", [_line(i, f"q{i}", f"echo: q{i}") for i in range(35)])
+    out = migrate_eval.run(
+        logs=[logs], candidates=[f"c=openai-compatible:m@{server.base_url}"], out=tmp_path / "r"
+    )
+    assert int(out.exit_code) == 0
+    assert out.results.candidates[0].verdict == "ready"
+    assert (out.run_dir / "report.html").exists()
+
+
+def test_exit_0_when_candidate_reproduces_the_logged_answers(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
+    logs = write_logs(
+        tmp_path / "l.jsonl", [_line(i, f"question {i}", f"echo: question {i}") for i in range(40)]
+    )
+    code, output = invoke(
+        "run",
+        "--logs",
+        str(logs),
+        "--candidate",
+        f"echo=openai-compatible:m@{server.base_url}",
+        "--out",
+        str(tmp_path / "run"),
+        "-q",
+    )
+    assert code == 0, output
+    assert server.total == 40
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["gate"] == "pass"
+    # resumable: the second run is served from the cache, nothing is sent again
+    code, output = invoke(
+        "run",
+        "--logs",
+        str(logs),
+        "--candidate",
+        f"echo=openai-compatible:m@{server.base_url}",
+        "--out",
+        str(tmp_path / "run2"),
+        "-q",
+    )
+    assert code == 0 and server.total == 40
+
+
+def test_exit_1_on_real_text_that_differs(
+    tmp_path: Path, server: LoopbackServer, shared_data: Path
+) -> None:
+    records = json.loads(
+        (shared_data / "alpaca_eval" / "gpt4_0613.json").read_text(encoding="utf-8")
+    )[:40]
+    logs = write_logs(
+        tmp_path / "alpaca.jsonl",
+        [_line(i, r["instruction"], r["output"]) for i, r in enumerate(records)],
+    )
+    code, output = invoke(
+        "run",
+        "--logs",
+        str(logs),
+        "--candidate",
+        f"openai-compatible:echo-model@{server.base_url}",
+        "--out",
+        str(tmp_path / "run"),
+        "-q",
+    )
+    assert code == 1, output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["candidates"][0]["verdict"] == "not_ready"
+    assert results["tasks"][0]["output"] == "free_text"
+
+
+def test_exit_3_when_the_vendor_fails_too_often(tmp_path: Path, server: LoopbackServer) -> None:
+    server.fail(500, times=1000)
+    logs = write_logs(tmp_path / "l.jsonl", [_line(i, f"q{i}", f"echo: q{i}") for i in range(10)])
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        f"name: infra\nlogs: [{logs}]\ncandidates:\n"
+        f"  - {{name: down, model: m, base_url: '{server.base_url}', max_retries: 0}}\n",
+        encoding="utf-8",
+    )
+    code, output = invoke("run", str(suite), "--out", str(tmp_path / "run"), "-q")
+    assert code == 3, output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["gate"] == "error"
+    assert results["candidates"][0]["errors"]["count"] == 10
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            [
+                "run",
+                "--logs",
+                "{tmp}/missing.jsonl",
+                "--candidate",
+                "openai-compatible:m@http://127.0.0.1:9/v1",
+            ],
+            "missing.jsonl",
+        ),
+        (["run", "--logs", "{tmp}/l.jsonl"], "--candidate"),
+        (
+            ["run", "--logs", "{tmp}/l.jsonl", "--candidate", "not a spec"],
+            "expected [NAME=]PROVIDER:MODEL",
+        ),
+        (["run", "--logs", "{tmp}/l.jsonl", "--candidate", "nosuchprovider:m"], "nosuchprovider"),
+        (["run", "{tmp}/bad-suite.yaml"], "field 'candidates'"),
+        (["run", "--concurrency", "0"], "concurrency"),
+    ],
+)
+def test_exit_2_on_usage_and_config_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    write_logs(tmp_path / "l.jsonl", [_line(0, "q", "a")])
+    (tmp_path / "bad-suite.yaml").write_text("name: x\nlogs: [l.jsonl]\n", encoding="utf-8")
+    code, output = invoke(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert code == 2, output
+    assert message in output
+
+
+def test_offline_never_calls_the_network(tmp_path: Path, server: LoopbackServer) -> None:
+    logs = write_logs(tmp_path / "l.jsonl", [_line(i, f"q{i}", f"echo: q{i}") for i in range(5)])
+    code, output = invoke(
+        "run",
+        "--logs",
+        str(logs),
+        "--candidate",
+        f"openai-compatible:m@{server.base_url}",
+        "--offline",
+        "--out",
+        str(tmp_path / "run"),
+        "-q",
+    )
+    assert server.total == 0
+    assert code == 3, output  # nothing cached: every request is an error row, nothing to judge
+
+
+def test_env_vars_set_options(
+    tmp_path: Path, server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = write_logs(
+        tmp_path / "l.jsonl",
+        [_line(i, f"q{i}", f"echo: q{i}", feature=f"f{i % 2}") for i in range(20)],
+    )
+    monkeypatch.setenv("MIGRATE_EVAL_LIMIT", "3")
+    monkeypatch.setenv("MIGRATE_EVAL_OUT", str(tmp_path / "envrun"))
+    code, output = invoke(
+        "run", "--logs", str(logs), "--candidate", f"openai-compatible:m@{server.base_url}", "-q"
+    )
+    assert code == 0, output
+    assert server.total == 6  # at most 3 exchanges for each of the 2 tasks
+    assert (tmp_path / "envrun" / "report.html").exists()
+
+
+def test_report_rerenders_without_network(tmp_path: Path, server: LoopbackServer) -> None:
+    logs = write_logs(tmp_path / "l.jsonl", [_line(i, f"q{i}", f"echo: q{i}") for i in range(5)])
+    invoke(
+        "run",
+        "--logs",
+        str(logs),
+        "--candidate",
+        f"openai-compatible:m@{server.base_url}",
+        "--out",
+        str(tmp_path / "run"),
+        "-q",
+    )
+    (tmp_path / "run" / "report.html").unlink()
+    sent = server.total
+    code, _output = invoke("report", str(tmp_path / "run"))
+    assert (tmp_path / "run" / "report.html").exists()
+    assert server.total == sent
+    assert code == json.loads((tmp_path / "run" / "results.json").read_text())["exit_code"]
+
+
+def test_help_documents_exit_codes() -> None:
+    code, output = invoke("run", "--help")
+    assert code == 0
+    for line in (
+        "0  every candidate is ready",
+        "1  a candidate is not ready",
+        "2  usage",
+        "3  infrastructure",
+    ):
+        assert line in output
