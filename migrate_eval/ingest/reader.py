@@ -38,6 +38,7 @@ from __future__ import annotations
 import gc
 import glob
 import os
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -182,7 +183,7 @@ def _sample(path: Path) -> _Sample:
                 break
     except EOFError:  # a truncated gzip stream: detect from what could be read
         pass
-    except OSError as e:
+    except (OSError, zlib.error) as e:
         raise LogFormatError(f"{path}: cannot read the file: {e}") from e
     finally:
         fh.close()
@@ -294,7 +295,7 @@ class LogStream:
                     yield lineno, raw
         except EOFError:
             yield lineno + 1, None
-        except OSError as e:
+        except (OSError, zlib.error) as e:  # unreadable, or corrupt compressed data
             raise LogFormatError(f"{name}: cannot read the file after line {lineno}: {e}") from e
         finally:
             fh.close()
@@ -366,7 +367,7 @@ class LogStream:
         except EOFError:
             read += 1
             self._parse(name, lineno + 1, None)
-        except OSError as e:
+        except (OSError, zlib.error) as e:  # unreadable, or corrupt compressed data
             raise LogFormatError(f"{name}: cannot read the file after line {lineno}: {e}") from e
         finally:
             fh.close()

@@ -139,6 +139,16 @@ def test_a_gzip_file_cut_short_keeps_what_was_read(tmp_path: Path) -> None:
         read_logs([path], strict=True)
 
 
+def test_a_corrupt_gzip_file_is_a_format_error(tmp_path: Path) -> None:
+    data = bytearray(gzip.compress(b"".join(_line(_pair(i)) for i in range(3000))))
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0x5A for b in data[middle : middle + 64])
+    path = tmp_path / "corrupt.jsonl.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(LogFormatError, match=r"corrupt\.jsonl\.gz: cannot read the file"):
+        read_logs([path])
+
+
 def test_directories_and_globs(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     write_jsonl(logs / "2025-01-02.jsonl", [_pair(3), _pair(4)])

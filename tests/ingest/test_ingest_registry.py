@@ -124,3 +124,17 @@ def test_a_failing_sniff_does_not_break_detection(tmp_path: Path, clean_registry
         [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}],
     )
     assert read_logs([path]).formats == {"finetune-chat": 1}
+
+
+def test_a_plugin_reader_failing_validation_skips_the_line(
+    tmp_path: Path, clean_registry: None
+) -> None:
+    def sloppy(record: dict[str, Any], ctx: LineContext) -> Exchange:
+        return Exchange(id=record["q"], source=ctx.source(), request={"messages": []})
+
+    register_format(LogFormat(name="sloppy", sniff=lambda r: "q" in r, reader=sloppy))
+    result = read_logs([write_jsonl(tmp_path / "q.jsonl", [{"q": "a"}, {"q": 5}])])
+    assert [ex.id for ex in result.exchanges] == ["a"]
+    (issue,) = result.skipped
+    assert (issue.line, issue.field) == (2, "id")
+    assert issue.reason.startswith("invalid value: Input should be a valid string")
