@@ -151,8 +151,8 @@ def run(
     """
     from migrate_eval.pipeline import run as run_pipeline
 
-    try:
-        outcome = run_pipeline(
+    outcome = _guard(
+        lambda: run_pipeline(
             suite,
             logs=logs,
             candidates=candidates,
@@ -165,10 +165,7 @@ def run(
             progress=_Progress(not quiet and sys.stderr.isatty()),
             command=_command_line(),
         )
-    except BaseException as err:
-        if isinstance(err, (KeyboardInterrupt, SystemExit)):
-            raise
-        _fail(err)
+    )
     summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")
     click.echo(summary)
     click.echo(f"Report: {outcome.run_dir / 'report.html'}")
