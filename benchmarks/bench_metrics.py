@@ -203,6 +203,18 @@ def main(argv: list[str] | None = None) -> int:
         default=400,
         help="truncate free text to this many characters; 0 = full",
     )
+    ap.add_argument(
+        "--extra",
+        type=int,
+        default=0,
+        help="also time bleu/ter/rouge_l on this many free-text pairs (default 0: skip)",
+    )
+    ap.add_argument(
+        "--semantic",
+        type=int,
+        default=0,
+        help="also time semantic similarity on this many texts (default 0: skip)",
+    )
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -248,7 +260,102 @@ def main(argv: list[str] | None = None) -> int:
         f"{'all':<34}{total_pairs:>9,}{tot_score:>12.2f}{tot_bare:>10.2f}{tot_score / tot_bare:>8.2f}"
     )
     print(f"ratio score()/bare = {tot_score / tot_bare:.2f}")
+    if args.extra:
+        extra_free_text(data["free_text"], args.extra)
+    if args.semantic:
+        bench_semantic(args.semantic, args.max_chars)
     return 0
+
+
+def extra_free_text(data: tuple[list[Exchange], list[ReplayResult]], n: int) -> None:
+    """The other free-text metrics on ``n`` pairs, against bare calls of the same libraries."""
+    from rouge_score import rouge_scorer
+
+    exchanges, replays = data[0][:n], data[1][:n]
+    pairs = [
+        (e.response.text or "", r.response.text or "")
+        for e, r in zip(exchanges, replays, strict=True)
+        if e.response is not None and r.response is not None
+    ]
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    bare_fns = {
+        "bleu": lambda a, b: sacrebleu.corpus_bleu([b], [[a]]).score,
+        "ter": lambda a, b: sacrebleu.corpus_ter([b], [[a]]).score,
+        "rouge_l": lambda a, b: scorer.score(a, b)["rougeL"].fmeasure,
+    }
+    print(f"\n{'metric':<18}{'pairs':>9}{'score() s':>12}{'bare s':>10}{'ratio':>8}")
+    for name, fn in bare_fns.items():
+        task = TaskInfo(
+            name="ft", output="free_text", metrics=[name], min_parity=0.8, n=1, source="suite"
+        )
+        score(exchanges[:1], [task], {exchanges[0].id: "ft"}, replays[:1])  # warm up
+        t = time.perf_counter()
+        score(exchanges, [task], {e.id: "ft" for e in exchanges}, replays)
+        ts = time.perf_counter() - t
+        t = time.perf_counter()
+        for a, b in pairs:
+            fn(a, b)
+        tb = time.perf_counter() - t
+        print(f"{name:<18}{len(pairs):>9,}{ts:>12.2f}{tb:>10.2f}{ts / tb:>8.2f}")
+
+
+def bench_semantic(n: int, max_chars: int) -> None:
+    """Texts per second of the shipped embedding model, cold (no cache) and through score()."""
+    import os
+    import tempfile
+
+    from migrate_eval import embeddings
+    from migrate_eval.metrics import semantic
+
+    if not semantic.embedding_available():
+        print("semantic: the 'embedding' extra is not installed; skipped")
+        return
+    texts = [t for pair in _texts(max_chars) for t in pair][:n]
+    embeddings.embed(["warm up"])  # model load is a one-off cost
+    model = embeddings._load()
+    t = time.perf_counter()
+    model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+    bare_s = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MIGRATE_EVAL_EMBEDDING_CACHE"] = os.path.join(tmp, "emb.sqlite")
+        embeddings._cache.clear()
+        semantic._MEMORY.clear()
+        exchanges = [
+            Exchange(
+                id=f"s{i}",
+                source=Source(file="b", line=i + 1, format="bench"),
+                request={"model": "gpt-4o", "messages": [{"role": "user", "content": str(i)}]},
+                response=Response(text=texts[2 * i]),
+            )
+            for i in range(len(texts) // 2)
+        ]
+        replays = [
+            ReplayResult(exchange_id=e.id, candidate="c", response=Response(text=texts[2 * i + 1]))
+            for i, e in enumerate(exchanges)
+        ]
+        task = TaskInfo(
+            name="s",
+            output="free_text",
+            metrics=["semantic_similarity"],
+            min_parity=0.8,
+            n=1,
+            source="suite",
+        )
+        assignment = {e.id: "s" for e in exchanges}
+        t = time.perf_counter()
+        score(exchanges, [task], assignment, replays)
+        cold_s = time.perf_counter() - t
+        embeddings._cache.clear()
+        semantic._MEMORY.clear()
+        t = time.perf_counter()
+        score(exchanges, [task], assignment, replays)  # from the disk cache
+        disk_s = time.perf_counter() - t
+    print(
+        f"\nsemantic similarity, {len(texts):,} texts (<= {max_chars or 'full'} chars): "
+        f"model.encode {len(texts) / bare_s:,.0f} texts/s; score() cold "
+        f"{len(texts) / cold_s:,.0f} texts/s (ratio {cold_s / bare_s:.2f}); score() from the "
+        f"disk cache {len(texts) / disk_s:,.0f} texts/s"
+    )
 
 
 if __name__ == "__main__":

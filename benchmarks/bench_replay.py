@@ -1,7 +1,7 @@
 """Replay engine overhead against a bare aiohttp loop, on a loopback server.
 
     python benchmarks/bench_replay.py [--n 2000] [--concurrency 64] [--delay 0.1] [--repeat 1]
-                                      [--json]
+                                      [--stream] [--json]
 
 Starts the loopback OpenAI-compatible server (``tests/servers.py``) in its own process, then:
 
@@ -12,6 +12,10 @@ Starts the loopback OpenAI-compatible server (``tests/servers.py``) in its own p
    ``json.loads``). Target: replay wall time <= 1.15x the bare loop's.
 2. with a second server answering at once: the same two runs, as requests per second.
    Target: 2,500 requests/s for the whole replay, cache writes included.
+
+``--stream`` makes the replay candidate stream its answers (server-sent events reassembled,
+time to first token recorded); the bare loop stays non-streamed, so the ratio includes the
+cost of streaming.
 
 Each figure is the best of ``--repeat`` alternating runs (the machine may be shared). Prints a
 table and one JSON line (only the JSON line with ``--json``). Exits 0 whether or not the
@@ -89,10 +93,14 @@ async def bare_loop(base_url: str, bodies: list[dict[str, Any]], concurrency: in
 
 
 async def replay_run(
-    base_url: str, exchanges: list[Exchange], concurrency: int, cache_dir: Path
+    base_url: str,
+    exchanges: list[Exchange],
+    concurrency: int,
+    cache_dir: Path,
+    stream: bool = False,
 ) -> float:
     spec = CandidateSpec(
-        name="bench", model="bench-model", base_url=base_url, concurrency=concurrency
+        name="bench", model="bench-model", base_url=base_url, concurrency=concurrency, stream=stream
     )
     with ResponseCache(cache_dir / "cache.db") as cache:
         start = time.perf_counter()
@@ -105,7 +113,9 @@ async def replay_run(
     return wall
 
 
-def measure(delay: float, n: int, concurrency: int, tag: str, repeat: int) -> dict[str, float]:
+def measure(
+    delay: float, n: int, concurrency: int, tag: str, repeat: int, stream: bool = False
+) -> dict[str, float]:
     """Best of ``repeat`` alternating runs of the bare loop and of the replay engine."""
     spec = CandidateSpec(name="bench", model="bench-model", base_url="http://127.0.0.1:1/v1")
     bare_times: list[float] = []
@@ -117,14 +127,16 @@ def measure(delay: float, n: int, concurrency: int, tag: str, repeat: int) -> di
             bare_loop(server.base_url, [build_request(e.request, spec) for e in warm], concurrency)
         )
         with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(replay_run(server.base_url, warm, concurrency, Path(tmp)))
+            asyncio.run(replay_run(server.base_url, warm, concurrency, Path(tmp), stream))
         for r in range(repeat):
             bodies = [build_request(e.request, spec) for e in make_exchanges(n, f"{tag}-bare{r}")]
             bare_times.append(asyncio.run(bare_loop(server.base_url, bodies, concurrency)))
             exchanges = make_exchanges(n, f"{tag}-replay{r}")  # distinct: nothing cached
             with tempfile.TemporaryDirectory() as tmp:
                 replay_times.append(
-                    asyncio.run(replay_run(server.base_url, exchanges, concurrency, Path(tmp)))
+                    asyncio.run(
+                        replay_run(server.base_url, exchanges, concurrency, Path(tmp), stream)
+                    )
                 )
         sent = server.stats()["total"]
     expected = repeat * 2 * n + 4 * concurrency
@@ -149,16 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=1, help="best of this many runs of each")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--stream", action="store_true", help="the replay candidate streams")
     args = parser.parse_args(argv)
 
-    slow = measure(args.delay, args.n, args.concurrency, "slow", max(1, args.repeat))
-    fast = measure(0.0, args.n, args.concurrency, "fast", max(1, args.repeat))
+    repeat = max(1, args.repeat)
+    slow = measure(args.delay, args.n, args.concurrency, "slow", repeat, args.stream)
+    fast = measure(0.0, args.n, args.concurrency, "fast", repeat, args.stream)
     out = {
         "benchmark": "replay",
         "n": args.n,
         "concurrency": args.concurrency,
         "delay_s": args.delay,
         "repeat": args.repeat,
+        "stream": args.stream,
         "delayed": {k: round(v, 4) for k, v in slow.items()},
         "instant": {k: round(v, 4) for k, v in fast.items()},
         "targets": {"delayed_ratio_max": 1.15, "instant_replay_rps_min": 2500},

@@ -18,7 +18,8 @@ is the Chat Completions body, without headers.
 
 Recordings (JSONL, one ``{"identity", "request", "response", "latency_ms"}`` object a line,
 ``response`` being the raw body) move cached answers between machines: the demo suite ships
-its candidates' answers this way.
+its candidates' answers this way. Timings travel with each answer: ``latency_ms`` and, for
+streamed answers, ``ttft_ms`` (also inside ``normalized``, the normalised response).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -73,6 +75,17 @@ def key_from_json(identity_json: str, request_json: str) -> str:
     """
     text = '{"identity":' + identity_json + ',"request":' + request_json + "}"
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What the cache holds for one identity (see :meth:`ResponseCache.stats`)."""
+
+    identity: dict[str, Any]
+    answers: int
+    mean_latency_ms: float | None
+    oldest: float
+    newest: float
 
 
 class CachedEntry:
@@ -294,6 +307,16 @@ class ResponseCache:
             if _matches(entry.identity, identity_filter):
                 yield entry
 
+    def stats(self) -> list[CacheStats]:
+        """Stored answers per identity (endpoint, model...), most answers first."""
+        self.flush()
+        with self._conn_lock:
+            rows = self._conn.execute(
+                "SELECT identity, COUNT(*), AVG(latency_ms), MIN(created), MAX(created) "
+                "FROM responses GROUP BY identity ORDER BY COUNT(*) DESC, identity"
+            ).fetchall()
+        return [CacheStats(json.loads(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
     # -- writes -------------------------------------------------------------------------
 
     def put(
@@ -434,6 +457,7 @@ class ResponseCache:
                         + ',"request":' + entry._request_json
                         + ',"response":' + entry._raw_json
                         + ',"latency_ms":' + json.dumps(entry.latency_ms)
+                        + ',"ttft_ms":' + json.dumps(entry.response.ttft_ms)
                         + ',"normalized":' + entry._response_json
                         + "}\n"
                     )  # fmt: skip
@@ -494,6 +518,9 @@ class ResponseCache:
                 response = Response.model_validate(rec["normalized"])
             else:
                 response = Response.from_chat_completion(rec["response"], latency_ms=latency)
+            ttft = rec.get("ttft_ms")
+            if response.ttft_ms is None and isinstance(ttft, int | float) and ttft >= 0:
+                response.ttft_ms = float(ttft)
         except (ValueError, TypeError, AttributeError, ValidationError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(

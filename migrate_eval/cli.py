@@ -40,31 +40,23 @@ def _fail(err: BaseException) -> NoReturn:
 
 
 class _Progress:
-    """Per-candidate progress on stderr: done/total, errors, rate, ETA (throttled)."""
+    """Per-candidate progress on stderr: done/total, cached, errors, live rate, ETA,
+    concurrency after 429s, time spent rate-limited (see migrate_eval.replay.ProgressBoard).
+    Redrawn in place on a terminal; one line per candidate every 10 s otherwise."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, *, redraw: bool | None = None) -> None:
+        from migrate_eval.replay import ProgressBoard
+
         self.enabled = enabled
         self.start = time.monotonic()
-        self.last = 0.0
-        self.state: dict[str, tuple[int, int, int]] = {}
+        self.board = ProgressBoard(
+            lambda text: click.echo(text, err=True, nl=False),
+            redraw=sys.stderr.isatty() if redraw is None else redraw,
+        )
 
     def __call__(self, event: Any) -> None:
-        if not self.enabled:
-            return
-        self.state[event.candidate] = (event.done, event.total, event.errors)
-        now = time.monotonic()
-        finished = all(d >= t for d, t, _ in self.state.values())
-        if now - self.last < 0.5 and not finished:
-            return
-        self.last = now
-        elapsed = max(now - self.start, 1e-6)
-        parts = []
-        for name, (done, total, errors) in self.state.items():
-            rate = done / elapsed
-            eta = (total - done) / rate if rate > 0 else float("inf")
-            eta_s = f"{eta:.0f}s" if eta != float("inf") else "?"
-            parts.append(f"{name} {done}/{total} err {errors} {rate:.0f}/s eta {eta_s}")
-        click.echo("\r" + " | ".join(parts) + ("\n" if finished else ""), err=True, nl=False)
+        if self.enabled:
+            self.board(event)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -133,6 +125,12 @@ def main() -> None:
 @click.option(
     "--quiet", "-q", is_flag=True, envvar="MIGRATE_EVAL_QUIET", help="No progress display."
 )
+@click.option(
+    "--redact/--no-redact",
+    default=None,
+    envvar="MIGRATE_EVAL_REDACT",
+    help="Replace PII and secrets before anything is sent to a candidate (default: the suite's redaction.enabled).",
+)
 def run(
     suite: Path | None,
     logs: tuple[Path, ...],
@@ -144,6 +142,7 @@ def run(
     cache: Path | None,
     strict: bool,
     quiet: bool,
+    redact: bool | None,
 ) -> None:
     """Replay logged traffic against candidates, score parity, decide, report.
 
@@ -164,6 +163,7 @@ def run(
             strict=strict,
             progress=_Progress(not quiet and sys.stderr.isatty()),
             command=_command_line(),
+            redact=redact,
         )
     )
     summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")
@@ -181,6 +181,343 @@ def report(run_dir: Path) -> None:
     results = _guard(lambda: rerender(run_dir))
     click.echo(f"Report: {run_dir / 'report.html'}")
     sys.exit(results.exit_code)
+
+
+@main.command("profile", epilog=EXIT_CODES_HELP)
+@click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--format", "fmt", default="auto", show_default=True, help="Log format name.")
+@click.option(
+    "--strict", is_flag=True, help="A bad log line is an error (exit 2) instead of being skipped."
+)
+def profile_cmd(logs: tuple[Path, ...], as_json: bool, fmt: str, strict: bool) -> None:
+    """Profile logged traffic: volume, tasks, features, tokens, duplicates, errors."""
+    from migrate_eval.profile import render_text
+    from migrate_eval.tasks import profile_logs
+
+    prof = _guard(lambda: profile_logs(list(logs), format=fmt, strict=strict))
+    if as_json:
+        click.echo(prof.model_dump_json())
+    else:
+        click.echo(render_text(prof), nl=False)
+
+
+@main.command("init", epilog=EXIT_CODES_HELP)
+@click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Suite file to write (default: suites/<name>/suite.yaml).",
+)
+@click.option("--name", help="Suite name (default: the first log's name).")
+@click.option(
+    "--candidate",
+    "candidates",
+    multiple=True,
+    metavar="SPEC",
+    help="[NAME=]PROVIDER:MODEL[@BASE_URL] (repeatable).",
+)
+@click.option("--format", "fmt", default="auto", show_default=True, help="Log format name.")
+@click.option("--strict", is_flag=True, help="A bad log line is an error (exit 2).")
+@click.option("--force", is_flag=True, help="Overwrite an existing suite file.")
+def init_cmd(
+    logs: tuple[Path, ...],
+    out: Path | None,
+    name: str | None,
+    candidates: tuple[str, ...],
+    fmt: str,
+    strict: bool,
+    force: bool,
+) -> None:
+    """Write a suite from logs: the discovered tasks with match rules, metrics and thresholds."""
+    from migrate_eval.tasks import init_suite
+
+    path = _guard(
+        lambda: init_suite(
+            list(logs),
+            out=out,
+            name=name,
+            candidates=list(candidates),
+            format=fmt,
+            strict=strict,
+            force=force,
+        )
+    )
+    click.echo(f"Suite written: {path}")
+    click.echo(f"Review it, then: migrate-eval run {path}")
+
+
+@main.command("compare")
+@click.argument("run_a", type=click.Path(path_type=Path, exists=True))
+@click.argument("run_b", type=click.Path(path_type=Path, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option("--markdown", "as_md", is_flag=True, help="Print the comparison as Markdown.")
+@click.option("--all", "all_rows", is_flag=True, help="Also list unchanged rows.")
+@click.option(
+    "--fail-on-regression",
+    is_flag=True,
+    help="Exit 1 when a verdict got worse or parity dropped significantly.",
+)
+def compare_cmd(
+    run_a: Path, run_b: Path, as_json: bool, as_md: bool, all_rows: bool, fail_on_regression: bool
+) -> None:
+    """What changed from run A (before) to run B (after): regressions first.
+
+    Per candidate and task: parity in both runs, the difference and whether it is significant
+    (when both runs have intervals), verdict changes, new and removed tasks. Exit code 0, or 1
+    with --fail-on-regression when something regressed; 2 when a folder is not a run.
+    """
+    from migrate_eval.compare import compare_runs, render_json, render_markdown, render_text
+
+    if as_json and as_md:
+        click.echo("error: --json and --markdown are exclusive", err=True)
+        sys.exit(int(ExitCode.USAGE))
+    comparison = _guard(lambda: compare_runs(run_a, run_b))
+    if as_json:
+        click.echo(render_json(comparison), nl=False)
+    elif as_md:
+        click.echo(render_markdown(comparison, all_rows=all_rows), nl=False)
+    else:
+        click.echo(render_text(comparison, all_rows=all_rows), nl=False)
+    sys.exit(int(ExitCode.NOT_READY) if fail_on_regression and comparison.regressions else 0)
+
+
+@main.command("gate", epilog=EXIT_CODES_HELP)
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--min-parity", type=click.FloatRange(0, 1), help="Minimum parity for every task.")
+@click.option(
+    "--max-error-rate", type=click.FloatRange(0, 1), help="More vendor errors: cannot judge."
+)
+@click.option(
+    "--allow-caveats/--no-allow-caveats",
+    default=None,
+    help="Whether 'ready with caveats' passes (default: the run's suite).",
+)
+@click.option(
+    "--tasks",
+    "tasks",
+    multiple=True,
+    metavar="TASK",
+    help="Gate only these tasks (repeatable, or comma-separated).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write the re-gated results.json, summary.md and junit.xml here.",
+)
+def gate_cmd(
+    run_dir: Path,
+    min_parity: float | None,
+    max_error_rate: float | None,
+    allow_caveats: bool | None,
+    tasks: tuple[str, ...],
+    out: Path | None,
+) -> None:
+    """Re-apply a gate to a finished run, from its scores, without calling any vendor.
+
+    Verdicts are re-derived from scores.parquet with the new thresholds; prints the summary
+    and the verdicts that changed, and exits with the gate's code.
+    """
+    from migrate_eval.gate import GateOverrides, changes_text, regate, write_gate_outputs
+    from migrate_eval.report import render_summary_md
+
+    names = [t.strip() for item in tasks for t in item.split(",") if t.strip()]
+    overrides = GateOverrides(
+        min_parity=min_parity,
+        max_error_rate=max_error_rate,
+        allow_caveats=allow_caveats,
+        tasks=names or None,
+    )
+    report = _guard(lambda: regate(run_dir, overrides, command=_command_line()))
+    click.echo(render_summary_md(report.results), nl=False)
+    changed = changes_text(report.changes)
+    click.echo(
+        "\nVerdicts changed by this gate:\n" + changed if changed else "\nNo verdict changed."
+    )
+    if out is not None:
+        _guard(lambda: write_gate_outputs(report, out))
+        click.echo(f"Written: {out / 'results.json'}, {out / 'summary.md'}, {out / 'junit.xml'}")
+    sys.exit(int(report.exit_code))
+
+
+@main.command("providers")
+@click.option("--json", "as_json", is_flag=True, help="Print the matrix as one JSON object.")
+@click.argument("names", nargs=-1)
+def providers_cmd(as_json: bool, names: tuple[str, ...]) -> None:
+    """Feature-support matrix: which request features each provider can replay.
+
+    yes = translated natively, emulated = reproduced by another mechanism of the vendor,
+    no = a logged request using it becomes an 'unsupported' error row. Give provider names
+    to show only those.
+    """
+    import json
+
+    from migrate_eval.errors import ConfigError
+    from migrate_eval.providers import available_providers
+    from migrate_eval.providers.matrix import matrix_json, render_table
+
+    selected = list(names) or None
+    if selected:
+        unknown = [n for n in selected if n not in available_providers()]
+        if unknown:
+            _fail(ConfigError(f"unknown provider(s): {', '.join(unknown)}"))
+    if as_json:
+        click.echo(json.dumps(matrix_json(selected), indent=2))
+    else:
+        click.echo(render_table(selected))
+
+
+@main.group("cache")
+def cache_group() -> None:
+    """Inspect and move the response cache (answers already received from candidates).
+
+    Recordings are JSONL, one answer a line: identity (provider, base URL, model), request,
+    raw response, latency_ms, ttft_ms. API keys are never in them.
+    """
+
+
+_CACHE_OPTION = click.option(
+    "--cache",
+    "cache_path",
+    type=click.Path(path_type=Path),
+    envvar="MIGRATE_EVAL_CACHE",
+    help="Response cache (SQLite; default reports/.cache/replay.sqlite).",
+)
+
+
+def _open_cache(cache_path: Path | None, *, must_exist: bool) -> Any:
+    from migrate_eval.cache import ResponseCache
+    from migrate_eval.errors import UserError
+    from migrate_eval.pipeline import default_cache_path
+
+    path = cache_path or default_cache_path()
+    if must_exist and not path.exists():
+        raise UserError(f"{path}: no response cache here (run `migrate-eval run` first)")
+    return ResponseCache(path)
+
+
+@cache_group.command("export", epilog=EXIT_CODES_HELP)
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--candidate",
+    "candidate",
+    metavar="NAME",
+    help="Only this candidate's answers: a candidate of --suite, else a model name.",
+)
+@click.option(
+    "--suite",
+    "suite_path",
+    type=click.Path(path_type=Path),
+    help="Suite whose candidate --candidate names.",
+)
+@_CACHE_OPTION
+def cache_export(
+    path: Path, candidate: str | None, suite_path: Path | None, cache_path: Path | None
+) -> None:
+    """Write cached answers to a JSONL recordings file (replaced atomically)."""
+
+    def go() -> int:
+        flt: Any = None
+        if candidate is not None:
+            if suite_path is not None:
+                from migrate_eval.errors import ConfigError
+                from migrate_eval.providers import get_provider
+                from migrate_eval.suite import load_suite
+
+                specs = {c.name: c for c in load_suite(suite_path).candidates}
+                if candidate not in specs:
+                    raise ConfigError(
+                        f"--candidate {candidate!r}: not a candidate of {suite_path} "
+                        f"({', '.join(specs) or 'none'})"
+                    )
+                flt = get_provider(specs[candidate]).identity()
+            else:
+                flt = {"model": candidate}
+        with _open_cache(cache_path, must_exist=True) as rc:
+            count: int = rc.export_recordings(path, flt)
+        return count
+
+    count = _guard(go)
+    click.echo(f"{count} answers written to {path}")
+
+
+@cache_group.command("import", epilog=EXIT_CODES_HELP)
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@_CACHE_OPTION
+def cache_import(path: Path, cache_path: Path | None) -> None:
+    """Store the answers of a JSONL recordings file in the cache (all or nothing)."""
+
+    def go() -> int:
+        with _open_cache(cache_path, must_exist=False) as rc:
+            count: int = rc.import_recordings(path)
+        return count
+
+    count = _guard(go)
+    click.echo(f"{count} answers imported from {path}")
+
+
+@cache_group.command("stats", epilog=EXIT_CODES_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_CACHE_OPTION
+def cache_stats(as_json: bool, cache_path: Path | None) -> None:
+    """How many answers the cache holds, per endpoint and model."""
+    import json as _json
+    from datetime import UTC, datetime
+
+    def go() -> tuple[Path, list[Any]]:
+        with _open_cache(cache_path, must_exist=True) as rc:
+            return rc.path, rc.stats()
+
+    path, stats = _guard(go)
+
+    def when(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+    rows = [
+        {
+            **st.identity,
+            "answers": st.answers,
+            "mean_latency_ms": round(st.mean_latency_ms, 1) if st.mean_latency_ms else None,
+            "oldest": when(st.oldest),
+            "newest": when(st.newest),
+        }
+        for st in stats
+    ]
+    size = path.stat().st_size if path.exists() else 0
+    if as_json:
+        click.echo(_json.dumps({"cache": str(path), "bytes": size, "identities": rows}, indent=2))
+        return
+    total = sum(st.answers for st in stats)
+    click.echo(f"{path}: {total} answers, {size / 1e6:.1f} MB")
+    for row in rows:
+        extra = f" repeat {row['repeat']}" if "repeat" in row else ""
+        latency = f"{row['mean_latency_ms']:.0f} ms" if row["mean_latency_ms"] else "-"
+        click.echo(
+            f"  {row['answers']:>8}  {row.get('provider', '?')}  {row.get('model', '?')}{extra}"
+            f"  @ {row.get('base_url', '-')}  mean latency {latency}  newest {row['newest']}"
+        )
+
+
+@main.group("export")
+def export_group() -> None:
+    """Export a suite's logged traffic to other evaluation tools."""
+
+
+@export_group.command("lm-eval", epilog=EXIT_CODES_HELP)
+@click.argument("suite", type=click.Path(path_type=Path, exists=True))
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many documents per task.")
+def export_lm_eval_cmd(suite: Path, out_dir: Path, limit: int | None) -> None:
+    """Write an lm-evaluation-harness task folder (YAML + JSONL) per suite task into OUT_DIR.
+
+    Run the tasks with: lm-eval run --include_path OUT_DIR --tasks <task or group> ...
+    """
+    from migrate_eval.export import export_lm_eval
+
+    tasks = _guard(lambda: export_lm_eval(suite, out_dir, limit=limit))
+    for t in tasks:
+        click.echo(f"{t.name}: {t.n} documents -> {t.yaml_path}")
+    click.echo(f"lm-eval run --include_path {out_dir} --tasks <task> --model ...")
 
 
 def _guard(fn: Callable[[], Any]) -> Any:

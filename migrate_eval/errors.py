@@ -20,6 +20,7 @@ code  meaning
 2     usage or configuration error (bad option, suite, log file, missing extra)
 3     infrastructure failure (e.g. too many vendor errors to judge a candidate)
 70    internal error (a bug: please report it with the traceback)
+130   interrupted (Ctrl-C); the answers received are cached, the same command resumes
 ====  ==========================================================================
 """
 
@@ -37,6 +38,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     INFRASTRUCTURE = 3
     INTERNAL = 70
+    INTERRUPTED = 130  # Ctrl-C during replay: answers so far are cached, re-run resumes
 
 
 class MigrateEvalError(Exception):

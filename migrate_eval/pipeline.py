@@ -38,6 +38,7 @@ RUN_FILES = (
     "results.json",
     "summary.md",
     "report.html",
+    "junit.xml",
 )
 
 
@@ -141,6 +142,7 @@ def run(
     strict: bool = False,
     progress: ProgressFn | None = None,
     command: str | None = None,
+    redact: bool | None = None,
 ) -> RunOutcome:
     """Run the whole pipeline and write the run folder.
 
@@ -152,9 +154,12 @@ def run(
     from migrate_eval.cache import ResponseCache
     from migrate_eval.ingest import IngestResult, read_logs
     from migrate_eval.metrics import get_metric, score
+    from migrate_eval.profile import profile as profile_traffic
+    from migrate_eval.redact import redact_exchanges, redact_task_descriptions
     from migrate_eval.replay import replay
+    from migrate_eval.sampling import sample_plan
     from migrate_eval.stats import aggregate, gate_outcome
-    from migrate_eval.tasks import assign_tasks, sample
+    from migrate_eval.tasks import assign_tasks
 
     s = _resolve_suite(suite, logs, candidates)
     for t in s.tasks:  # fail fast on unknown metrics, before any network call
@@ -162,18 +167,19 @@ def run(
             get_metric(m)
     from migrate_eval.providers import get_provider
 
-    for (
-        c
-    ) in s.candidates:  # unknown provider or missing extra: a usage error now, not 1,000 error rows
+    # an unknown provider or a missing extra is a usage error now, not 1,000 error rows later
+    for c in s.candidates:
         get_provider(c)
 
     # 1. ingest
-    by_format: dict[str, list[Path]] = {}
+    # logs read with the same options are read together (Batch input and output files join)
+    groups: dict[str, tuple[str, dict[str, str] | None, list[Path]]] = {}
     for spec in s.logs:
-        by_format.setdefault(spec.format, []).append(s.resolve(spec.path))
+        key = json.dumps([spec.format, spec.columns], sort_keys=True)
+        groups.setdefault(key, (spec.format, spec.columns, []))[2].append(s.resolve(spec.path))
     ingest = IngestResult()
-    for fmt, paths in by_format.items():
-        part = read_logs(paths, format=fmt, strict=strict)
+    for fmt, columns, paths in groups.values():
+        part = read_logs(paths, format=fmt, strict=strict, columns=columns)
         ingest.exchanges += part.exchanges
         ingest.skipped += part.skipped
         ingest.lines_read += part.lines_read
@@ -193,9 +199,26 @@ def run(
     # 2. tasks + sample. Exchanges without a logged answer cannot be compared with it.
     scorable = [e for e in ingest.exchanges if e.response is not None and e.error is None]
     plan = assign_tasks(scorable, s.tasks, thresholds=s.thresholds, auto=s.auto_tasks)
-    exchanges, plan = sample(scorable, plan, limit=limit or s.sampling.limit, seed=s.sampling.seed)
+    traffic_assignment = dict(plan.assignment)  # before sampling: the volume costs project on
+    traffic_profile = profile_traffic(ingest.exchanges, plan, ingest.summary())
+    full_assignment = dict(plan.assignment)  # before sampling: duplicates for the noise floor
+    exchanges, plan, sampling_summary = sample_plan(
+        scorable,
+        plan,
+        limit=limit or s.sampling.limit,
+        seed=s.sampling.seed,
+        dedupe=s.sampling.dedupe,
+        ci_width=s.sampling.ci_width,
+        confidence=s.thresholds.confidence,
+    )
     if not exchanges:
         raise UserError("no exchange with a logged response matches the suite's tasks")
+    # PII redaction: the request and the logged answer alike, before anything leaves.
+    redaction_config = (
+        s.redaction if redact is None else s.redaction.model_copy(update={"enabled": redact})
+    )
+    exchanges, redaction_summary = redact_exchanges(exchanges, redaction_config)
+    plan.tasks = redact_task_descriptions(plan.tasks, redaction_config)
 
     # 3. replay through the cache
     cache_path = Path(cache) if cache else default_cache_path()
@@ -211,10 +234,44 @@ def run(
             concurrency=concurrency,
             progress=progress,
         )
+        baseline_rows = None
+        if s.baseline is not None:  # the noise floor: the logged model re-run (baseline.jsonl)
+            from migrate_eval.replay import run_baseline
 
-    # 4. score, 5. aggregate + verdict
-    scores = score(exchanges, plan.tasks, plan.assignment, replays)
-    cand_results = aggregate(scores, plan.tasks, s.candidates, s.thresholds, s.gate)
+            baseline_rows = run_baseline(
+                exchanges, s.baseline, cache=rc, offline=offline, concurrency=concurrency
+            )
+
+    # 4. score (LLM judge calls, if any, happen here), 5. noise floor, aggregate + verdict
+    from migrate_eval.judge import judge_session
+    from migrate_eval.metrics.scoring import apply_metric_weights
+    from migrate_eval.stats import noise_floor_for_run
+
+    apply_metric_weights(plan.tasks, s.tasks)
+    with judge_session(s.judge, cache_path=cache_path, offline=offline):
+        scores = score(exchanges, plan.tasks, plan.assignment, replays)
+    noise_floor = noise_floor_for_run(
+        scorable,
+        plan.tasks,
+        full_assignment,
+        Path(out) / "baseline.jsonl" if out else None,
+        baseline_replays=baseline_rows,
+    )
+    cand_results = aggregate(
+        scores,
+        plan.tasks,
+        s.candidates,
+        s.thresholds,
+        s.gate,
+        noise_floor=noise_floor,
+        judge_price=s.judge.price if s.judge is not None else None,
+    )
+    from migrate_eval.pricing import fill_cost_projections
+
+    fill_cost_projections(cand_results, s.candidates, replays, traffic_assignment, scorable)
+    from migrate_eval.replay import fill_ttft_stats
+
+    fill_ttft_stats(cand_results, replays)
     gate, code = gate_outcome(cand_results, s.gate)
 
     results = Results(
@@ -229,6 +286,9 @@ def run(
         candidates=cand_results,
         gate=gate,
         exit_code=int(code),
+        profile=traffic_profile,
+        sampling=sampling_summary,
+        redaction=redaction_summary,
     )
 
     # 6. the run folder
@@ -250,6 +310,10 @@ def run(
         encoding="utf-8",
     )
     _write_jsonl(run_dir / "responses.jsonl", replays)
+    if baseline_rows is not None:
+        from migrate_eval.replay import BASELINE_FILE, write_baseline
+
+        write_baseline(run_dir / BASELINE_FILE, baseline_rows)
     scores.to_parquet(run_dir / "scores.parquet", index=False)
     if ingest.skipped:
         with (run_dir / "skipped.jsonl").open("w", encoding="utf-8") as f:
@@ -270,6 +334,9 @@ def _render(
 
     write_results_json(results, run_dir / "results.json")
     write_summary_md(results, run_dir / "summary.md")
+    from migrate_eval.report.junit import write_junit_xml
+
+    write_junit_xml(results, run_dir / "junit.xml")
     render_html(
         results,
         scores,

@@ -17,23 +17,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from migrate_eval.cache import ResponseCache, key_from_json
-from migrate_eval.errors import OfflineCacheMiss, VendorError
+from migrate_eval.errors import ExitCode, MigrateEvalError, OfflineCacheMiss, VendorError
 from migrate_eval.providers import (
     MAX_RETRY_AFTER,
     MalformedResponseError,
     Provider,
+    ProviderResponse,
     UnsupportedRequestError,
     VendorConnectionError,
     VendorTimeout,
     get_provider,
 )
+from migrate_eval.ratelimit import AdaptiveConcurrency, RateLimiter
 from migrate_eval.records import Exchange, ReplayResult, canonical_json
-from migrate_eval.suite import CandidateSpec
+from migrate_eval.suite import BaselineSpec, CandidateSpec
+from migrate_eval.tokens import encoder_name, estimate_request_tokens
 
 #: Request fields that are tied to the logging OpenAI account or that the engine controls.
 DROPPED_FIELDS = (
@@ -99,10 +105,37 @@ class ProgressEvent:
     total: int
     errors: int
     cached: int = 0
+    #: Requests the candidate may have in flight now (adaptive: lower after 429s).
+    in_flight_limit: int | None = field(default=None, compare=False)
+    #: Seconds requests waited for the candidate's rpm/tpm limits so far.
+    throttled_s: float = field(default=0.0, compare=False)
+
+
+class ReplayInterrupted(MigrateEvalError):
+    """The replay was stopped (Ctrl-C / SIGINT) before every request was answered.
+
+    Raised once the answers received so far are committed to the cache: running the same
+    command again sends only the rest. :attr:`results` holds one row per (exchange,
+    candidate) pair; the rows that were not answered have ``error_kind="interrupted"``.
+    """
+
+    exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self, results: list[ReplayResult], answered: int, missing: int) -> None:
+        super().__init__(
+            f"interrupted: {answered} answers are saved in the response cache, {missing} "
+            "requests were not answered; run the same command again to resume"
+        )
+        self.results = results
+        self.answered = answered
+        self.missing = missing
 
 
 def error_kind(exc: VendorError) -> str:
     """The ``error_kind`` of an error row for a vendor failure."""
+    declared = getattr(exc, "error_kind", None)  # e.g. Azure's content_filter
+    if isinstance(declared, str):
+        return declared
     if isinstance(exc, OfflineCacheMiss):
         return "offline_miss"
     if isinstance(exc, VendorTimeout):
@@ -138,6 +171,7 @@ class _Work:
     request: dict[str, Any]
     request_json: str
     rows: list[int]  # indices into the results list (duplicate requests share one call)
+    tokens: int = -1  # estimated tokens (tpm limit), computed when first needed
 
 
 @dataclass
@@ -159,16 +193,32 @@ class _CandidateRun:
     progress: Callable[[ProgressEvent], None] | None
     backoff_base: float
     abort: _Abort
+    repeat: int = 0
     identity: dict[str, Any] = field(init=False)
     identity_json: str = field(init=False)
     done: int = 0
     errors: int = 0
     cached: int = 0
     pause_until: float = 0.0
+    adaptive: AdaptiveConcurrency = field(init=False)
+    rpm: RateLimiter | None = field(init=False)
+    tpm: RateLimiter | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.identity = self.provider.identity()
+        if self.repeat:  # a baseline repeat: its own cache entries (see replay_baseline)
+            self.identity = {**self.identity, "repeat": self.repeat}
         self.identity_json = canonical_json(self.identity)
+        self.adaptive = AdaptiveConcurrency(maximum=self.spec.concurrency)
+        if self.spec.tpm:
+            encoder_name()  # load the tokenizer now, not inside the event loop's first call
+        self.rpm = RateLimiter(self.spec.rpm) if self.spec.rpm else None
+        # A tokens-per-minute budget may burst one second's worth, and at least one request.
+        self.tpm = (
+            RateLimiter(self.spec.tpm, burst=max(self.spec.tpm / 60.0, 4096.0))
+            if self.spec.tpm
+            else None
+        )
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -181,8 +231,19 @@ class _CandidateRun:
 
     def emit(self) -> None:
         if self.progress is not None:
+            throttled = (self.rpm.waited if self.rpm else 0.0) + (
+                self.tpm.waited if self.tpm else 0.0
+            )
             self.progress(
-                ProgressEvent(self.spec.name, self.done, self.total, self.errors, self.cached)
+                ProgressEvent(
+                    self.spec.name,
+                    self.done,
+                    self.total,
+                    self.errors,
+                    self.cached,
+                    in_flight_limit=self.adaptive.current,
+                    throttled_s=throttled,
+                )
             )
 
     def _error_rows(
@@ -238,7 +299,7 @@ class _CandidateRun:
                 continue
             self._store(
                 item.rows, response=entry.response, cached=True, latency_ms=entry.latency_ms
-            )
+            )  # ttft_ms travels inside the stored response
             self.done += len(item.rows)
             self.cached += len(item.rows)
         return misses
@@ -259,9 +320,40 @@ class _CandidateRun:
             if self.abort.error is None:
                 self.abort.error = e
 
+    async def _attempt(self, item: _Work) -> ProviderResponse:
+        """One call within the candidate's concurrency and rate limits."""
+        generation = await self.adaptive.acquire()
+        outcome = "other"
+        charged = 0
+        try:
+            if self.rpm is not None:
+                await self.rpm.acquire(1.0)
+            if self.tpm is not None:
+                if item.tokens < 0:
+                    item.tokens = estimate_request_tokens(item.request)
+                charged = item.tokens
+                await self.tpm.acquire(charged)
+            try:
+                answer = await self.provider.complete(item.request)
+            except VendorError as e:
+                if e.status == 429:
+                    outcome = "overload"
+                    if self.tpm is not None:  # a rejected request used no tokens
+                        self.tpm.adjust(-charged)
+                raise
+            outcome = "ok"
+            usage = answer.response.usage
+            if self.tpm is not None and usage is not None:
+                used = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
+                if used:
+                    self.tpm.adjust(used - charged)  # the estimate, corrected
+            return answer
+        finally:
+            self.adaptive.release(generation, outcome)
+
     async def _send(self, item: _Work, cache: ResponseCache) -> None:
         loop = asyncio.get_running_loop()
-        provider, spec = self.provider, self.spec
+        spec = self.spec
         attempts = 0
         while True:
             if attempts and self.abort.error is not None:
@@ -271,7 +363,7 @@ class _CandidateRun:
                 await asyncio.sleep(wait)
             attempts += 1
             try:
-                answer = await provider.complete(item.request)
+                answer = await self._attempt(item)
             except VendorError as e:
                 if e.retryable and attempts <= spec.max_retries:
                     delay = backoff_delay(attempts, e, self.backoff_base)
@@ -309,6 +401,7 @@ async def replay_async(
     concurrency: int | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     backoff_base: float = 0.5,
+    interruptible: bool = True,
 ) -> list[ReplayResult]:
     """Replay every exchange against every candidate; one :class:`ReplayResult` per pair.
 
@@ -316,10 +409,41 @@ async def replay_async(
     error rows) and opens no connection. ``concurrency`` overrides every candidate's own.
     ``backoff_base`` is the first retry's backoff in seconds (without ``Retry-After``).
 
+    Each candidate sends within its ``rpm`` / ``tpm`` limits (tokens estimated with
+    :mod:`migrate_eval.tokens`, then corrected with the reported usage) and its concurrency
+    adapts to 429s (:class:`~migrate_eval.ratelimit.AdaptiveConcurrency`).
+
     Vendor failures become error rows. A configuration problem found while sending (an
     API key variable that is not set) is raised once the answers received so far are
-    committed to the cache.
+    committed to the cache. With ``interruptible`` (and in the main thread), SIGINT
+    (Ctrl-C) stops sending, cancels the requests in flight, commits the cache and raises
+    :class:`ReplayInterrupted`; a second Ctrl-C interrupts at once.
     """
+    return await _replay(
+        exchanges,
+        candidates,
+        [0] * len(candidates),
+        cache=cache,
+        offline=offline,
+        concurrency=concurrency,
+        progress=progress,
+        backoff_base=backoff_base,
+        interruptible=interruptible,
+    )
+
+
+async def _replay(
+    exchanges: Sequence[Exchange],
+    candidates: Sequence[CandidateSpec],
+    repeats: Sequence[int],
+    *,
+    cache: ResponseCache,
+    offline: bool,
+    concurrency: int | None,
+    progress: Callable[[ProgressEvent], None] | None,
+    backoff_base: float,
+    interruptible: bool,
+) -> list[ReplayResult]:
     specs = [
         c.model_copy(update={"concurrency": concurrency}) if concurrency else c for c in candidates
     ]
@@ -328,10 +452,25 @@ async def replay_async(
     exchange_ids = [ex.id for ex in exchanges]
     providers: list[Provider] = []
     abort = _Abort()
+    interrupted = False
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Future[None]] = []
+    handler_installed = False
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        interrupted = True
+        for task in tasks:
+            task.cancel()
+        # A second Ctrl-C interrupts at once (Python's default handler).
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(signal.SIGINT)
+
     try:
         for spec in specs:
             providers.append(get_provider(spec))
         pending: list[tuple[_CandidateRun, list[_Work]]] = []
+        runs: list[_CandidateRun] = []
         for column, (spec, provider) in enumerate(zip(specs, providers, strict=True)):
             run = _CandidateRun(
                 spec=spec,
@@ -344,7 +483,9 @@ async def replay_async(
                 progress=progress,
                 backoff_base=backoff_base,
                 abort=abort,
+                repeat=repeats[column],
             )
+            runs.append(run)
             misses = run.serve_cached(run.plan(exchanges), cache)
             if offline:
                 run.offline_misses(misses)
@@ -353,13 +494,28 @@ async def replay_async(
             if run.done:
                 run.emit()
         if pending:
-            workers: list[Coroutine[Any, Any, None]] = []
+            if interruptible:
+                try:
+                    loop.add_signal_handler(signal.SIGINT, on_sigint)
+                    handler_installed = True
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass  # not the main thread, or no signals here (Windows)
             for run, misses in pending:
                 items = iter(misses)
                 n_workers = min(run.spec.concurrency, len(misses))
-                workers.extend(run.worker(items, cache) for _ in range(n_workers))
-            await asyncio.gather(*workers)
+                tasks.extend(
+                    asyncio.ensure_future(run.worker(items, cache)) for _ in range(n_workers)
+                )
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException) and not isinstance(
+                    outcome, asyncio.CancelledError
+                ):
+                    raise outcome
     finally:
+        if handler_installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signal.SIGINT)
         cache.flush()
         for provider in providers:
             with contextlib.suppress(Exception):
@@ -367,6 +523,18 @@ async def replay_async(
     if abort.error is not None:
         raise abort.error
     missing = [i for i, r in enumerate(results) if r is None]
+    if missing and interrupted:
+        answered = sum(1 for r in results if r is not None and r.ok)
+        for i in missing:
+            results[i] = ReplayResult(
+                exchange_id=exchange_ids[i // n_cand],
+                candidate=specs[i % n_cand].name,
+                error="interrupted before an answer arrived",
+                error_kind="interrupted",
+            )
+        raise ReplayInterrupted(
+            [r for r in results if r is not None], answered=answered, missing=len(missing)
+        )
     if missing:  # pragma: no cover - every row is filled by construction
         raise RuntimeError(f"replay left {len(missing)} rows without a result")
     return [r for r in results if r is not None]
@@ -381,6 +549,7 @@ def replay(
     concurrency: int | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     backoff_base: float = 0.5,
+    interruptible: bool = True,
 ) -> list[ReplayResult]:
     """Synchronous :func:`replay_async` (runs its own event loop)."""
     return asyncio.run(
@@ -392,5 +561,265 @@ def replay(
             concurrency=concurrency,
             progress=progress,
             backoff_base=backoff_base,
+            interruptible=interruptible,
         )
     )
+
+
+# -- the baseline re-run --------------------------------------------------------------------
+
+BASELINE_FILE = "baseline.jsonl"
+
+
+class BaselineResult(ReplayResult):
+    """One answer of the baseline re-run: a :class:`ReplayResult` and its repeat index."""
+
+    repeat: int = 0
+
+
+def baseline_spec(
+    exchanges: Sequence[Exchange], spec: CandidateSpec | None = None
+) -> CandidateSpec:
+    """The baseline candidate: ``spec`` if given, else the logs' most used model via ``openai``."""
+    if spec is not None:
+        return spec
+    counts: dict[str, int] = {}
+    for ex in exchanges:
+        model = ex.request.get("model") if isinstance(ex.request, dict) else None
+        if isinstance(model, str) and model:
+            counts[model] = counts.get(model, 0) + 1
+    if not counts:
+        raise MigrateEvalError("the logs name no model to re-run as the baseline")
+    model = max(counts, key=lambda m: counts[m])
+    return CandidateSpec(name="baseline", provider="openai", model=model)
+
+
+def replay_baseline(
+    exchanges: Sequence[Exchange],
+    spec: CandidateSpec,
+    *,
+    cache: ResponseCache,
+    repeats: int = 2,
+    offline: bool = False,
+    concurrency: int | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    backoff_base: float = 0.5,
+    interruptible: bool = True,
+) -> list[BaselineResult]:
+    """Re-run ``exchanges`` (a sample) ``repeats`` times against the logged model itself.
+
+    This measures the baseline's run-to-run variation (the noise floor): the logged answer
+    plus ``repeats`` fresh answers per exchange. Repeat 0 shares the cache with a candidate
+    of the same identity; repeats 1, 2... add ``"repeat": n`` to the cache identity, so they
+    are real new calls the first time and served from the cache when the run is resumed.
+    The results are not a candidate: the verdict never sees them.
+
+    Returns ``len(exchanges) * repeats`` rows, exchange order then repeat order, each with
+    ``candidate = spec.name`` and its ``repeat``. :func:`write_baseline` stores them.
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    specs = [spec] * repeats
+    rows = asyncio.run(
+        _replay(
+            exchanges,
+            specs,
+            list(range(repeats)),
+            cache=cache,
+            offline=offline,
+            concurrency=concurrency,
+            progress=progress,
+            backoff_base=backoff_base,
+            interruptible=interruptible,
+        )
+    )
+    return [BaselineResult(**row.model_dump(), repeat=i % repeats) for i, row in enumerate(rows)]
+
+
+def write_baseline(path: str | Path, results: Sequence[BaselineResult]) -> None:
+    """Write the baseline re-run as JSONL: the run folder's ``baseline.jsonl``.
+
+    One line per (exchange, repeat): the :class:`~migrate_eval.records.ReplayResult` fields
+    (``exchange_id``, ``candidate``, ``response`` - a normalised
+    :class:`~migrate_eval.records.Response` -, ``error``, ``error_kind``, ``status``,
+    ``attempts``, ``cached``, ``latency_ms``; absent when null) plus ``repeat`` (0-based).
+    Compare each ``response`` with the exchange's logged response (``exchanges.jsonl``) and
+    with the other repeats of the same ``exchange_id`` to measure the noise floor.
+    """
+    with Path(path).open("w", encoding="utf-8") as f:
+        for r in results:
+            f.write(r.model_dump_json(exclude_none=True))
+            f.write("\n")
+
+
+def read_baseline(path: str | Path) -> list[BaselineResult]:
+    """Read a ``baseline.jsonl`` written by :func:`write_baseline`."""
+    return [
+        BaselineResult.model_validate_json(line)
+        for line in Path(path).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+
+
+def run_baseline(
+    exchanges: Sequence[Exchange],
+    config: BaselineSpec,
+    *,
+    cache: ResponseCache,
+    offline: bool = False,
+    concurrency: int | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> list[BaselineResult]:
+    """The suite's ``baseline:`` re-run: a seeded sample of ``config.sample`` exchanges,
+    ``config.repeats`` times, against ``config.candidate`` (default: :func:`baseline_spec`).
+    """
+    chosen = list(exchanges)
+    if len(chosen) > config.sample:
+        picked = set(random.Random(config.seed).sample(range(len(chosen)), config.sample))
+        chosen = [ex for i, ex in enumerate(chosen) if i in picked]
+    spec = baseline_spec(chosen, config.candidate)
+    return replay_baseline(
+        chosen,
+        spec,
+        cache=cache,
+        repeats=config.repeats,
+        offline=offline,
+        concurrency=concurrency,
+        progress=progress,
+    )
+
+
+# -- progress display -----------------------------------------------------------------------
+
+
+def _clock_text(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+@dataclass
+class _Track:
+    event: ProgressEvent
+    first_live: float | None = None  # when the first answer was fetched (not cached)
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (time, fetched)
+
+
+class ProgressBoard:
+    """Per-candidate progress lines: done/total, cached, errors, live rate, ETA.
+
+    The rate counts answers fetched (not cache hits) over the last ``window`` seconds, so a
+    resumed run's ETA is not fooled by the instant cache hits. When the concurrency was
+    lowered after 429s, or requests waited for rpm/tpm limits, the line says so. On a
+    terminal (``redraw``) the lines are rewritten in place at most every ``interval``
+    seconds; otherwise (CI logs) a line per candidate is printed every ``log_interval`` s.
+    ``write`` receives the text to print; ``clock`` gives monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        *,
+        redraw: bool = True,
+        interval: float = 0.25,
+        log_interval: float = 10.0,
+        window: float = 10.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.write = write
+        self.redraw = redraw
+        self.interval = interval if redraw else log_interval
+        self.window = window
+        self.clock = clock or time.monotonic
+        self.tracks: dict[str, _Track] = {}
+        self.last_draw = float("-inf")
+        self.lines_drawn = 0
+        self.closed = False
+
+    def __call__(self, event: ProgressEvent) -> None:
+        now = self.clock()
+        track = self.tracks.get(event.candidate)
+        if track is None:
+            track = self.tracks[event.candidate] = _Track(event)
+        track.event = event
+        fetched = event.done - event.cached
+        if fetched > 0 and track.first_live is None:
+            track.first_live = now
+        track.samples.append((now, fetched))
+        while len(track.samples) > 2 and track.samples[1][0] < now - self.window:
+            track.samples.pop(0)
+        finished = all(t.event.done >= t.event.total for t in self.tracks.values())
+        if finished or now - self.last_draw >= self.interval:
+            self.draw(now, final=finished)
+
+    def rate(self, track: _Track, now: float) -> float:
+        """Fetched answers per second over the window."""
+        if len(track.samples) < 2:
+            return 0.0
+        t0, n0 = track.samples[0]
+        t1, n1 = track.samples[-1]
+        span = max(now - t0, t1 - t0, 1e-6)
+        return max(n1 - n0, 0) / span
+
+    def line(self, name: str, now: float) -> str:
+        track = self.tracks[name]
+        ev = track.event
+        pct = 100.0 * ev.done / ev.total if ev.total else 100.0
+        width = max(len(n) for n in self.tracks)
+        parts = [f"{name:<{width}}  {ev.done:>{len(str(ev.total))}}/{ev.total} {pct:3.0f}%"]
+        if ev.cached:
+            parts.append(f"cached {ev.cached}")
+        if ev.errors:
+            parts.append(f"errors {ev.errors} ({100.0 * ev.errors / max(ev.done, 1):.1f}%)")
+        if ev.done < ev.total:
+            rate = self.rate(track, now)
+            eta = (ev.total - ev.done) / rate if rate > 0 else float("inf")
+            parts.append(f"{rate:.1f}/s" if rate < 10 else f"{rate:.0f}/s")
+            parts.append(f"ETA {_clock_text(eta)}")
+        else:
+            parts.append("done")
+        if ev.in_flight_limit is not None and ev.done < ev.total:
+            parts.append(f"concurrency {ev.in_flight_limit}")
+        if ev.throttled_s >= 1.0:
+            parts.append(f"rate-limited {ev.throttled_s:.0f}s")
+        return "  ".join(parts)
+
+    def draw(self, now: float | None = None, *, final: bool = False) -> None:
+        if self.closed:
+            return
+        now = self.clock() if now is None else now
+        self.last_draw = now
+        lines = [self.line(name, now) for name in self.tracks]
+        if self.redraw:
+            up = f"\x1b[{self.lines_drawn}F" if self.lines_drawn else ""
+            self.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
+            self.lines_drawn = len(lines)
+        else:
+            self.write("".join(f"{line}\n" for line in lines))
+        if final:
+            self.closed = True
+
+
+def fill_ttft_stats(candidates: Sequence[Any], replays: Sequence[ReplayResult]) -> None:
+    """Fill each candidate result's ``latency.ttft_p50_ms`` / ``ttft_p95_ms`` from its
+    streamed answers (``Response.ttft_ms``); left None for candidates that did not stream."""
+    by_candidate: dict[str, list[float]] = {}
+    for row in replays:
+        if row.ok and row.response is not None and row.response.ttft_ms is not None:
+            by_candidate.setdefault(row.candidate, []).append(row.response.ttft_ms)
+    for result in candidates:
+        values = sorted(by_candidate.get(result.name, []))
+        if values:
+            result.latency.ttft_p50_ms = _quantile(values, 0.50)
+            result.latency.ttft_p95_ms = _quantile(values, 0.95)
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of sorted values."""
+    pos = (len(sorted_values) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)

@@ -16,7 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from migrate_eval.profile import Profile
 from migrate_eval.records import OutputKind
+from migrate_eval.redact import RedactionSummary
+from migrate_eval.sampling import SamplingSummary
 
 SCHEMA_VERSION = "1.0"
 
@@ -49,7 +52,10 @@ class TaskInfo(_M):
     metrics: list[str]
     min_parity: float
     n: int = Field(description="exchanges of this task in the run")
-    source: Literal["suite", "metadata", "system_prompt", "fallback"]
+    source: Literal["suite", "metadata", "system_prompt", "fallback", "cluster"]
+    metric_weights: dict[str, float] | None = Field(
+        default=None, description="weight of each metric in the parity mean (default 1 each)"
+    )
 
 
 class Interval(_M):
@@ -69,6 +75,9 @@ class LatencyStats(_M):
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
+    # Time to first token, over streamed answers (candidates with `stream: true`).
+    ttft_p50_ms: float | None = None
+    ttft_p95_ms: float | None = None
 
 
 class CostStats(_M):
@@ -76,6 +85,23 @@ class CostStats(_M):
     output_tokens: int = 0
     total_usd: float | None = None
     per_request_usd: float | None = None
+    # Projections at the logged volume and task mix (migrate_eval.pricing); None: unknown.
+    monthly_usd: float | None = Field(
+        default=None, description="projected cost per month at the logged volume and task mix"
+    )
+    baseline_per_request_usd: float | None = Field(
+        default=None, description="the logged OpenAI model's cost per request (its logged usage)"
+    )
+    baseline_monthly_usd: float | None = Field(
+        default=None, description="the logged OpenAI model's cost per month at the same volume"
+    )
+    requests_per_day: float | None = Field(
+        default=None, description="logged requests per day the projection uses"
+    )
+    price_source: str | None = Field(
+        default=None,
+        description="'suite', 'table <as_of>' or 'self-hosted' (where prices came from)",
+    )
 
 
 class ErrorStats(_M):
@@ -97,6 +123,38 @@ class TaskResult(_M):
         description="mean of each metric over scored exchanges"
     )
     errors: ErrorStats
+    kappa: float | None = Field(
+        default=None,
+        description="classification: Cohen's kappa between logged and candidate labels",
+    )
+    confusion: dict[str, dict[str, int]] | None = Field(
+        default=None,
+        description="classification: counts by logged label, then candidate label",
+    )
+    noise_floor: float | None = Field(
+        default=None, description="baseline self-agreement on this task, when measured"
+    )
+    noise_floor_n: int | None = Field(
+        default=None, description="pairs the task's noise floor was measured on"
+    )
+    effective_threshold: float | None = Field(
+        default=None, description="the parity bar the verdict applied (see docs/metrics.md)"
+    )
+    non_inferior: bool | None = Field(
+        default=None,
+        description="the CI lower bound is at least noise_floor - margin (None: no noise floor)",
+    )
+    p_value: float | None = Field(
+        default=None,
+        description="one-sided p-value that parity is below noise_floor - margin (Wilcoxon/McNemar)",
+    )
+    p_value_adjusted: float | None = Field(
+        default=None, description="p_value after Holm-Bonferroni over all tasks and candidates"
+    )
+    rates: dict[str, float] = Field(
+        default_factory=dict,
+        description="event rates, e.g. unexpected_tool_call_rate, missed_tool_call_rate, refusal_mismatch_rate",
+    )
 
 
 class CandidateResult(_M):
@@ -114,6 +172,9 @@ class CandidateResult(_M):
     latency: LatencyStats
     cost: CostStats
     tasks: list[TaskResult]
+    judge_cost: CostStats | None = Field(
+        default=None, description="tokens (and price) the LLM judge spent on this candidate"
+    )
 
 
 class IngestSummary(_M):
@@ -141,3 +202,12 @@ class Results(_M):
     candidates: list[CandidateResult]
     gate: Literal["pass", "fail", "error"]
     exit_code: int
+    profile: Profile | None = Field(
+        default=None, description="traffic profile of the logs read (migrate_eval/profile.py)"
+    )
+    sampling: SamplingSummary | None = Field(
+        default=None, description="deduplication and per-task sample sizes"
+    )
+    redaction: RedactionSummary | None = Field(
+        default=None, description="PII redaction applied before replay"
+    )

@@ -43,16 +43,26 @@ input rate - an upper bound when the vendor discounts cached input).
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from pydantic import BaseModel, Field
 
 from migrate_eval.errors import ConfigError, ExitCode
-from migrate_eval.metrics.scoring import error_kind_of
+from migrate_eval.metrics.scoring import (
+    CANDIDATE_LABEL,
+    JUDGE_COMPLETION_TOKENS,
+    JUDGE_PROMPT_TOKENS,
+    REFERENCE_LABEL,
+    error_kind_of,
+)
+from migrate_eval.records import Exchange, ReplayResult
 from migrate_eval.results import (
     SCORE_COLUMNS,
     CandidateResult,
@@ -65,7 +75,7 @@ from migrate_eval.results import (
     TaskResult,
     Verdict,
 )
-from migrate_eval.suite import CandidateSpec, Gate, Thresholds
+from migrate_eval.suite import CandidateSpec, Gate, Price, Thresholds
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -211,6 +221,11 @@ class _Frame:
             self._metrics[name] = self.scores[name].to_numpy(dtype=np.float64, na_value=np.nan)
         return self._metrics[name]
 
+    def labels(self, name: str) -> npt.NDArray[Any] | None:
+        if name not in self.scores.columns:
+            return None
+        return self.scores[name].to_numpy(dtype=object)
+
     def kinds(self, idx: npt.NDArray[np.intp]) -> dict[str, int]:
         """Error kinds of the rows ``idx`` (meant for failed rows), sorted by kind."""
         by_kind: dict[str, int] = {}
@@ -248,6 +263,7 @@ def _task_result(
     idx: npt.NDArray[np.intp],
     frame: _Frame,
     thresholds: Thresholds,
+    noise: TaskNoise | None = None,
 ) -> TaskResult:
     n_total = int(idx.size)
     scored_idx = idx[frame.scored[idx]]
@@ -262,6 +278,9 @@ def _task_result(
     unsupported_rate = unsupported / n_total if n_total else 0.0
     level = f"{thresholds.confidence:.0%}"
     min_parity = task.min_parity
+    margin = float(getattr(thresholds, "margin", 0.0))
+    floor = noise.mean if noise is not None and noise.n > 0 else None
+    threshold = effective_threshold(min_parity, floor, margin)
 
     verdict: Verdict = "ready"
     reasons: list[Reason] = []
@@ -295,19 +314,37 @@ def _task_result(
         ci_low = parity.ci_low if parity.ci_low is not None else mean
         ci_high = parity.ci_high if parity.ci_high is not None else mean
         interval = f"{ci_low:.3f}-{ci_high:.3f}"
-        if mean < min_parity - _EPS:
+        bar = (
+            f"{_f(threshold)} (the baseline's own noise floor {_f(floor)} minus the margin "
+            f"{_f(margin)}, below min_parity {_f(min_parity)})"
+            if floor is not None and threshold < min_parity - _EPS
+            else _f(threshold)
+        )
+        if mean < threshold - _EPS:
             flag(
                 "not_ready",
                 "parity_below_threshold",
                 f"mean parity {_f(mean)} ({level} CI {interval}, n={n}) is below the "
-                f"required {_f(min_parity)}",
+                f"required {bar}",
             )
-        elif ci_low < min_parity - _EPS:
+        elif ci_low < threshold - _EPS:
             flag(
                 "ready_with_caveats",
                 "interval_crosses_threshold",
-                f"mean parity {_f(mean)} meets the required {_f(min_parity)}, but the "
+                f"mean parity {_f(mean)} meets the required {bar}, but the "
                 f"{level} CI {interval} (n={n}) reaches below it",
+            )
+        if (
+            floor is not None
+            and noise is not None
+            and threshold < min_parity - _EPS
+            and noise.n < thresholds.min_samples
+        ):
+            flag(
+                "ready_with_caveats",
+                "noise_floor_small_sample",
+                f"the noise floor {_f(floor)} that lowered the bar was measured on only "
+                f"{noise.n} pairs (fewer than {thresholds.min_samples})",
             )
         if unsupported:
             flag(
@@ -349,6 +386,18 @@ def _task_result(
         vals = vals[~np.isnan(vals)]
         metrics[name] = float(vals.mean()) if vals.size else None
 
+    kappa, confusion = _labels(task, ok_idx, frame)
+    non_inferior: bool | None = None
+    p_value: float | None = None
+    if n:
+        low = parity.ci_low if parity.ci_low is not None else float(values.mean())
+        if floor is not None:
+            non_inferior = bool(low >= floor - margin - _EPS)
+        # One-sided test that parity exceeds the bar the verdict applies (Holm-adjusted later).
+        p_value = wilcoxon_greater(values - threshold)
+        if p_value is None:  # every exchange sits exactly on the bar
+            p_value = 1.0
+
     return TaskResult(
         task=task.name,
         n=n,
@@ -360,7 +409,57 @@ def _task_result(
         min_parity=min_parity,
         metrics=metrics,
         errors=errors,
+        kappa=kappa,
+        confusion=confusion,
+        noise_floor=floor,
+        noise_floor_n=noise.n if noise is not None else None,
+        effective_threshold=threshold,
+        non_inferior=non_inferior,
+        p_value=p_value,
+        rates=_rates(metrics),
     )
+
+
+#: Rate name -> the agreement metric it is 1 minus.
+RATES = {
+    "unexpected_tool_call_rate": "no_unexpected_tool_call",
+    "missed_tool_call_rate": "no_missed_tool_call",
+    "refusal_mismatch_rate": "refusal_match",
+}
+
+
+def _rates(metrics: dict[str, float | None]) -> dict[str, float]:
+    return {
+        rate: 1.0 - value
+        for rate, metric in RATES.items()
+        if (value := metrics.get(metric)) is not None
+    }
+
+
+def _labels(
+    task: TaskInfo, ok_idx: npt.NDArray[np.intp], frame: _Frame
+) -> tuple[float | None, dict[str, dict[str, int]] | None]:
+    if task.output != "classification" or ok_idx.size == 0:
+        return None, None
+    ref = frame.labels(REFERENCE_LABEL)
+    cand = frame.labels(CANDIDATE_LABEL)
+    if ref is None or cand is None:
+        return None, None
+    r = [str(x) for x in ref[ok_idx]]
+    c = [str(x) for x in cand[ok_idx]]
+    return cohen_kappa(r, c), confusion_matrix(r, c)
+
+
+def effective_threshold(min_parity: float, noise_floor: float | None, margin: float) -> float:
+    """The parity bar of a task: ``min(min_parity, noise_floor - margin)``, floored at 0.
+
+    Without a measured noise floor it is ``min_parity``. A candidate is never asked to agree
+    with the logged answers more than the baseline agrees with itself (minus the margin), and
+    never held to a stricter bar than the suite's ``min_parity``.
+    """
+    if noise_floor is None:
+        return min_parity
+    return max(0.0, min(min_parity, noise_floor - margin))
 
 
 def _percentile(values: FloatArray, q: float) -> float | None:
@@ -394,6 +493,9 @@ def aggregate(
     candidates: Sequence[CandidateSpec],
     thresholds: Thresholds,
     gate: Gate,
+    *,
+    noise_floor: NoiseFloor | None = None,
+    judge_price: Price | None = None,
 ) -> list[CandidateResult]:
     """Per candidate: per-task statistics and verdicts, then the candidate's own (module docstring).
 
@@ -424,7 +526,8 @@ def aggregate(
         for task in tasks:
             idx = positions.get((spec.name, task.name), empty)
             all_idx.append(idx)
-            task_results.append(_task_result(task, idx, frame, thresholds))
+            noise = noise_floor.tasks.get(task.name) if noise_floor is not None else None
+            task_results.append(_task_result(task, idx, frame, thresholds, noise))
         cidx = np.sort(np.concatenate(all_idx)) if all_idx else empty
 
         verdict: Verdict = "ready"
@@ -462,9 +565,75 @@ def aggregate(
                 ),
                 cost=_cost(spec, cidx, frame),
                 tasks=task_results,
+                noise_floor=noise_floor.overall if noise_floor is not None else None,
+                judge_cost=_judge_cost(cidx, frame, judge_price),
             )
         )
+    _holm_adjust(results, thresholds, judged)
     return results
+
+
+def _judge_cost(idx: npt.NDArray[np.intp], frame: _Frame, price: Price | None) -> CostStats | None:
+    cols = frame.scores.columns
+    if JUDGE_PROMPT_TOKENS not in cols or JUDGE_COMPLETION_TOKENS not in cols:
+        return None
+    p = frame.scores[JUDGE_PROMPT_TOKENS].to_numpy(dtype=np.float64, na_value=0.0)[idx]
+    c = frame.scores[JUDGE_COMPLETION_TOKENS].to_numpy(dtype=np.float64, na_value=0.0)[idx]
+    inp, out = int(p.sum()), int(c.sum())
+    if inp == 0 and out == 0:
+        return None
+    requests = int(np.count_nonzero((p > 0) | (c > 0)))
+    total = (
+        (inp * price.input_per_mtok + out * price.output_per_mtok) / 1e6
+        if price is not None
+        else None
+    )
+    return CostStats(
+        input_tokens=inp,
+        output_tokens=out,
+        total_usd=total,
+        per_request_usd=total / requests if total is not None and requests else None,
+    )
+
+
+def _holm_adjust(
+    results: Sequence[CandidateResult], thresholds: Thresholds, judged: set[str]
+) -> None:
+    """Holm-Bonferroni over every (candidate, task) test of the run (``p_value_adjusted``).
+
+    A task judged against a measured noise floor whose non-inferiority test is no longer
+    significant at ``1 - confidence`` after the correction, but that would otherwise be ready,
+    gets a caveat (``not_significant_after_correction``). Without a noise floor the adjusted
+    p-values are reported only; the verdict reads the per-task interval (docs/metrics.md).
+    """
+    tasks = [t for c in results for t in c.tasks]
+    adjusted = holm([t.p_value for t in tasks])
+    alpha = 1.0 - thresholds.confidence
+    for t, p in zip(tasks, adjusted, strict=True):
+        t.p_value_adjusted = p
+        if p is not None and p > alpha and t.verdict == "ready" and t.noise_floor is not None:
+            t.verdict = "ready_with_caveats"
+            t.reasons.append(
+                Reason(
+                    code="not_significant_after_correction",
+                    message=f"non-inferiority to the noise floor is not significant after "
+                    f"Holm-Bonferroni correction over {sum(x is not None for x in adjusted)} "
+                    f"tests (adjusted p={p:.3g} > {alpha:.3g})",
+                )
+            )
+    for c in results:
+        considered = [t for t in c.tasks if t.task in judged]
+        if not considered or c.verdict == "cannot_judge":
+            continue
+        worst = max(considered, key=lambda t: _RANK[t.verdict]).verdict
+        if _RANK[worst] > _RANK[c.verdict]:
+            c.verdict = worst
+        c.reasons = [
+            Reason(code=r.code, message=f"{t.task}: {r.message}")
+            for t in considered
+            if t.verdict != "ready"
+            for r in t.reasons
+        ]
 
 
 def gate_outcome(
@@ -482,3 +651,280 @@ def gate_outcome(
     if "not_ready" in verdicts or (not gate.allow_caveats and "ready_with_caveats" in verdicts):
         return "fail", ExitCode.NOT_READY
     return "pass", ExitCode.READY
+
+
+# --- agreement beyond chance, paired tests, multiple testing -----------------------------------
+
+
+def confusion_matrix(
+    reference: Sequence[str], candidate: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """Counts by logged label, then candidate label (labels sorted; zero cells left out)."""
+    out: dict[str, dict[str, int]] = {}
+    for r, c in zip(reference, candidate, strict=True):
+        row = out.setdefault(r, {})
+        row[c] = row.get(c, 0) + 1
+    return {r: dict(sorted(out[r].items())) for r in sorted(out)}
+
+
+def cohen_kappa(reference: Sequence[str], candidate: Sequence[str]) -> float | None:
+    """Cohen's kappa between two label sequences: (p_o - p_e) / (1 - p_e).
+
+    None without labels. When both raters use one and the same label throughout (p_e = 1),
+    kappa is undefined; 1.0 is returned when they agree everywhere (they do, then).
+    """
+    n = len(reference)
+    if n == 0 or n != len(candidate):
+        return None
+    labels = sorted(set(reference) | set(candidate))
+    index = {label: i for i, label in enumerate(labels)}
+    r = np.fromiter((index[x] for x in reference), dtype=np.intp, count=n)
+    c = np.fromiter((index[x] for x in candidate), dtype=np.intp, count=n)
+    k = len(labels)
+    p_o = float(np.count_nonzero(r == c)) / n
+    p_e = float(np.bincount(r, minlength=k) @ np.bincount(c, minlength=k)) / (n * n)
+    if p_e >= 1.0 - _EPS:
+        return 1.0 if p_o >= 1.0 - _EPS else 0.0
+    return (p_o - p_e) / (1.0 - p_e)
+
+
+def mcnemar(b: int, c: int, *, mid_p: bool = True) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts ``b`` and ``c``.
+
+    ``b``: pairs where the first passes and the second fails; ``c``: the reverse. Under the null
+    hypothesis the ``b + c`` discordant pairs split Binomial(b + c, 1/2). The mid-p version
+    (default) subtracts half the probability of the observed split, which keeps the test's size
+    close to nominal without the exact test's conservatism (Fagerland et al., 2013).
+    """
+    from scipy.stats import binom
+
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    p = 2.0 * float(binom.cdf(k, n, 0.5))
+    if mid_p:
+        p -= float(binom.pmf(k, n, 0.5))
+    return min(1.0, max(0.0, p))
+
+
+def wilcoxon_greater(differences: npt.NDArray[Any] | Sequence[float]) -> float | None:
+    """One-sided Wilcoxon signed-rank p-value that the differences are centred above 0.
+
+    Zero differences are dropped (Wilcox's method); None when nothing is left.
+    """
+    from scipy.stats import wilcoxon
+
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    d = d[np.abs(d) > _EPS]
+    if d.size == 0:
+        return None
+    res = wilcoxon(d, alternative="greater", zero_method="wilcox")
+    return float(res.pvalue)
+
+
+def paired_bootstrap_ci(
+    a: npt.NDArray[Any] | Sequence[float],
+    b: npt.NDArray[Any] | Sequence[float],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over pairs (both not NaN) and its percentile bootstrap interval."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    keep = ~np.isnan(x) & ~np.isnan(y)
+    d = x[keep] - y[keep]
+    if d.size == 0:
+        return math.nan, math.nan, math.nan
+    low, high = bootstrap_ci(d, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    return float(d.mean()), low, high
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (None entries are left out and stay None)."""
+    present = [(p, i) for i, p in enumerate(p_values) if p is not None and not math.isnan(p)]
+    m = len(present)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(present)):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+class PairedComparison(BaseModel):
+    """Two sets of per-exchange parities on the same exchanges (see :func:`compare_paired`)."""
+
+    n: int
+    mean_difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    wilcoxon_p: float | None = Field(description="one-sided: first > second")
+    mcnemar_p: float | None = Field(description="two-sided mid-p, pass/fail at pass_threshold")
+    first_only_passes: int
+    second_only_passes: int
+
+
+def compare_paired(
+    first: pd.Series,
+    second: pd.Series,
+    *,
+    pass_threshold: float = 0.8,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedComparison:
+    """Compare two candidates (or a candidate and the baseline's re-run) on the same exchanges.
+
+    ``first`` and ``second`` are per-exchange parities indexed by exchange id; only exchanges
+    scored in both count. Gives the mean difference with a paired bootstrap interval, a
+    one-sided Wilcoxon signed-rank p-value (first better) and the McNemar mid-p test on pass/fail.
+    """
+    joined = pd.concat([first.rename("a"), second.rename("b")], axis=1, join="inner").dropna()
+    a = joined["a"].to_numpy(dtype=np.float64)
+    b = joined["b"].to_numpy(dtype=np.float64)
+    n = int(a.size)
+    mean, low, high = paired_bootstrap_ci(a, b, confidence=confidence, seed=seed)
+    pa, pb = a >= pass_threshold - _EPS, b >= pass_threshold - _EPS
+    only_a, only_b = int(np.count_nonzero(pa & ~pb)), int(np.count_nonzero(pb & ~pa))
+    return PairedComparison(
+        n=n,
+        mean_difference=_opt(mean),
+        ci_low=_opt(low),
+        ci_high=_opt(high),
+        wilcoxon_p=wilcoxon_greater(a - b) if n else None,
+        mcnemar_p=mcnemar(only_a, only_b) if n else None,
+        first_only_passes=only_a,
+        second_only_passes=only_b,
+    )
+
+
+# --- the noise floor ---------------------------------------------------------------------------
+
+
+class TaskNoise(BaseModel):
+    """The baseline's agreement with itself on one task."""
+
+    mean: float | None
+    n: int = Field(description="pairs of baseline answers scored")
+    parities: dict[str, float] = Field(
+        default_factory=dict, description="per exchange id: mean parity of its pairs"
+    )
+
+
+class NoiseFloor(BaseModel):
+    """How much the baseline (OpenAI) disagrees with itself, per task and overall."""
+
+    source: Literal["baseline_replay", "duplicates"]
+    tasks: dict[str, TaskNoise]
+    overall: float | None
+    n: int
+
+
+def _noise_from_scores(
+    scores: pd.DataFrame, source: Literal["baseline_replay", "duplicates"]
+) -> NoiseFloor:
+    ok = scores[(scores["status"] == "ok") & scores["parity"].notna()]
+    tasks: dict[str, TaskNoise] = {}
+    for task, group in ok.groupby("task", sort=True):
+        per_ex = group.groupby("exchange_id")["parity"].mean()
+        tasks[str(task)] = TaskNoise(
+            mean=float(group["parity"].mean()),
+            n=len(group),
+            parities={str(k): float(v) for k, v in per_ex.items()},
+        )
+    overall = float(ok["parity"].mean()) if len(ok) else None
+    return NoiseFloor(source=source, tasks=tasks, overall=overall, n=len(ok))
+
+
+def noise_floor_from_replays(
+    exchanges: Sequence[Exchange],
+    tasks: Sequence[TaskInfo],
+    assignment: Mapping[str, str],
+    baseline_replays: Sequence[ReplayResult],
+) -> NoiseFloor:
+    """The noise floor from the baseline re-run: each re-run answer scored against the logged one.
+
+    ``baseline_replays`` are the baseline's answers (``baseline.jsonl``; several repeats per
+    exchange allowed, a ``repeat`` attribute tells them apart). Each is scored with the task's
+    metrics exactly like a candidate; failed calls are left out.
+    """
+    from migrate_eval.metrics.scoring import score
+
+    rows = [
+        r.model_copy(update={"candidate": f"baseline#{getattr(r, 'repeat', 0)}"})
+        for r in baseline_replays
+    ]
+    return _noise_from_scores(score(exchanges, tasks, assignment, rows), "baseline_replay")
+
+
+def _request_key(ex: Exchange) -> str:
+    from migrate_eval.records import canonical_json
+
+    return canonical_json(ex.request)
+
+
+def noise_floor_from_duplicates(
+    exchanges: Sequence[Exchange],
+    tasks: Sequence[TaskInfo],
+    assignment: Mapping[str, str],
+) -> NoiseFloor | None:
+    """The noise floor from duplicate requests in the logs, or None when there are none.
+
+    Exchanges whose canonical requests are identical (same model, messages, tools, parameters)
+    are duplicates; their logged answers are independent draws from the baseline. Within each
+    group (in timestamp order), every answer after the first is scored against the one before
+    it, with the task's metrics. All duplicate pairs count, also those whose answers are
+    identical: leaving those out would only keep disagreements and bias the floor down.
+    """
+    from migrate_eval.metrics.scoring import score
+
+    names = {t.name for t in tasks}
+    groups: dict[str, list[Exchange]] = {}
+    for ex in exchanges:
+        if ex.response is None or ex.error is not None or assignment.get(ex.id) not in names:
+            continue
+        groups.setdefault(_request_key(ex), []).append(ex)
+    refs: list[Exchange] = []
+    rows: list[ReplayResult] = []
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda e: (e.timestamp is None, e.timestamp or 0, e.id))
+        for prev, nxt in itertools.pairwise(group):
+            refs.append(prev)
+            rows.append(
+                ReplayResult(
+                    exchange_id=prev.id, candidate="logged-duplicate", response=nxt.response
+                )
+            )
+    if not rows:
+        return None
+    return _noise_from_scores(score(refs, tasks, assignment, rows), "duplicates")
+
+
+def noise_floor_for_run(
+    exchanges: Sequence[Exchange],
+    tasks: Sequence[TaskInfo],
+    assignment: Mapping[str, str],
+    baseline_file: Path | None = None,
+    *,
+    baseline_replays: Sequence[ReplayResult] | None = None,
+) -> NoiseFloor | None:
+    """The run's noise floor: from the baseline re-run (``baseline_replays``, or
+    ``baseline_file``, a ``baseline.jsonl``, when it exists), else from duplicate requests in the
+    logs, else None (the verdict then uses ``min_parity`` alone)."""
+    if baseline_replays:
+        ids = {e.id for e in exchanges}
+        kept = [r for r in baseline_replays if r.exchange_id in ids]
+        if kept:
+            return noise_floor_from_replays(exchanges, tasks, assignment, kept)
+    if baseline_file is not None and baseline_file.is_file():
+        from migrate_eval.replay import read_baseline
+
+        by_id = {e.id for e in exchanges}
+        rows = [r for r in read_baseline(baseline_file) if r.exchange_id in by_id]
+        if rows:
+            return noise_floor_from_replays(exchanges, tasks, assignment, rows)
+    return noise_floor_from_duplicates(exchanges, tasks, assignment)

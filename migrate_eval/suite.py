@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from migrate_eval.errors import ConfigError
 from migrate_eval.records import OutputKind
+from migrate_eval.redact import RedactionConfig
 
 
 class _Strict(BaseModel):
@@ -25,6 +26,11 @@ class _Strict(BaseModel):
 class LogSpec(_Strict):
     path: str = Field(description="file, directory or glob")
     format: str = Field(default="auto", description="log format name, or 'auto' to detect")
+    columns: dict[str, str] | None = Field(
+        default=None,
+        description="CSV/Parquet logs: column names for prompt, response, system, id, label, "
+        "model (auto-detected when omitted); passed to read_logs(columns=...)",
+    )
 
 
 class Price(_Strict):
@@ -33,6 +39,14 @@ class Price(_Strict):
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
     cached_input_per_mtok: float | None = None
+    per_hour_usd: float | None = Field(
+        default=None, ge=0, description="self-hosted: what the GPU server costs per hour"
+    )
+    throughput_rps: float | None = Field(
+        default=None,
+        gt=0,
+        description="self-hosted: requests per second it sustains (default: measured)",
+    )
 
 
 class CandidateSpec(_Strict):
@@ -48,6 +62,11 @@ class CandidateSpec(_Strict):
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=20)
     price: Price | None = None
+    rpm: float | None = Field(default=None, gt=0, description="requests per minute limit")
+    tpm: float | None = Field(
+        default=None, gt=0, description="tokens per minute limit (estimated, then measured)"
+    )
+    stream: bool = Field(default=False, description="stream answers to measure time to first token")
 
     @field_validator("name")
     @classmethod
@@ -55,6 +74,21 @@ class CandidateSpec(_Strict):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", v):
             raise ValueError("use letters, digits, '.', '_' or '-' (at most 64 characters)")
         return v
+
+
+DEFAULT_RUBRIC = (
+    "Grade how well the answer serves the user: it is correct, helpful, complete and follows "
+    "every instruction of the conversation (format, length, language, tone)."
+)
+
+
+class JudgeSpec(CandidateSpec):
+    """The suite's ``judge:`` section: the LLM judge's endpoint (any provider) and rubric."""
+
+    name: str = "judge"
+    rubric: str | None = Field(default=None, description="rubric for judge_rubric grading")
+    temperature: float = Field(default=0.0, ge=0, le=2, description="judge sampling temperature")
+    max_tokens: int = Field(default=512, ge=1, description="judge answer length")
 
 
 class TaskMatch(_Strict):
@@ -85,6 +119,9 @@ class TaskSpec(_Strict):
         default=None, description="parity metrics; chosen by kind when absent"
     )
     min_parity: float | None = Field(default=None, ge=0, le=1)
+    metric_weights: dict[str, float] | None = Field(
+        default=None, description="weight of each metric in the task's parity (default 1 each)"
+    )
 
 
 class Thresholds(_Strict):
@@ -101,6 +138,12 @@ class Thresholds(_Strict):
         default=30, ge=1, description="fewer scored exchanges than this: a caveat"
     )
     confidence: float = Field(default=0.95, gt=0, lt=1)
+    margin: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="non-inferiority margin: parity may sit this far below the noise floor",
+    )
 
 
 class Gate(_Strict):
@@ -108,11 +151,33 @@ class Gate(_Strict):
     tasks: list[str] | None = Field(default=None, description="tasks the gate reads (default: all)")
 
 
+class BaselineSpec(_Strict):
+    """The baseline re-run: the logged OpenAI model replayed on a sample (noise floor)."""
+
+    candidate: CandidateSpec | None = Field(
+        default=None,
+        description="how to call the baseline (default: provider openai, the logs' model)",
+    )
+    repeats: int = Field(default=2, ge=1, le=20, description="fresh answers per exchange")
+    sample: int = Field(default=50, ge=1, description="exchanges re-run (seeded sample)")
+    seed: int = 0
+
+
 class Sampling(_Strict):
     limit: int | None = Field(
         default=None, ge=1, description="at most this many exchanges per task"
     )
     seed: int = 0
+    dedupe: bool = Field(
+        default=False,
+        description="keep one of identical logged requests (the copies are counted, not replayed)",
+    )
+    ci_width: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="per-task sample size giving a confidence interval this wide (docs/tasks.md)",
+    )
 
 
 class Suite(_Strict):
@@ -135,6 +200,16 @@ class Suite(_Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     gate: Gate = Field(default_factory=Gate)
     sampling: Sampling = Field(default_factory=Sampling)
+    baseline: BaselineSpec | None = Field(
+        default=None, description="re-run the logged OpenAI model to measure its own variation"
+    )
+    judge: JudgeSpec | None = Field(
+        default=None, description="LLM judge for judge_pairwise / judge_rubric metrics"
+    )
+    redaction: RedactionConfig = Field(
+        default_factory=RedactionConfig,
+        description="PII redaction before anything is sent to a candidate (migrate_eval/redact.py)",
+    )
     base_dir: Path = Field(
         default=Path("."), exclude=True, description="folder relative paths resolve against"
     )

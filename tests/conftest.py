@@ -23,3 +23,12 @@ def _isolated_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs and caches made by tests never land in the repository's reports/ folder."""
     monkeypatch.setenv("MIGRATE_EVAL_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.delenv("MIGRATE_EVAL_CACHE", raising=False)
+
+
+@pytest.fixture(scope="session")
+def demo_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One offline run of the shipped demo suite, shared (read-only) by the tests that need it."""
+    import migrate_eval
+
+    root = tmp_path_factory.mktemp("demo-run")
+    return migrate_eval.run(out=root / "run", cache=root / "cache.sqlite").run_dir

@@ -11,6 +11,12 @@ be scripted: HTTP errors (429 with ``Retry-After``, 500, 503...), slow answers (
 malformed bodies, each for a number of requests, optionally only for requests whose last user
 message contains a given text. ``delay`` makes every answer wait.
 
+A request with ``"stream": true`` is answered as server-sent events, like OpenAI: a role
+chunk, the content (or each tool call's arguments) in several fragments, a chunk with the
+finish reason and, with ``stream_options.include_usage``, a usage chunk; then ``[DONE]``. The
+first chunk leaves after ``delay``, each further one after ``chunk_delay`` (time to first
+token is measurable). :func:`stream_chunks` gives the chunks.
+
 Two ways to run it:
 
 * :class:`LoopbackServer` - in a background thread of the test process (port 0 on 127.0.0.1);
@@ -131,6 +137,43 @@ def make_completion(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _fragments(text: str, parts: int = 3) -> list[str]:
+    size = max(1, -(-len(text) // parts))
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def stream_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``chat.completion.chunk`` objects a streamed answer to ``body`` is made of."""
+    full = make_completion(body)
+    base = {k: full[k] for k in ("id", "created", "model", "system_fingerprint")}
+    base["object"] = "chat.completion.chunk"
+    choice = full["choices"][0]
+    message = choice["message"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    for index, call in enumerate(message.get("tool_calls") or []):
+        fn = call["function"]
+        first = {"index": index, "id": call["id"], "type": "function"}
+        pieces = _fragments(fn["arguments"])
+        chunks.append(
+            chunk({"tool_calls": [{**first, "function": {"name": fn["name"], "arguments": ""}}]})
+        )
+        chunks.extend(
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            for piece in pieces
+        )
+    if isinstance(message.get("content"), str):
+        chunks.extend(chunk({"content": piece}) for piece in _fragments(message["content"]))
+    chunks.append(chunk({}, choice["finish_reason"]))
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        chunks.append({**base, "choices": [], "usage": full["usage"]})
+    return chunks
+
+
 @dataclass
 class Fault:
     """A scripted misbehaviour for the next ``times`` matching requests.
@@ -157,6 +200,8 @@ class _Core:
 
     def __init__(self, *, delay: float, max_requests: int, lifetime: float, record: bool) -> None:
         self.delay = delay
+        self.chunk_delay = 0.0  # seconds between streamed chunks
+        self.in_flight_at_arrival: list[int] = []  # requests in flight when each one arrived
         self.max_requests = max_requests
         self.deadline = time.monotonic() + lifetime
         self.record = record
@@ -213,7 +258,13 @@ class _Core:
                 fault.times -= 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if self.record:
+                self.in_flight_at_arrival.append(self.in_flight)
         try:
+            if body.get("stream") is True and (
+                fault is None or (fault.status < 300 and not fault.malformed)
+            ):
+                return await self._stream(request, body, fault)
             return await self._answer(body, fault)
         finally:
             with self.lock:
@@ -239,6 +290,22 @@ class _Core:
                 headers=fault.headers,
             )
         return web.json_response(make_completion(body))
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], fault: Fault | None
+    ) -> web.StreamResponse:
+        await self._sleep(fault.delay if fault is not None and fault.delay else self.delay)
+        resp = web.StreamResponse(
+            status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        for i, chunk in enumerate(stream_chunks(body)):
+            if i:
+                await self._sleep(self.chunk_delay)
+            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
     async def handle_stats(self, request: web.Request) -> web.StreamResponse:
         with self.lock:
@@ -377,6 +444,21 @@ class LoopbackServer:
         with self._core.lock:
             return self._core.max_in_flight
 
+    @property
+    def in_flight_at_arrival(self) -> list[int]:
+        """For each recorded request, how many were in flight when it arrived (itself included)."""
+        with self._core.lock:
+            return list(self._core.in_flight_at_arrival)
+
+    @property
+    def chunk_delay(self) -> float:
+        """Seconds between the chunks of a streamed answer."""
+        return self._core.chunk_delay
+
+    @chunk_delay.setter
+    def chunk_delay(self, seconds: float) -> None:
+        self._core.chunk_delay = seconds
+
     def count_for(self, body: dict[str, Any]) -> int:
         with self._core.lock:
             return self._core.counts[body_hash(body)]
@@ -428,6 +510,8 @@ class LoopbackServer:
             self._core.faults.clear()
             self._core.total = 0
             self._core.max_in_flight = 0
+            self._core.in_flight_at_arrival.clear()
+            self._core.chunk_delay = 0.0
 
 
 class SubprocessServer:

@@ -245,3 +245,94 @@ def test_bad_recording_line_names_the_line_and_stores_nothing(
 def test_missing_recordings_file(tmp_path: Path) -> None:
     with ResponseCache(tmp_path / "c.db") as cache, pytest.raises(UserError, match="cannot read"):
         cache.import_recordings(tmp_path / "nope.jsonl")
+
+
+# -- stats, timings and the `migrate-eval cache` commands ----------------------------------
+
+
+def test_stats_per_identity(tmp_path: Path) -> None:
+    other = {**IDENTITY, "model": "other"}
+    with ResponseCache(tmp_path / "c.db") as cache:
+        for i in range(3):
+            put(cache, i)
+        put(cache, 0, other)
+        stats = cache.stats()
+    assert [(s.identity["model"], s.answers) for s in stats] == [("m", 3), ("other", 1)]
+    assert stats[0].mean_latency_ms == 12.5 and stats[0].oldest <= stats[0].newest
+
+
+def test_timings_travel_with_recordings(tmp_path: Path) -> None:
+    req = request(1)
+    raw = make_completion(req)
+    response = Response.from_chat_completion(raw, 80.0)
+    response.ttft_ms = 21.0
+    with ResponseCache(tmp_path / "a.db") as a:
+        a.put(ResponseCache.key_for(IDENTITY, req), IDENTITY, req, raw, response, 80.0)
+        a.export_recordings(tmp_path / "rec.jsonl")
+    line = json.loads((tmp_path / "rec.jsonl").read_text(encoding="utf-8"))
+    assert (line["latency_ms"], line["ttft_ms"]) == (80.0, 21.0)
+    del line["normalized"]  # a hand-made recording: the timings come from the top level
+    (tmp_path / "hand.jsonl").write_text(json.dumps(line) + "\n", encoding="utf-8")
+    with ResponseCache(tmp_path / "b.db") as b:
+        assert b.import_recordings(tmp_path / "hand.jsonl") == 1
+        (entry,) = b.entries()
+    assert entry.latency_ms == 80.0 and entry.response.ttft_ms == 21.0
+
+
+def test_cache_cli_export_import_stats(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from migrate_eval.cli import main
+
+    db = tmp_path / "c.db"
+    with ResponseCache(db) as cache:
+        for i in range(3):
+            put(cache, i)
+        put(cache, 9, {**IDENTITY, "model": "other"})
+    runner = CliRunner()
+    out = tmp_path / "m.jsonl"
+    res = runner.invoke(main, ["cache", "export", str(out), "--candidate", "m", "--cache", str(db)])
+    assert res.exit_code == 0, res.output
+    assert "3 answers written" in res.output
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 3
+    db2 = tmp_path / "d.db"
+    res = runner.invoke(main, ["cache", "import", str(out), "--cache", str(db2)])
+    assert res.exit_code == 0 and "3 answers imported" in res.output
+    res = runner.invoke(main, ["cache", "stats", "--cache", str(db), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert [(r["model"], r["answers"]) for r in data["identities"]] == [("m", 3), ("other", 1)]
+    res = runner.invoke(main, ["cache", "stats", "--cache", str(db2)])
+    assert res.exit_code == 0 and "3 answers" in res.output
+    # Usage errors exit 2 with one line.
+    res = runner.invoke(main, ["cache", "stats", "--cache", str(tmp_path / "none.db")])
+    assert res.exit_code == 2 and "no response cache" in res.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n", encoding="utf-8")
+    res = runner.invoke(main, ["cache", "import", str(bad), "--cache", str(db2)])
+    assert res.exit_code == 2 and "bad.jsonl:1" in res.output
+
+
+def test_cache_cli_export_a_suite_candidate(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from migrate_eval.cli import main
+
+    db = tmp_path / "c.db"
+    with ResponseCache(db) as cache:
+        put(cache, 1)
+        put(cache, 2, {**IDENTITY, "base_url": "http://127.0.0.1:2/v1"})  # same model elsewhere
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: s\nlogs: [log.jsonl]\ncandidates:\n"
+        f"  - {{name: local, model: m, base_url: '{IDENTITY['base_url']}'}}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "local.jsonl"
+    args = ["cache", "export", str(out), "--candidate", "local", "--suite", str(suite)]
+    res = CliRunner().invoke(main, [*args, "--cache", str(db)])
+    assert res.exit_code == 0 and "1 answers written" in res.output, res.output
+    (line,) = out.read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["identity"] == IDENTITY
+    res = CliRunner().invoke(main, [*args[:3], "--candidate", "nope", "--suite", str(suite)])
+    assert res.exit_code == 2 and "not a candidate" in res.output

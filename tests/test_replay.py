@@ -483,15 +483,18 @@ def test_sigkill_at_any_point_loses_nothing_committed_and_resends_only_the_rest(
         key_of = [ResponseCache.key_for(identity, r) for r in requests]
         hash_of = [body_hash(r) for r in requests]
         committed: set[int] = set()
-        for round_no in range(4):
+        kills = 0
+        for round_no in range(7):
             remaining = n - len(committed)
-            kill = round_no < 3 and remaining > 60
+            kill = round_no < 5  # at least five kills, each at a random point
             before = srv.counts
             started_total = srv.total
             child = _kill_child(srv.base_url, db, n)
             try:
                 if kill:
-                    target = started_total + rng.randint(10, remaining - 30)
+                    # Each kill lands within the first quarter of what is left (>= 70 left
+                    # after five kills), so the child is always killed mid-run.
+                    target = started_total + rng.randint(5, max(6, remaining // 4))
                     deadline = time.monotonic() + 20
                     while srv.total < target and child.poll() is None:
                         assert time.monotonic() < deadline, "child made no progress"
@@ -513,14 +516,324 @@ def test_sigkill_at_any_point_loses_nothing_committed_and_resends_only_the_rest(
             assert committed <= now_committed, msg  # commits survive the kill
             if kill:
                 assert child.returncode == -signal.SIGKILL, msg
+                kills += 1
             else:
                 assert child.returncode == 0, f"{msg}: {stderr.decode(errors='replace')}"
                 # The completing run sent exactly what had not been committed.
                 expected = {hash_of[i] for i in range(n) if i not in committed}
                 assert set(sent) == expected, msg
                 assert now_committed == set(range(n)), msg
+                assert kills >= 5, msg
                 break
             committed = now_committed
         else:  # pragma: no cover
             pytest.fail("the last round did not complete")
         assert srv.total >= n
+
+
+# -- rate limits and adaptive concurrency ---------------------------------------------------
+
+
+def test_requests_per_minute_limit_spaces_the_requests(
+    server: LoopbackServer, cache: ResponseCache
+) -> None:
+    # 3,000 a minute = 50/s with bursts of 50: 80 requests need at least 30/50 s after the burst.
+    results = replay([exchange(i) for i in range(80)], [cand(server, rpm=3000)], cache=cache)
+    assert all(r.ok for r in results)
+    arrivals = sorted(server.arrivals)
+    assert arrivals[-1] - arrivals[0] >= 0.5
+    # No window of one second holds more than the burst plus one second's worth.
+    assert all(sum(1 for a in arrivals if t <= a < t + 1.0) <= 101 for t in arrivals)
+
+
+def test_tokens_per_minute_limit_throttles_on_estimates_then_usage(
+    server: LoopbackServer, cache: ResponseCache
+) -> None:
+    # Each request is estimated at ~1,016 tokens (max_tokens=1000 counts as output): at
+    # 120,000 a minute (2,000/s, bursts of 4,096) four go at once and the next two are due
+    # after ~0.5 s and ~1 s. The first four answer after 0.3 s reporting ~10 tokens each:
+    # the difference is given back and the two waiting requests leave at once.
+    server.delay = 0.3
+    events: list[ProgressEvent] = []
+    start = time.monotonic()
+    results = replay(
+        [exchange(i, max_tokens=1000) for i in range(6)],
+        [cand(server, tpm=120_000, concurrency=6)],
+        cache=cache,
+        progress=events.append,
+    )
+    elapsed = time.monotonic() - start
+    assert all(r.ok for r in results) and server.total == 6
+    arrivals = sorted(server.arrivals)
+    assert arrivals[4] - arrivals[0] >= 0.25  # the fifth waited for the first answers...
+    assert arrivals[5] - arrivals[0] < 0.45  # ...and not for its estimate (~1 s)
+    assert 0.4 <= events[-1].throttled_s <= 1.0
+    assert elapsed < 1.1
+
+
+def test_429s_shrink_concurrency_then_it_recovers(
+    server: LoopbackServer, cache: ResponseCache
+) -> None:
+    server.delay = 0.02
+    server.fail(429, times=8)  # the first round of requests is rejected, without Retry-After
+    events: list[ProgressEvent] = []
+    results = replay(
+        [exchange(i) for i in range(160)],
+        [cand(server, concurrency=8)],
+        cache=cache,
+        backoff_base=0.01,
+        progress=events.append,
+    )
+    assert all(r.ok for r in results)
+    seen = server.in_flight_at_arrival
+    assert max(seen[:8]) == 8  # full concurrency at first
+    assert max(seen[8:20]) <= 4  # halved after the 429s
+    assert max(seen[-40:]) == 8  # recovered
+    limits = [e.in_flight_limit for e in events if e.in_flight_limit is not None]
+    assert min(limits) <= 4 and limits[-1] == 8
+
+
+def test_retry_after_still_pauses_with_adaptive_concurrency(
+    server: LoopbackServer, cache: ResponseCache
+) -> None:
+    server.fail(429, times=1, retry_after="0.3")
+    start = time.monotonic()
+    results = replay([exchange(0)], [cand(server)], cache=cache)
+    assert results[0].ok and results[0].attempts == 2
+    assert time.monotonic() - start >= 0.3
+
+
+# -- streaming ------------------------------------------------------------------------------
+
+
+def test_streaming_reassembles_text_and_records_time_to_first_token(
+    server: LoopbackServer, cache: ResponseCache
+) -> None:
+    server.delay = 0.05
+    server.chunk_delay = 0.03
+    streamed = replay([exchange(0)], [cand(server, name="s", stream=True)], cache=cache)[0]
+    assert streamed.ok and streamed.response is not None and not streamed.cached
+    assert streamed.response.text == "echo: question 0"
+    assert streamed.response.finish_reason == "stop"
+    usage = streamed.response.usage  # from the include_usage chunk
+    assert usage is not None and usage.completion_tokens == 3 and usage.prompt_tokens == 5
+    ttft, latency = streamed.response.ttft_ms, streamed.latency_ms
+    assert ttft is not None and latency is not None
+    assert ttft >= 50 and latency - ttft >= 3 * 30 * 0.8  # text in 3 chunks, then finish
+    sent = server.bodies[-1]
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    # Streaming does not change the cache key: a plain candidate of the same endpoint and
+    # model reuses the answer (and its timings).
+    plain = replay([exchange(0)], [cand(server, name="plain")], cache=cache)[0]
+    assert plain.cached and plain.response == streamed.response and server.total == 1
+
+
+def test_streamed_tool_calls_and_the_cache_stores_a_plain_completion(
+    server: LoopbackServer, cache: ResponseCache
+) -> None:
+    ex = exchange(0, "Paris?", tools=[WEATHER_TOOL], tool_choice="required")
+    first = replay([ex], [cand(server, stream=True)], cache=cache)[0]
+    assert first.ok and first.response is not None and not first.cached
+    (call,) = first.response.tool_calls
+    assert call.name == "get_weather" and call.parsed_arguments == {"text": "Paris?"}
+    assert first.response.finish_reason == "tool_calls"
+    assert first.response.ttft_ms is not None
+    (entry,) = cache.entries()
+    assert entry.raw["object"] == "chat.completion"
+    message = entry.raw["choices"][0]["message"]
+    assert message["tool_calls"][0]["function"]["arguments"] == '{"text": "Paris?"}'
+    again = replay([ex], [cand(server, stream=True)], cache=cache)[0]
+    assert again.cached and again.response == first.response  # ttft kept with the answer
+    assert server.total == 1
+
+
+def test_streaming_errors_become_error_rows(server: LoopbackServer, cache: ResponseCache) -> None:
+    server.fail(400, times=1)
+    results = replay(
+        [exchange(0), exchange(1)], [cand(server, stream=True, max_retries=0)], cache=cache
+    )
+    assert results[0].error_kind == "http_400"
+    assert results[1].ok
+
+
+def test_reassemble_stream_merges_tool_call_fragments_by_index() -> None:
+    from migrate_eval.providers.openai_compatible import reassemble_stream
+
+    def delta(d: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "c1",
+            "model": "m",
+            "choices": [{"index": 0, "delta": d, "finish_reason": finish}],
+        }
+
+    body = reassemble_stream(
+        [
+            delta({"role": "assistant"}),
+            delta(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": "a", "function": {"name": "f", "arguments": '{"x"'}}
+                    ]
+                }
+            ),
+            delta(
+                {
+                    "tool_calls": [
+                        {"index": 1, "id": "b", "function": {"name": "g", "arguments": "{}"}}
+                    ]
+                }
+            ),
+            delta({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}),
+            delta({}, "tool_calls"),
+            {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
+        ]
+    )
+    message = body["choices"][0]["message"]
+    assert [c["function"]["arguments"] for c in message["tool_calls"]] == ['{"x": 1}', "{}"]
+    assert [c["id"] for c in message["tool_calls"]] == ["a", "b"]
+    assert body["choices"][0]["finish_reason"] == "tool_calls"
+    assert body["usage"]["completion_tokens"] == 4 and body["id"] == "c1"
+
+
+# -- the baseline re-run --------------------------------------------------------------------
+
+
+def test_baseline_repeats_are_fresh_calls_then_cached(
+    server: LoopbackServer, cache: ResponseCache, tmp_path: Path
+) -> None:
+    from migrate_eval.replay import baseline_spec, read_baseline, replay_baseline, write_baseline
+
+    exchanges = [exchange(i) for i in range(3)]
+    spec = baseline_spec(exchanges).model_copy(update={"base_url": server.base_url})
+    assert (spec.name, spec.provider, spec.model) == ("baseline", "openai", "gpt-4o-2024-08-06")
+    spec = spec.model_copy(update={"api_key_env": "MIGRATE_EVAL_TEST_KEY"})
+    os.environ["MIGRATE_EVAL_TEST_KEY"] = "sk-test-baseline-0000"
+    try:
+        rows = replay_baseline(exchanges, spec, cache=cache, repeats=3)
+        assert [(r.exchange_id, r.repeat) for r in rows] == [
+            (f"ex{i}", k) for i in range(3) for k in range(3)
+        ]
+        assert all(r.ok and not r.cached for r in rows)
+        assert server.total == 9  # identical requests, sent once per repeat
+        again = replay_baseline(exchanges, spec, cache=cache, repeats=3)
+        assert all(r.cached for r in again) and server.total == 9
+    finally:
+        del os.environ["MIGRATE_EVAL_TEST_KEY"]
+    write_baseline(tmp_path / "baseline.jsonl", rows)
+    assert read_baseline(tmp_path / "baseline.jsonl") == rows
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------
+
+_SIGINT_CHILD = """
+import sys
+from migrate_eval.cache import ResponseCache
+from migrate_eval.records import Exchange, Source
+from migrate_eval.replay import ReplayInterrupted, replay
+from migrate_eval.suite import CandidateSpec
+
+base_url, db, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+exchanges = [
+    Exchange(id=f"k{i}", source=Source(file="f", line=i + 1, format="t"),
+             request={"model": "gpt-4o", "messages": [{"role": "user", "content": f"int {i}"}]})
+    for i in range(n)
+]
+spec = CandidateSpec(name="victim", model="m", base_url=base_url, concurrency=4, max_retries=0)
+with ResponseCache(db, batch_interval=60.0, batch_size=10_000) as cache:
+    try:
+        replay(exchanges, [spec], cache=cache)
+    except ReplayInterrupted as e:
+        kinds = {r.error_kind for r in e.results if not r.ok}
+        print(f"INTERRUPTED {e.answered} {e.missing} {sorted(k or '' for k in kinds)}", flush=True)
+        sys.exit(e.exit_code)
+sys.exit(0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+def test_ctrl_c_stops_sending_commits_the_cache_and_the_rerun_resumes(tmp_path: Path) -> None:
+    n = 60
+    db = tmp_path / "int.db"
+    with LoopbackServer(delay=0.1) as srv:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _SIGINT_CHILD, srv.base_url, str(db), str(n)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while srv.total < 10 and child.poll() is None:
+                assert time.monotonic() < deadline, "child made no progress"
+                time.sleep(0.005)
+            child.send_signal(signal.SIGINT)
+            out, err = child.communicate(timeout=20)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+        assert child.returncode == 130, err.decode(errors="replace")
+        words = out.decode().split(maxsplit=3)
+        assert words[0] == "INTERRUPTED", out
+        answered, missing = int(words[1]), int(words[2])
+        assert answered + missing == n and 0 < answered < n
+        assert words[3].strip() == "['interrupted']"
+        sent_first = srv.total
+        time.sleep(0.3)
+        assert srv.total == sent_first  # nothing more was sent after Ctrl-C
+        # Every answer received was committed (despite a batch interval of a minute).
+        with ResponseCache(db) as cache:
+            assert len(cache) == answered
+        srv.reset()
+        spec = CandidateSpec(name="victim", model="m", base_url=srv.base_url, concurrency=8)
+        again = [
+            Exchange(
+                id=f"k{i}",
+                source=Source(file="f", line=i + 1, format="t"),
+                request={"model": "gpt-4o", "messages": [{"role": "user", "content": f"int {i}"}]},
+            )
+            for i in range(n)
+        ]
+        with ResponseCache(db) as cache:
+            results = replay(again, [spec], cache=cache)
+        assert all(r.ok for r in results)
+        assert srv.total == missing  # the re-run sent only what had not been answered
+        assert sum(r.cached for r in results) == answered
+
+
+# -- progress display -----------------------------------------------------------------------
+
+
+def test_progress_board_rate_eta_cached_errors_and_concurrency() -> None:
+    from migrate_eval.replay import ProgressBoard
+
+    out: list[str] = []
+    now = [0.0]
+    board = ProgressBoard(out.append, redraw=False, log_interval=5.0, clock=lambda: now[0])
+    board(ProgressEvent("llama", done=500, total=2000, errors=0, cached=500))  # cache hits
+    assert "cached 500" in out[-1] and "ETA ?" in out[-1]  # no live answer yet
+    for step in range(1, 11):  # then 10 fetched answers a second, 2 errors
+        now[0] = float(step)
+        board(
+            ProgressEvent(
+                "llama", done=500 + 10 * step, total=2000, errors=2, cached=500, in_flight_limit=4
+            )
+        )
+    last = out[-1]
+    assert "600/2000" in last and " 30%" in last
+    assert "10/s" in last and "ETA 2:20" in last  # 1,400 left at 10/s
+    assert "errors 2" in last and "concurrency 4" in last
+    assert len(out) == 3  # at most one line every 5 s in a log
+    board(ProgressEvent("llama", done=2000, total=2000, errors=2, cached=500))
+    assert "done" in out[-1] and len(out) == 4  # the final state is always shown
+
+
+def test_progress_board_redraws_in_place_on_a_terminal() -> None:
+    from migrate_eval.replay import ProgressBoard
+
+    out: list[str] = []
+    board = ProgressBoard(out.append, redraw=True, interval=0.0)
+    board(ProgressEvent("a", done=1, total=2, errors=0))
+    board(ProgressEvent("bb", done=1, total=2, errors=0))
+    assert out[0].count("\n") == 1 and out[1].startswith("\x1b[1F")
+    assert out[1].count("\n") == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -390,3 +391,216 @@ def test_gate_outcome(
     outcome = gate_outcome([_result(v) for v in verdicts], Gate(allow_caveats=allow_caveats))
     assert outcome == expected
     assert int(outcome[1]) == {"pass": 0, "fail": 1, "error": 3}[outcome[0]]
+
+
+# --- kappa, confusion, paired tests, Holm, noise floor ------------------------------------------
+
+
+def test_cohen_kappa_and_confusion_matrix() -> None:
+    from migrate_eval.stats import cohen_kappa, confusion_matrix
+
+    ref = ["a", "a", "b", "b"]
+    assert cohen_kappa(ref, ref) == 1.0
+    assert cohen_kappa(ref, ["a", "b", "a", "b"]) == pytest.approx(0.0)
+    assert cohen_kappa(ref, ["b", "b", "a", "a"]) == pytest.approx(-1.0)
+    # textbook example: p_o = 0.7, p_e = 0.5 -> 0.4
+    r = ["y"] * 50 + ["n"] * 50
+    c = ["y"] * 35 + ["n"] * 15 + ["y"] * 15 + ["n"] * 35
+    assert cohen_kappa(r, c) == pytest.approx(0.4)
+    assert cohen_kappa(["x"] * 3, ["x"] * 3) == 1.0
+    assert cohen_kappa([], []) is None
+    assert confusion_matrix(ref, ["a", "b", "b", "b"]) == {"a": {"a": 1, "b": 1}, "b": {"b": 2}}
+
+
+def test_kappa_and_confusion_reach_the_task_result() -> None:
+    rows = _rows([1.0, 1.0, 0.0, 1.0] * 10)
+    for i, row in enumerate(rows):
+        row["reference_label"] = "pos" if i % 2 else "neg"
+        row["candidate_label"] = row["reference_label"] if row["parity"] == 1.0 else "pos"
+    df = pd.DataFrame(rows)
+    df["prompt_tokens"] = df["prompt_tokens"].astype("Int64")
+    df["completion_tokens"] = df["completion_tokens"].astype("Int64")
+    [res] = aggregate(df, [_task()], [_cand()], TH, Gate())
+    t = res.tasks[0]
+    assert t.confusion == {"neg": {"neg": 10, "pos": 10}, "pos": {"pos": 20}}
+    assert t.kappa == pytest.approx(0.5)
+
+
+def test_mcnemar_exact_and_mid_p() -> None:
+    from scipy.stats import binomtest
+
+    from migrate_eval.stats import mcnemar
+
+    assert mcnemar(0, 0) == 1.0
+    exact = binomtest(2, 12, 0.5).pvalue
+    assert mcnemar(2, 10, mid_p=False) == pytest.approx(exact)
+    assert mcnemar(10, 2) == pytest.approx(exact - 66 * 0.5**12)  # 2 (P(X<=2) - P(X=2) / 2)
+    assert mcnemar(6, 6) == pytest.approx(1.0)
+
+
+def test_holm_bonferroni() -> None:
+    from migrate_eval.stats import holm
+
+    assert holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06])  # type: ignore[arg-type]
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_compare_paired_candidates_on_the_same_exchanges() -> None:
+    from migrate_eval.stats import compare_paired
+
+    rng = np.random.default_rng(3)
+    a = pd.Series(np.clip(rng.normal(0.9, 0.05, 200), 0, 1), index=[f"e{i}" for i in range(200)])
+    b = (a - 0.1).clip(0, 1)
+    out = compare_paired(a, b, pass_threshold=0.85)
+    assert out.n == 200
+    assert out.mean_difference == pytest.approx(0.1, abs=0.01)
+    assert out.ci_low is not None and out.ci_low > 0.05
+    assert out.wilcoxon_p is not None and out.wilcoxon_p < 1e-10
+    assert out.mcnemar_p is not None and out.mcnemar_p < 1e-6
+    assert out.second_only_passes == 0
+    same = compare_paired(a, a)
+    assert same.mean_difference == 0.0 and same.wilcoxon_p is None and same.mcnemar_p == 1.0
+
+
+def _noise(mean: float, n: int = 50) -> Any:
+    from migrate_eval.stats import NoiseFloor, TaskNoise
+
+    return NoiseFloor(
+        source="duplicates", tasks={"t": TaskNoise(mean=mean, n=n)}, overall=mean, n=n
+    )
+
+
+def test_noise_floor_lowers_the_bar_to_floor_minus_margin() -> None:
+    rows = _rows([0.75, 0.8, 0.85] * 20)  # mean 0.8
+    th = TH.model_copy(update={"min_parity": 0.9, "margin": 0.05})
+    [res] = aggregate(_frame(rows), [_task(min_parity=0.9)], [_cand()], th, Gate())
+    assert res.tasks[0].verdict == "not_ready"  # no noise floor: 0.8 < 0.9
+    assert res.tasks[0].effective_threshold == 0.9 and res.noise_floor is None
+    [res] = aggregate(
+        _frame(rows), [_task(min_parity=0.9)], [_cand()], th, Gate(), noise_floor=_noise(0.82)
+    )
+    t = res.tasks[0]
+    assert t.noise_floor == 0.82 and res.noise_floor == 0.82
+    assert t.effective_threshold == pytest.approx(0.77)
+    assert t.non_inferior is True
+    assert t.verdict == "ready" and t.p_value is not None and t.p_value < 0.05
+    # a floor above min_parity never raises the bar
+    [res] = aggregate(
+        _frame(rows), [_task(min_parity=0.7)], [_cand()], th, Gate(), noise_floor=_noise(0.99)
+    )
+    assert res.tasks[0].effective_threshold == 0.7
+    assert res.tasks[0].non_inferior is False  # CI below 0.94, reported, not the verdict
+    assert res.tasks[0].verdict == "ready"
+
+
+def test_noise_floor_on_few_pairs_is_a_caveat() -> None:
+    rows = _rows([0.8] * 40)
+    th = TH.model_copy(update={"min_parity": 0.9})
+    [res] = aggregate(
+        _frame(rows), [_task(min_parity=0.9)], [_cand()], th, Gate(), noise_floor=_noise(0.85, n=5)
+    )
+    assert res.tasks[0].verdict == "ready_with_caveats"
+    assert "noise_floor_small_sample" in _codes(res.tasks[0])
+
+
+def test_holm_correction_makes_weak_evidence_a_caveat() -> None:
+    # 6 exchanges all above the bar: the interval clears it and the one-sided Wilcoxon p is
+    # 1/64 alone, but not after Holm over 40 tests (40/64 > 0.05)
+    tasks = [_task(f"t{i}", min_parity=0.5) for i in range(40)]
+    rows: list[dict[str, Any]] = []
+    for i in range(40):
+        rows += _rows([0.52, 0.56, 0.6, 0.53, 0.58, 0.55], task=f"t{i}")
+    from migrate_eval.stats import NoiseFloor, TaskNoise
+
+    floor = NoiseFloor(
+        source="duplicates",
+        tasks={f"t{i}": TaskNoise(mean=0.6, n=50) for i in range(40)},
+        overall=0.6,
+        n=2000,
+    )
+    th = TH.model_copy(update={"min_samples": 1})
+    [res] = aggregate(_frame(rows), tasks, [_cand()], th, Gate(), noise_floor=floor)
+    t = res.tasks[0]
+    assert t.p_value == pytest.approx(1 / 64)
+    assert t.p_value_adjusted == pytest.approx(40 / 64)
+    assert t.verdict == "ready_with_caveats"
+    assert _codes(t) == ["not_significant_after_correction"]
+    assert res.verdict == "ready_with_caveats"
+    assert any(r.code == "not_significant_after_correction" for r in res.reasons)
+    # the same evidence alone is significant: ready
+    [one] = aggregate(_frame(rows[:6]), tasks[:1], [_cand()], th, Gate(), noise_floor=floor)
+    assert one.tasks[0].verdict == "ready"
+
+
+def _ex(i: str, content: str, text: str, ts: int) -> Exchange:
+    return Exchange(
+        id=i,
+        source=Source(file="f", line=ts, format="t"),
+        timestamp=datetime(2026, 1, 1, 0, ts, tzinfo=UTC),
+        request={"model": "gpt-4o", "messages": [{"role": "user", "content": content}]},
+        response=Response(text=text),
+    )
+
+
+def test_noise_floor_from_duplicates_and_from_replays() -> None:
+    from migrate_eval.stats import noise_floor_from_duplicates, noise_floor_from_replays
+
+    task = TaskInfo(
+        name="t",
+        output="classification",
+        metrics=["normalized_match"],
+        min_parity=0.8,
+        n=6,
+        source="suite",
+    )
+    exs = [
+        _ex("a1", "hi", "Positive", 1),
+        _ex("a2", "hi", "positive.", 2),
+        _ex("a3", "hi", "negative", 3),
+        _ex("b1", "yo", "neutral", 1),
+        _ex("b2", "yo", "neutral", 2),
+        _ex("c1", "alone", "neutral", 1),
+    ]
+    assignment = {e.id: "t" for e in exs}
+    floor = noise_floor_from_duplicates(exs, [task], assignment)
+    assert floor is not None and floor.source == "duplicates"
+    # pairs: a1-a2 agree, a2-a3 disagree, b1-b2 agree
+    assert floor.tasks["t"].n == 3 and floor.tasks["t"].mean == pytest.approx(2 / 3)
+    assert noise_floor_from_duplicates(exs[-1:], [task], assignment) is None
+    replays = [
+        ReplayResult(exchange_id="a1", candidate="baseline", response=Response(text="positive")),
+        ReplayResult(exchange_id="b1", candidate="baseline", response=Response(text="negative")),
+        ReplayResult(exchange_id="c1", candidate="baseline", error="boom"),
+    ]
+    rep = noise_floor_from_replays(exs, [task], assignment, replays)
+    assert rep.source == "baseline_replay" and rep.tasks["t"].mean == 0.5 and rep.n == 2
+    assert rep.tasks["t"].parities == {"a1": 1.0, "b1": 0.0}
+
+
+def test_task_rates_come_from_the_agreement_metrics() -> None:
+    rows = _rows([1.0, 0.0] * 20)
+    for r in rows:
+        r["no_unexpected_tool_call"] = r["parity"]
+    df = pd.DataFrame(rows)
+    df["prompt_tokens"] = df["prompt_tokens"].astype("Int64")
+    df["completion_tokens"] = df["completion_tokens"].astype("Int64")
+    [res] = aggregate(df, [_task(metrics=["m", "no_unexpected_tool_call"])], [_cand()], TH, Gate())
+    assert res.tasks[0].rates == {"unexpected_tool_call_rate": pytest.approx(0.5)}
+
+
+@pytest.mark.slow
+def test_demo_run_measures_the_noise_floor_from_duplicate_requests(tmp_path: Any) -> None:
+    import migrate_eval
+
+    outcome = migrate_eval.run(out=tmp_path / "run", offline=True)
+    cand = outcome.results.candidates[0]
+    measured = [t for t in cand.tasks if t.noise_floor_n]
+    assert measured, "the demo logs repeat requests: some task has a noise floor"
+    assert cand.noise_floor is not None
+    for t in measured:
+        assert t.effective_threshold == pytest.approx(
+            min(t.min_parity, max(0.0, (t.noise_floor or 0) - 0.05))
+        )
+        assert t.p_value_adjusted is not None
+    triage = next(t for t in cand.tasks if t.task == "ticket-triage")
+    assert triage.kappa is not None and triage.confusion

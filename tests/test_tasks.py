@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from migrate_eval.records import Exchange, Response, Source, ToolCall
 from migrate_eval.suite import TaskMatch, TaskSpec
 from migrate_eval.tasks import assign_tasks, infer_output_kind, prompt_template, sample
@@ -114,3 +116,116 @@ def test_apostrophes_are_not_quoted_text() -> None:
     # regression: "Outfitters' gear advisor. The customer's" was taken for a quoted string
     t = prompt_template("Northwind Outfitters' gear advisor. The customer's name is 'Maya'.")
     assert t == "Northwind Outfitters' gear advisor. The customer's name is <quoted>."
+
+
+def test_metadata_tags_from_log_tools() -> None:
+    from migrate_eval.tasks import metadata_tag
+
+    assert metadata_tag({"feature": "triage", "trace_name": "x"}) == ("feature", "triage")
+    assert metadata_tag({"trace_name": "summarise-call"}) == ("trace_name", "summarise-call")
+    assert metadata_tag({"prompt_id": "pr-7"}) == ("prompt_id", "pr-7")
+    assert metadata_tag({"Helicone-Property-Feature": "search", "Helicone-Property-User": "u"}) == (
+        "Helicone-Property-Feature",
+        "search",
+    )
+    assert metadata_tag({"properties": {"Task": "extract"}}) == ("properties.Task", "extract")
+    assert metadata_tag({"tags": {"use_case": "faq"}}) == ("tags.use_case", "faq")
+    assert metadata_tag({"helicone-property-user": "u1", "tags": ["a"], "task": ""}) is None
+
+
+def test_discovered_rules_reproduce_the_assignment() -> None:
+    from migrate_eval.tasks import template_regex
+
+    exchanges = [
+        ex(1, "Help Maya. Today is 2026-10-01. Order NW-1 'red tent'.", meta={"trace_name": "t"}),
+        ex(2, "Help Liam. Today is 2026-10-09. Order NW-22 'blue stove'."),
+        ex(3, "Help Ana. Today is 2026-11-19. Order NW-333 'a b c'."),
+        ex(4, "Translate to French."),
+        ex(5, "Translate to French."),
+        ex(6, None, meta={"properties": {"feature": "chat"}}),
+    ]
+    plan = assign_tasks(exchanges)
+    assert plan.assignment["e1"] == "t" and plan.assignment["e6"] == "chat"
+    assert plan.rules["t"].metadata == {"trace_name": "t"}
+    assert plan.rules["chat"].metadata == {"properties.feature": "chat"}
+    tpl = plan.assignment["e2"]
+    assert plan.assignment["e3"] == tpl != plan.assignment["e4"]
+    regex = plan.rules[tpl].system_prompt_regex
+    assert regex is not None
+    specs = [TaskSpec(name=n, match=r) for n, r in plan.rules.items()]
+    specs.sort(key=lambda s: 0 if s.match.metadata else 1)
+    again = assign_tasks(exchanges, specs, auto=False)
+    assert again.assignment == plan.assignment
+    assert {t.source for t in again.tasks} == {"suite"}
+    # a template's regex needs its literal text
+    import re
+
+    assert re.search(template_regex(prompt_template("Help Bo. Order 7.")), "Help Bo. Order 7.")
+    assert not re.search(regex, "Translate to French.")
+
+
+def test_untitled_says_why_it_is_not_clustered(monkeypatch: Any) -> None:
+    from migrate_eval import embeddings
+
+    monkeypatch.setattr(embeddings, "available", lambda: False)
+    plan = assign_tasks([ex(i, None) for i in range(25)])
+    assert [t.name for t in plan.tasks] == ["untitled"]
+    assert "migrate-eval[embedding]" in plan.tasks[0].description
+    few = assign_tasks([ex(i, None) for i in range(3)])
+    assert "too few" in few.tasks[0].description
+
+
+def _question(i: int, text: str) -> Exchange:
+    e = ex(i, None)
+    e.request["messages"] = [{"role": "user", "content": text}]
+    return e
+
+
+@pytest.mark.slow
+def test_prompt_less_exchanges_are_clustered_by_meaning() -> None:
+    from migrate_eval import embeddings
+
+    if not embeddings.available():
+        pytest.skip("the embedding extra is not installed")
+    refunds = [
+        "I want a refund for my broken tent",
+        "Please refund my order, the stove arrived damaged",
+        "How do I get my money back for these boots?",
+        "Refund request: the jacket is torn",
+        "Can I return the sleeping bag and get a refund?",
+        "My backpack broke, I'd like a refund",
+        "Requesting reimbursement for a faulty headlamp",
+        "Give me my money back for the defective tent poles",
+        "I need a refund, the water filter leaks",
+        "Refund please, wrong size hiking boots",
+        "The trekking poles snapped, I want my money back",
+        "Return and refund for a faulty camping stove",
+    ]
+    poems = [
+        "Write a haiku about autumn leaves",
+        "Compose a short poem about the sea at night",
+        "Write a sonnet about the moon",
+        "A limerick about a cat, please",
+        "Write a poem about falling snow",
+        "Compose a haiku about a mountain lake",
+        "Write a short poem about spring rain",
+        "A poem about stars over the desert",
+        "Write verses about the wind in the trees",
+        "Compose a poem about a quiet forest",
+        "Write a haiku about the first frost",
+        "A short rhyming poem about the ocean waves",
+    ]
+    exchanges = [_question(i, t) for i, t in enumerate(refunds + poems)]
+    plan = assign_tasks(exchanges)
+    a = plan.assignment
+    refund_tasks = {a[f"e{i}"] for i in range(len(refunds))}
+    poem_tasks = {a[f"e{i}"] for i in range(len(refunds), len(exchanges))}
+    assert (refund_tasks - {"untitled"}).isdisjoint(poem_tasks - {"untitled"})
+    main_refund = max(refund_tasks, key=lambda n: sum(1 for v in a.values() if v == n))
+    main_poem = max(poem_tasks, key=lambda n: sum(1 for v in a.values() if v == n))
+    assert sum(1 for v in a.values() if v == main_refund) >= 9
+    assert sum(1 for v in a.values() if v == main_poem) >= 9
+    sources = {t.name: t.source for t in plan.tasks}
+    assert sources[main_refund] == sources[main_poem] == "cluster"
+    # stable: the same traffic gives the same names
+    assert assign_tasks(exchanges).assignment == a

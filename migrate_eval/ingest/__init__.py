@@ -6,11 +6,15 @@
 >>> result.summary().skipped_by_reason       # doctest: +SKIP
 
 Built-in formats: ``chat-jsonl`` (request/response pairs), ``openai-batch`` (Batch API input
-files joined with their output files) and ``finetune-chat`` (fine-tuning chat JSONL). Others
-can be added with :func:`register_format` or the ``migrate_eval.log_formats`` entry point.
+files joined with their output files), ``finetune-chat`` (fine-tuning chat JSONL),
+``openai-stored-completions``, ``openai-responses``, ``otel-genai`` (OTLP JSON spans),
+``langfuse``, ``helicone``, ``langsmith``, ``openpipe`` and ``table`` (CSV/Parquet); see
+docs/formats.md. Logs too large for memory go to an Arrow-backed dataset with
+:func:`ingest_to_dataset`. Others can be added with :func:`register_format` or the ``migrate_eval.log_formats`` entry point.
 """
 
 from migrate_eval.ingest._common import LineContext, RecordError
+from migrate_eval.ingest.dataset import exchange_from_row, ingest_to_dataset, iter_exchanges
 from migrate_eval.ingest.reader import (
     IngestResult,
     LogStream,
@@ -33,8 +37,11 @@ __all__ = [
     "LogStream",
     "RecordError",
     "available_formats",
+    "exchange_from_row",
     "expand_paths",
     "get_format",
+    "ingest_to_dataset",
+    "iter_exchanges",
     "read_logs",
     "register_format",
     "stream_logs",

@@ -71,7 +71,7 @@ class LineContext:
     """Where the record being read comes from. One instance is reused for a whole file:
     readers must not keep a reference to it."""
 
-    __slots__ = ("default_model", "file", "format", "line", "name", "shared")
+    __slots__ = ("default_model", "file", "format", "joined", "line", "name", "options", "shared")
 
     def __init__(
         self,
@@ -87,6 +87,11 @@ class LineContext:
         self.default_model = default_model
         #: Repeated system prompts, shared by every exchange of a run (see :func:`share`).
         self.shared: dict[str, str] = {} if shared is None else shared
+        #: Reader options given to ``read_logs`` (e.g. ``columns`` for CSV/Parquet).
+        self.options: dict[str, Any] = {}
+        #: Side-file records joined by key (e.g. stored completions' ``/messages``): readers
+        #: ``pop`` what they use.
+        self.joined: dict[str, Any] = {}
 
     def share(self, text: str) -> str:
         """One copy of a text that repeats across lines (a system prompt): real traffic sends
@@ -126,6 +131,11 @@ def type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def as_object(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (for optional sub-objects)."""
+    return value if isinstance(value, dict) else {}
 
 
 def wrong_type(field: str, expected: str, value: Any) -> RecordError:
@@ -282,6 +292,14 @@ def tags_value(value: Any, field: str) -> list[Any] | dict[str, Any] | None:
     if isinstance(value, list | dict):
         return value
     raise wrong_type(field, "an array or an object", value)
+
+
+class SideRecord(NamedTuple):
+    """A side-file value waiting in ``ctx.joined`` for the record it belongs to."""
+
+    file: str
+    line: int
+    value: Any
 
 
 class Logged(NamedTuple):

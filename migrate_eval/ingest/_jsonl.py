@@ -11,11 +11,12 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from migrate_eval.errors import LogFormatError
+from migrate_eval.errors import LogFormatError, MissingExtraError
 from migrate_eval.ingest._common import INVALID_JSON, NOT_UTF8, RecordError
 
 
@@ -36,6 +37,63 @@ else:
 
 BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class _ZstdRaw(io.RawIOBase):
+    """A zstd file (one or more frames) as a raw binary stream: corrupt data is an
+    ``OSError`` and a file that ends inside a frame an ``EOFError``, as for gzip."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import zstandard
+        except ImportError:
+            raise MissingExtraError("zstandard", "zstd", f"reading {path} (zstd)") from None
+        self._zstd: Any = zstandard
+        self._fh = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._obj: Any = zstandard.ZstdDecompressor().decompressobj()
+        self._started = False  # the current frame has received data
+        self._out = b""
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        """Decompress more; False at the end of the file."""
+        while True:
+            chunk = self._fh.read(1 << 18)
+            if not chunk:
+                if self._started and not self._obj.eof:
+                    raise EOFError("the zstd stream ends early")
+                return False
+            try:
+                while chunk:
+                    if self._obj.eof:
+                        self._obj = self._zstd.ZstdDecompressor().decompressobj()
+                    self._started = True
+                    out = self._obj.decompress(chunk)
+                    chunk = self._obj.unused_data if self._obj.eof else b""
+                    if out:
+                        self._out = self._out[self._pos :] + out
+                        self._pos = 0
+            except self._zstd.ZstdError as e:
+                raise OSError(f"corrupt zstd data: {e}") from e
+            if self._pos < len(self._out):
+                return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._pos >= len(self._out) and not self._fill():
+            return 0
+        n = min(len(buffer), len(self._out) - self._pos)
+        buffer[:n] = self._out[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._fh.close()
+        super().close()
 
 
 def open_lines(path: Path) -> io.BufferedIOBase:
@@ -54,7 +112,21 @@ def open_lines(path: Path) -> io.BufferedIOBase:
     if magic == GZIP_MAGIC:
         fh.close()
         return gzip.open(path, "rb")
+    if magic == ZSTD_MAGIC[:2] and fh.peek(4)[:4] == ZSTD_MAGIC:
+        fh.close()
+        return io.BufferedReader(_ZstdRaw(path), 1 << 16)
     return fh
+
+
+def head_bytes(path: Path, size: int = 65536) -> bytes:
+    """The first ``size`` bytes of a log file, decompressed (for format detection)."""
+    fh = open_lines(path)
+    try:
+        return fh.read(size)
+    except (EOFError, OSError, zlib.error):
+        return b""
+    finally:
+        fh.close()
 
 
 def parse_error(raw: bytes, exc: Exception) -> RecordError:

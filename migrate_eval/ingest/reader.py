@@ -1,12 +1,15 @@
 """Read log files into exchanges: :func:`read_logs` and its :class:`IngestResult`.
 
-``read_logs`` takes files, directories (every ``*.jsonl``, ``*.json``, ``*.jsonl.gz``,
-``*.json.gz`` inside, recursively, sorted) and glob patterns. Gzip is recognised by its magic
-bytes. Files are streamed line by line (a line is never held longer than it takes to read it)
+``read_logs`` takes files, directories (every ``*.jsonl``, ``*.json``, ``*.csv``, ``*.tsv``,
+``*.parquet``, plain or ``.gz``/``.zst``-compressed, inside, recursively, sorted) and glob
+patterns. Gzip and zstd are recognised by their magic bytes (zstd needs the ``zstandard``
+package: ``pip install 'migrate-eval[zstd]'``). Files are streamed line by line (a line is never held longer than it takes to read it)
 and each line is parsed once.
 
-Formats. With ``format="auto"`` each file's format is detected from its first parseable
-non-blank lines (see :mod:`migrate_eval.ingest.registry`); a file no format recognises, an
+Formats. With ``format="auto"`` each file's format is detected from its first bytes
+(file-level formats: OTLP JSON, CSV, Parquet), else from its first parseable non-blank lines,
+else, for a file that is one JSON document (an array of records, an object with a ``data`` or
+``observations`` array, or one record), from its first records (see :mod:`migrate_eval.ingest.registry`); a file no format recognises, an
 unreadable file or a path that matches nothing raises :class:`~migrate_eval.errors.LogFormatError`
 naming it, before any line is read.
 
@@ -28,6 +31,10 @@ without its input file therefore gives only skipped lines ("no matching batch in
 Ids. An exchange's id comes from the log when it has one (Batch ``custom_id``, a line's ``id``,
 a logged response id), else from the file name and line number; ids are stable across runs
 and made unique within a run by appending ``-2``, ``-3``... to repeats.
+
+File-level formats and JSON documents count *records* (spans, rows, array elements) rather
+than lines, and the same invariant holds; an exchange's ``source.line`` is then the record's
+line (OTLP JSON lines) or its 1-based ordinal in the document.
 
 Memory. ``read_logs`` returns every exchange in a list. For logs too large for that,
 :func:`stream_logs` gives the same exchanges one at a time (same rules, same counts).
@@ -58,15 +65,24 @@ from migrate_eval.ingest._common import (
     WRONG_FORMAT,
     LineContext,
     RecordError,
+    SideRecord,
     reason_category,
     type_name,
 )
-from migrate_eval.ingest._jsonl import BOM, loads, open_lines, parse_line
-from migrate_eval.ingest.registry import LogFormat, available_formats, detect, get_format
+from migrate_eval.ingest._jsonl import BOM, head_bytes, loads, open_lines, parse_line
+from migrate_eval.ingest.registry import (
+    LogFormat,
+    available_formats,
+    detect,
+    detect_file,
+    detect_index,
+    get_format,
+)
 from migrate_eval.records import Exchange
 from migrate_eval.results import IngestSummary
 
-LOG_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+_BASE_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet")
+LOG_SUFFIXES = tuple(b + c for b in _BASE_SUFFIXES for c in ("", ".gz", ".zst"))
 SNIFF_LINES = 20
 _GLOB_CHARS = frozenset("*?[")
 
@@ -195,11 +211,11 @@ def _unknown_format(path: Path, sample: _Sample, formats: dict[str, LogFormat]) 
     if not sample.records:
         head = sample.first_line.lstrip(BOM).strip()
         if head.startswith(b"["):
-            why = "it is a JSON array, not JSON Lines (write one JSON object a line)"
+            why = "it is a JSON array whose records no known format recognises"
         elif head.startswith(b"{"):
             why = (
-                "it looks like one JSON document spread over several lines; migrate-eval reads "
-                "JSON Lines (one JSON object a line)"
+                "it looks like one JSON document spread over several lines whose records no "
+                "known format recognises"
             )
         else:
             why = f"none of its first {sample.nonblank} non-blank lines is a JSON object"
@@ -236,8 +252,14 @@ class LogStream:
         *,
         strict: bool = False,
         default_model: str | None = None,
+        kinds: dict[Path, str] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self._plan = plan
+        #: how each file is read: "lines" (default), "file", "document" or "index"
+        self._kinds = kinds or {}
+        self.options = options or {}
+        self.joined: dict[str, dict[str, Any]] = {}
         self.strict = strict
         self.default_model = default_model
         self.files: list[str] = [str(p) for p, _, _ in plan]
@@ -255,13 +277,23 @@ class LogStream:
             raise RuntimeError("a LogStream can be iterated only once")
         self._started = True
         try:
-            for path, _fmt, is_output in self._plan:
+            for path, fmt, is_output in self._plan:
                 if is_output:
                     self._index_outputs(path)
+                elif fmt is not None and self._kinds.get(path) == "index":
+                    self._index_side_file(path, fmt)
             for path, fmt, is_output in self._plan:
-                if fmt is not None and not is_output:
+                if fmt is None or is_output:
+                    continue
+                kind = self._kinds.get(path, "lines")
+                if kind == "file":
+                    yield from self._read_whole_file(path, fmt)
+                elif kind == "document":
+                    yield from self._read_document(path, fmt)
+                elif kind == "lines":
                     yield from self._read_file(path, fmt)
             self._unmatched_outputs()
+            self._unmatched_side_records()
         finally:
             order = {name: i for i, name in enumerate(self.files)}
             self.skipped.sort(key=lambda issue: (order.get(issue.file, len(order)), issue.line))
@@ -318,9 +350,121 @@ class LogStream:
             return None
         return record
 
+    def _context(self, name: str, fmt: LogFormat) -> LineContext:
+        ctx = LineContext(name, fmt.name, self.default_model, self.shared_texts)
+        ctx.options = self.options
+        ctx.joined = self.joined.setdefault(fmt.name, {})
+        return ctx
+
+    def _accept(self, exchange: Exchange) -> Exchange:
+        if exchange.id in self.seen_ids:
+            self._rename(exchange)
+        self.seen_ids.add(exchange.id)
+        return exchange
+
+    def _read_whole_file(self, path: Path, fmt: LogFormat) -> Iterator[Exchange]:
+        """A file-level format: each item its ``read_file`` yields is one record."""
+        assert fmt.read_file is not None
+        name = str(path)
+        ctx = self._context(name, fmt)
+        count = 0
+        try:
+            for item in fmt.read_file(path, ctx):
+                self.lines_read += 1
+                if isinstance(item, LineIssue):
+                    self.skip(item)
+                    continue
+                count += 1
+                yield self._accept(item)
+        except (OSError, zlib.error) as e:
+            raise LogFormatError(f"{name}: cannot read the file: {e}") from e
+        finally:
+            self.exchanges_read += count
+            if count:
+                self.formats[fmt.name] = self.formats.get(fmt.name, 0) + count
+
+    def _read_document(self, path: Path, fmt: LogFormat) -> Iterator[Exchange]:
+        """One JSON document holding records: each record is read as a line would be, its
+        ``line`` its 1-based ordinal."""
+        name = str(path)
+        records = _document_records(_load_document(path))
+        ctx = self._context(name, fmt)
+        count = 0
+        try:
+            for n, record in enumerate(records, 1):
+                self.lines_read += 1
+                if not isinstance(record, dict):
+                    self.skip(LineIssue(name, n, "", f"{NOT_OBJECT}: got {type_name(record)}"))
+                    continue
+                ctx.line = n
+                try:
+                    exchange = fmt.reader(record, ctx)
+                except RecordError as e:
+                    self.skip(e.issue(name, n))
+                    continue
+                except ValueError as e:
+                    self.skip(_value_error_issue(e, name, n))
+                    continue
+                count += 1
+                yield self._accept(exchange)
+        finally:
+            self.exchanges_read += count
+            if count:
+                self.formats[fmt.name] = self.formats.get(fmt.name, 0) + count
+
+    def _index_side_file(self, path: Path, fmt: LogFormat) -> None:
+        """A format's side file (e.g. stored completions' messages): values kept by key."""
+        assert fmt.index_reader is not None
+        name = str(path)
+        ctx = self._context(name, fmt)
+        for lineno, raw in self._lines(path, name):
+            record = self._parse(name, lineno, raw)
+            if record is None:
+                self.lines_read += 1
+                continue
+            ctx.line = lineno
+            try:
+                key, value = fmt.index_reader(record, ctx)
+            except RecordError as e:
+                self.lines_read += 1
+                self.skip(e.issue(name, lineno))
+                continue
+            prior = ctx.joined.get(key)
+            if (
+                isinstance(prior, SideRecord)
+                and isinstance(prior.value, list)
+                and isinstance(value, list)
+            ):  # another page of the same list
+                prior.value.extend(value)
+                continue
+            if key in ctx.joined:
+                self.lines_read += 1
+                self.skip(
+                    LineIssue(name, lineno, "", f"{INVALID_VALUE}: {key!r} repeats an earlier line")
+                )
+                continue
+            ctx.joined[key] = SideRecord(name, lineno, value)
+
+    def _unmatched_side_records(self) -> None:
+        for fmt_name, joined in self.joined.items():
+            for key, side in joined.items():
+                if not isinstance(side, SideRecord):
+                    continue
+                self.lines_read += 1
+                self.skip(
+                    LineIssue(
+                        side.file,
+                        side.line,
+                        "",
+                        f"{NO_SIDE_RECORD}: no {fmt_name} record has the key {key!r} (read "
+                        "both files together)",
+                    )
+                )
+            joined.clear()
+
     def _read_file(self, path: Path, fmt: LogFormat) -> Iterator[Exchange]:
         name = str(path)
-        ctx = LineContext(name, fmt.name, self.default_model, self.shared_texts)
+        ctx = self._context(name, fmt)
         reader = fmt.reader
         batch = fmt.name == openai_batch.NAME
         outputs = self.outputs
@@ -431,12 +575,66 @@ class LogStream:
         self.outputs.clear()
 
 
+NO_SIDE_RECORD = "no matching record"
+#: A file larger than this (on disk) is never loaded whole as one JSON document.
+DOCUMENT_MAX_BYTES = 1 << 30
+_DOCUMENT_KEYS = ("data", "observations", "runs", "items", "records")
+
+
+def _load_document(path: Path) -> Any:
+    fh = open_lines(path)
+    try:
+        raw = fh.read()
+    except EOFError as e:
+        raise LogFormatError(f"{path}: the compressed file ends early") from e
+    except (OSError, zlib.error) as e:
+        raise LogFormatError(f"{path}: cannot read the file: {e}") from e
+    finally:
+        fh.close()
+    if raw.startswith(BOM):
+        raw = raw[len(BOM) :]
+    try:
+        return loads(raw)
+    except ValueError as e:
+        raise LogFormatError(f"{path}: not a JSON document: {e}") from e
+
+
+def _document_records(doc: Any) -> list[Any]:
+    """The records of a JSON document: an array, an object's ``data``/``observations``/...
+    array, or the object itself."""
+    if isinstance(doc, list):
+        return doc
+    if isinstance(doc, dict):
+        for key in _DOCUMENT_KEYS:
+            value = doc.get(key)
+            if isinstance(value, list) and value:
+                if key == "observations":  # a Langfuse trace: its observations, with the trace
+                    trace = {k: v for k, v in doc.items() if k != "observations"}
+                    return [{**o, "_trace": trace} if isinstance(o, dict) else o for o in value]
+                return value
+        return [doc]
+    return [doc]
+
+
+def _document_sample(path: Path, head: bytes) -> list[dict[str, Any]] | None:
+    """The first records of a file that is one JSON document (not JSON Lines), else None."""
+    text = head.lstrip(BOM).lstrip()
+    if not text.startswith((b"[", b"{")) or path.stat().st_size > DOCUMENT_MAX_BYTES:
+        return None
+    try:
+        doc = _load_document(path)
+    except LogFormatError:
+        return None
+    return [r for r in _document_records(doc)[:SNIFF_LINES] if isinstance(r, dict)]
+
+
 def stream_logs(
     paths: Sequence[str | Path],
     *,
     format: str = "auto",
     strict: bool = False,
     default_model: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> LogStream:
     """Like :func:`read_logs`, but the exchanges are read one at a time by iterating the
     returned :class:`LogStream` (bounded memory, except for the ids seen and the Batch output
@@ -448,9 +646,33 @@ def stream_logs(
     forced = None if format == "auto" else get_format(format)
 
     plan: list[tuple[Path, LogFormat | None, bool]] = []  # (file, format, is batch output)
+    kinds: dict[Path, str] = {}
     for path in files:
+        head = head_bytes(path)
+        if forced is not None and forced.read_file is not None:
+            plan.append((path, forced, False))
+            kinds[path] = "file"
+            continue
+        file_fmt = detect_file(path, head, formats) if forced is None else None
+        if file_fmt is not None:
+            plan.append((path, file_fmt, False))
+            kinds[path] = "file"
+            continue
         sample = _sample(path)
+        index_fmt = detect_index(sample.records, formats)
+        if index_fmt is not None and (forced is None or forced is index_fmt):
+            plan.append((path, index_fmt, False))
+            kinds[path] = "index"
+            continue
         fmt = forced or detect(sample.records, formats)
+        if fmt is None and sample.nonblank and len(sample.records) <= 1:
+            records = _document_sample(path, head)
+            if records:
+                fmt = detect(records, formats)
+                if fmt is not None:
+                    plan.append((path, fmt, False))
+                    kinds[path] = "document"
+                    continue
         if fmt is None:
             if sample.nonblank:
                 raise _unknown_format(path, sample, formats)
@@ -463,7 +685,10 @@ def stream_logs(
             and openai_batch.is_output(first_batch)
         )
         plan.append((path, fmt, is_output))
-    return LogStream(plan, strict=strict, default_model=default_model)
+    options: dict[str, Any] = {}
+    if columns:
+        options["columns"] = dict(columns)
+    return LogStream(plan, strict=strict, default_model=default_model, kinds=kinds, options=options)
 
 
 def read_logs(
@@ -472,13 +697,18 @@ def read_logs(
     format: str = "auto",
     strict: bool = False,
     default_model: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> IngestResult:
     """Read log files into exchanges (see the module docstring for the rules).
 
     ``format`` is a format name (see :func:`~migrate_eval.ingest.available_formats`) or
-    ``"auto"``; ``default_model`` is the model of requests whose log does not name one.
+    ``"auto"``; ``default_model`` is the model of requests whose log does not name one;
+    ``columns`` names the columns of CSV/Parquet logs (keys ``prompt``, ``response``,
+    ``system``, ``id``, ``label``, ``model``; see :mod:`migrate_eval.ingest.tabular`).
     """
-    stream = stream_logs(paths, format=format, strict=strict, default_model=default_model)
+    stream = stream_logs(
+        paths, format=format, strict=strict, default_model=default_model, columns=columns
+    )
     # Reading allocates millions of long-lived, acyclic objects: the cyclic garbage collector
     # would rescan them again and again (a 3x slowdown on large logs) for nothing to free.
     gc_was_enabled = gc.isenabled()

@@ -8,6 +8,15 @@ skipped and reported; reading goes on). Reading files, decoding, JSON parsing, i
 and error reporting are done once for all formats by
 :func:`~migrate_eval.ingest.reader.read_logs`.
 
+File-level formats. A format whose log is a whole document or a table rather than one record
+a line (OTLP JSON, CSV, Parquet) also sets ``sniff_file(path, head) -> bool`` (``head``: the
+first 64 KiB of the file, decompressed) and ``read_file(path, ctx) -> Iterator[Exchange |
+LineIssue]``: one item per record (span, row...), its ``ctx.line`` the record's line or
+ordinal; every item counts as one read record. ``sniff_file`` is asked before any record
+sniffing. Formats that join a side file (OpenAI stored completions and their ``/messages``)
+set ``sniff_index(record) -> bool`` and ``index_reader(record, ctx) -> (key, value)``: the
+side files are read first and their values handed to ``reader`` in ``ctx.joined``.
+
 Formats are tried in ``priority`` order (lower first; the built-ins use 10-30). Third-party
 packages add formats through the ``migrate_eval.log_formats`` entry-point group; an entry
 point names a :class:`LogFormat` object or a zero-argument callable returning one::
@@ -23,11 +32,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from migrate_eval.errors import LogFormatError
+from migrate_eval.errors import LineIssue, LogFormatError
 from migrate_eval.ingest._common import LineContext
 from migrate_eval.records import Exchange
 
@@ -35,6 +45,20 @@ ENTRY_POINT_GROUP = "migrate_eval.log_formats"
 
 Sniffer = Callable[[dict[str, Any]], bool]
 Reader = Callable[[dict[str, Any], LineContext], Exchange]
+FileSniffer = Callable[[Path, bytes], bool]
+FileReader = Callable[[Path, LineContext], Iterator[Exchange | LineIssue]]
+IndexReader = Callable[[dict[str, Any], LineContext], tuple[str, Any]]
+
+
+def never(record: dict[str, Any]) -> bool:
+    """The record sniffer of a format that is recognised from the file, not from a line."""
+    return False
+
+
+def no_line_reader(record: dict[str, Any], ctx: LineContext) -> Exchange:
+    """The line reader of a file-level format (never called: ``read_file`` reads its files)."""
+    raise LogFormatError(f"{ctx.format} is read a file at a time, not a line at a time")
+
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +73,10 @@ class LogFormat:
     description: str = ""
     priority: int = 100
     origin: str = field(default="builtin", compare=False)
+    sniff_file: FileSniffer | None = None
+    read_file: FileReader | None = None
+    sniff_index: Sniffer | None = None
+    index_reader: IndexReader | None = None
 
 
 _REGISTRY: dict[str, LogFormat] = {}
@@ -82,9 +110,23 @@ def _load_builtins() -> None:
     _BUILTINS_LOADED = True
     from migrate_eval.ingest.chat_jsonl import FORMAT as chat_jsonl
     from migrate_eval.ingest.finetune_chat import FORMAT as finetune_chat
+    from migrate_eval.ingest.observability import FORMATS as observability
     from migrate_eval.ingest.openai_batch import FORMAT as openai_batch
+    from migrate_eval.ingest.otel import FORMAT as otel
+    from migrate_eval.ingest.responses_jsonl import FORMAT as responses_jsonl
+    from migrate_eval.ingest.stored_completions import FORMAT as stored_completions
+    from migrate_eval.ingest.tabular import FORMAT as tabular
 
-    for fmt in (openai_batch, chat_jsonl, finetune_chat):
+    for fmt in (
+        openai_batch,
+        chat_jsonl,
+        finetune_chat,
+        responses_jsonl,
+        stored_completions,
+        otel,
+        tabular,
+        *observability,
+    ):
         _REGISTRY.setdefault(fmt.name, fmt)
 
 
@@ -118,6 +160,10 @@ def _load_entry_points() -> None:
             description=obj.description,
             priority=obj.priority,
             origin=ep.value,
+            sniff_file=obj.sniff_file,
+            read_file=obj.read_file,
+            sniff_index=obj.sniff_index,
+            index_reader=obj.index_reader,
         )
 
 
@@ -138,6 +184,34 @@ def get_format(name: str) -> LogFormat:
         raise LogFormatError(
             f"unknown log format {name!r}; known formats: auto, {', '.join(formats)}"
         ) from None
+
+
+def detect_file(path: Path, head: bytes, formats: Mapping[str, LogFormat]) -> LogFormat | None:
+    """The first file-level format (in order) recognising the file from its first bytes."""
+    for fmt in formats.values():
+        if fmt.sniff_file is None or fmt.read_file is None:
+            continue
+        try:
+            if fmt.sniff_file(path, head):
+                return fmt
+        except Exception as e:  # a plugin's sniff must not break detection
+            logger.warning("log format %r: sniff_file failed: %s", fmt.name, e)
+    return None
+
+
+def detect_index(
+    records: list[dict[str, Any]], formats: Mapping[str, LogFormat]
+) -> LogFormat | None:
+    """The format whose side (index) file holds these records, if any."""
+    for record in records[:1]:
+        for fmt in formats.values():
+            if fmt.sniff_index is not None and fmt.index_reader is not None:
+                try:
+                    if fmt.sniff_index(record):
+                        return fmt
+                except Exception as e:
+                    logger.warning("log format %r: sniff_index failed: %s", fmt.name, e)
+    return None
 
 
 def detect(records: list[dict[str, Any]], formats: Mapping[str, LogFormat]) -> LogFormat | None:

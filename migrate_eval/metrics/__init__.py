@@ -5,23 +5,28 @@ A metric is a function ``(ctx: MetricContext) -> float | None`` returning a valu
 :mod:`migrate_eval.metrics.registry` for how names resolve (built-ins, entry points in the group
 ``migrate_eval.metrics``, ``module:function``).
 
-Built-in metrics, by family:
+Built-in metrics, by family (docs/metrics.md has the full table):
 
 * text (:mod:`~migrate_eval.metrics.text`): ``exact_match``, ``normalized_match``, ``gold_match``,
-  ``length_ratio``, ``chrf``;
+  ``length_ratio``, ``chrf``, ``bleu``, ``ter``, ``rouge_l``, ``refusal_match``;
+* semantic (:mod:`~migrate_eval.metrics.semantic`, extra ``embedding``): ``semantic_similarity``;
+* instruction following (:mod:`~migrate_eval.metrics.ifeval`): ``ifeval_match``;
 * structured output (:mod:`~migrate_eval.metrics.structured`): ``json_valid``,
-  ``json_schema_valid``, ``json_match``;
+  ``json_schema_valid``, ``json_match``, ``json_match_normalized``, ``json_key_coverage``;
 * tool use (:mod:`~migrate_eval.metrics.tools`): ``tool_call_match``, ``tool_name_match``,
-  ``tool_args_valid``.
+  ``tool_args_match``, ``tool_args_valid``, ``no_unexpected_tool_call``, ``no_missed_tool_call``;
+* LLM judge (:mod:`migrate_eval.judge`): ``judge_pairwise``, ``judge_rubric``.
 
 Automatic choice by output kind (:func:`default_metrics`): ``tool_call`` -> ``tool_call_match``;
 ``structured`` -> ``json_valid``, ``json_schema_valid``, ``json_match``; ``classification`` ->
-``normalized_match``; ``free_text`` -> ``chrf``.
+``normalized_match``; ``free_text`` -> ``semantic_similarity`` with the ``embedding`` extra, else
+``chrf``.
 """
 
 from __future__ import annotations
 
-from migrate_eval.metrics import structured, text, tools
+from migrate_eval import judge
+from migrate_eval.metrics import ifeval, semantic, structured, text, tools
 from migrate_eval.metrics.registry import (
     ENTRY_POINT_GROUP,
     MetricContext,
@@ -52,10 +57,13 @@ __all__ = [
     "error_kind_of",
     "format_error",
     "get_metric",
+    "ifeval",
+    "judge",
     "list_metrics",
     "metric_columns",
     "register_metric",
     "score",
+    "semantic",
     "structured",
     "text",
     "tools",

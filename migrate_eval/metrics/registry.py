@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from importlib.metadata import entry_points
@@ -64,6 +64,11 @@ class MetricContext:
 
 MetricFn = Callable[[MetricContext], float | None]
 
+PrepareFn = Callable[[Sequence[MetricContext]], None]
+"""Optional batch hook of a built-in metric: called once with every pair the metric will score,
+before any of them is scored, so that it can batch expensive work (embedding texts, calling a
+judge). The metric function still returns each pair's value; it reads what ``prepare`` computed."""
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -74,6 +79,8 @@ class MetricInfo:
     kinds: tuple[OutputKind, ...]
     """Output kinds the metric is meant for; empty means any."""
     description: str
+    prepare: PrepareFn | None = None
+    """Batch hook (see :data:`PrepareFn`); None for plain metrics."""
 
 
 _REGISTRY: dict[str, MetricInfo] = {}
@@ -81,7 +88,11 @@ _RESOLVED: dict[str, MetricInfo] = {}
 
 
 def register_metric(
-    name: str, *, kinds: tuple[OutputKind, ...] = (), description: str
+    name: str,
+    *,
+    kinds: tuple[OutputKind, ...] = (),
+    description: str,
+    prepare: PrepareFn | None = None,
 ) -> Callable[[MetricFn], MetricFn]:
     """Register a metric under ``name`` (decorator). The function is returned unchanged.
 
@@ -96,7 +107,7 @@ def register_metric(
         if old is not None and _qualname(old.func) != _qualname(func):
             raise ValueError(f"metric {name!r} is already registered by {_qualname(old.func)}")
         _REGISTRY[name] = MetricInfo(
-            name=name, func=func, kinds=tuple(kinds), description=description
+            name=name, func=func, kinds=tuple(kinds), description=description, prepare=prepare
         )
         return func
 
@@ -209,7 +220,10 @@ def default_metrics(kind: OutputKind) -> list[str]:
     free_text       ``chrf``
     ==============  =====================================================
 
-    A suite overrides the choice per task with ``metrics:``.
+    The choice never depends on which extras are installed, so the same suite gives the same
+    verdict on every machine (a CI gate must not flip because someone installed an extra).
+    ``semantic_similarity`` (``embedding`` extra) is recommended for paraphrase-heavy tasks:
+    name it in the suite's ``metrics:``, as ``migrate-eval init`` suggests when it is installed.
     """
     try:
         return list(_DEFAULTS[kind])

@@ -23,16 +23,26 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from numbers import Real
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from migrate_eval.errors import ConfigError
 from migrate_eval.metrics.registry import MetricContext, MetricInfo, get_metric
+from migrate_eval.metrics.text import answer_text, normalize_label
 from migrate_eval.records import Exchange, ReplayResult
 from migrate_eval.results import SCORE_COLUMNS, TaskInfo
 
 NAN = math.nan
+
+#: Extra columns of the scores frame: the normalised logged and candidate labels of
+#: classification tasks ("" elsewhere), read by the statistics (Cohen's kappa, confusion matrix).
+REFERENCE_LABEL = "reference_label"
+CANDIDATE_LABEL = "candidate_label"
+#: Extra columns: tokens the LLM judge spent on the row (0 without a judge metric).
+JUDGE_PROMPT_TOKENS = "judge_prompt_tokens"
+JUDGE_COMPLETION_TOKENS = "judge_completion_tokens"
 
 #: Status values of the scores frame.
 STATUSES = ("ok", "error", "unsupported", "no_reference")
@@ -120,6 +130,9 @@ def score(
     metric_cols: list[list[float]] = [[] for _ in names]
     n_metrics = len(names)
 
+    # Pass 1: resolve every row and build the metric contexts, so that metrics with a batch
+    # hook (embeddings, judges) see all their pairs at once before anything is scored.
+    rows: list[tuple[ReplayResult, TaskInfo, str, list[str], MetricContext | None]] = []
     for r in replays:
         task_name = assignment.get(r.exchange_id)
         if task_name is None:
@@ -130,10 +143,8 @@ def score(
         ex = ex_by_id.get(r.exchange_id)
         if ex is None:
             raise ValueError(f"replay result for unknown exchange {r.exchange_id!r}")
-
-        row = [NAN] * n_metrics
-        parity = NAN
         notes: list[str] = []
+        ctx: MetricContext | None = None
         cand = r.response
         if r.error is not None or cand is None:
             status = "unsupported" if r.error_kind == "unsupported" else "error"
@@ -146,8 +157,24 @@ def score(
         else:
             status = "ok"
             ctx = MetricContext(exchange=ex, reference=ex.response, candidate=cand, task=task)
-            total, count = 0.0, 0
+        rows.append((r, task, status, notes, ctx))
+
+    prepare_errors = _run_prepares(rows, plan, infos)
+
+    ref_label_col: list[str] = []
+    cand_label_col: list[str] = []
+    for r, task, status, notes, ctx in rows:
+        row = [NAN] * n_metrics
+        parity = NAN
+        cand = r.response
+        ref_label = cand_label = ""
+        if ctx is not None:
+            weights = task.metric_weights or {}
+            total, count = 0.0, 0.0
             for col, info in plan[task.name]:
+                if info.name in prepare_errors:
+                    notes.append(prepare_errors[info.name])
+                    continue
                 try:
                     value = _check_value(info.func(ctx))
                 except Exception as e:
@@ -155,10 +182,16 @@ def score(
                     continue
                 if value is not None:
                     row[col] = value
-                    total += value
-                    count += 1
-            if count:
+                    w = float(weights.get(info.name, 1.0))
+                    total += w * value
+                    count += w
+            if count > 0:
                 parity = total / count
+            if task.output == "classification":
+                ref_label = normalize_label(answer_text(ctx.reference))
+                cand_label = normalize_label(answer_text(ctx.candidate))
+        ref_label_col.append(ref_label)
+        cand_label_col.append(cand_label)
 
         usage = cand.usage if cand is not None else None
         latency = r.latency_ms
@@ -192,4 +225,67 @@ def score(
     }
     for name, values in zip(names, metric_cols, strict=True):
         data[name] = np.asarray(values, dtype=np.float64)
+    data[REFERENCE_LABEL] = pd.array(ref_label_col, dtype="str")
+    data[CANDIDATE_LABEL] = pd.array(cand_label_col, dtype="str")
+    if any(name.startswith("judge_") for name in names):
+        data.update(judge_usage_columns(rows))
+    else:
+        zeros = np.zeros(len(rows), dtype=np.int64)
+        data[JUDGE_PROMPT_TOKENS] = zeros
+        data[JUDGE_COMPLETION_TOKENS] = zeros.copy()
     return pd.DataFrame(data)
+
+
+def judge_usage_columns(
+    rows: list[tuple[ReplayResult, TaskInfo, str, list[str], MetricContext | None]],
+) -> dict[str, object]:
+    """Per row, the judge tokens spent on it (see :func:`migrate_eval.judge.usage_of`)."""
+    from migrate_eval.judge import usage_of
+
+    prompt: list[int] = []
+    completion: list[int] = []
+    for _, _, _, _, ctx in rows:
+        p, c = usage_of(ctx) if ctx is not None else (0, 0)
+        prompt.append(p)
+        completion.append(c)
+    return {
+        JUDGE_PROMPT_TOKENS: np.asarray(prompt, dtype=np.int64),
+        JUDGE_COMPLETION_TOKENS: np.asarray(completion, dtype=np.int64),
+    }
+
+
+def _run_prepares(
+    rows: list[tuple[ReplayResult, TaskInfo, str, list[str], MetricContext | None]],
+    plan: dict[str, list[tuple[int, MetricInfo]]],
+    infos: list[MetricInfo],
+) -> dict[str, str]:
+    """Call each batch hook once with the contexts of the rows its metric scores.
+
+    A hook that raises does not stop scoring: the metric is NaN on every row, with a note.
+    """
+    errors: dict[str, str] = {}
+    for info in infos:
+        if info.prepare is None:
+            continue
+        contexts = [
+            ctx
+            for _, task, _, _, ctx in rows
+            if ctx is not None and any(i.name == info.name for _, i in plan[task.name])
+        ]
+        if not contexts:
+            continue
+        try:
+            info.prepare(contexts)
+        except Exception as e:
+            errors[info.name] = f"metric {info.name}: {type(e).__name__}: {e}"
+    return errors
+
+
+def apply_metric_weights(tasks: Iterable[TaskInfo], specs: Iterable[Any]) -> None:
+    """Copy each suite task's ``metric_weights`` onto the task of the same name (in place)."""
+    weights = {
+        spec.name: spec.metric_weights for spec in specs if getattr(spec, "metric_weights", None)
+    }
+    for t in tasks:
+        if t.name in weights:
+            t.metric_weights = dict(weights[t.name])

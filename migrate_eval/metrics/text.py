@@ -7,10 +7,12 @@ produced no text, the refusal message stands in for it; an answer with neither i
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 import warnings
 from collections.abc import Callable, Sequence
-from functools import cache
+from functools import cache, lru_cache
+from typing import Any
 
 from migrate_eval.metrics.registry import MetricContext, register_metric
 from migrate_eval.records import Response
@@ -28,6 +30,7 @@ def answer_text(response: Response) -> str:
     return response.refusal or ""
 
 
+@lru_cache(maxsize=65_536)
 def normalize_label(text: str) -> str:
     """Normalise a short answer for label comparison.
 
@@ -133,3 +136,129 @@ def chrf_score(reference: str, prediction: str) -> float:
 )
 def chrf(ctx: MetricContext) -> float | None:
     return chrf_score(answer_text(ctx.reference), answer_text(ctx.candidate))
+
+
+# --- BLEU, TER and ROUGE-L -------------------------------------------------------------------
+
+TextAggregation = Callable[[Sequence[tuple[str, str]]], float]
+
+
+@cache
+def lm_eval_aggregation(name: str) -> TextAggregation:
+    """An lm-eval registered text aggregation (``bleu``, ``ter``, ``chrf``), looked up once."""
+    if name == "chrf":
+        return lm_eval_chrf()
+    with warnings.catch_warnings():
+        for category in (DeprecationWarning, FutureWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category, module=_LM_EVAL_IMPORT_MODULES)
+        from lm_eval.api.registry import get_aggregation
+
+        fn = get_aggregation(name)
+    if fn is None:  # pragma: no cover - depends on the installed lm-eval
+        raise RuntimeError(f"lm-eval has no {name!r} aggregation registered")
+    agg: TextAggregation = fn
+    return agg
+
+
+def _clip(value: float) -> float:
+    if math.isnan(value):  # pragma: no cover - sacrebleu returns numbers for any input
+        return 0.0
+    return min(1.0, max(0.0, value))
+
+
+def bleu_score(reference: str, prediction: str) -> float:
+    """Sentence BLEU in [0, 1] through lm-eval's registry (sacrebleu; identical texts: 1).
+
+    Note: sacrebleu's BLEU of texts shorter than four words is 0 unless they are identical;
+    BLEU is meant for translation-like answers, chrF is the better default for short texts.
+    """
+    if reference == prediction:
+        return 1.0
+    return _clip(float(lm_eval_aggregation("bleu")([(reference, prediction)])) / 100.0)
+
+
+def ter_score(reference: str, prediction: str) -> float:
+    """``1 - TER`` clipped to [0, 1] (TER = edits per reference word, sacrebleu via lm-eval)."""
+    if reference == prediction:
+        return 1.0
+    if not reference.strip():
+        return 0.0
+    return _clip(1.0 - float(lm_eval_aggregation("ter")([(reference, prediction)])) / 100.0)
+
+
+@cache
+def _rouge_scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+def rouge_l_score(reference: str, prediction: str) -> float:
+    """ROUGE-L F-measure (longest common subsequence of words; ``rouge-score``, lm-eval's dependency)."""
+    if reference == prediction:
+        return 1.0
+    return _clip(float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure))
+
+
+@register_metric(
+    "bleu",
+    kinds=("free_text",),
+    description="Sentence BLEU (sacrebleu via lm-eval's metric registry), 0-1; identical texts 1.",
+)
+def bleu(ctx: MetricContext) -> float | None:
+    return bleu_score(answer_text(ctx.reference), answer_text(ctx.candidate))
+
+
+@register_metric(
+    "ter",
+    kinds=("free_text",),
+    description="1 - translation edit rate (sacrebleu via lm-eval's registry), clipped to 0-1.",
+)
+def ter(ctx: MetricContext) -> float | None:
+    return ter_score(answer_text(ctx.reference), answer_text(ctx.candidate))
+
+
+@register_metric(
+    "rouge_l",
+    kinds=("free_text",),
+    description="ROUGE-L F-measure (longest common word subsequence; rouge-score), 0-1.",
+)
+def rouge_l(ctx: MetricContext) -> float | None:
+    return rouge_l_score(answer_text(ctx.reference), answer_text(ctx.candidate))
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+#: Phrases that open (within the first 200 characters) a refusal in plain text.
+REFUSAL_PATTERNS = (
+    r"\bI(?:'m| am) (?:sorry|afraid),? (?:but )?I (?:can(?:'|no)t|cannot|won't|am unable|'m unable)",
+    r"\bI (?:can(?:'|no)t|cannot|won't|am unable to|'m unable to|am not able to) "
+    r"(?:help|assist|comply|provide|do that|fulfil|fulfill|support|share|answer|engage)",
+    r"\b(?:sorry|unfortunately),? (?:but )?I (?:can(?:'|no)t|cannot|won't|am unable)",
+    r"\bI must (?:decline|refuse)\b",
+    r"\bas an AI(?: language model)?,? I (?:can(?:'|no)t|cannot|don't|do not)",
+    r"\bI'm not able to (?:help|assist|provide)",
+)
+_REFUSAL_RE = re.compile("|".join(f"(?:{p})" for p in REFUSAL_PATTERNS), re.IGNORECASE)
+
+
+def is_refusal(response: Response) -> bool:
+    """Whether an answer refuses: a ``refusal`` field, or a refusal phrase in its first 200 characters.
+
+    An answer with tool calls is not a refusal. Curly apostrophes count as straight ones.
+    """
+    if response.refusal:
+        return True
+    if response.tool_calls or not response.text:
+        return False
+    head = response.text[:200].replace("’", "'")
+    return _REFUSAL_RE.search(head) is not None
+
+
+@register_metric(
+    "refusal_match",
+    description="1 if both answers refuse or neither does (refusal field or refusal phrase), else 0; "
+    "1 - the task mean is the refusal mismatch rate.",
+)
+def refusal_match(ctx: MetricContext) -> float | None:
+    return 1.0 if is_refusal(ctx.reference) == is_refusal(ctx.candidate) else 0.0

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from migrate_eval.metrics._json import canonical_key
+from migrate_eval.metrics._json import canonical_key, json_equal
 from migrate_eval.metrics.registry import MetricContext, register_metric
 from migrate_eval.metrics.structured import schema_validator
 from migrate_eval.records import ToolCall
@@ -96,3 +96,88 @@ def tool_args_valid(ctx: MetricContext) -> float | None:
         if schema_validator(schema).is_valid(call.parsed_arguments):
             valid += 1
     return valid / len(calls)
+
+
+def argument_agreement(reference: ToolCall, candidate: ToolCall) -> float:
+    """Share of top-level arguments equal in both calls (JSON-aware), over the union of names.
+
+    Arguments that are not JSON objects compare as a whole (1 or 0). No arguments on either
+    side: 1.
+    """
+    ref, cand = reference.parsed_arguments, candidate.parsed_arguments
+    if not (
+        reference.arguments_valid_json
+        and candidate.arguments_valid_json
+        and isinstance(ref, dict)
+        and isinstance(cand, dict)
+    ):
+        return 1.0 if call_key(reference)[1] == call_key(candidate)[1] else 0.0
+    keys = ref.keys() | cand.keys()
+    if not keys:
+        return 1.0
+    same = sum(1 for k in keys if k in ref and k in cand and json_equal(ref[k], cand[k]))
+    return same / len(keys)
+
+
+def pair_calls(
+    reference: Sequence[ToolCall], candidate: Sequence[ToolCall]
+) -> list[tuple[ToolCall, ToolCall]]:
+    """Pair calls of the same tool, each call at most once, best argument agreement first."""
+    scored = sorted(
+        (
+            (-argument_agreement(r, c), i, j)
+            for i, r in enumerate(reference)
+            for j, c in enumerate(candidate)
+            if r.name == c.name
+        ),
+    )
+    used_r: set[int] = set()
+    used_c: set[int] = set()
+    pairs: list[tuple[ToolCall, ToolCall]] = []
+    for _, i, j in scored:
+        if i in used_r or j in used_c:
+            continue
+        used_r.add(i)
+        used_c.add(j)
+        pairs.append((reference[i], candidate[j]))
+    return pairs
+
+
+@register_metric(
+    "tool_args_match",
+    kinds=("tool_call",),
+    description="Per-argument agreement of calls to the same tool (share of equal top-level "
+    "arguments), summed over paired calls / max(calls); n/a when neither answer calls a tool.",
+)
+def tool_args_match(ctx: MetricContext) -> float | None:
+    ref, cand = ctx.reference.tool_calls, ctx.candidate.tool_calls
+    if not ref and not cand:
+        return None
+    if not ref or not cand:
+        return 0.0
+    total = sum(argument_agreement(r, c) for r, c in pair_calls(ref, cand))
+    return total / max(len(ref), len(cand))
+
+
+@register_metric(
+    "no_unexpected_tool_call",
+    kinds=("tool_call",),
+    description="Where the logged answer replied in text: 1 if the candidate did too, 0 if it "
+    "called a tool (1 - mean = unexpected tool call rate); n/a where the logged answer called one.",
+)
+def no_unexpected_tool_call(ctx: MetricContext) -> float | None:
+    if ctx.reference.tool_calls:
+        return None
+    return 0.0 if ctx.candidate.tool_calls else 1.0
+
+
+@register_metric(
+    "no_missed_tool_call",
+    kinds=("tool_call",),
+    description="Where the logged answer called a tool: 1 if the candidate called one too, 0 if "
+    "it answered in text (1 - mean = missed tool call rate); n/a where the logged answer did not.",
+)
+def no_missed_tool_call(ctx: MetricContext) -> float | None:
+    if not ctx.reference.tool_calls:
+        return None
+    return 1.0 if ctx.candidate.tool_calls else 0.0

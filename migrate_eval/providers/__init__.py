@@ -32,6 +32,37 @@ from migrate_eval.providers.registry import (
     register_provider,
 )
 
+# Azure OpenAI, AWS Bedrock and local Hugging Face models: imported only when a suite uses them.
+register_lazy_provider("azure", "migrate_eval.providers.azure:AzureOpenAIProvider")
+register_lazy_provider(
+    "openai-sdk",
+    "migrate_eval.providers.openai_sdk:OpenAISDKProvider",
+    requires=[("openai", "openai")],
+)
+register_lazy_provider(
+    "bedrock", "migrate_eval.providers.bedrock:BedrockProvider", requires=[("boto3", "bedrock")]
+)
+# Native vendor APIs (Anthropic Messages, Gemini, Cohere Chat v2) through their official SDKs.
+register_lazy_provider(
+    "anthropic",
+    "migrate_eval.providers.anthropic:AnthropicProvider",
+    requires=[("anthropic", "anthropic")],
+)
+register_lazy_provider(  # "google" first: find_spec("google.genai") raises without it
+    "gemini",
+    "migrate_eval.providers.gemini:GeminiProvider",
+    requires=[("google", "gemini"), ("google.genai", "gemini")],
+)
+register_lazy_provider(
+    "cohere", "migrate_eval.providers.cohere:CohereProvider", requires=[("cohere", "cohere")]
+)
+for _name in ("hf-local", "transformers"):
+    register_lazy_provider(
+        _name,
+        "migrate_eval.providers.local_hf:LocalHFProvider",
+        requires=[("transformers", "local"), ("torch", "local")],
+    )
+
 __all__ = [
     "ENTRY_POINT_GROUP",
     "MAX_RETRY_AFTER",

@@ -27,6 +27,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
+from pydantic import BaseModel
 
 from migrate_eval.records import Exchange, ReplayResult, Response
 from migrate_eval.report._format import (
@@ -48,6 +49,17 @@ from migrate_eval.report._format import (
     visible_controls,
 )
 from migrate_eval.report._io import write_text_atomic
+from migrate_eval.report.explorer import (
+    Confusion,
+    FieldMismatch,
+    confusion,
+    embed_json,
+    exchange_blob,
+    field_mismatches,
+    histogram,
+    histogram_svg,
+    word_diff,
+)
 from migrate_eval.results import SCHEMA_VERSION, CandidateResult, Interval, Results, TaskResult
 
 #: Worst regressions shown per task and candidate.
@@ -140,6 +152,13 @@ class CandidateView:
     output_tokens: str
     n_tasks: int
     tasks_by_verdict: list[tuple[Badge, int]]
+    unsupported_rate: str = "n/a"
+    latency_change: str | None = None
+    monthly: str | None = None
+    cost_change: str | None = None
+    ttft: str | None = None
+    noise_interval: str | None = None
+    extras: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -177,6 +196,7 @@ class AnswerView:
     error_kind: str | None = None
     missing: str | None = None
     empty: bool = False
+    diff: Markup | None = None
 
 
 @dataclass
@@ -232,6 +252,10 @@ class TaskView:
     rows: list[TaskSummaryRow]
     metric_rows: list[tuple[str, list[str]]]
     groups: list[RegressionGroup]
+    charts: list[tuple[str, Markup, str]] = field(default_factory=list)
+    confusions: list[tuple[str, Confusion]] = field(default_factory=list)
+    mismatches: list[tuple[str, list[FieldMismatch]]] = field(default_factory=list)
+    task_extras: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -274,6 +298,13 @@ class Page:
     sample_sizes: list[tuple[str, str, list[str]]]
     legend: list[Badge] = field(default_factory=list)
     max_regressions: int = MAX_REGRESSIONS
+    blob: Markup = field(default_factory=lambda: Markup("{}"))
+    task_verdicts: Markup = field(default_factory=lambda: Markup("{}"))
+    text_limit: int = 0
+    n_exchanges: int = 0
+    logged_p50: str = "n/a"
+    profile: list[tuple[str, str]] = field(default_factory=list)
+    extras: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- building
@@ -418,6 +449,10 @@ def _regression_view(
         severity = "low"
     else:
         severity = "mid"
+    logged = _logged_answer(ex)
+    candidate = _candidate_answer(replays.get((ex_id, cand)), row)
+    if logged.text and candidate.text:
+        logged.diff, candidate.diff = word_diff(logged.text, candidate.text)
     return RegressionView(
         exchange_id=ex_id,
         parity=fmt_num(parity),
@@ -427,8 +462,8 @@ def _regression_view(
         user_message=user_text,
         user_cut=user_cut,
         n_messages=len(msgs) if isinstance(msgs, list) else 0,
-        logged=_logged_answer(ex),
-        candidate=_candidate_answer(replays.get((ex_id, cand)), row),
+        logged=logged,
+        candidate=candidate,
         status=_s(row.get("status")) or "ok",
     )
 
@@ -505,6 +540,200 @@ def _value_text(v: Any) -> str:
     if isinstance(v, str | int | bool) or v is None:
         return json.dumps(v) if not isinstance(v, str) else v
     return json.dumps(v, ensure_ascii=False, sort_keys=True, default=str)
+
+
+#: Fields of the results models the page shows in their own place; any other field (added by a
+#: newer version of the results schema) is shown generically, so nothing present is hidden.
+_KNOWN_RESULTS = {
+    "schema_version", "tool_version", "suite", "simulated", "created", "command", "thresholds",
+    "ingest", "tasks", "candidates", "gate", "exit_code", "profile",
+}  # fmt: skip
+_KNOWN_CANDIDATE = {
+    "name", "provider", "model", "base_url", "verdict", "reasons", "parity", "noise_floor",
+    "errors", "latency", "cost", "tasks",
+}  # fmt: skip
+_KNOWN_TASK = {
+    "task", "n", "n_total", "verdict", "reasons", "parity", "pass_rate", "min_parity", "metrics",
+    "errors", "confusion",
+}  # fmt: skip
+#: Mismatch analysis and confusion matrices read at most this many exchanges per task/candidate.
+MAX_ANALYSED = 20_000
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, BaseModel):
+        return v.model_dump(mode="json")
+    return v
+
+
+def _flat_items(value: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
+    """``(key path, text)`` pairs of a nested value, for generic key/value tables."""
+    value = _plain(value)
+    if isinstance(value, dict) and depth < 3 and value:
+        out: list[tuple[str, str]] = []
+        for k in value:
+            out.extend(_flat_items(value[k], f"{prefix}.{k}" if prefix else str(k), depth + 1))
+        return out
+    if isinstance(value, float):
+        return [(prefix, fmt_num(value) if abs(value) < 1000 else f"{value:,.2f}")]
+    text = _value_text(value)
+    return [(prefix, truncate(text, 600)[0])]
+
+
+def _extra_fields(model: BaseModel, known: set[str]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for name in type(model).model_fields:
+        if name in known:
+            continue
+        value = getattr(model, name, None)
+        if value is None or value == {} or value == []:
+            continue
+        out.extend(_flat_items(value, name))
+    return out
+
+
+def _attr(obj: Any, *names: str) -> Any:
+    for n in names:
+        v = getattr(obj, n, None)
+        if v is not None:
+            return v
+    return None
+
+
+def _change(new: float | None, old: float | None) -> str | None:
+    if new is None or old is None or old == 0:
+        return None
+    d = (new - old) / old
+    return f"{'+' if d >= 0 else '−'}{abs(d) * 100:.0f}%"
+
+
+def _candidate_extras(
+    view: CandidateView,
+    c: CandidateResult,
+    scores: pd.DataFrame,
+    logged_p50: float | None,
+    baseline_cost: float | None,
+) -> None:
+    if not scores.empty and {"candidate", "status"}.issubset(scores.columns):
+        mine = scores.loc[scores["candidate"].astype(str) == c.name, "status"].astype(str)
+        if len(mine):
+            view.unsupported_rate = fmt_pct(float((mine == "unsupported").mean()))
+    change = _change(_f(c.latency.p50_ms), logged_p50)
+    if change is not None:
+        view.latency_change = f"{change} p50 vs logged OpenAI ({fmt_ms(logged_p50)})"
+    monthly = _f(_attr(c.cost, "monthly_usd", "projected_monthly_usd"))
+    if monthly is None:
+        monthly = _f(_attr(c, "monthly_usd", "projected_monthly_usd"))
+    view.monthly = fmt_usd(monthly) if monthly is not None else None
+    # like with like: monthly vs the baseline's monthly, else per request vs per request
+    base_monthly = _f(_attr(c.cost, "baseline_monthly_usd"))
+    if base_monthly is None:
+        base_monthly = baseline_cost
+    base_per_req = _f(_attr(c.cost, "baseline_per_request_usd"))
+    per_req = _f(c.cost.per_request_usd)
+    if monthly is not None and base_monthly is not None:
+        ch = _change(monthly, base_monthly)
+        view.cost_change = f"{ch} vs OpenAI ({fmt_usd(base_monthly)}/month)" if ch else None
+    elif per_req is not None and base_per_req is not None:
+        ch = _change(per_req, base_per_req)
+        view.cost_change = f"{ch} vs OpenAI ({fmt_usd(base_per_req)}/request)" if ch else None
+    ttft = _attr(c.latency, "ttft_p50_ms", "ttft_ms")
+    if ttft is None:
+        ttft = _attr(c, "ttft")
+    ttft95 = _f(_attr(c.latency, "ttft_p95_ms"))
+    if ttft is not None:
+        tt = _f(ttft) if not isinstance(ttft, BaseModel | dict) else None
+        view.ttft = (
+            fmt_ms(tt) if tt is not None else "; ".join(f"{k} {v}" for k, v in _flat_items(ttft))
+        )
+        if tt is not None and ttft95 is not None:
+            view.ttft = f"p50 {view.ttft}, p95 {fmt_ms(ttft95)}"
+    nf = _attr(c, "noise_floor_interval")
+    if isinstance(nf, Interval):
+        view.noise_interval = fmt_ci(nf)
+    view.extras = _extra_fields(c, _KNOWN_CANDIDATE | {"noise_floor_interval", "ttft"})
+    view.extras += [
+        (f"latency.{k}", v)
+        for k, v in _extra_fields(
+            c.latency, {"p50_ms", "p95_ms", "p99_ms", "ttft_p50_ms", "ttft_p95_ms"}
+        )
+    ]
+    view.extras += [
+        (f"cost.{k}", v)
+        for k, v in _extra_fields(
+            c.cost, {"input_tokens", "output_tokens", "total_usd", "per_request_usd"}
+        )
+    ]
+
+
+def _stored_confusion(value: Any) -> Confusion | None:
+    """A confusion matrix the results carry (logged label -> candidate label -> count)."""
+    if not isinstance(value, Mapping) or not value:
+        return None
+    labels = sorted(
+        {str(k) for k in value}
+        | {str(k) for row in value.values() if isinstance(row, Mapping) for k in row}
+    )
+    index = {lbl: i for i, lbl in enumerate(labels)}
+    counts = [[0] * len(labels) for _ in labels]
+    for a, row in value.items():
+        if not isinstance(row, Mapping):
+            continue
+        for b, n in row.items():
+            if is_number(n):
+                counts[index[str(a)]][index[str(b)]] += int(n)
+    total = sum(map(sum, counts))
+    if not total:
+        return None
+    agree = sum(counts[i][i] for i in range(len(labels))) / total
+    return Confusion(labels=labels, counts=counts, n=total, agreement=agree)
+
+
+def _task_analysis(
+    view: TaskView,
+    output: str,
+    cands: Sequence[CandidateResult],
+    groups: Mapping[tuple[str, str], pd.DataFrame],
+    exchanges: Mapping[str, Exchange],
+    replays: Mapping[tuple[str, str], ReplayResult],
+    min_parity: float | None,
+) -> None:
+    for c in cands:
+        g = groups.get((view.name, c.name))
+        tr = _task_result(c, view.name)
+        if tr is not None:
+            for k, v in _extra_fields(tr, _KNOWN_TASK):
+                view.task_extras.append((c.name, k, v))
+        if g is None or g.empty:
+            continue
+        parity = (
+            pd.to_numeric(g["parity"], errors="coerce")
+            if "parity" in g.columns
+            else pd.Series(dtype=float)
+        )
+        counts = histogram(parity.to_numpy(dtype=float, na_value=float("nan")))
+        scored = sum(counts)
+        view.charts.append(
+            (
+                c.name,
+                histogram_svg(
+                    counts,
+                    f"{c.name}: parity histogram, {scored} scored exchanges",
+                    threshold=min_parity,
+                ),
+                f"{scored} scored",
+            )
+        )
+        ids = g["exchange_id"].astype(str).tolist()[:MAX_ANALYSED]
+        if output == "classification":
+            stored = _stored_confusion(getattr(tr, "confusion", None)) if tr is not None else None
+            conf = stored or confusion(ids, c.name, exchanges, replays)
+            if conf is not None:
+                view.confusions.append((c.name, conf))
+        elif output in ("structured", "tool_call"):
+            mm = field_mismatches(output, ids, c.name, exchanges, replays)
+            if mm:
+                view.mismatches.append((c.name, mm))
 
 
 def build_page(
@@ -639,6 +868,40 @@ def build_page(
             return "n/a"
         return fmt_pct(v, 0) if pct else fmt_num(v, digits)
 
+    logged_lat = [
+        float(e.response.latency_ms)
+        for e in exchanges.values()
+        if e.response is not None and is_number(e.response.latency_ms)
+    ]
+    logged_p50 = float(pd.Series(logged_lat).median()) if logged_lat else None
+    baseline_cost = _f(_attr(results, "baseline_cost_usd", "baseline_monthly_usd"))
+    cand_views: list[CandidateView] = []
+    for c in cands:
+        cv = _candidate_view(c, min_parity_default)
+        _candidate_extras(cv, c, scores, logged_p50, baseline_cost)
+        cand_views.append(cv)
+    for tv in tasks:
+        info = infos.get(tv.name)
+        _task_analysis(
+            tv,
+            info.output if info is not None else "",
+            cands,
+            groups,
+            exchanges,
+            replays,
+            info.min_parity if info is not None else min_parity_default,
+        )
+    blob, limit, n_blob = exchange_blob(results, scores, exchanges, replays)
+    prof = getattr(results, "profile", None)
+    profile = _flat_items(prof) if prof is not None else []
+    extras: list[tuple[str, list[tuple[str, str]]]] = []
+    for name in type(results).model_fields:
+        if name in _KNOWN_RESULTS:
+            continue
+        value = getattr(results, name, None)
+        if value is None or value == {} or value == []:
+            continue
+        extras.append((name.replace("_", " ").capitalize(), _flat_items(value)))
     return Page(
         title=f"migrate-eval report: {results.suite}",
         suite=results.suite,
@@ -655,7 +918,7 @@ def build_page(
         gate_explanation=gate_explanation(results),
         exit_code=results.exit_code,
         confidence=confidence_pct(results),
-        candidates=[_candidate_view(c, min_parity_default) for c in cands],
+        candidates=cand_views,
         candidate_names=[c.name for c in cands],
         matrix=matrix,
         tasks=tasks,
@@ -666,6 +929,20 @@ def build_page(
         min_samples=str(min_samples_i) if min_samples_i is not None else "n/a",
         max_error_rate=thr("max_error_rate", pct=True),
         sample_sizes=sample_sizes,
+        blob=Markup(blob),
+        task_verdicts=Markup(
+            embed_json(
+                json.dumps(
+                    {c.name: {t.task: t.verdict for t in c.tasks} for c in cands},
+                    ensure_ascii=False,
+                )
+            )
+        ),
+        text_limit=limit,
+        n_exchanges=n_blob,
+        logged_p50=fmt_ms(logged_p50),
+        profile=profile,
+        extras=extras,
         legend=[_badge(v) for v in ("ready", "ready_with_caveats", "not_ready", "cannot_judge")],
     )
 

@@ -209,9 +209,14 @@ def test_unknown_formats_name_the_file(tmp_path: Path) -> None:
     ):
         read_logs([array])
     pretty = tmp_path / "pretty.json"
-    pretty.write_text(json.dumps(_pair(1), indent=2))
+    pretty.write_text(json.dumps({"trace": 1, "spans": []}, indent=2))
     with pytest.raises(LogFormatError, match="one JSON document spread over several lines"):
         read_logs([pretty])
+    # a pretty-printed record, or an array of records, is read as a JSON document
+    pretty.write_text(json.dumps(_pair(1), indent=2))
+    assert read_logs([pretty]).formats == {"chat-jsonl": 1}
+    array.write_text(json.dumps([_pair(1), _pair(2)], indent=2))
+    assert [ex.source.line for ex in read_logs([array]).exchanges] == [1, 2]
     binary = tmp_path / "data.jsonl"
     binary.write_bytes(b"\x00\x01\x02 not text\n")
     with pytest.raises(
@@ -221,9 +226,9 @@ def test_unknown_formats_name_the_file(tmp_path: Path) -> None:
 
     with pytest.raises(
         LogFormatError,
-        match="unknown log format 'helicone'; known formats: auto, openai-batch, chat-jsonl, finetune-chat",
+        match="unknown log format 'nope'; known formats: auto, openai-batch, openai-stored-completions, helicone",
     ):
-        read_logs([good], format="helicone")
+        read_logs([good], format="nope")
 
 
 def test_forcing_a_format(tmp_path: Path) -> None:

@@ -59,7 +59,19 @@ def clean_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def test_built_in_formats_in_detection_order() -> None:
     formats = available_formats()
-    assert list(formats)[:3] == ["openai-batch", "chat-jsonl", "finetune-chat"]
+    assert list(formats)[:11] == [
+        "openai-batch",
+        "openai-stored-completions",
+        "helicone",
+        "langfuse",
+        "langsmith",
+        "openpipe",
+        "openai-responses",
+        "chat-jsonl",
+        "finetune-chat",
+        "otel-genai",
+        "table",
+    ]
     assert all(f.description for f in formats.values())
 
 

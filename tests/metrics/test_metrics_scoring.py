@@ -109,6 +109,10 @@ def test_columns_statuses_and_parity() -> None:
         "normalized_match",
         "exact_match",
         "tool_call_match",
+        "reference_label",
+        "candidate_label",
+        "judge_prompt_tokens",
+        "judge_completion_tokens",
     ]
     assert len(df) == 7
     rows: dict[tuple[str, str], dict[str, Any]] = {
@@ -220,7 +224,15 @@ def test_unassigned_exchanges_are_skipped_and_unknown_ones_rejected() -> None:
 
 def test_empty_input_gives_an_empty_frame_with_all_columns() -> None:
     df = score([], [CLS], {}, [])
-    assert list(df.columns) == [*SCORE_COLUMNS, "normalized_match", "exact_match"]
+    assert list(df.columns) == [
+        *SCORE_COLUMNS,
+        "normalized_match",
+        "exact_match",
+        "reference_label",
+        "candidate_label",
+        "judge_prompt_tokens",
+        "judge_completion_tokens",
+    ]
     assert len(df) == 0
 
 

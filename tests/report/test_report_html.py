@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -39,23 +40,29 @@ class _Collector(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
         self.scripts: list[str] = []
+        self.data_scripts: list[str] = []
         self.styles: list[str] = []
         self.text: list[str] = []
         self._in: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append((tag, attrs))
-        if tag in ("script", "style"):
+        if tag == "script" and ("type", "application/json") in attrs:
+            self._in = "data"
+            self.data_scripts.append("")
+        elif tag in ("script", "style"):
             self._in = tag
             (self.scripts if tag == "script" else self.styles).append("")
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == self._in:
+        if tag == self._in or (tag == "script" and self._in == "data"):
             self._in = None
 
     def handle_data(self, data: str) -> None:
         if self._in == "script":
             self.scripts[-1] += data
+        elif self._in == "data":
+            self.data_scripts[-1] += data
         elif self._in == "style":
             self.styles[-1] += data
         else:
@@ -138,8 +145,14 @@ def test_no_external_references_no_handlers_single_own_script(html: str) -> None
                 assert name.lower() != "href" or v.startswith("#"), value
             if name.lower() == "style" and value:
                 assert "url(" not in value.lower()
-    assert [t for t, _ in parsed.tags].count("script") == 1
+    # one executable script (the package's own); the others are JSON data, never executed
+    assert [t for t, _ in parsed.tags].count("script") == 1 + len(parsed.data_scripts)
     assert parsed.scripts == [JS]
+    assert len(parsed.data_scripts) == 2
+    for data in parsed.data_scripts:
+        json.loads(data)
+        # the data cannot close its element nor open markup, whatever the logs hold
+        assert not set(data) & {"<", ">", "&", "\u2028", "\u2029"}
     for payload in XSS.values():
         assert payload not in parsed.scripts[0]
     for css in parsed.styles:

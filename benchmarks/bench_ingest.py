@@ -1,0 +1,202 @@
+"""Ingest throughput and peak memory: ``ingest_to_dataset`` against a bare JSON Lines loop.
+
+    python benchmarks/bench_ingest.py [--n 1000000] [--keep DIR] [--json]
+
+1. Writes ``--n`` realistic ``chat-jsonl`` lines (system prompt, user prompt and a logged
+   chat completion with usage; texts from AlpacaEval / MT-bench when the shared data folder is
+   there, else synthetic; about 1 KB a line, so 1,000,000 lines is about 1 GB) to a temp
+   folder.
+2. Reads the file once (so that both runs find it in the page cache), then, in a child
+   process each (so that each peak RSS is its own), runs
+   * the bare loop: read the file line by line and ``orjson.loads`` each line;
+   * ``ingest_to_dataset`` into a fresh cache folder, then counts the dataset's rows.
+3. Prints MB/s and peak RSS (``ru_maxrss`` of the child) for both, and one JSON line.
+   Targets: ingest peak RSS < 1.5 GB; ingest throughput within 2x of the bare loop
+   (``ratio`` = bare MB/s / ingest MB/s <= 2). Exits 0 whether or not they are met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+
+def _texts() -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    alpaca = DATA / "alpaca_eval" / "gpt4_0613.json"
+    if alpaca.exists():
+        for r in json.loads(alpaca.read_text(encoding="utf-8")):
+            pairs.append((r["instruction"], r["output"]))
+    if not pairs:
+        rnd = random.Random(0)
+        words = [
+            "the",
+            "a",
+            "model",
+            "answer",
+            "request",
+            "customer",
+            "order",
+            "refund",
+            "ship",
+            "size",
+            "colour",
+            "return",
+        ]
+        for _ in range(500):
+            q = " ".join(rnd.choice(words) for _ in range(30))
+            a = " ".join(rnd.choice(words) for _ in range(120))
+            pairs.append((q, a))
+    return pairs
+
+
+SYSTEMS = [
+    "You are Northwind Outfitters' support assistant. Answer politely and briefly.",
+    "Classify the customer's message into one of: billing, shipping, returns, other.",
+    "Extract the order details as JSON with the keys order_id, items and total.",
+]
+
+
+def generate(path: Path, n: int) -> int:
+    pairs = _texts()
+    rnd = random.Random(1)
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            q, a = pairs[i % len(pairs)]
+            # keep lines about 1 KB: long answers are cut, short ones kept
+            q, a = q[:300], a[:500]
+            line = {
+                "id": f"req-{i}",
+                "timestamp": 1_730_000_000 + i,
+                "latency_ms": 200 + rnd.random() * 800,
+                "metadata": {"feature": f"feature-{i % 7}", "user_tier": "pro"},
+                "request": {
+                    "model": "gpt-4o-mini",
+                    "temperature": 0.2,
+                    "max_tokens": 512,
+                    "messages": [
+                        {"role": "system", "content": SYSTEMS[i % 3]},
+                        {"role": "user", "content": q},
+                    ],
+                },
+                "response": {
+                    "id": f"chatcmpl-{i}",
+                    "object": "chat.completion",
+                    "created": 1_730_000_000 + i,
+                    "model": "gpt-4o-mini-2024-07-18",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": a, "refusal": None},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": 50 + i % 100,
+                        "completion_tokens": 120,
+                        "total_tokens": 170 + i % 100,
+                        "prompt_tokens_details": {"cached_tokens": 0},
+                        "completion_tokens_details": {"reasoning_tokens": 0},
+                    },
+                },
+            }
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return path.stat().st_size
+
+
+_CHILD_BARE = """
+import sys, orjson
+n = 0
+with open(sys.argv[1], 'rb') as fh:
+    for line in fh:
+        orjson.loads(line)
+        n += 1
+print(n)
+"""
+
+_CHILD_INGEST = """
+import sys
+sys.path.insert(0, sys.argv[3])
+from migrate_eval.ingest import ingest_to_dataset
+ds, summary = ingest_to_dataset([sys.argv[1]], sys.argv[2])
+assert summary.lines_read == summary.exchanges + summary.skipped
+print(len(ds))
+"""
+
+
+def _child(code: str, *args: str) -> tuple[float, int, str]:
+    """Run ``code`` in a fresh interpreter: (seconds, peak RSS in bytes, stdout)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    )
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: run the larger one last
+    return seconds, max(peak_kb, before) * 1024, proc.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--keep", type=Path, default=None, help="folder to write the log to")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / "traffic.jsonl"
+        t0 = time.perf_counter()
+        size = generate(log, args.n)
+        gen_s = time.perf_counter() - t0
+        with log.open("rb") as fh:  # warm the page cache: both runs read from memory
+            while fh.read(1 << 24):
+                pass
+        bare_s, bare_rss, bare_out = _child(_CHILD_BARE, str(log))
+        ing_s, ing_rss, ing_out = _child(_CHILD_INGEST, str(log), str(folder / "cache"), str(REPO))
+        mb = size / 1e6
+        result: dict[str, Any] = {
+            "n": args.n,
+            "file_mb": round(mb, 1),
+            "generate_s": round(gen_s, 1),
+            "bare_s": round(bare_s, 2),
+            "bare_mb_s": round(mb / bare_s, 1),
+            "bare_peak_rss_mb": round(bare_rss / 1e6, 1),
+            "ingest_s": round(ing_s, 2),
+            "ingest_mb_s": round(mb / ing_s, 1),
+            "ingest_exchanges_per_s": round(args.n / ing_s),
+            "ingest_peak_rss_mb": round(ing_rss / 1e6, 1),
+            "ratio": round(ing_s / bare_s, 2),
+            "rows": int(ing_out or 0),
+            "lines": int(bare_out or 0),
+        }
+        result["pass"] = bool(result["ingest_peak_rss_mb"] < 1500 and result["ratio"] <= 2.0)
+    if not args.json:
+        print(f"log: {args.n:,} lines, {mb:,.0f} MB (generated in {gen_s:.0f} s)")
+        print(
+            f"bare loop (read + orjson.loads): {bare_s:6.1f} s  {mb / bare_s:7.1f} MB/s  "
+            f"peak RSS {bare_rss / 1e6:7.0f} MB"
+        )
+        print(
+            f"ingest_to_dataset:               {ing_s:6.1f} s  {mb / ing_s:7.1f} MB/s  "
+            f"peak RSS {ing_rss / 1e6:7.0f} MB  ({args.n / ing_s:,.0f} exchanges/s)"
+        )
+        print(f"ratio {result['ratio']}x (target <= 2x); peak RSS target < 1500 MB")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

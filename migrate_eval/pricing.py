@@ -1,0 +1,385 @@
+"""What a candidate (and the logged OpenAI model) costs per request and per month.
+
+Prices come from the candidate's ``price:`` in the suite, else from the shipped, dated table
+``migrate_eval/data/prices.yaml`` (:func:`price_table`; list prices change: the table says
+when it was checked). Token-priced models cost ``input``/``cached_input``/``output`` per
+million tokens of the usage each answer reports; self-hosted models cost ``per_hour_usd``
+spread over the requests they serve (``throughput_rps`` given, or measured).
+
+* :func:`price_for` - a model's price from the table (exact name, then without its date
+  suffix; the provider / base URL narrows the vendor).
+* :func:`cost_of` - the cost of one answer's usage.
+* :func:`monthly_projection` - cost per request and requests per day, per task, to a
+  month at the logged volume and task mix.
+* :func:`logged_volume_per_day` - requests per day per task, from the log's timestamps.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from migrate_eval.errors import ConfigError
+from migrate_eval.records import Exchange, ReplayResult, Usage
+from migrate_eval.results import CandidateResult
+from migrate_eval.suite import CandidateSpec, Price
+
+#: Days in an average month (365.25 / 12).
+DAYS_PER_MONTH = 30.4375
+
+_DATE_SUFFIX = re.compile(
+    r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-latest|-preview(-[\w-]+)?|-v\d+(:\d+)?)$"
+)
+
+#: Which vendor's prices apply to a base URL (substring of the host) or provider name.
+_VENDOR_HINTS = (
+    ("openai.azure.com", "openai"),
+    ("api.openai.com", "openai"),
+    ("anthropic", "anthropic"),
+    ("generativelanguage", "google"),
+    ("gemini", "google"),
+    ("vertex", "google"),
+    ("mistral", "mistral"),
+    ("cohere", "cohere"),
+    ("together", "together"),
+    ("groq", "groq"),
+    ("fireworks", "fireworks"),
+    ("azure", "openai"),
+    ("openai", "openai"),
+)
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+
+
+class PriceTable(BaseModel):
+    """The shipped price table (``prices.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    as_of: str
+    currency: str = "USD"
+    unit: str = "per million tokens"
+    sources: dict[str, str] = Field(default_factory=dict)
+    providers: dict[str, dict[str, _Entry]]
+
+    def lookup(self, vendor: str, model: str) -> Price | None:
+        models = self.providers.get(vendor) or {}
+        lowered = {name.lower(): entry for name, entry in models.items()}
+        entry = lowered.get(model.lower())
+        if entry is None:
+            return None
+        return Price(
+            input_per_mtok=entry.input,
+            output_per_mtok=entry.output,
+            cached_input_per_mtok=entry.cached_input,
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def price_table() -> PriceTable:
+    """The shipped price table (read once)."""
+    text = resources.files("migrate_eval").joinpath("data/prices.yaml").read_text("utf-8")
+    try:
+        return PriceTable.model_validate(yaml.safe_load(text))
+    except (yaml.YAMLError, ValidationError) as e:  # pragma: no cover - a packaging bug
+        raise ConfigError(f"migrate_eval/data/prices.yaml is not a valid price table: {e}") from e
+
+
+def _vendors(provider: str | None, base_url: str | None, table: PriceTable) -> list[str]:
+    hinted: list[str] = []
+    for text in (base_url, provider):
+        if not text:
+            continue
+        low = text.lower()
+        for needle, vendor in _VENDOR_HINTS:
+            if needle in low and vendor not in hinted:
+                hinted.append(vendor)
+                break
+    if provider in table.providers and provider not in hinted:
+        hinted.insert(0, provider)
+    if hinted:
+        return hinted
+    return list(table.providers)
+
+
+def _candidates_names(model: str) -> list[str]:
+    names = [model]
+    short = model
+    while True:
+        stripped = _DATE_SUFFIX.sub("", short)
+        if stripped == short or not stripped:
+            break
+        names.append(stripped)
+        short = stripped
+    # Bedrock / Vertex style ids: "anthropic.claude-3-5-sonnet-20241022-v2:0", "models/gemini..."
+    for name in list(names):
+        for sep in (".", "/"):
+            if sep in name:
+                tail = name.rsplit(sep, 1)[1] if sep == "/" else name.split(sep, 1)[1]
+                if tail and tail not in names:
+                    names.append(tail)
+                    names.extend(n for n in _candidates_names(tail)[1:] if n not in names)
+    return names
+
+
+def price_for(model: str, provider: str | None = None, base_url: str | None = None) -> Price | None:
+    """The table's price for ``model`` at a vendor, or None if the table does not know it.
+
+    The vendor comes from ``provider`` / ``base_url`` (``api.groq.com`` means Groq prices);
+    without a hint every vendor's table is searched. The exact model name is tried first,
+    then without its date or version suffix (``gpt-4o-2024-08-06`` costs what ``gpt-4o``
+    costs, ``claude-3-5-sonnet-20241022`` what ``claude-3-5-sonnet`` costs).
+    """
+    table = price_table()
+    vendors = _vendors(provider, base_url, table)
+    for name in _candidates_names(model):
+        for vendor in vendors:
+            price = table.lookup(vendor, name)
+            if price is not None:
+                return price
+    return None
+
+
+def candidate_price(spec: CandidateSpec) -> tuple[Price | None, str | None]:
+    """The price of a candidate and where it comes from (``suite`` or ``table <as_of>``)."""
+    if spec.price is not None:
+        return spec.price, "suite"
+    if spec.base_url and _is_local(spec.base_url):
+        return None, None  # a model served on this machine or network: no list price
+    price = price_for(spec.model, spec.provider, spec.base_url)
+    if price is None:
+        return None, None
+    return price, f"table {price_table().as_of}"
+
+
+def _is_local(base_url: str) -> bool:
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host in ("localhost", "") or host.endswith((".local", ".internal", ".svc", ".lan")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_private or address.is_loopback or address.is_link_local
+
+
+def is_self_hosted(price: Price) -> bool:
+    return price.per_hour_usd is not None
+
+
+def cost_of(
+    usage: Usage | None, price: Price, *, throughput_rps: float | None = None
+) -> float | None:
+    """US dollars one answer costs, or None when it cannot be known.
+
+    Token prices: uncached input at ``input_per_mtok``, cached input at
+    ``cached_input_per_mtok`` (input price when absent), output (reasoning included) at
+    ``output_per_mtok``. Self-hosted (``per_hour_usd``): the hour's cost divided by the
+    requests served in an hour, at ``price.throughput_rps`` or else ``throughput_rps``
+    (measured); None when neither is known.
+    """
+    if price.per_hour_usd is not None:
+        rps = price.throughput_rps or throughput_rps
+        if not rps or rps <= 0:
+            return None
+        return price.per_hour_usd / 3600.0 / rps
+    if usage is None or (usage.prompt_tokens is None and usage.completion_tokens is None):
+        return None
+    prompt = usage.prompt_tokens or 0
+    cached = min(usage.cached_tokens or 0, prompt)
+    cached_price = (
+        price.cached_input_per_mtok
+        if price.cached_input_per_mtok is not None
+        else price.input_per_mtok
+    )
+    return (
+        (prompt - cached) * price.input_per_mtok
+        + cached * cached_price
+        + (usage.completion_tokens or 0) * price.output_per_mtok
+    ) / 1_000_000.0
+
+
+def mean_cost(
+    usages: Iterable[Usage | None], price: Price, *, throughput_rps: float | None = None
+) -> float | None:
+    """Mean :func:`cost_of` over answers whose cost is known (None if none is)."""
+    costs = [
+        c for u in usages if (c := cost_of(u, price, throughput_rps=throughput_rps)) is not None
+    ]
+    return sum(costs) / len(costs) if costs else None
+
+
+def monthly_projection(
+    cost_per_request_by_task: Mapping[str, float | None],
+    logged_volume_per_day_by_task: Mapping[str, float],
+    *,
+    days: float = DAYS_PER_MONTH,
+) -> float | None:
+    """US dollars a month: each task's cost per request times its requests per day, summed.
+
+    Tasks with no volume count nothing. None when a task with volume has no known cost
+    (a partial sum would understate the bill) or when there is no volume at all.
+    """
+    total = 0.0
+    any_volume = False
+    for task, per_day in logged_volume_per_day_by_task.items():
+        if per_day <= 0:
+            continue
+        cost = cost_per_request_by_task.get(task)
+        if cost is None:
+            return None
+        any_volume = True
+        total += cost * per_day * days
+    return total * 1.0 if any_volume else None
+
+
+def logged_volume_per_day(
+    timestamps_by_task: Mapping[str, Iterable[datetime | None]], *, min_days: float = 1.0
+) -> dict[str, float]:
+    """Requests per day per task, over the time the whole log spans.
+
+    The span runs from the earliest to the latest timestamp of any task (at least
+    ``min_days``, so a log of one busy hour is not read as 24 such hours). Exchanges without
+    a timestamp count in their task's volume over the same span. Without any timestamp
+    every task's volume is its count over ``min_days``.
+    """
+    counts: dict[str, int] = {}
+    first: datetime | None = None
+    last: datetime | None = None
+    for task, stamps in timestamps_by_task.items():
+        n = 0
+        for ts in stamps:
+            n += 1
+            if ts is None:
+                continue
+            if ts.tzinfo is None and first is not None and first.tzinfo is not None:
+                continue  # naive and aware stamps cannot be compared: count, don't span
+            try:
+                first = ts if first is None or ts < first else first
+                last = ts if last is None or ts > last else last
+            except TypeError:
+                continue
+        counts[task] = n
+    span_days = min_days
+    if first is not None and last is not None:
+        span_days = max(min_days, (last - first).total_seconds() / 86400.0)
+    return {task: n / span_days for task, n in counts.items()}
+
+
+def describe(price: Price) -> dict[str, Any]:
+    """A price as plain data, for reports."""
+    return price.model_dump(exclude_none=True)
+
+
+def measured_throughput_rps(spec: CandidateSpec, rows: Iterable[ReplayResult]) -> float | None:
+    """Requests per second the candidate sustained, by Little's law: concurrency / latency.
+
+    Uses the answers actually fetched in this run (not cache hits); None without any.
+    """
+    latencies = [
+        r.latency_ms for r in rows if r.ok and not r.cached and r.latency_ms and r.latency_ms > 0
+    ]
+    if not latencies:
+        latencies = [r.latency_ms for r in rows if r.ok and r.latency_ms and r.latency_ms > 0]
+    if not latencies:
+        return None
+    mean_s = sum(latencies) / len(latencies) / 1000.0
+    return spec.concurrency / mean_s
+
+
+def fill_cost_projections(
+    candidates: Sequence[CandidateResult],
+    specs: Sequence[CandidateSpec],
+    replays: Sequence[ReplayResult],
+    assignment: Mapping[str, str],
+    traffic: Sequence[Exchange],
+) -> None:
+    """Fill each candidate's cost per request and monthly projections, and the baseline's.
+
+    ``assignment`` maps exchange ids to tasks for the whole logged traffic (before
+    sampling) and ``traffic`` is that traffic: it gives the volume per task and day
+    (:func:`logged_volume_per_day`) and, priced with the table at each exchange's logged
+    model and logged usage, the baseline cost. Each candidate's cost per request, per task,
+    is the mean cost of its answers (:func:`cost_of`); the monthly figure weighs tasks by
+    their logged volume. ``total_usd`` / ``per_request_usd`` are filled when the aggregate
+    left them empty (a price from the table rather than the suite).
+    """
+    stamps: dict[str, list[datetime | None]] = {}
+    baseline_costs: dict[str, list[float]] = {}
+    for ex in traffic:
+        task = assignment.get(ex.id)
+        if task is None:
+            continue
+        stamps.setdefault(task, []).append(ex.timestamp)
+        model = ex.request.get("model") if isinstance(ex.request, dict) else None
+        if not isinstance(model, str) and ex.response is not None:
+            model = ex.response.model
+        price = price_for(model, "openai") if isinstance(model, str) else None
+        usage = ex.response.usage if ex.response is not None else None
+        logged_cost = cost_of(usage, price) if price is not None else None
+        if logged_cost is not None:
+            baseline_costs.setdefault(task, []).append(logged_cost)
+    volume = logged_volume_per_day(stamps)
+    baseline_by_task: dict[str, float | None] = {
+        task: (sum(c) / len(c) if (c := baseline_costs.get(task)) else None) for task in volume
+    }
+    baseline_monthly = monthly_projection(baseline_by_task, volume)
+    all_baseline = [c for costs in baseline_costs.values() for c in costs]
+    baseline_per_request = sum(all_baseline) / len(all_baseline) if all_baseline else None
+    per_day = sum(volume.values()) if volume else None
+
+    by_name = {spec.name: spec for spec in specs}
+    rows_by_candidate: dict[str, list[ReplayResult]] = {}
+    for row in replays:
+        rows_by_candidate.setdefault(row.candidate, []).append(row)
+    for result in candidates:
+        cost = result.cost
+        cost.baseline_per_request_usd = baseline_per_request
+        cost.baseline_monthly_usd = baseline_monthly
+        cost.requests_per_day = per_day
+        spec = by_name.get(result.name)
+        if spec is None:
+            continue
+        price, source = candidate_price(spec)
+        if price is None:
+            continue
+        rows = rows_by_candidate.get(spec.name, [])
+        rps = measured_throughput_rps(spec, rows) if is_self_hosted(price) else None
+        cost.price_source = "self-hosted" if is_self_hosted(price) else source
+        per_task: dict[str, list[float]] = {}
+        for row in rows:
+            task = assignment.get(row.exchange_id)
+            if task is None or not row.ok or row.response is None:
+                continue
+            row_cost = cost_of(row.response.usage, price, throughput_rps=rps)
+            if row_cost is not None:
+                per_task.setdefault(task, []).append(row_cost)
+        costs = [c for values in per_task.values() for c in values]
+        if not costs:
+            continue
+        if cost.per_request_usd is None:  # the aggregate had no price (from the table)
+            cost.per_request_usd = sum(costs) / len(costs)
+            cost.total_usd = sum(costs)
+        by_task: dict[str, float | None] = {
+            task: (sum(v) / len(v) if (v := per_task.get(task)) else None) for task in volume
+        }
+        # A task the sample did not cover is priced at the candidate's overall mean.
+        overall = sum(costs) / len(costs)
+        cost.monthly_usd = monthly_projection(
+            {t: (c if c is not None else overall) for t, c in by_task.items()}, volume
+        )

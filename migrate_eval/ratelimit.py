@@ -1,0 +1,204 @@
+"""Per-candidate politeness: request/token rate limits and adaptive concurrency.
+
+* :class:`RateLimiter` - a GCRA (generic cell rate algorithm, the virtual-scheduling form of
+  a token bucket) for requests per minute or tokens per minute. Each :meth:`acquire`
+  *reserves* its share at once and then waits until it is due, so concurrent callers are
+  served in arrival order and a large request never starves. Charges can be corrected
+  after the fact (:meth:`RateLimiter.adjust`), which is how token estimates are replaced by
+  the usage an endpoint reports.
+* :class:`AdaptiveConcurrency` - AIMD: a request rejected for overload (HTTP 429) halves the
+  number of requests the candidate may have in flight (once per "generation", so a burst of
+  429s from requests sent together counts once), never below 1; each success adds
+  ``1/limit``, so the limit grows by about one per round of requests, up to the configured
+  ``concurrency``.
+
+Both take a :class:`Clock` so that tests can run them on a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """What the limiters need of time: a monotonic reading and an async sleep."""
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> Awaitable[None]: ...
+
+
+class LoopClock:
+    """The running event loop's clock (the default)."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        return asyncio.sleep(seconds)
+
+
+class RateLimiter:
+    """At most ``per_minute`` units a minute, with bursts of at most ``burst`` units.
+
+    ``burst`` defaults to one second's worth (at least 1 unit): a fresh limiter does not
+    send a minute's budget at once, which is what providers' sliding windows punish.
+    """
+
+    def __init__(
+        self, per_minute: float, *, burst: float | None = None, clock: Clock | None = None
+    ) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        self.per_minute = float(per_minute)
+        self.interval = 60.0 / self.per_minute  # seconds per unit
+        self.burst = max(1.0, burst if burst is not None else self.per_minute / 60.0)
+        self.clock: Clock = clock or LoopClock()
+        self._tat: float | None = None  # theoretical arrival time of the next unit
+        self._credit = 0.0  # seconds given back by adjust() so far
+        self._refund: asyncio.Event | None = None  # wakes waiters when some are given back
+        self.waited = 0.0  # total seconds callers waited (for reports and tests)
+
+    def reserve(self, amount: float = 1.0) -> float:
+        """Reserve ``amount`` units now; returns how many seconds to wait before using them."""
+        now = self.clock.now()
+        tat = now if self._tat is None else max(self._tat, now)
+        new_tat = tat + max(amount, 0.0) * self.interval
+        self._tat = new_tat
+        return max(0.0, new_tat - self.burst * self.interval - now)
+
+    async def acquire(self, amount: float = 1.0) -> float:
+        """Wait until ``amount`` units may be used; returns the seconds waited.
+
+        Units given back while waiting (:meth:`adjust`, e.g. a request that used fewer
+        tokens than estimated) shorten the wait: they were reserved before this call's.
+        """
+        wait = self.reserve(amount)
+        if wait <= 0:
+            return 0.0
+        start = self.clock.now()
+        due, credit = start + wait, self._credit
+        while True:
+            remaining = due - (self._credit - credit) - self.clock.now()
+            if remaining <= 0:
+                break
+            if isinstance(self.clock, LoopClock):  # wake early if units are given back
+                if self._refund is None:
+                    self._refund = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._refund.wait(), remaining)
+            else:
+                await self.clock.sleep(remaining)
+        waited = self.clock.now() - start
+        self.waited += waited
+        return waited
+
+    def adjust(self, delta: float) -> None:
+        """Correct an earlier charge by ``delta`` units (negative: give some back).
+
+        Time already elapsed cannot be given back: the schedule never moves before now.
+        """
+        if self._tat is None or delta == 0:
+            return
+        now = self.clock.now()
+        new_tat = max(self._tat + delta * self.interval, now)
+        shift = self._tat - new_tat
+        self._tat = new_tat
+        if shift > 0:
+            self._credit += shift
+            if self._refund is not None:
+                self._refund.set()
+                self._refund = None
+
+
+@dataclass
+class AdaptiveConcurrency:
+    """AIMD limit on requests in flight: halve on overload, +1 per round of successes.
+
+    Waiters are served first come, first served. Cheap when no one waits (the common case):
+    no lock, no wake-up.
+    """
+
+    maximum: int
+    minimum: int = 1
+    decrease: float = 0.5
+    limit: float = field(init=False)
+    in_flight: int = field(default=0, init=False)
+    generation: int = field(default=0, init=False)
+    #: The in-flight limit after each change (capped at 10,000 entries), for reports and tests.
+    history: list[int] = field(default_factory=list, init=False)
+    _waiters: deque[asyncio.Future[None]] = field(default_factory=deque, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.maximum = max(1, self.maximum)
+        self.minimum = max(1, min(self.minimum, self.maximum))
+        self.limit = float(self.maximum)
+
+    @property
+    def current(self) -> int:
+        """Requests allowed in flight now."""
+        return max(self.minimum, math.floor(self.limit))
+
+    async def acquire(self) -> int:
+        """Wait for a slot; returns the generation to pass to :meth:`release`."""
+        if self.in_flight < self.current and not self._waiters:
+            self.in_flight += 1
+            return self.generation
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # resolved by _wake, which has counted us in flight
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # woken, then cancelled: give it back
+                self.in_flight -= 1
+                self._wake()
+            raise
+        return self.generation
+
+    def release(self, generation: int, outcome: str) -> None:
+        """Free a slot. ``outcome``: ``ok``, ``overload`` (429) or ``other`` (no change)."""
+        self.in_flight -= 1
+        before = self.current
+        if outcome == "overload":
+            if generation == self.generation:  # one decrease per round of requests
+                self.limit = max(float(self.minimum), self.limit * self.decrease)
+                self.generation += 1
+        elif outcome == "ok" and self.limit < self.maximum:
+            self.limit = min(float(self.maximum), self.limit + 1.0 / max(self.limit, 1.0))
+        if self.current != before and len(self.history) < 10_000:
+            self.history.append(self.current)
+        if self._waiters:
+            self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.current:
+            waiter = self._waiters.popleft()
+            if waiter.done():  # cancelled while waiting
+                continue
+            self.in_flight += 1
+            waiter.set_result(None)
+
+
+class FakeClock:
+    """A manual clock for tests: :meth:`sleep` advances time instantly (and yields)."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.t = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def _sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        return self._sleep(seconds)

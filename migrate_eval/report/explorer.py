@@ -1,0 +1,434 @@
+"""Evidence computed at render time: the exchange browser's data, charts, diffs, mismatches.
+
+* :func:`exchange_blob` - every exchange of the run as one compact, columnar JSON document that
+  the page embeds in a non-executed ``<script type="application/json">`` element; the page's own
+  script paginates it client-side, so the HTML stays small (texts are cut to a per-run budget).
+* :func:`histogram_svg` - a parity histogram as inline SVG (no chart library).
+* :func:`word_diff` - a word-level diff of two texts (difflib), as escaped markup.
+* :func:`confusion` and :func:`field_mismatches` - for classification, structured and tool-call
+  tasks, computed from the scores, the logged exchanges and the candidates' answers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup, escape
+
+from migrate_eval.records import Exchange, ReplayResult, Response
+from migrate_eval.report._format import last_user_message, tool_calls_json, visible_controls
+from migrate_eval.results import Results
+
+#: Characters of logged content the exchange browser may embed in total (all texts together).
+TEXT_BUDGET_CHARS = 14_000_000
+#: Longest text embedded per field, whatever the budget.
+MAX_BLOB_TEXT = 2000
+#: Shortest cut applied on very large runs.
+MIN_BLOB_TEXT = 24
+#: Histogram bins over [0, 1].
+BINS = 10
+#: At most this many labels in a confusion matrix (the rest are grouped as "(other)").
+MAX_LABELS = 12
+#: At most this many tokens on each side of a word diff.
+MAX_DIFF_TOKENS = 1500
+
+
+def answer_text(resp: Response | None) -> str:
+    """What an answer says, as one text: text, refusal and tool calls (pretty JSON)."""
+    if resp is None:
+        return ""
+    parts: list[str] = []
+    if resp.text:
+        parts.append(resp.text)
+    if resp.refusal:
+        parts.append(f"[refusal] {resp.refusal}")
+    tc = tool_calls_json(resp)
+    if tc is not None:
+        parts.append(tc)
+    return "\n".join(parts)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def text_limit(n_exchanges: int, n_candidates: int) -> int:
+    """Characters kept per embedded text for a run of this size."""
+    fields = max(1, n_exchanges * (2 + n_candidates))
+    return int(min(MAX_BLOB_TEXT, max(MIN_BLOB_TEXT, TEXT_BUDGET_CHARS // fields)))
+
+
+def _round(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return round(v, 3) if math.isfinite(v) else None
+
+
+def exchange_blob(
+    results: Results,
+    scores: pd.DataFrame,
+    exchanges: Mapping[str, Exchange],
+    replays: Mapping[tuple[str, str], ReplayResult],
+) -> tuple[str, int, int]:
+    """The exchange browser's data as JSON safe to embed in HTML; also the text cut and count.
+
+    Columnar: ``ids``, ``task`` (index into ``tasks``), ``user``, ``logged`` and, per candidate,
+    ``parity``, ``status`` (index into ``statuses``) and ``answer``. ``<``, ``>``, ``&`` and the
+    line separators are written as JSON escapes, so the text can never close its element.
+    """
+    cand_names = [c.name for c in results.candidates]
+    task_list = [t.name for t in results.tasks]
+    if not scores.empty and {"exchange_id", "task", "candidate"}.issubset(scores.columns):
+        sc = scores[["exchange_id", "task", "candidate"]].astype(str)
+        parity_col = (
+            pd.to_numeric(scores["parity"], errors="coerce")
+            if "parity" in scores.columns
+            else pd.Series(np.nan, index=scores.index)
+        )
+        status_col = (
+            scores["status"].astype(str)
+            if "status" in scores.columns
+            else pd.Series("ok", index=scores.index)
+        )
+        for t in sc["task"].unique():
+            if t not in task_list:
+                task_list.append(str(t))
+        for c in sc["candidate"].unique():
+            if c not in cand_names:
+                cand_names.append(str(c))
+        firsts = sc.drop_duplicates("exchange_id")
+        ids = firsts["exchange_id"].tolist()
+        task_of = dict(zip(firsts["exchange_id"], firsts["task"], strict=True))
+    else:
+        sc = pd.DataFrame(columns=["exchange_id", "task", "candidate"])
+        parity_col = pd.Series(dtype=float)
+        status_col = pd.Series(dtype=str)
+        ids, task_of = [], {}
+    # exchanges without a score row are still reachable
+    for ex_id in exchanges:
+        if ex_id not in task_of:
+            ids.append(ex_id)
+            task_of[ex_id] = ""
+    if "" in task_of.values() and "" not in task_list:
+        task_list.append("")
+    task_index = {t: i for i, t in enumerate(task_list)}
+    pos = {ex_id: i for i, ex_id in enumerate(ids)}
+    n = len(ids)
+    limit = text_limit(n, len(cand_names))
+
+    statuses = ["ok", "error", "unsupported", "missing"]
+    status_index = {s: i for i, s in enumerate(statuses)}
+    parity = [[None] * n for _ in cand_names]
+    status = [[status_index["missing"]] * n for _ in cand_names]
+    cidx = {c: i for i, c in enumerate(cand_names)}
+    if len(sc):
+        rows_ex = [pos[e] for e in sc["exchange_id"].tolist()]
+        rows_c = [cidx[c] for c in sc["candidate"].tolist()]
+        pvals = parity_col.round(3).tolist()
+        svals = status_col.tolist()
+        for r, c, p, s in zip(rows_ex, rows_c, pvals, svals, strict=True):
+            parity[c][r] = p if p == p else None  # NaN -> None
+            if s not in status_index:
+                status_index[s] = len(statuses)
+                statuses.append(s)
+            status[c][r] = status_index[s]
+
+    user: list[str] = []
+    logged: list[str] = []
+    answers: list[list[str]] = [[] for _ in cand_names]
+    for ex_id in ids:
+        ex = exchanges.get(ex_id)
+        if ex is None:
+            user.append("")
+            logged.append("(not in this run folder)")
+        else:
+            user.append(_cut(last_user_message(ex) or "", limit))
+            logged.append(
+                _cut(answer_text(ex.response) if ex.response else (ex.error or ""), limit)
+            )
+        for ci, cname in enumerate(cand_names):
+            rep = replays.get((ex_id, cname))
+            if rep is None:
+                answers[ci].append("")
+            elif rep.response is not None:
+                answers[ci].append(_cut(answer_text(rep.response), limit))
+            else:
+                answers[ci].append(_cut(f"[error] {rep.error or ''}", limit))
+
+    data: dict[str, Any] = {
+        "candidates": cand_names,
+        "tasks": task_list,
+        "statuses": statuses,
+        "text_limit": limit,
+        "ids": ids,
+        "task": [task_index[task_of[e]] for e in ids],
+        "user": user,
+        "logged": logged,
+        "parity": parity,
+        "status": status,
+        "answer": answers,
+    }
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return embed_json(text), limit, n
+
+
+def embed_json(text: str) -> str:
+    """JSON text that is safe inside an HTML ``<script type="application/json">`` element."""
+    return (
+        text.replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def histogram(values: Sequence[float] | np.ndarray) -> list[int]:
+    """Counts of parity values in ``BINS`` equal bins over [0, 1] (1.0 in the last bin)."""
+    arr = np.asarray(values, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    counts, _ = np.histogram(np.clip(arr, 0.0, 1.0), bins=BINS, range=(0.0, 1.0))
+    return [int(c) for c in counts]
+
+
+def histogram_svg(counts: Sequence[int], title: str, *, threshold: float | None = None) -> Markup:
+    """An inline SVG bar chart of a parity histogram; ``title`` is escaped."""
+    width, height, pad = 240, 90, 14
+    inner_w, inner_h = width - 2, height - pad - 2
+    top = max(counts) if counts and max(counts) > 0 else 1
+    bw = inner_w / max(1, len(counts))
+    parts = [
+        f'<svg class="hist" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>'
+    ]
+    for i, c in enumerate(counts):
+        h = 0.0 if c == 0 else max(1.0, inner_h * c / top)
+        x = 1 + i * bw
+        lo, hi = i / len(counts), (i + 1) / len(counts)
+        cls = "hb-low" if hi <= 0.5 else ("hb-mid" if hi <= 0.8 else "hb-high")
+        parts.append(
+            f'<rect class="{cls}" x="{x:.1f}" y="{1 + inner_h - h:.1f}" width="{bw - 1:.1f}" '
+            f'height="{h:.1f}"><title>parity {lo:.1f}-{hi:.1f}: {c}</title></rect>'
+        )
+    if threshold is not None and math.isfinite(threshold):
+        tx = 1 + inner_w * min(max(threshold, 0.0), 1.0)
+        parts.append(
+            f'<line class="hist-threshold" x1="{tx:.1f}" x2="{tx:.1f}" y1="1" y2="{1 + inner_h}"/>'
+        )
+    parts.append(
+        f'<text x="1" y="{height - 2}" class="hist-axis">0</text>'
+        f'<text x="{width / 2:.0f}" y="{height - 2}" class="hist-axis" text-anchor="middle">0.5</text>'
+        f'<text x="{width - 1}" y="{height - 2}" class="hist-axis" text-anchor="end">1</text>'
+        "</svg>"
+    )
+    return Markup("".join(parts))
+
+
+# --------------------------------------------------------------------------- diff
+
+_TOKEN_RE = re.compile(r"\s+|[^\s]+")
+
+
+def word_diff(a: str, b: str) -> tuple[Markup, Markup]:
+    """Word-level diff: ``a`` with removed words in ``<del>``, ``b`` with added ones in ``<ins>``.
+
+    Every piece of text is escaped (and control characters made visible).
+    """
+    ta = _TOKEN_RE.findall(a)[:MAX_DIFF_TOKENS]
+    tb = _TOKEN_RE.findall(b)[:MAX_DIFF_TOKENS]
+    sm = difflib.SequenceMatcher(a=ta, b=tb, autojunk=False)
+    left: list[str] = []
+    right: list[str] = []
+
+    def esc(tokens: Sequence[str]) -> str:
+        return str(escape(visible_controls("".join(tokens))))
+
+    for op, i1, i2, j1, j2 in sm.get_opcodes():
+        if op == "equal":
+            left.append(esc(ta[i1:i2]))
+            right.append(esc(tb[j1:j2]))
+            continue
+        if i2 > i1:
+            left.append(f"<del>{esc(ta[i1:i2])}</del>")
+        if j2 > j1:
+            right.append(f"<ins>{esc(tb[j1:j2])}</ins>")
+    out_l, out_r = "".join(left), "".join(right)
+    for ch, ref in (("\u2028", "&#x2028;"), ("\u2029", "&#x2029;")):
+        out_l, out_r = out_l.replace(ch, ref), out_r.replace(ch, ref)
+    return Markup(out_l), Markup(out_r)
+
+
+# --------------------------------------------------------------------------- confusion, fields
+
+
+@dataclass
+class Confusion:
+    labels: list[str]
+    counts: list[list[int]]  # rows: logged label, columns: candidate label
+    n: int
+    agreement: float | None
+
+
+def _label(resp: Response | None) -> str:
+    if resp is None:
+        return "(no answer)"
+    text = (resp.text or "").strip()
+    if not text and resp.tool_calls:
+        text = resp.tool_calls[0].name
+    return text[:60] if text else "(empty)"
+
+
+def confusion(
+    ids: Sequence[str],
+    candidate: str,
+    exchanges: Mapping[str, Exchange],
+    replays: Mapping[tuple[str, str], ReplayResult],
+) -> Confusion | None:
+    """Logged label x candidate label counts over the given exchanges (None when empty)."""
+    pairs: list[tuple[str, str]] = []
+    for ex_id in ids:
+        ex = exchanges.get(ex_id)
+        rep = replays.get((ex_id, candidate))
+        if ex is None or ex.response is None or rep is None or rep.response is None:
+            continue
+        pairs.append((_label(ex.response), _label(rep.response)))
+    if not pairs:
+        return None
+    freq = Counter(lbl for pair in pairs for lbl in pair)
+    top = [lbl for lbl, _ in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))]
+    labels = sorted(top[:MAX_LABELS])
+    other = len(top) > MAX_LABELS
+    if other:
+        labels.append("(other)")
+    index = {lbl: i for i, lbl in enumerate(labels)}
+    counts = [[0] * len(labels) for _ in labels]
+    for a, b in pairs:
+        ia = index.get(a, len(labels) - 1)
+        ib = index.get(b, len(labels) - 1)
+        counts[ia][ib] += 1
+    agree = sum(1 for a, b in pairs if a == b) / len(pairs)
+    return Confusion(labels=labels, counts=counts, n=len(pairs), agreement=agree)
+
+
+def _json_obj(text: str | None) -> Any:
+    if not text:
+        return None
+    t = text.strip()
+    if t.startswith("```"):
+        t = t.strip("`")
+        t = t[4:] if t.startswith("json") else t
+    try:
+        return json.loads(t)
+    except ValueError:
+        return None
+
+
+def _flatten(value: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    if isinstance(value, dict) and depth < 3:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k), depth + 1))
+        return out or {prefix or "(root)": value}
+    return {prefix or "(root)": value}
+
+
+@dataclass
+class FieldMismatch:
+    field: str
+    mismatches: int
+    compared: int
+
+    @property
+    def rate(self) -> float:
+        return self.mismatches / self.compared if self.compared else 0.0
+
+
+def field_mismatches(
+    output: str,
+    ids: Sequence[str],
+    candidate: str,
+    exchanges: Mapping[str, Exchange],
+    replays: Mapping[tuple[str, str], ReplayResult],
+    *,
+    limit: int = 15,
+) -> list[FieldMismatch]:
+    """Which JSON fields (structured) or tool-call parts (tool calls) differ most often."""
+    mism: Counter[str] = Counter()
+    compared: Counter[str] = Counter()
+    for ex_id in ids:
+        ex = exchanges.get(ex_id)
+        rep = replays.get((ex_id, candidate))
+        if ex is None or ex.response is None or rep is None or rep.response is None:
+            continue
+        if output == "tool_call":
+            a_calls = ex.response.tool_calls or []
+            b_calls = rep.response.tool_calls or []
+            compared["tool name"] += 1
+            if sorted(c.name for c in a_calls) != sorted(c.name for c in b_calls):
+                mism["tool name"] += 1
+            compared["number of calls"] += 1
+            if len(a_calls) != len(b_calls):
+                mism["number of calls"] += 1
+            b_by_name = {c.name: c for c in b_calls}
+            for call in a_calls:
+                other = b_by_name.get(call.name)
+                a_args = _flatten(call.parsed_arguments if call.arguments_valid_json else {})
+                b_args = (
+                    _flatten(other.parsed_arguments)
+                    if other is not None and other.arguments_valid_json
+                    else {}
+                )
+                for key in set(a_args) | set(b_args):
+                    name = f"{call.name}({key})"
+                    compared[name] += 1
+                    if a_args.get(key, _MISSING) != b_args.get(key, _MISSING):
+                        mism[name] += 1
+        else:
+            a = _json_obj(ex.response.text)
+            if not isinstance(a, dict):
+                continue
+            b = _json_obj(rep.response.text)
+            compared["(valid JSON)"] += 1
+            if b is None:
+                mism["(valid JSON)"] += 1
+            fa = _flatten(a)
+            fb = _flatten(b) if isinstance(b, dict) else {}
+            for key in set(fa) | set(fb):
+                compared[key] += 1
+                if fa.get(key, _MISSING) != fb.get(key, _MISSING):
+                    mism[key] += 1
+    rows = [FieldMismatch(k, mism[k], compared[k]) for k in compared if mism[k]]
+    rows.sort(key=lambda r: (-r.mismatches, r.field))
+    return rows[:limit]
+
+
+_MISSING = object()
+
+
+__all__ = [
+    "Confusion",
+    "FieldMismatch",
+    "answer_text",
+    "confusion",
+    "embed_json",
+    "exchange_blob",
+    "field_mismatches",
+    "histogram",
+    "histogram_svg",
+    "text_limit",
+    "word_diff",
+]

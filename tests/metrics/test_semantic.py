@@ -1,0 +1,70 @@
+"""Semantic similarity with the shipped local embedding model (extra ``embedding``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from migrate_eval.metrics import semantic
+from migrate_eval.metrics.registry import default_metrics
+
+pytestmark = pytest.mark.skipif(
+    not semantic.embedding_available(), reason="the 'embedding' extra is not installed"
+)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIGRATE_EVAL_EMBEDDING_CACHE", str(tmp_path / "emb.sqlite"))
+    semantic._MEMORY.clear()
+
+
+def test_free_text_default_does_not_depend_on_installed_extras() -> None:
+    # a gate must give the same verdict on every machine: semantic similarity is opt-in
+    assert default_metrics("free_text") == ["chrf"]
+
+
+@pytest.mark.slow
+def test_similarity_orders_paraphrases_above_unrelated_text() -> None:
+    ref = "Your order shipped on Monday and will arrive by Thursday."
+    para = semantic.similarity(ref, "The parcel left on Monday; expect it Thursday.")
+    other = semantic.similarity(ref, "Photosynthesis turns light into chemical energy.")
+    assert 0.5 < para <= 1.0
+    assert 0.0 <= other < 0.3
+    assert semantic.similarity(ref, ref) == 1.0
+    assert semantic.similarity(ref, "") == 0.0
+
+
+@pytest.mark.slow
+def test_embeddings_are_cached_on_disk_by_text_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = ["alpha beta", "gamma delta", "alpha beta"]
+    first = semantic.embed_texts(texts)
+    assert first.shape == (3, 384) and np.allclose(first[0], first[2])
+    semantic._MEMORY.clear()
+
+    def boom(texts: object) -> object:
+        raise AssertionError("should come from the disk cache")
+
+    monkeypatch.setattr(semantic, "embedder", lambda: boom)
+    again = semantic.embed_texts(texts[:2])
+    assert np.allclose(again, first[:2], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_alpaca_same_instruction_answers_are_closer_than_shuffled(shared_data: Path) -> None:
+    a = json.loads((shared_data / "alpaca_eval" / "gpt4_0613.json").read_text(encoding="utf-8"))
+    b = json.loads(
+        (shared_data / "alpaca_eval" / "gpt-4o-2024-05-13.json").read_text(encoding="utf-8")
+    )
+    refs = [x["output"][:500] for x in a[:60]]
+    cands = [x["output"][:500] for x in b[:60]]
+    ea, eb = semantic.embed_texts(refs), semantic.embed_texts(cands)
+    paired = np.einsum("ij,ij->i", ea, eb)
+    shuffled = np.einsum("ij,ij->i", ea, np.roll(eb, 1, axis=0))
+    assert paired.mean() > 0.7
+    assert paired.mean() - shuffled.mean() > 0.4

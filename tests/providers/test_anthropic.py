@@ -1,0 +1,585 @@
+"""The Anthropic provider through the real SDK against a loopback Messages API."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("anthropic")
+
+from migrate_eval.cache import ResponseCache
+from migrate_eval.errors import ConfigError, MissingExtraError, VendorError
+from migrate_eval.providers import UnsupportedRequestError, VendorTimeout, get_provider
+from migrate_eval.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
+from migrate_eval.providers.base import MalformedResponseError
+from migrate_eval.records import Exchange, Response, Source
+from migrate_eval.replay import replay
+from migrate_eval.suite import CandidateSpec
+from tests.providers.fake_vendors import FakeVendors, Reply, anthropic_text
+
+KEY = "sk-ant-test-secret-123456"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeVendors]:
+    with FakeVendors() as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+
+
+def spec(server: FakeVendors, **kw: Any) -> CandidateSpec:
+    return CandidateSpec(
+        name="claude", provider="anthropic", model="claude-test", base_url=server.url, **kw
+    )
+
+
+def sent_key(headers: dict[str, str]) -> str:
+    """The key as the SDK sends it (``x-api-key`` or a bearer token, by SDK version)."""
+    return headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+
+
+def call(server: FakeVendors, request: dict[str, Any], **kw: Any) -> Response:
+    async def go() -> Response:
+        async with get_provider(spec(server, **kw)) as p:
+            return (await p.complete(request)).response
+
+    return asyncio.run(go())
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def test_text_with_system_prompt_and_sampling(server: FakeVendors) -> None:
+    server.script("anthropic", Reply(body=anthropic_text("Bonjour")))
+    resp = call(
+        server,
+        {
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "Translate to French."},
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": "Hello"},
+            ],
+            "stop": "\n\n",
+            "user": "u-1",
+        },
+    )
+    got = server.last("anthropic")
+    assert got.path == "/v1/messages"
+    assert sent_key(got.headers) == KEY
+    assert got.body["model"] == "claude-test"
+    assert got.body["system"] == "Translate to French.\n\nBe brief."
+    assert got.body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Hello"}]}
+    ]
+    assert got.body["max_tokens"] == DEFAULT_MAX_TOKENS
+    assert "temperature" not in got.body
+    assert got.body["stop_sequences"] == ["\n\n"]
+    assert "user" not in got.body and "metadata" not in got.body
+    assert resp.text == "Bonjour"
+    assert resp.finish_reason == "stop"
+    assert resp.usage is not None and resp.usage.prompt_tokens == 10
+    assert resp.usage.completion_tokens == 3 and resp.usage.total_tokens == 13
+    assert resp.latency_ms is not None and resp.latency_ms > 0
+
+
+def test_multi_turn_tool_results_and_parallel_calls(server: FakeVendors) -> None:
+    server.script(
+        "anthropic",
+        Reply(
+            body=anthropic_text(
+                "",
+                content=[
+                    {"type": "text", "text": "Checking both."},
+                    {
+                        "type": "tool_use",
+                        "id": "tu_1",
+                        "name": "get_weather",
+                        "input": {"city": "Paris"},
+                    },
+                    {
+                        "type": "tool_use",
+                        "id": "tu_2",
+                        "name": "get_weather",
+                        "input": {"city": "Rome"},
+                    },
+                ],
+                stop_reason="tool_use",
+                usage={
+                    "input_tokens": 5,
+                    "output_tokens": 7,
+                    "cache_read_input_tokens": 100,
+                    "cache_creation_input_tokens": 20,
+                },
+            )
+        ),
+    )
+    request = {
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "user", "content": "Weather in Oslo and Bergen?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                    },
+                    {
+                        "id": "call_b",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Bergen"}'},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_a", "content": "rain"},
+            {"role": "tool", "tool_call_id": "call_b", "content": "snow"},
+            {"role": "assistant", "content": "Rain in Oslo, snow in Bergen."},
+            {"role": "user", "content": "And Paris and Rome?"},
+        ],
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "parallel_tool_calls": True,
+    }
+    resp = call(server, request)
+    body = server.last("anthropic").body
+    assert body["tools"] == [
+        {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "input_schema": WEATHER["function"]["parameters"],
+        }
+    ]
+    assert body["tool_choice"] == {"type": "any"}
+    msgs = body["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant", "user"]
+    assert msgs[1]["content"] == [
+        {"type": "tool_use", "id": "call_a", "name": "get_weather", "input": {"city": "Oslo"}},
+        {"type": "tool_use", "id": "call_b", "name": "get_weather", "input": {"city": "Bergen"}},
+    ]
+    assert msgs[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "call_a", "content": "rain"},
+        {"type": "tool_result", "tool_use_id": "call_b", "content": "snow"},
+    ]
+    assert resp.finish_reason == "tool_calls"
+    assert [(c.id, c.name, c.parsed_arguments) for c in resp.tool_calls] == [
+        ("tu_1", "get_weather", {"city": "Paris"}),
+        ("tu_2", "get_weather", {"city": "Rome"}),
+    ]
+    assert json.loads(resp.tool_calls[0].arguments) == {"city": "Paris"}
+    assert resp.text == "Checking both."
+    assert resp.usage is not None
+    assert resp.usage.prompt_tokens == 125 and resp.usage.cached_tokens == 100
+
+
+@pytest.mark.parametrize(
+    ("choice", "parallel", "expected"),
+    [
+        ("auto", None, {"type": "auto"}),
+        ("none", None, {"type": "none"}),
+        (
+            {"type": "function", "function": {"name": "get_weather"}},
+            None,
+            {"type": "tool", "name": "get_weather"},
+        ),
+        ("auto", False, {"type": "auto", "disable_parallel_tool_use": True}),
+    ],
+)
+def test_tool_choice_mapping(
+    server: FakeVendors, choice: Any, parallel: Any, expected: Any
+) -> None:
+    request: dict[str, Any] = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [WEATHER],
+        "tool_choice": choice,
+    }
+    if parallel is not None:
+        request["parallel_tool_calls"] = parallel
+    call(server, request)
+    assert server.last("anthropic").body["tool_choice"] == expected
+
+
+def test_json_schema_is_native_structured_output(server: FakeVendors) -> None:
+    schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    server.script("anthropic", Reply(body=anthropic_text('{"label": "positive"}')))
+    resp = call(
+        server,
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "I love it"}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "sentiment", "schema": schema, "strict": True},
+            },
+            "max_completion_tokens": 50,
+        },
+    )
+    body = server.last("anthropic").body
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    assert "tools" not in body
+    assert body["max_tokens"] == 50
+    assert json.loads(resp.text or "") == {"label": "positive"}
+    assert resp.tool_calls == [] and resp.finish_reason == "stop"
+
+
+def test_images_data_url_and_remote(server: FakeVendors) -> None:
+    call(
+        server,
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is this?"},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
+                        },
+                        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                    ],
+                }
+            ],
+        },
+    )
+    content = server.last("anthropic").body["messages"][0]["content"]
+    assert content[1] == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+    }
+    assert content[2] == {
+        "type": "image",
+        "source": {"type": "url", "url": "https://example.com/cat.jpg"},
+    }
+
+
+def test_length_and_refusal_finish_reasons(server: FakeVendors) -> None:
+    server.script(
+        "anthropic",
+        Reply(body=anthropic_text("partial", stop_reason="max_tokens")),
+        Reply(body=anthropic_text("", content=[], stop_reason="refusal")),
+    )
+    req = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    assert call(server, req).finish_reason == "length"
+    assert call(server, req).finish_reason == "content_filter"
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"seed": 7}, "seed=7"),
+        ({"n": 3}, "n=3"),
+        ({"logprobs": True, "top_logprobs": 2}, "logprobs=True"),
+        ({"frequency_penalty": 0.5}, "frequency_penalty=0.5"),
+        ({"temperature": 0.2}, "temperature=0.2"),
+        ({"top_p": 0.9, "seed": 1}, "seed=1, top_p=0.9"),
+    ],
+)
+def test_unsupported_features_are_named_not_dropped(
+    server: FakeVendors, extra: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(UnsupportedRequestError, match=named.replace("+", r"\+")):
+        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}], **extra})
+    assert server.received == []  # nothing was sent
+
+
+def test_audio_input_is_unsupported(server: FakeVendors) -> None:
+    part = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+    with pytest.raises(UnsupportedRequestError, match="audio input"):
+        call(server, {"model": "m", "messages": [{"role": "user", "content": [part]}]})
+
+
+def test_json_object_mode(server: FakeVendors) -> None:
+    call(
+        server,
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_object"},
+        },
+    )
+    body = server.last("anthropic").body
+    assert body["output_config"] == {
+        "format": {"type": "json_schema", "schema": {"type": "object"}}
+    }
+
+
+def test_sampling_params_replay_when_the_candidate_removes_them(
+    server: FakeVendors, tmp_path: Any
+) -> None:
+    ex = Exchange(
+        id="t",
+        source=Source(file="log.jsonl", line=1, format="chat-jsonl"),
+        request={
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": "q"}],
+            "temperature": 0.3,
+        },
+    )
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        (strict,) = replay([ex], [spec(server)], cache=cache)
+        (relaxed,) = replay([ex], [spec(server, params={"temperature": None})], cache=cache)
+    assert strict.error_kind == "unsupported" and "temperature=0.3" in (strict.error or "")
+    assert "null" in (strict.error or "")
+    assert relaxed.ok
+    assert "temperature" not in server.last("anthropic").body
+
+
+def test_no_op_defaults_are_accepted(server: FakeVendors) -> None:
+    resp = call(
+        server,
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "x"}],
+            "n": 1,
+            "logprobs": False,
+            "frequency_penalty": 0,
+            "presence_penalty": 0.0,
+        },
+    )
+    assert resp.text == "echo: x"
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(400, False), (401, False), (404, False), (500, True), (529, True)]
+)
+def test_http_errors(server: FakeVendors, status: int, retryable: bool) -> None:
+    server.script(
+        "anthropic",
+        Reply(
+            status=status,
+            body={"type": "error", "error": {"type": "x", "message": f"boom {status}"}},
+        ),
+    )
+    with pytest.raises(VendorError) as info:
+        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert info.value.status == status
+    assert info.value.retryable is retryable
+    assert f"boom {status}" in str(info.value)
+    assert KEY not in str(info.value)
+    assert len(server.received) == 1  # the SDK did not retry
+
+
+def test_rate_limit_honours_retry_after(server: FakeVendors) -> None:
+    server.script(
+        "anthropic",
+        Reply(
+            status=429,
+            body={"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
+            headers={"retry-after": "7"},
+        ),
+    )
+    with pytest.raises(VendorError) as info:
+        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert info.value.status == 429 and info.value.retryable and info.value.retry_after == 7.0
+    assert len(server.received) == 1
+
+
+def test_timeout(server: FakeVendors) -> None:
+    server.script("anthropic", Reply(body=anthropic_text("late"), delay=1.0))
+    with pytest.raises(VendorTimeout):
+        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]}, timeout=0.3)
+
+
+@pytest.mark.parametrize("body", ["not json at all", {"type": "message", "id": "x"}])
+def test_malformed_bodies(server: FakeVendors, body: Any) -> None:
+    server.script("anthropic", Reply(body=body))
+    with pytest.raises(MalformedResponseError):
+        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
+
+
+def test_connection_refused() -> None:
+    s = CandidateSpec(name="c", provider="anthropic", model="m", base_url="http://127.0.0.1:9")
+
+    async def go() -> None:
+        async with get_provider(s) as p:
+            await p.complete({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+
+    with pytest.raises(VendorError) as info:
+        asyncio.run(go())
+    assert info.value.retryable
+
+
+def test_missing_key_is_a_config_error(
+    server: FakeVendors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
+        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    monkeypatch.setenv("MY_CLAUDE_KEY", "k2")
+    call(
+        server,
+        {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        api_key_env="MY_CLAUDE_KEY",
+    )
+    assert sent_key(server.last("anthropic").headers) == "k2"
+
+
+def test_identity_has_no_secret(server: FakeVendors) -> None:
+    p = get_provider(spec(server))
+    assert isinstance(p, AnthropicProvider)
+    ident = p.identity()
+    assert ident == {"provider": "anthropic", "base_url": server.url, "model": "claude-test"}
+    assert KEY not in json.dumps(ident)
+
+
+def test_missing_sdk_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "anthropic" else real_find_spec(name, *a),
+    )
+    with pytest.raises(MissingExtraError, match=r"pip install 'migrate-eval\[anthropic\]'"):
+        get_provider(CandidateSpec(name="c", provider="anthropic", model="m"))
+
+
+def test_missing_sdk_at_first_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "anthropic":
+            raise ImportError("No module named 'anthropic'")
+        return real_import(name, *args, **kwargs)
+
+    p = AnthropicProvider(CandidateSpec(name="c", provider="anthropic", model="m"))
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(MissingExtraError, match="anthropic"):
+        asyncio.run(p.complete({"model": "m", "messages": [{"role": "user", "content": "x"}]}))
+
+
+def test_end_to_end_replay_good_row_and_unsupported_row(server: FakeVendors, tmp_path: Any) -> None:
+    def ex(i: str, **extra: Any) -> Exchange:
+        return Exchange(
+            id=i,
+            source=Source(file="log.jsonl", line=1, format="chat-jsonl"),
+            request={
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": f"q{i}"}],
+                **extra,
+            },
+        )
+
+    with ResponseCache(tmp_path / "cache.sqlite") as cache:
+        rows = replay([ex("1"), ex("2", seed=42)], [spec(server)], cache=cache)
+    good, bad = rows
+    assert good.ok and good.response is not None and good.response.text == "echo: q1"
+    assert bad.error_kind == "unsupported" and bad.error is not None and "seed" in bad.error
+    assert bad.attempts <= 1
+    assert len(server.received) == 1
+
+
+def test_translation_edge_cases() -> None:
+    from migrate_eval.providers.anthropic import translate_request
+
+    # legacy functions / function_call and a legacy function result
+    params = translate_request(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "function_call": {"name": "f", "arguments": "{}"},
+                },
+                {"role": "function", "name": "f", "content": "done"},
+            ],
+            "functions": [{"name": "f", "parameters": {"type": "object"}}],
+            "function_call": {"name": "f"},
+        }
+    )
+    assert params["tool_choice"] == {"type": "tool", "name": "f"}
+    assert params["messages"][1]["content"][0]["type"] == "tool_use"
+    assert params["messages"][2]["content"][0] == {
+        "type": "tool_result",
+        "tool_use_id": "f",
+        "content": "done",
+    }
+    # history whose tool arguments are not JSON cannot be translated faithfully
+    bad = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "assistant",
+                "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}],
+            }
+        ],
+    }
+    with pytest.raises(UnsupportedRequestError, match="not valid JSON"):
+        translate_request(bad)
+    # unknown request fields are named, never dropped
+    with pytest.raises(UnsupportedRequestError, match="reasoning_effort=high"):
+        translate_request(
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "x"}],
+                "reasoning_effort": "high",
+            }
+        )
+
+
+def test_streaming_reassembles_text_tool_calls_and_measures_ttft(server: FakeVendors) -> None:
+    server.script(
+        "anthropic",
+        Reply(body=anthropic_text("Hello there, streaming world")),
+        Reply(
+            body=anthropic_text(
+                "",
+                content=[
+                    {"type": "text", "text": "Calling."},
+                    {
+                        "type": "tool_use",
+                        "id": "tu_9",
+                        "name": "get_weather",
+                        "input": {"city": "Oslo"},
+                    },
+                ],
+                stop_reason="tool_use",
+            )
+        ),
+    )
+    req = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    resp = call(server, req, stream=True)
+    assert server.last("anthropic").body["stream"] is True
+    assert resp.text == "Hello there, streaming world" and resp.finish_reason == "stop"
+    assert resp.usage is not None and resp.usage.completion_tokens == 3
+    assert resp.ttft_ms is not None and resp.latency_ms is not None
+    assert 0 < resp.ttft_ms < resp.latency_ms
+    resp = call(server, {**req, "tools": [WEATHER]}, stream=True)
+    assert resp.finish_reason == "tool_calls" and resp.text == "Calling."
+    assert [(c.id, c.parsed_arguments) for c in resp.tool_calls] == [("tu_9", {"city": "Oslo"})]
+
+
+def test_stream_reassembly_rejects_broken_streams() -> None:
+    from migrate_eval.providers.anthropic import reassemble_stream
+
+    with pytest.raises(MalformedResponseError):
+        reassemble_stream([{"type": "ping"}])
+    with pytest.raises(VendorError, match="overloaded"):
+        reassemble_stream([{"type": "error", "error": {"type": "x", "message": "overloaded"}}])

@@ -1,0 +1,257 @@
+"""LLM-as-judge: pairwise in both orders, rubric grading, cache, cost and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from migrate_eval.judge import judge_session, pairwise_value, parse_grade, parse_pairwise
+from migrate_eval.metrics import score
+from migrate_eval.records import Exchange, ReplayResult, Response, Source
+from migrate_eval.results import TaskInfo
+from migrate_eval.stats import aggregate
+from migrate_eval.suite import CandidateSpec, Gate, JudgeSpec, Price, Thresholds
+
+
+def _quality(answer: str) -> int:
+    m = re.search(r"q=(\d+)", answer)
+    return int(m.group(1)) if m else 5
+
+
+class JudgeServer:
+    """An OpenAI-compatible judge: prefers the answer with the higher ``q=N`` tag; grades q."""
+
+    def __init__(self, *, biased: bool = False, fail_on: str | None = None) -> None:
+        self.biased = biased
+        self.fail_on = fail_on
+        self.calls = 0
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        body = await request.json()
+        user = body["messages"][-1]["content"]
+        if self.fail_on and self.fail_on in user:
+            return web.json_response({"error": {"message": "judge overloaded"}}, status=400)
+        if "<answer_A>" in user:
+            a = user.split("<answer_A>")[1].split("</answer_A>")[0]
+            b = user.split("<answer_B>")[1].split("</answer_B>")[0]
+            qa, qb = _quality(a), _quality(b)
+            verdict = "A" if self.biased else ("A" if qa > qb else "B" if qb > qa else "C")
+            text = f"Reasoning...\n[[{verdict}]]"
+        else:
+            ans = user.split("<answer>")[1].split("</answer>")[0]
+            text = f"Fine.\n[[{_quality(ans)}]]"
+        return web.json_response(
+            {
+                "id": "j",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+            }
+        )
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.handle)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.ready.set()
+        self.loop.run_forever()
+
+    def __enter__(self) -> JudgeServer:
+        self.thread.start()
+        self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def spec(self, **kw: Any) -> JudgeSpec:
+        return JudgeSpec(
+            provider="openai-compatible",
+            model="judge-model",
+            base_url=f"http://127.0.0.1:{self.port}/v1",
+            max_retries=0,
+            concurrency=4,
+            **kw,
+        )
+
+
+@pytest.fixture
+def server() -> Iterator[JudgeServer]:
+    with JudgeServer() as s:
+        yield s
+
+
+TASK = TaskInfo(
+    name="t",
+    output="free_text",
+    metrics=["judge_pairwise", "judge_rubric", "exact_match"],
+    min_parity=0.5,
+    n=4,
+    source="suite",
+)
+
+
+def _data() -> tuple[list[Exchange], list[ReplayResult]]:
+    exs = [
+        Exchange(
+            id=f"e{i}",
+            source=Source(file="f", line=i, format="t"),
+            request={"model": "gpt-4o", "messages": [{"role": "user", "content": f"question {i}"}]},
+            response=Response(text=f"logged answer q=5 #{i}"),
+        )
+        for i in range(4)
+    ]
+    qualities = [9, 5, 1, 5]  # better, tie, worse, tie
+    reps = [
+        ReplayResult(
+            exchange_id=f"e{i}", candidate="cand", response=Response(text=f"answer q={q} #{i}")
+        )
+        for i, q in enumerate(qualities)
+    ]
+    return exs, reps
+
+
+def test_verdict_parsing_and_pairwise_mapping() -> None:
+    assert parse_pairwise("I think [[B]] wins... final: [[A]]") == "A"
+    assert parse_grade("score [[7]]") == 7.0
+    with pytest.raises(Exception, match="no"):
+        parse_pairwise("answer B is better")
+    with pytest.raises(Exception, match="outside"):
+        parse_grade("[[11]]")
+    # first order: logged answer is A; second: candidate is A
+    assert pairwise_value("B", "A") == 1.0  # candidate wins twice
+    assert pairwise_value("C", "C") == 1.0  # tie = as good as the logged answer
+    assert pairwise_value("A", "A") == 1.0  # position bias cancels: one win, one loss
+    assert pairwise_value("A", "C") == 0.5
+    assert pairwise_value("A", "B") == 0.0
+
+
+def test_judge_scores_pairwise_and_rubric_with_cache_and_cost(
+    server: JudgeServer, tmp_path: Path
+) -> None:
+    exs, reps = _data()
+    assignment = {e.id: "t" for e in exs}
+    cache = tmp_path / "cache.sqlite"
+    with judge_session(
+        server.spec(price=Price(input_per_mtok=1.0, output_per_mtok=2.0)), cache_path=cache
+    ):
+        df = score(exs, [TASK], assignment, reps)
+    assert df["judge_pairwise"].tolist() == [1.0, 1.0, 0.0, 1.0]
+    assert df["judge_rubric"].tolist() == pytest.approx([1.0, 1.0, 0.2, 1.0])
+    # 4 pairs x (2 pairwise + 2 rubric) calls, 100 + 10 tokens each
+    assert df["judge_prompt_tokens"].tolist() == [400] * 4
+    assert df["judge_completion_tokens"].tolist() == [40] * 4
+    first_calls = server.calls
+    assert first_calls == 16
+    [res] = aggregate(
+        df,
+        [TASK],
+        [CandidateSpec(name="cand", model="m")],
+        Thresholds(min_samples=1),
+        Gate(),
+        judge_price=Price(input_per_mtok=1.0, output_per_mtok=2.0),
+    )
+    assert res.judge_cost is not None
+    assert res.judge_cost.input_tokens == 1600 and res.judge_cost.output_tokens == 160
+    assert res.judge_cost.total_usd == pytest.approx((1600 * 1 + 160 * 2) / 1e6)
+    # re-scoring asks nothing new: everything comes from the cache (offline works too)
+    with judge_session(server.spec(), cache_path=cache, offline=True):
+        again = score(exs, [TASK], assignment, reps)
+    assert server.calls == first_calls
+    assert again["judge_pairwise"].tolist() == df["judge_pairwise"].tolist()
+
+
+def test_position_biased_judge_is_cancelled_by_both_orders(tmp_path: Path) -> None:
+    exs, reps = _data()
+    with (
+        JudgeServer(biased=True) as biased,
+        judge_session(biased.spec(), cache_path=tmp_path / "c"),
+    ):
+        df = score(exs, [TASK], {e.id: "t" for e in exs}, reps)
+    # always "A": the candidate wins once and loses once on every exchange -> parity 1
+    assert df["judge_pairwise"].tolist() == [1.0] * 4
+
+
+def test_judge_failures_are_nan_with_a_note_never_a_crash(tmp_path: Path) -> None:
+    exs, reps = _data()
+    assignment = {e.id: "t" for e in exs}
+    with (
+        JudgeServer(fail_on="question 2") as failing,
+        judge_session(failing.spec(), cache_path=tmp_path / "c"),
+    ):
+        df = score(exs, [TASK], assignment, reps)
+    assert df["judge_pairwise"].isna().tolist() == [False, False, True, False]
+    assert (
+        "metric judge_pairwise: JudgeError" in df["error"].iloc[2] or "judge" in df["error"].iloc[2]
+    )
+    assert df["status"].tolist() == ["ok"] * 4
+    assert df["parity"].notna().all()  # exact_match still makes the parity
+    # offline with an empty cache, and no judge configured at all
+    with judge_session(
+        JudgeSpec(model="j", base_url="http://127.0.0.1:9/v1"),
+        cache_path=tmp_path / "e",
+        offline=True,
+    ):
+        off = score(exs, [TASK], assignment, reps)
+    assert off["judge_pairwise"].isna().all()
+    assert "offline" in off["error"].iloc[0]
+    none = score(exs, [TASK], assignment, reps)
+    assert none["judge_rubric"].isna().all() and "no judge configured" in none["error"].iloc[0]
+
+
+def test_suite_judge_section_and_metric_weights_are_validated(tmp_path: Path) -> None:
+    from migrate_eval.errors import ConfigError
+    from migrate_eval.suite import load_suite
+
+    (tmp_path / "suite.yaml").write_text(
+        """
+name: s
+logs: [logs.jsonl]
+candidates: [{name: c, model: m}]
+thresholds: {margin: 0.03}
+judge: {provider: openai-compatible, model: judge-m, base_url: "http://127.0.0.1:1/v1",
+        rubric: "Be correct.", concurrency: 2}
+tasks:
+  - name: t
+    metrics: [judge_pairwise, semantic_similarity]
+    metric_weights: {judge_pairwise: 2}
+""",
+        encoding="utf-8",
+    )
+    s = load_suite(tmp_path)
+    assert s.judge is not None and s.judge.name == "judge" and s.judge.rubric == "Be correct."
+    assert s.judge.concurrency == 2 and s.thresholds.margin == 0.03
+    assert s.tasks[0].metric_weights == {"judge_pairwise": 2.0}
+    (tmp_path / "suite.yaml").write_text(
+        "name: s\nlogs: [l]\ncandidates: [{name: c, model: m}]\njudge: {model: j, rubrik: x}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"judge\.rubrik"):
+        load_suite(tmp_path)

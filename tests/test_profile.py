@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from migrate_eval.cli import main
+from migrate_eval.profile import error_kind, profile, render_text, request_features
+from migrate_eval.records import Exchange, Response, Source, ToolCall, Usage
+from migrate_eval.tasks import assign_tasks
+
+
+def ex(i: int, *, day: int = 1, usage: bool = True, **req: Any) -> Exchange:
+    messages = req.pop("messages", [{"role": "user", "content": f"{i:02d}" + "x" * 38}])
+    return Exchange(
+        id=f"e{i}",
+        source=Source(file="f", line=i, format="t"),
+        timestamp=datetime(2026, 10, day, 12, tzinfo=UTC),
+        request={"model": req.pop("model", "gpt-4o-mini"), "messages": messages, **req},
+        response=Response(
+            text="answer " * 5,
+            usage=Usage(prompt_tokens=100 * (i + 1), completion_tokens=10) if usage else None,
+            finish_reason="stop",
+        ),
+        metadata={"feature": "a" if i % 2 else "b"},
+    )
+
+
+def test_features_detected() -> None:
+    tool_msg = [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}]},
+        {"role": "assistant", "content": "hi"},
+        {"role": "tool", "tool_call_id": "c", "content": "{}"},
+    ]
+    e = ex(
+        0,
+        messages=tool_msg,
+        tools=[{"type": "function", "function": {"name": "f"}}],
+        response_format={"type": "json_schema", "json_schema": {"name": "x"}},
+        stream=True,
+        n=2,
+        logprobs=True,
+    )
+    assert e.response is not None
+    e.response.tool_calls = [ToolCall.from_raw("f", "{}"), ToolCall.from_raw("g", "{}")]
+    assert request_features(e) == {
+        "tools", "parallel_tool_calls", "json_schema", "images", "streaming", "multi_turn",
+        "n_gt_1", "logprobs", "tool_results_in_history",
+    }  # fmt: skip
+    assert request_features(ex(1, response_format={"type": "json_object"})) == {"json_mode"}
+    assert request_features(ex(2)) == set()
+
+
+def test_profile_volumes_tokens_duplicates_errors() -> None:
+    exchanges = [ex(i, day=1 + i % 3) for i in range(10)]
+    exchanges.append(ex(10, usage=False, model="gpt-4o"))  # no usage: estimated
+    exchanges.append(exchanges[0].model_copy(update={"id": "dup", "response": None}))
+    exchanges.append(
+        ex(11).model_copy(
+            update={"response": None, "error": "HTTP 429: rate_limit_exceeded: slow down"}
+        )
+    )
+    exchanges.append(ex(12).model_copy(update={"response": None, "error": "HTTP 500: boom"}))
+    p = profile(exchanges, assign_tasks(exchanges))
+    assert p.exchanges == 14
+    assert p.by_day == {"2026-10-01": 8, "2026-10-02": 3, "2026-10-03": 3}
+    assert p.by_model == {"gpt-4o-mini": 13, "gpt-4o": 1}
+    assert {t.name: t.count for t in p.tasks} == {"a": 6, "b": 8}
+    # 100..1000 logged, four estimated at 40 chars / 4 = 10 tokens; nearest-rank p50
+    assert p.prompt_tokens.max == 1000 and p.prompt_tokens.p50 == 300
+    assert p.prompt_tokens.estimated == 4  # the one without usage, and three without response
+    assert p.completion_tokens.count == 11 and p.completion_tokens.estimated == 1
+    assert any("estimated" in n for n in p.notes)
+    # ex(0) was logged twice
+    assert p.duplicates.groups == 1 and p.duplicates.duplicates == 1
+    assert p.errors.count == 2 and p.errors.by_kind == {"rate_limit": 1, "http_500": 1}
+    assert p.finish_reasons == {"stop": 11}
+    text = render_text(p)
+    assert "Features in use" in text and "Duplicate requests: 1 copies of 1" in text
+
+
+def test_error_kinds() -> None:
+    assert error_kind("HTTP 400: context_length_exceeded: too long") == "context_length"
+    assert error_kind("HTTP 404: model_not_found: x") == "model_not_found"
+    assert error_kind("HTTP 418: teapot") == "http_418"
+    assert error_kind("weird") == "other"
+
+
+def _write_logs(path: Path) -> None:
+    rows: list[str] = []
+    for i in range(6):
+        rows.append(
+            json.dumps(
+                {
+                    "request": {
+                        "model": "gpt-4o-mini",
+                        "messages": [
+                            {"role": "system", "content": f"Classify tickets for shop {i}."},
+                            {"role": "user", "content": f"ticket {i}"},
+                        ],
+                        "stream": i % 2 == 0,
+                    },
+                    "response": {
+                        "choices": [{"message": {"role": "assistant", "content": "billing"}}],
+                        "usage": {"prompt_tokens": 20 + i, "completion_tokens": 1},
+                    },
+                    "timestamp": "2026-10-05T10:00:00Z",
+                }
+            )
+        )
+    rows.append("{not json")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def test_cli_profile_json(tmp_path: Path) -> None:
+    logs = tmp_path / "t.jsonl"
+    _write_logs(logs)
+    res = CliRunner().invoke(main, ["profile", str(logs), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)  # exactly one JSON object
+    assert data["exchanges"] == 6
+    assert sum(data["skipped"].values()) == 1
+    assert data["formats"] == {"chat-jsonl": 6}
+    assert [(t["name"], t["count"]) for t in data["tasks"]] == [
+        (data["tasks"][0]["name"], 6)
+    ]  # one template: "Classify tickets for shop <n>."
+    assert data["features"]["streaming"]["count"] == 3
+    assert data["prompt_tokens"]["max"] == 25
+
+
+def test_cli_profile_text_and_strict(tmp_path: Path) -> None:
+    logs = tmp_path / "t.jsonl"
+    _write_logs(logs)
+    res = CliRunner().invoke(main, ["profile", str(logs)])
+    assert res.exit_code == 0
+    assert "6 exchanges" in res.output and "skipped lines: 1" in res.output
+    assert "streaming" in res.output
+    strict = CliRunner().invoke(main, ["profile", str(logs), "--strict"])
+    assert strict.exit_code == 2 and "t.jsonl:7" in strict.output

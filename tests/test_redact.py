@@ -1,0 +1,349 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import migrate_eval
+from migrate_eval.errors import ConfigError, MissingExtraError
+from migrate_eval.records import Exchange, Response, Source, ToolCall
+from migrate_eval.redact import (
+    RedactionConfig,
+    Redactor,
+    iban_ok,
+    luhn_ok,
+    redact_exchanges,
+)
+from migrate_eval.suite import parse_suite
+from tests.servers import LoopbackServer
+
+# Planted values: every one of them must be redacted everywhere.
+EMAIL = "maya.lee@example.com"
+EMAIL2 = "ops+billing@northwind.co.uk"
+CARD = "4111 1111 1111 1111"
+CARD2 = "5500-0000-0000-0004"
+IBAN = "GB82 WEST 1234 5698 7654 32"
+IBAN2 = "DE89370400440532013000"
+PHONE = "+1 (415) 555-2671"
+PHONE2 = "+44 20 7946 0958"
+SSN = "123-45-6789"
+NINO = "AB 12 34 56 C"
+IPV4 = "192.168.10.24"
+IPV6 = "2001:db8::8a2e:370:7334"
+OPENAI_KEY = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+GITHUB = "ghp_0123456789abcdefghijABCDEFGHIJklmnop"
+SLACK = "xoxb-123456789012-1234567890123-AbCdEfGhIjKl"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+GENERIC_SECRET = "Zq8#Lm2$Rt6vWx9pK3"
+PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
+
+PLANTED = [
+    EMAIL, EMAIL2, CARD, CARD2, IBAN, IBAN2, PHONE, PHONE2, SSN, NINO, IPV4, IPV6,
+    OPENAI_KEY, AWS_KEY, GITHUB, SLACK, JWT, GENERIC_SECRET, "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+]  # fmt: skip
+
+
+def variants(value: str) -> set[str]:
+    """The value as planted and with its separators removed (so reformatting cannot hide it)."""
+    compact = value.replace(" ", "").replace("-", "")
+    out = {value}
+    if any(c.isdigit() for c in value) and len(compact) >= 8 and "BEGIN" not in value:
+        out.add(compact)
+    return out
+
+
+def test_validators() -> None:
+    assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
+    assert iban_ok(IBAN) and iban_ok(IBAN2)
+    assert not iban_ok("GB82 WEST 1234 5698 7654 33")
+
+
+@pytest.mark.parametrize(
+    ("text", "entity"),
+    [
+        (f"mail {EMAIL} now", "EMAIL"),
+        (f"card {CARD}", "CARD"),
+        (f"card {CARD2}.", "CARD"),
+        (f"pay to {IBAN}", "IBAN"),
+        (f"pay to {IBAN2}", "IBAN"),
+        (f"call {PHONE}", "PHONE"),
+        (f"call {PHONE2}", "PHONE"),
+        ("call +4930123456 or", "PHONE"),
+        ("call (020) 7946 0958", "PHONE"),
+        (f"ssn {SSN}", "SSN"),
+        (f"nino {NINO}", "NINO"),
+        ("nino AB123456C", "NINO"),
+        (f"from {IPV4}", "IP"),
+        (f"from {IPV6}", "IP"),
+        (f"key {OPENAI_KEY}", "SECRET"),
+        (f"aws {AWS_KEY}", "SECRET"),
+        (f"gh {GITHUB}", "SECRET"),
+        (f"slack {SLACK}", "SECRET"),
+        (f"jwt {JWT}", "SECRET"),
+        (f"{PEM}\nafter", "SECRET"),
+        (f"db_password={GENERIC_SECRET}", "SECRET"),
+        (f'"api_key": "{GENERIC_SECRET}"', "SECRET"),
+    ],
+)
+def test_each_entity_is_redacted(text: str, entity: str) -> None:
+    out = Redactor().redact_text(text)
+    assert f"<{entity}_1>" in out, out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "order 12345 shipped on 2026-10-05 at 10:30",
+        "card-like digits 1234567890123456 fail the Luhn check",
+        "IBAN-like GB82WEST12345698765433 fails mod 97",
+        "total 1,299.00 for 3 items, tracking 4155552671",
+        "version 1.2.3 and ratio 3.14159; std::vector and 10:30:00",
+        "token=aaaaaaaaaaaaaaaa is low entropy",
+        "Northwind Outfitters ships tents to Maya in Oslo.",
+    ],
+)
+def test_ordinary_text_is_left_alone(text: str) -> None:
+    assert Redactor().redact_text(text) == text
+
+
+def test_entities_can_be_chosen() -> None:
+    r = Redactor(["email"])
+    assert r.redact_text(f"{EMAIL} {CARD}") == f"<EMAIL_1> {CARD}"
+    with pytest.raises(ConfigError, match="unknown entity"):
+        Redactor(["email", "shoe_size"])
+    with pytest.raises(ConfigError, match=r"redaction\.entities"):
+        parse_suite(
+            {
+                "name": "s",
+                "logs": ["x.jsonl"],
+                "candidates": [{"name": "c", "model": "m"}],
+                "redaction": {"enabled": True, "entities": ["nope"]},
+            },
+            source="s.yaml",
+            base_dir=Path("."),
+        )
+
+
+def _exchange() -> Exchange:
+    args = json.dumps({"email": EMAIL, "card": CARD, "note": "ship fast"})
+    return Exchange(
+        id="e1",
+        source=Source(file="f", line=1, format="t"),
+        request={
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": f"Support agent. Escalations: {EMAIL2}"},
+                {"role": "user", "content": f"I am {EMAIL}, card {CARD}. Ship my tent."},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "lookup", "arguments": args},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"phone": PHONE})},
+                {"role": "user", "content": [{"type": "text", "text": f"Again: {EMAIL}"}]},
+            ],
+        },
+        response=Response(
+            text=f"Thanks, we wrote to {EMAIL} and will call {PHONE}.",
+            tool_calls=[ToolCall.from_raw("notify", {"to": EMAIL})],
+        ),
+    )
+
+
+def test_placeholders_are_consistent_across_the_exchange() -> None:
+    red, distinct, occurrences = Redactor().redact_exchange(_exchange())
+    msgs = red.request["messages"]
+    assert msgs[0]["content"] == "Support agent. Escalations: <EMAIL_1>"
+    assert msgs[1]["content"] == "I am <EMAIL_2>, card <CARD_1>. Ship my tent."
+    args = json.loads(msgs[2]["tool_calls"][0]["function"]["arguments"])
+    assert args == {"email": "<EMAIL_2>", "card": "<CARD_1>", "note": "ship fast"}
+    assert json.loads(msgs[3]["content"]) == {"phone": "<PHONE_1>"}
+    assert msgs[4]["content"][0]["text"] == "Again: <EMAIL_2>"
+    assert red.response is not None
+    assert red.response.text == "Thanks, we wrote to <EMAIL_2> and will call <PHONE_1>."
+    assert red.response.tool_calls[0].parsed_arguments == {"to": "<EMAIL_2>"}
+    assert distinct == {"email": 2, "card": 1, "phone": 1}
+    assert occurrences["email"] == 6
+    # the original is untouched
+    assert EMAIL in _exchange().request["messages"][1]["content"]
+
+
+def test_summary_counts_entities_and_exchanges() -> None:
+    clean = _exchange().model_copy(
+        update={
+            "id": "e2",
+            "request": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            "response": Response(text="hello"),
+        }
+    )
+    out, summary = redact_exchanges([_exchange(), clean], RedactionConfig(enabled=True))
+    assert summary.exchanges == 2 and summary.exchanges_affected == 1
+    assert summary.by_entity == {"email": 2, "card": 1, "phone": 1}
+    assert out[1] is clean
+    off, s2 = redact_exchanges([_exchange()], RedactionConfig())
+    assert not s2.enabled and EMAIL in json.dumps(off[0].request)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("presidio_analyzer") is not None, reason="presidio is installed"
+)
+def test_names_need_the_presidio_extra() -> None:
+    with pytest.raises(MissingExtraError, match=r"migrate-eval\[presidio\]"):
+        Redactor(names=True)
+
+
+def _canary_logs(path: Path) -> None:
+    """Logs with PII planted in system prompts, user messages, tool arguments, tool results and
+    the logged answers, next to ordinary text that must still reach the candidate."""
+    rows: list[dict[str, Any]] = []
+    for i in range(6):
+        args = json.dumps({"customer_email": EMAIL, "iban": IBAN, "ip": IPV4, "order": f"NW-{i}"})
+        rows.append(
+            {
+                "request": {
+                    "model": "gpt-4o-mini",
+                    "messages": [
+                        {
+                            "role": "system",
+                            "content": f"You are the billing helper. Admin key {OPENAI_KEY}; "
+                            f"aws {AWS_KEY}; on-call {PHONE2}.",
+                        },
+                        {
+                            "role": "user",
+                            "content": f"Hi, I'm {EMAIL2} (SSN {SSN}, NINO {NINO}). Refund card "
+                            f"{CARD} and {CARD2}, IBAN {IBAN2}. Canary-text-{i} tent pegs.",
+                        },
+                        {
+                            "role": "assistant",
+                            "content": None,
+                            "tool_calls": [
+                                {
+                                    "id": f"call_{i}",
+                                    "type": "function",
+                                    "function": {"name": "refund", "arguments": args},
+                                }
+                            ],
+                        },
+                        {
+                            "role": "tool",
+                            "tool_call_id": f"call_{i}",
+                            "content": json.dumps(
+                                {
+                                    "status": "ok",
+                                    "phone": PHONE,
+                                    "ipv6": IPV6,
+                                    "token": JWT,
+                                    "gh": GITHUB,
+                                    "slack": SLACK,
+                                    "config": f"db_password={GENERIC_SECRET}",
+                                }
+                            ),
+                        },
+                        {"role": "user", "content": f"Also my key:\n{PEM}\nThanks!"},
+                    ],
+                    "tools": [
+                        {
+                            "type": "function",
+                            "function": {
+                                "name": "refund",
+                                "parameters": {"type": "object", "properties": {}},
+                            },
+                        }
+                    ],
+                },
+                "response": {
+                    "object": "chat.completion",
+                    "model": "gpt-4o-mini",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {
+                                "role": "assistant",
+                                "content": f"Refunded to {IBAN2}; we e-mailed {EMAIL2}.",
+                            },
+                        }
+                    ],
+                },
+                "metadata": {"feature": "billing"},
+            }
+        )
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+
+
+def test_canary_no_planted_value_reaches_the_candidate(tmp_path: Path) -> None:
+    logs = tmp_path / "canary.jsonl"
+    _canary_logs(logs)
+    with LoopbackServer(record=True) as server:
+        outcome = migrate_eval.run(
+            logs=[logs],
+            candidates=[f"c=openai-compatible:test-model@{server.base_url}"],
+            out=tmp_path / "run",
+            cache=tmp_path / "cache.sqlite",
+            redact=True,
+        )
+        bodies = server.bodies
+    assert len(bodies) == 6
+    sent = "\n".join(json.dumps(b, ensure_ascii=False) for b in bodies)
+    leaked = [v for value in PLANTED for v in variants(value) if v in sent]
+    assert leaked == []
+    # ordinary text still goes through, placeholders stand in for the values
+    for i in range(6):
+        assert f"Canary-text-{i} tent pegs" in sent
+    assert "billing helper" in sent and "<EMAIL_1>" in sent and "<IBAN_1>" in sent
+    assert "<CARD_2>" in sent and "<SECRET_" in sent and "<SSN_1>" in sent
+    # nothing planted reached the run folder's replayed exchanges either
+    for f in outcome.run_dir.iterdir():
+        if f.suffix in (".json", ".jsonl", ".md", ".html", ".xml"):
+            stored = f.read_text(encoding="utf-8")
+            assert [v for v in PLANTED if v in stored] == [], f.name
+    red = outcome.results.redaction
+    assert red is not None and red.enabled and red.exchanges_affected == 6
+    assert {"email", "card", "iban", "phone", "ssn", "nino", "ip", "secret"} <= set(red.by_entity)
+
+
+def test_without_redaction_values_are_sent(tmp_path: Path) -> None:
+    """The control for the canary: the same logs without --redact do carry the values."""
+    logs = tmp_path / "canary.jsonl"
+    _canary_logs(logs)
+    with LoopbackServer(record=True) as server:
+        outcome = migrate_eval.run(
+            logs=[logs],
+            candidates=[f"c=openai-compatible:test-model@{server.base_url}"],
+            out=tmp_path / "run",
+            cache=tmp_path / "cache.sqlite",
+        )
+        sent = json.dumps(server.bodies, ensure_ascii=False)
+    assert EMAIL in sent and IBAN2 in sent
+    assert outcome.results.redaction is not None and not outcome.results.redaction.enabled
+
+
+def test_cli_redact_flag(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from migrate_eval.cli import main
+
+    logs = tmp_path / "canary.jsonl"
+    _canary_logs(logs)
+    with LoopbackServer(record=True) as server:
+        res = CliRunner().invoke(
+            main,
+            [
+                "run", "--logs", str(logs), "--redact", "-q",
+                "--candidate", f"c=openai-compatible:test-model@{server.base_url}",
+                "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "c.sqlite"),
+            ],
+        )  # fmt: skip
+        sent = json.dumps(server.bodies, ensure_ascii=False)
+    assert res.exit_code in (0, 1), res.output
+    assert server.total == 6 and EMAIL2 not in sent and "<EMAIL_1>" in sent
