@@ -120,10 +120,17 @@ def test_lm_eval_loads_and_evaluates_the_exported_tasks(exported: Path) -> None:
     res = out["results"]
     assert res["migrate_eval_demo_ticket_triage"]["exact_match,none"] == pytest.approx(0.5)
     summ = res["migrate_eval_demo_conversation_summary"]
-    assert summ["exact_match,none"] == pytest.approx(1.0)
-    assert summ["chrf,none"] == pytest.approx(100.0)
-    assert summ["bleu,none"] == pytest.approx(100.0)
-    assert summ["ter,none"] == pytest.approx(0.0)
+    # duplicate requests in the log carry different logged answers (OpenAI's own variation):
+    # the model can reproduce only one of them per prompt
+    expected = sum(answers[d["prompt"]] == d["target"] for d in summary) / len(summary)
+    assert summ["exact_match,none"] == pytest.approx(expected)
+    if expected == 1.0:
+        assert summ["chrf,none"] == pytest.approx(100.0)
+        assert summ["bleu,none"] == pytest.approx(100.0)
+        assert summ["ter,none"] == pytest.approx(0.0)
+    else:
+        assert 0.0 < summ["chrf,none"] < 100.0
+        assert summ["ter,none"] > 0.0
 
 
 def test_cli_export_lm_eval_writes_the_folder(tmp_path: Path) -> None:
