@@ -9,12 +9,16 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 
-@nox.session
-def tests(session: nox.Session) -> None:
-    """Install with test extras and run the whole test suite (offline)."""
+def _install_test(session: nox.Session) -> None:
     # the CPU torch first, so that nothing the extras need pulls a CUDA build
     session.install("torch==2.13.0")
     session.install("-e", ".[test]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Install with test extras and run the whole test suite (offline)."""
+    _install_test(session)
     session.run("pytest", *(session.posargs or ["-q"]))
 
 
@@ -29,6 +33,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package."""
+    _install_test(session)
     session.install("-e", ".[dev]")
     session.run("mypy")
 
@@ -43,7 +48,7 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: figures printed as ratios against a bare baseline run on the same machine."""
-    session.install("-e", ".[test]")
+    _install_test(session)
     session.run("python", "benchmarks/bench_replay.py", *session.posargs)
     session.run("python", "benchmarks/bench_metrics.py")
 
@@ -70,12 +75,12 @@ def screenshot(session: nox.Session) -> None:
 def bench_ingest(session: nox.Session) -> None:
     """Ingest throughput and peak RSS vs a bare JSONL loop (default 1,000,000 lines, ~1.3 GB;
     `nox -s bench_ingest -- --n 100000` for a quick run)."""
-    session.install("-e", ".[test]")
+    _install_test(session)
     session.run("python", "benchmarks/bench_ingest.py", *session.posargs)
 
 
 @nox.session(name="bench_report")
 def bench_report(session: nox.Session) -> None:
     """Report at scale: 100,000 exchanges x 3 candidates, size and time to interactive."""
-    session.install("-e", ".[test]")
+    _install_test(session)
     session.run("python", "benchmarks/bench_report.py", *session.posargs)

@@ -1,6 +1,6 @@
 """Ingest throughput and peak memory: ``ingest_to_dataset`` against a bare JSON Lines loop.
 
-    python benchmarks/bench_ingest.py [--n 1000000] [--keep DIR] [--json]
+    python benchmarks/bench_ingest.py [--n 1000000] [--keep DIR] [--json] [--processes 2]
 
 1. Writes ``--n`` realistic ``chat-jsonl`` lines (system prompt, user prompt and a logged
    chat completion with usage; texts from AlpacaEval / MT-bench when the shared data folder is
@@ -129,7 +129,7 @@ _CHILD_INGEST = """
 import sys
 sys.path.insert(0, sys.argv[3])
 from migrate_eval.ingest import ingest_to_dataset
-ds, summary = ingest_to_dataset([sys.argv[1]], sys.argv[2])
+ds, summary = ingest_to_dataset([sys.argv[1]], sys.argv[2], processes=int(sys.argv[4]))
 assert summary.lines_read == summary.exchanges + summary.skipped
 print(len(ds))
 """
@@ -153,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, default=None, help="folder to write the log to")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="ingest_to_dataset(processes=...): 2 splits a large file between two processes",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         folder = args.keep or Path(tmp)
@@ -165,10 +171,13 @@ def main(argv: list[str] | None = None) -> int:
             while fh.read(1 << 24):
                 pass
         bare_s, bare_rss, bare_out = _child(_CHILD_BARE, str(log))
-        ing_s, ing_rss, ing_out = _child(_CHILD_INGEST, str(log), str(folder / "cache"), str(REPO))
+        ing_s, ing_rss, ing_out = _child(
+            _CHILD_INGEST, str(log), str(folder / "cache"), str(REPO), str(args.processes)
+        )
         mb = size / 1e6
         result: dict[str, Any] = {
             "n": args.n,
+            "processes": args.processes,
             "file_mb": round(mb, 1),
             "generate_s": round(gen_s, 1),
             "bare_s": round(bare_s, 2),

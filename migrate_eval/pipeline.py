@@ -273,6 +273,11 @@ def run(
 
     fill_ttft_stats(cand_results, replays)
     gate, code = gate_outcome(cand_results, s.gate)
+    from migrate_eval.stats import compare_candidates
+
+    comparisons = compare_candidates(
+        scores, plan.tasks, [c.name for c in s.candidates], s.thresholds
+    )
 
     results = Results(
         tool_version=__version__,
@@ -289,6 +294,7 @@ def run(
         profile=traffic_profile,
         sampling=sampling_summary,
         redaction=redaction_summary,
+        comparisons=comparisons,
     )
 
     # 6. the run folder

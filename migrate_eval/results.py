@@ -177,6 +177,32 @@ class CandidateResult(_M):
     )
 
 
+class CandidateComparison(_M):
+    """Two candidates compared on the same exchanges of one task (paired tests, docs/metrics.md)."""
+
+    task: str
+    a: str = Field(description="first candidate (suite order)")
+    b: str = Field(description="second candidate")
+    n: int = Field(description="exchanges scored for both candidates")
+    mean_diff: float | None = Field(
+        description="mean of parity(a) - parity(b) over those exchanges"
+    )
+    ci_low: float | None = Field(description="paired bootstrap interval of mean_diff, low end")
+    ci_high: float | None = Field(description="paired bootstrap interval of mean_diff, high end")
+    p_wilcoxon: float | None = Field(
+        description="two-sided Wilcoxon signed-rank p-value on the parity differences"
+    )
+    p_mcnemar: float | None = Field(
+        description="two-sided McNemar mid-p on pass/fail at the pass threshold"
+    )
+    p_adjusted: float | None = Field(
+        default=None,
+        description="p_wilcoxon after Holm-Bonferroni over all comparisons of the run",
+    )
+    a_only_passes: int = Field(default=0, description="exchanges a passes and b fails")
+    b_only_passes: int = Field(default=0, description="exchanges b passes and a fails")
+
+
 class IngestSummary(_M):
     files: list[str]
     formats: dict[str, int]
@@ -210,4 +236,8 @@ class Results(_M):
     )
     redaction: RedactionSummary | None = Field(
         default=None, description="PII redaction applied before replay"
+    )
+    comparisons: list[CandidateComparison] = Field(
+        default_factory=list,
+        description="per task, every pair of candidates compared on the same exchanges",
     )

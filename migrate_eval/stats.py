@@ -65,6 +65,7 @@ from migrate_eval.metrics.scoring import (
 from migrate_eval.records import Exchange, ReplayResult
 from migrate_eval.results import (
     SCORE_COLUMNS,
+    CandidateComparison,
     CandidateResult,
     CostStats,
     ErrorStats,
@@ -798,6 +799,89 @@ def compare_paired(
         first_only_passes=only_a,
         second_only_passes=only_b,
     )
+
+
+def wilcoxon_two_sided(differences: npt.NDArray[Any] | Sequence[float]) -> float | None:
+    """Two-sided Wilcoxon signed-rank p-value that the differences are centred on 0.
+
+    Zero differences are dropped (Wilcox's method); when every difference is zero there is no
+    evidence of a difference and the p-value is 1. None when there are no differences at all.
+    """
+    from scipy.stats import wilcoxon
+
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    if d.size == 0:
+        return None
+    d = d[np.abs(d) > _EPS]
+    if d.size == 0:
+        return 1.0
+    res = wilcoxon(d, alternative="two-sided", zero_method="wilcox")
+    return float(res.pvalue)
+
+
+def compare_candidates(
+    scores: pd.DataFrame,
+    tasks: Sequence[TaskInfo],
+    candidates: Sequence[str],
+    thresholds: Thresholds,
+    *,
+    seed: int = 0,
+) -> list[CandidateComparison]:
+    """Per task, every pair of ``candidates`` (names, in order) on the exchanges both had scored.
+
+    Each pair gets the mean parity difference with a paired bootstrap interval, a two-sided
+    Wilcoxon signed-rank p-value, the McNemar mid-p on pass/fail at ``thresholds.pass_threshold``,
+    and ``p_adjusted``: the Wilcoxon p-value after Holm-Bonferroni over every comparison of the
+    run. Pairs with no exchange scored for both are left out; one candidate gives no comparison.
+    """
+    out: list[CandidateComparison] = []
+    names = list(dict.fromkeys(candidates))
+    if len(names) < 2 or not len(scores):
+        return out
+    ok = scores[(scores["status"] == "ok") & scores["parity"].notna()]
+    ok = ok[ok["candidate"].isin(names)]
+    pass_at = thresholds.pass_threshold - _EPS
+    for task in tasks:
+        rows = ok[ok["task"] == task.name]
+        if rows.empty:
+            continue
+        wide = rows.pivot_table(
+            index="exchange_id", columns="candidate", values="parity", aggfunc="mean"
+        )
+        for i, a_name in enumerate(names):
+            for b_name in names[i + 1 :]:
+                if a_name not in wide.columns or b_name not in wide.columns:
+                    continue
+                pair = wide[[a_name, b_name]].dropna()
+                if pair.empty:
+                    continue
+                a = pair[a_name].to_numpy(dtype=np.float64)
+                b = pair[b_name].to_numpy(dtype=np.float64)
+                mean, low, high = paired_bootstrap_ci(
+                    a, b, confidence=thresholds.confidence, seed=seed
+                )
+                pa, pb = a >= pass_at, b >= pass_at
+                only_a = int(np.count_nonzero(pa & ~pb))
+                only_b = int(np.count_nonzero(pb & ~pa))
+                out.append(
+                    CandidateComparison(
+                        task=task.name,
+                        a=a_name,
+                        b=b_name,
+                        n=int(a.size),
+                        mean_diff=_opt(mean),
+                        ci_low=_opt(low),
+                        ci_high=_opt(high),
+                        p_wilcoxon=wilcoxon_two_sided(a - b),
+                        p_mcnemar=mcnemar(only_a, only_b),
+                        a_only_passes=only_a,
+                        b_only_passes=only_b,
+                    )
+                )
+    for c, p in zip(out, holm([c.p_wilcoxon for c in out]), strict=True):
+        c.p_adjusted = p
+    return out
 
 
 # --- the noise floor ---------------------------------------------------------------------------

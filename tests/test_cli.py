@@ -287,3 +287,23 @@ def test_help_documents_exit_codes() -> None:
         "3  infrastructure",
     ):
         assert line in output
+
+
+def test_run_compares_candidates_on_the_same_exchanges(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
+    logs = write_logs(tmp_path / "l.jsonl", [_line(i, f"q{i}", f"echo: q{i}") for i in range(35)])
+    out = migrate_eval.run(
+        logs=[logs],
+        candidates=[
+            f"a=openai-compatible:m@{server.base_url}",
+            f"b=openai-compatible:m2@{server.base_url}",
+        ],
+        out=tmp_path / "r",
+    )
+    (comparison,) = out.results.comparisons
+    assert (comparison.task, comparison.a, comparison.b, comparison.n) == ("qa", "a", "b", 35)
+    assert comparison.mean_diff == 0.0 and comparison.p_wilcoxon == 1.0
+    saved = json.loads((out.run_dir / "results.json").read_text(encoding="utf-8"))
+    assert saved["comparisons"][0]["p_adjusted"] == 1.0
+    assert 'class="comparison-table"' in (out.run_dir / "report.html").read_text(encoding="utf-8")

@@ -604,3 +604,96 @@ def test_demo_run_measures_the_noise_floor_from_duplicate_requests(tmp_path: Any
         assert t.p_value_adjusted is not None
     triage = next(t for t in cand.tasks if t.task == "ticket-triage")
     assert triage.kappa is not None and triage.confusion
+
+
+# ---------------------------------------------------------------------------- candidate pairs
+
+
+def _pair_scores(parities: dict[str, list[float]], task: str = "t") -> pd.DataFrame:
+    rows = [
+        {
+            "exchange_id": f"{task}-{i}",
+            "task": task,
+            "candidate": cand,
+            "status": "ok",
+            "error": "",
+            "parity": p,
+            "latency_ms": 100.0,
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "cached": False,
+        }
+        for cand, values in parities.items()
+        for i, p in enumerate(values)
+    ]
+    return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+
+
+def _pair_task(name: str = "t", n: int = 60) -> TaskInfo:
+    return TaskInfo(
+        name=name, output="free_text", metrics=["m"], min_parity=0.8, n=n, source="suite"
+    )
+
+
+def test_compare_candidates_finds_a_clearly_better_candidate() -> None:
+    rng = np.random.default_rng(11)
+    good = np.clip(rng.normal(0.92, 0.05, 60), 0, 1)
+    bad = np.clip(good - 0.15 + rng.normal(0, 0.03, 60), 0, 1)
+    scores = _pair_scores({"good": list(good), "bad": list(bad), "twin": list(good)})
+    out = stats.compare_candidates(scores, [_pair_task()], ["good", "bad", "twin"], Thresholds())
+    by_pair = {(c.a, c.b): c for c in out}
+    assert set(by_pair) == {("good", "bad"), ("good", "twin"), ("bad", "twin")}
+
+    better = by_pair[("good", "bad")]
+    assert better.task == "t" and better.n == 60
+    assert better.mean_diff == pytest.approx(float((good - bad).mean()))
+    assert better.ci_low is not None and better.ci_high is not None
+    assert better.mean_diff is not None
+    assert 0 < better.ci_low <= better.mean_diff <= better.ci_high
+    assert better.p_wilcoxon is not None and better.p_wilcoxon < 0.05
+    assert better.p_mcnemar is not None and better.p_mcnemar < 0.05
+    assert better.a_only_passes > 0 and better.b_only_passes == 0
+    # the other order of the same pair: the difference changes sign, the p-values do not
+    worse = by_pair[("bad", "twin")]
+    assert worse.mean_diff == pytest.approx(-float((good - bad).mean()))
+    assert worse.ci_high is not None and worse.ci_high < 0
+    assert worse.p_wilcoxon == pytest.approx(better.p_wilcoxon)
+
+    same = by_pair[("good", "twin")]
+    assert same.mean_diff == 0.0 and same.ci_low == 0.0 and same.ci_high == 0.0
+    assert same.p_wilcoxon == 1.0 and same.p_mcnemar == 1.0
+
+    # Holm over every comparison of the run: never below the raw p-value, 1 stays 1
+    for c in out:
+        assert c.p_adjusted is not None and c.p_wilcoxon is not None
+        assert c.p_wilcoxon <= c.p_adjusted <= 1.0
+    assert same.p_adjusted == 1.0
+    assert better.p_adjusted is not None and better.p_adjusted < 0.05
+
+
+def test_compare_candidates_pairs_only_exchanges_scored_for_both() -> None:
+    scores = _pair_scores({"a": [0.9] * 10, "b": [0.5] * 10})
+    # a failed call and an exchange the second candidate never saw are left out
+    scores.loc[(scores["candidate"] == "b") & (scores["exchange_id"] == "t-0"), "status"] = "error"
+    scores = scores[~((scores["candidate"] == "b") & (scores["exchange_id"] == "t-1"))]
+    out = stats.compare_candidates(
+        scores, [_pair_task(), _pair_task("empty")], ["a", "b"], Thresholds()
+    )
+    assert len(out) == 1  # the task without scores gives no comparison
+    assert out[0].n == 8 and out[0].mean_diff == pytest.approx(0.4)
+    # one candidate: nothing to compare
+    assert stats.compare_candidates(scores, [_pair_task()], ["a"], Thresholds()) == []
+
+
+def test_comparisons_are_ordered_by_task_then_candidate_order() -> None:
+    scores = pd.concat(
+        [
+            _pair_scores({"x": [0.9, 0.8, 0.7], "y": [0.9, 0.8, 0.6]}, task="t2"),
+            _pair_scores({"x": [0.5, 0.6, 0.7], "y": [0.4, 0.6, 0.7]}, task="t1"),
+        ],
+        ignore_index=True,
+    )
+    out = stats.compare_candidates(
+        scores, [_pair_task("t1"), _pair_task("t2")], ["y", "x"], Thresholds()
+    )
+    assert [(c.task, c.a, c.b) for c in out] == [("t1", "y", "x"), ("t2", "y", "x")]

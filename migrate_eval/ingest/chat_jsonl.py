@@ -23,7 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from migrate_eval.ingest._common import (
+    CHAT_ROLES,
     INVALID_JSON,
     MISSING_FIELD,
     LineContext,
@@ -39,6 +42,7 @@ from migrate_eval.ingest._common import (
 )
 from migrate_eval.ingest._jsonl import loads
 from migrate_eval.ingest._responses import logged_response
+from migrate_eval.ingest._rows import Row
 from migrate_eval.ingest.registry import LogFormat
 from migrate_eval.ingest.responses_api import (
     chat_request_from_responses,
@@ -157,6 +161,170 @@ def read(record: dict[str, Any], ctx: LineContext) -> Exchange:
             "metadata": metadata,
             "gold": gold if gold is None or isinstance(gold, str) else gold_text(gold),
         }
+    )
+
+
+_dumps = orjson.dumps
+
+
+def fast_row(record: dict[str, Any], ctx: LineContext) -> Row | None:
+    """The dataset row (see :mod:`migrate_eval.ingest._rows`) of the common line, built
+    without :class:`~migrate_eval.records.Exchange`/``Response`` objects: a ``request`` object
+    with ``messages``, a Chat Completions ``response`` with one choice and no tool calls, or no
+    response. The row holds exactly what :func:`read` then ``exchange_row`` would give.
+
+    Returns None (or raises ``ValueError``/``TypeError``) for any other line: the caller then
+    reads the line again with :func:`read`, which names the field that is wrong. This function
+    may have modified ``record`` by then (filled in ``request.model``), so the caller parses
+    the line afresh.
+    """
+    request = record.get("request")
+    if type(request) is not dict:
+        return None
+    # check_chat_request, for the lines it accepts (a role that is not hashable raises
+    # TypeError: the slow path names it)
+    messages = request.get("messages")
+    if type(messages) is not list or not messages:
+        return None
+    for m in messages:
+        if type(m) is not dict or m.get("role") not in CHAT_ROLES:
+            return None
+        content = m.get("content")
+        if content is not None and type(content) is not str and type(content) is not list:
+            return None
+        tool_calls = m.get("tool_calls")
+        if tool_calls is not None and type(tool_calls) is not list:
+            return None
+    model = request.get("model")
+    if model is None:
+        model = request["model"] = ctx.model_fallback
+    elif type(model) is not str:
+        return None
+    tools = request.get("tools")
+    if tools is not None and type(tools) is not list:
+        return None
+
+    latency = record["latency_ms"] if "latency_ms" in record else record.get("duration_ms")
+    if latency is not None and type(latency) is not float:
+        if type(latency) is not int:
+            return None
+        latency = float(latency)
+
+    raw_response = record.get("response")
+    created: Any = None
+    response_json: bytes | None = None
+    if raw_response is not None:
+        if type(raw_response) is not dict:
+            return None
+        choices = raw_response.get("choices")
+        if type(choices) is not list or len(choices) != 1:
+            return None
+        choice = choices[0]
+        if type(choice) is not dict:
+            return None
+        message = choice.get("message")
+        if type(message) is not dict or message.get("tool_calls"):
+            return None
+        if message.get("function_call") is not None:
+            return None
+        text = message.get("content")
+        refusal = message.get("refusal")
+        finish = choice.get("finish_reason")
+        resp_model = raw_response.get("model")
+        if (
+            (text is not None and type(text) is not str)
+            or (refusal is not None and type(refusal) is not str)
+            or (finish is not None and type(finish) is not str)
+            or (resp_model is not None and type(resp_model) is not str)
+        ):
+            return None
+        u = raw_response.get("usage")
+        usage: dict[str, Any] | None = None
+        if type(u) is dict:  # as records.usage_from_dict
+            pd = u.get("prompt_tokens_details") or u.get("input_tokens_details")
+            cd = u.get("completion_tokens_details") or u.get("output_tokens_details")
+            usage = {
+                "prompt_tokens": u.get("prompt_tokens", u.get("input_tokens")),
+                "completion_tokens": u.get("completion_tokens", u.get("output_tokens")),
+                "total_tokens": u.get("total_tokens"),
+                "cached_tokens": pd.get("cached_tokens") if type(pd) is dict else None,
+                "reasoning_tokens": cd.get("reasoning_tokens") if type(cd) is dict else None,
+            }
+            for value in usage.values():
+                if value is not None and type(value) is not int:
+                    return None
+        created = raw_response.get("created")
+        response_json = _dumps(
+            {
+                "text": text,
+                "tool_calls": [],
+                "refusal": refusal,
+                "finish_reason": finish,
+                "usage": usage,
+                "model": resp_model,
+                "latency_ms": latency,
+                "ttft_ms": None,
+            }
+        )
+
+    ts = record.get("timestamp")
+    if ts is None:
+        ts = record.get("created_at")
+        if ts is None:
+            ts = created
+    timestamp: Any
+    if type(ts) is int and 0 < ts < 100_000_000_000:
+        timestamp = ts * 1_000_000  # microseconds: what the Arrow column holds
+    elif ts is None:
+        timestamp = None
+    else:
+        timestamp = parse_timestamp(ts, "timestamp")
+
+    request_meta = request.get("metadata")
+    line_meta = record.get("metadata")
+    if request_meta is None:
+        if line_meta is None:
+            metadata: dict[str, Any] = {}
+        elif type(line_meta) is dict:
+            metadata = line_meta
+        else:
+            return None
+    else:
+        metadata = merge_metadata((request_meta, "request.metadata"), (line_meta, "metadata"))
+    if "tags" in record:
+        tags = tags_value(record["tags"], "tags")
+        if tags is not None:
+            if metadata is line_meta:
+                metadata = dict(metadata)
+            metadata["tags"] = tags
+
+    ex_id = record.get("id")
+    if type(ex_id) is not str or not ex_id:
+        ex_id = (
+            record_id(ex_id, "id")
+            or record_id(record.get("custom_id"), "custom_id")
+            or record_id(record.get("request_id"), "request_id")
+        )
+        if ex_id is None and raw_response is not None:
+            response_id = raw_response.get("id")
+            ex_id = response_id if isinstance(response_id, str) and response_id else None
+    gold = record.get("gold")
+    if gold is None:
+        gold = record.get("label")
+    if gold is not None and type(gold) is not str:
+        gold = gold_text(gold)
+    return (
+        ex_id or ctx.default_id(),
+        ctx.file,
+        ctx.line,
+        ctx.format,
+        timestamp,
+        model,
+        _dumps(request),
+        response_json,
+        None,
+        _dumps(metadata) if metadata else "{}",
+        gold,
     )
 
 

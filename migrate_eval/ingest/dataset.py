@@ -7,6 +7,13 @@ size of the logs (only the ids seen, for de-duplication, grow with the number of
 The file is memory-mapped by :class:`datasets.Dataset`; :func:`iter_exchanges` gives the
 exchanges back.
 
+Speed. Rows come from :meth:`LogStream.rows <migrate_eval.ingest.reader.LogStream.rows>`:
+a common ``chat-jsonl`` line is checked with plain dict/type checks and written straight to
+its columns (no pydantic objects); any other line is read by the full reader, which names the
+field that is wrong, so the rows, counts and issues are those of
+:func:`~migrate_eval.ingest.read_logs`. A large uncompressed ``chat-jsonl`` file is read by
+two processes (``processes=2``), each half into Arrow record batches, merged in order.
+
 Columns (one row an exchange):
 
 =============  ==========  ==========================================================
@@ -37,7 +44,8 @@ from typing import Any
 
 import orjson
 
-from migrate_eval.errors import MissingExtraError
+from migrate_eval.ingest import _rows
+from migrate_eval.ingest._rows import Row
 from migrate_eval.ingest.reader import stream_logs
 from migrate_eval.records import Exchange, Response, Source
 from migrate_eval.results import IngestSummary
@@ -60,54 +68,9 @@ COLUMNS = (
 )
 
 
-def _pa() -> Any:
-    try:
-        import pyarrow as pa
-    except ImportError:  # pragma: no cover - pyarrow comes with datasets
-        raise MissingExtraError("pyarrow", "test", "ingest_to_dataset") from None
-    return pa
-
-
 def schema() -> Any:
     """The Arrow schema of an ingested dataset."""
-    pa = _pa()
-    return pa.schema(
-        [
-            ("id", pa.string()),
-            ("file", pa.string()),
-            ("line", pa.int64()),
-            ("format", pa.string()),
-            ("timestamp", pa.timestamp("us", tz="UTC")),
-            ("model", pa.string()),
-            ("request", pa.string()),
-            ("response", pa.string()),
-            ("error", pa.string()),
-            ("metadata", pa.string()),
-            ("gold", pa.string()),
-            ("task", pa.string()),
-        ]
-    )
-
-
-def _default(obj: Any) -> Any:
-    """orjson fallback: pydantic models (Response, ToolCall, Usage) as their fields."""
-    d = getattr(obj, "__dict__", None)
-    if d is not None:
-        return d
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
-
-
-_DUMPS_OPTS = orjson.OPT_NON_STR_KEYS
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=_default, option=_DUMPS_OPTS).decode()
-
-
-def _response_json(response: Response | None) -> str | None:
-    if response is None:
-        return None
-    return _dumps(response)
+    return _rows.schema()
 
 
 def _cache_name(paths: Sequence[str | Path], options: dict[str, Any]) -> str:
@@ -126,6 +89,7 @@ def ingest_to_dataset(
     default_model: str | None = None,
     columns: dict[str, str] | None = None,
     batch_rows: int = BATCH_ROWS,
+    processes: int = 1,
 ) -> tuple[Any, IngestSummary]:
     """Read logs into an Arrow-backed :class:`datasets.Dataset` with bounded memory.
 
@@ -134,10 +98,15 @@ def ingest_to_dataset(
     the :class:`~migrate_eval.results.IngestSummary` of what was read (the counting rule of
     :func:`~migrate_eval.ingest.read_logs` holds: ``lines_read == exchanges + skipped``).
     Raises what :func:`~migrate_eval.ingest.read_logs` raises (unknown format, strict mode).
+
+    ``processes=2`` lets a worker process read the second half of a large uncompressed
+    ``chat-jsonl`` file (see :meth:`~migrate_eval.ingest.reader.LogStream.rows`): faster when
+    a second CPU core is idle, slower when it is busy (the worker's start and the merge cost
+    about a quarter more CPU time in all), hence not the default.
     """
     import datasets
 
-    pa = _pa()
+    pa = _rows.pa_module()
     if isinstance(paths, str | Path):
         paths = [paths]
     stream = stream_logs(
@@ -154,34 +123,29 @@ def ingest_to_dataset(
     gc.disable()
     try:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, sch) as writer:
-            cols: list[list[Any]] = [[] for _ in COLUMNS]
-            (c_id, c_file, c_line, c_fmt, c_ts, c_model, c_req, c_resp, c_err, c_meta, c_gold) = (
-                cols[:11]
-            )
-            n = 0
-            dumps = _dumps
-            for ex in stream:
-                src = ex.source
-                c_id.append(ex.id)
-                c_file.append(src.file)
-                c_line.append(src.line)
-                c_fmt.append(src.format)
-                c_ts.append(ex.timestamp)
-                model = ex.request.get("model")
-                c_model.append(model if type(model) is str else None)
-                c_req.append(dumps(ex.request))
-                c_resp.append(None if ex.response is None else dumps(ex.response))
-                c_err.append(ex.error)
-                c_meta.append(dumps(ex.metadata) if ex.metadata else "{}")
-                c_gold.append(ex.gold)
-                n += 1
-                if n == batch_rows:
-                    _write(writer, sch, cols, n)
-                    for c in cols:
-                        c.clear()
-                    n = 0
-            if n:
-                _write(writer, sch, cols, n)
+            rows: list[Row] = []
+            append = rows.append
+            record_batch = _rows.record_batch
+            for item in stream.rows(workdir=cache if processes > 1 else None):
+                kind = type(item)
+                if kind is tuple:  # one row
+                    append(item)
+                    if len(rows) >= batch_rows:
+                        writer.write_batch(record_batch(sch, rows))
+                        rows.clear()
+                    continue
+                if kind is list:  # rows
+                    rows.extend(item)
+                    while len(rows) >= batch_rows:
+                        writer.write_batch(record_batch(sch, rows[:batch_rows]))
+                        del rows[:batch_rows]
+                    continue
+                if rows:  # a record batch a worker process wrote: keep the order
+                    writer.write_batch(record_batch(sch, rows))
+                    rows.clear()
+                writer.write_batch(item)
+            if rows:
+                writer.write_batch(record_batch(sch, rows))
         os.replace(tmp, target)
     finally:
         if gc_was_enabled:
@@ -190,17 +154,6 @@ def ingest_to_dataset(
             tmp.unlink()
     dataset = datasets.Dataset.from_file(str(target))
     return dataset, stream.summary()
-
-
-def _write(writer: Any, sch: Any, cols: list[list[Any]], n: int) -> None:
-    pa = _pa()
-    arrays = []
-    for name, values in zip(COLUMNS, cols, strict=True):
-        if name == "task":
-            arrays.append(pa.nulls(n, pa.string()))
-        else:
-            arrays.append(pa.array(values, type=sch.field(name).type))
-    writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=sch))
 
 
 def exchange_from_row(row: dict[str, Any]) -> Exchange:

@@ -45,6 +45,8 @@ from __future__ import annotations
 import gc
 import glob
 import os
+import subprocess
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -52,10 +54,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from migrate_eval.errors import BadLineError, LineIssue, LogFormatError
-from migrate_eval.ingest import openai_batch
+from migrate_eval.ingest import _rows, chat_jsonl, openai_batch
 from migrate_eval.ingest._common import (
     DUPLICATE_CUSTOM_ID,
     INVALID_VALUE,
@@ -69,7 +72,16 @@ from migrate_eval.ingest._common import (
     reason_category,
     type_name,
 )
-from migrate_eval.ingest._jsonl import BOM, head_bytes, loads, open_lines, parse_line
+from migrate_eval.ingest._jsonl import (
+    BOM,
+    GZIP_MAGIC,
+    ZSTD_MAGIC,
+    head_bytes,
+    loads,
+    open_lines,
+    parse_line,
+)
+from migrate_eval.ingest._rows import Row, exchange_row
 from migrate_eval.ingest.registry import (
     LogFormat,
     available_formats,
@@ -271,8 +283,28 @@ class LogStream:
         self.shared_texts: dict[str, str] = {}
         self.outputs: dict[str, openai_batch.BatchOutput] = {}
         self._started = False
+        self._workdir: Path | None = None
 
     def __iter__(self) -> Iterator[Exchange]:
+        return self._iterate(as_rows=False)  # type: ignore[return-value]
+
+    def rows(self, *, workdir: Path | None = None) -> Iterator[Row | Any]:
+        """The exchanges as dataset rows (:mod:`migrate_eval.ingest._rows`), in the same order
+        and with the same counts and line issues as iterating the stream: each item is one row
+        (a tuple), a list of rows or an Arrow record batch. ``chat-jsonl`` lines take a fast
+        path that builds no pydantic objects; a line it does not cover is read by the format's
+        reader as usual (so its issue names the field). Like iterating, this can be done once;
+        in strict mode, the rows read just before the bad line may not have been handed on.
+
+        With ``workdir`` (a folder for temporary files), the second half of a large
+        uncompressed ``chat-jsonl`` file is read by a worker process while this one reads the
+        first half (not in strict mode, and only with two CPUs or more); its exchanges come as
+        Arrow record batches (:func:`migrate_eval.ingest._rows.record_batch`), in their place
+        in the order, with their ids already made unique."""
+        self._workdir = workdir
+        return self._iterate(as_rows=True)
+
+    def _iterate(self, as_rows: bool) -> Iterator[Exchange | Row | Any]:
         if self._started:
             raise RuntimeError("a LogStream can be iterated only once")
         self._started = True
@@ -286,12 +318,26 @@ class LogStream:
                 if fmt is None or is_output:
                     continue
                 kind = self._kinds.get(path, "lines")
+                exchanges: Iterator[Exchange]
+                if kind == "lines" and as_rows and fmt.reader is chat_jsonl.read:
+                    split = self._split_point(path)
+                    if split is None:
+                        yield from self._read_chat_rows(path, fmt)
+                    else:
+                        yield from self._read_chat_split(path, fmt, split)
+                    continue
                 if kind == "file":
-                    yield from self._read_whole_file(path, fmt)
+                    exchanges = self._read_whole_file(path, fmt)
                 elif kind == "document":
-                    yield from self._read_document(path, fmt)
+                    exchanges = self._read_document(path, fmt)
                 elif kind == "lines":
-                    yield from self._read_file(path, fmt)
+                    exchanges = self._read_file(path, fmt)
+                else:
+                    continue
+                if as_rows:
+                    yield from map(exchange_row, exchanges)
+                else:
+                    yield from exchanges
             self._unmatched_outputs()
             self._unmatched_side_records()
         finally:
@@ -311,10 +357,13 @@ class LogStream:
 
     def _rename(self, exchange: Exchange) -> None:
         """Make a repeated id unique: ``id-2``, ``id-3``..."""
+        exchange.id = self._unique_id(exchange.id)
+
+    def _unique_id(self, ex_id: str) -> str:
         n = 2
-        while f"{exchange.id}-{n}" in self.seen_ids:
+        while f"{ex_id}-{n}" in self.seen_ids:
             n += 1
-        exchange.id = f"{exchange.id}-{n}"
+        return f"{ex_id}-{n}"
 
     def _lines(self, path: Path, name: str) -> Iterator[tuple[int, bytes | None]]:
         """Yield (line number, raw line) for the non-blank lines; a truncated gzip stream ends
@@ -520,6 +569,181 @@ class LogStream:
             if count:
                 self.formats[fmt.name] = self.formats.get(fmt.name, 0) + count
 
+    def _split_point(self, path: Path) -> int | None:
+        """Where a worker process starts reading ``path`` (the start of the line at or after
+        the middle), or None to read it all here."""
+        if self._workdir is None or self.strict or (os.cpu_count() or 1) < 2:
+            return None
+        try:
+            size = path.stat().st_size
+            if size < PARALLEL_MIN_BYTES:
+                return None
+            with open(path, "rb") as fh:
+                if fh.read(4)[:2] in (GZIP_MAGIC, ZSTD_MAGIC[:2]):
+                    return None
+                fh.seek(size // 2 - 1)
+                fh.readline()  # to the end of the line the middle falls in
+                split = fh.tell()
+        except OSError:
+            return None  # reading it here reports the problem
+        return split if split < size else None
+
+    def _read_chat_split(self, path: Path, fmt: LogFormat, split: int) -> Iterator[Row | Any]:
+        """A large ``chat-jsonl`` file read by two processes: the lines before ``split`` here,
+        the rest by a worker process (into an Arrow file in the work folder), merged in order.
+        Should the worker fail, the rest is read here."""
+        assert self._workdir is not None
+        name = str(path)
+        part = self._workdir / f"part-{os.getpid()}-{id(self)}.arrow"
+        args = {
+            "path": [p for p in sys.path if p],
+            "file": name,
+            "format": fmt.name,
+            "start": split,
+            "part": str(part),
+            "default_model": self.default_model,
+            "options": self.options,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_CODE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(orjson.dumps(args, default=str) + b"\n")
+            proc.stdin.close()
+            yield from self._read_chat_rows(path, fmt, end=split)
+            assert proc.stdout is not None
+            out = proc.stdout.read()
+            proc.wait()
+            result = orjson.loads(out) if proc.returncode == 0 and out.strip() else None
+            if result is None:  # the worker failed: read the rest here
+                part.unlink(missing_ok=True)
+                first_line = _count_lines(path, split) + 1
+                yield from self._read_chat_rows(path, fmt, start=split, first_line=first_line)
+                return
+            for file, line, field_, reason in result["skipped"]:
+                self.skip(LineIssue(file, line, field_, reason))
+            self.lines_read += result["lines_read"]
+            self.exchanges_read += result["exchanges"]
+            if result["exchanges"]:
+                self.formats[fmt.name] = self.formats.get(fmt.name, 0) + result["exchanges"]
+            pa = _rows.pa_module()
+            with pa.OSFile(str(part), "rb") as source:  # not mapped: pages freed as read
+                for batch in pa.ipc.open_stream(source):
+                    yield self._unique_batch_ids(batch)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+            part.unlink(missing_ok=True)
+
+    def _unique_batch_ids(self, batch: Any) -> Any:
+        """A worker's record batch with its ids made unique against those seen so far."""
+        seen = self.seen_ids
+        ids = batch.column(0).to_pylist()
+        renamed = False
+        for i, ex_id in enumerate(ids):
+            if ex_id in seen:
+                ex_id = ids[i] = self._unique_id(ex_id)
+                renamed = True
+            seen.add(ex_id)
+        if renamed:
+            pa = _rows.pa_module()
+            batch = batch.set_column(0, batch.schema.field(0), pa.array(ids, pa.string()))
+        return batch
+
+    def _read_chat_rows(
+        self,
+        path: Path,
+        fmt: LogFormat,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        first_line: int = 1,
+        unique: bool = True,
+    ) -> Iterator[list[Row]]:
+        """``_read_file`` for a ``chat-jsonl`` file, as lists of dataset rows (up to
+        :data:`ROWS_CHUNK` at a time): the common line through :func:`chat_jsonl.fast_row`,
+        any other through the reader (same rows, same issues). Reads the lines from byte
+        ``start`` (a line start; ``first_line`` its number) up to byte ``end``;
+        ``unique=False`` leaves the ids as read."""
+        name = str(path)
+        ctx = self._context(name, fmt)
+        reader = fmt.reader
+        fast_row = chat_jsonl.fast_row
+        seen = self.seen_ids
+        count = 0
+        read = 0
+        lineno = first_line - 1
+        remaining = -1 if end is None else end - start
+        out: list[Row] = []
+        append = out.append
+        fh = open_lines(path)
+        try:
+            if start:
+                fh.seek(start)
+            for lineno, raw in enumerate(fh, first_line):
+                if remaining >= 0:
+                    if remaining == 0:
+                        lineno -= 1
+                        break
+                    remaining -= len(raw)
+                if raw.isspace():
+                    continue
+                read += 1
+                ctx.line = lineno
+                row: Row | None = None
+                try:
+                    record = loads(raw)
+                    if type(record) is dict:
+                        row = fast_row(record, ctx)
+                except (ValueError, TypeError, OverflowError):
+                    row = None
+                if row is None:  # the slow, precise path: parse again and read
+                    parsed = self._parse(name, lineno, raw)
+                    if parsed is None:
+                        continue
+                    ctx.line = lineno
+                    try:
+                        exchange = reader(parsed, ctx)
+                    except RecordError as e:
+                        self.skip(e.issue(name, lineno))
+                        continue
+                    except ValueError as e:
+                        self.skip(_value_error_issue(e, name, lineno))
+                        continue
+                    row = exchange_row(exchange)
+                if unique:
+                    ex_id = row[0]
+                    if ex_id in seen:
+                        ex_id = self._unique_id(ex_id)
+                        row = (ex_id, *row[1:])
+                    seen.add(ex_id)
+                count += 1
+                append(row)
+                if len(out) == ROWS_CHUNK:
+                    yield out
+                    out = []
+                    append = out.append
+        except EOFError:
+            read += 1
+            self._parse(name, lineno + 1, None)
+        except (OSError, zlib.error) as e:  # unreadable, or corrupt compressed data
+            raise LogFormatError(f"{name}: cannot read the file after line {lineno}: {e}") from e
+        finally:
+            fh.close()
+            self.lines_read += read
+            self.exchanges_read += count
+            if count:
+                self.formats[fmt.name] = self.formats.get(fmt.name, 0) + count
+        if out:
+            yield out
+
     def _index_outputs(self, path: Path) -> None:
         """Read a Batch output (or error) file, keeping its lines for the join."""
         name = str(path)
@@ -573,6 +797,59 @@ class LogStream:
                     )
                 )
         self.outputs.clear()
+
+
+#: Rows the ``chat-jsonl`` fast path hands on at a time (an Arrow record batch each).
+ROWS_CHUNK = 2048
+#: A plain ``chat-jsonl`` file at least this large is read by two processes (see
+#: :meth:`LogStream.rows`).
+PARALLEL_MIN_BYTES = 64 << 20
+
+
+_WORKER_CODE = (
+    "import sys, orjson\n"
+    "args = orjson.loads(sys.stdin.buffer.readline())\n"
+    "sys.path[:0] = args['path']\n"
+    "from migrate_eval.ingest.reader import _read_range_worker\n"
+    "sys.stdout.buffer.write(orjson.dumps(_read_range_worker(args)))\n"
+)
+
+
+def _count_lines(path: Path, end: int) -> int:
+    """The number of lines that end before byte ``end`` of a plain file."""
+    n = 0
+    with open(path, "rb") as fh:
+        left = end
+        while left:
+            chunk = fh.read(min(left, 1 << 24))
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            left -= len(chunk)
+    return n
+
+
+def _read_range_worker(args: dict[str, Any]) -> dict[str, Any]:
+    """In a worker process: read ``args["file"]`` from byte ``args["start"]`` (a line start)
+    to its end as ``chat-jsonl`` into the Arrow stream file ``args["part"]``; ids are left as
+    read. Returns the counts and the line issues."""
+    path = Path(args["file"])
+    start = args["start"]
+    stream = LogStream([], default_model=args["default_model"], options=args["options"])
+    fmt = get_format(args["format"])
+    pa = _rows.pa_module()
+    sch = _rows.schema()
+    gc.disable()
+    with pa.OSFile(args["part"], "wb") as sink, pa.ipc.new_stream(sink, sch) as writer:
+        for rows in stream._read_chat_rows(
+            path, fmt, start=start, first_line=_count_lines(path, start) + 1, unique=False
+        ):
+            writer.write_batch(_rows.record_batch(sch, rows))
+    return {
+        "lines_read": stream.lines_read,
+        "exchanges": stream.exchanges_read,
+        "skipped": [[i.file, i.line, i.field, i.reason] for i in stream.skipped],
+    }
 
 
 NO_SIDE_RECORD = "no matching record"

@@ -19,6 +19,7 @@ still make up the parity. A metric that returns something other than None or a n
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from migrate_eval.errors import ConfigError
-from migrate_eval.metrics.registry import MetricContext, MetricInfo, get_metric
+from migrate_eval.metrics.registry import MetricContext, MetricFn, MetricInfo, get_metric
 from migrate_eval.metrics.text import answer_text, normalize_label
 from migrate_eval.records import Exchange, ReplayResult
 from migrate_eval.results import SCORE_COLUMNS, TaskInfo
@@ -117,22 +118,33 @@ def score(
         for t in task_by_name.values()
     }
 
-    ids: list[str] = []
-    task_col: list[str] = []
-    cand_col: list[str] = []
-    status_col: list[str] = []
-    error_col: list[str] = []
-    parity_col: list[float] = []
-    latency_col: list[float] = []
-    prompt_col: list[int | None] = []
-    completion_col: list[int | None] = []
-    cached_col: list[bool] = []
-    metric_cols: list[list[float]] = [[] for _ in names]
-    n_metrics = len(names)
+    # The cyclic garbage collector is paused while the rows are built: scoring allocates many
+    # short-lived objects but no reference cycles, and with a large run in memory (every exchange
+    # and response) each full collection it would trigger walks the whole heap.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _score_rows(ex_by_id, task_by_name, assignment, replays, names, infos, plan)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
+
+_Row = tuple[ReplayResult, TaskInfo, str, list[str], MetricContext | None]
+
+
+def _score_rows(
+    ex_by_id: dict[str, Exchange],
+    task_by_name: dict[str, TaskInfo],
+    assignment: Mapping[str, str],
+    replays: Iterable[ReplayResult],
+    names: list[str],
+    infos: list[MetricInfo],
+    plan: dict[str, list[tuple[int, MetricInfo]]],
+) -> pd.DataFrame:
     # Pass 1: resolve every row and build the metric contexts, so that metrics with a batch
     # hook (embeddings, judges) see all their pairs at once before anything is scored.
-    rows: list[tuple[ReplayResult, TaskInfo, str, list[str], MetricContext | None]] = []
+    rows: list[_Row] = []
     for r in replays:
         task_name = assignment.get(r.exchange_id)
         if task_name is None:
@@ -143,85 +155,93 @@ def score(
         ex = ex_by_id.get(r.exchange_id)
         if ex is None:
             raise ValueError(f"replay result for unknown exchange {r.exchange_id!r}")
-        notes: list[str] = []
-        ctx: MetricContext | None = None
         cand = r.response
         if r.error is not None or cand is None:
-            status = "unsupported" if r.error_kind == "unsupported" else "error"
-            notes.append(
-                format_error(r.error_kind if status == "error" else "unsupported", r.error)
-            )
+            if r.error_kind == "unsupported":
+                rows.append((r, task, "unsupported", [format_error("unsupported", r.error)], None))
+            else:
+                rows.append((r, task, "error", [format_error(r.error_kind, r.error)], None))
         elif ex.response is None:
-            status = "no_reference"
-            notes.append(f"no logged response ({ex.error})" if ex.error else "no logged response")
+            note = f"no logged response ({ex.error})" if ex.error else "no logged response"
+            rows.append((r, task, "no_reference", [note], None))
         else:
-            status = "ok"
-            ctx = MetricContext(exchange=ex, reference=ex.response, candidate=cand, task=task)
-        rows.append((r, task, status, notes, ctx))
+            new = MetricContext(exchange=ex, reference=ex.response, candidate=cand, task=task)
+            rows.append((r, task, "ok", [], new))
 
     prepare_errors = _run_prepares(rows, plan, infos)
 
-    ref_label_col: list[str] = []
-    cand_label_col: list[str] = []
-    for r, task, status, notes, ctx in rows:
-        row = [NAN] * n_metrics
-        parity = NAN
+    # Per task, once: each metric's column, function, weight and batch-hook failure (if any).
+    steps: dict[str, list[tuple[int, MetricFn, str, float, str | None]]] = {}
+    for name, metrics in plan.items():
+        weights = task_by_name[name].metric_weights or {}
+        steps[name] = [
+            (
+                col,
+                info.func,
+                info.name,
+                float(weights.get(info.name, 1.0)),
+                prepare_errors.get(info.name),
+            )
+            for col, info in metrics
+        ]
+
+    n = len(rows)
+    metric_cols: list[list[float]] = [[NAN] * n for _ in names]
+    parity_col = [NAN] * n
+    ref_label_col = [""] * n
+    cand_label_col = [""] * n
+    error_col = [""] * n
+    latency_col = [NAN] * n
+    prompt_col: list[int | None] = [None] * n
+    completion_col: list[int | None] = [None] * n
+    for i, (r, task, _, notes, ctx) in enumerate(rows):
         cand = r.response
-        ref_label = cand_label = ""
         if ctx is not None:
-            weights = task.metric_weights or {}
             total, count = 0.0, 0.0
-            for col, info in plan[task.name]:
-                if info.name in prepare_errors:
-                    notes.append(prepare_errors[info.name])
+            for col, func, name, weight, prepare_error in steps[task.name]:
+                if prepare_error is not None:
+                    notes.append(prepare_error)
                     continue
                 try:
-                    value = _check_value(info.func(ctx))
+                    value = func(ctx)
+                    if type(value) is not float or not 0.0 <= value <= 1.0:
+                        value = _check_value(value)
                 except Exception as e:
-                    notes.append(f"metric {info.name}: {type(e).__name__}: {e}")
+                    notes.append(f"metric {name}: {type(e).__name__}: {e}")
                     continue
                 if value is not None:
-                    row[col] = value
-                    w = float(weights.get(info.name, 1.0))
-                    total += w * value
-                    count += w
+                    metric_cols[col][i] = value
+                    total += weight * value
+                    count += weight
             if count > 0:
-                parity = total / count
+                parity_col[i] = total / count
             if task.output == "classification":
-                ref_label = normalize_label(answer_text(ctx.reference))
-                cand_label = normalize_label(answer_text(ctx.candidate))
-        ref_label_col.append(ref_label)
-        cand_label_col.append(cand_label)
-
-        usage = cand.usage if cand is not None else None
+                ref_label_col[i] = normalize_label(answer_text(ctx.reference))
+                cand_label_col[i] = normalize_label(answer_text(ctx.candidate))
+        if notes:
+            error_col[i] = "; ".join(notes)
         latency = r.latency_ms
-        if latency is None and cand is not None:
-            latency = cand.latency_ms
-
-        ids.append(r.exchange_id)
-        task_col.append(task.name)
-        cand_col.append(r.candidate)
-        status_col.append(status)
-        error_col.append("; ".join(notes))
-        parity_col.append(parity)
-        latency_col.append(NAN if latency is None else float(latency))
-        prompt_col.append(usage.prompt_tokens if usage is not None else None)
-        completion_col.append(usage.completion_tokens if usage is not None else None)
-        cached_col.append(bool(r.cached))
-        for i in range(n_metrics):
-            metric_cols[i].append(row[i])
+        if cand is not None:
+            if latency is None:
+                latency = cand.latency_ms
+            usage = cand.usage
+            if usage is not None:
+                prompt_col[i] = usage.prompt_tokens
+                completion_col[i] = usage.completion_tokens
+        if latency is not None:
+            latency_col[i] = float(latency)
 
     data: dict[str, object] = {
-        "exchange_id": pd.array(ids, dtype="str"),
-        "task": pd.array(task_col, dtype="str"),
-        "candidate": pd.array(cand_col, dtype="str"),
-        "status": pd.array(status_col, dtype="str"),
+        "exchange_id": pd.array([row[0].exchange_id for row in rows], dtype="str"),
+        "task": pd.array([row[1].name for row in rows], dtype="str"),
+        "candidate": pd.array([row[0].candidate for row in rows], dtype="str"),
+        "status": pd.array([row[2] for row in rows], dtype="str"),
         "error": pd.array(error_col, dtype="str"),
         "parity": np.asarray(parity_col, dtype=np.float64),
         "latency_ms": np.asarray(latency_col, dtype=np.float64),
         "prompt_tokens": pd.array(prompt_col, dtype="Int64"),
         "completion_tokens": pd.array(completion_col, dtype="Int64"),
-        "cached": np.asarray(cached_col, dtype=np.bool_),
+        "cached": np.fromiter((bool(row[0].cached) for row in rows), dtype=np.bool_, count=n),
     }
     for name, values in zip(names, metric_cols, strict=True):
         data[name] = np.asarray(values, dtype=np.float64)
@@ -230,15 +250,13 @@ def score(
     if any(name.startswith("judge_") for name in names):
         data.update(judge_usage_columns(rows))
     else:
-        zeros = np.zeros(len(rows), dtype=np.int64)
+        zeros = np.zeros(n, dtype=np.int64)
         data[JUDGE_PROMPT_TOKENS] = zeros
         data[JUDGE_COMPLETION_TOKENS] = zeros.copy()
     return pd.DataFrame(data)
 
 
-def judge_usage_columns(
-    rows: list[tuple[ReplayResult, TaskInfo, str, list[str], MetricContext | None]],
-) -> dict[str, object]:
+def judge_usage_columns(rows: list[_Row]) -> dict[str, object]:
     """Per row, the judge tokens spent on it (see :func:`migrate_eval.judge.usage_of`)."""
     from migrate_eval.judge import usage_of
 
@@ -255,7 +273,7 @@ def judge_usage_columns(
 
 
 def _run_prepares(
-    rows: list[tuple[ReplayResult, TaskInfo, str, list[str], MetricContext | None]],
+    rows: list[_Row],
     plan: dict[str, list[tuple[int, MetricInfo]]],
     infos: list[MetricInfo],
 ) -> dict[str, str]:
@@ -267,11 +285,10 @@ def _run_prepares(
     for info in infos:
         if info.prepare is None:
             continue
-        contexts = [
-            ctx
-            for _, task, _, _, ctx in rows
-            if ctx is not None and any(i.name == info.name for _, i in plan[task.name])
-        ]
+        users = {
+            name for name, metrics in plan.items() if any(i.name == info.name for _, i in metrics)
+        }
+        contexts = [ctx for _, task, _, _, ctx in rows if ctx is not None and task.name in users]
         if not contexts:
             continue
         try:

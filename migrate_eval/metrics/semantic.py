@@ -8,9 +8,9 @@ both empty -> 1, one empty -> 0).
 What makes it fast:
 
 * batching: the metric's batch hook embeds every distinct text of the run at once (references
-  and candidates, deduplicated by content) before any pair is scored, in batches of 64 that
-  sentence-transformers sorts by length so that padding is minimal; the per-pair function is
-  then a dot product;
+  and candidates, deduplicated by content) before any pair is scored, shortest first, in chunks
+  of 2048 texts (each written to the disk cache in one transaction, so an interrupted run keeps
+  its work) and batches of 32 with little padding; the per-pair function is then a dot product;
 * caching: embeddings are kept in memory by the sha256 of the text and on disk in
   ``embeddings.sqlite`` beside the replay cache (``MIGRATE_EVAL_EMBEDDING_CACHE`` overrides the
   path; ``off`` disables it), so the logged answers are embedded once across candidates and runs;
@@ -42,6 +42,7 @@ EmbedFn = Callable[[Sequence[str]], FloatMatrix]
 MODEL_NAME = "all-MiniLM-L6-v2"
 _MEMORY: dict[str, FloatMatrix] = {}
 _MEMORY_MAX = 200_000
+_CHUNK = 2048
 _LOCK = threading.Lock()
 
 
@@ -57,7 +58,7 @@ def embedding_available() -> bool:
 
 
 def embedder() -> EmbedFn:
-    """The embedding function: the shared loader :func:`migrate_eval.embeddings.embed`.
+    """The embedding function: the shared model of :mod:`migrate_eval.embeddings`, uncached.
 
     Raises :class:`MissingExtraError` when the ``embedding`` extra is not installed.
     """
@@ -67,7 +68,8 @@ def embedder() -> EmbedFn:
         raise MissingExtraError("sentence-transformers", "embedding", "semantic similarity")
 
     def embed(texts: Sequence[str]) -> FloatMatrix:
-        return np.asarray(embeddings.embed(texts), dtype=np.float32)
+        # no second in-memory cache: this module keeps its own (by hash) and one on disk
+        return np.asarray(embeddings.encode(texts), dtype=np.float32)
 
     return embed
 
@@ -123,6 +125,10 @@ class _DiskCache:
         self.conn.close()
 
 
+def _unused(texts: Sequence[str]) -> FloatMatrix:  # pragma: no cover - never called
+    raise AssertionError("nothing to embed")
+
+
 def embed_texts(texts: Sequence[str]) -> FloatMatrix:
     """Unit-norm embeddings of ``texts`` (rows in order), through the memory and disk caches."""
     keys = [text_key(t) for t in texts]
@@ -133,13 +139,20 @@ def embed_texts(texts: Sequence[str]) -> FloatMatrix:
         disk = _DiskCache(path) if path is not None else None
         try:
             found = disk.get(list(missing)) if disk is not None else {}
-            todo = [(k, t) for k, t in missing.items() if k not in found]
+            # shortest first, in chunks that are each written to disk in one transaction: the
+            # batches stay evenly filled (little padding) and an interrupted run keeps its work
+            todo = sorted(
+                ((k, t) for k, t in missing.items() if k not in found), key=lambda kt: len(kt[1])
+            )
             new: dict[str, FloatMatrix] = {}
-            if todo:
-                vecs = _normalise(np.asarray(embedder()([t for _, t in todo]), dtype=np.float32))
-                new = {k: vecs[i] for i, (k, _) in enumerate(todo)}
+            embed = embedder() if todo else _unused
+            for start in range(0, len(todo), _CHUNK):
+                chunk = todo[start : start + _CHUNK]
+                vecs = _normalise(np.asarray(embed([t for _, t in chunk]), dtype=np.float32))
+                part = {k: vecs[i] for i, (k, _) in enumerate(chunk)}
                 if disk is not None:
-                    disk.put(new)
+                    disk.put(part)
+                new.update(part)
         finally:
             if disk is not None:
                 disk.close()

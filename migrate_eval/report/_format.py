@@ -79,6 +79,8 @@ def fmt_usd(x: float | None) -> str:
         return "n/a"
     if x == 0:
         return "$0"
+    if abs(x) < 0.000001:
+        return "under $0.000001" if x > 0 else "$0"
     if abs(x) < 0.01:
         return f"${x:.6f}".rstrip("0")
     return f"${x:,.2f}"

@@ -60,7 +60,14 @@ from migrate_eval.report.explorer import (
     histogram_svg,
     word_diff,
 )
-from migrate_eval.results import SCHEMA_VERSION, CandidateResult, Interval, Results, TaskResult
+from migrate_eval.results import (
+    SCHEMA_VERSION,
+    CandidateComparison,
+    CandidateResult,
+    Interval,
+    Results,
+    TaskResult,
+)
 
 #: Worst regressions shown per task and candidate.
 MAX_REGRESSIONS = 10
@@ -240,6 +247,46 @@ class TaskSummaryRow:
 
 
 @dataclass
+class ComparisonRow:
+    """One pair of candidates compared on the same exchanges of a task (Results.comparisons)."""
+
+    a: str
+    b: str
+    n: str
+    mean_diff: str
+    ci: str
+    p_wilcoxon: str
+    p_mcnemar: str
+    p_adjusted: str
+    finding: str
+
+
+def _fmt_p(p: float | None) -> str:
+    if p is None or not is_number(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _comparison_row(c: CandidateComparison, alpha: float) -> ComparisonRow:
+    p = c.p_adjusted if c.p_adjusted is not None else c.p_wilcoxon
+    if p is not None and is_number(p) and p <= alpha and is_number(c.mean_diff) and c.mean_diff:
+        finding = f"{c.a if c.mean_diff > 0 else c.b} higher"
+    else:
+        finding = "no significant difference"
+    return ComparisonRow(
+        a=c.a,
+        b=c.b,
+        n=fmt_int(c.n),
+        mean_diff=f"{c.mean_diff:+.3f}" if is_number(c.mean_diff) else "n/a",
+        ci=fmt_ci(Interval(mean=c.mean_diff, ci_low=c.ci_low, ci_high=c.ci_high)),
+        p_wilcoxon=_fmt_p(c.p_wilcoxon),
+        p_mcnemar=_fmt_p(c.p_mcnemar),
+        p_adjusted=_fmt_p(c.p_adjusted),
+        finding=finding,
+    )
+
+
+@dataclass
 class TaskView:
     name: str
     anchor: str
@@ -256,6 +303,7 @@ class TaskView:
     confusions: list[tuple[str, Confusion]] = field(default_factory=list)
     mismatches: list[tuple[str, list[FieldMismatch]]] = field(default_factory=list)
     task_extras: list[tuple[str, str, str]] = field(default_factory=list)
+    comparisons: list[ComparisonRow] = field(default_factory=list)
 
 
 @dataclass
@@ -752,6 +800,8 @@ def build_page(
     names = task_names(results)
     anchors = {n: _slug_anchor("task", i) for i, n in enumerate(names)}
     groups = _groups(scores)
+    confidence = _threshold(results, "confidence")
+    alpha = 1.0 - (float(confidence) if is_number(confidence) else 0.95)
 
     matrix: list[MatrixRow] = []
     tasks: list[TaskView] = []
@@ -826,6 +876,9 @@ def build_page(
                 source=info.source if info is not None else "",
                 rows=rows,
                 metric_rows=metric_rows,
+                comparisons=[
+                    _comparison_row(c, alpha) for c in results.comparisons if c.task == name
+                ],
                 groups=[
                     _regression_group(
                         c,

@@ -92,6 +92,19 @@ def _cost_cell(c: CandidateResult) -> str:
     return f"{fmt_usd(per_req)}/req" if is_number(per_req) else f"{fmt_usd(total)} total"
 
 
+def _monthly_cell(c: CandidateResult) -> str:
+    """Projected monthly cost and its change against the logged OpenAI model's, when known."""
+    monthly, base = c.cost.monthly_usd, c.cost.baseline_monthly_usd
+    if monthly is None or not is_number(monthly):
+        return "n/a"
+    cell = f"{fmt_usd(monthly)}/month"
+    if base is not None and is_number(base) and base > 0:
+        change = (monthly - base) / base * 100
+        text = ">+999%" if change > 999 else f"{'+' if change >= 0 else '-'}{abs(change):.0f}%"
+        cell += f" ({text} vs OpenAI {fmt_usd(base)}/month)"
+    return cell
+
+
 def _task_severity(name: str, candidates: list[CandidateResult]) -> tuple[int, float, str]:
     worst, lowest = 0, 2.0
     for c in candidates:
@@ -134,15 +147,26 @@ def render_summary_md(results: Results) -> str:
     cands = list(results.candidates)
     out.append("## Candidates")
     out.append("")
-    out.append(f"| Candidate | Verdict | Parity [{conf} CI] | Error rate | p95 latency | Cost |")
-    out.append("|---|---|---|---|---|---|")
-    for c in cands[:MAX_CANDIDATE_ROWS]:
+    listed = cands[:MAX_CANDIDATE_ROWS]
+    # optional columns, shown when at least one candidate has the figure
+    with_noise = any(c.noise_floor is not None and is_number(c.noise_floor) for c in listed)
+    with_monthly = any(
+        c.cost.monthly_usd is not None and is_number(c.cost.monthly_usd) for c in listed
+    )
+    header = f"| Candidate | Verdict | Parity [{conf} CI] |"
+    header += " Noise floor |" if with_noise else ""
+    header += " Error rate | p95 latency | Cost |"
+    header += " Monthly cost |" if with_monthly else ""
+    out.append(header)
+    out.append("|---" * (header.count("|") - 1) + "|")
+    for c in listed:
         name = md_escape(c.name)
         model = md_escape(f"{c.provider}:{c.model}", 80)
-        out.append(
-            f"| **{name}** ({model}) | {_verdict_cell(c.verdict)} | {fmt_interval(c.parity)} | "
-            f"{fmt_pct(c.errors.rate)} | {fmt_ms(c.latency.p95_ms)} | {_cost_cell(c)} |"
-        )
+        row = f"| **{name}** ({model}) | {_verdict_cell(c.verdict)} | {fmt_interval(c.parity)} |"
+        row += f" {fmt_num(c.noise_floor)} |" if with_noise else ""
+        row += f" {fmt_pct(c.errors.rate)} | {fmt_ms(c.latency.p95_ms)} | {_cost_cell(c)} |"
+        row += f" {_monthly_cell(c)} |" if with_monthly else ""
+        out.append(row)
     if len(cands) > MAX_CANDIDATE_ROWS:
         out.append("")
         out.append(

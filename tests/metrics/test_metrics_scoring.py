@@ -257,3 +257,48 @@ def test_scoring_is_deterministic() -> None:
     b = score(ex, [CLS], {str(i): "triage" for i in range(20)}, rp)
     assert a.equals(b)
     assert np.isfinite(a["parity"]).all()
+
+
+def int_metric(ctx: MetricContext) -> float | None:
+    return 1 if ctx.candidate.text == "yes" else 0  # type: ignore[return-value]
+
+
+def numpy_metric(ctx: MetricContext) -> float | None:
+    return np.float32(0.5)  # type: ignore[return-value]
+
+
+def nan_metric(ctx: MetricContext) -> float | None:
+    return math.nan
+
+
+def test_integer_and_numpy_values_are_accepted_and_nan_is_reported() -> None:
+    names = [f"{__name__}:{m}" for m in ("int_metric", "numpy_metric", "nan_metric")]
+    task = CLS.model_copy(update={"metrics": names})
+    df = score(
+        [_ex("a", "Yes"), _ex("b", "No")],
+        [task],
+        {"a": "triage", "b": "triage"},
+        [_ok("a", "m", "yes"), _ok("b", "m", "no")],
+    )
+    assert df[names[0]].tolist() == [1.0, 0.0]
+    assert df[names[1]].tolist() == [0.5, 0.5]
+    assert df[names[2]].isna().all()
+    assert df["parity"].tolist() == [0.75, 0.25]
+    assert all("returned nan" in e for e in df["error"])
+
+
+def test_scoring_leaves_the_garbage_collector_as_it_found_it() -> None:
+    import gc
+
+    assert gc.isenabled()
+    score([_ex("a", "x")], [CLS], {"a": "triage"}, [_ok("a", "m", "x")])
+    assert gc.isenabled()
+    with pytest.raises(ValueError, match="unknown task"):
+        score([_ex("a", "x")], [CLS], {"a": "nope"}, [_ok("a", "m", "x")])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        score([_ex("a", "x")], [CLS], {"a": "triage"}, [_ok("a", "m", "x")])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -68,3 +68,43 @@ def test_alpaca_same_instruction_answers_are_closer_than_shuffled(shared_data: P
     shuffled = np.einsum("ij,ij->i", ea, np.roll(eb, 1, axis=0))
     assert paired.mean() > 0.7
     assert paired.mean() - shuffled.mean() > 0.4
+
+
+def test_an_interrupted_embedding_run_keeps_the_chunks_it_finished(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # no model needed: a fake embedder that fails on its second chunk
+    calls: list[list[str]] = []
+
+    def flaky(texts: object) -> np.ndarray:
+        batch = list(texts)  # type: ignore[call-overload]
+        calls.append(batch)
+        if len(calls) > 1:
+            raise RuntimeError("killed")
+        return np.ones((len(batch), 384), dtype=np.float32)
+
+    monkeypatch.setattr(semantic, "_CHUNK", 2)
+    monkeypatch.setattr(semantic, "embedder", lambda: flaky)
+    texts = ["a much longer text", "tiny", "mid text", "xx"]
+    with pytest.raises(RuntimeError, match="killed"):
+        semantic.embed_texts(texts)
+    assert calls == [["xx", "tiny"], ["mid text", "a much longer text"]]  # shortest first
+
+    semantic._MEMORY.clear()
+    calls.clear()
+    monkeypatch.setattr(
+        semantic, "embedder", lambda: lambda t: np.ones((len(t), 384), dtype=np.float32)
+    )
+    monkeypatch.setattr(semantic, "_CHUNK", 2048)
+    seen: list[list[str]] = []
+    real = semantic.embedder()
+
+    def spy(t: object) -> np.ndarray:
+        seen.append(list(t))  # type: ignore[call-overload]
+        return real(t)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(semantic, "embedder", lambda: spy)
+    out = semantic.embed_texts(texts)
+    assert seen == [["mid text", "a much longer text"]]  # the finished chunk came from disk
+    assert out.shape == (4, 384)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0)

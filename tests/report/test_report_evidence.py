@@ -209,3 +209,31 @@ def test_confusion_matrix_the_results_carry_is_rendered(run: Run) -> None:
     conf = dict(task.confusions)[CANDIDATES[0]]
     assert conf.labels == ["other", "refund"]
     assert conf.counts == [[4, 0], [1, 7]] and conf.n == 12
+
+
+def test_task_evidence_compares_candidates_on_the_same_exchanges() -> None:
+    from migrate_eval.stats import compare_candidates
+    from migrate_eval.suite import Thresholds
+
+    run = build_run()
+    run.results.comparisons = compare_candidates(
+        run.scores, run.results.tasks, list(CANDIDATES), Thresholds()
+    )
+    assert [(c.task, c.a, c.b) for c in run.results.comparisons] == [
+        (t, CANDIDATES[0], CANDIDATES[1]) for t in TASKS
+    ]
+    page = build_page(run.results, run.scores, run.exchanges, run.replays)
+    for view in page.tasks:
+        (row,) = view.comparisons
+        assert (row.a, row.b) == CANDIDATES
+        assert row.mean_diff == "+0.200"  # the conftest's second candidate is 0.2 lower
+        assert row.n == str(PER_TASK - 2)  # its two failed calls are not paired
+        assert row.finding == f"{CANDIDATES[0]} higher"
+    html = render_html_text(run.results, run.scores, run.exchanges, run.replays)
+    assert html.count('class="comparison-table"') == len(TASKS)
+    assert "Candidates compared on the same exchanges" in html
+    # a run without comparisons (one candidate, or an older results.json) has no table
+    run.results.comparisons = []
+    assert "comparison-table" not in render_html_text(
+        run.results, run.scores, run.exchanges, run.replays
+    )

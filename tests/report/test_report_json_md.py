@@ -125,3 +125,59 @@ def test_summary_bounded_with_many_tasks() -> None:
     ]
     assert len(task_rows) == 1 + MAX_TASK_ROWS  # header + rows
     assert "more; see report.html" in text
+
+
+def _candidate_table(text: str) -> list[str]:
+    block = text.split("## Candidates")[1].split("\n\n")[1]
+    rows = [ln for ln in block.splitlines() if ln.startswith("|")]
+    assert len({_unescaped_pipes(r) for r in rows}) == 1, rows  # every row has every column
+    return rows
+
+
+def test_summary_candidates_show_noise_floor_and_monthly_cost(run: Run) -> None:
+    res = run.results.model_copy(deep=True)
+    # the fixture's run has a noise floor and no price projection
+    rows = _candidate_table(render_summary_md(res))
+    assert "| Noise floor |" in rows[0] and "Monthly cost" not in rows[0]
+    assert all("| 0.930 |" in r for r in rows[2:])
+
+    cheap, dear = res.candidates
+    cheap.cost.monthly_usd, cheap.cost.baseline_monthly_usd = 1232.0, 1400.0
+    dear.cost.monthly_usd, dear.cost.baseline_monthly_usd = 2100.0, 1400.0
+    rows = _candidate_table(render_summary_md(res))
+    assert rows[0].endswith("| Cost | Monthly cost |")
+    assert rows[2].endswith("| $1,232.00/month (-12% vs OpenAI $1,400.00/month) |")
+    assert rows[3].endswith("| $2,100.00/month (+50% vs OpenAI $1,400.00/month) |")
+
+    # no logged-model cost: the projection alone; no projection for a candidate: n/a
+    cheap.cost.baseline_monthly_usd = None
+    dear.cost.monthly_usd = None
+    rows = _candidate_table(render_summary_md(res))
+    assert rows[2].endswith("| $1,232.00/month |") and rows[3].endswith("| n/a |")
+
+    # neither figure anywhere: the table keeps its original columns
+    cheap.cost.monthly_usd = None
+    for c in res.candidates:
+        c.noise_floor = None
+    rows = _candidate_table(render_summary_md(res))
+    assert rows[0] == "| Candidate | Verdict | Parity [95% CI] | Error rate | p95 latency | Cost |"
+
+
+def test_summary_candidate_table_stays_bounded_with_many_candidates(run: Run) -> None:
+    res = run.results.model_copy(deep=True)
+    template = res.candidates[1]
+    template.cost.monthly_usd, template.cost.baseline_monthly_usd = 1e12, 1e-9
+    res.candidates = [
+        template.model_copy(update={"name": f"cand-{i} " + "|<b>" * 100}, deep=True)
+        for i in range(200)
+    ]
+    text = render_summary_md(res)
+    assert len(text) <= MAX_SUMMARY_CHARS
+    rows = _candidate_table(text)
+    assert len(rows) == 2 + 50  # header, separator, MAX_CANDIDATE_ROWS
+    assert all(len(r) < 1000 for r in rows)
+    assert rows[2].endswith(
+        "| $1,000,000,000,000.00/month (>+999% vs OpenAI under $0.000001/month) |"
+    )
+    assert "<" not in text
+    assert "<b>" not in text and "150 more candidate(s) not shown" in text

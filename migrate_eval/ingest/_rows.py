@@ -1,0 +1,117 @@
+"""Exchanges as rows of the Arrow dataset that :func:`~migrate_eval.ingest.ingest_to_dataset`
+writes (see :mod:`migrate_eval.ingest.dataset` for the columns).
+
+A row is a tuple in the order of :data:`ROW_COLUMNS`: every column but ``task``. The JSON
+columns are written with ``orjson``, as text or as its UTF-8 bytes (Arrow takes either); a
+pydantic model (``Response``, ``ToolCall``, ``Usage``) is written as its fields, in
+declaration order. A timestamp is a ``datetime`` or, as Arrow takes it too, an ``int`` of
+microseconds since the epoch (UTC).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from migrate_eval.errors import MissingExtraError
+from migrate_eval.records import Exchange
+
+#: The columns a row holds, in order (``task`` is always null at ingest).
+ROW_COLUMNS = (
+    "id",
+    "file",
+    "line",
+    "format",
+    "timestamp",
+    "model",
+    "request",
+    "response",
+    "error",
+    "metadata",
+    "gold",
+)
+
+Row = tuple[Any, ...]
+_JSON_COLUMNS = frozenset({"request", "response", "metadata"})
+
+
+def _default(obj: Any) -> Any:
+    """orjson fallback: pydantic models (Response, ToolCall, Usage) as their fields."""
+    d = getattr(obj, "__dict__", None)
+    if d is not None:
+        return d
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+_DUMPS_OPTS = orjson.OPT_NON_STR_KEYS
+
+
+def dumps(value: Any) -> str:
+    """``value`` as JSON text, as the dataset's JSON columns hold it."""
+    return orjson.dumps(value, default=_default, option=_DUMPS_OPTS).decode()
+
+
+def exchange_row(ex: Exchange) -> Row:
+    """An exchange as a dataset row."""
+    src = ex.source
+    model = ex.request.get("model")
+    return (
+        ex.id,
+        src.file,
+        src.line,
+        src.format,
+        ex.timestamp,
+        model if type(model) is str else None,
+        dumps(ex.request),
+        None if ex.response is None else dumps(ex.response),
+        ex.error,
+        dumps(ex.metadata) if ex.metadata else "{}",
+        ex.gold,
+    )
+
+
+def pa_module() -> Any:
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow comes with datasets
+        raise MissingExtraError("pyarrow", "test", "ingest_to_dataset") from None
+    return pa
+
+
+def schema() -> Any:
+    """The Arrow schema of an ingested dataset."""
+    pa = pa_module()
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("file", pa.string()),
+            ("line", pa.int64()),
+            ("format", pa.string()),
+            ("timestamp", pa.timestamp("us", tz="UTC")),
+            ("model", pa.string()),
+            ("request", pa.string()),
+            ("response", pa.string()),
+            ("error", pa.string()),
+            ("metadata", pa.string()),
+            ("gold", pa.string()),
+            ("task", pa.string()),
+        ]
+    )
+
+
+def record_batch(sch: Any, rows: list[Row]) -> Any:
+    """Rows as one Arrow record batch of schema ``sch`` (``task`` null)."""
+    pa = pa_module()
+    arrays = []
+    binary = pa.binary()
+    string = pa.string()
+    for name, values in zip(ROW_COLUMNS, zip(*rows, strict=True), strict=True):
+        if name in _JSON_COLUMNS:
+            # JSON from orjson (bytes) or str: valid UTF-8 either way, so it is taken as bytes
+            # and viewed as text without validating it again
+            arrays.append(pa.array(values, type=binary).view(string))
+        else:
+            arrays.append(pa.array(values, type=sch.field(name).type))
+    arrays.append(pa.nulls(len(rows), string))  # task
+    return pa.RecordBatch.from_arrays(arrays, schema=sch)
