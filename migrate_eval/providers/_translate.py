@@ -373,6 +373,19 @@ def tool_names_by_id(messages: Sequence[Any]) -> dict[str, str]:
     return names
 
 
+def merge_turn(
+    turns: list[dict[str, Any]], role: str, items: list[Any], key: str = "content"
+) -> None:
+    """Append ``items`` as a ``role`` turn; vendors that need alternating roles get consecutive
+    turns of the same role merged into one. Empty ``items`` add nothing."""
+    if not items:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1][key].extend(items)
+    else:
+        turns.append({"role": role, key: items})
+
+
 def messages_of(request: Mapping[str, Any]) -> list[dict[str, Any]]:
     messages = request.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):

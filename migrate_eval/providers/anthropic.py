@@ -51,6 +51,7 @@ from migrate_eval.providers._translate import (
     error_message,
     http_error,
     max_tokens,
+    merge_turn,
     messages_of,
     parse_arguments,
     parse_image,
@@ -149,12 +150,7 @@ def translate_request(
     turns: list[dict[str, Any]] = []
 
     def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
+        merge_turn(turns, role, blocks)
 
     for m in messages_of(request):
         role = m.get("role")

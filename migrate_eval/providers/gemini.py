@@ -49,6 +49,7 @@ from migrate_eval.providers._translate import (
     error_message,
     http_error,
     max_tokens,
+    merge_turn,
     messages_of,
     parse_arguments,
     parse_image,
@@ -148,12 +149,7 @@ def translate_request(request: dict[str, Any]) -> dict[str, Any]:
     contents: list[dict[str, Any]] = []
 
     def add(role: str, parts: list[dict[str, Any]]) -> None:
-        if not parts:
-            return
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
+        merge_turn(contents, role, parts, "parts")
 
     for m in messages:
         role = m.get("role")
