@@ -20,10 +20,11 @@ fetched, not a different request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any, ClassVar
 
 import aiohttp
@@ -222,25 +223,14 @@ class OpenAICompatibleProvider(Provider):
         session = self._session or self._open()
         data = json.dumps(request, ensure_ascii=False).encode()
         start = time.perf_counter()
-        try:
+        with self._transport_errors():
             # No redirects: an API endpoint has no reason to send the key somewhere else.
             async with session.post(self._url, data=data, allow_redirects=False) as resp:
                 body = await resp.read()
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers) if status >= 400 else None
-        except TimeoutError:
-            raise VendorTimeout(f"no answer within {self.spec.timeout:g} s") from None
-        except (aiohttp.ClientError, OSError) as e:
-            detail = redact(str(e) or type(e).__name__, self._api_key)
-            raise VendorConnectionError(f"connection failed: {detail}") from None
         latency_ms = (time.perf_counter() - start) * 1000.0
-        if status >= 300:
-            raise VendorError(
-                f"HTTP {status}: {self._error_detail(body)}",
-                status=status,
-                retryable=is_retryable_status(status),
-                retry_after=retry_after,
-            )
+        self._raise_for_status(status, body, retry_after)
         return self._parse(body, status, latency_ms)
 
     async def complete_streaming(self, request: dict[str, Any]) -> ProviderResponse:
@@ -262,7 +252,7 @@ class OpenAICompatibleProvider(Provider):
         ttft_ms: float | None = None
         chunks: list[dict[str, Any]] = []
         done = False
-        try:
+        with self._transport_errors():
             async with session.post(self._url, data=data, allow_redirects=False) as resp:
                 status = resp.status
                 if status >= 300 or "event-stream" not in resp.headers.get("Content-Type", ""):
@@ -294,19 +284,8 @@ class OpenAICompatibleProvider(Provider):
                         if ttft_ms is None and _has_token(chunk):
                             ttft_ms = (time.perf_counter() - start) * 1000.0
                         chunks.append(chunk)
-        except TimeoutError:
-            raise VendorTimeout(f"no answer within {self.spec.timeout:g} s") from None
-        except (aiohttp.ClientError, OSError) as e:
-            detail = redact(str(e) or type(e).__name__, self._api_key)
-            raise VendorConnectionError(f"connection failed: {detail}") from None
         latency_ms = (time.perf_counter() - start) * 1000.0
-        if status >= 300:
-            raise VendorError(
-                f"HTTP {status}: {self._error_detail(raw_body)}",
-                status=status,
-                retryable=is_retryable_status(status),
-                retry_after=retry_after,
-            )
+        self._raise_for_status(status, raw_body, retry_after)
         if raw_body:
             return self._parse(raw_body, status, latency_ms)
         if not chunks:
@@ -325,6 +304,26 @@ class OpenAICompatibleProvider(Provider):
             ) from None
         response.ttft_ms = ttft_ms if ttft_ms is not None else latency_ms
         return ProviderResponse(response=response, raw=raw, latency_ms=latency_ms, status=status)
+
+    @contextlib.contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """Timeouts and connection failures as the vendor errors the engine retries."""
+        try:
+            yield
+        except TimeoutError:
+            raise VendorTimeout(f"no answer within {self.spec.timeout:g} s") from None
+        except (aiohttp.ClientError, OSError) as e:
+            detail = redact(str(e) or type(e).__name__, self._api_key)
+            raise VendorConnectionError(f"connection failed: {detail}") from None
+
+    def _raise_for_status(self, status: int, body: bytes, retry_after: float | None) -> None:
+        if status >= 300:
+            raise VendorError(
+                f"HTTP {status}: {self._error_detail(body)}",
+                status=status,
+                retryable=is_retryable_status(status),
+                retry_after=retry_after,
+            )
 
     def _parse(self, body: bytes, status: int, latency_ms: float) -> ProviderResponse:
         try:
