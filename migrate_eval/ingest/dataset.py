@@ -8,11 +8,14 @@ The file is memory-mapped by :class:`datasets.Dataset`; :func:`iter_exchanges` g
 exchanges back.
 
 Speed. Rows come from :meth:`LogStream.rows <migrate_eval.ingest.reader.LogStream.rows>`:
-a common ``chat-jsonl`` line is checked with plain dict/type checks and written straight to
-its columns (no pydantic objects); any other line is read by the full reader, which names the
-field that is wrong, so the rows, counts and issues are those of
-:func:`~migrate_eval.ingest.read_logs`. A large uncompressed ``chat-jsonl`` file is read by
-two processes (``processes=2``), each half into Arrow record batches, merged in order.
+a common ``chat-jsonl`` line is read by a builder (:mod:`migrate_eval.ingest._builder`),
+compiled where a C compiler was there at install time, which validates the line and appends
+its row to Arrow buffers without making Python objects; any other line is read by the full
+reader, which names the field that is wrong, so the rows, counts and issues are those of
+:func:`~migrate_eval.ingest.read_logs`. The Arrow file is written by a thread of its own while
+the next lines are read. ``processes=2`` also lets a second process read half of a large
+uncompressed ``chat-jsonl`` file. ``benchmarks/bench_ingest.py`` measures it against a bare
+loop that only reads and parses the same file.
 
 Columns (one row an exchange):
 
@@ -31,6 +34,10 @@ metadata       string      the metadata as JSON
 gold           string      the gold label/answer, or null
 task           string      null: filled in later by task discovery
 =============  ==========  ==========================================================
+
+The JSON columns hold JSON values, not a canonical text: where the compiled builder read a
+line, the request and metadata are the log's own text of those objects (its spacing and
+escapes), elsewhere ``orjson``'s. Parse them to compare them.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +61,8 @@ from migrate_eval.results import IngestSummary
 
 #: Exchanges written per Arrow record batch.
 BATCH_ROWS = 2048
+#: Record batches waiting to be written, at most (see ``_BackgroundWriter``).
+WRITE_AHEAD = 4
 COLUMNS = (
     "id",
     "file",
@@ -122,30 +133,32 @@ def ingest_to_dataset(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, sch) as writer:
+        with (
+            pa.OSFile(str(tmp), "wb") as sink,
+            pa.ipc.new_stream(sink, sch) as writer,
+            _BackgroundWriter(writer) as background,
+        ):
+            write = background.write
             rows: list[Row] = []
             append = rows.append
             record_batch = _rows.record_batch
-            for item in stream.rows(workdir=cache if processes > 1 else None):
-                kind = type(item)
-                if kind is tuple:  # one row
+            for item in stream.rows(
+                workdir=cache if processes > 1 else None, batch_rows=batch_rows
+            ):
+                if type(item) is tuple:  # one row
                     append(item)
                     if len(rows) >= batch_rows:
-                        writer.write_batch(record_batch(sch, rows))
-                        rows.clear()
+                        write(record_batch(sch, rows))
+                        rows = []
+                        append = rows.append
                     continue
-                if kind is list:  # rows
-                    rows.extend(item)
-                    while len(rows) >= batch_rows:
-                        writer.write_batch(record_batch(sch, rows[:batch_rows]))
-                        del rows[:batch_rows]
-                    continue
-                if rows:  # a record batch a worker process wrote: keep the order
-                    writer.write_batch(record_batch(sch, rows))
-                    rows.clear()
-                writer.write_batch(item)
+                if rows:  # a record batch (chat-jsonl): keep the order
+                    write(record_batch(sch, rows))
+                    rows = []
+                    append = rows.append
+                write(item)
             if rows:
-                writer.write_batch(record_batch(sch, rows))
+                write(record_batch(sch, rows))
         os.replace(tmp, target)
     finally:
         if gc_was_enabled:
@@ -154,6 +167,48 @@ def ingest_to_dataset(
             tmp.unlink()
     dataset = datasets.Dataset.from_file(str(target))
     return dataset, stream.summary()
+
+
+class _BackgroundWriter:
+    """Record batches written to an Arrow stream by a thread of their own, while the next
+    ones are read: pyarrow writes without holding the GIL, so writing the file overlaps with
+    reading the logs. At most :data:`WRITE_AHEAD` batches wait (bounded memory). A failed
+    write is raised by the next :meth:`write` or when the block ends; leaving the block on an
+    error stops the thread without writing what was still waiting."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=WRITE_AHEAD)
+        self._error: BaseException | None = None
+        self._abort = False
+        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            if self._error is None and not self._abort:
+                try:
+                    self._writer.write_batch(batch)
+                except BaseException as e:  # raised in the reading thread
+                    self._error = e
+
+    def write(self, batch: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def __enter__(self) -> _BackgroundWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._abort = exc_type is not None
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc_type is None:
+            raise self._error
 
 
 def exchange_from_row(row: dict[str, Any]) -> Exchange:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import gc
 import glob
+import io
 import os
 import subprocess
 import sys
@@ -58,7 +59,7 @@ import orjson
 from pydantic import ValidationError
 
 from migrate_eval.errors import BadLineError, LineIssue, LogFormatError
-from migrate_eval.ingest import _rows, chat_jsonl, openai_batch
+from migrate_eval.ingest import _builder, _rows, chat_jsonl, openai_batch
 from migrate_eval.ingest._common import (
     DUPLICATE_CUSTOM_ID,
     INVALID_VALUE,
@@ -284,24 +285,29 @@ class LogStream:
         self.outputs: dict[str, openai_batch.BatchOutput] = {}
         self._started = False
         self._workdir: Path | None = None
+        self._batch_rows = _builder.MAX_ROWS
 
     def __iter__(self) -> Iterator[Exchange]:
         return self._iterate(as_rows=False)  # type: ignore[return-value]
 
-    def rows(self, *, workdir: Path | None = None) -> Iterator[Row | Any]:
+    def rows(
+        self, *, workdir: Path | None = None, batch_rows: int = _builder.MAX_ROWS
+    ) -> Iterator[Row | Any]:
         """The exchanges as dataset rows (:mod:`migrate_eval.ingest._rows`), in the same order
         and with the same counts and line issues as iterating the stream: each item is one row
-        (a tuple), a list of rows or an Arrow record batch. ``chat-jsonl`` lines take a fast
-        path that builds no pydantic objects; a line it does not cover is read by the format's
-        reader as usual (so its issue names the field). Like iterating, this can be done once;
-        in strict mode, the rows read just before the bad line may not have been handed on.
+        (a tuple) or an Arrow record batch of rows. ``chat-jsonl`` files come as record batches
+        of up to about ``batch_rows`` rows, made by a builder
+        (:mod:`migrate_eval.ingest._builder`): the common line takes a fast path that builds
+        no pydantic objects; a line it does not cover is read by the format's reader as usual
+        (so its issue names the field). Like iterating, this can be done once; in strict
+        mode, the rows read just before the bad line may not have been handed on.
 
         With ``workdir`` (a folder for temporary files), the second half of a large
         uncompressed ``chat-jsonl`` file is read by a worker process while this one reads the
-        first half (not in strict mode, and only with two CPUs or more); its exchanges come as
-        Arrow record batches (:func:`migrate_eval.ingest._rows.record_batch`), in their place
-        in the order, with their ids already made unique."""
+        first half (not in strict mode, and only with two CPUs or more); its record batches
+        come in their place in the order, with their ids already made unique."""
         self._workdir = workdir
+        self._batch_rows = batch_rows
         return self._iterate(as_rows=True)
 
     def _iterate(self, as_rows: bool) -> Iterator[Exchange | Row | Any]:
@@ -399,6 +405,22 @@ class LogStream:
             return None
         return record
 
+    def _read_record(
+        self, reader: Any, record: dict[str, Any], ctx: LineContext, line: int
+    ) -> Exchange | None:
+        """The exchange a format's reader makes of one record (line ``line`` of
+        ``ctx.file``), or None after reporting why it is not one."""
+        ctx.line = line
+        try:
+            exchange: Exchange = reader(record, ctx)
+        except RecordError as e:
+            self.skip(e.issue(ctx.file, line))
+            return None
+        except ValueError as e:  # e.g. a plugin's Exchange failing validation
+            self.skip(_value_error_issue(e, ctx.file, line))
+            return None
+        return exchange
+
     def _context(self, name: str, fmt: LogFormat) -> LineContext:
         ctx = LineContext(name, fmt.name, self.default_model, self.shared_texts)
         ctx.options = self.options
@@ -445,14 +467,8 @@ class LogStream:
                 if not isinstance(record, dict):
                     self.skip(LineIssue(name, n, "", f"{NOT_OBJECT}: got {type_name(record)}"))
                     continue
-                ctx.line = n
-                try:
-                    exchange = fmt.reader(record, ctx)
-                except RecordError as e:
-                    self.skip(e.issue(name, n))
-                    continue
-                except ValueError as e:
-                    self.skip(_value_error_issue(e, name, n))
+                exchange = self._read_record(fmt.reader, record, ctx, n)
+                if exchange is None:
                     continue
                 count += 1
                 yield self._accept(exchange)
@@ -536,14 +552,8 @@ class LogStream:
                     if parsed is None:
                         continue
                     record = parsed
-                ctx.line = lineno
-                try:
-                    exchange = reader(record, ctx)
-                except RecordError as e:
-                    self.skip(e.issue(name, lineno))
-                    continue
-                except ValueError as e:  # e.g. a plugin's Exchange failing validation
-                    self.skip(_value_error_issue(e, name, lineno))
+                exchange = self._read_record(reader, record, ctx, lineno)
+                if exchange is None:
                     continue
                 if batch and outputs:
                     out = outputs.pop(exchange.id, None)
@@ -666,70 +676,67 @@ class LogStream:
         end: int | None = None,
         first_line: int = 1,
         unique: bool = True,
-    ) -> Iterator[list[Row]]:
-        """``_read_file`` for a ``chat-jsonl`` file, as lists of dataset rows (up to
-        :data:`ROWS_CHUNK` at a time): the common line through :func:`chat_jsonl.fast_row`,
-        any other through the reader (same rows, same issues). Reads the lines from byte
-        ``start`` (a line start; ``first_line`` its number) up to byte ``end``;
-        ``unique=False`` leaves the ids as read."""
+    ) -> Iterator[Any]:
+        """``_read_file`` for a ``chat-jsonl`` file, as Arrow record batches made by a
+        builder (:mod:`migrate_eval.ingest._builder`): the common line takes its fast path,
+        any other is read by the format's reader (same rows, same issues) and appended in its
+        place. Reads the lines from byte ``start`` (a line start; ``first_line`` its number)
+        up to byte ``end``; ``unique=False`` leaves the ids as read."""
         name = str(path)
         ctx = self._context(name, fmt)
         reader = fmt.reader
         fast_row = chat_jsonl.fast_row
         seen = self.seen_ids
-        count = 0
+        builder = _builder.new_builder(ctx, seen if unique else None, max_rows=self._batch_rows)
+        add_lines = builder.add_lines
+        full = builder.full
+        count = 0  # rows and non-blank lines read here, not by the builder
         read = 0
         lineno = first_line - 1
-        remaining = -1 if end is None else end - start
-        out: list[Row] = []
-        append = out.append
         fh = open_lines(path)
         try:
             if start:
                 fh.seek(start)
-            for lineno, raw in enumerate(fh, first_line):
-                if remaining >= 0:
-                    if remaining == 0:
-                        lineno -= 1
+            for first, lines in _line_chunks(fh, first_line, -1 if end is None else end - start):
+                i = 0
+                n = len(lines)
+                while i < n:
+                    i = add_lines(lines, i, first)
+                    if full():
+                        yield builder.take()
+                        continue
+                    if i == n:
                         break
-                    remaining -= len(raw)
-                if raw.isspace():
-                    continue
-                read += 1
-                ctx.line = lineno
-                row: Row | None = None
-                try:
-                    record = loads(raw)
-                    if type(record) is dict:
-                        row = fast_row(record, ctx)
-                except (ValueError, TypeError, OverflowError):
-                    row = None
-                if row is None:  # the slow, precise path: parse again and read
-                    parsed = self._parse(name, lineno, raw)
-                    if parsed is None:
-                        continue
+                    # a line the builder did not take: the slow, precise path
+                    raw = lines[i]
+                    lineno = first + i
+                    i += 1
+                    read += 1
                     ctx.line = lineno
+                    row: Row | None = None
                     try:
-                        exchange = reader(parsed, ctx)
-                    except RecordError as e:
-                        self.skip(e.issue(name, lineno))
-                        continue
-                    except ValueError as e:
-                        self.skip(_value_error_issue(e, name, lineno))
-                        continue
-                    row = exchange_row(exchange)
-                if unique:
-                    ex_id = row[0]
-                    if ex_id in seen:
-                        ex_id = self._unique_id(ex_id)
-                        row = (ex_id, *row[1:])
-                    seen.add(ex_id)
-                count += 1
-                append(row)
-                if len(out) == ROWS_CHUNK:
-                    yield out
-                    out = []
-                    append = out.append
+                        record = loads(raw)
+                        if type(record) is dict:
+                            row = fast_row(record, ctx)
+                    except (ValueError, TypeError, OverflowError):
+                        row = None
+                    if row is None:
+                        parsed = self._parse(name, lineno, raw)
+                        if parsed is None:
+                            continue
+                        exchange = self._read_record(reader, parsed, ctx, lineno)
+                        if exchange is None:
+                            continue
+                        row = exchange_row(exchange)
+                    if unique:
+                        ex_id = row[0]
+                        if ex_id in seen:
+                            ex_id = self._unique_id(ex_id)
+                            row = (ex_id, *row[1:])
+                        seen.add(ex_id)
+                    count += 1
+                    builder.add_row(row)
+                lineno = first + n - 1
         except EOFError:
             read += 1
             self._parse(name, lineno + 1, None)
@@ -737,12 +744,13 @@ class LogStream:
             raise LogFormatError(f"{name}: cannot read the file after line {lineno}: {e}") from e
         finally:
             fh.close()
-            self.lines_read += read
+            count += builder.lines
+            self.lines_read += read + builder.lines
             self.exchanges_read += count
             if count:
                 self.formats[fmt.name] = self.formats.get(fmt.name, 0) + count
-        if out:
-            yield out
+        if builder.rows:
+            yield builder.take()
 
     def _index_outputs(self, path: Path) -> None:
         """Read a Batch output (or error) file, keeping its lines for the join."""
@@ -799,8 +807,8 @@ class LogStream:
         self.outputs.clear()
 
 
-#: Rows the ``chat-jsonl`` fast path hands on at a time (an Arrow record batch each).
-ROWS_CHUNK = 2048
+#: Bytes of lines read at a time by the ``chat-jsonl`` fast path.
+CHUNK_BYTES = 1 << 20
 #: A plain ``chat-jsonl`` file at least this large is read by two processes (see
 #: :meth:`LogStream.rows`).
 PARALLEL_MIN_BYTES = 64 << 20
@@ -829,6 +837,53 @@ def _count_lines(path: Path, end: int) -> int:
     return n
 
 
+def _line_chunks(fh: Any, first_line: int, limit: int) -> Iterator[tuple[int, list[bytes]]]:
+    """The lines of an open log file (each with its newline) in lists of about
+    :data:`CHUNK_BYTES`, with the number of each list's first line; at most ``limit`` bytes
+    (-1: to the end; a limit falls at a line end; plain files only). A compressed stream that
+    ends early raises ``EOFError`` after the lines read before it."""
+    plain = type(getattr(fh, "raw", None)) is io.FileIO
+    while plain and limit != 0:
+        lines = fh.readlines(CHUNK_BYTES)
+        if not lines:
+            return
+        if limit >= 0:
+            size = sum(map(len, lines))
+            if size >= limit:
+                kept = 0
+                for i, raw in enumerate(lines):
+                    kept += len(raw)
+                    if kept >= limit:
+                        del lines[i + 1 :]
+                        break
+                yield first_line, lines
+                return
+            limit -= size
+        yield first_line, lines
+        first_line += len(lines)
+    # a compressed stream (never split, so never limited): a line at a time, so that the
+    # lines before an early end are kept
+    if plain:
+        return
+    lines = []
+    size = 0
+    try:
+        for raw in fh:
+            lines.append(raw)
+            size += len(raw)
+            if size >= CHUNK_BYTES:
+                yield first_line, lines
+                first_line += len(lines)
+                lines = []
+                size = 0
+    except EOFError:
+        if lines:
+            yield first_line, lines
+        raise
+    if lines:
+        yield first_line, lines
+
+
 def _read_range_worker(args: dict[str, Any]) -> dict[str, Any]:
     """In a worker process: read ``args["file"]`` from byte ``args["start"]`` (a line start)
     to its end as ``chat-jsonl`` into the Arrow stream file ``args["part"]``; ids are left as
@@ -838,13 +893,12 @@ def _read_range_worker(args: dict[str, Any]) -> dict[str, Any]:
     stream = LogStream([], default_model=args["default_model"], options=args["options"])
     fmt = get_format(args["format"])
     pa = _rows.pa_module()
-    sch = _rows.schema()
     gc.disable()
-    with pa.OSFile(args["part"], "wb") as sink, pa.ipc.new_stream(sink, sch) as writer:
-        for rows in stream._read_chat_rows(
+    with pa.OSFile(args["part"], "wb") as sink, pa.ipc.new_stream(sink, _rows.schema()) as w:
+        for batch in stream._read_chat_rows(
             path, fmt, start=start, first_line=_count_lines(path, start) + 1, unique=False
         ):
-            writer.write_batch(_rows.record_batch(sch, rows))
+            w.write_batch(batch)
     return {
         "lines_read": stream.lines_read,
         "exchanges": stream.exchanges_read,

@@ -8,12 +8,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 import migrate_eval.ingest.reader as reader_mod
 from migrate_eval.errors import BadLineError
-from migrate_eval.ingest import ingest_to_dataset, iter_exchanges, read_logs
-from migrate_eval.ingest._rows import exchange_row
+from migrate_eval.ingest import _builder, ingest_to_dataset, iter_exchanges, read_logs
+from migrate_eval.ingest._rows import ROW_COLUMNS, exchange_row
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def builder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with the compiled builder and with the Python one (see
+    migrate_eval/ingest/_builder.py); the worker process of a split read inherits the choice."""
+    if request.param == "compiled":
+        if _builder._fastrows is None:
+            pytest.skip("the C extension is not built (no C compiler)")
+        monkeypatch.delenv("MIGRATE_EVAL_PURE_PYTHON", raising=False)
+    else:
+        monkeypatch.setenv("MIGRATE_EVAL_PURE_PYTHON", "1")
+    assert _builder.compiled() == (request.param == "compiled")
+    return str(request.param)
 
 
 def _completion(text: Any = "ok", **extra: Any) -> dict[str, Any]:
@@ -128,19 +143,33 @@ def _write(path: Path, items: list[Any], copies: int = 1) -> Path:
     return path
 
 
+_JSON_COLUMNS = {i for i, name in enumerate(ROW_COLUMNS) if name in ("request", "response", "metadata")}
+
+
+def _canonical(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row with its JSON columns written by orjson (same values, same bytes; an integer
+    stays an integer and a float a float)."""
+    return tuple(
+        orjson.dumps(orjson.loads(v)).decode() if i in _JSON_COLUMNS and v is not None else v
+        for i, v in enumerate(row)
+    )
+
+
 def _check_same_as_full_reader(path: Path, tmp_path: Path, **kwargs: Any) -> None:
     expected = read_logs([path], default_model="dflt")
     ds, summary = ingest_to_dataset([path], tmp_path / "cache", default_model="dflt", **kwargs)
     assert summary == expected.summary()
     assert summary.lines_read == summary.exchanges + summary.skipped
     assert len(ds) == len(expected.exchanges)
-    # column by column, the rows the full reader's exchanges give
+    # column by column, the rows the full reader's exchanges give (the JSON columns hold the
+    # same JSON values, written by orjson or taken from the line as it was logged)
     table = ds.data.table
+    table.validate(full=True)
     for i, ex in enumerate(expected.exchanges):
-        row = exchange_row(ex)
+        row = _canonical(exchange_row(ex))
         got = {name: table.column(name)[i].as_py() for name in table.column_names}
         assert got["task"] is None
-        assert tuple(got[name] for name in table.column_names[:-1]) == row, ex.source
+        assert _canonical(tuple(got[name] for name in table.column_names[:-1])) == row, ex.source
     back = list(iter_exchanges(ds))
     assert [e.model_dump() for e in back] == [e.model_dump() for e in expected.exchanges]
 
@@ -219,3 +248,61 @@ def test_common_lines_take_the_fast_path() -> None:
         chat_jsonl.fast_row(_line(21, response=_completion(message={"tool_calls": [call]})), ctx)
         is None
     )
+
+
+@pytest.mark.parametrize("compress", ["plain", "gzip", "gzip-cut"])
+def test_long_messages_and_compressed_files_match_the_full_reader(
+    tmp_path: Path, compress: str
+) -> None:
+    import gzip
+
+    big = "x" * (10 * 1024 * 1024)  # a 10 MB message: a record batch of its own
+    items = [_line(i) for i in range(3000)]
+    items[5] = _line(5, request={**_line(5)["request"], "messages": [{"role": "user", "content": big}]})
+    items[6] = _line(6, response=_completion(big))
+    data = _write(tmp_path / "src.jsonl", [*items, *_variants()]).read_bytes()
+    if compress == "plain":
+        path = tmp_path / "log.jsonl"
+        path.write_bytes(data)
+    else:
+        blob = gzip.compress(data)
+        path = tmp_path / "log.jsonl.gz"
+        path.write_bytes(blob if compress == "gzip" else blob[: len(blob) * 3 // 4])
+    _check_same_as_full_reader(path, tmp_path)
+    if compress == "gzip-cut":
+        ds, summary = ingest_to_dataset([path], tmp_path / "again")
+        assert summary.skipped_by_reason.get("truncated file") == 1
+        assert 0 < len(ds) < 3000
+
+
+
+def test_a_failed_write_stops_ingest_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+
+    path = _write(tmp_path / "log.jsonl", [_line(i) for i in range(5000)])
+    real_new_stream = pa.ipc.new_stream
+    written: list[int] = []
+
+    class FullDisk:
+        def __init__(self, sink: Any, schema: Any) -> None:
+            self._inner = real_new_stream(sink, schema)
+
+        def write_batch(self, batch: Any) -> None:
+            if written:
+                raise OSError(28, "No space left on device")
+            written.append(batch.num_rows)
+            self._inner.write_batch(batch)
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            self._inner.close()
+
+    monkeypatch.setattr(pa.ipc, "new_stream", FullDisk)
+    with pytest.raises(OSError, match="No space left"):
+        ingest_to_dataset([path], tmp_path / "cache", batch_rows=100)
+    assert written == [100]  # the first batch went through, the second failed
+    assert not list((tmp_path / "cache").iterdir())  # no partial file is left
