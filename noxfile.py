@@ -79,6 +79,14 @@ def bench_ingest(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_ingest.py", *session.posargs)
 
 
+@nox.session(name="bench_profile")
+def bench_profile(session: nox.Session) -> None:
+    """`migrate-eval profile` at scale: time and peak RSS vs a bare JSONL loop (1,000,000 lines;
+    `nox -s bench_profile -- --n 100000` for a quick run)."""
+    _install_test(session)
+    session.run("python", "benchmarks/bench_profile.py", *session.posargs)
+
+
 @nox.session(name="bench_report")
 def bench_report(session: nox.Session) -> None:
     """Report at scale: 100,000 exchanges x 3 candidates, size and time to interactive."""

@@ -127,7 +127,7 @@ def generate(path: Path, n: int) -> int:
     return path.stat().st_size
 
 
-_CHILD_BARE = """
+BARE_LOOP = """
 import sys, orjson
 n = 0
 with open(sys.argv[1], 'rb') as fh:
@@ -147,7 +147,7 @@ print(len(ds), "compiled" if _builder.compiled() else "python")
 """
 
 
-def _child(code: str, *args: str, env: dict[str, str] | None = None) -> tuple[float, int, str]:
+def run_child(code: str, *args: str, env: dict[str, str] | None = None) -> tuple[float, int, str]:
     """Run ``code`` in a fresh interpreter: (seconds, its peak RSS in bytes, stdout)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -202,12 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = lines = 0
         builder = ""
         for run in range(args.runs):
-            seconds, rss, out = _child(_CHILD_BARE, str(log), env=env)
+            seconds, rss, out = run_child(BARE_LOOP, str(log), env=env)
             bare.append((seconds, rss))
             lines = int(out or 0)
             cache = Path(tempfile.mkdtemp(prefix=f"cache-{run}-", dir=folder))
             try:
-                seconds, rss, out = _child(
+                seconds, rss, out = run_child(
                     _CHILD_INGEST, str(log), str(cache), str(REPO), str(args.processes), env=env
                 )
             finally:

@@ -10,12 +10,16 @@ ingest summary (formats, skipped lines by reason). ``migrate-eval profile`` prin
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from migrate_eval.records import Exchange
@@ -203,105 +207,155 @@ def error_kind(error: str) -> str:
     return "other"
 
 
-def profile(
-    exchanges: Sequence[Exchange],
-    plan: TaskPlan | None = None,
-    ingest: IngestSummary | None = None,
-) -> Profile:
-    """Profile the logged traffic (``plan`` adds task volumes, ``ingest`` the read counts)."""
-    from migrate_eval.sampling import request_fingerprint
+class TrafficTally:
+    """The profile's counts, gathered one exchange at a time (:meth:`add`), so that logs of
+    any size are profiled in bounded memory: counters, two token counts an exchange (8 bytes
+    each) and a 16-byte digest of each distinct request (for duplicates)."""
 
-    total = len(exchanges)
-    by_day: Counter[str] = Counter()
-    by_model: Counter[str] = Counter()
-    feats: Counter[str] = Counter()
-    finish: Counter[str] = Counter()
-    errors: Counter[str] = Counter()
-    fingerprints: Counter[str] = Counter()
-    prompt: list[float] = []
-    completion: list[float] = []
-    est_prompt = est_completion = undated = 0
-    stamps = []
-    for ex in exchanges:
-        if ex.timestamp is not None:
-            stamps.append(ex.timestamp)
-            by_day[ex.timestamp.date().isoformat()] += 1
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_day: Counter[str] = Counter()
+        self.by_model: Counter[str] = Counter()
+        self.features: Counter[str] = Counter()
+        self.finish: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.prompt = array("d")
+        self.completion = array("d")
+        self.estimated_prompt = 0
+        self.estimated_completion = 0
+        self.undated = 0
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+        self._seen: set[bytes] = set()
+        self._repeated: set[bytes] = set()
+        self.duplicates = 0
+
+    def add(self, ex: Exchange) -> None:
+        self.total += 1
+        ts = ex.timestamp
+        if ts is not None:
+            if self.first is None or ts < self.first:
+                self.first = ts
+            if self.last is None or ts > self.last:
+                self.last = ts
+            self.by_day[ts.date().isoformat()] += 1
         else:
-            undated += 1
-        by_model[ex.model or "(none)"] += 1
-        feats.update(request_features(ex))
+            self.undated += 1
+        self.by_model[ex.model or "(none)"] += 1
+        self.features.update(request_features(ex))
         if ex.error is not None:
-            errors[error_kind(ex.error)] += 1
-        fingerprints[request_fingerprint(ex)] += 1
+            self.errors[error_kind(ex.error)] += 1
+        digest = _request_digest(ex)
+        if digest in self._seen:
+            self.duplicates += 1
+            self._repeated.add(digest)
+        else:
+            self._seen.add(digest)
         usage = ex.response.usage if ex.response is not None else None
         if usage is not None and usage.prompt_tokens is not None:
-            prompt.append(float(usage.prompt_tokens))
+            self.prompt.append(float(usage.prompt_tokens))
         else:
-            prompt.append(_estimate(_text_chars(ex.request.get("messages"))))
-            est_prompt += 1
+            self.prompt.append(_estimate(_text_chars(ex.request.get("messages"))))
+            self.estimated_prompt += 1
         if ex.response is not None:
             if ex.response.finish_reason:
-                finish[ex.response.finish_reason] += 1
+                self.finish[ex.response.finish_reason] += 1
             if usage is not None and usage.completion_tokens is not None:
-                completion.append(float(usage.completion_tokens))
+                self.completion.append(float(usage.completion_tokens))
             else:
                 chars = len(ex.response.text or "") + sum(
                     len(c.name) + len(c.arguments) for c in ex.response.tool_calls
                 )
-                completion.append(_estimate(chars))
-                est_completion += 1
-    groups = [c for c in fingerprints.values() if c > 1]
-    dup = sum(c - 1 for c in groups)
-    tasks: list[TaskVolume] = []
-    if plan is not None:
-        for t in plan.tasks:
-            tasks.append(
-                TaskVolume(
-                    name=t.name,
-                    count=t.n,
-                    share=round(t.n / total, 4) if total else 0.0,
-                    source=t.source,
-                    output=t.output,
+                self.completion.append(_estimate(chars))
+                self.estimated_completion += 1
+
+    def profile(self, plan: TaskPlan | None = None, ingest: IngestSummary | None = None) -> Profile:
+        """The profile of the exchanges added (``plan`` adds task volumes, ``ingest`` the read
+        counts)."""
+        total = self.total
+        tasks: list[TaskVolume] = []
+        if plan is not None:
+            for t in plan.tasks:
+                tasks.append(
+                    TaskVolume(
+                        name=t.name,
+                        count=t.n,
+                        share=round(t.n / total, 4) if total else 0.0,
+                        source=t.source,
+                        output=t.output,
+                    )
                 )
+        notes = []
+        if self.estimated_prompt or self.estimated_completion:
+            notes.append(
+                f"token counts estimated from text length ({CHARS_PER_TOKEN:g} characters a "
+                f"token) where the log has no usage: {self.estimated_prompt} prompt, "
+                f"{self.estimated_completion} completion"
             )
-    notes = []
-    if est_prompt or est_completion:
-        notes.append(
-            f"token counts estimated from text length ({CHARS_PER_TOKEN:g} characters a token) "
-            f"where the log has no usage: {est_prompt} prompt, {est_completion} completion"
+        if self.undated:
+            notes.append(f"{self.undated} exchanges have no timestamp (not in by_day)")
+        errors = sum(self.errors.values())
+        return Profile(
+            exchanges=total,
+            lines_read=ingest.lines_read if ingest else 0,
+            files=list(ingest.files) if ingest else [],
+            formats=dict(ingest.formats) if ingest else {},
+            skipped=dict(ingest.skipped_by_reason) if ingest else {},
+            skipped_total=ingest.skipped if ingest else 0,
+            first=self.first.isoformat() if self.first is not None else None,
+            last=self.last.isoformat() if self.last is not None else None,
+            by_day=dict(sorted(self.by_day.items())),
+            undated=self.undated,
+            by_model=dict(self.by_model.most_common()),
+            tasks=tasks,
+            features={
+                f: FeatureUse(
+                    count=self.features[f],
+                    share=round(self.features[f] / total, 4) if total else 0.0,
+                )
+                for f in FEATURES
+            },
+            prompt_tokens=_distribution(self.prompt, self.estimated_prompt),
+            completion_tokens=_distribution(self.completion, self.estimated_completion),
+            finish_reasons=dict(self.finish.most_common()),
+            duplicates=Duplicates(
+                groups=len(self._repeated),
+                duplicates=self.duplicates,
+                share=round(self.duplicates / total, 4) if total else 0.0,
+            ),
+            errors=LoggedErrors(
+                count=errors,
+                rate=round(errors / total, 4) if total else 0.0,
+                by_kind=dict(self.errors.most_common()),
+            ),
+            notes=notes,
         )
-    if undated:
-        notes.append(f"{undated} exchanges have no timestamp (not in by_day)")
-    return Profile(
-        exchanges=total,
-        lines_read=ingest.lines_read if ingest else 0,
-        files=list(ingest.files) if ingest else [],
-        formats=dict(ingest.formats) if ingest else {},
-        skipped=dict(ingest.skipped_by_reason) if ingest else {},
-        skipped_total=ingest.skipped if ingest else 0,
-        first=min(stamps).isoformat() if stamps else None,
-        last=max(stamps).isoformat() if stamps else None,
-        by_day=dict(sorted(by_day.items())),
-        undated=undated,
-        by_model=dict(by_model.most_common()),
-        tasks=tasks,
-        features={
-            f: FeatureUse(count=feats[f], share=round(feats[f] / total, 4) if total else 0.0)
-            for f in FEATURES
-        },
-        prompt_tokens=_distribution(prompt, est_prompt),
-        completion_tokens=_distribution(completion, est_completion),
-        finish_reasons=dict(finish.most_common()),
-        duplicates=Duplicates(
-            groups=len(groups), duplicates=dup, share=round(dup / total, 4) if total else 0.0
-        ),
-        errors=LoggedErrors(
-            count=sum(errors.values()),
-            rate=round(sum(errors.values()) / total, 4) if total else 0.0,
-            by_kind=dict(errors.most_common()),
-        ),
-        notes=notes,
-    )
+
+
+def _request_digest(ex: Exchange) -> bytes:
+    """16 bytes that are equal for identical requests, bookkeeping fields aside (the relation
+    of :func:`migrate_eval.sampling.request_fingerprint`, with ``orjson`` for speed)."""
+    from migrate_eval.records import canonical_json
+    from migrate_eval.sampling import BOOKKEEPING_FIELDS
+
+    body = {k: v for k, v in ex.request.items() if k not in BOOKKEEPING_FIELDS}
+    try:
+        raw = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits, a lone surrogate...
+        raw = canonical_json(body).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def profile(
+    exchanges: Iterable[Exchange],
+    plan: TaskPlan | None = None,
+    ingest: IngestSummary | None = None,
+) -> Profile:
+    """Profile the logged traffic (``plan`` adds task volumes, ``ingest`` the read counts)."""
+    tally = TrafficTally()
+    for ex in exchanges:
+        tally.add(ex)
+    return tally.profile(plan, ingest)
 
 
 def render_text(p: Profile) -> str:

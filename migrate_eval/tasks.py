@@ -198,6 +198,69 @@ def _matches(ex: Exchange, m: TaskMatch) -> bool:
     return not (m.system_prompt_regex is not None and not re.search(m.system_prompt_regex, sp))
 
 
+#: Most distinct answers a classification-like task has (see :func:`infer_output_kind`).
+MAX_LABELS = 25
+
+
+@dataclass
+class OutputStats:
+    """What :func:`infer_output_kind` reads of a task's exchanges, gathered one exchange at a
+    time (:meth:`add`) in bounded memory: counts, and the distinct answers up to one more than
+    a classification task may have."""
+
+    exchanges: int = 0
+    responses: int = 0
+    tool_answers: int = 0
+    json_requests: int = 0
+    texts: int = 0
+    words: int = 0
+    labels: set[str] | None = field(default_factory=set)  # None: more than MAX_LABELS
+
+    def add(self, ex: Exchange) -> None:
+        self.exchanges += 1
+        rf = ex.request.get("response_format")
+        if isinstance(rf, dict) and rf.get("type") in ("json_schema", "json_object"):
+            self.json_requests += 1
+        r = ex.response
+        if r is None:
+            return
+        self.responses += 1
+        if r.tool_calls:
+            self.tool_answers += 1
+        if r.text:
+            text = r.text.strip()
+            self.texts += 1
+            self.words += len(text.split())
+            if self.labels is not None:
+                self.labels.add(text.casefold().rstrip("."))
+                if len(self.labels) > MAX_LABELS:
+                    self.labels = None
+
+    def merge(self, other: OutputStats) -> None:
+        for name in ("exchanges", "responses", "tool_answers", "json_requests", "texts", "words"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if self.labels is not None and other.labels is not None:
+            self.labels |= other.labels
+            if len(self.labels) > MAX_LABELS:
+                self.labels = None
+        else:
+            self.labels = None
+
+    def kind(self) -> OutputKind:
+        """The output kind (the rules of :func:`infer_output_kind`)."""
+        if not self.exchanges:
+            return "free_text"
+        if self.responses and self.tool_answers * 3 >= self.responses:
+            return "tool_call"
+        if self.json_requests * 2 > self.exchanges:
+            return "structured"
+        if self.texts and self.labels is not None:
+            distinct = len(self.labels)
+            if self.words / self.texts <= 4 and distinct * 2 <= self.texts:
+                return "classification"
+        return "free_text"
+
+
 def infer_output_kind(exchanges: Sequence[Exchange]) -> OutputKind:
     """Decide what kind of output a task produces, from its requests and logged answers.
 
@@ -207,27 +270,10 @@ def infer_output_kind(exchanges: Sequence[Exchange]) -> OutputKind:
       values cover them (at most 25 labels, each used twice on average);
     * ``free_text`` otherwise.
     """
-    if not exchanges:
-        return "free_text"
-    responses = [e.response for e in exchanges if e.response is not None]
-    n = max(len(responses), 1)
-    if sum(1 for r in responses if r.tool_calls) * 3 >= n and responses:
-        return "tool_call"
-    json_requests = sum(
-        1
-        for e in exchanges
-        if isinstance(e.request.get("response_format"), dict)
-        and e.request["response_format"].get("type") in ("json_schema", "json_object")
-    )
-    if json_requests * 2 > len(exchanges):
-        return "structured"
-    texts = [(r.text or "").strip() for r in responses if r.text]
-    if texts:
-        avg_words = sum(len(t.split()) for t in texts) / len(texts)
-        distinct = len({t.casefold().rstrip(".") for t in texts})
-        if avg_words <= 4 and distinct <= 25 and distinct * 2 <= len(texts):
-            return "classification"
-    return "free_text"
+    stats = OutputStats()
+    for ex in exchanges:
+        stats.add(ex)
+    return stats.kind()
 
 
 _PLACEHOLDER_RE = re.compile(r"(<email>|<url>|<date>|<uuid>|<quoted>|<id>|<n>|<var>| )")
@@ -270,11 +316,20 @@ def first_user_text(ex: Exchange) -> str:
     return ""
 
 
-def _cluster(members: Sequence[Exchange], seed: int = 0) -> dict[str, tuple[str, str]]:
-    """Cluster exchanges by the meaning of their first user message.
+#: Characters of the first user message that clustering reads.
+CLUSTER_TEXT_CHARS = 2000
 
-    Returns ``{exchange id: (task name, description)}`` for exchanges in a cluster of at least
-    :data:`CLUSTER_MIN_SIZE`; the others are left out. Agglomerative clustering (cosine
+
+def _cluster_text(ex: Exchange) -> str:
+    return first_user_text(ex).strip()[:CLUSTER_TEXT_CHARS]
+
+
+def _cluster(texts: Sequence[str], seed: int = 0) -> dict[int, tuple[str, str]]:
+    """Cluster exchanges by the meaning of their first user message (``texts``, see
+    :func:`_cluster_text`).
+
+    Returns ``{position in texts: (task name, description)}`` for exchanges in a cluster of at
+    least :data:`CLUSTER_MIN_SIZE`; the others are left out. Agglomerative clustering (cosine
     distance, average linkage, threshold :data:`CLUSTER_DISTANCE`) on at most 2,000 exchanges
     (a seeded sample); the rest join the nearest cluster centre within the threshold.
     """
@@ -283,7 +338,6 @@ def _cluster(members: Sequence[Exchange], seed: int = 0) -> dict[str, tuple[str,
 
     from migrate_eval.embeddings import embed
 
-    texts = [first_user_text(e).strip()[:2000] for e in members]
     idx = [i for i, t in enumerate(texts) if t]
     if len(idx) < CLUSTER_MIN:
         return {}
@@ -317,7 +371,7 @@ def _cluster(members: Sequence[Exchange], seed: int = 0) -> dict[str, tuple[str,
             if 1 - float(sims[best]) <= CLUSTER_DISTANCE:
                 label_of[pos] = labs[best]
                 groups[labs[best]].append(pos)
-    out: dict[str, tuple[str, str]] = {}
+    out: dict[int, tuple[str, str]] = {}
     for lab, rows in groups.items():
         if len(rows) < CLUSTER_MIN_SIZE:
             continue
@@ -327,7 +381,7 @@ def _cluster(members: Sequence[Exchange], seed: int = 0) -> dict[str, tuple[str,
         name = f"{_slug(head)}-{hashlib.sha256(head.encode()).hexdigest()[:6]}"
         desc = f"Clustered by the meaning of the first user message, e.g.: {head[:160]}"
         for r in rows:
-            out[members[idx[r]].id] = (name, desc)
+            out[idx[r]] = (name, desc)
     return out
 
 
@@ -347,6 +401,180 @@ class TaskPlan:
         return [e for e in exchanges if self.assignment.get(e.id) == task]
 
 
+_UNTITLED = "untitled"
+
+
+class TaskDiscovery:
+    """Task discovery one exchange at a time (:meth:`add`), then :meth:`plan`.
+
+    What it keeps: counts and :class:`OutputStats` per task, the templates seen, and for each
+    exchange with neither a tag nor a system prompt (candidates for clustering by meaning) its
+    first user message (up to :data:`CLUSTER_TEXT_CHARS` characters); with ``keep_ids`` also
+    every exchange's id, for :attr:`TaskPlan.assignment`. :func:`assign_tasks` is this over a
+    list; ``migrate-eval profile`` runs it over a stream of any length.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[TaskSpec] = (),
+        *,
+        thresholds: Thresholds | None = None,
+        auto: bool = True,
+        keep_ids: bool = True,
+    ) -> None:
+        self._specs = list(specs)
+        self._thresholds = thresholds or Thresholds()
+        self._auto = auto
+        self._keep_ids = keep_ids
+        self._counts: Counter[str] = Counter()
+        self._stats: dict[str, OutputStats] = {}
+        self._source: dict[str, str] = {}
+        self._descriptions: dict[str, str] = {}
+        self._first_prompt: dict[str, str] = {}
+        self._rules: dict[str, TaskMatch] = {}
+        self._merger = _TemplateMerger()
+        self._ids: dict[str, list[str]] = defaultdict(list)
+        # exchanges with no tag and no system prompt: (id, first user text, output stats)
+        self._untitled: list[tuple[str, str, OutputStats]] = []
+
+    def add(self, ex: Exchange) -> None:
+        """Count one exchange in its task (exchanges no suite task matches are left out when
+        ``auto`` is false)."""
+        name = next((s.name for s in self._specs if _matches(ex, s.match)), None)
+        if name is not None:
+            self._source[name] = "suite"
+        elif not self._auto:
+            return
+        else:
+            tag = metadata_tag(ex.metadata)
+            system_prompt = ex.system_prompt
+            if tag:
+                key, name = tag
+                self._source.setdefault(name, "metadata")
+                self._rules.setdefault(name, TaskMatch(metadata={key: name}))
+                if name not in self._descriptions:
+                    self._descriptions[name] = f"Tagged '{name}' in the logs ({key})" + (
+                        f"; system prompt: {system_prompt.strip().splitlines()[0][:160]}"
+                        if system_prompt.strip()
+                        else ""
+                    )
+            elif system_prompt.strip():
+                rep = self._merger.key(prompt_template(system_prompt))
+                name = f"\0tpl{rep}"  # named once every template is known
+                self._source.setdefault(name, "system_prompt")
+                self._descriptions.setdefault(name, system_prompt.strip().splitlines()[0][:200])
+            else:
+                self._source.setdefault(_UNTITLED, "fallback")
+                stats = OutputStats()
+                stats.add(ex)
+                self._untitled.append((ex.id, _cluster_text(ex), stats))
+                self._counts[_UNTITLED] += 1
+                self._first_prompt.setdefault(_UNTITLED, "")
+                return
+        self._counts[name] += 1
+        self._stats.setdefault(name, OutputStats()).add(ex)
+        self._first_prompt.setdefault(name, ex.system_prompt)
+        if self._keep_ids:
+            self._ids[name].append(ex.id)
+
+    def plan(self) -> TaskPlan:
+        """The tasks found (in the suite's order, then by name) and, with ``keep_ids``, the
+        task of every exchange added."""
+        from migrate_eval.metrics import default_metrics
+
+        counts, stats, ids = self._counts, self._stats, self._ids
+        source, descriptions, rules = self._source, self._descriptions, self._rules
+        first_prompt = self._first_prompt
+        for tmp in [n for n in counts if n.startswith("\0tpl")]:
+            text = self._merger.text(int(tmp[4:]))
+            final = f"{_slug(text)}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
+            # two templates may end as the same text once their free words are <var>s
+            counts[final] += counts.pop(tmp)
+            stats.setdefault(final, OutputStats()).merge(stats.pop(tmp))
+            ids[final].extend(ids.pop(tmp, ()))
+            source[final] = source.pop(tmp)
+            first_prompt.setdefault(final, first_prompt.pop(tmp))
+            descriptions.pop(tmp)
+            descriptions[final] = text[:200]
+            rules[final] = TaskMatch(system_prompt_regex=template_regex(text))
+        self._cluster_untitled()
+
+        spec_by_name = {s.name: s for s in self._specs}
+        th = self._thresholds
+        tasks: list[TaskInfo] = []
+        assignment: dict[str, str] = {}
+        ordered = [s.name for s in self._specs if s.name in counts] + sorted(
+            n for n in counts if n not in spec_by_name
+        )
+        for name in ordered:
+            spec = spec_by_name.get(name)
+            kind = (spec.output if spec and spec.output else None) or stats[name].kind()
+            metrics = (spec.metrics if spec and spec.metrics else None) or default_metrics(kind)
+            desc = (
+                (spec.description if spec and spec.description else None)
+                or descriptions.get(name)
+                or ""
+            )
+            if not desc:
+                first = first_prompt.get(name, "").strip()
+                desc = first.splitlines()[0][:200] if first else ""
+            tasks.append(
+                TaskInfo(
+                    name=name,
+                    description=desc,
+                    output=kind,
+                    metrics=list(metrics),
+                    min_parity=spec.min_parity
+                    if spec and spec.min_parity is not None
+                    else th.min_parity,
+                    n=counts[name],
+                    source=source[name],  # type: ignore[arg-type]
+                )
+            )
+            for ex_id in ids.get(name, ()):
+                assignment[ex_id] = name
+        return TaskPlan(
+            tasks=tasks,
+            assignment=assignment,
+            rules={n: r for n, r in rules.items() if n in counts and n not in spec_by_name},
+        )
+
+    def _cluster_untitled(self) -> None:
+        """The exchanges with no tag and no system prompt: clustered by meaning where there
+        are enough of them and the embedding extra is installed; the rest stay untitled."""
+        untitled, self._untitled = self._untitled, []
+        if not untitled:
+            return
+        clusters: dict[int, tuple[str, str]] = {}
+        if self._source.get(_UNTITLED) == "fallback":  # not a task of that name
+            from migrate_eval import embeddings
+
+            note = "Exchanges without a tag or system prompt"
+            if len(untitled) < CLUSTER_MIN:
+                self._descriptions[_UNTITLED] = f"{note} (too few to cluster by meaning)"
+            elif not embeddings.available():
+                self._descriptions[_UNTITLED] = (
+                    f"{note}; not clustered by meaning: "
+                    "pip install 'migrate-eval[embedding]' to split them into tasks"
+                )
+            else:
+                clusters = _cluster([text for _, text, _ in untitled])
+                self._descriptions[_UNTITLED] = f"{note}, in no cluster of similar requests"
+        for pos, (ex_id, _, one) in enumerate(untitled):
+            name = _UNTITLED
+            if pos in clusters:
+                name, desc = clusters[pos]
+                self._source.setdefault(name, "cluster")
+                self._descriptions.setdefault(name, desc)
+                self._counts[_UNTITLED] -= 1
+                self._counts[name] += 1
+            self._stats.setdefault(name, OutputStats()).merge(one)
+            if self._keep_ids:
+                self._ids[name].append(ex_id)
+        if self._counts[_UNTITLED] <= 0:
+            del self._counts[_UNTITLED]
+
+
 def assign_tasks(
     exchanges: Sequence[Exchange],
     specs: Sequence[TaskSpec] = (),
@@ -359,120 +587,10 @@ def assign_tasks(
     Exchanges that no explicit task matches are discovered automatically when ``auto`` is
     true, and otherwise left out of the plan (they are not replayed).
     """
-    from migrate_eval.metrics import default_metrics
-
-    th = thresholds or Thresholds()
-    groups: dict[str, list[Exchange]] = defaultdict(list)
-    source: dict[str, str] = {}
-    descriptions: dict[str, str] = {}
-    rules: dict[str, TaskMatch] = {}
-    merger = _TemplateMerger()
+    discovery = TaskDiscovery(specs, thresholds=thresholds, auto=auto)
     for ex in exchanges:
-        name = next((s.name for s in specs if _matches(ex, s.match)), None)
-        if name is not None:
-            source[name] = "suite"
-        elif not auto:
-            continue
-        else:
-            tag = metadata_tag(ex.metadata)
-            if tag:
-                key, name = tag
-                source.setdefault(name, "metadata")
-                rules.setdefault(name, TaskMatch(metadata={key: name}))
-                descriptions.setdefault(
-                    name,
-                    f"Tagged '{name}' in the logs ({key})"
-                    + (
-                        f"; system prompt: {ex.system_prompt.strip().splitlines()[0][:160]}"
-                        if ex.system_prompt.strip()
-                        else ""
-                    ),
-                )
-            elif ex.system_prompt.strip():
-                rep = merger.key(prompt_template(ex.system_prompt))
-                name = f"\0tpl{rep}"  # named once every template is known
-                source.setdefault(name, "system_prompt")
-                descriptions.setdefault(name, ex.system_prompt.strip().splitlines()[0][:200])
-            else:
-                name = "untitled"
-                source.setdefault(name, "fallback")
-        groups[name].append(ex)
-
-    for tmp in [n for n in groups if n.startswith("\0tpl")]:
-        text = merger.text(int(tmp[4:]))
-        final = f"{_slug(text)}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
-        groups[final] = groups.pop(tmp)
-        source[final] = source.pop(tmp)
-        descriptions.pop(tmp)
-        descriptions[final] = text[:200]
-        rules[final] = TaskMatch(system_prompt_regex=template_regex(text))
-
-    untitled = groups.get("untitled")
-    if untitled and source.get("untitled") == "fallback":
-        from migrate_eval import embeddings
-
-        note = "Exchanges without a tag or system prompt"
-        if len(untitled) < CLUSTER_MIN:
-            descriptions["untitled"] = f"{note} (too few to cluster by meaning)"
-        elif not embeddings.available():
-            descriptions["untitled"] = (
-                f"{note}; not clustered by meaning: "
-                "pip install 'migrate-eval[embedding]' to split them into tasks"
-            )
-        else:
-            clusters = _cluster(untitled)
-            rest = [e for e in untitled if e.id not in clusters]
-            for e in untitled:
-                if e.id in clusters:
-                    cname, cdesc = clusters[e.id]
-                    groups[cname].append(e)
-                    source.setdefault(cname, "cluster")
-                    descriptions.setdefault(cname, cdesc)
-            if rest:
-                groups["untitled"] = rest
-                descriptions["untitled"] = f"{note}, in no cluster of similar requests"
-            else:
-                del groups["untitled"]
-
-    spec_by_name = {s.name: s for s in specs}
-    tasks: list[TaskInfo] = []
-    assignment: dict[str, str] = {}
-    ordered = [s.name for s in specs if s.name in groups] + sorted(
-        n for n in groups if n not in spec_by_name
-    )
-    for name in ordered:
-        members = groups[name]
-        spec = spec_by_name.get(name)
-        kind = (spec.output if spec and spec.output else None) or infer_output_kind(members)
-        metrics = (spec.metrics if spec and spec.metrics else None) or default_metrics(kind)
-        desc = (
-            (spec.description if spec and spec.description else None)
-            or descriptions.get(name)
-            or ""
-        )
-        if not desc:
-            first = members[0].system_prompt.strip()
-            desc = first.splitlines()[0][:200] if first else ""
-        tasks.append(
-            TaskInfo(
-                name=name,
-                description=desc,
-                output=kind,
-                metrics=list(metrics),
-                min_parity=spec.min_parity
-                if spec and spec.min_parity is not None
-                else th.min_parity,
-                n=len(members),
-                source=source[name],  # type: ignore[arg-type]
-            )
-        )
-        for ex in members:
-            assignment[ex.id] = name
-    return TaskPlan(
-        tasks=tasks,
-        assignment=assignment,
-        rules={n: r for n, r in rules.items() if n in groups and n not in spec_by_name},
-    )
+        discovery.add(ex)
+    return discovery.plan()
 
 
 def sample(
@@ -645,11 +763,36 @@ def _read(paths: Sequence[str | Path], format: str, strict: bool) -> Any:
 def profile_logs(
     paths: Sequence[str | Path], *, format: str = "auto", strict: bool = False
 ) -> Profile:
-    """Read logs, discover their tasks and profile them (``migrate-eval profile``)."""
-    from migrate_eval.profile import profile
+    """Read logs, discover their tasks and profile them (``migrate-eval profile``).
 
-    result = _read(paths, format, strict)
-    return profile(result.exchanges, assign_tasks(result.exchanges), result.summary())
+    The logs are streamed: each exchange is counted (:class:`~migrate_eval.profile.TrafficTally`,
+    :class:`TaskDiscovery`) and dropped, so memory does not grow with the number of exchanges
+    beyond a few bytes each (and the first user message of exchanges with neither a tag nor a
+    system prompt, kept for clustering).
+    """
+    import gc
+
+    from migrate_eval.errors import UserError
+    from migrate_eval.ingest import stream_logs
+    from migrate_eval.profile import TrafficTally
+
+    stream = stream_logs(list(paths), format=format, strict=strict)
+    tally = TrafficTally()
+    discovery = TaskDiscovery(keep_ids=False)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of short-lived acyclic objects: nothing for the collector to free
+    try:
+        for ex in stream:
+            tally.add(ex)
+            discovery.add(ex)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    if not tally.total:
+        raise UserError(
+            f"no exchanges could be read from {', '.join(map(str, stream.files)) or 'the logs'}"
+        )
+    return tally.profile(discovery.plan(), stream.summary())
 
 
 def init_suite(

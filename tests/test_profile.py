@@ -140,3 +140,68 @@ def test_cli_profile_text_and_strict(tmp_path: Path) -> None:
     assert "streaming" in res.output
     strict = CliRunner().invoke(main, ["profile", str(logs), "--strict"])
     assert strict.exit_code == 2 and "t.jsonl:7" in strict.output
+
+
+def _mixed_logs(path: Path) -> Path:
+    """Tagged, templated and untagged prompt-less traffic, duplicates, errors, a bad line."""
+    rows = []
+    for i in range(120):
+        request: dict[str, Any] = {
+            "model": "gpt-4o-mini" if i % 5 else "gpt-4o",
+            "messages": [{"role": "user", "content": f"question {i % 10} about my order"}],
+        }
+        if i % 4 == 0:
+            request["messages"].insert(0, {"role": "system", "content": f"Triage for shop {i}."})
+        line: dict[str, Any] = {"id": f"r{i}", "request": request}
+        if i % 4 == 1:
+            line["metadata"] = {"feature": "faq" if i % 3 else "refunds"}
+        if i % 11 == 0:
+            line["response"] = {"error": {"code": "rate_limit_exceeded", "message": "slow"}}
+        else:
+            line["response"] = {
+                "choices": [{"message": {"role": "assistant", "content": "yes" if i % 2 else "no"}}],
+                "usage": {"prompt_tokens": 10 + i} if i % 6 else None,
+            }
+        if i % 9:
+            line["timestamp"] = 1_790_000_000 + 3_600 * i
+        rows.append(json.dumps(line))
+    rows.insert(50, '{"request": 5}')
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_streamed_profile_equals_the_profile_of_every_exchange_in_memory(tmp_path: Path) -> None:
+    from migrate_eval.ingest import read_logs
+    from migrate_eval.tasks import profile_logs
+
+    logs = _mixed_logs(tmp_path / "mixed.jsonl")
+    demo = Path(__file__).resolve().parents[1] / "suites" / "demo" / "logs" / "traffic.jsonl"
+    for paths in ([logs], [demo], [logs, demo]):
+        read = read_logs(paths)
+        expected = profile(read.exchanges, assign_tasks(read.exchanges), read.summary())
+        assert profile_logs(paths) == expected
+    streamed = profile_logs([logs])
+    assert streamed.exchanges == 120 and streamed.skipped_total == 1
+    assert streamed.duplicates.duplicates > 0 and streamed.errors.count == 11
+    assert {t.source for t in streamed.tasks} >= {"metadata", "system_prompt"}
+
+
+def test_streamed_profile_does_not_read_the_logs_into_memory(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import migrate_eval.ingest as ingest_pkg
+    from migrate_eval.tasks import profile_logs
+
+    def no_list(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("profile_logs must stream, not read every exchange into a list")
+
+    monkeypatch.setattr(ingest_pkg, "read_logs", no_list)
+    monkeypatch.setattr("migrate_eval.ingest.reader.read_logs", no_list)
+    assert profile_logs([_mixed_logs(tmp_path / "mixed.jsonl")]).exchanges == 120
+
+
+def test_profile_of_logs_without_exchanges_is_a_usage_error(tmp_path: Path) -> None:
+    logs = tmp_path / "bad.jsonl"
+    logs.write_text('{"request": {"model": "m", "messages": "hi"}}\n', encoding="utf-8")
+    res = CliRunner().invoke(main, ["profile", str(logs)])
+    assert res.exit_code == 2 and "no exchanges could be read" in res.output
