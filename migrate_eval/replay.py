@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from migrate_eval.cache import ResponseCache, key_from_json
-from migrate_eval.errors import ExitCode, MigrateEvalError, OfflineCacheMiss, VendorError
+from migrate_eval.errors import (
+    ConfigError,
+    ExitCode,
+    MigrateEvalError,
+    OfflineCacheMiss,
+    VendorError,
+)
 from migrate_eval.providers import (
     MAX_RETRY_AFTER,
     MalformedResponseError,
@@ -521,6 +527,15 @@ async def _replay(
             with contextlib.suppress(Exception):
                 await provider.aclose()
     if abort.error is not None:
+        if isinstance(abort.error, ConfigError) and pending:
+            # e.g. an API key that is not set: say what needed the network, and the way out
+            lacking = ", ".join(
+                f"{run.spec.name}: {len(m)} of {run.total}" for run, m in pending if m
+            )
+            raise ConfigError(
+                f"{abort.error} (requests not in the response cache: {lacking}; "
+                "--offline scores only the cached answers)"
+            ) from abort.error
         raise abort.error
     missing = [i for i, r in enumerate(results) if r is None]
     if missing and interrupted:

@@ -400,6 +400,22 @@ def test_missing_api_key_is_a_config_error(server: LoopbackServer, cache: Respon
     assert server.total == 0
 
 
+def test_missing_api_key_error_counts_what_the_cache_lacks(
+    server: LoopbackServer, cache: ResponseCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIGRATE_EVAL_TEST_KEY", "k")
+    spec = cand(server, api_key_env="MIGRATE_EVAL_TEST_KEY")
+    replay([exchange(i) for i in range(3)], [spec], cache=cache)  # three answers cached
+    monkeypatch.delenv("MIGRATE_EVAL_TEST_KEY")
+    with pytest.raises(ConfigError) as info:
+        replay([exchange(i) for i in range(5)], [spec], cache=cache)
+    message = str(info.value)
+    assert "MIGRATE_EVAL_TEST_KEY is not set" in message
+    assert "local: 2 of 5" in message and "--offline" in message
+    offline = replay([exchange(i) for i in range(5)], [spec], cache=cache, offline=True)
+    assert [r.ok for r in offline] == [True, True, True, False, False]
+
+
 def test_a_config_error_stops_every_candidate(server: LoopbackServer, cache: ResponseCache) -> None:
     server.delay = 0.05
     good = cand(server, "good", concurrency=1)
