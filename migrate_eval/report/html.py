@@ -1,7 +1,8 @@
 """``report.html``: one self-contained page a stakeholder can open offline.
 
 Layout: verdict per candidate (first screen), task x candidate matrix, evidence per task
-(metric means and the worst regressions side by side), cost and latency, ingestion, method.
+(metric means and the worst regressions side by side), cost and latency, traffic profile, sampling
+and redaction (built by :mod:`migrate_eval.report.traffic`), ingestion, method.
 
 Safety: the page is rendered by jinja2 with autoescaping on; logged content only ever reaches
 the template as data, never as template source. On top of escaping, every string value goes
@@ -59,6 +60,14 @@ from migrate_eval.report.explorer import (
     histogram,
     histogram_svg,
     word_diff,
+)
+from migrate_eval.report.traffic import (
+    ProfileView,
+    RedactionView,
+    SamplingView,
+    profile_view,
+    redaction_view,
+    sampling_view,
 )
 from migrate_eval.results import (
     SCHEMA_VERSION,
@@ -351,7 +360,9 @@ class Page:
     text_limit: int = 0
     n_exchanges: int = 0
     logged_p50: str = "n/a"
-    profile: list[tuple[str, str]] = field(default_factory=list)
+    traffic: ProfileView | None = None
+    sampling: SamplingView | None = None
+    redaction: RedactionView | None = None
     extras: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
 
 
@@ -594,7 +605,8 @@ def _value_text(v: Any) -> str:
 #: newer version of the results schema) is shown generically, so nothing present is hidden.
 _KNOWN_RESULTS = {
     "schema_version", "tool_version", "suite", "simulated", "created", "command", "thresholds",
-    "ingest", "tasks", "candidates", "gate", "exit_code", "profile",
+    "ingest", "tasks", "candidates", "gate", "exit_code", "profile", "sampling", "redaction",
+    "comparisons",
 }  # fmt: skip
 _KNOWN_CANDIDATE = {
     "name", "provider", "model", "base_url", "verdict", "reasons", "parity", "noise_floor",
@@ -945,8 +957,6 @@ def build_page(
             info.min_parity if info is not None else min_parity_default,
         )
     blob, limit, n_blob = exchange_blob(results, scores, exchanges, replays)
-    prof = getattr(results, "profile", None)
-    profile = _flat_items(prof) if prof is not None else []
     extras: list[tuple[str, list[tuple[str, str]]]] = []
     for name in type(results).model_fields:
         if name in _KNOWN_RESULTS:
@@ -994,7 +1004,9 @@ def build_page(
         text_limit=limit,
         n_exchanges=n_blob,
         logged_p50=fmt_ms(logged_p50),
-        profile=profile,
+        traffic=profile_view(results.profile, anchors, results.ingest),
+        sampling=sampling_view(results.sampling, anchors),
+        redaction=redaction_view(results.redaction),
         extras=extras,
         legend=[_badge(v) for v in ("ready", "ready_with_caveats", "not_ready", "cannot_judge")],
     )

@@ -53,6 +53,46 @@ def test_demo_report_renders_with_no_errors_and_no_network(
     assert got["requests"] == [demo_report.resolve().as_uri()]
 
 
+def test_demo_report_shows_traffic_profile_sampling_and_redaction(
+    chromium_binary: str, demo_report: Path
+) -> None:
+    results = json.loads((demo_report.parent / "results.json").read_text(encoding="utf-8"))
+    profile = results["profile"]
+
+    async def scenario(page: Page) -> dict[str, Any]:
+        count = "(s) => document.querySelectorAll(s).length"
+        out: dict[str, Any] = {
+            k: await page.evaluate(f"({count})({json.dumps(sel)})")
+            for k, sel in {
+                "bars": "#profile svg.volume-chart rect.vb",
+                "tasks": "#profile .profile-tasks tbody tr",
+                "features": "#profile .profile-features tbody tr",
+                "sampling": "#sampling .sampling-table tbody tr",
+                "nav": "nav.toc a[href='#profile'], nav.toc a[href='#sampling'],"
+                " nav.toc a[href='#redaction']",
+                "dumps": "section.extra",
+            }.items()
+        }
+        out["chart_name"] = await page.evaluate(
+            "document.querySelector('#profile svg.volume-chart').getAttribute('aria-label')"
+        )
+        out["redaction"] = await page.evaluate("document.getElementById('redaction').innerText")
+        out["profile"] = await page.evaluate("document.getElementById('profile').innerText")
+        out["problems"] = problems(page)
+        return out
+
+    got = in_browser(chromium_binary, demo_report, scenario)
+    assert got["bars"] == len(profile["by_day"])  # the demo's logs have traffic every day
+    assert got["chart_name"].startswith("Exchanges per day")
+    assert got["tasks"] == len(profile["tasks"]) == got["sampling"]
+    assert got["features"] == sum(1 for f in profile["features"].values() if f["count"])
+    assert got["nav"] == 3 and got["dumps"] == 0
+    for t in profile["tasks"]:
+        assert t["name"] in got["profile"]
+    assert "Redaction was off" in got["redaction"]
+    assert got["problems"] == []
+
+
 def test_matrix_sorts_by_a_candidate_column(chromium_binary: str, demo_report: Path) -> None:
     col = 3  # first candidate column (task, output, exchanges, candidates...)
     read = (
