@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -887,6 +888,10 @@ def compare_candidates(
 # --- the noise floor ---------------------------------------------------------------------------
 
 
+#: Duplicate pairs scored per task for the noise floor, at most (a seeded sample beyond).
+MAX_NOISE_PAIRS = 1000
+
+
 class TaskNoise(BaseModel):
     """The baseline's agreement with itself on one task."""
 
@@ -960,7 +965,9 @@ def noise_floor_from_duplicates(
     are duplicates; their logged answers are independent draws from the baseline. Within each
     group (in timestamp order), every answer after the first is scored against the one before
     it, with the task's metrics. All duplicate pairs count, also those whose answers are
-    identical: leaving those out would only keep disagreements and bias the floor down.
+    identical: leaving those out would only keep disagreements and bias the floor down. A task
+    with more than :data:`MAX_NOISE_PAIRS` pairs is scored on a seeded random sample of that
+    many (an unbiased estimate; scoring every pair of a large log took minutes).
     """
     from migrate_eval.metrics.scoring import score
 
@@ -970,13 +977,21 @@ def noise_floor_from_duplicates(
         if ex.response is None or ex.error is not None or assignment.get(ex.id) not in names:
             continue
         groups.setdefault(_request_key(ex), []).append(ex)
-    refs: list[Exchange] = []
-    rows: list[ReplayResult] = []
+    pairs: dict[str, list[tuple[Exchange, Exchange]]] = {}
     for group in groups.values():
         if len(group) < 2:
             continue
         group.sort(key=lambda e: (e.timestamp is None, e.timestamp or 0, e.id))
         for prev, nxt in itertools.pairwise(group):
+            pairs.setdefault(assignment[prev.id], []).append((prev, nxt))
+    refs: list[Exchange] = []
+    rows: list[ReplayResult] = []
+    for task in sorted(pairs):
+        chosen = pairs[task]
+        if len(chosen) > MAX_NOISE_PAIRS:
+            rng = random.Random(f"noise-floor:{task}")
+            chosen = [chosen[i] for i in sorted(rng.sample(range(len(chosen)), MAX_NOISE_PAIRS))]
+        for prev, nxt in chosen:
             refs.append(prev)
             rows.append(
                 ReplayResult(

@@ -577,6 +577,26 @@ def test_noise_floor_from_duplicates_and_from_replays() -> None:
     assert rep.tasks["t"].parities == {"a1": 1.0, "b1": 0.0}
 
 
+def test_noise_floor_of_a_large_log_scores_a_seeded_sample_of_pairs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import migrate_eval.stats as stats_mod
+
+    monkeypatch.setattr(stats_mod, "MAX_NOISE_PAIRS", 40)
+    task = TaskInfo(name="t", output="classification", metrics=["normalized_match"], min_parity=0.8, n=0, source="suite")  # fmt: skip
+    # 300 requests logged twice: 3 in 4 repeats agree with the first answer
+    exs = []
+    for i in range(300):
+        exs.append(_ex(f"q{i}-1", f"q{i}", "yes", 1))
+        exs.append(_ex(f"q{i}-2", f"q{i}", "yes" if i % 4 else "no", 2))
+    assignment = {e.id: "t" for e in exs}
+    floor = stats_mod.noise_floor_from_duplicates(exs, [task], assignment)
+    assert floor is not None and floor.tasks["t"].n == 40 == len(floor.tasks["t"].parities)
+    again = stats_mod.noise_floor_from_duplicates(exs, [task], assignment)
+    assert again == floor  # the same sample every time
+    assert 0.5 < (floor.tasks["t"].mean or 0) < 0.95  # an estimate of the true 0.75
+
+
 def test_task_rates_come_from_the_agreement_metrics() -> None:
     rows = _rows([1.0, 0.0] * 20)
     for r in rows:
