@@ -79,12 +79,12 @@ def bench_ingest(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_ingest.py", *session.posargs)
 
 
-@nox.session(name="bench_profile")
-def bench_profile(session: nox.Session) -> None:
-    """`migrate-eval profile` at scale: time and peak RSS vs a bare JSONL loop (1,000,000 lines;
-    `nox -s bench_profile -- --n 100000` for a quick run)."""
+@nox.session(name="bench_traffic")
+def bench_traffic(session: nox.Session) -> None:
+    """`migrate-eval profile` and `run` over a large log: time and peak RSS vs a bare JSONL loop
+    (1,000,000 lines; `nox -s bench_traffic -- --n 100000` for a quick run)."""
     _install_test(session)
-    session.run("python", "benchmarks/bench_profile.py", *session.posargs)
+    session.run("python", "benchmarks/bench_traffic.py", *session.posargs)
 
 
 @nox.session(name="bench_report")

@@ -4,6 +4,9 @@ Stages, each reading the previous stage's output only::
 
     ingest -> tasks (+ sample) -> replay (cache) -> score -> aggregate/verdict -> report
 
+Ingest reads the whole logged traffic once, in bounded memory (:mod:`migrate_eval.traffic`):
+only the sample, and the duplicate pairs the noise floor scores, are held as exchanges.
+
 A run lives in one folder that holds everything needed to re-render it without calling any
 vendor again (:func:`rerender`).
 """
@@ -14,6 +17,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -152,14 +156,12 @@ def run(
     the CLI uses as the gate (see :mod:`migrate_eval.errors`).
     """
     from migrate_eval.cache import ResponseCache
-    from migrate_eval.ingest import IngestResult, read_logs
     from migrate_eval.metrics import get_metric, score
-    from migrate_eval.profile import profile as profile_traffic
     from migrate_eval.redact import redact_exchanges, redact_task_descriptions
     from migrate_eval.replay import replay
-    from migrate_eval.sampling import sample_plan
+    from migrate_eval.sampling import sample_ids
     from migrate_eval.stats import aggregate, gate_outcome
-    from migrate_eval.tasks import assign_tasks
+    from migrate_eval.traffic import read_traffic
 
     s = _resolve_suite(suite, logs, candidates)
     for t in s.tasks:  # fail fast on unknown metrics, before any network call
@@ -171,48 +173,57 @@ def run(
     for c in s.candidates:
         get_provider(c)
 
-    # 1. ingest
-    # logs read with the same options are read together (Batch input and output files join)
+    # 1. ingest: the whole logged traffic, streamed through Arrow datasets next to the cache
+    # (memory does not grow with the logs); logs read with the same options are read together
+    # (Batch input and output files join)
     groups: dict[str, tuple[str, dict[str, str] | None, list[Path]]] = {}
     for spec in s.logs:
         key = json.dumps([spec.format, spec.columns], sort_keys=True)
         groups.setdefault(key, (spec.format, spec.columns, []))[2].append(s.resolve(spec.path))
-    ingest = IngestResult()
-    for fmt, columns, paths in groups.values():
-        part = read_logs(paths, format=fmt, strict=strict, columns=columns)
-        ingest.exchanges += part.exchanges
-        ingest.skipped += part.skipped
-        ingest.lines_read += part.lines_read
-        ingest.files += part.files
-        for name, count in part.formats.items():
-            ingest.formats[name] = ingest.formats.get(name, 0) + count
-    if not ingest.exchanges:
-        raise UserError(
-            f"no exchanges could be read from {', '.join(map(str, ingest.files)) or 'the logs'}"
-            + (
-                f" ({len(ingest.skipped)} lines skipped; first: {ingest.skipped[0]})"
-                if ingest.skipped
-                else ""
-            )
+    cache_path = Path(cache) if cache else default_cache_path()
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ingest-", dir=cache_path.parent) as workdir:
+        traffic = read_traffic(
+            list(groups.values()),
+            Path(workdir),
+            strict=strict,
+            specs=s.tasks,
+            thresholds=s.thresholds,
+            auto=s.auto_tasks,
+            dedupe=s.sampling.dedupe,
         )
+        if not traffic.exchanges:
+            raise UserError(
+                "no exchanges could be read from "
+                f"{', '.join(map(str, traffic.summary.files)) or 'the logs'}"
+                + (
+                    f" ({len(traffic.skipped)} lines skipped; first: {traffic.skipped[0]})"
+                    if traffic.skipped
+                    else ""
+                )
+            )
 
-    # 2. tasks + sample. Exchanges without a logged answer cannot be compared with it.
-    scorable = [e for e in ingest.exchanges if e.response is not None and e.error is None]
-    plan = assign_tasks(scorable, s.tasks, thresholds=s.thresholds, auto=s.auto_tasks)
-    traffic_assignment = dict(plan.assignment)  # before sampling: the volume costs project on
-    traffic_profile = profile_traffic(ingest.exchanges, plan, ingest.summary())
-    full_assignment = dict(plan.assignment)  # before sampling: duplicates for the noise floor
-    exchanges, plan, sampling_summary = sample_plan(
-        scorable,
-        plan,
-        limit=limit or s.sampling.limit,
-        seed=s.sampling.seed,
-        dedupe=s.sampling.dedupe,
-        ci_width=s.sampling.ci_width,
-        confidence=s.thresholds.confidence,
-    )
-    if not exchanges:
-        raise UserError("no exchange with a logged response matches the suite's tasks")
+        # 2. tasks + sample. Exchanges without a logged answer cannot be compared with it.
+        plan = traffic.plan
+        traffic_assignment = dict(plan.assignment)  # before sampling: the volume costs project on
+        traffic_profile = traffic.profile
+        kept, plan, sampling_summary = sample_ids(
+            traffic.order,
+            plan,
+            fingerprints=traffic.fingerprints,
+            limit=limit or s.sampling.limit,
+            seed=s.sampling.seed,
+            dedupe=s.sampling.dedupe,
+            ci_width=s.sampling.ci_width,
+            confidence=s.thresholds.confidence,
+        )
+        if not kept:
+            raise UserError("no exchange with a logged response matches the suite's tasks")
+        # what the noise floor scores when there is no baseline re-run: duplicate requests
+        pairs = traffic.duplicate_pairs(t.name for t in plan.tasks)
+        wanted = set(kept) | {ex_id for ps in pairs.values() for pair in ps for ex_id in pair}
+        loaded = traffic.load(wanted)
+    exchanges = [loaded[ex_id] for ex_id in kept]
     # PII redaction: the request and the logged answer alike, before anything leaves.
     redaction_config = (
         s.redaction if redact is None else s.redaction.model_copy(update={"enabled": redact})
@@ -221,8 +232,6 @@ def run(
     plan.tasks = redact_task_descriptions(plan.tasks, redaction_config)
 
     # 3. replay through the cache
-    cache_path = Path(cache) if cache else default_cache_path()
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
     with ResponseCache(cache_path) as rc:
         for rec in s.recordings:
             rc.import_recordings(s.resolve(rec))
@@ -251,11 +260,12 @@ def run(
     with judge_session(s.judge, cache_path=cache_path, offline=offline):
         scores = score(exchanges, plan.tasks, plan.assignment, replays)
     noise_floor = noise_floor_for_run(
-        scorable,
+        exchanges,
         plan.tasks,
-        full_assignment,
+        traffic_assignment,
         Path(out) / "baseline.jsonl" if out else None,
         baseline_replays=baseline_rows,
+        duplicates=(pairs, loaded),
     )
     cand_results = aggregate(
         scores,
@@ -268,7 +278,7 @@ def run(
     )
     from migrate_eval.pricing import fill_cost_projections
 
-    fill_cost_projections(cand_results, s.candidates, replays, traffic_assignment, scorable)
+    fill_cost_projections(cand_results, s.candidates, replays, traffic_assignment, traffic.logged)
     from migrate_eval.replay import fill_ttft_stats
 
     fill_ttft_stats(cand_results, replays)
@@ -286,7 +296,7 @@ def run(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         command=command or "migrate-eval run " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
         thresholds=s.thresholds.model_dump(mode="json"),
-        ingest=ingest.summary(),
+        ingest=traffic.summary,
         tasks=plan.tasks,
         candidates=cand_results,
         gate=gate,
@@ -321,9 +331,9 @@ def run(
 
         write_baseline(run_dir / BASELINE_FILE, baseline_rows)
     scores.to_parquet(run_dir / "scores.parquet", index=False)
-    if ingest.skipped:
+    if traffic.skipped:
         with (run_dir / "skipped.jsonl").open("w", encoding="utf-8") as f:
-            for issue in ingest.skipped:
+            for issue in traffic.skipped:
                 f.write(json.dumps(issue.__dict__, ensure_ascii=False) + "\n")
     _render(results, scores, exchanges, replays, run_dir)
     return RunOutcome(results=results, run_dir=run_dir, exit_code=code)

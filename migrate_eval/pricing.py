@@ -20,6 +20,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -302,38 +303,56 @@ def measured_throughput_rps(spec: CandidateSpec, rows: Iterable[ReplayResult]) -
     return spec.concurrency / mean_s
 
 
+def logged_cost(ex: Exchange) -> float | None:
+    """What the logged call cost: its logged usage priced with the table at its model."""
+    model = ex.request.get("model") if isinstance(ex.request, dict) else None
+    if not isinstance(model, str) and ex.response is not None:
+        model = ex.response.model
+    price = price_for(model, "openai") if isinstance(model, str) else None
+    usage = ex.response.usage if ex.response is not None else None
+    return cost_of(usage, price) if price is not None else None
+
+
+@dataclass
+class LoggedTraffic:
+    """What cost projections need of the whole logged traffic, per task, in log order: the
+    timestamps (volume per day) and the logged costs (the baseline's cost)."""
+
+    stamps: dict[str, list[datetime | None]] = field(default_factory=dict)
+    baseline_costs: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, task: str, timestamp: datetime | None, cost: float | None) -> None:
+        self.stamps.setdefault(task, []).append(timestamp)
+        if cost is not None:
+            self.baseline_costs.setdefault(task, []).append(cost)
+
+
 def fill_cost_projections(
     candidates: Sequence[CandidateResult],
     specs: Sequence[CandidateSpec],
     replays: Sequence[ReplayResult],
     assignment: Mapping[str, str],
-    traffic: Sequence[Exchange],
+    traffic: Sequence[Exchange] | LoggedTraffic,
 ) -> None:
     """Fill each candidate's cost per request and monthly projections, and the baseline's.
 
     ``assignment`` maps exchange ids to tasks for the whole logged traffic (before
-    sampling) and ``traffic`` is that traffic: it gives the volume per task and day
-    (:func:`logged_volume_per_day`) and, priced with the table at each exchange's logged
-    model and logged usage, the baseline cost. Each candidate's cost per request, per task,
+    sampling) and ``traffic`` is that traffic (or its :class:`LoggedTraffic`, gathered while
+    it was read): it gives the volume per task and day (:func:`logged_volume_per_day`) and,
+    priced with the table at each exchange's logged model and logged usage
+    (:func:`logged_cost`), the baseline cost. Each candidate's cost per request, per task,
     is the mean cost of its answers (:func:`cost_of`); the monthly figure weighs tasks by
     their logged volume. ``total_usd`` / ``per_request_usd`` are filled when the aggregate
     left them empty (a price from the table rather than the suite).
     """
-    stamps: dict[str, list[datetime | None]] = {}
-    baseline_costs: dict[str, list[float]] = {}
-    for ex in traffic:
-        task = assignment.get(ex.id)
-        if task is None:
-            continue
-        stamps.setdefault(task, []).append(ex.timestamp)
-        model = ex.request.get("model") if isinstance(ex.request, dict) else None
-        if not isinstance(model, str) and ex.response is not None:
-            model = ex.response.model
-        price = price_for(model, "openai") if isinstance(model, str) else None
-        usage = ex.response.usage if ex.response is not None else None
-        logged_cost = cost_of(usage, price) if price is not None else None
-        if logged_cost is not None:
-            baseline_costs.setdefault(task, []).append(logged_cost)
+    if not isinstance(traffic, LoggedTraffic):
+        logged = LoggedTraffic()
+        for ex in traffic:
+            task = assignment.get(ex.id)
+            if task is not None:
+                logged.add(task, ex.timestamp, logged_cost(ex))
+        traffic = logged
+    stamps, baseline_costs = traffic.stamps, traffic.baseline_costs
     volume = logged_volume_per_day(stamps)
     baseline_by_task: dict[str, float | None] = {
         task: (sum(c) / len(c) if (c := baseline_costs.get(task)) else None) for task in volume

@@ -10,7 +10,6 @@ ingest summary (formats, skipped lines by reason). ``migrate-eval profile`` prin
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from array import array
@@ -19,10 +18,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from migrate_eval.records import Exchange
+from migrate_eval.records import Exchange, json_digest
 
 if TYPE_CHECKING:
     from migrate_eval.results import IngestSummary
@@ -245,7 +243,7 @@ class TrafficTally:
         self.features.update(request_features(ex))
         if ex.error is not None:
             self.errors[error_kind(ex.error)] += 1
-        digest = _request_digest(ex)
+        digest = request_digest(ex)
         if digest in self._seen:
             self.duplicates += 1
             self._repeated.add(digest)
@@ -332,18 +330,12 @@ class TrafficTally:
         )
 
 
-def _request_digest(ex: Exchange) -> bytes:
+def request_digest(ex: Exchange) -> bytes:
     """16 bytes that are equal for identical requests, bookkeeping fields aside (the relation
-    of :func:`migrate_eval.sampling.request_fingerprint`, with ``orjson`` for speed)."""
-    from migrate_eval.records import canonical_json
+    of :func:`migrate_eval.sampling.request_fingerprint`)."""
     from migrate_eval.sampling import BOOKKEEPING_FIELDS
 
-    body = {k: v for k, v in ex.request.items() if k not in BOOKKEEPING_FIELDS}
-    try:
-        raw = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # an integer beyond 64 bits, a lone surrogate...
-        raw = canonical_json(body).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(raw, digest_size=16).digest()
+    return json_digest({k: v for k, v in ex.request.items() if k not in BOOKKEEPING_FIELDS})
 
 
 def profile(

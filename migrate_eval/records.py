@@ -16,6 +16,7 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 OutputKind = Literal["tool_call", "structured", "classification", "free_text"]
@@ -221,6 +222,17 @@ class Exchange(_Model):
 def canonical_json(obj: Any) -> str:
     """Deterministic JSON: sorted keys, no whitespace, UTF-8 preserved."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_digest(obj: Any) -> bytes:
+    """16 bytes that are equal for equal JSON values, keys in any order (equal requests, for
+    instance): a BLAKE2b digest of the value written with sorted keys (by ``orjson``, or by
+    :func:`canonical_json` for what ``orjson`` refuses, such as integers beyond 64 bits)."""
+    try:
+        raw = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        raw = canonical_json(obj).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(raw, digest_size=16).digest()
 
 
 def stable_id(*parts: Any) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from statistics import NormalDist
 from typing import TYPE_CHECKING
 
@@ -109,13 +109,44 @@ def sample_plan(
     Returns the kept exchanges (log order), the plan restricted to them (task counts updated,
     empty tasks dropped) and a summary.
     """
+    fingerprints = {e.id: request_fingerprint(e) for e in exchanges} if dedupe else None
+    keep_ids, new_plan, summary = sample_ids(
+        [e.id for e in exchanges],
+        plan,
+        fingerprints=fingerprints,
+        limit=limit,
+        seed=seed,
+        dedupe=dedupe,
+        ci_width=ci_width,
+        confidence=confidence,
+    )
+    keep = set(keep_ids)
+    return [e for e in exchanges if e.id in keep], new_plan, summary
+
+
+def sample_ids(
+    order: Sequence[str],
+    plan: TaskPlan,
+    *,
+    fingerprints: Mapping[str, Hashable] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    dedupe: bool = False,
+    ci_width: float | None = None,
+    confidence: float = 0.95,
+) -> tuple[list[str], TaskPlan, SamplingSummary]:
+    """:func:`sample_plan` on exchange ids (``order``: the exchanges' ids in log order), for
+    traffic too large to hold: ``fingerprints`` gives each id's request fingerprint (equal
+    for identical requests; needed with ``dedupe``). Returns the kept ids in log order."""
     from migrate_eval.tasks import TaskPlan
 
-    by_task: dict[str, list[Exchange]] = defaultdict(list)
-    for ex in exchanges:
-        t = plan.assignment.get(ex.id)
+    if dedupe and fingerprints is None:
+        raise ValueError("sample_ids(dedupe=True) needs the fingerprints")
+    by_task: dict[str, list[str]] = defaultdict(list)
+    for ex_id in order:
+        t = plan.assignment.get(ex_id)
         if t is not None:
-            by_task[t].append(ex)
+            by_task[t].append(ex_id)
     keep: set[str] = set()
     stats: list[TaskSampling] = []
     for info in plan.tasks:
@@ -123,13 +154,14 @@ def sample_plan(
         available = len(members)
         unique = members
         if dedupe:
-            seen: set[str] = set()
+            assert fingerprints is not None
+            seen: set[Hashable] = set()
             unique = []
-            for ex in members:
-                fp = request_fingerprint(ex)
+            for ex_id in members:
+                fp = fingerprints[ex_id]
                 if fp not in seen:
                     seen.add(fp)
-                    unique.append(ex)
+                    unique.append(ex_id)
         target: int | None = limit
         if ci_width is not None:
             need = required_sample_size(ci_width, len(unique), confidence=confidence)
@@ -139,7 +171,7 @@ def sample_plan(
         else:
             rng = random.Random(f"{seed}:{info.name}")
             chosen = rng.sample(unique, target)
-        keep.update(e.id for e in chosen)
+        keep.update(chosen)
         stats.append(
             TaskSampling(
                 task=info.name,
@@ -150,14 +182,14 @@ def sample_plan(
                 sampled=len(chosen),
             )
         )
-    kept = [e for e in exchanges if e.id in keep]
-    counts = Counter(plan.assignment[e.id] for e in kept)
+    kept = [ex_id for ex_id in order if ex_id in keep]
+    counts = Counter(plan.assignment[ex_id] for ex_id in kept)
     tasks = [
         t.model_copy(update={"n": counts.get(t.name, 0)}) for t in plan.tasks if counts.get(t.name)
     ]
     new_plan = TaskPlan(
         tasks=tasks,
-        assignment={e.id: plan.assignment[e.id] for e in kept},
+        assignment={ex_id: plan.assignment[ex_id] for ex_id in kept},
         rules={k: v for k, v in plan.rules.items() if counts.get(k)},
     )
     summary = SamplingSummary(

@@ -46,7 +46,8 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -63,7 +64,7 @@ from migrate_eval.metrics.scoring import (
     REFERENCE_LABEL,
     error_kind_of,
 )
-from migrate_eval.records import Exchange, ReplayResult
+from migrate_eval.records import Exchange, ReplayResult, json_digest
 from migrate_eval.results import (
     SCORE_COLUMNS,
     CandidateComparison,
@@ -948,10 +949,65 @@ def noise_floor_from_replays(
     return _noise_from_scores(score(exchanges, tasks, assignment, rows), "baseline_replay")
 
 
-def _request_key(ex: Exchange) -> str:
-    from migrate_eval.records import canonical_json
+def request_key(ex: Exchange) -> bytes:
+    """16 bytes equal for identical requests (the whole request, metadata included)."""
+    return json_digest(ex.request)
 
-    return canonical_json(ex.request)
+
+def duplicate_pairs(
+    entries: Iterable[tuple[str, Hashable, datetime | None, str]],
+) -> dict[str, list[tuple[str, str]]]:
+    """The pairs of logged answers :func:`noise_floor_from_duplicates` scores, from
+    ``(exchange id, request key, timestamp, task)`` of each exchange with a logged answer (in
+    log order; equal keys are identical requests): per task, ``(earlier id, later id)`` pairs,
+    at most :data:`MAX_NOISE_PAIRS` (a seeded random sample beyond). Only the keys are held,
+    so the pairs of a log of any size can be found while it is read."""
+    groups: dict[Hashable, list[tuple[str, datetime | None]]] = {}
+    task_of: dict[str, str] = {}
+    for ex_id, key, timestamp, task in entries:
+        groups.setdefault(key, []).append((ex_id, timestamp))
+        task_of[ex_id] = task
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda e: (e[1] is None, e[1] or 0, e[0]))
+        for (prev, _), (nxt, _) in itertools.pairwise(group):
+            pairs.setdefault(task_of[prev], []).append((prev, nxt))
+    for task, chosen in pairs.items():
+        if len(chosen) > MAX_NOISE_PAIRS:
+            rng = random.Random(f"noise-floor:{task}")
+            keep = sorted(rng.sample(range(len(chosen)), MAX_NOISE_PAIRS))
+            pairs[task] = [chosen[i] for i in keep]
+    return pairs
+
+
+def noise_floor_from_pairs(
+    pairs: Mapping[str, Sequence[tuple[str, str]]],
+    exchanges: Mapping[str, Exchange],
+    tasks: Sequence[TaskInfo],
+    assignment: Mapping[str, str],
+) -> NoiseFloor | None:
+    """The noise floor from :func:`duplicate_pairs` (``exchanges`` holds every exchange they
+    name, by id): the later answer of each pair scored against the earlier one, with the
+    task's metrics; None without pairs."""
+    from migrate_eval.metrics.scoring import score
+
+    refs: list[Exchange] = []
+    rows: list[ReplayResult] = []
+    for task in sorted(pairs):
+        for prev, nxt in pairs[task]:
+            refs.append(exchanges[prev])
+            rows.append(
+                ReplayResult(
+                    exchange_id=prev,
+                    candidate="logged-duplicate",
+                    response=exchanges[nxt].response,
+                )
+            )
+    if not rows:
+        return None
+    return _noise_from_scores(score(refs, tasks, assignment, rows), "duplicates")
 
 
 def noise_floor_from_duplicates(
@@ -969,38 +1025,16 @@ def noise_floor_from_duplicates(
     with more than :data:`MAX_NOISE_PAIRS` pairs is scored on a seeded random sample of that
     many (an unbiased estimate; scoring every pair of a large log took minutes).
     """
-    from migrate_eval.metrics.scoring import score
-
     names = {t.name for t in tasks}
-    groups: dict[str, list[Exchange]] = {}
-    for ex in exchanges:
-        if ex.response is None or ex.error is not None or assignment.get(ex.id) not in names:
-            continue
-        groups.setdefault(_request_key(ex), []).append(ex)
-    pairs: dict[str, list[tuple[Exchange, Exchange]]] = {}
-    for group in groups.values():
-        if len(group) < 2:
-            continue
-        group.sort(key=lambda e: (e.timestamp is None, e.timestamp or 0, e.id))
-        for prev, nxt in itertools.pairwise(group):
-            pairs.setdefault(assignment[prev.id], []).append((prev, nxt))
-    refs: list[Exchange] = []
-    rows: list[ReplayResult] = []
-    for task in sorted(pairs):
-        chosen = pairs[task]
-        if len(chosen) > MAX_NOISE_PAIRS:
-            rng = random.Random(f"noise-floor:{task}")
-            chosen = [chosen[i] for i in sorted(rng.sample(range(len(chosen)), MAX_NOISE_PAIRS))]
-        for prev, nxt in chosen:
-            refs.append(prev)
-            rows.append(
-                ReplayResult(
-                    exchange_id=prev.id, candidate="logged-duplicate", response=nxt.response
-                )
-            )
-    if not rows:
-        return None
-    return _noise_from_scores(score(refs, tasks, assignment, rows), "duplicates")
+    kept = [
+        ex
+        for ex in exchanges
+        if ex.response is not None and ex.error is None and assignment.get(ex.id) in names
+    ]
+    pairs = duplicate_pairs(
+        (ex.id, request_key(ex), ex.timestamp, assignment[ex.id]) for ex in kept
+    )
+    return noise_floor_from_pairs(pairs, {ex.id: ex for ex in kept}, tasks, assignment)
 
 
 def noise_floor_for_run(
@@ -1010,10 +1044,14 @@ def noise_floor_for_run(
     baseline_file: Path | None = None,
     *,
     baseline_replays: Sequence[ReplayResult] | None = None,
+    duplicates: tuple[Mapping[str, Sequence[tuple[str, str]]], Mapping[str, Exchange]]
+    | None = None,
 ) -> NoiseFloor | None:
     """The run's noise floor: from the baseline re-run (``baseline_replays``, or
     ``baseline_file``, a ``baseline.jsonl``, when it exists), else from duplicate requests in the
-    logs, else None (the verdict then uses ``min_parity`` alone)."""
+    logs (``duplicates``: the :func:`duplicate_pairs` of the whole traffic and the exchanges
+    they name, else those among ``exchanges``), else None (the verdict then uses
+    ``min_parity`` alone)."""
     if baseline_replays:
         ids = {e.id for e in exchanges}
         kept = [r for r in baseline_replays if r.exchange_id in ids]
@@ -1026,4 +1064,6 @@ def noise_floor_for_run(
         rows = [r for r in read_baseline(baseline_file) if r.exchange_id in by_id]
         if rows:
             return noise_floor_from_replays(exchanges, tasks, assignment, rows)
+    if duplicates is not None:
+        return noise_floor_from_pairs(duplicates[0], duplicates[1], tasks, assignment)
     return noise_floor_from_duplicates(exchanges, tasks, assignment)

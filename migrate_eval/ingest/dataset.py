@@ -55,7 +55,7 @@ import orjson
 
 from migrate_eval.ingest import _rows
 from migrate_eval.ingest._rows import Row
-from migrate_eval.ingest.reader import stream_logs
+from migrate_eval.ingest.reader import LogStream, stream_logs
 from migrate_eval.records import Exchange, Response, Source
 from migrate_eval.results import IngestSummary
 
@@ -115,19 +115,43 @@ def ingest_to_dataset(
     a second CPU core is idle, slower when it is busy (the worker's start and the merge cost
     about a quarter more CPU time in all), hence not the default.
     """
-    import datasets
-
-    pa = _rows.pa_module()
     if isinstance(paths, str | Path):
         paths = [paths]
     stream = stream_logs(
         paths, format=format, strict=strict, default_model=default_model, columns=columns
     )
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    target = cache / _cache_name(
+    name = _cache_name(
         paths, {"format": format, "default_model": default_model, "columns": columns}
     )
+    dataset = write_dataset(
+        stream, Path(cache_dir) / name, batch_rows=batch_rows, processes=processes
+    )
+    return dataset, stream.summary()
+
+
+def write_dataset(
+    stream: LogStream, target: str | Path, *, batch_rows: int = BATCH_ROWS, processes: int = 1
+) -> Any:
+    """The exchanges of ``stream`` (not iterated yet) written to the Arrow file ``target``
+    (:func:`write_arrow`) and memory-mapped as a :class:`datasets.Dataset`. See
+    :func:`ingest_to_dataset`."""
+    import datasets
+
+    write_arrow(stream, target, batch_rows=batch_rows, processes=processes)
+    return datasets.Dataset.from_file(str(target))
+
+
+def write_arrow(
+    stream: LogStream, target: str | Path, *, batch_rows: int = BATCH_ROWS, processes: int = 1
+) -> None:
+    """The exchanges of ``stream`` (not iterated yet) written as an Arrow stream file to
+    ``target`` (its folder created if needed; written under a temporary name, then renamed),
+    a record batch of up to ``batch_rows`` rows at a time. The stream's counts and skipped
+    lines are complete when it returns."""
+    pa = _rows.pa_module()
+    target = Path(target)
+    cache = target.parent
+    cache.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     sch = schema()
     gc_was_enabled = gc.isenabled()
@@ -165,8 +189,6 @@ def ingest_to_dataset(
             gc.enable()
         if tmp.exists():
             tmp.unlink()
-    dataset = datasets.Dataset.from_file(str(target))
-    return dataset, stream.summary()
 
 
 class _BackgroundWriter:
@@ -225,6 +247,41 @@ def exchange_from_row(row: dict[str, Any]) -> Exchange:
         metadata=orjson.loads(metadata) if metadata else {},
         gold=row.get("gold"),
     )
+
+
+def iter_file_exchanges(
+    path: str | Path, rows: Sequence[int] | None = None
+) -> Iterator[tuple[int, Exchange]]:
+    """``(row, exchange)`` for the rows of an Arrow file :func:`write_arrow` wrote, in order
+    (only ``rows``, sorted, when given), read a record batch at a time with plain reads
+    rather than a memory map, so that a pass over a large file keeps one batch in memory (a
+    memory map would keep every page it touched)."""
+    pa = _rows.pa_module()
+    wanted = None if rows is None else list(rows)
+    at = 0  # the next wanted row, as an index into `wanted`
+    start = 0  # the file row of the batch's first row
+    with pa.OSFile(str(path), "rb") as source:
+        for batch in pa.ipc.open_stream(source):
+            end = start + batch.num_rows
+            if wanted is None:
+                picked = list(range(start, end))
+            else:
+                first = at
+                while at < len(wanted) and wanted[at] < end:
+                    at += 1
+                picked = wanted[first:at]
+                if not picked:
+                    start = end
+                    continue
+                batch = batch.take(pa.array([r - start for r in picked], pa.int64()))
+            columns = batch.to_pydict()
+            keys = list(columns)
+            values = zip(*(columns[k] for k in keys), strict=True)
+            for row, vals in zip(picked, values, strict=True):
+                yield row, exchange_from_row(dict(zip(keys, vals, strict=True)))
+            start = end
+            if wanted is not None and at >= len(wanted):
+                return
 
 
 def iter_exchanges(dataset: Any, *, batch_rows: int = BATCH_ROWS) -> Iterator[Exchange]:

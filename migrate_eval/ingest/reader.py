@@ -118,18 +118,20 @@ class IngestResult:
     def summary(self) -> IngestSummary:
         """The counts as an :class:`~migrate_eval.results.IngestSummary`: skipped lines grouped
         by reason category, and the first five as examples."""
-        return _summary(
+        return summarize(
             self.files, self.formats, self.lines_read, len(self.exchanges), self.skipped
         )
 
 
-def _summary(
+def summarize(
     files: list[str],
     formats: dict[str, int],
     lines_read: int,
     exchanges: int,
     skipped: list[LineIssue],
 ) -> IngestSummary:
+    """The counts of one or more reads as an :class:`~migrate_eval.results.IngestSummary`:
+    skipped lines grouped by reason category, and the first five as examples."""
     by_reason = Counter(reason_category(issue.reason) for issue in skipped)
     return IngestSummary(
         files=list(files),
@@ -352,7 +354,7 @@ class LogStream:
 
     def summary(self) -> IngestSummary:
         """The counts as an :class:`~migrate_eval.results.IngestSummary`."""
-        return _summary(
+        return summarize(
             self.files, self.formats, self.lines_read, self.exchanges_read, self.skipped
         )
 

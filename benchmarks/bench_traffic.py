@@ -1,0 +1,116 @@
+"""Large logs through ``migrate-eval profile`` and ``migrate-eval run``: time and peak memory
+against a bare JSON Lines loop.
+
+    python benchmarks/bench_traffic.py [--n 1000000] [--keep DIR] [--json]
+
+Writes ``--n`` realistic ``chat-jsonl`` lines (as ``benchmarks/bench_ingest.py`` does: about
+1.35 KB a line, seven tagged features), then, in a child process each, times:
+
+* the bare loop: read the file line by line and ``orjson.loads`` each line;
+* ``migrate_eval.tasks.profile_logs`` (what ``migrate-eval profile`` runs): every exchange
+  read, counted and dropped, the tasks discovered;
+* ``migrate_eval.run`` with ``--limit 100`` and an offline candidate that has no cached answer
+  (so no network: the run reads, profiles, discovers and samples the whole log, finds the
+  duplicate pairs for the noise floor, then every replay is an offline miss and it writes
+  the run folder and report).
+
+Prints each time, its ratio to the bare loop and its peak RSS. Target: peak RSS < 1.5 GB for
+both (the traffic is streamed); the times are reported, with no target. Exits 0 whether or not
+the target is met; the JSON line's ``pass`` says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ingest import BARE_LOOP, REPO, generate, run_child
+
+PROFILE = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from migrate_eval.tasks import profile_logs
+p = profile_logs([sys.argv[1]])
+print(p.exchanges, len(p.tasks))
+"""
+
+RUN = """
+import sys
+sys.path.insert(0, sys.argv[2])
+import migrate_eval
+out = migrate_eval.run(
+    logs=[sys.argv[1]],
+    candidates=["bench=openai-compatible:bench-model@http://127.0.0.1:9/v1"],
+    limit=100,
+    offline=True,
+    out=sys.argv[3] + "/run",
+    cache=sys.argv[3] + "/cache/replay.sqlite",
+)
+print(out.results.ingest.exchanges, len(out.results.tasks))
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--keep", type=Path, default=None, help="folder to write the log to")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / "traffic.jsonl"
+        if log.exists() and sum(1 for _ in log.open("rb")) == args.n:
+            size = log.stat().st_size
+        else:
+            size = generate(log, args.n)
+        with log.open("rb") as fh:  # both runs read from the page cache
+            while fh.read(1 << 24):
+                pass
+        bare_s, bare_rss, _ = run_child(BARE_LOOP, str(log))
+        prof_s, prof_rss, prof_out = run_child(PROFILE, str(log), str(REPO))
+        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=folder))
+        run_s, run_rss, run_out = run_child(RUN, str(log), str(REPO), str(run_dir))
+    result: dict[str, Any] = {
+        "n": args.n,
+        "file_mb": round(size / 1e6, 1),
+        "bare_s": round(bare_s, 2),
+        "bare_peak_rss_mb": round(bare_rss / 1e6, 1),
+    }
+    for name, seconds, rss, out in (
+        ("profile", prof_s, prof_rss, prof_out),
+        ("run", run_s, run_rss, run_out),
+    ):
+        exchanges, tasks = (int(x) for x in out.split())
+        result[f"{name}_s"] = round(seconds, 2)
+        result[f"{name}_ratio"] = round(seconds / bare_s, 2)
+        result[f"{name}_exchanges_per_s"] = round(args.n / seconds)
+        result[f"{name}_peak_rss_mb"] = round(rss / 1e6, 1)
+        result[f"{name}_exchanges"] = exchanges
+        result[f"{name}_tasks"] = tasks
+    result["pass"] = bool(
+        result["profile_peak_rss_mb"] < 1500
+        and result["run_peak_rss_mb"] < 1500
+        and result["profile_exchanges"] == result["run_exchanges"] == args.n
+    )
+    if not args.json:
+        print(f"log: {args.n:,} lines, {size / 1e6:,.0f} MB")
+        print(f"bare loop (read + orjson.loads): {bare_s:7.1f} s  peak RSS {bare_rss / 1e6:6.0f} MB")
+        for name, label in (("profile", "migrate-eval profile"), ("run", "migrate-eval run")):
+            print(
+                f"{label + ':':33}{result[name + '_s']:7.1f} s  peak RSS "
+                f"{result[name + '_peak_rss_mb']:6.0f} MB  ({result[name + '_ratio']}x the bare "
+                f"loop, {result[name + '_exchanges_per_s']:,} exchanges/s)"
+            )
+        print("peak RSS target < 1500 MB")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

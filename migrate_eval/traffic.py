@@ -1,0 +1,166 @@
+"""The first stage of a run: the whole logged traffic, read once, in bounded memory.
+
+:func:`read_traffic` streams the logs into Arrow datasets on disk
+(:func:`~migrate_eval.ingest.dataset.write_dataset`, the compiled fast path where it applies)
+and reads them back one exchange at a time, gathering on the way what the later stages need
+of *every* logged exchange:
+
+* the traffic profile (:class:`~migrate_eval.profile.TrafficTally`) of all of them;
+* task discovery (:class:`~migrate_eval.tasks.TaskDiscovery`) over those with a logged answer
+  (the *scorable* ones), and their ids in log order;
+* per scorable exchange a 16-byte request fingerprint (deduplication), a 16-byte request key
+  and its timestamp (the duplicate requests the noise floor scores), and its timestamp and
+  logged cost (:class:`~migrate_eval.pricing.LoggedTraffic`, for cost projections).
+
+The exchanges themselves are not kept: :meth:`Traffic.load` reads the few that are needed
+(the sample to replay, the duplicate pairs to score) back from the datasets by id. Memory
+grows by a few hundred bytes per logged exchange, not by the exchange.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from migrate_eval.errors import LineIssue
+from migrate_eval.pricing import LoggedTraffic, logged_cost
+from migrate_eval.profile import Profile, TrafficTally, request_digest
+from migrate_eval.records import Exchange
+from migrate_eval.results import IngestSummary
+from migrate_eval.stats import duplicate_pairs, request_key
+from migrate_eval.suite import TaskSpec, Thresholds
+from migrate_eval.tasks import TaskDiscovery, TaskPlan
+
+#: One group of logs read together: (format, columns, files).
+LogGroup = tuple[str, dict[str, str] | None, Sequence[Path]]
+
+
+@dataclass
+class Traffic:
+    """What a run knows of its whole logged traffic (see the module docstring)."""
+
+    summary: IngestSummary
+    skipped: list[LineIssue]
+    profile: Profile
+    #: the tasks of the scorable exchanges, with every one's task (before sampling)
+    plan: TaskPlan
+    #: the scorable exchanges' ids, in log order
+    order: list[str]
+    #: request fingerprints by id (only when deduplication was asked for)
+    fingerprints: dict[str, bytes] | None
+    #: timestamps and logged costs per task, for cost projections
+    logged: LoggedTraffic
+    _keys: list[tuple[str, bytes, datetime | None]] = field(repr=False)
+    _where: dict[str, tuple[int, int]] = field(repr=False)
+    _files: list[Path] = field(repr=False)
+
+    @property
+    def exchanges(self) -> int:
+        """Exchanges read (with or without a logged answer)."""
+        return self.summary.exchanges
+
+    def duplicate_pairs(self, tasks: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+        """:func:`~migrate_eval.stats.duplicate_pairs` of the scorable exchanges of ``tasks``."""
+        names = set(tasks)
+        assignment = self.plan.assignment
+        return duplicate_pairs(
+            (ex_id, key, ts, assignment[ex_id])
+            for ex_id, key, ts in self._keys
+            if assignment.get(ex_id) in names
+        )
+
+    def load(self, ids: Iterable[str]) -> dict[str, Exchange]:
+        """The exchanges with these ids, read back from the Arrow files (one pass over each
+        file that holds any of them; only those rows are decoded)."""
+        from migrate_eval.ingest.dataset import iter_file_exchanges
+
+        rows: dict[int, set[int]] = {}
+        for ex_id in ids:
+            where = self._where.get(ex_id)
+            if where is not None:
+                rows.setdefault(where[0], set()).add(where[1])
+        out: dict[str, Exchange] = {}
+        for number, wanted in sorted(rows.items()):
+            for _, ex in iter_file_exchanges(self._files[number], sorted(wanted)):
+                out[ex.id] = ex
+        return out
+
+
+def read_traffic(
+    groups: Sequence[LogGroup],
+    workdir: Path,
+    *,
+    strict: bool = False,
+    specs: Sequence[TaskSpec] = (),
+    thresholds: Thresholds | None = None,
+    auto: bool = True,
+    dedupe: bool = False,
+) -> Traffic:
+    """Read every group of logs (files of one format and column mapping, read together so
+    that e.g. Batch input and output files join) into a dataset file in ``workdir`` and gather
+    the :class:`Traffic`. Raises what :func:`~migrate_eval.ingest.read_logs` raises."""
+    from migrate_eval.ingest import stream_logs
+    from migrate_eval.ingest.dataset import iter_file_exchanges, write_arrow
+    from migrate_eval.ingest.reader import summarize
+
+    tally = TrafficTally()
+    discovery = TaskDiscovery(specs, thresholds=thresholds, auto=auto)
+    order: list[str] = []
+    fingerprints: dict[str, bytes] | None = {} if dedupe else None
+    keys: list[tuple[str, bytes, datetime | None]] = []
+    costs: list[float | None] = []
+    where: dict[str, tuple[int, int]] = {}
+    arrow_files: list[Path] = []
+    files: list[str] = []
+    formats: dict[str, int] = {}
+    skipped: list[LineIssue] = []
+    lines_read = 0
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of short-lived acyclic objects: nothing for the collector to free
+    try:
+        for number, (fmt, columns, paths) in enumerate(groups):
+            stream = stream_logs(list(paths), format=fmt, strict=strict, columns=columns)
+            target = workdir / f"logs-{number}.arrow"
+            write_arrow(stream, target)
+            arrow_files.append(target)
+            files += stream.files
+            skipped += stream.skipped
+            lines_read += stream.lines_read
+            for name, count in stream.formats.items():
+                formats[name] = formats.get(name, 0) + count
+            for row, ex in iter_file_exchanges(target):
+                tally.add(ex)
+                if ex.response is None or ex.error is not None:
+                    continue
+                discovery.add(ex)
+                order.append(ex.id)
+                where[ex.id] = (number, row)
+                if fingerprints is not None:
+                    fingerprints[ex.id] = request_digest(ex)
+                keys.append((ex.id, request_key(ex), ex.timestamp))
+                costs.append(logged_cost(ex))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    summary = summarize(files, formats, lines_read, tally.total, skipped)
+    plan = discovery.plan()
+    logged = LoggedTraffic()
+    for (ex_id, _, timestamp), cost in zip(keys, costs, strict=True):
+        task = plan.assignment.get(ex_id)
+        if task is not None:
+            logged.add(task, timestamp, cost)
+    return Traffic(
+        summary=summary,
+        skipped=skipped,
+        profile=tally.profile(plan, summary),
+        plan=plan,
+        order=order,
+        fingerprints=fingerprints,
+        logged=logged,
+        _keys=keys,
+        _where=where,
+        _files=arrow_files,
+    )

@@ -1,0 +1,145 @@
+"""The run's first stage reads the whole logged traffic once, through Arrow files, and gives
+exactly what the in-memory path (read every exchange, then discover, profile, sample) gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate_eval.ingest import read_logs
+from migrate_eval.ingest.dataset import iter_file_exchanges, write_arrow
+from migrate_eval.ingest.reader import stream_logs
+from migrate_eval.pricing import LoggedTraffic, logged_cost
+from migrate_eval.profile import profile
+from migrate_eval.sampling import request_fingerprint, sample_ids, sample_plan
+from migrate_eval.stats import duplicate_pairs, request_key
+from migrate_eval.suite import TaskMatch, TaskSpec
+from migrate_eval.tasks import assign_tasks
+from migrate_eval.traffic import read_traffic
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "suites" / "demo" / "logs" / "traffic.jsonl"
+
+
+def _logs(tmp_path: Path) -> Path:
+    """chat-jsonl with repeats, errors, a request without an answer and bad lines."""
+    path = tmp_path / "extra.jsonl"
+    rows = []
+    for i in range(150):
+        line: dict[str, Any] = {
+            "id": f"x{i}",
+            "timestamp": 1_790_000_000 + 600 * i,
+            "request": {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"is item {i % 12} in stock?"}],
+                "metadata": {"feature": "stock"} if i % 3 else None,
+            },
+        }
+        if i % 17 == 0:
+            line["response"] = {"error": {"code": "server_error", "message": "boom"}}
+        elif i % 19 != 0:
+            line["response"] = {
+                "choices": [{"message": {"role": "assistant", "content": "yes" if i % 4 else "no"}}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 1},
+            }
+        rows.append(json.dumps(line))
+    rows[40] = '{"request": {"model": "m", "messages": "hi"}}'
+    rows.insert(70, "{not json")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _groups(tmp_path: Path) -> list[tuple[str, Any, list[Path]]]:
+    return [("auto", None, [DEMO]), ("chat-jsonl", None, [_logs(tmp_path)])]
+
+
+@pytest.mark.parametrize("dedupe", [False, True])
+def test_the_streamed_traffic_is_what_reading_everything_gives(
+    tmp_path: Path, dedupe: bool
+) -> None:
+    specs = [TaskSpec(name="stock", match=TaskMatch(metadata={"feature": "stock"}))]
+    groups = _groups(tmp_path)
+    traffic = read_traffic(groups, tmp_path / "work", specs=specs, dedupe=dedupe)
+
+    reads = [read_logs(paths, format=fmt) for fmt, _, paths in groups]
+    every = [ex for r in reads for ex in r.exchanges]
+    scorable = [e for e in every if e.response is not None and e.error is None]
+    plan = assign_tasks(scorable, specs)
+    assert traffic.plan.tasks == plan.tasks and traffic.plan.assignment == plan.assignment
+    assert traffic.order == [e.id for e in scorable]
+    assert traffic.summary.exchanges == len(every) == traffic.exchanges
+    assert traffic.summary.lines_read == sum(r.lines_read for r in reads)
+    assert traffic.skipped == [i for r in reads for i in r.skipped]
+    assert traffic.summary.skipped == 2 and traffic.summary.files == [str(DEMO), *map(str, groups[1][2])]
+    assert traffic.profile == profile(every, plan, traffic.summary)
+
+    logged = LoggedTraffic()
+    for e in scorable:
+        logged.add(plan.assignment[e.id], e.timestamp, logged_cost(e))
+    assert traffic.logged == logged
+
+    names = [t.name for t in plan.tasks]
+    expected_pairs = duplicate_pairs(
+        (e.id, request_key(e), e.timestamp, plan.assignment[e.id]) for e in scorable
+    )
+    assert traffic.duplicate_pairs(names) == expected_pairs and expected_pairs
+
+    # sampling ids with the streamed fingerprints picks what sampling the exchanges picks
+    kept, new_plan, summary = sample_ids(
+        traffic.order, traffic.plan, fingerprints=traffic.fingerprints, limit=7, seed=3, dedupe=dedupe
+    )
+    kept_ex, plan_ex, summary_ex = sample_plan(scorable, plan, limit=7, seed=3, dedupe=dedupe)
+    assert kept == [e.id for e in kept_ex] and new_plan == plan_ex and summary == summary_ex
+    if dedupe:
+        assert traffic.fingerprints is not None
+        same = [
+            (traffic.fingerprints[a.id] == traffic.fingerprints[b.id])
+            == (request_fingerprint(a) == request_fingerprint(b))
+            for a in scorable[:60]
+            for b in scorable[:60]
+        ]
+        assert all(same)
+
+    # the exchanges come back from the Arrow files as they were read
+    by_id = {e.id: e for e in scorable}
+    loaded = traffic.load([*kept, "no-such-id"])
+    assert sorted(loaded) == sorted(kept)
+    assert all(loaded[i].model_dump() == by_id[i].model_dump() for i in kept)
+
+
+def test_rows_of_an_arrow_file_are_read_back_a_batch_at_a_time(tmp_path: Path) -> None:
+    target = tmp_path / "x.arrow"
+    stream = stream_logs([DEMO])
+    from migrate_eval.ingest.dataset import BATCH_ROWS
+
+    write_arrow(stream, target, batch_rows=50)  # several record batches
+    assert BATCH_ROWS > 50
+    every = list(iter_file_exchanges(target))
+    assert [row for row, _ in every] == list(range(310))
+    assert [e.id for _, e in every] == [e.id for e in read_logs([DEMO]).exchanges]
+    wanted = [0, 49, 50, 51, 149, 309]
+    picked = list(iter_file_exchanges(target, wanted))
+    assert [row for row, _ in picked] == wanted
+    assert [e.id for _, e in picked] == [every[r][1].id for r in wanted]
+    assert list(iter_file_exchanges(target, [])) == []
+
+
+def test_a_run_reads_its_logs_through_the_stream_and_leaves_no_work_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import migrate_eval
+    import migrate_eval.ingest as ingest_pkg
+    import migrate_eval.ingest.reader as reader_mod
+
+    def no_list(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a run must stream its logs, not read them into a list")
+
+    monkeypatch.setattr(ingest_pkg, "read_logs", no_list)
+    monkeypatch.setattr(reader_mod, "read_logs", no_list)
+    cache = tmp_path / "cache" / "replay.sqlite"
+    outcome = migrate_eval.run(out=tmp_path / "run", cache=cache)
+    assert outcome.results.ingest.exchanges == 310
+    assert [p.name for p in cache.parent.iterdir() if p.name.startswith("ingest-")] == []
