@@ -25,7 +25,7 @@ import hashlib
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -648,23 +648,48 @@ def suite_yaml(
     from migrate_eval.sampling import request_fingerprint
 
     plan = assign_tasks(exchanges)
-    dups = len(exchanges) - len({request_fingerprint(e) for e in exchanges})
-    specs: list[TaskSpec] = []
-    for t in plan.tasks:
-        rule = plan.rules.get(t.name)
-        if rule is not None:
-            specs.append(TaskSpec(name=t.name, match=rule))
-    # metadata tags come before templates, as in discovery
+    specs = rule_specs(plan)
+    return suite_text(
+        plan,
+        specs,
+        assign_tasks(exchanges, specs).assignment,
+        [e.id for e in exchanges],
+        len(exchanges) - len({request_fingerprint(e) for e in exchanges}),
+        name=name,
+        logs=logs,
+        candidates=candidates,
+    )
+
+
+def rule_specs(plan: TaskPlan) -> list[TaskSpec]:
+    """Suite tasks whose ``match`` rules reproduce the plan's discovered tasks (metadata tags
+    before templates, as in discovery)."""
+    specs = [
+        TaskSpec(name=t.name, match=rule) for t in plan.tasks if (rule := plan.rules.get(t.name))
+    ]
     specs.sort(key=lambda sp: 0 if sp.match.metadata else 1)
-    check = assign_tasks(exchanges, specs)
+    return specs
+
+
+def suite_text(
+    plan: TaskPlan,
+    specs: Sequence[TaskSpec],
+    check: Mapping[str, str],
+    ids: Sequence[str],
+    dups: int,
+    *,
+    name: str,
+    logs: Sequence[Any],
+    candidates: Sequence[CandidateSpec] = (),
+) -> str:
+    """:func:`suite_yaml` from its parts: the discovered ``plan``, its ``specs``, the task each
+    exchange gets with them (``check``), the exchanges' ids and their duplicate count."""
     mismatched = Counter(
-        plan.assignment[e.id]
-        for e in exchanges
-        if check.assignment.get(e.id) != plan.assignment.get(e.id)
+        plan.assignment[ex_id] for ex_id in ids if check.get(ex_id) != plan.assignment.get(ex_id)
     )
     info = {t.name: t for t in plan.tasks}
     lines = [
-        f"# Suite written by `migrate-eval init` from {len(exchanges)} logged exchanges",
+        f"# Suite written by `migrate-eval init` from {len(ids)} logged exchanges",
         "# with a logged answer. Review the tasks, metrics and thresholds, name your",
         "# candidates, then: migrate-eval run <this file>   (docs/suite.md, docs/tasks.md)",
         f"name: {_y(name)}",
@@ -748,18 +773,6 @@ def suite_yaml(
     return "\n".join(lines)
 
 
-def _read(paths: Sequence[str | Path], format: str, strict: bool) -> Any:
-    from migrate_eval.errors import UserError
-    from migrate_eval.ingest import read_logs
-
-    result = read_logs(list(paths), format=format, strict=strict)
-    if not result.exchanges:
-        raise UserError(
-            f"no exchanges could be read from {', '.join(map(str, result.files)) or 'the logs'}"
-        )
-    return result
-
-
 def profile_logs(
     paths: Sequence[str | Path], *, format: str = "auto", strict: bool = False
 ) -> Profile:
@@ -817,8 +830,31 @@ def init_suite(
     target = Path(out) if out else Path("suites") / suite_name / "suite.yaml"
     if target.exists() and not force:
         raise ConfigError(f"{target} exists; use --force to overwrite it")
-    result = _read(paths, format, strict)
-    scorable = [e for e in result.exchanges if e.response is not None and e.error is None]
+    import tempfile
+
+    from migrate_eval.errors import UserError
+    from migrate_eval.pipeline import default_cache_path
+    from migrate_eval.traffic import read_traffic
+
+    work_root = default_cache_path().parent
+    work_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="init-", dir=work_root) as work:
+        # streamed, as a run reads them: the discovery, then a second pass to check the rules
+        traffic = read_traffic(
+            [(format, None, list(paths))], Path(work), strict=strict, dedupe=True
+        )
+        if not traffic.exchanges:
+            raise UserError(
+                "no exchanges could be read from "
+                f"{', '.join(map(str, traffic.summary.files)) or 'the logs'}"
+            )
+        plan = traffic.plan
+        rules = rule_specs(plan)
+        check = TaskDiscovery(rules)
+        for ex in traffic.scorable():
+            check.add(ex)
+        assert traffic.fingerprints is not None
+        dups = len(traffic.order) - len(set(traffic.fingerprints.values()))
     target.parent.mkdir(parents=True, exist_ok=True)
     base = target.parent.resolve()
     logs = []
@@ -829,6 +865,15 @@ def init_suite(
             absolute = Path.cwd() / absolute
         logs.append(os.path.relpath(absolute, base))
     entries: list[Any] = [p if format == "auto" else {"path": p, "format": format} for p in logs]
-    yaml_text = suite_yaml(scorable, name=suite_name, logs=entries, candidates=specs)
+    yaml_text = suite_text(
+        plan,
+        rules,
+        check.plan().assignment,
+        traffic.order,
+        dups,
+        name=suite_name,
+        logs=entries,
+        candidates=specs,
+    )
     target.write_text(yaml_text, encoding="utf-8")
     return target

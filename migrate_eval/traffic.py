@@ -20,7 +20,7 @@ grows by a few hundred bytes per logged exchange, not by the exchange.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +35,7 @@ from migrate_eval.suite import TaskSpec, Thresholds
 from migrate_eval.tasks import TaskDiscovery, TaskPlan
 
 #: One group of logs read together: (format, columns, files).
-LogGroup = tuple[str, dict[str, str] | None, Sequence[Path]]
+LogGroup = tuple[str, dict[str, str] | None, Sequence[str | Path]]
 
 
 @dataclass
@@ -71,6 +71,16 @@ class Traffic:
             for ex_id, key, ts in self._keys
             if assignment.get(ex_id) in names
         )
+
+    def scorable(self) -> Iterator[Exchange]:
+        """The exchanges with a logged answer again, in log order, read from the Arrow
+        files one at a time."""
+        from migrate_eval.ingest.dataset import iter_file_exchanges
+
+        for path in self._files:
+            for _, ex in iter_file_exchanges(path):
+                if ex.response is not None and ex.error is None:
+                    yield ex
 
     def load(self, ids: Iterable[str]) -> dict[str, Exchange]:
         """The exchanges with these ids, read back from the Arrow files (one pass over each
@@ -114,6 +124,7 @@ def read_traffic(
     costs: list[float | None] = []
     where: dict[str, tuple[int, int]] = {}
     arrow_files: list[Path] = []
+    seen: set[str] = set()
     files: list[str] = []
     formats: dict[str, int] = {}
     skipped: list[LineIssue] = []
@@ -123,6 +134,7 @@ def read_traffic(
     try:
         for number, (fmt, columns, paths) in enumerate(groups):
             stream = stream_logs(list(paths), format=fmt, strict=strict, columns=columns)
+            stream.seen_ids = seen  # ids unique across the groups too (``-2``, ``-3``...)
             target = workdir / f"logs-{number}.arrow"
             write_arrow(stream, target)
             arrow_files.append(target)

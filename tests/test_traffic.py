@@ -143,3 +143,58 @@ def test_a_run_reads_its_logs_through_the_stream_and_leaves_no_work_files(
     outcome = migrate_eval.run(out=tmp_path / "run", cache=cache)
     assert outcome.results.ingest.exchanges == 310
     assert [p.name for p in cache.parent.iterdir() if p.name.startswith("ingest-")] == []
+
+
+def test_ids_are_unique_across_log_groups(tmp_path: Path) -> None:
+    # two groups (different formats) whose logs use the same ids
+    chat = tmp_path / "chat.jsonl"
+    tune = tmp_path / "tune.jsonl"
+    lines = []
+    for i in range(3):
+        lines.append(
+            {
+                "id": f"r{i}",
+                "request": {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]},
+                "response": {"choices": [{"message": {"role": "assistant", "content": "a"}}]},
+            }
+        )
+    chat.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    tune.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    traffic = read_traffic(
+        [("chat-jsonl", None, [chat]), ("auto", None, [tune])], tmp_path / "work"
+    )
+    assert traffic.order == ["r0", "r1", "r2", "r0-2", "r1-2", "r2-2"]
+    assert len(traffic.plan.assignment) == 6
+    loaded = traffic.load(traffic.order)
+    assert {ex.source.file for ex in loaded.values()} == {str(chat), str(tune)}
+
+
+def test_init_streams_and_writes_the_suite_the_in_memory_path_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import migrate_eval.ingest as ingest_pkg
+    import migrate_eval.ingest.reader as reader_mod
+    from migrate_eval.tasks import init_suite, suite_yaml
+
+    logs = _logs(tmp_path)
+    scorable = [
+        e for e in read_logs([DEMO, logs]).exchanges if e.response is not None and e.error is None
+    ]
+    target = tmp_path / "s" / "suite.yaml"
+    target.parent.mkdir()
+    expected = suite_yaml(
+        scorable,
+        name="t",
+        logs=[os.path.relpath(p, target.parent.resolve()) for p in (DEMO, logs)],
+    )
+
+    def no_list(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("init must stream its logs, not read them into a list")
+
+    monkeypatch.setattr(ingest_pkg, "read_logs", no_list)
+    monkeypatch.setattr(reader_mod, "read_logs", no_list)
+    out = init_suite([DEMO, logs], out=target, name="t")
+    assert out.read_text(encoding="utf-8") == expected
+    assert "stock" in expected and "copies in these logs" in expected
