@@ -63,20 +63,8 @@ from migrate_eval.results import IngestSummary
 BATCH_ROWS = 2048
 #: Record batches waiting to be written, at most (see ``_BackgroundWriter``).
 WRITE_AHEAD = 4
-COLUMNS = (
-    "id",
-    "file",
-    "line",
-    "format",
-    "timestamp",
-    "model",
-    "request",
-    "response",
-    "error",
-    "metadata",
-    "gold",
-    "task",
-)
+#: The dataset's columns, in order (every row column, then ``task``).
+COLUMNS = (*_rows.ROW_COLUMNS, "task")
 
 
 def schema() -> Any:

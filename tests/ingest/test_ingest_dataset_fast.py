@@ -306,3 +306,9 @@ def test_a_failed_write_stops_ingest_and_leaves_no_file(
         ingest_to_dataset([path], tmp_path / "cache", batch_rows=100)
     assert written == [100]  # the first batch went through, the second failed
     assert not list((tmp_path / "cache").iterdir())  # no partial file is left
+
+
+def test_the_documented_columns_are_the_schema() -> None:
+    from migrate_eval.ingest.dataset import COLUMNS, schema
+
+    assert list(COLUMNS) == schema().names
