@@ -303,12 +303,19 @@ def measured_throughput_rps(spec: CandidateSpec, rows: Iterable[ReplayResult]) -
     return spec.concurrency / mean_s
 
 
+@functools.lru_cache(maxsize=1024)
+def _openai_price(model: str) -> Price | None:
+    """:func:`price_for` an OpenAI model, looked up once per model (logs repeat a few models
+    millions of times; the price is only read)."""
+    return price_for(model, "openai")
+
+
 def logged_cost(ex: Exchange) -> float | None:
     """What the logged call cost: its logged usage priced with the table at its model."""
     model = ex.request.get("model") if isinstance(ex.request, dict) else None
     if not isinstance(model, str) and ex.response is not None:
         model = ex.response.model
-    price = price_for(model, "openai") if isinstance(model, str) else None
+    price = _openai_price(model) if isinstance(model, str) else None
     usage = ex.response.usage if ex.response is not None else None
     return cost_of(usage, price) if price is not None else None
 

@@ -21,6 +21,7 @@ Each task gets an output kind that drives metric choice (see :func:`infer_output
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -118,8 +119,10 @@ _VARIABLE_PATTERNS = [
 ]
 
 
+@functools.lru_cache(maxsize=4096)
 def prompt_template(system_prompt: str) -> str:
-    """The system prompt with its variable parts replaced by placeholders."""
+    """The system prompt with its variable parts replaced by placeholders (remembered for the
+    last 4,096 prompts: logs repeat their prompts)."""
     t = system_prompt
     for pattern, repl in _VARIABLE_PATTERNS:
         t = pattern.sub(repl, t)
@@ -473,7 +476,8 @@ class TaskDiscovery:
                 return
         self._counts[name] += 1
         self._stats.setdefault(name, OutputStats()).add(ex)
-        self._first_prompt.setdefault(name, ex.system_prompt)
+        if name not in self._first_prompt:
+            self._first_prompt[name] = ex.system_prompt
         if self._keep_ids:
             self._ids[name].append(ex.id)
 
