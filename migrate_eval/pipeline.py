@@ -17,7 +17,6 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -161,7 +160,7 @@ def run(
     from migrate_eval.replay import replay
     from migrate_eval.sampling import sample_ids
     from migrate_eval.stats import aggregate, gate_outcome
-    from migrate_eval.traffic import read_traffic
+    from migrate_eval.traffic import read_traffic, work_folder
 
     s = _resolve_suite(suite, logs, candidates)
     for t in s.tasks:  # fail fast on unknown metrics, before any network call
@@ -181,11 +180,10 @@ def run(
         key = json.dumps([spec.format, spec.columns], sort_keys=True)
         groups.setdefault(key, (spec.format, spec.columns, []))[2].append(s.resolve(spec.path))
     cache_path = Path(cache) if cache else default_cache_path()
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ingest-", dir=cache_path.parent) as workdir:
+    with work_folder(cache_path.parent, "ingest-") as workdir:
         traffic = read_traffic(
             list(groups.values()),
-            Path(workdir),
+            workdir,
             strict=strict,
             specs=s.tasks,
             thresholds=s.thresholds,

@@ -834,19 +834,13 @@ def init_suite(
     target = Path(out) if out else Path("suites") / suite_name / "suite.yaml"
     if target.exists() and not force:
         raise ConfigError(f"{target} exists; use --force to overwrite it")
-    import tempfile
-
     from migrate_eval.errors import UserError
     from migrate_eval.pipeline import default_cache_path
-    from migrate_eval.traffic import read_traffic
+    from migrate_eval.traffic import read_traffic, work_folder
 
-    work_root = default_cache_path().parent
-    work_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="init-", dir=work_root) as work:
+    with work_folder(default_cache_path().parent, "init-") as work:
         # streamed, as a run reads them: the discovery, then a second pass to check the rules
-        traffic = read_traffic(
-            [(format, None, list(paths))], Path(work), strict=strict, dedupe=True
-        )
+        traffic = read_traffic([(format, None, list(paths))], work, strict=strict, dedupe=True)
         if not traffic.exchanges:
             raise UserError(
                 "no exchanges could be read from "

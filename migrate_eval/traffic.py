@@ -19,13 +19,15 @@ grows by a few hundred bytes per logged exchange, not by the exchange.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from migrate_eval.errors import LineIssue
+from migrate_eval.errors import InfrastructureError, LineIssue
 from migrate_eval.pricing import LoggedTraffic, logged_cost
 from migrate_eval.profile import Profile, TrafficTally, request_digest
 from migrate_eval.records import Exchange
@@ -99,6 +101,20 @@ class Traffic:
         return out
 
 
+@contextlib.contextmanager
+def work_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A temporary folder in ``parent`` for the Arrow copy of the logs, removed afterwards."""
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        folder = tempfile.TemporaryDirectory(prefix=prefix, dir=parent)
+    except OSError as e:
+        raise InfrastructureError(
+            f"cannot make a work folder in {parent} for the Arrow copy of the logs: {e}"
+        ) from e
+    with folder as path:
+        yield Path(path)
+
+
 def read_traffic(
     groups: Sequence[LogGroup],
     workdir: Path,
@@ -136,7 +152,14 @@ def read_traffic(
             stream = stream_logs(list(paths), format=fmt, strict=strict, columns=columns)
             stream.seen_ids = seen  # ids unique across the groups too (``-2``, ``-3``...)
             target = workdir / f"logs-{number}.arrow"
-            write_arrow(stream, target)
+            try:
+                write_arrow(stream, target)
+            except OSError as e:  # the disk is full, the folder is not writable...
+                raise InfrastructureError(
+                    f"cannot write {target}, the Arrow copy of the logs: {e} (it takes about "
+                    "as much space as the logs; it goes next to the response cache: --cache "
+                    "elsewhere moves it)"
+                ) from e
             arrow_files.append(target)
             files += stream.files
             skipped += stream.skipped

@@ -198,3 +198,30 @@ def test_init_streams_and_writes_the_suite_the_in_memory_path_writes(
     out = init_suite([DEMO, logs], out=target, name="t")
     assert out.read_text(encoding="utf-8") == expected
     assert "stock" in expected and "copies in these logs" in expected
+
+
+def test_a_full_disk_while_copying_the_logs_is_an_infrastructure_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import migrate_eval.ingest.dataset as dataset_mod
+    from migrate_eval.cli import main
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dataset_mod, "write_arrow", full)
+    cache = tmp_path / "cache" / "replay.sqlite"
+    res = CliRunner().invoke(main, ["run", "-q", "--out", str(tmp_path / "run"), "--cache", str(cache)])
+    assert res.exit_code == 3, res.output
+    assert "No space left on device" in res.output and "--cache elsewhere" in res.output
+    assert "internal error" not in res.output
+    assert [p.name for p in cache.parent.iterdir()] == []  # the work folder is gone
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder", encoding="utf-8")
+    res = CliRunner().invoke(main, ["profile", "--json", str(DEMO)])  # profile needs no folder
+    assert res.exit_code == 0
+    res = CliRunner().invoke(main, ["run", "-q", "--out", str(tmp_path / "r2"), "--cache", str(blocked / "c.sqlite")])
+    assert res.exit_code == 3 and "cannot make a work folder" in res.output, res.output
