@@ -41,14 +41,17 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, Self, TypeVar, overload
 
 from aiohttp import web
 
 HOST = "127.0.0.1"
+
+T = TypeVar("T")
 
 
 def body_hash(body: Any) -> str:
@@ -312,7 +315,52 @@ class _Core:
             return web.json_response({"total": self.total, "counts": dict(self.counts)})
 
 
-class LoopbackServer:
+class Managed:
+    """A server used as a context manager: ``with`` starts it and always stops it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class _Snapshot(Generic[T]):
+    """A read-only attribute of :class:`LoopbackServer`: ``copy`` of the core's attribute of
+    the same name, taken under the core's lock."""
+
+    def __init__(self, copy: Callable[[Any], T]) -> None:
+        self.copy = copy
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, server: None, owner: type | None = None) -> _Snapshot[T]: ...
+
+    @overload
+    def __get__(self, server: LoopbackServer, owner: type | None = None) -> T: ...
+
+    def __get__(self, server: LoopbackServer | None, owner: type | None = None) -> T | _Snapshot[T]:
+        if server is None:
+            return self
+        with server._core.lock:
+            return self.copy(getattr(server._core, self.name))
+
+
+class LoopbackServer(Managed):
     """The server in a background thread of this process. Use as a context manager.
 
     ``delay``: seconds every answer waits. ``record``: keep every body and Authorization
@@ -336,7 +384,7 @@ class LoopbackServer:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def start(self) -> LoopbackServer:
+    def start(self) -> Self:
         loop = asyncio.new_event_loop()
         self._loop = loop
         started = threading.Event()
@@ -386,17 +434,6 @@ class LoopbackServer:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(15)
 
-    def __enter__(self) -> LoopbackServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- what tests read and script -----------------------------------------------------
 
     @property
@@ -411,44 +448,17 @@ class LoopbackServer:
     def delay(self, seconds: float) -> None:
         self._core.delay = seconds
 
-    @property
-    def total(self) -> int:
-        with self._core.lock:
-            return self._core.total
-
-    @property
-    def counts(self) -> Counter[str]:
-        """Requests received per :func:`body_hash` (a copy)."""
-        with self._core.lock:
-            return Counter(self._core.counts)
-
-    @property
-    def bodies(self) -> list[dict[str, Any]]:
-        with self._core.lock:
-            return list(self._core.bodies)
-
-    @property
-    def auth_headers(self) -> list[str | None]:
-        with self._core.lock:
-            return list(self._core.auth_headers)
-
-    @property
-    def arrivals(self) -> list[float]:
-        """``time.monotonic()`` when each recorded request arrived (same order as bodies)."""
-        with self._core.lock:
-            return list(self._core.arrivals)
-
-    @property
-    def max_in_flight(self) -> int:
-        """The most requests the server was answering at the same time."""
-        with self._core.lock:
-            return self._core.max_in_flight
-
-    @property
-    def in_flight_at_arrival(self) -> list[int]:
-        """For each recorded request, how many were in flight when it arrived (itself included)."""
-        with self._core.lock:
-            return list(self._core.in_flight_at_arrival)
+    total = _Snapshot(int)
+    #: Requests received per :func:`body_hash` (a copy).
+    counts = _Snapshot(Counter[str])
+    bodies = _Snapshot(list[dict[str, Any]])
+    auth_headers = _Snapshot(list[str | None])
+    #: ``time.monotonic()`` when each recorded request arrived (same order as bodies).
+    arrivals = _Snapshot(list[float])
+    #: The most requests the server was answering at the same time.
+    max_in_flight = _Snapshot(int)
+    #: For each recorded request, how many were in flight when it arrived (itself included).
+    in_flight_at_arrival = _Snapshot(list[int])
 
     @property
     def chunk_delay(self) -> float:
@@ -514,7 +524,7 @@ class LoopbackServer:
             self._core.chunk_delay = 0.0
 
 
-class SubprocessServer:
+class SubprocessServer(Managed):
     """The server in its own Python process (``tests/servers.py`` run as a script)."""
 
     def __init__(
@@ -526,7 +536,7 @@ class SubprocessServer:
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
 
-    def start(self) -> SubprocessServer:
+    def start(self) -> Self:
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), *self.args],
             stdout=subprocess.PIPE,
@@ -561,17 +571,6 @@ class SubprocessServer:
             proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
-
-    def __enter__(self) -> SubprocessServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 async def _serve(args: argparse.Namespace) -> None:

@@ -27,12 +27,13 @@ import importlib
 import json
 import os
 import re
+import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from migrate_eval.errors import ConfigError, VendorError
+from migrate_eval.errors import ConfigError, MissingExtraError, VendorError
 from migrate_eval.providers.base import (
     MalformedResponseError,
     Provider,
@@ -73,6 +74,22 @@ NO_OP_VALUES: dict[str, tuple[Any, ...]] = {
     "logit_bias": ({}, None),
     "modalities": (["text"], None),
 }
+
+#: Content-part types that carry text.
+TEXT_PARTS = ("text", "input_text", "output_text")
+
+
+def import_sdk(module: str, package: str, extra: str) -> Any:
+    """The vendor SDK ``module``, imported on first use; without it, a
+    :class:`MissingExtraError` naming ``package`` and ``pip install 'migrate-eval[extra]'``.
+
+    Imports through ``__import__``, as an ``import`` statement does.
+    """
+    try:
+        __import__(module)
+    except ImportError:
+        raise MissingExtraError(package, extra, f"provider '{extra}'") from None
+    return sys.modules[module]
 
 
 def check_fields(request: Mapping[str, Any], handled: Iterable[str], vendor: str) -> None:
@@ -136,7 +153,7 @@ def content_text(content: Any) -> str:
         return "".join(
             str(p.get("text", ""))
             for p in content
-            if isinstance(p, dict) and p.get("type") in ("text", "input_text", "output_text")
+            if isinstance(p, dict) and p.get("type") in TEXT_PARTS
         )
     return str(content)
 
@@ -229,12 +246,28 @@ def parse_tool_choice(value: Any) -> ToolChoice | None:
     raise UnsupportedRequestError("tool_choice of an unknown shape")
 
 
+def request_tool_choice(request: Mapping[str, Any]) -> ToolChoice | None:
+    """The request's ``tool_choice``, else its legacy ``function_call`` (a mode or a name)."""
+    choice = parse_tool_choice(request.get("tool_choice"))
+    legacy = request.get("function_call")
+    if choice is None and legacy is not None:
+        choice = parse_tool_choice(
+            legacy if isinstance(legacy, str) else {"type": "function", "function": legacy}
+        )
+    return choice
+
+
 @dataclass
 class FunctionTool:
     name: str
     description: str | None
     parameters: dict[str, Any]
     strict: bool = False
+
+    def declaration(self, **schema: Any) -> dict[str, Any]:
+        """``{name, description, **schema}`` (no description key when it has none)."""
+        described = {"description": self.description} if self.description else {}
+        return {"name": self.name, **described, **schema}
 
 
 def parse_tools(tools: Any, functions: Any = None) -> list[FunctionTool]:
@@ -347,7 +380,7 @@ class MessageCheck:
 
     def part(self, part: Mapping[str, Any], *, images: bool = True) -> None:
         kind = part.get("type")
-        if kind in ("text", "input_text", "output_text"):
+        if kind in TEXT_PARTS:
             return
         if kind == "image_url" and images:
             return
@@ -359,6 +392,44 @@ class MessageCheck:
             return
         else:
             self.problems.append(f"content part {kind!r}")
+
+
+def translate_parts(
+    content: Any,
+    check: MessageCheck,
+    text: Callable[[str], dict[str, Any]],
+    image: Callable[[Image, MessageCheck], dict[str, Any] | None],
+    *,
+    empty_text: bool = False,
+) -> list[dict[str, Any]]:
+    """Message content as a vendor's blocks, every part checked.
+
+    ``text`` builds the block of a text part (empty texts are skipped unless ``empty_text``),
+    ``image`` the block of an ``image_url`` part (None for no block: it may note a problem in
+    the check instead). Other parts give no block.
+    """
+    blocks: list[dict[str, Any]] = []
+    for part in content_parts(content):
+        check.part(part)
+        kind = part.get("type")
+        if kind in TEXT_PARTS:
+            if part.get("text") or empty_text:
+                blocks.append(text(str(part.get("text") or "")))
+        elif kind == "image_url":
+            block = image(parse_image(part), check)
+            if block is not None:
+                blocks.append(block)
+    return blocks
+
+
+def assistant_tool_calls(message: Mapping[str, Any]) -> list[Any]:
+    """An assistant message's ``tool_calls``, its legacy ``function_call`` as one more call
+    (whose id is the function's name)."""
+    calls = list(message.get("tool_calls") or [])
+    fc = message.get("function_call")
+    if isinstance(fc, dict):
+        calls.append({"id": fc.get("name"), "function": fc})
+    return calls
 
 
 def tool_names_by_id(messages: Sequence[Any]) -> dict[str, str]:
@@ -393,16 +464,32 @@ def messages_of(request: Mapping[str, Any]) -> list[dict[str, Any]]:
     return messages
 
 
+def split_system(
+    messages: Sequence[dict[str, Any]],
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """For vendors that take the system prompt apart: the texts of the ``system`` and
+    ``developer`` messages (empty ones included), and the other messages, both in order."""
+    system: list[str] = []
+    others: list[dict[str, Any]] = []
+    for m in messages:
+        if m.get("role") in ("system", "developer"):
+            system.append(content_text(m.get("content")))
+        else:
+            others.append(m)
+    return system, others
+
+
 class NativeProvider(Provider):
     """Common plumbing of the SDK-based providers: key, base URL, identity, timing.
 
     Subclasses implement :meth:`_client` (build the SDK client, on first use),
     :meth:`_send` (translate, call, normalise) and :meth:`_map_error` (SDK exception to
-    :class:`VendorError`, or None when it is not an SDK failure). Providers that declare
-    ``streaming: yes`` implement :meth:`_send_stream`, used when the candidate sets
-    ``stream: true``: the answer is reassembled from the events into the body a
-    non-streamed call returns (same normalisation, same cache entry) and
-    ``Response.ttft_ms`` is the time to the first token.
+    :class:`VendorError`, or None when it is not an SDK failure; bodies that are not JSON
+    are mapped before, by :func:`undecodable_body`). Providers that declare ``streaming:
+    yes`` implement :meth:`_send_stream`, used when the candidate sets ``stream: true``: the
+    answer is reassembled from the events into the body a non-streamed call returns (same
+    normalisation, same cache entry) and ``Response.ttft_ms`` is the time to the first token
+    (:func:`read_stream`).
     """
 
     #: Environment variables tried in order when the candidate names none.
@@ -455,7 +542,9 @@ class NativeProvider(Provider):
         except TimeoutError:
             raise VendorTimeout(f"no answer within {self.spec.timeout:g} s") from None
         except Exception as e:
-            mapped = self._map_error(e)
+            mapped: VendorError | None = undecodable_body(e)
+            if mapped is None:
+                mapped = self._map_error(e)
             if mapped is None:
                 raise
             mapped.args = (redact(str(mapped), self._api_key),)
@@ -486,6 +575,31 @@ class NativeProvider(Provider):
             result = close()
             if hasattr(result, "__await__"):
                 await result
+
+
+async def read_stream(
+    stream: AsyncIterable[Any],
+    dump: Callable[[Any], dict[str, Any]],
+    is_token: Callable[[dict[str, Any]], bool],
+) -> tuple[list[dict[str, Any]], float | None]:
+    """The items of an SDK stream as plain data (``dump``), with the ``perf_counter`` time of
+    the first one that carries a token (``is_token``), for :meth:`NativeProvider._send_stream`.
+    """
+    first: float | None = None
+    items: list[dict[str, Any]] = []
+    async for item in stream:
+        data = dump(item)
+        if first is None and is_token(data):
+            first = time.perf_counter()
+        items.append(data)
+    return items, first
+
+
+def undecodable_body(exc: BaseException) -> MalformedResponseError | None:
+    """A 2xx body the SDK could not decode (not JSON, not UTF-8), else None."""
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+        return MalformedResponseError(f"a body that is not JSON: {exc}", status=200)
+    return None
 
 
 def http_error(

@@ -37,28 +37,31 @@ token; the result is the same as a plain call.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, ClassVar
 
-from migrate_eval.errors import MissingExtraError, VendorError
+from migrate_eval.errors import VendorError
 from migrate_eval.providers._translate import (
+    Image,
     MessageCheck,
     NativeProvider,
+    assistant_tool_calls,
     check_fields,
-    content_parts,
     content_text,
     describe_field,
     error_message,
     http_error,
+    import_sdk,
     max_tokens,
     merge_turn,
     messages_of,
     parse_arguments,
-    parse_image,
     parse_response_format,
-    parse_tool_choice,
     parse_tools,
+    read_stream,
+    request_tool_choice,
+    split_system,
     stop_list,
+    translate_parts,
     unsupported,
 )
 from migrate_eval.providers.base import (
@@ -104,37 +107,22 @@ _SAMPLING_HINT = (
 
 
 def _import_sdk() -> Any:
-    try:
-        import anthropic
-    except ImportError:
-        raise MissingExtraError("anthropic", "anthropic", "provider 'anthropic'") from None
-    return anthropic
+    return import_sdk("anthropic", "anthropic", "anthropic")
+
+
+def _text_block(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _image_block(image: Image, check: MessageCheck) -> dict[str, Any]:
+    if image.inline:
+        source = {"type": "base64", "media_type": image.mime_type, "data": image.data}
+        return {"type": "image", "source": source}
+    return {"type": "image", "source": {"type": "url", "url": image.url}}
 
 
 def _block_content(content: Any, check: MessageCheck) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
-    for part in content_parts(content):
-        check.part(part)
-        kind = part.get("type")
-        if kind in ("text", "input_text", "output_text"):
-            if part.get("text"):
-                blocks.append({"type": "text", "text": str(part["text"])})
-        elif kind == "image_url":
-            image = parse_image(part)
-            if image.inline:
-                blocks.append(
-                    {
-                        "type": "image",
-                        "source": {
-                            "type": "base64",
-                            "media_type": image.mime_type,
-                            "data": image.data,
-                        },
-                    }
-                )
-            else:
-                blocks.append({"type": "image", "source": {"type": "url", "url": image.url}})
-    return blocks
+    return translate_parts(content, check, _text_block, _image_block)
 
 
 def translate_request(
@@ -146,27 +134,17 @@ def translate_request(
     """
     check = MessageCheck()
     _check_fields(request, check)
-    system: list[str] = []
+    system, messages = split_system(messages_of(request))
     turns: list[dict[str, Any]] = []
-
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        merge_turn(turns, role, blocks)
-
-    for m in messages_of(request):
+    for m in messages:
         role = m.get("role")
-        if role in ("system", "developer"):
-            system.append(content_text(m.get("content")))
-        elif role == "user":
-            add("user", _block_content(m.get("content"), check))
+        if role == "user":
+            merge_turn(turns, "user", _block_content(m.get("content"), check))
         elif role == "assistant":
             blocks = _block_content(m.get("content"), check)
             if m.get("audio"):
                 check.problems.append("audio output in history")
-            calls = list(m.get("tool_calls") or [])
-            fc = m.get("function_call")
-            if isinstance(fc, dict):
-                calls.append({"id": fc.get("name"), "function": fc})
-            for tc in calls:
+            for tc in assistant_tool_calls(m):
                 fn = tc.get("function") or {}
                 blocks.append(
                     {
@@ -176,14 +154,14 @@ def translate_request(
                         "input": parse_arguments(fn.get("arguments")),
                     }
                 )
-            add("assistant", blocks)
+            merge_turn(turns, "assistant", blocks)
         elif role in ("tool", "function"):
             result: dict[str, Any] = {
                 "type": "tool_result",
                 "tool_use_id": str(m.get("tool_call_id") or m.get("name")),
                 "content": content_text(m.get("content")),
             }
-            add("user", [result])
+            merge_turn(turns, "user", [result])
         else:
             check.problems.append(f"message role {role!r}")
     unsupported(check.problems, "Anthropic")
@@ -200,25 +178,13 @@ def translate_request(
         params["stop_sequences"] = stops
 
     tools = parse_tools(request.get("tools"), request.get("functions"))
-    choice = parse_tool_choice(request.get("tool_choice"))
-    legacy = request.get("function_call")
-    if choice is None and legacy is not None:
-        choice = parse_tool_choice(
-            legacy if isinstance(legacy, str) else {"type": "function", "function": legacy}
-        )
+    choice = request_tool_choice(request)
     fmt = parse_response_format(request.get("response_format"))
     if fmt.kind != "text":
         schema = fmt.schema if fmt.schema is not None else {"type": "object"}
         params["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     if tools:
-        params["tools"] = [
-            {
-                "name": t.name,
-                **({"description": t.description} if t.description else {}),
-                "input_schema": t.parameters,
-            }
-            for t in tools
-        ]
+        params["tools"] = [t.declaration(input_schema=t.parameters) for t in tools]
     wire_choice: dict[str, Any] | None = None
     if choice is not None:
         wire_choice = {
@@ -291,6 +257,10 @@ def normalise(raw: dict[str, Any]) -> Response:
         usage=usage,
         model=raw.get("model"),
     )
+
+
+def _dump(event: Any) -> Any:
+    return event.model_dump(mode="json") if hasattr(event, "model_dump") else event
 
 
 def _is_token(event: Any) -> bool:
@@ -394,7 +364,7 @@ class AnthropicProvider(NativeProvider):
         params = translate_request(request)
         params["model"] = self.spec.model
         message = await client.messages.create(**params)
-        raw = message.model_dump(mode="json") if hasattr(message, "model_dump") else message
+        raw = _dump(message)
         if not isinstance(raw, dict):
             raise MalformedResponseError(
                 f"Messages API answer is a {type(raw).__name__}, not an object", status=200
@@ -407,13 +377,7 @@ class AnthropicProvider(NativeProvider):
         params = translate_request(request)
         params["model"] = self.spec.model
         stream = await client.messages.create(**params, stream=True)
-        first: float | None = None
-        events: list[dict[str, Any]] = []
-        async for event in stream:
-            data = event.model_dump(mode="json") if hasattr(event, "model_dump") else event
-            if first is None and _is_token(data):
-                first = time.perf_counter()
-            events.append(data)
+        events, first = await read_stream(stream, _dump, _is_token)
         raw = reassemble_stream(events)
         return normalise(raw), raw, first
 
@@ -431,8 +395,6 @@ class AnthropicProvider(NativeProvider):
         if isinstance(exc, sdk.APIStatusError):
             message = error_message(exc.body, exc.message)
             return http_error("Anthropic", exc.status_code, message, exc.response.headers)
-        if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
-            return MalformedResponseError(f"a body that is not JSON: {exc}", status=200)
         if isinstance(exc, sdk.AnthropicError):
             return VendorError(f"Anthropic SDK error: {exc}")
         return None

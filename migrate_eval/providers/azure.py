@@ -128,9 +128,7 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
 
     def identity(self) -> dict[str, Any]:
         return {
-            "provider": self.name or self.spec.provider,
-            "base_url": self.base_url,
-            "model": self.spec.model,
+            **super().identity(),
             "deployment": self.deployment,
             "api_version": self.api_version,
         }

@@ -43,19 +43,20 @@ from typing import Any, ClassVar
 
 from migrate_eval.errors import ConfigError, MissingExtraError, VendorError
 from migrate_eval.providers._translate import (
+    Image,
     MessageCheck,
     check_fields,
-    content_parts,
     content_text,
     max_tokens,
     merge_turn,
     messages_of,
     parse_arguments,
-    parse_image,
     parse_response_format,
     parse_tool_choice,
     parse_tools,
+    split_system,
     stop_list,
+    translate_parts,
     unsupported,
 )
 from migrate_eval.providers.base import (
@@ -129,8 +130,11 @@ def _aws() -> tuple[Any, Any, Any]:
         raise MissingExtraError("boto3", "bedrock", "provider 'bedrock'") from None
 
 
-def _image_block(part: dict[str, Any]) -> dict[str, Any]:
-    image = parse_image(part)
+def _text_block(text: str) -> dict[str, Any]:
+    return {"text": text}
+
+
+def _image_block(image: Image, check: MessageCheck) -> dict[str, Any]:
     if not image.inline:
         unsupported(["images by remote URL (Converse takes bytes)"], VENDOR)
     fmt = _IMAGE_FORMATS.get(image.mime_type or "")
@@ -140,16 +144,7 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any]:
 
 
 def _blocks(content: Any, check: MessageCheck) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
-    for part in content_parts(content):
-        check.part(part)
-        kind = part.get("type")
-        if kind in ("text", "input_text", "output_text"):
-            if part.get("text"):
-                blocks.append({"text": str(part["text"])})
-        elif kind == "image_url":
-            blocks.append(_image_block(part))
-    return blocks
+    return translate_parts(content, check, _text_block, _image_block)
 
 
 def translate(request: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -160,20 +155,13 @@ def translate(request: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """
     check_fields(request, _HANDLED, VENDOR)
     check = MessageCheck()
-    system: list[dict[str, Any]] = []
+    texts, messages = split_system(messages_of(request))
+    system = [{"text": text} for text in texts if text]
     turns: list[dict[str, Any]] = []
-
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        merge_turn(turns, role, blocks)
-
-    for m in messages_of(request):
+    for m in messages:
         role = m.get("role")
-        if role in ("system", "developer"):
-            text = content_text(m.get("content"))
-            if text:
-                system.append({"text": text})
-        elif role == "user":
-            add("user", _blocks(m.get("content"), check))
+        if role == "user":
+            merge_turn(turns, "user", _blocks(m.get("content"), check))
         elif role == "assistant":
             blocks = _blocks(m.get("content"), check)
             for tc in m.get("tool_calls") or []:
@@ -192,20 +180,14 @@ def translate(request: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
                 )
             if m.get("function_call"):
                 check.problems.append("legacy function_call messages")
-            add("assistant", blocks)
+            merge_turn(turns, "assistant", blocks)
         elif role == "tool":
-            add(
-                "user",
-                [
-                    {
-                        "toolResult": {
-                            "toolUseId": str(m.get("tool_call_id") or ""),
-                            "content": [{"text": content_text(m.get("content"))}],
-                            "status": "success",
-                        }
-                    }
-                ],
-            )
+            result = {
+                "toolUseId": str(m.get("tool_call_id") or ""),
+                "content": [{"text": content_text(m.get("content"))}],
+                "status": "success",
+            }
+            merge_turn(turns, "user", [{"toolResult": result}])
         else:
             check.problems.append(f"messages with role {role!r}")
     unsupported(check.problems, VENDOR)
@@ -233,16 +215,7 @@ def translate(request: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     choice = parse_tool_choice(request.get("tool_choice"))
     fmt = parse_response_format(request.get("response_format"))
     json_tool: str | None = None
-    specs = [
-        {
-            "toolSpec": {
-                "name": t.name,
-                **({"description": t.description} if t.description else {}),
-                "inputSchema": {"json": t.parameters},
-            }
-        }
-        for t in tools
-    ]
+    specs = [{"toolSpec": t.declaration(inputSchema={"json": t.parameters})} for t in tools]
     if fmt.kind != "text":
         if tools:
             unsupported(["response_format together with tools"], VENDOR)

@@ -29,22 +29,24 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from migrate_eval.errors import MissingExtraError, VendorError
+from migrate_eval.errors import VendorError
 from migrate_eval.providers._translate import (
+    Image,
     MessageCheck,
     NativeProvider,
+    assistant_tool_calls,
     check_fields,
-    content_parts,
     content_text,
     error_message,
     http_error,
+    import_sdk,
     max_tokens,
     messages_of,
-    parse_image,
     parse_response_format,
-    parse_tool_choice,
     parse_tools,
+    request_tool_choice,
     stop_list,
+    translate_parts,
     transport_error,
     unsupported,
 )
@@ -79,27 +81,22 @@ _FINISH = {
 
 
 def _import_sdk() -> Any:
-    try:
-        import cohere
-    except ImportError:
-        raise MissingExtraError("cohere", "cohere", "provider 'cohere'") from None
-    return cohere
+    return import_sdk("cohere", "cohere", "cohere")
+
+
+def _text_part(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _image_part(image: Image, check: MessageCheck) -> dict[str, Any]:
+    url = f"data:{image.mime_type};base64,{image.data}" if image.inline else str(image.url)
+    return {"type": "image_url", "image_url": {"url": url}}
 
 
 def _content(content: Any, check: MessageCheck) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
-    parts: list[dict[str, Any]] = []
-    for part in content_parts(content):
-        check.part(part)
-        kind = part.get("type")
-        if kind in ("text", "input_text", "output_text"):
-            parts.append({"type": "text", "text": str(part.get("text") or "")})
-        elif kind == "image_url":
-            image = parse_image(part)
-            url = f"data:{image.mime_type};base64,{image.data}" if image.inline else str(image.url)
-            parts.append({"type": "image_url", "image_url": {"url": url}})
-    return parts
+    return translate_parts(content, check, _text_part, _image_part, empty_text=True)
 
 
 def translate_request(request: dict[str, Any]) -> dict[str, Any]:
@@ -119,9 +116,7 @@ def translate_request(request: dict[str, Any]) -> dict[str, Any]:
         elif role == "assistant":
             msg: dict[str, Any] = {"role": "assistant"}
             text = content_text(m.get("content"))
-            calls = list(m.get("tool_calls") or [])
-            if isinstance(m.get("function_call"), dict):
-                calls.append({"id": m["function_call"].get("name"), "function": m["function_call"]})
+            calls = assistant_tool_calls(m)
             if calls:
                 msg["tool_calls"] = [
                     {
@@ -174,27 +169,14 @@ def translate_request(request: dict[str, Any]) -> dict[str, Any]:
         params["response_format"] = {"type": "json_object"}
         if fmt.schema is not None:
             params["response_format"]["json_schema"] = fmt.schema
-    choice = parse_tool_choice(request.get("tool_choice"))
-    legacy = request.get("function_call")
-    if choice is None and legacy is not None:
-        choice = parse_tool_choice(
-            legacy if isinstance(legacy, str) else {"type": "function", "function": legacy}
-        )
+    choice = request_tool_choice(request)
     if tools:
         if choice is not None and choice.mode == "named":
             tools = [t for t in tools if t.name == choice.name]
             if not tools:
                 unsupported([f"tool_choice naming an unknown function {choice.name!r}"], "Cohere")
         params["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    **({"description": t.description} if t.description else {}),
-                    "parameters": t.parameters,
-                },
-            }
-            for t in tools
+            {"type": "function", "function": t.declaration(parameters=t.parameters)} for t in tools
         ]
         if choice is not None and choice.mode != "auto":
             params["tool_choice"] = "NONE" if choice.mode == "none" else "REQUIRED"
@@ -336,6 +318,4 @@ class CohereProvider(NativeProvider):
                     status=status or None,
                 )
             return http_error("Cohere", status, error_message(exc.body), exc.headers)
-        if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
-            return MalformedResponseError(f"a body that is not JSON: {exc}", status=200)
         return transport_error(exc, self.spec.timeout)

@@ -36,28 +36,31 @@ With ``stream: true`` on the candidate the answer is streamed
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, ClassVar
 
-from migrate_eval.errors import MissingExtraError, VendorError
+from migrate_eval.errors import VendorError
 from migrate_eval.providers._translate import (
+    Image,
     MessageCheck,
     NativeProvider,
+    assistant_tool_calls,
     check_fields,
-    content_parts,
     content_text,
     error_message,
     http_error,
+    import_sdk,
     max_tokens,
     merge_turn,
     messages_of,
     parse_arguments,
-    parse_image,
     parse_response_format,
-    parse_tool_choice,
     parse_tools,
+    read_stream,
+    request_tool_choice,
+    split_system,
     stop_list,
     tool_names_by_id,
+    translate_parts,
     transport_error,
     unsupported,
 )
@@ -99,32 +102,24 @@ _FILTERED = {
 
 
 def _import_sdk() -> Any:
-    try:
-        from google import genai
-    except ImportError:
-        raise MissingExtraError("google-genai", "gemini", "provider 'gemini'") from None
-    return genai
+    return import_sdk("google.genai", "google-genai", "gemini")
+
+
+def _text_part(text: str) -> dict[str, Any]:
+    return {"text": text}
+
+
+def _image_part(image: Image, check: MessageCheck) -> dict[str, Any] | None:
+    if image.inline:
+        return {"inline_data": {"mime_type": image.mime_type, "data": image.raw_bytes()}}
+    if image.mime_type is None:
+        check.problems.append("a remote image URL of unknown type")
+        return None
+    return {"file_data": {"file_uri": image.url, "mime_type": image.mime_type}}
 
 
 def _parts(content: Any, check: MessageCheck) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = []
-    for part in content_parts(content):
-        check.part(part)
-        kind = part.get("type")
-        if kind in ("text", "input_text", "output_text"):
-            if part.get("text"):
-                parts.append({"text": str(part["text"])})
-        elif kind == "image_url":
-            image = parse_image(part)
-            if image.inline:
-                parts.append(
-                    {"inline_data": {"mime_type": image.mime_type, "data": image.raw_bytes()}}
-                )
-            elif image.mime_type is None:
-                check.problems.append("a remote image URL of unknown type")
-            else:
-                parts.append({"file_data": {"file_uri": image.url, "mime_type": image.mime_type}})
-    return parts
+    return translate_parts(content, check, _text_part, _image_part)
 
 
 def _function_response(content: Any) -> dict[str, Any]:
@@ -145,24 +140,15 @@ def translate_request(request: dict[str, Any]) -> dict[str, Any]:
     check = MessageCheck()
     messages = messages_of(request)
     names = tool_names_by_id(messages)
-    system: list[str] = []
+    system, messages = split_system(messages)
     contents: list[dict[str, Any]] = []
-
-    def add(role: str, parts: list[dict[str, Any]]) -> None:
-        merge_turn(contents, role, parts, "parts")
-
     for m in messages:
         role = m.get("role")
-        if role in ("system", "developer"):
-            system.append(content_text(m.get("content")))
-        elif role == "user":
-            add("user", _parts(m.get("content"), check))
+        if role == "user":
+            merge_turn(contents, "user", _parts(m.get("content"), check), "parts")
         elif role == "assistant":
             parts = _parts(m.get("content"), check)
-            calls = list(m.get("tool_calls") or [])
-            if isinstance(m.get("function_call"), dict):
-                calls.append({"function": m["function_call"]})
-            for tc in calls:
+            for tc in assistant_tool_calls(m):
                 fn = tc.get("function") or {}
                 parts.append(
                     {
@@ -172,23 +158,15 @@ def translate_request(request: dict[str, Any]) -> dict[str, Any]:
                         }
                     }
                 )
-            add("model", parts)
+            merge_turn(contents, "model", parts, "parts")
         elif role in ("tool", "function"):
             name = m.get("name") or names.get(str(m.get("tool_call_id")))
             if not name:
                 check.problems.append("a tool result that answers no known tool call")
                 continue
-            add(
-                "user",
-                [
-                    {
-                        "function_response": {
-                            "name": str(name),
-                            "response": _function_response(m.get("content")),
-                        }
-                    }
-                ],
-            )
+            response = _function_response(m.get("content"))
+            result = {"function_response": {"name": str(name), "response": response}}
+            merge_turn(contents, "user", [result], "parts")
         else:
             check.problems.append(f"message role {role!r}")
     if request.get("parallel_tool_calls") is False and request.get("tools"):
@@ -220,24 +198,9 @@ def translate_request(request: dict[str, Any]) -> dict[str, Any]:
             config["response_json_schema"] = fmt.schema
     tools = parse_tools(request.get("tools"), request.get("functions"))
     if tools:
-        config["tools"] = [
-            {
-                "function_declarations": [
-                    {
-                        "name": t.name,
-                        **({"description": t.description} if t.description else {}),
-                        "parameters_json_schema": t.parameters,
-                    }
-                    for t in tools
-                ]
-            }
-        ]
-        choice = parse_tool_choice(request.get("tool_choice"))
-        legacy = request.get("function_call")
-        if choice is None and legacy is not None:
-            choice = parse_tool_choice(
-                legacy if isinstance(legacy, str) else {"type": "function", "function": legacy}
-            )
+        declarations = [t.declaration(parameters_json_schema=t.parameters) for t in tools]
+        config["tools"] = [{"function_declarations": declarations}]
+        choice = request_tool_choice(request)
         if choice is not None:
             fcc: dict[str, Any] = {"mode": {"auto": "AUTO", "none": "NONE"}.get(choice.mode, "ANY")}
             if choice.mode == "named":
@@ -310,6 +273,13 @@ def _usage(u: Any) -> Usage | None:
         cached_tokens=u.get("cached_content_token_count"),
         reasoning_tokens=thoughts,
     )
+
+
+def _dump(answer: Any) -> dict[str, Any]:
+    """An SDK answer (or streamed chunk) as its JSON body, without the HTTP response."""
+    raw: dict[str, Any] = answer.model_dump(mode="json", exclude_none=True)
+    raw.pop("sdk_http_response", None)
+    return raw
 
 
 def _has_token(chunk: dict[str, Any]) -> bool:
@@ -399,8 +369,7 @@ class GeminiProvider(NativeProvider):
     async def _send(self, client: Any, request: dict[str, Any]) -> tuple[Response, dict[str, Any]]:
         args = translate_request(request)
         answer = await client.aio.models.generate_content(model=self.spec.model, **args)
-        raw = answer.model_dump(mode="json", exclude_none=True)
-        raw.pop("sdk_http_response", None)
+        raw = _dump(answer)
         return normalise(raw), raw
 
     async def _send_stream(
@@ -408,14 +377,7 @@ class GeminiProvider(NativeProvider):
     ) -> tuple[Response, dict[str, Any], float | None]:
         args = translate_request(request)
         stream = await client.aio.models.generate_content_stream(model=self.spec.model, **args)
-        first: float | None = None
-        chunks: list[dict[str, Any]] = []
-        async for chunk in stream:
-            data = chunk.model_dump(mode="json", exclude_none=True)
-            data.pop("sdk_http_response", None)
-            if first is None and _has_token(data):
-                first = time.perf_counter()
-            chunks.append(data)
+        chunks, first = await read_stream(stream, _dump, _has_token)
         raw = reassemble_stream(chunks)
         return normalise(raw), raw, first
 
@@ -437,6 +399,4 @@ class GeminiProvider(NativeProvider):
             if status < 300:
                 return MalformedResponseError(f"HTTP {status}: {message}", status=status or None)
             return http_error("Gemini", status, message or "", headers)
-        if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
-            return MalformedResponseError(f"a body that is not JSON: {exc}", status=200)
         return transport_error(exc, self.spec.timeout)

@@ -294,14 +294,8 @@ class OpenAICompatibleProvider(Provider):
         finished = any(c.get("finish_reason") is not None for c in raw["choices"])
         if not done and not finished:
             raise VendorConnectionError("the event stream ended before the answer did")
-        try:
-            response = Response.from_chat_completion(raw, latency_ms=latency_ms)
-        except (ValueError, TypeError, AttributeError) as e:
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise MalformedResponseError(
-                f"HTTP {status}: the streamed answer is not a chat completion: {reason}",
-                status=status,
-            ) from None
+        problem = ": the streamed answer is not a chat completion"
+        response = _chat_response(raw, status, latency_ms, problem)
         response.ttft_ms = ttft_ms if ttft_ms is not None else latency_ms
         return ProviderResponse(response=response, raw=raw, latency_ms=latency_ms, status=status)
 
@@ -344,14 +338,8 @@ class OpenAICompatibleProvider(Provider):
             raise MalformedResponseError(
                 f"HTTP {status} carrying an error: {self._error_detail(body)}", status=status
             )
-        try:
-            response = Response.from_chat_completion(raw, latency_ms=latency_ms)
-        except (ValueError, TypeError, AttributeError) as e:
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise MalformedResponseError(
-                f"HTTP {status} with a body that is not a chat completion: {reason}",
-                status=status,
-            ) from None
+        problem = " with a body that is not a chat completion"
+        response = _chat_response(raw, status, latency_ms, problem)
         return ProviderResponse(
             response=response, raw=raw, latency_ms=latency_ms, status=status, raw_json=text
         )
@@ -376,6 +364,15 @@ class OpenAICompatibleProvider(Provider):
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+
+def _chat_response(raw: dict[str, Any], status: int, latency_ms: float, problem: str) -> Response:
+    """``raw`` normalised; one that is not a chat completion raises ``HTTP {status}{problem}``."""
+    try:
+        return Response.from_chat_completion(raw, latency_ms=latency_ms)
+    except (ValueError, TypeError, AttributeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MalformedResponseError(f"HTTP {status}{problem}: {reason}", status=status) from None
 
 
 def _has_token(chunk: dict[str, Any]) -> bool:

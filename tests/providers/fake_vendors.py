@@ -11,6 +11,9 @@ scripted per vendor with :meth:`FakeVendors.script` (status, JSON or raw body, h
 without a script each vendor answers a plain text echo of the last user message in its own
 response shape. Bounded: at most ``max_requests`` requests, and a thread that stops with the
 context manager.
+
+:class:`Vendor` (:data:`ANTHROPIC`, :data:`GEMINI`, :data:`COHERE`) is how a test reaches one
+of them through its provider: candidate, API key, answer and error bodies.
 """
 
 from __future__ import annotations
@@ -19,13 +22,33 @@ import asyncio
 import json
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
+import pytest
 from aiohttp import web
 
+from migrate_eval.records import Response
+from migrate_eval.suite import CandidateSpec
+from tests.providers.calls import call
+from tests.servers import Managed
+
 HOST = "127.0.0.1"
+
+#: A function tool as a Chat Completions request declares it.
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
 
 
 @dataclass
@@ -89,6 +112,20 @@ def cohere_text(text: str, finish: str = "COMPLETE") -> dict[str, Any]:
             "tokens": {"input_tokens": 12, "output_tokens": 3},
         },
     }
+
+
+def anthropic_error(status: int, message: str) -> dict[str, Any]:
+    kind = "rate_limit_error" if status == 429 else "x"
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def gemini_error(status: int, message: str) -> dict[str, Any]:
+    state = "RESOURCE_EXHAUSTED" if status == 429 else "X"
+    return {"error": {"code": status, "message": message, "status": state}}
+
+
+def cohere_error(status: int, message: str) -> dict[str, Any]:
+    return {"message": message}
 
 
 def _halves(text: str) -> list[str]:
@@ -156,7 +193,7 @@ def gemini_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
     return chunks
 
 
-class FakeVendors:
+class FakeVendors(Managed):
     """The three fake vendors on one loopback port; use as a context manager."""
 
     def __init__(self, max_requests: int = 200) -> None:
@@ -284,20 +321,94 @@ class FakeVendors:
         loop.run_until_complete(self._runner.cleanup())
         loop.close()
 
-    def __enter__(self) -> FakeVendors:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("fake vendor server did not start")
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)
+
+
+@dataclass(frozen=True)
+class Vendor:
+    """One fake vendor as a test reaches it through its provider."""
+
+    provider: str
+    candidate: str
+    model: str
+    key: str
+    #: The variables the provider reads the key from, in order; tests set the first.
+    key_envs: tuple[str, ...]
+    #: The SDK module whose absence gives the install hint.
+    sdk: str
+    #: A plain text answer in the vendor's shape.
+    text: Callable[[str], dict[str, Any]]
+    #: An error body in the vendor's shape, for a status and a message.
+    error: Callable[[int, str], dict[str, Any]]
+
+    def __str__(self) -> str:
+        return self.provider
+
+    def use_key(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The test key in the first key variable, the others unset."""
+        for env in self.key_envs[1:]:
+            monkeypatch.delenv(env, raising=False)
+        monkeypatch.setenv(self.key_envs[0], self.key)
+
+    def key_fixture(self) -> Any:
+        """An autouse fixture (assign it in a test module) that gives every test of the
+        module the vendor's test key."""
+
+        @pytest.fixture(autouse=True)
+        def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+            self.use_key(monkeypatch)
+
+        return _key
+
+    def spec(self, server: FakeVendors, **kw: Any) -> CandidateSpec:
+        return CandidateSpec(
+            name=self.candidate, provider=self.provider, model=self.model, base_url=server.url, **kw
+        )
+
+    def call(self, server: FakeVendors, request: dict[str, Any], **kw: Any) -> Response:
+        """The normalised answer of the candidate (``kw``: more of its spec) to ``request``."""
+        return call(self.spec(server, **kw), request).response
+
+
+ANTHROPIC = Vendor(
+    provider="anthropic",
+    candidate="claude",
+    model="claude-test",
+    key="sk-ant-test-secret-123456",
+    key_envs=("ANTHROPIC_API_KEY",),
+    sdk="anthropic",
+    text=anthropic_text,
+    error=anthropic_error,
+)
+GEMINI = Vendor(
+    provider="gemini",
+    candidate="gem",
+    model="gemini-test",
+    key="gemini-test-secret-123456",
+    key_envs=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    sdk="google.genai",
+    text=gemini_text,
+    error=gemini_error,
+)
+COHERE = Vendor(
+    provider="cohere",
+    candidate="co",
+    model="command-test",
+    key="co-test-secret-123456",
+    key_envs=("CO_API_KEY", "COHERE_API_KEY"),
+    sdk="cohere",
+    text=cohere_text,
+    error=cohere_error,
+)
+VENDORS = (ANTHROPIC, GEMINI, COHERE)

@@ -12,12 +12,13 @@ import pytest
 from aiohttp import web
 
 from migrate_eval.cache import ResponseCache
-from migrate_eval.errors import ConfigError, UserError, VendorError
-from migrate_eval.providers import ProviderResponse, VendorTimeout, get_provider
+from migrate_eval.errors import ConfigError, UserError
+from migrate_eval.providers import VendorTimeout, get_provider
 from migrate_eval.providers.azure import DEFAULT_API_VERSION, ContentFilterError
 from migrate_eval.records import Exchange, Source
 from migrate_eval.replay import error_kind, replay
 from migrate_eval.suite import CandidateSpec
+from tests.providers.calls import call, call_error
 from tests.servers import LoopbackServer, _Core
 
 KEY = "azure-test-key-123456"
@@ -99,20 +100,6 @@ def spec_for(server: AzureServer, **kw: Any) -> CandidateSpec:
 
 def chat(text: str = "hello", **extra: Any) -> dict[str, Any]:
     return {"model": "gpt-4o", "messages": [{"role": "user", "content": text}], **extra}
-
-
-def call(spec: CandidateSpec, request: dict[str, Any]) -> ProviderResponse:
-    async def go() -> ProviderResponse:
-        async with get_provider(spec) as provider:
-            return await provider.complete(request)
-
-    return asyncio.run(go())
-
-
-def call_error(spec: CandidateSpec, request: dict[str, Any]) -> VendorError:
-    with pytest.raises(VendorError) as info:
-        call(spec, request)
-    return info.value
 
 
 def test_url_deployment_api_version_and_api_key_header(server: AzureServer) -> None:

@@ -16,17 +16,16 @@ import pytest
 from aiohttp import web
 
 from migrate_eval.cache import ResponseCache
-from migrate_eval.errors import ConfigError, VendorError
+from migrate_eval.errors import ConfigError
 from migrate_eval.providers import (
     MalformedResponseError,
-    ProviderResponse,
     UnsupportedRequestError,
     VendorTimeout,
-    get_provider,
 )
 from migrate_eval.records import Exchange, Source
 from migrate_eval.replay import replay
 from migrate_eval.suite import CandidateSpec
+from tests.providers.calls import call, call_error
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
@@ -171,20 +170,6 @@ def _aws_env(server: ConverseServer, monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 def spec_for(server: ConverseServer, **kw: Any) -> CandidateSpec:
     return CandidateSpec(name="br", provider="bedrock", model=MODEL, base_url=server.url, **kw)
-
-
-def call(spec: CandidateSpec, request: dict[str, Any]) -> ProviderResponse:
-    async def go() -> ProviderResponse:
-        async with get_provider(spec) as provider:
-            return await provider.complete(request)
-
-    return asyncio.run(go())
-
-
-def call_error(spec: CandidateSpec, request: dict[str, Any]) -> VendorError:
-    with pytest.raises(VendorError) as info:
-        call(spec, request)
-    return info.value
 
 
 TOOLS = [

@@ -2,62 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 pytest.importorskip("cohere")
 
-from migrate_eval.errors import ConfigError, MissingExtraError, VendorError
-from migrate_eval.providers import UnsupportedRequestError, VendorTimeout, get_provider
-from migrate_eval.providers.base import MalformedResponseError
-from migrate_eval.records import Response
-from migrate_eval.suite import CandidateSpec
-from tests.providers.fake_vendors import FakeVendors, Reply, cohere_text
+from tests.providers.fake_vendors import COHERE, WEATHER, FakeVendors, Reply, cohere_text
 
-KEY = "co-test-secret-123456"
-
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
+KEY = COHERE.key
+spec = COHERE.spec
+call = COHERE.call
 CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
 
-
-@pytest.fixture
-def server() -> Iterator[FakeVendors]:
-    with FakeVendors() as s:
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CO_API_KEY", KEY)
-
-
-def spec(server: FakeVendors, **kw: Any) -> CandidateSpec:
-    return CandidateSpec(
-        name="co", provider="cohere", model="command-test", base_url=server.url, **kw
-    )
-
-
-def call(server: FakeVendors, request: dict[str, Any], **kw: Any) -> Response:
-    async def go() -> Response:
-        async with get_provider(spec(server, **kw)) as p:
-            return (await p.complete(request)).response
-
-    return asyncio.run(go())
+_key = COHERE.key_fixture()
 
 
 def test_text_system_prompt_and_sampling(server: FakeVendors) -> None:
@@ -258,102 +217,6 @@ def test_images(server: FakeVendors) -> None:
         "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
     }
     assert content[2] == {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
-
-
-@pytest.mark.parametrize(
-    ("finish", "expected"), [("MAX_TOKENS", "length"), ("STOP_SEQUENCE", "stop")]
-)
-def test_finish_reasons(server: FakeVendors, finish: str, expected: str) -> None:
-    server.script("cohere", Reply(body=cohere_text("t", finish=finish)))
-    assert (
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]}).finish_reason
-        == expected
-    )
-
-
-@pytest.mark.parametrize(
-    ("extra", "named"),
-    [
-        ({"n": 4}, "n=4"),
-        ({"logprobs": True}, "logprobs=True"),
-        ({"tools": [WEATHER], "parallel_tool_calls": False}, "parallel_tool_calls=False"),
-    ],
-)
-def test_unsupported(server: FakeVendors, extra: dict[str, Any], named: str) -> None:
-    with pytest.raises(UnsupportedRequestError, match=named):
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}], **extra})
-    assert server.received == []
-
-
-def test_audio_input_is_unsupported(server: FakeVendors) -> None:
-    part = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
-    with pytest.raises(UnsupportedRequestError, match="audio input"):
-        call(server, {"model": "m", "messages": [{"role": "user", "content": [part]}]})
-
-
-@pytest.mark.parametrize(
-    ("status", "retryable"), [(400, False), (401, False), (404, False), (500, True), (503, True)]
-)
-def test_http_errors(server: FakeVendors, status: int, retryable: bool) -> None:
-    server.script("cohere", Reply(status=status, body={"message": f"bad {status}"}))
-    with pytest.raises(VendorError) as info:
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
-    assert info.value.status == status and info.value.retryable is retryable
-    assert f"bad {status}" in str(info.value) and KEY not in str(info.value)
-    assert len(server.received) == 1
-
-
-def test_rate_limit_retry_after(server: FakeVendors) -> None:
-    server.script(
-        "cohere", Reply(status=429, body={"message": "too many"}, headers={"Retry-After": "4"})
-    )
-    with pytest.raises(VendorError) as info:
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
-    assert info.value.status == 429 and info.value.retryable and info.value.retry_after == 4.0
-    assert len(server.received) == 1
-
-
-def test_timeout(server: FakeVendors) -> None:
-    server.script("cohere", Reply(body=cohere_text("late"), delay=1.0))
-    with pytest.raises(VendorTimeout):
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]}, timeout=0.3)
-
-
-@pytest.mark.parametrize("body", ["this is not json", {"id": "x", "finish_reason": "COMPLETE"}])
-def test_malformed(server: FakeVendors, body: Any) -> None:
-    server.script("cohere", Reply(body=body))
-    with pytest.raises(MalformedResponseError):
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
-
-
-def test_connection_refused() -> None:
-    s = CandidateSpec(name="c", provider="cohere", model="m", base_url="http://127.0.0.1:9")
-
-    async def go() -> None:
-        async with get_provider(s) as p:
-            await p.complete({"model": "m", "messages": [{"role": "user", "content": "x"}]})
-
-    with pytest.raises(VendorError) as info:
-        asyncio.run(go())
-    assert info.value.retryable
-
-
-def test_missing_key(server: FakeVendors, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CO_API_KEY")
-    monkeypatch.delenv("COHERE_API_KEY", raising=False)
-    with pytest.raises(ConfigError, match="CO_API_KEY"):
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
-
-
-def test_missing_sdk_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "cohere" else real(name, *a)
-    )
-    with pytest.raises(MissingExtraError, match=r"migrate-eval\[cohere\]"):
-        get_provider(CandidateSpec(name="c", provider="cohere", model="m"))
 
 
 def test_engine_retries_rate_limits_and_server_errors(server: FakeVendors, tmp_path: Any) -> None:

@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 pytest.importorskip("google.genai")
 
-from migrate_eval.errors import ConfigError, MissingExtraError, VendorError
-from migrate_eval.providers import UnsupportedRequestError, VendorTimeout, get_provider
-from migrate_eval.providers.base import MalformedResponseError
-from migrate_eval.records import Response
-from migrate_eval.suite import CandidateSpec
-from tests.providers.fake_vendors import FakeVendors, Reply, gemini_text
+from migrate_eval.providers import UnsupportedRequestError
+from tests.providers.fake_vendors import GEMINI, WEATHER, FakeVendors, Reply, gemini_text
 
-KEY = "gemini-test-secret-123456"
+KEY = GEMINI.key
+call = GEMINI.call
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-
-
-@pytest.fixture
-def server() -> Iterator[FakeVendors]:
-    with FakeVendors() as s:
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
-    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+_key = GEMINI.key_fixture()
 
 
 def either(obj: dict[str, Any], camel: str) -> Any:
@@ -52,20 +24,6 @@ def either(obj: dict[str, Any], camel: str) -> Any:
     which the Gemini API accepts as well (proto3 JSON parsers take both spellings)."""
     snake = "".join("_" + c.lower() if c.isupper() else c for c in camel)
     return obj[camel] if camel in obj else obj[snake]
-
-
-def spec(server: FakeVendors, **kw: Any) -> CandidateSpec:
-    return CandidateSpec(
-        name="gem", provider="gemini", model="gemini-test", base_url=server.url, **kw
-    )
-
-
-def call(server: FakeVendors, request: dict[str, Any], **kw: Any) -> Response:
-    async def go() -> Response:
-        async with get_provider(spec(server, **kw)) as p:
-            return (await p.complete(request)).response
-
-    return asyncio.run(go())
 
 
 def test_text_system_prompt_sampling_and_stop(server: FakeVendors) -> None:
@@ -256,119 +214,17 @@ def test_images(server: FakeVendors) -> None:
     assert either(remote, "mimeType") == "image/jpeg"
 
 
-@pytest.mark.parametrize(
-    ("finish", "expected"),
-    [("MAX_TOKENS", "length"), ("SAFETY", "content_filter"), ("RECITATION", "content_filter")],
-)
-def test_finish_reasons(server: FakeVendors, finish: str, expected: str) -> None:
-    server.script("gemini", Reply(body=gemini_text("t", finish=finish)))
-    assert (
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]}).finish_reason
-        == expected
-    )
-
-
 def test_blocked_prompt_is_content_filter(server: FakeVendors) -> None:
     server.script("gemini", Reply(body={"promptFeedback": {"blockReason": "SAFETY"}}))
     resp = call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
     assert resp.finish_reason == "content_filter" and resp.text is None
 
 
-@pytest.mark.parametrize(
-    ("extra", "named"),
-    [
-        ({"n": 2}, "n=2"),
-        ({"logprobs": True}, "logprobs=True"),
-        ({"tools": [WEATHER], "parallel_tool_calls": False}, "parallel_tool_calls=False"),
-        ({"logit_bias": {"50256": -100}}, "logit_bias"),
-    ],
-)
-def test_unsupported(server: FakeVendors, extra: dict[str, Any], named: str) -> None:
-    with pytest.raises(UnsupportedRequestError, match=named):
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}], **extra})
-    assert server.received == []
-
-
-@pytest.mark.parametrize(
-    ("status", "retryable"), [(400, False), (401, False), (404, False), (500, True), (503, True)]
-)
-def test_http_errors(server: FakeVendors, status: int, retryable: bool) -> None:
-    server.script(
-        "gemini",
-        Reply(
-            status=status,
-            body={"error": {"code": status, "message": f"bad {status}", "status": "X"}},
-        ),
-    )
-    with pytest.raises(VendorError) as info:
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
-    assert info.value.status == status and info.value.retryable is retryable
-    assert f"bad {status}" in str(info.value) and KEY not in str(info.value)
-    assert len(server.received) == 1
-
-
-def test_rate_limit_retry_after(server: FakeVendors) -> None:
-    server.script(
-        "gemini",
-        Reply(
-            status=429,
-            body={"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}},
-            headers={"Retry-After": "3"},
-        ),
-    )
-    with pytest.raises(VendorError) as info:
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
-    assert info.value.status == 429 and info.value.retryable and info.value.retry_after == 3.0
-    assert len(server.received) == 1
-
-
-def test_timeout(server: FakeVendors) -> None:
-    server.script("gemini", Reply(body=gemini_text("late"), delay=1.0))
-    with pytest.raises(VendorTimeout):
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]}, timeout=0.3)
-
-
-@pytest.mark.parametrize("body", ["<html>oops</html>", {"candidates": []}])
-def test_malformed(server: FakeVendors, body: Any) -> None:
-    server.script("gemini", Reply(body=body))
-    with pytest.raises(MalformedResponseError):
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
-
-
-def test_connection_refused() -> None:
-    s = CandidateSpec(name="c", provider="gemini", model="m", base_url="http://127.0.0.1:9")
-
-    async def go() -> None:
-        async with get_provider(s) as p:
-            await p.complete({"model": "m", "messages": [{"role": "user", "content": "x"}]})
-
-    with pytest.raises(VendorError) as info:
-        asyncio.run(go())
-    assert info.value.retryable
-
-
-def test_key_from_google_api_key_or_named_env(
-    server: FakeVendors, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("GEMINI_API_KEY")
-    with pytest.raises(ConfigError, match="GEMINI_API_KEY or GOOGLE_API_KEY"):
-        call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
+def test_key_from_google_api_key(server: FakeVendors, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GEMINI_API_KEY")  # without either, see test_native_vendors
     monkeypatch.setenv("GOOGLE_API_KEY", "g2")
     call(server, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
     assert server.last("gemini").headers["x-goog-api-key"] == "g2"
-
-
-def test_missing_sdk_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "google.genai" else real(name, *a),
-    )
-    with pytest.raises(MissingExtraError, match=r"migrate-eval\[gemini\]"):
-        get_provider(CandidateSpec(name="c", provider="gemini", model="m"))
 
 
 def test_translation_edge_cases() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.errors import ConfigError, VendorError
+from migrate_eval.errors import ConfigError
 from migrate_eval.providers import (
     OPENAI_BASE_URL,
     MalformedResponseError,
@@ -24,6 +24,7 @@ from migrate_eval.providers import (
     parse_retry_after,
 )
 from migrate_eval.suite import CandidateSpec
+from tests.providers.calls import call, call_error
 from tests.servers import Fault, LoopbackServer
 
 TOOLS = [
@@ -58,20 +59,6 @@ def _fresh(server: LoopbackServer) -> None:
 
 def spec_for(server: LoopbackServer, **kw: Any) -> CandidateSpec:
     return CandidateSpec(name="cand", model="local-model", base_url=server.base_url, **kw)
-
-
-def call(spec: CandidateSpec, request: dict[str, Any]) -> ProviderResponse:
-    async def go() -> ProviderResponse:
-        async with get_provider(spec) as provider:
-            return await provider.complete(request)
-
-    return asyncio.run(go())
-
-
-def call_error(spec: CandidateSpec, request: dict[str, Any]) -> VendorError:
-    with pytest.raises(VendorError) as info:
-        call(spec, request)
-    return info.value
 
 
 def chat(text: str = "hello there", **extra: Any) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,17 +9,16 @@ from typing import Any
 import pytest
 
 from migrate_eval.cache import ResponseCache
-from migrate_eval.errors import ConfigError, VendorError
+from migrate_eval.errors import ConfigError
 from migrate_eval.providers import (
     MalformedResponseError,
-    ProviderResponse,
     VendorConnectionError,
     VendorTimeout,
-    get_provider,
 )
 from migrate_eval.records import Exchange, Source
 from migrate_eval.replay import replay
 from migrate_eval.suite import CandidateSpec
+from tests.providers.calls import call, call_error
 from tests.servers import LoopbackServer
 
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
@@ -43,20 +41,6 @@ def spec_for(server: LoopbackServer, **kw: Any) -> CandidateSpec:
     return CandidateSpec(
         name="sdk", provider="openai-sdk", model="m1", base_url=server.base_url, **kw
     )
-
-
-def call(spec: CandidateSpec, request: dict[str, Any]) -> ProviderResponse:
-    async def go() -> ProviderResponse:
-        async with get_provider(spec) as provider:
-            return await provider.complete(request)
-
-    return asyncio.run(go())
-
-
-def call_error(spec: CandidateSpec, request: dict[str, Any]) -> VendorError:
-    with pytest.raises(VendorError) as info:
-        call(spec, request)
-    return info.value
 
 
 def test_request_reaches_the_server_unchanged_with_the_key(server: LoopbackServer) -> None:
