@@ -241,10 +241,24 @@ def render_summary_md(results: Results) -> str:
     skipped = f", {ing.skipped:,} skipped" if ing.skipped else ""
     out.append(
         f"_Ingested {ing.lines_read:,} line(s) into {ing.exchanges:,} exchange(s){skipped}. "
-        f"Reproduce: `{_command_span(results.command)}`_"
+        f"{_redaction_sentence(results)}Reproduce: `{_command_span(results.command)}`_"
     )
     text = "\n".join(out) + "\n"
     return _bound(text)
+
+
+def _redaction_sentence(results: Results) -> str:
+    """What a privacy reviewer needs from the CI summary: was logged content redacted before
+    it went to the candidates? (Empty for results that do not say.)"""
+    r = getattr(results, "redaction", None)
+    if r is None:
+        return ""
+    if not r.enabled:
+        return "PII redaction was off: candidates got the logged content as logged. "
+    return (
+        f"PII redaction was on: {r.values:,} value(s) replaced in {r.exchanges_affected:,} of "
+        f"{r.exchanges:,} exchange(s) before replay. "
+    )
 
 
 def _command_span(command: str) -> str:

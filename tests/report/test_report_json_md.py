@@ -181,3 +181,23 @@ def test_summary_candidate_table_stays_bounded_with_many_candidates(run: Run) ->
     )
     assert "<" not in text
     assert "<b>" not in text and "150 more candidate(s) not shown" in text
+
+
+def test_summary_says_whether_logged_content_was_redacted(run: Run) -> None:
+    from migrate_eval.redact import RedactionSummary
+
+    res = run.results.model_copy(deep=True)
+    res.redaction = None
+    assert "redaction" not in render_summary_md(res)
+    res.redaction = RedactionSummary(enabled=False, entities=[], exchanges=40, exchanges_affected=0)
+    assert "PII redaction was off: candidates got the logged content as logged." in render_summary_md(res)
+    res.redaction = RedactionSummary(
+        enabled=True,
+        entities=["email"],
+        exchanges=40,
+        exchanges_affected=7,
+        values=9,
+        by_entity={"email": 9},
+        occurrences_by_entity={"email": 12},
+    )
+    assert "PII redaction was on: 9 value(s) replaced in 7 of 40 exchange(s) before replay." in render_summary_md(res)
