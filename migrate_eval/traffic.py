@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -103,16 +105,42 @@ class Traffic:
 
 @contextlib.contextmanager
 def work_folder(parent: Path, prefix: str) -> Iterator[Path]:
-    """A temporary folder in ``parent`` for the Arrow copy of the logs, removed afterwards."""
+    """A temporary folder in ``parent`` for the Arrow copy of the logs, removed afterwards.
+
+    Its name holds the process id (``<prefix><pid>-...``): the folders a killed run left
+    behind (their process is gone) are removed the next time one is made, so a copy of the
+    logs does not linger."""
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        folder = tempfile.TemporaryDirectory(prefix=prefix, dir=parent)
+        _remove_orphans(parent, prefix)
+        folder = tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=parent)
     except OSError as e:
         raise InfrastructureError(
             f"cannot make a work folder in {parent} for the Arrow copy of the logs: {e}"
         ) from e
     with folder as path:
         yield Path(path)
+
+
+def _remove_orphans(parent: Path, prefix: str) -> None:
+    for entry in parent.iterdir():
+        name = entry.name
+        if not name.startswith(prefix) or not entry.is_dir():
+            continue
+        pid_text = name[len(prefix) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process, or no way to tell: leave its folder alone
+    return True
 
 
 def read_traffic(

@@ -225,3 +225,44 @@ def test_a_full_disk_while_copying_the_logs_is_an_infrastructure_failure(
     assert res.exit_code == 0
     res = CliRunner().invoke(main, ["run", "-q", "--out", str(tmp_path / "r2"), "--cache", str(blocked / "c.sqlite")])
     assert res.exit_code == 3 and "cannot make a work folder" in res.output, res.output
+
+
+def test_work_folders_of_killed_runs_are_removed_by_the_next(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from migrate_eval.traffic import work_folder
+
+    # a log large enough that the run is still copying it when it is killed
+    big = tmp_path / "big.jsonl"
+    line = json.loads(DEMO.read_text(encoding="utf-8").splitlines()[0])
+    with big.open("w", encoding="utf-8") as fh:
+        for i in range(60_000):
+            fh.write(json.dumps({**line, "id": f"k{i}"}) + "\n")
+    cache = tmp_path / "cache"
+    code = (
+        "import sys, migrate_eval\n"
+        "migrate_eval.run(logs=[sys.argv[1]], candidates=['x=openai-compatible:m@http://127.0.0.1:9/v1'],"
+        " offline=True, out=sys.argv[2], cache=sys.argv[3])\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(big), str(tmp_path / "run"), str(cache / "c.sqlite")],
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(cache.glob(f"ingest-{proc.pid}-*")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = list(cache.glob(f"ingest-{proc.pid}-*"))
+    assert left, "the run was killed while it copied the logs"
+    (cache / "ingest-not-a-pid").mkdir()
+    mine = cache / f"ingest-{os.getpid()}-live"
+    mine.mkdir()
+    with work_folder(cache, "ingest-") as work:
+        assert work.name.startswith(f"ingest-{os.getpid()}-")
+    assert not any(p.exists() for p in left)  # the killed run's copy of the logs is gone
+    assert mine.exists() and (cache / "ingest-not-a-pid").exists()  # a live run's is kept
