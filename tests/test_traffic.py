@@ -266,3 +266,29 @@ def test_work_folders_of_killed_runs_are_removed_by_the_next(tmp_path: Path) -> 
         assert work.name.startswith(f"ingest-{os.getpid()}-")
     assert not any(p.exists() for p in left)  # the killed run's copy of the logs is gone
     assert mine.exists() and (cache / "ingest-not-a-pid").exists()  # a live run's is kept
+
+
+def test_tool_arguments_json_cannot_hold_come_back_as_they_were_read(tmp_path: Path) -> None:
+    # a logged tool call whose arguments hold an integer beyond 64 bits and NaN (the standard
+    # library parses both; writing them to an Arrow column crashed the run)
+    log = tmp_path / "odd.jsonl"
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "f", "arguments": '{"n": 123456789012345678901234567890, "x": NaN}'},
+    }
+    line = {
+        "id": "a",
+        "request": {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        "response": {
+            "choices": [
+                {"message": {"role": "assistant", "content": None, "tool_calls": [call]}, "finish_reason": "tool_calls"}
+            ]
+        },
+    }
+    log.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    traffic = read_traffic([("auto", None, [log])], tmp_path / "work")
+    [expected] = read_logs([log]).exchanges
+    got = traffic.load(["a"])["a"]
+    assert got.model_dump() == expected.model_dump()
+    assert got.response is not None and got.response.tool_calls[0].parsed_arguments["n"] == 123456789012345678901234567890

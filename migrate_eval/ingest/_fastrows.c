@@ -17,6 +17,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -222,6 +223,7 @@ typedef struct {
     Buf id_buf;       /* scratch: the id of the line being read */
     Buf resp_buf;     /* scratch: its response column */
     Buf scratch;      /* scratch: other unescaped text */
+    void *calls;      /* scratch: the tool calls of the line being read (Call[MAX_CALLS]) */
     Py_ssize_t rows;  /* rows in the current batch */
     Py_ssize_t lines; /* non-blank lines taken by add_lines, in all */
     Py_ssize_t max_rows;
@@ -278,6 +280,7 @@ Builder_dealloc(Builder *self)
     buf_free(&self->id_buf);
     buf_free(&self->resp_buf);
     buf_free(&self->scratch);
+    PyMem_Free(self->calls);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1141,6 +1144,97 @@ walk_line(Builder *self, Line *ln, P p, P end)
     return o.p;
 }
 
+/* ---------------------------------------------------------------- tool calls
+ *
+ * A logged answer's tool calls as chat_jsonl._fast_tool_calls reads them: each an object with
+ * a `function` object whose `name` is a string and whose `arguments` are a string (or null,
+ * or absent), and an `id` that is a string or null. The response column keeps id, name and
+ * arguments; the parsed arguments are derived when the row is read (_rows.loads_response). */
+
+#define MAX_CALLS 64
+
+typedef struct {
+    Val id, name, arguments, function;
+} Call;
+
+
+static P
+walk_function(Call *c, P p, P end)
+{
+    Obj o;
+    if (!obj_open(&o, p, end))
+        return NULL;
+    P k;
+    Py_ssize_t n;
+    int r;
+    while ((r = obj_key(&o, &k, &n)) == 1) {
+        if (KEY_IS(k, n, "name"))
+            TAKE(o, 7, &c->name);
+        else if (KEY_IS(k, n, "arguments"))
+            TAKE(o, 7, &c->arguments);
+        else
+            SKIP(o, 7);
+    }
+    return r == 0 ? o.p : NULL;
+}
+
+static P
+walk_call(Call *c, P p, P end)
+{
+    Obj o;
+    if (!obj_open(&o, p, end))
+        return NULL;
+    P k;
+    Py_ssize_t n;
+    int r;
+    while ((r = obj_key(&o, &k, &n)) == 1) {
+        if (KEY_IS(k, n, "id"))
+            TAKE(o, 6, &c->id);
+        else if (KEY_IS(k, n, "function")) {
+            P q = skip_ws(o.p, end);
+            if (q >= end || *q != '{')
+                return NULL;
+            WALK_INTO(o, c->function, walk_function, c, q, end);
+        }
+        else
+            SKIP(o, 6);
+    }
+    return r == 0 ? o.p : NULL;
+}
+
+/* The calls of a validated `tool_calls` array into `calls` (*n of them): 1, or 0 when one is
+ * not as the fast path takes it. */
+static int
+read_calls(const Val *array, Call *calls, int *n)
+{
+    P end = array->end;
+    P p = skip_ws(array->start + 1, end);
+    *n = 0;
+    if (*p == ']')
+        return 1;
+    for (;;) {
+        if (*n == MAX_CALLS)
+            return 0;
+        Call *c = &calls[*n];
+        memset(c, 0, sizeof *c);
+        p = walk_call(c, p, end);
+        if (p == NULL || c->function.kind != V_OBJ || c->name.kind != V_STR)
+            return 0;
+        if (!IS_NULL(c->id) && c->id.kind != V_STR)
+            return 0;
+        if (c->arguments.kind != V_ABSENT && c->arguments.kind != V_NULL &&
+            c->arguments.kind != V_STR)
+            return 0; /* arguments as an object: the full reader writes them as text */
+        (*n)++;
+        p = skip_ws(p, end);
+        if (*p == ']')
+            return 1;
+        if (*p != ',')
+            return 0;
+        p = skip_ws(p + 1, end);
+    }
+}
+
 /* A validated string value (no escape sequences, or with them) as UTF-8, into `out`. */
 static int
 unescape(const Val *v, Buf *out)
@@ -1239,15 +1333,171 @@ put_val(Buf *b, const Val *v)
     return buf_put(b, v->start, v->end - v->start);
 }
 
+/* ---------------------------------------------------------------- timestamps
+ *
+ * What _common.parse_timestamp makes of a logged time, in microseconds since the epoch (UTC),
+ * for the forms logs use most; any other form is left to it. */
+
+/* Python's _PyTime_RoundHalfEven: round half to even. */
+static double
+round_half_even(double x)
+{
+    double rounded = round(x);
+    if (fabs(x - rounded) == 0.5)
+        rounded = 2.0 * round(x / 2.0);
+    return rounded;
+}
+
+/* datetime.fromtimestamp(seconds, tz=UTC) in microseconds (CPython's own rounding of the
+ * fraction: half to even); 0 outside (0, 1e11) seconds. */
+static int
+seconds_us(double seconds, int64_t *us)
+{
+    if (!(seconds > 0.0 && seconds < 1e11))
+        return 0;
+    double whole;
+    double fraction = modf(seconds, &whole) * 1e6;
+    fraction = round_half_even(fraction);
+    if (fraction >= 1e6) {
+        fraction -= 1e6;
+        whole += 1.0;
+    }
+    *us = (int64_t)whole * 1000000 + (int64_t)fraction;
+    return 1;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil). */
+static int64_t
+days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* n decimal digits at p as a number, or -1. */
+static int
+digits(P p, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    return v;
+}
+
+/* datetime.fromisoformat for YYYY-MM-DD[T ]HH:MM:SS[.f{1,6}][Z|+HH:MM|-HH:MM] (naive: UTC),
+ * in microseconds; 0 for any other text (date only, basic format, 7+ fraction digits...). */
+static int
+iso_us(P s, P e, int64_t *us)
+{
+    static const int month_days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (e - s < 19 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != ' ') ||
+        s[13] != ':' || s[16] != ':')
+        return 0;
+    int year = digits(s, 4), month = digits(s + 5, 2), day = digits(s + 8, 2);
+    int hour = digits(s + 11, 2), minute = digits(s + 14, 2), second = digits(s + 17, 2);
+    if (year < 1 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 ||
+        minute < 0 || minute > 59 || second < 0 || second > 59)
+        return 0;
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (day > month_days[month - 1] + (month == 2 && leap))
+        return 0;
+    P p = s + 19;
+    int64_t micro = 0;
+    if (p < e && *p == '.') {
+        P f = ++p;
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+        int n = (int)(p - f);
+        if (n < 1 || n > 6)
+            return 0;
+        micro = digits(f, n);
+        for (int i = n; i < 6; i++)
+            micro *= 10;
+    }
+    int64_t offset = 0; /* seconds east of UTC */
+    if (p < e && *p == 'Z') {
+        p++;
+    }
+    else if (p < e && (*p == '+' || *p == '-')) {
+        if (e - p < 6 || p[3] != ':')
+            return 0;
+        int oh = digits(p + 1, 2), om = digits(p + 4, 2);
+        if (oh < 0 || oh > 23 || om < 0 || om > 59)
+            return 0;
+        offset = (*p == '-' ? -1 : 1) * (int64_t)(oh * 3600 + om * 60);
+        p += 6;
+    }
+    if (p != e)
+        return 0;
+    int64_t secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 +
+                   second - offset;
+    *us = secs * 1000000 + micro;
+    return 1;
+}
+
+/* A timestamp value (epoch seconds; milliseconds above 1e11; ISO 8601 text) in microseconds:
+ * 1, or 0 for a value this fast path leaves to parse_timestamp, or -1 on error. */
+static int
+timestamp_us(const Val *ts, int64_t *us)
+{
+    if (ts->kind == V_INT) {
+        if (*ts->start == '-' || ts->end - ts->start > 15)
+            return 0;
+        int64_t v = int_of(ts);
+        if (v > 0 && v < 100000000000LL) {
+            *us = v * 1000000;
+            return 1;
+        }
+        return v > 100000000000LL ? seconds_us((double)v / 1000.0, us) : 0;
+    }
+    if (ts->kind == V_FLOAT) {
+        char text[64];
+        Py_ssize_t n = ts->end - ts->start;
+        if (n >= (Py_ssize_t)sizeof text)
+            return 0;
+        memcpy(text, ts->start, (size_t)n);
+        text[n] = '\0';
+        double v = PyOS_string_to_double(text, NULL, NULL);
+        if (v == -1.0 && PyErr_Occurred())
+            return -1;
+        if (v > 0.0 && v < 1e11)
+            return seconds_us(v, us);
+        return v > 1e11 ? seconds_us(v / 1000.0, us) : 0;
+    }
+    if (ts->kind == V_STR && !ts->escaped)
+        return iso_us(ts->start + 1, ts->end - 1, us);
+    return 0;
+}
+
 /* The response column (the normalised logged response, as fast_row writes it) into `b`. */
 static int
-response_json(Buf *b, Line *ln, const Val *usage[5], const Val *latency)
+response_json(Buf *b, Line *ln, const Val *usage[5], const Val *latency, const Call *calls,
+              int n_calls)
 {
     static const char *names[5] = {"prompt_tokens", "completion_tokens", "total_tokens",
                                    "cached_tokens", "reasoning_tokens"};
     b->len = 0;
-    if (put(b, "{\"text\":") < 0 || put_val(b, &ln->text) < 0 ||
-        put(b, ",\"tool_calls\":[],\"refusal\":") < 0 || put_val(b, &ln->refusal) < 0 ||
+    if (put(b, "{\"text\":") < 0 || put_val(b, &ln->text) < 0 || put(b, ",\"tool_calls\":[") < 0)
+        return -1;
+    for (int i = 0; i < n_calls; i++) {
+        const Call *c = &calls[i];
+        const char *args = c->arguments.kind == V_ABSENT ? "\"\""   /* fn.get("arguments", "") */
+                           : c->arguments.kind == V_NULL ? "\"{}\"" /* from_raw(None) */
+                                                          : NULL;
+        if (put(b, i ? ",{\"id\":" : "{\"id\":") < 0 || put_val(b, &c->id) < 0 ||
+            put(b, ",\"name\":") < 0 || put_val(b, &c->name) < 0 ||
+            put(b, ",\"arguments\":") < 0 ||
+            (args ? put(b, args) : put_val(b, &c->arguments)) < 0 || put(b, "}") < 0)
+            return -1;
+    }
+    if (put(b, "],\"refusal\":") < 0 || put_val(b, &ln->refusal) < 0 ||
         put(b, ",\"finish_reason\":") < 0 || put_val(b, &ln->finish_reason) < 0 ||
         put(b, ",\"usage\":") < 0)
         return -1;
@@ -1305,11 +1555,22 @@ take_line(Builder *self, P line, Py_ssize_t size, Py_ssize_t lineno)
     /* the response: one choice, a text answer (no tool calls) */
     const Val *usage[5] = {NULL, NULL, NULL, NULL, NULL};
     int has_usage = 0;
+    if (self->calls == NULL && (self->calls = PyMem_Malloc(sizeof(Call) * MAX_CALLS)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Call *calls = self->calls;
+    int n_calls = 0;
     if (!IS_NULL(ln.response)) {
         if (ln.response.kind != V_OBJ || ln.choices.kind != V_ARR || ln.message.kind != V_OBJ)
             return 0;
-        if (!IS_NULL(ln.tool_calls) && !(ln.tool_calls.kind == V_ARR && ln.tool_calls.empty))
+        if (ln.tool_calls.kind == V_ARR) {
+            if (!read_calls(&ln.tool_calls, calls, &n_calls))
+                return 0;
+        }
+        else if (!IS_NULL(ln.tool_calls)) {
             return 0;
+        }
         if (!IS_NULL(ln.function_call))
             return 0;
         if ((!IS_NULL(ln.text) && ln.text.kind != V_STR) ||
@@ -1353,12 +1614,9 @@ take_line(Builder *self, P line, Py_ssize_t size, Py_ssize_t lineno)
     int64_t timestamp = 0;
     int has_timestamp = 0;
     if (!IS_NULL(*ts)) {
-        if (ts->kind != V_INT)
-            return 0; /* float seconds, milliseconds, ISO 8601: parse_timestamp */
-        int64_t v = int_of(ts);
-        if (v <= 0 || v >= 100000000000LL)
-            return 0;
-        timestamp = v * 1000000;
+        int r = timestamp_us(ts, &timestamp);
+        if (r <= 0)
+            return r; /* 0: a time this fast path leaves to parse_timestamp */
         has_timestamp = 1;
     }
 
@@ -1399,7 +1657,8 @@ take_line(Builder *self, P line, Py_ssize_t size, Py_ssize_t lineno)
         }
     }
     if (!IS_NULL(ln.response) &&
-        response_json(&self->resp_buf, &ln, has_usage ? usage : NULL, latency) < 0)
+        response_json(&self->resp_buf, &ln, has_usage ? usage : NULL, latency, calls,
+                      n_calls) < 0)
         goto error;
 
     /* every check passed: append the row */

@@ -10,12 +10,13 @@ microseconds since the epoch (UTC).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 
 from migrate_eval.errors import MissingExtraError
-from migrate_eval.records import Exchange
+from migrate_eval.records import Exchange, Response, ToolCall
 
 #: The columns a row holds, in order (``task`` is always null at ingest).
 ROW_COLUMNS = (
@@ -37,7 +38,11 @@ _JSON_COLUMNS = frozenset({"request", "response", "metadata"})
 
 
 def _default(obj: Any) -> Any:
-    """orjson fallback: pydantic models (Response, ToolCall, Usage) as their fields."""
+    """orjson fallback: pydantic models (Response, Usage) as their fields; a ToolCall as its
+    ``id``, ``name`` and ``arguments`` only (the parsed arguments are derived again when the
+    row is read: :func:`loads_response`; they may hold what JSON cannot, such as NaN)."""
+    if isinstance(obj, ToolCall):
+        return {"id": obj.id, "name": obj.name, "arguments": obj.arguments}
     d = getattr(obj, "__dict__", None)
     if d is not None:
         return d
@@ -48,8 +53,33 @@ _DUMPS_OPTS = orjson.OPT_NON_STR_KEYS
 
 
 def dumps(value: Any) -> str:
-    """``value`` as JSON text, as the dataset's JSON columns hold it."""
-    return orjson.dumps(value, default=_default, option=_DUMPS_OPTS).decode()
+    """``value`` as JSON text, as the dataset's JSON columns hold it (an integer beyond 64
+    bits, which orjson refuses, is written by the standard library; :func:`loads` reads it)."""
+    try:
+        return orjson.dumps(value, default=_default, option=_DUMPS_OPTS).decode()
+    except TypeError:
+        return json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(text: str | bytes) -> Any:
+    """A JSON column's value (see :func:`dumps`)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def loads_response(text: str | bytes) -> Response:
+    """The response column as a :class:`~migrate_eval.records.Response`: its tool calls'
+    parsed arguments derived from their arguments text, as when the log was read
+    (:meth:`~migrate_eval.records.ToolCall.from_raw`)."""
+    data = loads(text)
+    calls = data.get("tool_calls")
+    if calls:
+        data["tool_calls"] = [
+            ToolCall.from_raw(c["name"], c["arguments"], c.get("id")) for c in calls
+        ]
+    return Response.model_validate(data)
 
 
 def exchange_row(ex: Exchange) -> Row:

@@ -167,11 +167,41 @@ def read(record: dict[str, Any], ctx: LineContext) -> Exchange:
 _dumps = orjson.dumps
 
 
+def _fast_tool_calls(calls: Any) -> list[dict[str, Any]] | None:
+    """A logged answer's tool calls as the response column holds them (``id``, ``name``,
+    ``arguments``: records.ToolCall.from_raw, for string or null arguments), or None for
+    calls the full reader must read (it names what is wrong)."""
+    if not calls:
+        return []
+    if type(calls) is not list:
+        return None
+    out = []
+    for tc in calls:
+        if type(tc) is not dict:
+            return None
+        fn = tc.get("function")
+        if type(fn) is not dict:
+            return None
+        name = fn.get("name")
+        call_id = tc.get("id")
+        arguments = fn.get("arguments", "")
+        if arguments is None:
+            arguments = "{}"  # from_raw: no arguments are the empty object
+        if (
+            type(name) is not str
+            or type(arguments) is not str
+            or (call_id is not None and type(call_id) is not str)
+        ):
+            return None
+        out.append({"id": call_id, "name": name, "arguments": arguments})
+    return out
+
+
 def fast_row(record: dict[str, Any], ctx: LineContext) -> Row | None:
     """The dataset row (see :mod:`migrate_eval.ingest._rows`) of the common line, built
     without :class:`~migrate_eval.records.Exchange`/``Response`` objects: a ``request`` object
-    with ``messages``, a Chat Completions ``response`` with one choice and no tool calls, or no
-    response. The row holds exactly what :func:`read` then ``exchange_row`` would give.
+    with ``messages``, a Chat Completions ``response`` with one choice (text or tool calls with
+    string arguments), or no response. The row holds exactly what :func:`read` then ``exchange_row`` would give.
 
     Returns None (or raises ``ValueError``/``TypeError``) for any other line: the caller then
     reads the line again with :func:`read`, which names the field that is wrong. This function
@@ -223,9 +253,10 @@ def fast_row(record: dict[str, Any], ctx: LineContext) -> Row | None:
         if type(choice) is not dict:
             return None
         message = choice.get("message")
-        if type(message) is not dict or message.get("tool_calls"):
+        if type(message) is not dict or message.get("function_call") is not None:
             return None
-        if message.get("function_call") is not None:
+        tool_calls = _fast_tool_calls(message.get("tool_calls"))
+        if tool_calls is None:
             return None
         text = message.get("content")
         refusal = message.get("refusal")
@@ -257,7 +288,7 @@ def fast_row(record: dict[str, Any], ctx: LineContext) -> Row | None:
         response_json = _dumps(
             {
                 "text": text,
-                "tool_calls": [],
+                "tool_calls": tool_calls,
                 "refusal": refusal,
                 "finish_reason": finish,
                 "usage": usage,

@@ -56,7 +56,7 @@ import orjson
 from migrate_eval.ingest import _rows
 from migrate_eval.ingest._rows import Row
 from migrate_eval.ingest.reader import LogStream, stream_logs
-from migrate_eval.records import Exchange, Response, Source
+from migrate_eval.records import Exchange, Source
 from migrate_eval.results import IngestSummary
 
 #: Exchanges written per Arrow record batch.
@@ -229,10 +229,10 @@ def exchange_from_row(row: dict[str, Any]) -> Exchange:
         id=row["id"],
         source=Source(file=row["file"], line=row["line"], format=row["format"]),
         timestamp=row.get("timestamp"),
-        request=orjson.loads(row["request"]),
-        response=Response.model_validate(orjson.loads(response)) if response else None,
+        request=_rows.loads(row["request"]),
+        response=_rows.loads_response(response) if response else None,
         error=row.get("error"),
-        metadata=orjson.loads(metadata) if metadata else {},
+        metadata=_rows.loads(metadata) if metadata else {},
         gold=row.get("gold"),
     )
 

@@ -130,6 +130,14 @@ def _variants() -> list[Any]:
         [1, 2],
         "{not json",
         _line(50),
+        # tool calls (after the bad lines, whose line numbers the test names)
+        _line(51, response=_completion(None, message={"tool_calls": [call, {**call, "id": None}]})),
+        _line(52, response=_completion(None, message={"tool_calls": [{"id": "n", "function": {"name": "g", "arguments": None}}]})),
+        _line(53, response=_completion(None, message={"tool_calls": [{"id": "m", "function": {"name": "g"}}]})),
+        _line(54, response=_completion(None, message={"tool_calls": [{"id": "b", "function": {"name": "h", "arguments": '{"n": 123456789012345678901234567890, "x": NaN}'}}]})),
+        _line(55, response=_completion(None, message={"tool_calls": [{"id": "p", "function": {"name": "h", "arguments": '{"cut": "sho'}}]})),
+        _line(56, response=_completion(None, message={"tool_calls": [{"id": "q", "function": {"name": "h", "arguments": {"as": "object"}}}]})),
+        _line(57, response=_completion(None, message={"tool_calls": [{"id": 5, "function": {"name": "h", "arguments": "{}"}}]})),
     ]
 
 
@@ -191,6 +199,8 @@ def test_fast_path_matches_the_full_reader(tmp_path: Path) -> None:
     assert issues[45].field == "tags"
     assert issues[46].reason.startswith("not a JSON object")
     assert issues[47].reason.startswith("invalid JSON")
+    assert issues[55].field == "response.choices[0].message.tool_calls[0].id"  # a number
+    assert set(issues) == {*range(36, 48), 55}
     _check_same_as_full_reader(path, tmp_path)
 
 
@@ -242,10 +252,13 @@ def test_common_lines_take_the_fast_path() -> None:
     common = [_line(1), _line(2, **{"-id": None}), _line(9, timestamp=1.5e9), _line(20)]
     common.append(_line(16, tags="beta", response=None))
     assert all(chat_jsonl.fast_row(line, ctx) is not None for line in common)
-    # a tool call is left to the full reader
-    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    # tool calls with their arguments as text take it; arguments as an object (a log that
+    # parsed them) are left to the full reader
+    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    assert chat_jsonl.fast_row(_line(21, response=_completion(message={"tool_calls": [call]})), ctx)
+    parsed = {**call, "function": {"name": "f", "arguments": {"a": 1}}}
     assert (
-        chat_jsonl.fast_row(_line(21, response=_completion(message={"tool_calls": [call]})), ctx)
+        chat_jsonl.fast_row(_line(22, response=_completion(message={"tool_calls": [parsed]})), ctx)
         is None
     )
 

@@ -130,6 +130,7 @@ def _line(i: int = 1, **changes: Any) -> dict[str, Any]:
 
 
 _DROP = object()
+_CALL = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"sku": "NW-1", "qty": 2}'}}
 
 
 def _changed(record: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +169,16 @@ TAKEN = [
     _line(id="req/\u00e9\U0001f600"),  # escaped in the ascii style
     _line(id=_DROP),  # the response's id
     _line(timestamp=_DROP),  # the response's created
+    _line(timestamp=1_730_000_000.5),  # float seconds (rounded as fromtimestamp rounds)
+    _line(timestamp=1_730_000_000.1234565),
+    _line(timestamp=1_730_000_000_123),  # milliseconds
+    _line(timestamp=1_730_000_000_123.5),
+    _line(timestamp="2024-10-27T03:33:20+02:00"),  # ISO 8601
+    _line(timestamp="2024-10-27 03:33:20"),  # naive: UTC
+    _line(timestamp="2024-10-27T03:33:20Z"),
+    _line(timestamp="2024-10-27T03:33:20.5-07:30"),
+    _line(timestamp="2024-02-29T23:59:59.999999+00:00"),
+    _line(timestamp="1969-07-20T20:17:40Z"),  # before the epoch
     _line(timestamp=None, created_at=1_700_000_000),
     _line(latency_ms=300),  # an integer latency is a float in the response
     _line(latency_ms=_DROP, duration_ms=12.25),
@@ -188,6 +199,11 @@ TAKEN = [
     _line(response=_response(usage=_usage(prompt_tokens=None, total_tokens=_DROP))),
     _line(response=_response(message={"content": None, "refusal": "I can't help with that."})),
     _line(response=_response(message={"tool_calls": []})),
+    _line(response=_response(message={"content": None, "tool_calls": [_CALL, {**_CALL, "id": "c2"}]})),
+    _line(response=_response(message={"content": None, "tool_calls": [{"id": None, "type": "function", "function": {"name": "f"}}]})),
+    _line(response=_response(message={"content": None, "tool_calls": [{"function": {"name": "f", "arguments": None}}]})),
+    _line(response=_response(message={"content": None, "tool_calls": [{"id": "x", "function": {"name": "f\u00e9", "arguments": '{"q": "caf\u00e9 \\"x\\"", "n": 1e400}'}}]})),
+    _line(response=_response(message={"content": None, "tool_calls": [{"id": "t", "function": {"name": "f", "arguments": '{"cut": "sho'}}]})),
     _line(response=_response(message={"tool_calls": None, "function_call": None})),
     _line(response=_response(model=None)),
     _line(response=_response(model=_DROP, id=None)),
@@ -204,15 +220,29 @@ LEFT = [
     _line(request={**_line()["request"], "metadata": {"team": "a"}}),
     _line(request={**_line()["request"], "model": None}),  # the default model fills it in
     _line(request={k: v for k, v in _line()["request"].items() if k != "model"}),
-    _line(timestamp=1_730_000_000.5),
-    _line(timestamp=1_730_000_000_123),  # milliseconds
-    _line(timestamp="2024-10-27T03:33:20+02:00"),
+    _line(timestamp="2024-10-27"),  # ISO 8601 forms datetime.fromisoformat reads alone
+    _line(timestamp="20241027T033320"),
+    _line(timestamp="2024-10-27T03:33:20.1234567"),
+    _line(timestamp="2024-10-27T03:33:20+0200"),
+    _line(timestamp=" 2024-10-27T03:33:20"),
+    _line(timestamp="2024-10-27T24:00:00"),  # invalid: the full reader names it
+    _line(timestamp="2024-02-30T00:00:00"),
+    _line(timestamp="yesterday"),
+    _line(timestamp=-5.5),
+    _line(timestamp=1e11),
+    _line(timestamp=10**15),  # milliseconds past year 9999
     _line(timestamp=True),
     _line(id=7),
     _line(id=""),
     _line(id=_DROP, custom_id="c-1"),
     _line(latency_ms="fast"),
-    _line(response=_response(message={"tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]})),
+    _line(response=_response(message={"tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {"as": "object"}}}]})),
+    _line(response=_response(message={"tool_calls": [{"id": 5, "type": "function", "function": {"name": "f", "arguments": "{}"}}]})),
+    _line(response=_response(message={"tool_calls": [{"id": "c", "type": "function", "function": {"name": 5, "arguments": "{}"}}]})),
+    _line(response=_response(message={"tool_calls": [{"id": "c", "type": "function"}]})),
+    _line(response=_response(message={"tool_calls": ["not a call"]})),
+    _line(response=_response(message={"tool_calls": {"not": "a list"}})),
+    _line(response=_response(message={"tool_calls": [_CALL] * 65})),  # more than the scanner holds
     _line(response=_response(message={"function_call": {"name": "g", "arguments": "{}"}})),
     _line(response=_response(message={"content": [{"type": "text", "text": "parts"}]})),
     _line(response={**_response(), "choices": _response()["choices"] * 2}),
@@ -436,6 +466,26 @@ _values = st.recursive(
 
 
 _text = st.text(max_size=30)
+
+
+@st.composite
+def _iso_times(draw: st.DrawFn) -> str:
+    """ISO 8601 times in the forms logs write, and some that are not quite."""
+    when = draw(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+    text = when.isoformat(sep=draw(st.sampled_from(["T", " "])))
+    if draw(st.booleans()):
+        text = text.split(".")[0] + draw(st.sampled_from(["", ".5", ".123", ".1234567"]))
+    suffix = draw(st.sampled_from(["", "Z", "+02:00", "-07:30", "+0200", "+23:59", "+24:00"]))
+    return text + suffix
+
+
+_timestamps = st.one_of(
+    st.integers(min_value=1, max_value=10**11 - 1),
+    st.integers(min_value=-5, max_value=10**16),
+    st.floats(min_value=-10.0, max_value=1e13, allow_nan=False),
+    _iso_times(),
+    st.text(max_size=25),
+)
 _ints = st.integers(min_value=0, max_value=10**9)
 
 
@@ -456,9 +506,16 @@ def _records(draw: st.DrawFn) -> dict[str, Any]:
         optional={k: st.one_of(_ints, st.none()) for k in ("prompt_tokens", "completion_tokens", "total_tokens", "input_tokens", "output_tokens")}
         | {k: details for k in ("prompt_tokens_details", "input_tokens_details", "completion_tokens_details", "output_tokens_details")},
     )
+    arguments = st.one_of(
+        _values.map(json.dumps), _text, st.none(), st.just(""), st.just("  "), st.just('{"cut": "sho')
+    )
+    call = st.fixed_dictionaries(
+        {"function": st.fixed_dictionaries({"name": _text}, optional={"arguments": arguments})},
+        optional={"id": st.one_of(_text, st.none()), "type": st.just("function")},
+    )
     answer = st.fixed_dictionaries(
         {"role": st.just("assistant"), "content": st.one_of(_text, st.none())},
-        optional={"refusal": st.one_of(st.none(), _text), "tool_calls": st.just([])},
+        optional={"refusal": st.one_of(st.none(), _text), "tool_calls": st.lists(call, max_size=3)},
     )
     choice = st.fixed_dictionaries({"message": answer, "finish_reason": st.sampled_from(["stop", "length", None])}, optional={"index": st.just(0)})
     response = st.fixed_dictionaries(
@@ -474,7 +531,7 @@ def _records(draw: st.DrawFn) -> dict[str, Any]:
             {"request": request, "id": st.text(min_size=1, max_size=12)},
             optional={
                 "response": st.one_of(response, st.none()),
-                "timestamp": st.integers(min_value=1, max_value=10**11 - 1),
+                "timestamp": _timestamps,
                 "latency_ms": st.one_of(st.floats(min_value=0, max_value=1e6), st.integers(min_value=0, max_value=10**12)),
                 "metadata": st.dictionaries(_text, _values, max_size=3),
                 "gold": _text,
@@ -493,6 +550,11 @@ def _records(draw: st.DrawFn) -> dict[str, Any]:
         ("response", "choices", 0, "finish_reason"), ("response", "choices", 0, "message", "content"),
         ("response", "choices", 0, "message", "refusal"), ("response", "choices", 0, "message", "tool_calls"),
         ("response", "choices", 0, "message", "function_call"), ("response", "usage", "prompt_tokens"),
+        ("response", "choices", 0, "message", "tool_calls", 0),
+        ("response", "choices", 0, "message", "tool_calls", 0, "id"),
+        ("response", "choices", 0, "message", "tool_calls", 0, "function"),
+        ("response", "choices", 0, "message", "tool_calls", 0, "function", "name"),
+        ("response", "choices", 0, "message", "tool_calls", 0, "function", "arguments"),
         ("response", "usage", "prompt_tokens_details"), ("response", "usage", "input_tokens_details"),
         ("response", "usage", "completion_tokens_details"),
     ]
