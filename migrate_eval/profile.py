@@ -10,11 +10,12 @@ ingest summary (formats, skipped lines by reason). ``migrate-eval profile`` prin
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from migrate_eval.results import IngestSummary
     from migrate_eval.tasks import TaskPlan
 
+#: Most rows of the terminal's volume table (longer logs are counted per week, month, year).
+MAX_TEXT_PERIODS = 31
 #: Characters per token used when the log has no usage (OpenAI's rule of thumb for English).
 CHARS_PER_TOKEN = 4.0
 
@@ -350,6 +353,89 @@ def profile(
     return tally.profile(plan, ingest)
 
 
+def _parse_day(value: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(value[:10]) if len(value) >= 10 else None
+    except ValueError:
+        return None
+
+
+def _count(x: Any) -> int:
+    return int(x) if isinstance(x, int) and not isinstance(x, bool) else 0
+
+
+def volume_buckets(
+    by_day: Mapping[str, int], max_periods: int
+) -> tuple[str, list[tuple[str, int]], int]:
+    """Exchanges per period, gaps filled with zeros: ``(unit, [(label, count)], unread)``.
+
+    ``unit`` is "day" while the logs span at most ``max_periods`` days, else "week" (weeks
+    start on Monday, labelled by that Monday), "month" or "year". ``unread`` counts exchanges
+    under keys that are not ISO dates (left out of the buckets).
+    """
+    days: dict[dt.date, int] = {}
+    unread = 0
+    for key, n in by_day.items():
+        day = _parse_day(str(key))
+        if day is None:
+            unread += _count(n)
+        else:
+            days[day] = days.get(day, 0) + _count(n)
+    if not days:
+        return "day", [], unread
+    first, last = min(days), max(days)
+
+    def week(d: dt.date) -> dt.date:
+        return d - dt.timedelta(days=d.weekday())
+
+    def month(d: dt.date) -> dt.date:
+        return d.replace(day=1)
+
+    def year(d: dt.date) -> dt.date:
+        return d.replace(month=1, day=1)
+
+    def following(unit: str, d: dt.date) -> dt.date:
+        if unit == "day":
+            return d + dt.timedelta(days=1)
+        if unit == "week":
+            return d + dt.timedelta(days=7)
+        if unit == "month":
+            return (d + dt.timedelta(days=32)).replace(day=1)
+        return d.replace(year=d.year + 1)
+
+    def label(unit: str, d: dt.date) -> str:
+        if unit == "week":
+            return f"week of {d.isoformat()}"
+        if unit == "month":
+            return d.strftime("%Y-%m")
+        if unit == "year":
+            return str(d.year)
+        return d.isoformat()
+
+    spans = {
+        "day": (last - first).days + 1,
+        "week": (week(last) - week(first)).days // 7 + 1,
+        "month": (last.year - first.year) * 12 + last.month - first.month + 1,
+        "year": last.year - first.year + 1,
+    }
+    unit = next((u for u in ("day", "week", "month") if spans[u] <= max_periods), "year")
+    start = {"day": lambda d: d, "week": week, "month": month, "year": year}[unit]
+    grouped: dict[dt.date, int] = {}
+    for d, n in days.items():
+        grouped[start(d)] = grouped.get(start(d), 0) + n
+    if spans[unit] > max_periods:  # centuries of (bogus) timestamps: only the periods with traffic
+        return unit, [(label(unit, d), grouped[d]) for d in sorted(grouped)], unread
+    out: list[tuple[str, int]] = []
+    d = start(first)
+    while d <= last:
+        out.append((label(unit, d), grouped.get(d, 0)))
+        try:
+            d = following(unit, d)
+        except (OverflowError, ValueError):  # the end of the calendar
+            break
+    return unit, out, unread
+
+
 def render_text(p: Profile) -> str:
     """The profile as aligned plain-text tables (what ``migrate-eval profile`` prints)."""
     lines: list[str] = []
@@ -393,10 +479,11 @@ def render_text(p: Profile) -> str:
         [(m, f"{c:,}", pct(c / n)) for m, c in p.by_model.items()],
         ("model", "exchanges", "share"),
     )
+    unit, periods, _ = volume_buckets(p.by_day, MAX_TEXT_PERIODS)
     table(
-        "Volume by day",
-        [(d, f"{c:,}") for d, c in p.by_day.items()],
-        ("day", "exchanges"),
+        f"Volume by {unit}",
+        [(label, f"{c:,}") for label, c in periods],
+        (unit, "exchanges"),
     )
     table(
         "Features in use",

@@ -205,3 +205,20 @@ def test_profile_of_logs_without_exchanges_is_a_usage_error(tmp_path: Path) -> N
     logs.write_text('{"request": {"model": "m", "messages": "hi"}}\n', encoding="utf-8")
     res = CliRunner().invoke(main, ["profile", str(logs)])
     assert res.exit_code == 2 and "no exchanges could be read" in res.output
+
+
+def test_the_terminal_volume_table_stays_short_on_long_logs() -> None:
+    from datetime import timedelta
+
+    start = datetime(2025, 1, 1, 12, tzinfo=UTC)
+    exchanges = [
+        ex(i).model_copy(update={"timestamp": start + timedelta(days=i)}) for i in range(200)
+    ]
+    text = render_text(profile(exchanges, assign_tasks(exchanges)))
+    assert "Volume by week" in text and "week of 2024-12-30" in text  # the Monday before
+    assert "Volume by day" not in text and "2025-03-15  " not in text
+    rows = text.split("Volume by week")[1].split("\n\n")[0].splitlines()[2:]
+    assert 28 <= len(rows) <= 31
+    assert sum(int(r.split()[-1]) for r in rows) == 200
+    short = render_text(profile(exchanges[:10], assign_tasks(exchanges[:10])))
+    assert "Volume by day" in short and "2025-01-10" in short

@@ -21,6 +21,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from migrate_eval.profile import Profile
+from migrate_eval.profile import volume_buckets as profile_volume_buckets
 from migrate_eval.redact import RedactionSummary
 from migrate_eval.report._format import fmt_int, fmt_pct, is_number, truncate
 from migrate_eval.results import IngestSummary
@@ -276,13 +277,6 @@ def _parse_time(value: Any) -> dt.datetime | None:
     return t.astimezone(dt.UTC) if t.tzinfo is not None else t
 
 
-def _parse_day(value: str) -> dt.date | None:
-    try:
-        return dt.date.fromisoformat(value[:10]) if len(value) >= 10 else None
-    except ValueError:
-        return None
-
-
 def _lower_first(label: str) -> str:
     """A label lower-cased for use inside a sentence ("Images in the prompt" -> "images in the
     prompt"); acronyms ("JSON mode", "API keys") keep their capitals."""
@@ -299,73 +293,8 @@ def _tokens(x: Any) -> str:
 
 
 def volume_buckets(by_day: Mapping[str, int]) -> tuple[str, list[tuple[str, int]], int]:
-    """Exchanges per period, gaps filled with zeros: ``(unit, [(label, count)], unread)``.
-
-    ``unit`` is "day" while the logs span at most :data:`MAX_BARS` days, else "week" (weeks
-    start on Monday, labelled by that Monday), "month" or "year". ``unread`` counts exchanges
-    under keys that are not ISO dates (left out of the buckets).
-    """
-    days: dict[dt.date, int] = {}
-    unread = 0
-    for key, n in by_day.items():
-        day = _parse_day(str(key))
-        if day is None:
-            unread += _int(n)
-        else:
-            days[day] = days.get(day, 0) + _int(n)
-    if not days:
-        return "day", [], unread
-    first, last = min(days), max(days)
-
-    def week(d: dt.date) -> dt.date:
-        return d - dt.timedelta(days=d.weekday())
-
-    def month(d: dt.date) -> dt.date:
-        return d.replace(day=1)
-
-    def year(d: dt.date) -> dt.date:
-        return d.replace(month=1, day=1)
-
-    def following(unit: str, d: dt.date) -> dt.date:
-        if unit == "day":
-            return d + dt.timedelta(days=1)
-        if unit == "week":
-            return d + dt.timedelta(days=7)
-        if unit == "month":
-            return (d + dt.timedelta(days=32)).replace(day=1)
-        return d.replace(year=d.year + 1)
-
-    def label(unit: str, d: dt.date) -> str:
-        if unit == "week":
-            return f"week of {d.isoformat()}"
-        if unit == "month":
-            return d.strftime("%Y-%m")
-        if unit == "year":
-            return str(d.year)
-        return d.isoformat()
-
-    spans = {
-        "day": (last - first).days + 1,
-        "week": (week(last) - week(first)).days // 7 + 1,
-        "month": (last.year - first.year) * 12 + last.month - first.month + 1,
-        "year": last.year - first.year + 1,
-    }
-    unit = next((u for u in ("day", "week", "month") if spans[u] <= MAX_BARS), "year")
-    start = {"day": lambda d: d, "week": week, "month": month, "year": year}[unit]
-    grouped: dict[dt.date, int] = {}
-    for d, n in days.items():
-        grouped[start(d)] = grouped.get(start(d), 0) + n
-    if spans[unit] > MAX_BARS:  # centuries of (bogus) timestamps: only the periods with traffic
-        return unit, [(label(unit, d), grouped[d]) for d in sorted(grouped)], unread
-    out: list[tuple[str, int]] = []
-    d = start(first)
-    while d <= last:
-        out.append((label(unit, d), grouped.get(d, 0)))
-        try:
-            d = following(unit, d)
-        except (OverflowError, ValueError):  # the end of the calendar
-            break
-    return unit, out, unread
+    """:func:`migrate_eval.profile.volume_buckets` with at most :data:`MAX_BARS` bars."""
+    return profile_volume_buckets(by_day, MAX_BARS)
 
 
 def volume_svg(buckets: Sequence[tuple[str, int]], title: str) -> Markup:
