@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from migrate_eval.records import Exchange, json_digest
+from migrate_eval.records import Exchange
+from migrate_eval.sampling import request_digest
 
 if TYPE_CHECKING:
     from migrate_eval.results import IngestSummary
@@ -231,7 +232,9 @@ class TrafficTally:
         self._repeated: set[bytes] = set()
         self.duplicates = 0
 
-    def add(self, ex: Exchange) -> None:
+    def add(self, ex: Exchange, digest: bytes | None = None) -> None:
+        """Count one exchange (``digest``: its :func:`~migrate_eval.sampling.request_digest`,
+        when the caller has it already)."""
         self.total += 1
         ts = ex.timestamp
         if ts is not None:
@@ -246,7 +249,8 @@ class TrafficTally:
         self.features.update(request_features(ex))
         if ex.error is not None:
             self.errors[error_kind(ex.error)] += 1
-        digest = request_digest(ex)
+        if digest is None:
+            digest = request_digest(ex)
         if digest in self._seen:
             self.duplicates += 1
             self._repeated.add(digest)
@@ -331,14 +335,6 @@ class TrafficTally:
             ),
             notes=notes,
         )
-
-
-def request_digest(ex: Exchange) -> bytes:
-    """16 bytes that are equal for identical requests, bookkeeping fields aside (the relation
-    of :func:`migrate_eval.sampling.request_fingerprint`)."""
-    from migrate_eval.sampling import BOOKKEEPING_FIELDS
-
-    return json_digest({k: v for k, v in ex.request.items() if k not in BOOKKEEPING_FIELDS})
 
 
 def profile(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from migrate_eval.errors import ConfigError
-from migrate_eval.records import Exchange, canonical_json
+from migrate_eval.records import Exchange, canonical_json, json_digest
 
 if TYPE_CHECKING:
     from migrate_eval.tasks import TaskPlan
@@ -39,10 +39,19 @@ if TYPE_CHECKING:
 BOOKKEEPING_FIELDS = frozenset({"metadata", "user", "store", "stream", "stream_options"})
 
 
+def _fingerprint_body(exchange: Exchange) -> dict[str, object]:
+    return {k: v for k, v in exchange.request.items() if k not in BOOKKEEPING_FIELDS}
+
+
 def request_fingerprint(exchange: Exchange) -> str:
     """Canonical JSON of the request without bookkeeping fields: equal means identical request."""
-    body = {k: v for k, v in exchange.request.items() if k not in BOOKKEEPING_FIELDS}
-    return canonical_json(body)
+    return canonical_json(_fingerprint_body(exchange))
+
+
+def request_digest(exchange: Exchange) -> bytes:
+    """:func:`request_fingerprint` as 16 bytes (equal for identical requests), for counting
+    duplicates in logs too large to keep every fingerprint's text."""
+    return json_digest(_fingerprint_body(exchange))
 
 
 def required_sample_size(

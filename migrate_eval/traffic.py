@@ -1,7 +1,7 @@
 """The first stage of a run: the whole logged traffic, read once, in bounded memory.
 
 :func:`read_traffic` streams the logs into Arrow datasets on disk
-(:func:`~migrate_eval.ingest.dataset.write_dataset`, the compiled fast path where it applies)
+(:func:`~migrate_eval.ingest.dataset.write_arrow`, the compiled fast path where it applies)
 and reads them back one exchange at a time, gathering on the way what the later stages need
 of *every* logged exchange:
 
@@ -31,9 +31,10 @@ from pathlib import Path
 
 from migrate_eval.errors import InfrastructureError, LineIssue
 from migrate_eval.pricing import LoggedTraffic, logged_cost
-from migrate_eval.profile import Profile, TrafficTally, request_digest
+from migrate_eval.profile import Profile, TrafficTally
 from migrate_eval.records import Exchange
 from migrate_eval.results import IngestSummary
+from migrate_eval.sampling import request_digest
 from migrate_eval.stats import duplicate_pairs, request_key
 from migrate_eval.suite import TaskSpec, Thresholds
 from migrate_eval.tasks import TaskDiscovery, TaskPlan
@@ -195,14 +196,15 @@ def read_traffic(
             for name, count in stream.formats.items():
                 formats[name] = formats.get(name, 0) + count
             for row, ex in iter_file_exchanges(target):
-                tally.add(ex)
+                digest = request_digest(ex)  # duplicates in the profile, deduplication
+                tally.add(ex, digest)
                 if ex.response is None or ex.error is not None:
                     continue
                 discovery.add(ex)
                 order.append(ex.id)
                 where[ex.id] = (number, row)
                 if fingerprints is not None:
-                    fingerprints[ex.id] = request_digest(ex)
+                    fingerprints[ex.id] = digest
                 keys.append((ex.id, request_key(ex), ex.timestamp))
                 costs.append(logged_cost(ex))
     finally:

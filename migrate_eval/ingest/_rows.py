@@ -53,8 +53,9 @@ _DUMPS_OPTS = orjson.OPT_NON_STR_KEYS
 
 
 def dumps(value: Any) -> str:
-    """``value`` as JSON text, as the dataset's JSON columns hold it (an integer beyond 64
-    bits, which orjson refuses, is written by the standard library; :func:`loads` reads it)."""
+    """``value`` as JSON text, as the dataset's JSON columns hold it. What orjson refuses (an
+    integer beyond 64 bits: values parsed from JSON with orjson never hold one) is written by
+    the standard library, so a row never fails; such an integer reads back as a float."""
     try:
         return orjson.dumps(value, default=_default, option=_DUMPS_OPTS).decode()
     except TypeError:
@@ -62,7 +63,8 @@ def dumps(value: Any) -> str:
 
 
 def loads(text: str | bytes) -> Any:
-    """A JSON column's value (see :func:`dumps`)."""
+    """A JSON column's value (see :func:`dumps`; the standard library reads what it wrote
+    and orjson does not, such as NaN)."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:

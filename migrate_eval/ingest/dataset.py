@@ -111,22 +111,11 @@ def ingest_to_dataset(
     name = _cache_name(
         paths, {"format": format, "default_model": default_model, "columns": columns}
     )
-    dataset = write_dataset(
-        stream, Path(cache_dir) / name, batch_rows=batch_rows, processes=processes
-    )
-    return dataset, stream.summary()
-
-
-def write_dataset(
-    stream: LogStream, target: str | Path, *, batch_rows: int = BATCH_ROWS, processes: int = 1
-) -> Any:
-    """The exchanges of ``stream`` (not iterated yet) written to the Arrow file ``target``
-    (:func:`write_arrow`) and memory-mapped as a :class:`datasets.Dataset`. See
-    :func:`ingest_to_dataset`."""
     import datasets
 
+    target = Path(cache_dir) / name
     write_arrow(stream, target, batch_rows=batch_rows, processes=processes)
-    return datasets.Dataset.from_file(str(target))
+    return datasets.Dataset.from_file(str(target)), stream.summary()
 
 
 def write_arrow(

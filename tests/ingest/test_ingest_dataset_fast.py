@@ -325,3 +325,24 @@ def test_the_documented_columns_are_the_schema() -> None:
     from migrate_eval.ingest.dataset import COLUMNS, schema
 
     assert list(COLUMNS) == schema().names
+
+
+def test_a_row_holding_what_orjson_cannot_write_round_trips() -> None:
+    # an integer beyond 64 bits (only a reader that parsed JSON with the standard library
+    # makes one) is written by the standard library instead of failing the row, and reads
+    # back as a float
+    from migrate_eval.ingest._rows import ROW_COLUMNS, exchange_row
+    from migrate_eval.ingest.dataset import exchange_from_row
+    from migrate_eval.records import Exchange, Source
+
+    big = 123456789012345678901234567890
+    ex = Exchange(
+        id="e",
+        source=Source(file="f", line=1, format="t"),
+        request={"model": "m", "seed": big, "messages": [{"role": "user", "content": "x"}]},
+        metadata={"n": big},
+    )
+    row = exchange_row(ex)
+    back = exchange_from_row({**dict(zip(ROW_COLUMNS, row, strict=True)), "timestamp": None})
+    assert back.request["seed"] == float(big) and back.metadata == {"n": float(big)}
+    assert back.request["messages"] == ex.request["messages"] and back.id == "e"
