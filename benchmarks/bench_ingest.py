@@ -243,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["pass"] = bool(result["ingest_peak_rss_mb"] < 1500 and result["ratio"] <= 2.0)
     if not args.json:
-        print(f"log: {args.n:,} lines, {mb:,.0f} MB (ready in {gen_s:.0f} s); {args.runs} runs each")
+        print(
+            f"log: {args.n:,} lines, {mb:,.0f} MB (ready in {gen_s:.0f} s); {args.runs} runs each"
+        )
         print(
             f"bare loop (read + orjson.loads):   {bare_s:6.2f} s  {mb / bare_s:7.1f} MB/s  "
             f"peak RSS {bare_rss / 1e6:7.0f} MB"

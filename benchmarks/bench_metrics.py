@@ -35,8 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import sacrebleu  # noqa: E402
 
-from migrate_eval.metrics import score  # noqa: E402
-from migrate_eval.records import (  # noqa: E402
+from migrate_eval.core.records import (  # noqa: E402
     Exchange,
     OutputKind,
     ReplayResult,
@@ -44,7 +43,8 @@ from migrate_eval.records import (  # noqa: E402
     Source,
     ToolCall,
 )
-from migrate_eval.results import TaskInfo  # noqa: E402
+from migrate_eval.core.results import TaskInfo  # noqa: E402
+from migrate_eval.score import score  # noqa: E402
 
 ALPACA = ROOT.parent / "shared" / "data" / "alpaca_eval"
 KINDS: tuple[OutputKind, ...] = ("classification", "structured", "tool_call", "free_text")
@@ -310,15 +310,15 @@ def bench_semantic(n: int, max_chars: int) -> None:
     ``short``: the first 100 characters of each AlpacaEval answer; ``alpaca``: the answers cut
     to ``--max-chars`` (0 = full length; the model reads at most 256 word pieces of each). The
     texts are distinct, so no cache hides work. Columns: the bare ``SentenceTransformer.encode``
-    baseline; :func:`migrate_eval.embeddings.embed` with an empty cache, then again (its
+    baseline; :func:`migrate_eval.core.embeddings.embed` with an empty cache, then again (its
     in-memory cache); ``score()`` with the semantic metric and empty memory and disk caches, then
     from the disk cache alone (a new process re-scoring the run).
     """
     import os
     import tempfile
 
-    from migrate_eval import embeddings
-    from migrate_eval.metrics import semantic
+    from migrate_eval.core import embeddings
+    from migrate_eval.score import semantic
 
     if not semantic.embedding_available():
         print("semantic: the 'embedding' extra is not installed; skipped")

@@ -6,7 +6,7 @@
 Starts the loopback OpenAI-compatible server (``tests/servers.py``) in its own process, then:
 
 1. with the server answering after ``--delay`` seconds: replays ``--n`` distinct requests at
-   ``--concurrency`` through :func:`migrate_eval.replay.replay_async` (fresh cache in a temp
+   ``--concurrency`` through :func:`migrate_eval.replay.engine.replay_async` (fresh cache in a temp
    folder, answers committed to it) and times a bare aiohttp loop sending the same requests
    at the same concurrency (one session, ``concurrency`` workers: serialise, POST, read,
    ``json.loads``). Target: replay wall time <= 1.15x the bare loop's.
@@ -39,10 +39,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from migrate_eval.cache import ResponseCache  # noqa: E402
-from migrate_eval.records import Exchange, Source  # noqa: E402
-from migrate_eval.replay import build_request, replay_async  # noqa: E402
-from migrate_eval.suite import CandidateSpec  # noqa: E402
+from migrate_eval.core.records import Exchange, Source  # noqa: E402
+from migrate_eval.core.suite import CandidateSpec  # noqa: E402
+from migrate_eval.replay.cache import ResponseCache  # noqa: E402
+from migrate_eval.replay.engine import build_request, replay_async  # noqa: E402
 from tests.servers import SubprocessServer  # noqa: E402
 
 SYSTEM = "You are a support assistant for an online shop. Answer in one short sentence."

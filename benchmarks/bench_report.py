@@ -32,10 +32,8 @@ from typing import Any
 
 import pandas as pd
 
-from migrate_eval.records import Exchange, ReplayResult, Response, Source, ToolCall, Usage
-from migrate_eval.report import render_html
-from migrate_eval.report.chromium import Chromium, find_chromium
-from migrate_eval.results import (
+from migrate_eval.core.records import Exchange, ReplayResult, Response, Source, ToolCall, Usage
+from migrate_eval.core.results import (
     CandidateResult,
     CostStats,
     ErrorStats,
@@ -47,6 +45,8 @@ from migrate_eval.results import (
     TaskInfo,
     TaskResult,
 )
+from migrate_eval.report import render_html
+from migrate_eval.report.chromium import Chromium, find_chromium
 
 WORDS = [
     "order",

@@ -1,4 +1,4 @@
-"""The command line: a thin Click layer over :mod:`migrate_eval.pipeline`.
+"""The command line: a thin Click layer over :mod:`migrate_eval.api`.
 
 Every option can also be set through an environment variable named ``MIGRATE_EVAL_<OPTION>``.
 """
@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from migrate_eval import __version__
-from migrate_eval.errors import ExitCode, MigrateEvalError
+from migrate_eval.core.errors import ExitCode, MigrateEvalError
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -41,11 +41,11 @@ def _fail(err: BaseException) -> NoReturn:
 
 class _Progress:
     """Per-candidate progress on stderr: done/total, cached, errors, live rate, ETA,
-    concurrency after 429s, time spent rate-limited (see migrate_eval.replay.ProgressBoard).
+    concurrency after 429s, time spent rate-limited (see migrate_eval.replay.progress.ProgressBoard).
     Redrawn in place on a terminal; one line per candidate every 10 s otherwise."""
 
     def __init__(self, enabled: bool, *, redraw: bool | None = None) -> None:
-        from migrate_eval.replay import ProgressBoard
+        from migrate_eval.replay.progress import ProgressBoard
 
         self.enabled = enabled
         self.start = time.monotonic()
@@ -148,7 +148,7 @@ def run(
 
     With no SUITE and no --logs it runs the shipped demo suite, fully offline.
     """
-    from migrate_eval.pipeline import run as run_pipeline
+    from migrate_eval.api import run as run_pipeline
 
     outcome = _guard(
         lambda: run_pipeline(
@@ -176,7 +176,7 @@ def run(
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 def report(run_dir: Path) -> None:
     """Re-render a run folder's report.html, results.json and summary.md (no network)."""
-    from migrate_eval.pipeline import rerender
+    from migrate_eval.api import rerender
 
     results = _guard(lambda: rerender(run_dir))
     click.echo(f"Report: {run_dir / 'report.html'}")
@@ -192,8 +192,8 @@ def report(run_dir: Path) -> None:
 )
 def profile_cmd(logs: tuple[Path, ...], as_json: bool, fmt: str, strict: bool) -> None:
     """Profile logged traffic: volume, tasks, features, tokens, duplicates, errors."""
-    from migrate_eval.profile import render_text
-    from migrate_eval.tasks import profile_logs
+    from migrate_eval.plan.profile import render_text
+    from migrate_eval.plan.tasks import profile_logs
 
     prof = _guard(lambda: profile_logs(list(logs), format=fmt, strict=strict))
     if as_json:
@@ -230,7 +230,7 @@ def init_cmd(
     force: bool,
 ) -> None:
     """Write a suite from logs: the discovered tasks with match rules, metrics and thresholds."""
-    from migrate_eval.tasks import init_suite
+    from migrate_eval.plan.tasks import init_suite
 
     path = _guard(
         lambda: init_suite(
@@ -267,7 +267,7 @@ def compare_cmd(
     (when both runs have intervals), verdict changes, new and removed tasks. Exit code 0, or 1
     with --fail-on-regression when something regressed; 2 when a folder is not a run.
     """
-    from migrate_eval.compare import compare_runs, render_json, render_markdown, render_text
+    from migrate_eval.report.compare import compare_runs, render_json, render_markdown, render_text
 
     if as_json and as_md:
         click.echo("error: --json and --markdown are exclusive", err=True)
@@ -318,8 +318,8 @@ def gate_cmd(
     Verdicts are re-derived from scores.parquet with the new thresholds; prints the summary
     and the verdicts that changed, and exits with the gate's code.
     """
-    from migrate_eval.gate import GateOverrides, changes_text, regate, write_gate_outputs
     from migrate_eval.report import render_summary_md
+    from migrate_eval.verdict.gate import GateOverrides, changes_text, regate, write_gate_outputs
 
     names = [t.strip() for item in tasks for t in item.split(",") if t.strip()]
     overrides = GateOverrides(
@@ -352,9 +352,9 @@ def providers_cmd(as_json: bool, names: tuple[str, ...]) -> None:
     """
     import json
 
-    from migrate_eval.errors import ConfigError
-    from migrate_eval.providers import available_providers
-    from migrate_eval.providers.matrix import matrix_json, render_table
+    from migrate_eval.core.errors import ConfigError
+    from migrate_eval.replay.providers import available_providers
+    from migrate_eval.replay.providers.matrix import matrix_json, render_table
 
     selected = list(names) or None
     if selected:
@@ -386,9 +386,9 @@ _CACHE_OPTION = click.option(
 
 
 def _open_cache(cache_path: Path | None, *, must_exist: bool) -> Any:
-    from migrate_eval.cache import ResponseCache
-    from migrate_eval.errors import UserError
-    from migrate_eval.pipeline import default_cache_path
+    from migrate_eval.core.errors import UserError
+    from migrate_eval.core.paths import default_cache_path
+    from migrate_eval.replay.cache import ResponseCache
 
     path = cache_path or default_cache_path()
     if must_exist and not path.exists():
@@ -420,9 +420,9 @@ def cache_export(
         flt: Any = None
         if candidate is not None:
             if suite_path is not None:
-                from migrate_eval.errors import ConfigError
-                from migrate_eval.providers import get_provider
-                from migrate_eval.suite import load_suite
+                from migrate_eval.core.errors import ConfigError
+                from migrate_eval.core.suite import load_suite
+                from migrate_eval.replay.providers import get_provider
 
                 specs = {c.name: c for c in load_suite(suite_path).candidates}
                 if candidate not in specs:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from migrate_eval import cache as cache_module
-from migrate_eval.cache import ResponseCache, key_from_json
-from migrate_eval.errors import InfrastructureError, UserError
-from migrate_eval.records import Response, canonical_json
+from migrate_eval.core.errors import InfrastructureError, UserError
+from migrate_eval.core.records import Response, canonical_json
+from migrate_eval.replay import cache as cache_module
+from migrate_eval.replay.cache import ResponseCache, key_from_json
 from tests.servers import make_completion
 
 IDENTITY = {"provider": "openai-compatible", "base_url": "http://127.0.0.1:1/v1", "model": "m"}

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import migrate_eval
 from migrate_eval.cli import main
-from migrate_eval.results import Results
+from migrate_eval.core.results import Results
 from tests.servers import LoopbackServer
 
 REPO = Path(__file__).resolve().parents[1]

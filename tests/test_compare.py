@@ -9,16 +9,16 @@ import pytest
 from click.testing import CliRunner
 
 from migrate_eval.cli import main
-from migrate_eval.compare import (
+from migrate_eval.core.errors import UserError
+from migrate_eval.core.results import Interval, Results, TaskInfo
+from migrate_eval.report import write_results_json
+from migrate_eval.report.compare import (
     compare_results,
     compare_runs,
     difference_test,
     render_markdown,
     render_text,
 )
-from migrate_eval.errors import UserError
-from migrate_eval.report import write_results_json
-from migrate_eval.results import Interval, Results, TaskInfo
 from tests.report.conftest import CANDIDATES, TASKS, build_run
 
 

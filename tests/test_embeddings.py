@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from migrate_eval import embeddings
-from migrate_eval.errors import MissingExtraError
+from migrate_eval.core import embeddings
+from migrate_eval.core.errors import MissingExtraError
 
 
 @pytest.mark.slow

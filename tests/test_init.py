@@ -9,9 +9,9 @@ import yaml
 from click.testing import CliRunner
 
 from migrate_eval.cli import main
+from migrate_eval.core.suite import load_suite
 from migrate_eval.ingest import read_logs
-from migrate_eval.suite import load_suite
-from migrate_eval.tasks import assign_tasks
+from migrate_eval.plan.tasks import assign_tasks
 from tests.servers import LoopbackServer
 
 

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from migrate_eval.judge import judge_session, pairwise_value, parse_grade, parse_pairwise
-from migrate_eval.metrics import score
-from migrate_eval.records import Exchange, ReplayResult, Response, Source
-from migrate_eval.results import TaskInfo
-from migrate_eval.stats import aggregate
-from migrate_eval.suite import CandidateSpec, Gate, JudgeSpec, Price, Thresholds
+from migrate_eval.core.records import Exchange, ReplayResult, Response, Source
+from migrate_eval.core.results import TaskInfo
+from migrate_eval.core.suite import CandidateSpec, Gate, JudgeSpec, Price, Thresholds
+from migrate_eval.score import score
+from migrate_eval.score.judge import judge_session, pairwise_value, parse_grade, parse_pairwise
+from migrate_eval.verdict.aggregate import aggregate
 
 
 def _quality(answer: str) -> int:
@@ -227,8 +227,8 @@ def test_judge_failures_are_nan_with_a_note_never_a_crash(tmp_path: Path) -> Non
 
 
 def test_suite_judge_section_and_metric_weights_are_validated(tmp_path: Path) -> None:
-    from migrate_eval.errors import ConfigError
-    from migrate_eval.suite import load_suite
+    from migrate_eval.core.errors import ConfigError
+    from migrate_eval.core.suite import load_suite
 
     (tmp_path / "suite.yaml").write_text(
         """

@@ -8,26 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from migrate_eval.pricing import (
-    DAYS_PER_MONTH,
-    candidate_price,
-    cost_of,
-    fill_cost_projections,
-    logged_volume_per_day,
-    measured_throughput_rps,
-    monthly_projection,
-    price_for,
-    price_table,
-)
-from migrate_eval.records import Exchange, ReplayResult, Response, Source, Usage
-from migrate_eval.results import (
+from migrate_eval.core.records import Exchange, ReplayResult, Response, Source, Usage
+from migrate_eval.core.results import (
     CandidateResult,
     CostStats,
     ErrorStats,
     Interval,
     LatencyStats,
 )
-from migrate_eval.suite import CandidateSpec, Price
+from migrate_eval.core.suite import CandidateSpec, Price
+from migrate_eval.core.prices import candidate_price, cost_of, price_for, price_table
+from migrate_eval.verdict.costs import (
+    DAYS_PER_MONTH,
+    fill_cost_projections,
+    logged_volume_per_day,
+    measured_throughput_rps,
+    monthly_projection,
+)
 
 
 def test_the_table_is_dated_and_covers_common_vendors() -> None:
@@ -165,9 +162,9 @@ def test_fill_cost_projections_for_candidates_and_the_baseline() -> None:
 
 @pytest.mark.slow  # a whole pipeline run (scoring imports)
 def test_a_run_fills_cost_projections_and_writes_the_baseline_rerun(tmp_path: Path) -> None:
-    from migrate_eval.pipeline import run
-    from migrate_eval.replay import read_baseline
-    from migrate_eval.suite import BaselineSpec, LogSpec, Suite
+    from migrate_eval.api import run
+    from migrate_eval.core.suite import BaselineSpec, LogSpec, Suite
+    from migrate_eval.replay.baseline import read_baseline
     from tests.servers import LoopbackServer, make_completion
 
     log = tmp_path / "log.jsonl"

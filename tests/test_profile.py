@@ -8,9 +8,9 @@ from typing import Any
 from click.testing import CliRunner
 
 from migrate_eval.cli import main
-from migrate_eval.profile import error_kind, profile, render_text, request_features
-from migrate_eval.records import Exchange, Response, Source, ToolCall, Usage
-from migrate_eval.tasks import assign_tasks
+from migrate_eval.core.records import Exchange, Response, Source, ToolCall, Usage
+from migrate_eval.plan.profile import error_kind, profile, render_text, request_features
+from migrate_eval.plan.tasks import assign_tasks
 
 
 def ex(i: int, *, day: int = 1, usage: bool = True, **req: Any) -> Exchange:
@@ -159,7 +159,9 @@ def _mixed_logs(path: Path) -> Path:
             line["response"] = {"error": {"code": "rate_limit_exceeded", "message": "slow"}}
         else:
             line["response"] = {
-                "choices": [{"message": {"role": "assistant", "content": "yes" if i % 2 else "no"}}],
+                "choices": [
+                    {"message": {"role": "assistant", "content": "yes" if i % 2 else "no"}}
+                ],
                 "usage": {"prompt_tokens": 10 + i} if i % 6 else None,
             }
         if i % 9:
@@ -172,7 +174,7 @@ def _mixed_logs(path: Path) -> Path:
 
 def test_streamed_profile_equals_the_profile_of_every_exchange_in_memory(tmp_path: Path) -> None:
     from migrate_eval.ingest import read_logs
-    from migrate_eval.tasks import profile_logs
+    from migrate_eval.plan.tasks import profile_logs
 
     logs = _mixed_logs(tmp_path / "mixed.jsonl")
     demo = Path(__file__).resolve().parents[1] / "suites" / "demo" / "logs" / "traffic.jsonl"
@@ -190,7 +192,7 @@ def test_streamed_profile_does_not_read_the_logs_into_memory(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
     import migrate_eval.ingest as ingest_pkg
-    from migrate_eval.tasks import profile_logs
+    from migrate_eval.plan.tasks import profile_logs
 
     def no_list(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("profile_logs must stream, not read every exchange into a list")

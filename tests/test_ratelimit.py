@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from migrate_eval.ratelimit import AdaptiveConcurrency, FakeClock, RateLimiter
+from migrate_eval.replay.ratelimit import AdaptiveConcurrency, FakeClock, RateLimiter
 
 
 def test_requests_per_minute_are_spaced_after_the_burst() -> None:

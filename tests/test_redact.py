@@ -8,16 +8,16 @@ from typing import Any
 import pytest
 
 import migrate_eval
-from migrate_eval.errors import ConfigError, MissingExtraError
-from migrate_eval.records import Exchange, Response, Source, ToolCall
-from migrate_eval.redact import (
+from migrate_eval.core.errors import ConfigError, MissingExtraError
+from migrate_eval.core.records import Exchange, Response, Source, ToolCall
+from migrate_eval.core.suite import parse_suite
+from migrate_eval.plan.redact import (
     RedactionConfig,
     Redactor,
     iban_ok,
     luhn_ok,
     redact_exchanges,
 )
-from migrate_eval.suite import parse_suite
 from tests.servers import LoopbackServer
 
 # Planted values: every one of them must be redacted everywhere.

@@ -16,11 +16,17 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.cache import ResponseCache
-from migrate_eval.errors import ConfigError
-from migrate_eval.records import Exchange, Source
-from migrate_eval.replay import DROPPED_FIELDS, ProgressEvent, backoff_delay, build_request, replay
-from migrate_eval.suite import CandidateSpec
+from migrate_eval.core.errors import ConfigError
+from migrate_eval.core.records import Exchange, Source
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.cache import ResponseCache
+from migrate_eval.replay.engine import (
+    DROPPED_FIELDS,
+    ProgressEvent,
+    backoff_delay,
+    build_request,
+    replay,
+)
 from tests.servers import LoopbackServer, body_hash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +132,7 @@ def test_params_may_set_a_dropped_field_explicitly() -> None:
 
 
 def test_backoff_honours_retry_after_and_caps() -> None:
-    from migrate_eval.errors import VendorError
+    from migrate_eval.core.errors import VendorError
 
     assert 2.0 <= backoff_delay(1, VendorError("x", retry_after=2.0), 0.5) <= 2.25
     assert backoff_delay(1, VendorError("x", retry_after=600.0), 0.5) == 60.0
@@ -430,7 +436,7 @@ def test_a_config_error_stops_every_candidate(server: LoopbackServer, cache: Res
 def test_answers_received_before_a_fatal_error_are_kept(
     server: LoopbackServer, cache: ResponseCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from migrate_eval.providers import OpenAICompatibleProvider
+    from migrate_eval.replay.providers import OpenAICompatibleProvider
 
     original = OpenAICompatibleProvider.complete
     calls = Counter[str]()
@@ -451,10 +457,10 @@ def test_answers_received_before_a_fatal_error_are_kept(
 
 _CHILD = """
 import sys
-from migrate_eval.cache import ResponseCache
-from migrate_eval.records import Exchange, Source
-from migrate_eval.replay import replay
-from migrate_eval.suite import CandidateSpec
+from migrate_eval.replay.cache import ResponseCache
+from migrate_eval.core.records import Exchange, Source
+from migrate_eval.replay.engine import replay
+from migrate_eval.core.suite import CandidateSpec
 
 base_url, db, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 exchanges = [
@@ -673,7 +679,7 @@ def test_streaming_errors_become_error_rows(server: LoopbackServer, cache: Respo
 
 
 def test_reassemble_stream_merges_tool_call_fragments_by_index() -> None:
-    from migrate_eval.providers.openai_compatible import reassemble_stream
+    from migrate_eval.replay.providers.openai_compatible import reassemble_stream
 
     def delta(d: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {
@@ -717,7 +723,12 @@ def test_reassemble_stream_merges_tool_call_fragments_by_index() -> None:
 def test_baseline_repeats_are_fresh_calls_then_cached(
     server: LoopbackServer, cache: ResponseCache, tmp_path: Path
 ) -> None:
-    from migrate_eval.replay import baseline_spec, read_baseline, replay_baseline, write_baseline
+    from migrate_eval.replay.baseline import (
+        baseline_spec,
+        read_baseline,
+        replay_baseline,
+        write_baseline,
+    )
 
     exchanges = [exchange(i) for i in range(3)]
     spec = baseline_spec(exchanges).model_copy(update={"base_url": server.base_url})
@@ -743,10 +754,10 @@ def test_baseline_repeats_are_fresh_calls_then_cached(
 
 _SIGINT_CHILD = """
 import sys
-from migrate_eval.cache import ResponseCache
-from migrate_eval.records import Exchange, Source
-from migrate_eval.replay import ReplayInterrupted, replay
-from migrate_eval.suite import CandidateSpec
+from migrate_eval.replay.cache import ResponseCache
+from migrate_eval.core.records import Exchange, Source
+from migrate_eval.replay.engine import ReplayInterrupted, replay
+from migrate_eval.core.suite import CandidateSpec
 
 base_url, db, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 exchanges = [
@@ -821,7 +832,7 @@ def test_ctrl_c_stops_sending_commits_the_cache_and_the_rerun_resumes(tmp_path: 
 
 
 def test_progress_board_rate_eta_cached_errors_and_concurrency() -> None:
-    from migrate_eval.replay import ProgressBoard
+    from migrate_eval.replay.progress import ProgressBoard
 
     out: list[str] = []
     now = [0.0]
@@ -845,7 +856,7 @@ def test_progress_board_rate_eta_cached_errors_and_concurrency() -> None:
 
 
 def test_progress_board_redraws_in_place_on_a_terminal() -> None:
-    from migrate_eval.replay import ProgressBoard
+    from migrate_eval.replay.progress import ProgressBoard
 
     out: list[str] = []
     board = ProgressBoard(out.append, redraw=True, interval=0.0)

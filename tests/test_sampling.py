@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 
 import migrate_eval
-from migrate_eval.errors import ConfigError
-from migrate_eval.records import Exchange, Response, Source
-from migrate_eval.sampling import request_fingerprint, required_sample_size, sample_plan
-from migrate_eval.suite import CandidateSpec, LogSpec, Sampling, Suite
-from migrate_eval.tasks import assign_tasks
+from migrate_eval.core.errors import ConfigError
+from migrate_eval.core.records import Exchange, Response, Source
+from migrate_eval.core.suite import CandidateSpec, LogSpec, Sampling, Suite
+from migrate_eval.plan.sampling import request_fingerprint, required_sample_size, sample_plan
+from migrate_eval.plan.tasks import assign_tasks
 from tests.servers import LoopbackServer
 
 

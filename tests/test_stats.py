@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import migrate_eval.stats as stats
-from migrate_eval.errors import ConfigError, ExitCode
-from migrate_eval.metrics import score
-from migrate_eval.records import Exchange, ReplayResult, Response, Source, Usage
-from migrate_eval.results import SCORE_COLUMNS, CandidateResult, TaskInfo
-from migrate_eval.stats import aggregate, bootstrap_ci, gate_outcome
-from migrate_eval.suite import CandidateSpec, Gate, Price, Thresholds
+import migrate_eval.verdict.stats as stats
+from migrate_eval.core.errors import ConfigError, ExitCode
+from migrate_eval.core.records import Exchange, ReplayResult, Response, Source, Usage
+from migrate_eval.core.results import SCORE_COLUMNS, CandidateResult, TaskInfo
+from migrate_eval.core.suite import CandidateSpec, Gate, Price, Thresholds
+from migrate_eval.score import score
+from migrate_eval.verdict.aggregate import aggregate, compare_candidates, gate_outcome
+from migrate_eval.verdict.stats import bootstrap_ci
 
 # ---------------------------------------------------------------------------- bootstrap
 
@@ -397,7 +398,7 @@ def test_gate_outcome(
 
 
 def test_cohen_kappa_and_confusion_matrix() -> None:
-    from migrate_eval.stats import cohen_kappa, confusion_matrix
+    from migrate_eval.verdict.stats import cohen_kappa, confusion_matrix
 
     ref = ["a", "a", "b", "b"]
     assert cohen_kappa(ref, ref) == 1.0
@@ -429,7 +430,7 @@ def test_kappa_and_confusion_reach_the_task_result() -> None:
 def test_mcnemar_exact_and_mid_p() -> None:
     from scipy.stats import binomtest
 
-    from migrate_eval.stats import mcnemar
+    from migrate_eval.verdict.stats import mcnemar
 
     assert mcnemar(0, 0) == 1.0
     exact = binomtest(2, 12, 0.5).pvalue
@@ -439,14 +440,14 @@ def test_mcnemar_exact_and_mid_p() -> None:
 
 
 def test_holm_bonferroni() -> None:
-    from migrate_eval.stats import holm
+    from migrate_eval.verdict.stats import holm
 
     assert holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06])  # type: ignore[arg-type]
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
 
 
 def test_compare_paired_candidates_on_the_same_exchanges() -> None:
-    from migrate_eval.stats import compare_paired
+    from migrate_eval.verdict.stats import compare_paired
 
     rng = np.random.default_rng(3)
     a = pd.Series(np.clip(rng.normal(0.9, 0.05, 200), 0, 1), index=[f"e{i}" for i in range(200)])
@@ -463,7 +464,7 @@ def test_compare_paired_candidates_on_the_same_exchanges() -> None:
 
 
 def _noise(mean: float, n: int = 50) -> Any:
-    from migrate_eval.stats import NoiseFloor, TaskNoise
+    from migrate_eval.verdict.noise import NoiseFloor, TaskNoise
 
     return NoiseFloor(
         source="duplicates", tasks={"t": TaskNoise(mean=mean, n=n)}, overall=mean, n=n
@@ -510,7 +511,7 @@ def test_holm_correction_makes_weak_evidence_a_caveat() -> None:
     rows: list[dict[str, Any]] = []
     for i in range(40):
         rows += _rows([0.52, 0.56, 0.6, 0.53, 0.58, 0.55], task=f"t{i}")
-    from migrate_eval.stats import NoiseFloor, TaskNoise
+    from migrate_eval.verdict.noise import NoiseFloor, TaskNoise
 
     floor = NoiseFloor(
         source="duplicates",
@@ -543,7 +544,7 @@ def _ex(i: str, content: str, text: str, ts: int) -> Exchange:
 
 
 def test_noise_floor_from_duplicates_and_from_replays() -> None:
-    from migrate_eval.stats import noise_floor_from_duplicates, noise_floor_from_replays
+    from migrate_eval.verdict.noise import noise_floor_from_duplicates, noise_floor_from_replays
 
     task = TaskInfo(
         name="t",
@@ -580,9 +581,10 @@ def test_noise_floor_from_duplicates_and_from_replays() -> None:
 def test_noise_floor_of_a_large_log_scores_a_seeded_sample_of_pairs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import migrate_eval.stats as stats_mod
+    import migrate_eval.plan.traffic as traffic_mod
+    import migrate_eval.verdict.noise as stats_mod
 
-    monkeypatch.setattr(stats_mod, "MAX_NOISE_PAIRS", 40)
+    monkeypatch.setattr(traffic_mod, "MAX_NOISE_PAIRS", 40)
     task = TaskInfo(name="t", output="classification", metrics=["normalized_match"], min_parity=0.8, n=0, source="suite")  # fmt: skip
     # 300 requests logged twice: 3 in 4 repeats agree with the first answer
     exs = []
@@ -660,7 +662,7 @@ def test_compare_candidates_finds_a_clearly_better_candidate() -> None:
     good = np.clip(rng.normal(0.92, 0.05, 60), 0, 1)
     bad = np.clip(good - 0.15 + rng.normal(0, 0.03, 60), 0, 1)
     scores = _pair_scores({"good": list(good), "bad": list(bad), "twin": list(good)})
-    out = stats.compare_candidates(scores, [_pair_task()], ["good", "bad", "twin"], Thresholds())
+    out = compare_candidates(scores, [_pair_task()], ["good", "bad", "twin"], Thresholds())
     by_pair = {(c.a, c.b): c for c in out}
     assert set(by_pair) == {("good", "bad"), ("good", "twin"), ("bad", "twin")}
 
@@ -696,13 +698,11 @@ def test_compare_candidates_pairs_only_exchanges_scored_for_both() -> None:
     # a failed call and an exchange the second candidate never saw are left out
     scores.loc[(scores["candidate"] == "b") & (scores["exchange_id"] == "t-0"), "status"] = "error"
     scores = scores[~((scores["candidate"] == "b") & (scores["exchange_id"] == "t-1"))]
-    out = stats.compare_candidates(
-        scores, [_pair_task(), _pair_task("empty")], ["a", "b"], Thresholds()
-    )
+    out = compare_candidates(scores, [_pair_task(), _pair_task("empty")], ["a", "b"], Thresholds())
     assert len(out) == 1  # the task without scores gives no comparison
     assert out[0].n == 8 and out[0].mean_diff == pytest.approx(0.4)
     # one candidate: nothing to compare
-    assert stats.compare_candidates(scores, [_pair_task()], ["a"], Thresholds()) == []
+    assert compare_candidates(scores, [_pair_task()], ["a"], Thresholds()) == []
 
 
 def test_comparisons_are_ordered_by_task_then_candidate_order() -> None:
@@ -713,7 +713,5 @@ def test_comparisons_are_ordered_by_task_then_candidate_order() -> None:
         ],
         ignore_index=True,
     )
-    out = stats.compare_candidates(
-        scores, [_pair_task("t1"), _pair_task("t2")], ["y", "x"], Thresholds()
-    )
+    out = compare_candidates(scores, [_pair_task("t1"), _pair_task("t2")], ["y", "x"], Thresholds())
     assert [(c.task, c.a, c.b) for c in out] == [("t1", "y", "x"), ("t2", "y", "x")]

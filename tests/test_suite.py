@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from migrate_eval.errors import ConfigError
-from migrate_eval.suite import load_suite, parse_candidate_spec
+from migrate_eval.core.errors import ConfigError
+from migrate_eval.core.suite import load_suite, parse_candidate_spec
 
 MINIMAL = """
 name: t

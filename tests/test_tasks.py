@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.records import Exchange, Response, Source, ToolCall
-from migrate_eval.suite import TaskMatch, TaskSpec
-from migrate_eval.tasks import assign_tasks, infer_output_kind, prompt_template, sample
+from migrate_eval.core.records import Exchange, Response, Source, ToolCall
+from migrate_eval.core.suite import TaskMatch, TaskSpec
+from migrate_eval.plan.tasks import assign_tasks, infer_output_kind, prompt_template, sample
 
 
 def ex(
@@ -119,7 +119,7 @@ def test_apostrophes_are_not_quoted_text() -> None:
 
 
 def test_metadata_tags_from_log_tools() -> None:
-    from migrate_eval.tasks import metadata_tag
+    from migrate_eval.plan.tasks import metadata_tag
 
     assert metadata_tag({"feature": "triage", "trace_name": "x"}) == ("feature", "triage")
     assert metadata_tag({"trace_name": "summarise-call"}) == ("trace_name", "summarise-call")
@@ -134,7 +134,7 @@ def test_metadata_tags_from_log_tools() -> None:
 
 
 def test_discovered_rules_reproduce_the_assignment() -> None:
-    from migrate_eval.tasks import template_regex
+    from migrate_eval.plan.tasks import template_regex
 
     exchanges = [
         ex(1, "Help Maya. Today is 2026-10-01. Order NW-1 'red tent'.", meta={"trace_name": "t"}),
@@ -165,7 +165,7 @@ def test_discovered_rules_reproduce_the_assignment() -> None:
 
 
 def test_untitled_says_why_it_is_not_clustered(monkeypatch: Any) -> None:
-    from migrate_eval import embeddings
+    from migrate_eval.core import embeddings
 
     monkeypatch.setattr(embeddings, "available", lambda: False)
     plan = assign_tasks([ex(i, None) for i in range(25)])
@@ -183,7 +183,7 @@ def _question(i: int, text: str) -> Exchange:
 
 @pytest.mark.slow
 def test_prompt_less_exchanges_are_clustered_by_meaning() -> None:
-    from migrate_eval import embeddings
+    from migrate_eval.core import embeddings
 
     if not embeddings.available():
         pytest.skip("the embedding extra is not installed")

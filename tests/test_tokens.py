@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from migrate_eval import tokens
-from migrate_eval.tokens import (
+from migrate_eval.replay import tokens
+from migrate_eval.replay.tokens import (
     count_tokens,
     encoder_name,
     estimate_prompt_tokens,

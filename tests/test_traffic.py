@@ -9,16 +9,17 @@ from typing import Any
 
 import pytest
 
+from migrate_eval.core.suite import TaskMatch, TaskSpec
 from migrate_eval.ingest import read_logs
 from migrate_eval.ingest.dataset import iter_file_exchanges, write_arrow
 from migrate_eval.ingest.reader import stream_logs
-from migrate_eval.pricing import LoggedTraffic, logged_cost
-from migrate_eval.profile import profile
-from migrate_eval.sampling import request_fingerprint, sample_ids, sample_plan
-from migrate_eval.stats import duplicate_pairs, request_key
-from migrate_eval.suite import TaskMatch, TaskSpec
-from migrate_eval.tasks import assign_tasks
-from migrate_eval.traffic import read_traffic
+from migrate_eval.plan.profile import profile
+from migrate_eval.plan.sampling import request_fingerprint, sample_ids, sample_plan
+from migrate_eval.plan.tasks import assign_tasks
+from migrate_eval.plan.traffic import read_traffic
+from migrate_eval.core.prices import LoggedTraffic, logged_cost
+from migrate_eval.core.request import request_key
+from migrate_eval.plan.traffic import duplicate_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "suites" / "demo" / "logs" / "traffic.jsonl"
@@ -42,7 +43,9 @@ def _logs(tmp_path: Path) -> Path:
             line["response"] = {"error": {"code": "server_error", "message": "boom"}}
         elif i % 19 != 0:
             line["response"] = {
-                "choices": [{"message": {"role": "assistant", "content": "yes" if i % 4 else "no"}}],
+                "choices": [
+                    {"message": {"role": "assistant", "content": "yes" if i % 4 else "no"}}
+                ],
                 "usage": {"prompt_tokens": 12, "completion_tokens": 1},
             }
         rows.append(json.dumps(line))
@@ -73,7 +76,10 @@ def test_the_streamed_traffic_is_what_reading_everything_gives(
     assert traffic.summary.exchanges == len(every) == traffic.exchanges
     assert traffic.summary.lines_read == sum(r.lines_read for r in reads)
     assert traffic.skipped == [i for r in reads for i in r.skipped]
-    assert traffic.summary.skipped == 2 and traffic.summary.files == [str(DEMO), *map(str, groups[1][2])]
+    assert traffic.summary.skipped == 2 and traffic.summary.files == [
+        str(DEMO),
+        *map(str, groups[1][2]),
+    ]
     assert traffic.profile == profile(every, plan, traffic.summary)
 
     logged = LoggedTraffic()
@@ -89,7 +95,12 @@ def test_the_streamed_traffic_is_what_reading_everything_gives(
 
     # sampling ids with the streamed fingerprints picks what sampling the exchanges picks
     kept, new_plan, summary = sample_ids(
-        traffic.order, traffic.plan, fingerprints=traffic.fingerprints, limit=7, seed=3, dedupe=dedupe
+        traffic.order,
+        traffic.plan,
+        fingerprints=traffic.fingerprints,
+        limit=7,
+        seed=3,
+        dedupe=dedupe,
     )
     kept_ex, plan_ex, summary_ex = sample_plan(scorable, plan, limit=7, seed=3, dedupe=dedupe)
     assert kept == [e.id for e in kept_ex] and new_plan == plan_ex and summary == summary_ex
@@ -176,7 +187,7 @@ def test_init_streams_and_writes_the_suite_the_in_memory_path_writes(
 
     import migrate_eval.ingest as ingest_pkg
     import migrate_eval.ingest.reader as reader_mod
-    from migrate_eval.tasks import init_suite, suite_yaml
+    from migrate_eval.plan.tasks import init_suite, suite_yaml
 
     logs = _logs(tmp_path)
     scorable = [
@@ -213,7 +224,9 @@ def test_a_full_disk_while_copying_the_logs_is_an_infrastructure_failure(
 
     monkeypatch.setattr(dataset_mod, "write_arrow", full)
     cache = tmp_path / "cache" / "replay.sqlite"
-    res = CliRunner().invoke(main, ["run", "-q", "--out", str(tmp_path / "run"), "--cache", str(cache)])
+    res = CliRunner().invoke(
+        main, ["run", "-q", "--out", str(tmp_path / "run"), "--cache", str(cache)]
+    )
     assert res.exit_code == 3, res.output
     assert "No space left on device" in res.output and "--cache elsewhere" in res.output
     assert "internal error" not in res.output
@@ -223,7 +236,9 @@ def test_a_full_disk_while_copying_the_logs_is_an_infrastructure_failure(
     blocked.write_text("not a folder", encoding="utf-8")
     res = CliRunner().invoke(main, ["profile", "--json", str(DEMO)])  # profile needs no folder
     assert res.exit_code == 0
-    res = CliRunner().invoke(main, ["run", "-q", "--out", str(tmp_path / "r2"), "--cache", str(blocked / "c.sqlite")])
+    res = CliRunner().invoke(
+        main, ["run", "-q", "--out", str(tmp_path / "r2"), "--cache", str(blocked / "c.sqlite")]
+    )
     assert res.exit_code == 3 and "cannot make a work folder" in res.output, res.output
 
 
@@ -234,7 +249,7 @@ def test_work_folders_of_killed_runs_are_removed_by_the_next(tmp_path: Path) -> 
     import sys
     import time
 
-    from migrate_eval.traffic import work_folder
+    from migrate_eval.plan.traffic import work_folder
 
     # a log large enough that the run is still copying it when it is killed
     big = tmp_path / "big.jsonl"
@@ -282,7 +297,10 @@ def test_tool_arguments_json_cannot_hold_come_back_as_they_were_read(tmp_path: P
         "request": {"model": "m", "messages": [{"role": "user", "content": "x"}]},
         "response": {
             "choices": [
-                {"message": {"role": "assistant", "content": None, "tool_calls": [call]}, "finish_reason": "tool_calls"}
+                {
+                    "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                    "finish_reason": "tool_calls",
+                }
             ]
         },
     }
@@ -291,4 +309,7 @@ def test_tool_arguments_json_cannot_hold_come_back_as_they_were_read(tmp_path: P
     [expected] = read_logs([log]).exchanges
     got = traffic.load(["a"])["a"]
     assert got.model_dump() == expected.model_dump()
-    assert got.response is not None and got.response.tool_calls[0].parsed_arguments["n"] == 123456789012345678901234567890
+    assert (
+        got.response is not None
+        and got.response.tool_calls[0].parsed_arguments["n"] == 123456789012345678901234567890
+    )

@@ -34,9 +34,9 @@ from typing import Any
 
 import yaml
 
-from migrate_eval.errors import UserError
-from migrate_eval.records import Exchange, OutputKind, Response
-from migrate_eval.suite import Suite, load_suite
+from migrate_eval.core.errors import UserError
+from migrate_eval.core.records import Exchange, OutputKind, Response
+from migrate_eval.core.suite import Suite, load_suite
 
 MAX_GEN_TOKS = 1024
 
@@ -170,7 +170,7 @@ def export_lm_eval(
     sampling unless ``limit`` caps the documents per task). Returns the exported tasks.
     """
     from migrate_eval.ingest import read_logs
-    from migrate_eval.tasks import assign_tasks
+    from migrate_eval.plan.tasks import assign_tasks
 
     s = suite if isinstance(suite, Suite) else load_suite(suite)
     paths: dict[str, list[Path]] = {}

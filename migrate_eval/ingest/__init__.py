@@ -1,5 +1,5 @@
 """Ingest: read logged OpenAI traffic, whatever tool wrote it, into
-:class:`~migrate_eval.records.Exchange` records.
+:class:`~migrate_eval.core.records.Exchange` records.
 
 >>> from migrate_eval.ingest import read_logs
 >>> result = read_logs(["logs/"])            # doctest: +SKIP

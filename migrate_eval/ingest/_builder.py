@@ -14,7 +14,7 @@ Two builders give the same rows:
   the line ``orjson`` parsed and appends to Arrow buffers directly, with no Python object a
   row. It takes the most common line only (a text answer, integer epoch-seconds timestamp,
   a string id, the line's own metadata) and leaves the rest to the caller;
-* :class:`RowBuilder`, in Python: :func:`migrate_eval.ingest.chat_jsonl.fast_row` for each
+* :class:`RowBuilder`, in Python: :func:`migrate_eval.ingest.formats.chat_jsonl.fast_row` for each
   line, the rows converted by :func:`migrate_eval.ingest._rows.record_batch`.
 
 :func:`new_builder` picks the compiled one when it is there, unless the environment variable
@@ -28,10 +28,11 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from migrate_eval.ingest import _rows, chat_jsonl
+from migrate_eval.ingest import _rows
 from migrate_eval.ingest._common import CHAT_ROLES, LineContext
 from migrate_eval.ingest._jsonl import loads
 from migrate_eval.ingest._rows import Row
+from migrate_eval.ingest.formats import chat_jsonl
 
 #: Rows in a record batch, at most (a batch may hold one more row than this).
 MAX_ROWS = 2048

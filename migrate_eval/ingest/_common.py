@@ -1,6 +1,6 @@
 """Helpers every log-format reader shares: the per-line error, the line context, field checks.
 
-A reader turns one parsed JSON record into one :class:`~migrate_eval.records.Exchange`, or
+A reader turns one parsed JSON record into one :class:`~migrate_eval.core.records.Exchange`, or
 raises :class:`RecordError` naming the field that is wrong. Reasons start with one of the
 short categories below (``"<category>: <detail>"``), which is what
 :meth:`IngestResult.summary <migrate_eval.ingest.reader.IngestResult.summary>` groups by.
@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from migrate_eval.errors import LineIssue
-from migrate_eval.records import Response, Source, canonical_json, stable_id
+from migrate_eval.core.errors import LineIssue
+from migrate_eval.core.records import Response, Source, canonical_json, stable_id
 
 # Reason categories (the part of a reason before the first ": ").
 INVALID_JSON = "invalid JSON"

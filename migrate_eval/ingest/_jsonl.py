@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from migrate_eval.errors import LogFormatError, MissingExtraError
+from migrate_eval.core.errors import LogFormatError, MissingExtraError
 from migrate_eval.ingest._common import INVALID_JSON, NOT_UTF8, RecordError
 
 

@@ -1,13 +1,13 @@
 """Normalise a logged response, whatever shape the log kept it in, into a
-:class:`~migrate_eval.records.Response` (or a logged error).
+:class:`~migrate_eval.core.records.Response` (or a logged error).
 
 Accepted shapes:
 
 * a Chat Completions body (``choices``), normalised by
-  :meth:`Response.from_chat_completion <migrate_eval.records.Response.from_chat_completion>`;
+  :meth:`Response.from_chat_completion <migrate_eval.core.records.Response.from_chat_completion>`;
   with ``n > 1`` the first choice is the response and the others are kept, normalised, in
   :attr:`Logged.other_choices`;
-* a Responses API body (``output``), converted by :mod:`migrate_eval.ingest.responses_api`;
+* a Responses API body (``output``), converted by :mod:`migrate_eval.ingest.formats.responses_api`;
 * streamed Chat Completions chunks (a list of ``chat.completion.chunk`` objects, or the raw
   server-sent-events text), assembled into one answer; Responses API event streams (their
   ``response.completed`` event);
@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from migrate_eval.core.records import Response
 from migrate_eval.ingest._common import (
     BAD_RESPONSE,
     INVALID_JSON,
@@ -38,8 +39,7 @@ from migrate_eval.ingest._common import (
     validation_reason,
     wrong_type,
 )
-from migrate_eval.ingest.responses_api import response_from_responses_body
-from migrate_eval.records import Response
+from migrate_eval.ingest.formats.responses_api import response_from_responses_body
 
 # Where a field of Response comes from in a Chat Completions body.
 _CHAT_FIELD = {

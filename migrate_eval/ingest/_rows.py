@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from migrate_eval.errors import MissingExtraError
-from migrate_eval.records import Exchange, Response, ToolCall
+from migrate_eval.core.errors import MissingExtraError
+from migrate_eval.core.records import Exchange, Response, ToolCall
 
 #: The columns a row holds, in order (``task`` is always null at ingest).
 ROW_COLUMNS = (
@@ -72,9 +72,9 @@ def loads(text: str | bytes) -> Any:
 
 
 def loads_response(text: str | bytes) -> Response:
-    """The response column as a :class:`~migrate_eval.records.Response`: its tool calls'
+    """The response column as a :class:`~migrate_eval.core.records.Response`: its tool calls'
     parsed arguments derived from their arguments text, as when the log was read
-    (:meth:`~migrate_eval.records.ToolCall.from_raw`)."""
+    (:meth:`~migrate_eval.core.records.ToolCall.from_raw`)."""
     data = loads(text)
     calls = data.get("tool_calls")
     if calls:

@@ -53,11 +53,11 @@ from typing import Any
 
 import orjson
 
+from migrate_eval.core.records import Exchange, Source
+from migrate_eval.core.results import IngestSummary
 from migrate_eval.ingest import _rows
 from migrate_eval.ingest._rows import Row
 from migrate_eval.ingest.reader import LogStream, stream_logs
-from migrate_eval.records import Exchange, Source
-from migrate_eval.results import IngestSummary
 
 #: Exchanges written per Arrow record batch.
 BATCH_ROWS = 2048
@@ -94,7 +94,7 @@ def ingest_to_dataset(
 
     The Arrow file is written to ``cache_dir`` (created if needed; a file name derived from
     the paths and options, rewritten on every call) and memory-mapped. Returns the dataset and
-    the :class:`~migrate_eval.results.IngestSummary` of what was read (the counting rule of
+    the :class:`~migrate_eval.core.results.IngestSummary` of what was read (the counting rule of
     :func:`~migrate_eval.ingest.read_logs` holds: ``lines_read == exchanges + skipped``).
     Raises what :func:`~migrate_eval.ingest.read_logs` raises (unknown format, strict mode).
 
@@ -211,7 +211,7 @@ class _BackgroundWriter:
 
 
 def exchange_from_row(row: dict[str, Any]) -> Exchange:
-    """One dataset row back as an :class:`~migrate_eval.records.Exchange`."""
+    """One dataset row back as an :class:`~migrate_eval.core.records.Exchange`."""
     response = row.get("response")
     metadata = row.get("metadata")
     return Exchange(

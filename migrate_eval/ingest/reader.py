@@ -10,13 +10,13 @@ Formats. With ``format="auto"`` each file's format is detected from its first by
 (file-level formats: OTLP JSON, CSV, Parquet), else from its first parseable non-blank lines,
 else, for a file that is one JSON document (an array of records, an object with a ``data`` or
 ``observations`` array, or one record), from its first records (see :mod:`migrate_eval.ingest.registry`); a file no format recognises, an
-unreadable file or a path that matches nothing raises :class:`~migrate_eval.errors.LogFormatError`
+unreadable file or a path that matches nothing raises :class:`~migrate_eval.core.errors.LogFormatError`
 naming it, before any line is read.
 
 Bad lines. A line that is not UTF-8, not JSON, not an object, or that lacks a required field
-or has one of the wrong type is *skipped*: it becomes a :class:`~migrate_eval.errors.LineIssue`
+or has one of the wrong type is *skipped*: it becomes a :class:`~migrate_eval.core.errors.LineIssue`
 (file, 1-based line, field path such as ``response.choices[0].message``, reason) and reading
-goes on. With ``strict=True`` the first bad line raises :class:`~migrate_eval.errors.BadLineError`.
+goes on. With ``strict=True`` the first bad line raises :class:`~migrate_eval.core.errors.BadLineError`.
 A gzip file cut short counts as one more, skipped, line.
 
 Counting rule (an invariant: ``lines_read == len(exchanges) + len(skipped)``).
@@ -58,8 +58,10 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from migrate_eval.errors import BadLineError, LineIssue, LogFormatError
-from migrate_eval.ingest import _builder, _rows, chat_jsonl, openai_batch
+from migrate_eval.core.errors import BadLineError, LineIssue, LogFormatError
+from migrate_eval.core.records import Exchange
+from migrate_eval.core.results import IngestSummary
+from migrate_eval.ingest import _builder, _rows
 from migrate_eval.ingest._common import (
     DUPLICATE_CUSTOM_ID,
     INVALID_VALUE,
@@ -83,6 +85,7 @@ from migrate_eval.ingest._jsonl import (
     parse_line,
 )
 from migrate_eval.ingest._rows import Row, exchange_row
+from migrate_eval.ingest.formats import chat_jsonl, openai_batch
 from migrate_eval.ingest.registry import (
     LogFormat,
     available_formats,
@@ -91,8 +94,6 @@ from migrate_eval.ingest.registry import (
     detect_index,
     get_format,
 )
-from migrate_eval.records import Exchange
-from migrate_eval.results import IngestSummary
 
 _BASE_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet")
 LOG_SUFFIXES = tuple(b + c for b in _BASE_SUFFIXES for c in ("", ".gz", ".zst"))
@@ -116,7 +117,7 @@ class IngestResult:
         return sum(1 for ex in self.exchanges if ex.error is not None)
 
     def summary(self) -> IngestSummary:
-        """The counts as an :class:`~migrate_eval.results.IngestSummary`: skipped lines grouped
+        """The counts as an :class:`~migrate_eval.core.results.IngestSummary`: skipped lines grouped
         by reason category, and the first five as examples."""
         return summarize(
             self.files, self.formats, self.lines_read, len(self.exchanges), self.skipped
@@ -130,7 +131,7 @@ def summarize(
     exchanges: int,
     skipped: list[LineIssue],
 ) -> IngestSummary:
-    """The counts of one or more reads as an :class:`~migrate_eval.results.IngestSummary`:
+    """The counts of one or more reads as an :class:`~migrate_eval.core.results.IngestSummary`:
     skipped lines grouped by reason category, and the first five as examples."""
     by_reason = Counter(reason_category(issue.reason) for issue in skipped)
     return IngestSummary(
@@ -353,7 +354,7 @@ class LogStream:
             self.skipped.sort(key=lambda issue: (order.get(issue.file, len(order)), issue.line))
 
     def summary(self) -> IngestSummary:
-        """The counts as an :class:`~migrate_eval.results.IngestSummary`."""
+        """The counts as an :class:`~migrate_eval.core.results.IngestSummary`."""
         return summarize(
             self.files, self.formats, self.lines_read, self.exchanges_read, self.skipped
         )
@@ -1037,7 +1038,7 @@ def read_logs(
     ``format`` is a format name (see :func:`~migrate_eval.ingest.available_formats`) or
     ``"auto"``; ``default_model`` is the model of requests whose log does not name one;
     ``columns`` names the columns of CSV/Parquet logs (keys ``prompt``, ``response``,
-    ``system``, ``id``, ``label``, ``model``; see :mod:`migrate_eval.ingest.tabular`).
+    ``system``, ``id``, ``label``, ``model``; see :mod:`migrate_eval.ingest.formats.tabular`).
     """
     stream = stream_logs(
         paths, format=format, strict=strict, default_model=default_model, columns=columns

@@ -2,7 +2,7 @@
 
 A :class:`LogFormat` has a ``name``, a ``sniff(record) -> bool`` that recognises one parsed
 JSON record of that format, and a ``reader(record, ctx) -> Exchange`` that turns one record
-into an :class:`~migrate_eval.records.Exchange` or raises
+into an :class:`~migrate_eval.core.records.Exchange` or raises
 :class:`~migrate_eval.ingest._common.RecordError` naming the offending field (the line is then
 skipped and reported; reading goes on). Reading files, decoding, JSON parsing, ids, counting
 and error reporting are done once for all formats by
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migrate_eval.errors import LineIssue, LogFormatError
+from migrate_eval.core.errors import LineIssue, LogFormatError
+from migrate_eval.core.records import Exchange
 from migrate_eval.ingest._common import LineContext
-from migrate_eval.records import Exchange
 
 ENTRY_POINT_GROUP = "migrate_eval.log_formats"
 
@@ -108,14 +108,14 @@ def _load_builtins() -> None:
     if _BUILTINS_LOADED:
         return
     _BUILTINS_LOADED = True
-    from migrate_eval.ingest.chat_jsonl import FORMAT as chat_jsonl
-    from migrate_eval.ingest.finetune_chat import FORMAT as finetune_chat
-    from migrate_eval.ingest.observability import FORMATS as observability
-    from migrate_eval.ingest.openai_batch import FORMAT as openai_batch
-    from migrate_eval.ingest.otel import FORMAT as otel
-    from migrate_eval.ingest.responses_jsonl import FORMAT as responses_jsonl
-    from migrate_eval.ingest.stored_completions import FORMAT as stored_completions
-    from migrate_eval.ingest.tabular import FORMAT as tabular
+    from migrate_eval.ingest.formats.chat_jsonl import FORMAT as chat_jsonl
+    from migrate_eval.ingest.formats.finetune_chat import FORMAT as finetune_chat
+    from migrate_eval.ingest.formats.observability import FORMATS as observability
+    from migrate_eval.ingest.formats.openai_batch import FORMAT as openai_batch
+    from migrate_eval.ingest.formats.otel import FORMAT as otel
+    from migrate_eval.ingest.formats.responses_jsonl import FORMAT as responses_jsonl
+    from migrate_eval.ingest.formats.stored_completions import FORMAT as stored_completions
+    from migrate_eval.ingest.formats.tabular import FORMAT as tabular
 
     for fmt in (
         openai_batch,

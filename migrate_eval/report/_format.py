@@ -8,8 +8,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
-from migrate_eval.records import Exchange, Response
-from migrate_eval.results import CandidateResult, Interval, Results, Verdict
+from migrate_eval.core.records import Exchange, Response
+from migrate_eval.core.results import CandidateResult, Interval, Results, Verdict
 
 VERDICT_LABELS: dict[str, str] = {
     "ready": "Ready",

@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from migrate_eval.errors import ConfigError, InfrastructureError
+from migrate_eval.core.errors import ConfigError, InfrastructureError
 
 CHROMIUM_FLAGS = (
     "--headless",

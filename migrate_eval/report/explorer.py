@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
-from migrate_eval.records import Exchange, ReplayResult, Response
+from migrate_eval.core.records import Exchange, ReplayResult, Response
+from migrate_eval.core.results import Results
 from migrate_eval.report._format import last_user_message, tool_calls_json, visible_controls
-from migrate_eval.results import Results
 
 #: Characters of logged content the exchange browser may embed in total (all texts together).
 TEXT_BUDGET_CHARS = 14_000_000

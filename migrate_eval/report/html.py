@@ -30,7 +30,15 @@ import pandas as pd
 from markupsafe import Markup, escape
 from pydantic import BaseModel
 
-from migrate_eval.records import Exchange, ReplayResult, Response
+from migrate_eval.core.records import Exchange, ReplayResult, Response
+from migrate_eval.core.results import (
+    SCHEMA_VERSION,
+    CandidateComparison,
+    CandidateResult,
+    Interval,
+    Results,
+    TaskResult,
+)
 from migrate_eval.report._format import (
     confidence_pct,
     fmt_ci,
@@ -68,14 +76,6 @@ from migrate_eval.report.traffic import (
     profile_view,
     redaction_view,
     sampling_view,
-)
-from migrate_eval.results import (
-    SCHEMA_VERSION,
-    CandidateComparison,
-    CandidateResult,
-    Interval,
-    Results,
-    TaskResult,
 )
 
 #: Worst regressions shown per task and candidate.
@@ -1091,7 +1091,7 @@ def render_html(
 ) -> None:
     """Write ``report.html``: one self-contained, offline, escaped page.
 
-    ``scores`` is the per-exchange scores DataFrame (see :mod:`migrate_eval.results`),
+    ``scores`` is the per-exchange scores DataFrame (see :mod:`migrate_eval.core.results`),
     ``exchanges`` maps exchange id to the logged exchange and ``replays`` maps
     ``(exchange_id, candidate)`` to the candidate's answer. Missing entries are shown as
     missing, never raise.

@@ -1,4 +1,4 @@
-"""``results.json``: the run's results in the versioned schema of :mod:`migrate_eval.results`.
+"""``results.json``: the run's results in the versioned schema of :mod:`migrate_eval.core.results`.
 
 Key order is stable: a model's fields keep the schema's declaration order and the keys of
 free-form mappings (thresholds, metric means, error counts...) are sorted. Non-finite floats
@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from migrate_eval.core.results import Results
 from migrate_eval.report._io import write_text_atomic
-from migrate_eval.results import Results
 
 
 def _ordered(model_value: Any, dumped: Any) -> Any:

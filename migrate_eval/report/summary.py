@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+from migrate_eval.core.results import CandidateResult, Results, TaskResult
 from migrate_eval.report._format import (
     VERDICT_SEVERITY,
     confidence_pct,
@@ -27,7 +28,6 @@ from migrate_eval.report._format import (
     verdict_label,
 )
 from migrate_eval.report._io import write_text_atomic
-from migrate_eval.results import CandidateResult, Results, TaskResult
 
 #: At most this many task rows in the task x candidate table.
 MAX_TASK_ROWS = 30

@@ -20,12 +20,12 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from migrate_eval.profile import Profile
-from migrate_eval.profile import volume_buckets as profile_volume_buckets
-from migrate_eval.redact import RedactionSummary
+from migrate_eval.core.results import IngestSummary
+from migrate_eval.plan.profile import Profile
+from migrate_eval.plan.profile import volume_buckets as profile_volume_buckets
+from migrate_eval.plan.redact import RedactionSummary
+from migrate_eval.plan.sampling import SamplingSummary
 from migrate_eval.report._format import fmt_int, fmt_pct, is_number, truncate
-from migrate_eval.results import IngestSummary
-from migrate_eval.sampling import SamplingSummary
 
 #: At most this many rows per table; the rest are counted in a "N more" line.
 MAX_ROWS = 50
@@ -49,7 +49,7 @@ OUTPUT_KINDS: dict[str, str] = {
     "classification": "classification label",
     "free_text": "free text",
 }
-#: Request features of the profile (``migrate_eval.profile.FEATURES``), in words.
+#: Request features of the profile (``migrate_eval.plan.profile.FEATURES``), in words.
 FEATURE_LABELS: dict[str, str] = {
     "tools": "Tools offered to the model (function calling)",
     "parallel_tool_calls": "Several tool calls in one answer",
@@ -70,7 +70,7 @@ FINISH_REASONS: dict[str, str] = {
     "function_call": "called a function",
     "content_filter": "blocked by the content filter",
 }
-#: Kinds of logged errors (``migrate_eval.profile.error_kind``), explained.
+#: Kinds of logged errors (``migrate_eval.plan.profile.error_kind``), explained.
 ERROR_KINDS: dict[str, str] = {
     "rate_limit": "rate limited",
     "context_length": "prompt too long for the model",
@@ -81,7 +81,7 @@ ERROR_KINDS: dict[str, str] = {
     "server_error": "server error",
     "other": "other error",
 }
-#: Redaction entity kinds (``migrate_eval.redact``), in words.
+#: Redaction entity kinds (``migrate_eval.plan.redact``), in words.
 ENTITY_LABELS: dict[str, str] = {
     "secret": "API keys and secrets",
     "email": "E-mail addresses",
@@ -293,7 +293,7 @@ def _tokens(x: Any) -> str:
 
 
 def volume_buckets(by_day: Mapping[str, int]) -> tuple[str, list[tuple[str, int]], int]:
-    """:func:`migrate_eval.profile.volume_buckets` with at most :data:`MAX_BARS` bars."""
+    """:func:`migrate_eval.plan.profile.volume_buckets` with at most :data:`MAX_BARS` bars."""
     return profile_volume_buckets(by_day, MAX_BARS)
 
 

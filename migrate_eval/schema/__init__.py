@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from migrate_eval.results import SCHEMA_VERSION, Results
+from migrate_eval.core.results import SCHEMA_VERSION, Results
 
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 SCHEMA_ID = f"https://migrate-eval.invalid/schema/results-{SCHEMA_VERSION}.schema.json"

@@ -704,9 +704,9 @@ def write_recordings(rows: list[dict[str, Any]]) -> None:
     import sys
 
     sys.path.insert(0, str(HERE.parents[1]))
-    from migrate_eval.providers import get_provider
-    from migrate_eval.replay import build_request
-    from migrate_eval.suite import load_suite
+    from migrate_eval.core.suite import load_suite
+    from migrate_eval.replay.engine import build_request
+    from migrate_eval.replay.providers import get_provider
 
     suite = load_suite(HERE / "suite.yaml")
     out = HERE / "recordings"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.errors import BadLineError
+from migrate_eval.core.errors import BadLineError
 from migrate_eval.ingest import read_logs
 from tests.ingest.helpers import cassette_pairs, data_file, write_jsonl
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from migrate_eval.core.records import Exchange
 from migrate_eval.ingest import read_logs
-from migrate_eval.records import Exchange
 from tests.ingest.helpers import cassette_pairs, completion, write_jsonl
 
 

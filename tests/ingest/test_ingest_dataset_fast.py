@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 import migrate_eval.ingest.reader as reader_mod
-from migrate_eval.errors import BadLineError
+from migrate_eval.core.errors import BadLineError
 from migrate_eval.ingest import _builder, ingest_to_dataset, iter_exchanges, read_logs
 from migrate_eval.ingest._rows import ROW_COLUMNS, exchange_row
 
@@ -132,12 +132,65 @@ def _variants() -> list[Any]:
         _line(50),
         # tool calls (after the bad lines, whose line numbers the test names)
         _line(51, response=_completion(None, message={"tool_calls": [call, {**call, "id": None}]})),
-        _line(52, response=_completion(None, message={"tool_calls": [{"id": "n", "function": {"name": "g", "arguments": None}}]})),
-        _line(53, response=_completion(None, message={"tool_calls": [{"id": "m", "function": {"name": "g"}}]})),
-        _line(54, response=_completion(None, message={"tool_calls": [{"id": "b", "function": {"name": "h", "arguments": '{"n": 123456789012345678901234567890, "x": NaN}'}}]})),
-        _line(55, response=_completion(None, message={"tool_calls": [{"id": "p", "function": {"name": "h", "arguments": '{"cut": "sho'}}]})),
-        _line(56, response=_completion(None, message={"tool_calls": [{"id": "q", "function": {"name": "h", "arguments": {"as": "object"}}}]})),
-        _line(57, response=_completion(None, message={"tool_calls": [{"id": 5, "function": {"name": "h", "arguments": "{}"}}]})),
+        _line(
+            52,
+            response=_completion(
+                None,
+                message={"tool_calls": [{"id": "n", "function": {"name": "g", "arguments": None}}]},
+            ),
+        ),
+        _line(
+            53,
+            response=_completion(
+                None, message={"tool_calls": [{"id": "m", "function": {"name": "g"}}]}
+            ),
+        ),
+        _line(
+            54,
+            response=_completion(
+                None,
+                message={
+                    "tool_calls": [
+                        {
+                            "id": "b",
+                            "function": {
+                                "name": "h",
+                                "arguments": '{"n": 123456789012345678901234567890, "x": NaN}',
+                            },
+                        }
+                    ]
+                },
+            ),
+        ),
+        _line(
+            55,
+            response=_completion(
+                None,
+                message={
+                    "tool_calls": [
+                        {"id": "p", "function": {"name": "h", "arguments": '{"cut": "sho'}}
+                    ]
+                },
+            ),
+        ),
+        _line(
+            56,
+            response=_completion(
+                None,
+                message={
+                    "tool_calls": [
+                        {"id": "q", "function": {"name": "h", "arguments": {"as": "object"}}}
+                    ]
+                },
+            ),
+        ),
+        _line(
+            57,
+            response=_completion(
+                None,
+                message={"tool_calls": [{"id": 5, "function": {"name": "h", "arguments": "{}"}}]},
+            ),
+        ),
     ]
 
 
@@ -151,7 +204,9 @@ def _write(path: Path, items: list[Any], copies: int = 1) -> Path:
     return path
 
 
-_JSON_COLUMNS = {i for i, name in enumerate(ROW_COLUMNS) if name in ("request", "response", "metadata")}
+_JSON_COLUMNS = {
+    i for i, name in enumerate(ROW_COLUMNS) if name in ("request", "response", "metadata")
+}
 
 
 def _canonical(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -244,8 +299,8 @@ def test_strict_dataset_ingest_names_the_first_bad_line(
 
 
 def test_common_lines_take_the_fast_path() -> None:
-    from migrate_eval.ingest import chat_jsonl
     from migrate_eval.ingest._common import LineContext
+    from migrate_eval.ingest.formats import chat_jsonl
 
     ctx = LineContext("log.jsonl", "chat-jsonl")
     ctx.line = 1
@@ -271,7 +326,9 @@ def test_long_messages_and_compressed_files_match_the_full_reader(
 
     big = "x" * (10 * 1024 * 1024)  # a 10 MB message: a record batch of its own
     items = [_line(i) for i in range(3000)]
-    items[5] = _line(5, request={**_line(5)["request"], "messages": [{"role": "user", "content": big}]})
+    items[5] = _line(
+        5, request={**_line(5)["request"], "messages": [{"role": "user", "content": big}]}
+    )
     items[6] = _line(6, response=_completion(big))
     data = _write(tmp_path / "src.jsonl", [*items, *_variants()]).read_bytes()
     if compress == "plain":
@@ -286,7 +343,6 @@ def test_long_messages_and_compressed_files_match_the_full_reader(
         ds, summary = ingest_to_dataset([path], tmp_path / "again")
         assert summary.skipped_by_reason.get("truncated file") == 1
         assert 0 < len(ds) < 3000
-
 
 
 def test_a_failed_write_stops_ingest_and_leaves_no_file(
@@ -331,9 +387,9 @@ def test_a_row_holding_what_orjson_cannot_write_round_trips() -> None:
     # an integer beyond 64 bits (only a reader that parsed JSON with the standard library
     # makes one) is written by the standard library instead of failing the row, and reads
     # back as a float
+    from migrate_eval.core.records import Exchange, Source
     from migrate_eval.ingest._rows import ROW_COLUMNS, exchange_row
     from migrate_eval.ingest.dataset import exchange_from_row
-    from migrate_eval.records import Exchange, Source
 
     big = 123456789012345678901234567890
     ex = Exchange(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.errors import ConfigError, LogFormatError
+from migrate_eval.core.errors import ConfigError, LogFormatError
 from migrate_eval.ingest import IngestResult, read_logs
 from tests.ingest.helpers import alpaca, cassette_pairs, completion, mt_bench_turns, write_jsonl
 

@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from migrate_eval.ingest import _builder, chat_jsonl, ingest_to_dataset
+from migrate_eval.ingest import _builder, ingest_to_dataset
 from migrate_eval.ingest._common import LineContext
 from migrate_eval.ingest._rows import ROW_COLUMNS
+from migrate_eval.ingest.formats import chat_jsonl
 from tests.conftest import SHARED_DATA
 
 _JSON = {ROW_COLUMNS.index(name) for name in ("request", "response", "metadata")}
@@ -102,7 +103,7 @@ def _line(i: int = 1, **changes: Any) -> dict[str, Any]:
             "temperature": 0.2,
             "messages": [
                 {"role": "system", "content": "Be brief."},
-                {"role": "user", "content": f"question {i}: caf\u00e9 \U0001f600 \"q\" \\ /"},
+                {"role": "user", "content": f'question {i}: caf\u00e9 \U0001f600 "q" \\ /'},
             ],
         },
         "response": {
@@ -113,7 +114,11 @@ def _line(i: int = 1, **changes: Any) -> dict[str, Any]:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "Line 1\nLine 2\t\u2028", "refusal": None},
+                    "message": {
+                        "role": "assistant",
+                        "content": "Line 1\nLine 2\t\u2028",
+                        "refusal": None,
+                    },
                     "finish_reason": "stop",
                 }
             ],
@@ -130,7 +135,11 @@ def _line(i: int = 1, **changes: Any) -> dict[str, Any]:
 
 
 _DROP = object()
-_CALL = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"sku": "NW-1", "qty": 2}'}}
+_CALL = {
+    "id": "c1",
+    "type": "function",
+    "function": {"name": "lookup", "arguments": '{"sku": "NW-1", "qty": 2}'},
+}
 
 
 def _changed(record: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +194,7 @@ TAKEN = [
     _line(latency_ms=None, duration_ms=12),  # latency_ms wins even when null
     _line(metadata=_DROP),
     _line(metadata={}),
-    _line(gold="yes \"quoted\"\n"),
+    _line(gold='yes "quoted"\n'),
     _line(label="positive"),
     _line(gold=None, label="negative"),
     _line(response=None),
@@ -193,24 +202,116 @@ TAKEN = [
     _line(response=_response(usage=None)),
     _line(response=_response(usage=_DROP)),
     _line(response=_response(usage={"input_tokens": 3, "output_tokens": 4})),
-    _line(response=_response(usage=_usage(prompt_tokens_details={}, input_tokens_details={"cached_tokens": 2}))),
+    _line(
+        response=_response(
+            usage=_usage(prompt_tokens_details={}, input_tokens_details={"cached_tokens": 2})
+        )
+    ),
     _line(response=_response(usage=_usage(prompt_tokens_details=None, input_tokens_details=None))),
-    _line(response=_response(usage=_usage(completion_tokens_details={}, output_tokens_details={"reasoning_tokens": 9}))),
+    _line(
+        response=_response(
+            usage=_usage(
+                completion_tokens_details={}, output_tokens_details={"reasoning_tokens": 9}
+            )
+        )
+    ),
     _line(response=_response(usage=_usage(prompt_tokens=None, total_tokens=_DROP))),
     _line(response=_response(message={"content": None, "refusal": "I can't help with that."})),
     _line(response=_response(message={"tool_calls": []})),
-    _line(response=_response(message={"content": None, "tool_calls": [_CALL, {**_CALL, "id": "c2"}]})),
-    _line(response=_response(message={"content": None, "tool_calls": [{"id": None, "type": "function", "function": {"name": "f"}}]})),
-    _line(response=_response(message={"content": None, "tool_calls": [{"function": {"name": "f", "arguments": None}}]})),
-    _line(response=_response(message={"content": None, "tool_calls": [{"id": "x", "function": {"name": "f\u00e9", "arguments": '{"q": "caf\u00e9 \\"x\\"", "n": 1e400}'}}]})),
-    _line(response=_response(message={"content": None, "tool_calls": [{"id": "t", "function": {"name": "f", "arguments": '{"cut": "sho'}}]})),
+    _line(
+        response=_response(message={"content": None, "tool_calls": [_CALL, {**_CALL, "id": "c2"}]})
+    ),
+    _line(
+        response=_response(
+            message={
+                "content": None,
+                "tool_calls": [{"id": None, "type": "function", "function": {"name": "f"}}],
+            }
+        )
+    ),
+    _line(
+        response=_response(
+            message={
+                "content": None,
+                "tool_calls": [{"function": {"name": "f", "arguments": None}}],
+            }
+        )
+    ),
+    _line(
+        response=_response(
+            message={
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "x",
+                        "function": {
+                            "name": "f\u00e9",
+                            "arguments": '{"q": "caf\u00e9 \\"x\\"", "n": 1e400}',
+                        },
+                    }
+                ],
+            }
+        )
+    ),
+    _line(
+        response=_response(
+            message={
+                "content": None,
+                "tool_calls": [{"id": "t", "function": {"name": "f", "arguments": '{"cut": "sho'}}],
+            }
+        )
+    ),
     _line(response=_response(message={"tool_calls": None, "function_call": None})),
     _line(response=_response(model=None)),
     _line(response=_response(model=_DROP, id=None)),
-    _line(request={**_line()["request"], "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}),
-    _line(request={**_line()["request"], "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}),
-    _line(request={**_line()["request"], "messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": "c", "content": "42"}]}),
-    _line(request={**_line()["request"], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": "number", "minimum": -1.5e-3}}}}}}),
+    _line(
+        request={
+            **_line()["request"],
+            "tools": [
+                {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+            ],
+        }
+    ),
+    _line(
+        request={
+            **_line()["request"],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+        }
+    ),
+    _line(
+        request={
+            **_line()["request"],
+            "messages": [
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "c",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "{}"},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c", "content": "42"},
+            ],
+        }
+    ),
+    _line(
+        request={
+            **_line()["request"],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "x",
+                    "schema": {
+                        "type": "object",
+                        "properties": {"a": {"type": "number", "minimum": -1.5e-3}},
+                    },
+                },
+            },
+        }
+    ),
     _line(request={**_line()["request"], "metadata": None}),
     _line(extra={"deep": [[[[{"a": [1, 2.5, -0.0, 1e30, True, False, None]}]]]]}),
 ]
@@ -236,9 +337,37 @@ LEFT = [
     _line(id=""),
     _line(id=_DROP, custom_id="c-1"),
     _line(latency_ms="fast"),
-    _line(response=_response(message={"tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {"as": "object"}}}]})),
-    _line(response=_response(message={"tool_calls": [{"id": 5, "type": "function", "function": {"name": "f", "arguments": "{}"}}]})),
-    _line(response=_response(message={"tool_calls": [{"id": "c", "type": "function", "function": {"name": 5, "arguments": "{}"}}]})),
+    _line(
+        response=_response(
+            message={
+                "tool_calls": [
+                    {
+                        "id": "c",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": {"as": "object"}},
+                    }
+                ]
+            }
+        )
+    ),
+    _line(
+        response=_response(
+            message={
+                "tool_calls": [
+                    {"id": 5, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ]
+            }
+        )
+    ),
+    _line(
+        response=_response(
+            message={
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": 5, "arguments": "{}"}}
+                ]
+            }
+        )
+    ),
     _line(response=_response(message={"tool_calls": [{"id": "c", "type": "function"}]})),
     _line(response=_response(message={"tool_calls": ["not a call"]})),
     _line(response=_response(message={"tool_calls": {"not": "a list"}})),
@@ -351,7 +480,9 @@ def test_batches_hold_nulls_rows_from_python_and_line_numbers() -> None:
     ]
     assert builder.add_lines(lines, 0, 10) == 3
     when = datetime.fromisoformat("2024-10-27T03:33:20+02:00")
-    builder.add_row(("py-1", "log.jsonl", 14, "chat-jsonl", when, None, "{}", None, "boom", b"{}", None))
+    builder.add_row(
+        ("py-1", "log.jsonl", 14, "chat-jsonl", when, None, "{}", None, "boom", b"{}", None)
+    )
     batch = builder.take()
     batch.validate(full=True)
     rows = batch.to_pylist()
@@ -359,7 +490,9 @@ def test_batches_hold_nulls_rows_from_python_and_line_numbers() -> None:
     assert [r["response"] is None for r in rows] == [True, False, True]
     assert rows[0]["metadata"] == "{}" and rows[0]["gold"] is None
     assert rows[1]["gold"] == "g"
-    assert rows[1]["timestamp"] == datetime.fromtimestamp(1_730_000_123, tz=when.tzinfo).astimezone(rows[1]["timestamp"].tzinfo)
+    assert rows[1]["timestamp"] == datetime.fromtimestamp(1_730_000_123, tz=when.tzinfo).astimezone(
+        rows[1]["timestamp"].tzinfo
+    )
     assert rows[2]["timestamp"] == when and rows[2]["error"] == "boom" and rows[2]["task"] is None
     assert builder.rows == 0 and builder.lines == 2  # take() starts a new batch
     assert builder.take().num_rows == 0
@@ -414,10 +547,48 @@ def _seed_lines() -> list[bytes]:
 
 
 _PALETTE = [
-    b'"', b"\\", b"{", b"}", b"[", b"]", b",", b":", b" ", b"\t", b"\n", b"\r", b"0", b"1",
-    b"-", b"+", b".", b"e", b"E", b"t", b"n", b"u", b"null", b"true", b"\\u", b"\\ud83d",
-    b"\\ude00", b"\\u00e9", b"\x00", b"\x1f", b"\x7f", b"\xc3\xa9", b"\xc3", b"\xed\xa0\x80",
-    b"\xf0\x9f\x98\x80", b"\xff", b"\xe2\x80\xa8", b'""', b"{}", b"[]", b'"id"', b'"role"',
+    b'"',
+    b"\\",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b" ",
+    b"\t",
+    b"\n",
+    b"\r",
+    b"0",
+    b"1",
+    b"-",
+    b"+",
+    b".",
+    b"e",
+    b"E",
+    b"t",
+    b"n",
+    b"u",
+    b"null",
+    b"true",
+    b"\\u",
+    b"\\ud83d",
+    b"\\ude00",
+    b"\\u00e9",
+    b"\x00",
+    b"\x1f",
+    b"\x7f",
+    b"\xc3\xa9",
+    b"\xc3",
+    b"\xed\xa0\x80",
+    b"\xf0\x9f\x98\x80",
+    b"\xff",
+    b"\xe2\x80\xa8",
+    b'""',
+    b"{}",
+    b"[]",
+    b'"id"',
+    b'"role"',
 ]
 
 
@@ -496,18 +667,53 @@ def _records(draw: st.DrawFn) -> dict[str, Any]:
     message = st.fixed_dictionaries(
         {
             "role": st.sampled_from(["system", "user", "assistant", "tool", "developer"]),
-            "content": st.one_of(_text, st.none(), st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": _text}), max_size=2)),
+            "content": st.one_of(
+                _text,
+                st.none(),
+                st.lists(
+                    st.fixed_dictionaries({"type": st.just("text"), "text": _text}), max_size=2
+                ),
+            ),
         },
         optional={"tool_calls": st.lists(_values, max_size=2), "name": _text},
     )
-    details = st.one_of(st.none(), st.dictionaries(st.sampled_from(["cached_tokens", "reasoning_tokens", "audio_tokens"]), _ints, max_size=2))
+    details = st.one_of(
+        st.none(),
+        st.dictionaries(
+            st.sampled_from(["cached_tokens", "reasoning_tokens", "audio_tokens"]),
+            _ints,
+            max_size=2,
+        ),
+    )
     usage = st.fixed_dictionaries(
         {},
-        optional={k: st.one_of(_ints, st.none()) for k in ("prompt_tokens", "completion_tokens", "total_tokens", "input_tokens", "output_tokens")}
-        | {k: details for k in ("prompt_tokens_details", "input_tokens_details", "completion_tokens_details", "output_tokens_details")},
+        optional={
+            k: st.one_of(_ints, st.none())
+            for k in (
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+                "input_tokens",
+                "output_tokens",
+            )
+        }
+        | {
+            k: details
+            for k in (
+                "prompt_tokens_details",
+                "input_tokens_details",
+                "completion_tokens_details",
+                "output_tokens_details",
+            )
+        },
     )
     arguments = st.one_of(
-        _values.map(json.dumps), _text, st.none(), st.just(""), st.just("  "), st.just('{"cut": "sho')
+        _values.map(json.dumps),
+        _text,
+        st.none(),
+        st.just(""),
+        st.just("  "),
+        st.just('{"cut": "sho'),
     )
     call = st.fixed_dictionaries(
         {"function": st.fixed_dictionaries({"name": _text}, optional={"arguments": arguments})},
@@ -517,14 +723,27 @@ def _records(draw: st.DrawFn) -> dict[str, Any]:
         {"role": st.just("assistant"), "content": st.one_of(_text, st.none())},
         optional={"refusal": st.one_of(st.none(), _text), "tool_calls": st.lists(call, max_size=3)},
     )
-    choice = st.fixed_dictionaries({"message": answer, "finish_reason": st.sampled_from(["stop", "length", None])}, optional={"index": st.just(0)})
+    choice = st.fixed_dictionaries(
+        {"message": answer, "finish_reason": st.sampled_from(["stop", "length", None])},
+        optional={"index": st.just(0)},
+    )
     response = st.fixed_dictionaries(
         {"choices": st.lists(choice, min_size=1, max_size=1)},
-        optional={"id": _text, "model": st.one_of(_text, st.none()), "created": st.integers(min_value=1, max_value=10**11 - 1), "usage": st.one_of(usage, st.none())},
+        optional={
+            "id": _text,
+            "model": st.one_of(_text, st.none()),
+            "created": st.integers(min_value=1, max_value=10**11 - 1),
+            "usage": st.one_of(usage, st.none()),
+        },
     )
     request = st.fixed_dictionaries(
         {"model": _text, "messages": st.lists(message, min_size=1, max_size=3)},
-        optional={"tools": st.lists(_values, max_size=2), "temperature": st.floats(min_value=0, max_value=2), "seed": _ints, "stop": st.lists(_text, max_size=2)},
+        optional={
+            "tools": st.lists(_values, max_size=2),
+            "temperature": st.floats(min_value=0, max_value=2),
+            "seed": _ints,
+            "stop": st.lists(_text, max_size=2),
+        },
     )
     record: dict[str, Any] = draw(
         st.fixed_dictionaries(
@@ -532,7 +751,10 @@ def _records(draw: st.DrawFn) -> dict[str, Any]:
             optional={
                 "response": st.one_of(response, st.none()),
                 "timestamp": _timestamps,
-                "latency_ms": st.one_of(st.floats(min_value=0, max_value=1e6), st.integers(min_value=0, max_value=10**12)),
+                "latency_ms": st.one_of(
+                    st.floats(min_value=0, max_value=1e6),
+                    st.integers(min_value=0, max_value=10**12),
+                ),
                 "metadata": st.dictionaries(_text, _values, max_size=3),
                 "gold": _text,
             },
@@ -540,22 +762,46 @@ def _records(draw: st.DrawFn) -> dict[str, Any]:
     )
     # then up to three fields changed: any JSON value, or gone
     paths = [
-        ("id",), ("custom_id",), ("request_id",), ("timestamp",), ("created_at",), ("latency_ms",),
-        ("duration_ms",), ("metadata",), ("tags",), ("gold",), ("label",), ("request",),
-        ("response",), ("request", "model"), ("request", "messages"), ("request", "tools"),
-        ("request", "metadata"), ("request", "messages", 0), ("request", "messages", 0, "role"),
-        ("request", "messages", 0, "content"), ("request", "messages", 0, "tool_calls"),
-        ("response", "choices"), ("response", "id"), ("response", "model"), ("response", "created"),
-        ("response", "usage"), ("response", "choices", 0, "message"),
-        ("response", "choices", 0, "finish_reason"), ("response", "choices", 0, "message", "content"),
-        ("response", "choices", 0, "message", "refusal"), ("response", "choices", 0, "message", "tool_calls"),
-        ("response", "choices", 0, "message", "function_call"), ("response", "usage", "prompt_tokens"),
+        ("id",),
+        ("custom_id",),
+        ("request_id",),
+        ("timestamp",),
+        ("created_at",),
+        ("latency_ms",),
+        ("duration_ms",),
+        ("metadata",),
+        ("tags",),
+        ("gold",),
+        ("label",),
+        ("request",),
+        ("response",),
+        ("request", "model"),
+        ("request", "messages"),
+        ("request", "tools"),
+        ("request", "metadata"),
+        ("request", "messages", 0),
+        ("request", "messages", 0, "role"),
+        ("request", "messages", 0, "content"),
+        ("request", "messages", 0, "tool_calls"),
+        ("response", "choices"),
+        ("response", "id"),
+        ("response", "model"),
+        ("response", "created"),
+        ("response", "usage"),
+        ("response", "choices", 0, "message"),
+        ("response", "choices", 0, "finish_reason"),
+        ("response", "choices", 0, "message", "content"),
+        ("response", "choices", 0, "message", "refusal"),
+        ("response", "choices", 0, "message", "tool_calls"),
+        ("response", "choices", 0, "message", "function_call"),
+        ("response", "usage", "prompt_tokens"),
         ("response", "choices", 0, "message", "tool_calls", 0),
         ("response", "choices", 0, "message", "tool_calls", 0, "id"),
         ("response", "choices", 0, "message", "tool_calls", 0, "function"),
         ("response", "choices", 0, "message", "tool_calls", 0, "function", "name"),
         ("response", "choices", 0, "message", "tool_calls", 0, "function", "arguments"),
-        ("response", "usage", "prompt_tokens_details"), ("response", "usage", "input_tokens_details"),
+        ("response", "usage", "prompt_tokens_details"),
+        ("response", "usage", "input_tokens_details"),
         ("response", "usage", "completion_tokens_details"),
     ]
     for _ in range(draw(st.integers(min_value=0, max_value=3))):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate_eval.errors import BadLineError
+from migrate_eval.core.errors import BadLineError
 from migrate_eval.ingest import read_logs
 from tests.ingest.helpers import data_file, write_jsonl
 

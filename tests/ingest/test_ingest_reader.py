@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.errors import BadLineError, LogFormatError
+from migrate_eval.core.errors import BadLineError, LogFormatError
 from migrate_eval.ingest import IngestResult, _jsonl, read_logs, reader, stream_logs
 from tests.ingest.helpers import completion, write_jsonl
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from migrate_eval.core.records import Exchange, Response
 from migrate_eval.ingest import (
     LineContext,
     LogFormat,
@@ -19,7 +20,6 @@ from migrate_eval.ingest import (
     register_format,
     registry,
 )
-from migrate_eval.records import Exchange, Response
 from tests.ingest.helpers import write_jsonl
 
 
@@ -108,7 +108,9 @@ def test_entry_point_plugins(
         importlib.metadata.EntryPoint("pc", f"{module}:PROMPT_COMPLETION", group),
         importlib.metadata.EntryPoint("pc2", f"{module}:make_format", group),
         importlib.metadata.EntryPoint("broken", f"{module}:does_not_exist", group),
-        importlib.metadata.EntryPoint("clash", "migrate_eval.ingest.chat_jsonl:FORMAT", group),
+        importlib.metadata.EntryPoint(
+            "clash", "migrate_eval.ingest.formats.chat_jsonl:FORMAT", group
+        ),
     ]
 
     def entry_points(*, group: str) -> list[importlib.metadata.EntryPoint]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.errors import LineIssue
+from migrate_eval.core.errors import LineIssue
 from migrate_eval.ingest import (
     IngestResult,
     ingest_to_dataset,
@@ -252,7 +252,7 @@ def test_zstd_without_the_package_names_the_extra(
 ) -> None:
     import builtins
 
-    from migrate_eval.errors import MissingExtraError
+    from migrate_eval.core.errors import MissingExtraError
 
     path = tmp_path / "log.jsonl.zst"
     path.write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 16)
@@ -269,7 +269,7 @@ def test_zstd_without_the_package_names_the_extra(
 
 
 def test_suite_log_entries_take_table_columns() -> None:
-    from migrate_eval.suite import LogSpec
+    from migrate_eval.core.suite import LogSpec
 
     spec = LogSpec(path="evals.csv", columns={"prompt": "q", "response": "a"})
     assert spec.columns == {"prompt": "q", "response": "a"}

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from migrate_eval.metrics import score
-from migrate_eval.records import Exchange, ReplayResult, Response, Source
-from migrate_eval.results import TaskInfo
+from migrate_eval.core.records import Exchange, ReplayResult, Response, Source
+from migrate_eval.core.results import TaskInfo
+from migrate_eval.score import score
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alpaca_eval"
 N = 100

@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.errors import ConfigError
-from migrate_eval.metrics import (
+from migrate_eval.core.errors import ConfigError
+from migrate_eval.core.records import Exchange, Response, Source
+from migrate_eval.core.results import TaskInfo
+from migrate_eval.score import (
     MetricContext,
     default_metrics,
     get_metric,
     list_metrics,
     register_metric,
 )
-from migrate_eval.metrics import registry as reg
-from migrate_eval.records import Exchange, Response, Source
-from migrate_eval.results import TaskInfo
+from migrate_eval.score import registry as reg
 
 BUILT_INS = {
     "exact_match",

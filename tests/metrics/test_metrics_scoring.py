@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from migrate_eval.errors import ConfigError
-from migrate_eval.metrics import MetricContext, error_kind_of, format_error, score
-from migrate_eval.records import Exchange, ReplayResult, Response, Source, ToolCall, Usage
-from migrate_eval.results import SCORE_COLUMNS, TaskInfo
+from migrate_eval.core.errors import ConfigError
+from migrate_eval.core.records import Exchange, ReplayResult, Response, Source, ToolCall, Usage
+from migrate_eval.core.results import SCORE_COLUMNS, TaskInfo
+from migrate_eval.score import MetricContext, error_kind_of, format_error, score
 
 CLS = TaskInfo(
     name="triage",

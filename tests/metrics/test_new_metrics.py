@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 import sacrebleu
 
-from migrate_eval.metrics import MetricContext, get_metric, register_metric, score
-from migrate_eval.metrics.ifeval import parse_instructions
-from migrate_eval.metrics.structured import field_parity
-from migrate_eval.metrics.text import bleu_score, is_refusal, rouge_l_score, ter_score
-from migrate_eval.records import Exchange, OutputKind, ReplayResult, Response, Source, ToolCall
-from migrate_eval.results import TaskInfo
+from migrate_eval.core.records import Exchange, OutputKind, ReplayResult, Response, Source, ToolCall
+from migrate_eval.core.results import TaskInfo
+from migrate_eval.score import MetricContext, get_metric, register_metric, score
+from migrate_eval.score.ifeval import parse_instructions
+from migrate_eval.score.structured import field_parity
+from migrate_eval.score.text import bleu_score, is_refusal, rouge_l_score, ter_score
 
 
 def _ctx(

@@ -8,11 +8,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from migrate_eval.metrics import MetricContext, get_metric
-from migrate_eval.metrics._json import json_equal, parse_json_answer
-from migrate_eval.metrics.structured import json_field_parity
-from migrate_eval.records import Exchange, Response, Source
-from migrate_eval.results import TaskInfo
+from migrate_eval.core.records import Exchange, Response, Source
+from migrate_eval.core.results import TaskInfo
+from migrate_eval.score import MetricContext, get_metric
+from migrate_eval.score._json import json_equal, parse_json_answer
+from migrate_eval.score.structured import json_field_parity
 
 SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 import sacrebleu
 
-from migrate_eval.metrics import MetricContext, get_metric
-from migrate_eval.metrics.text import chrf_score, lm_eval_chrf, normalize_label
-from migrate_eval.records import Exchange, OutputKind, Response, Source, ToolCall
-from migrate_eval.results import TaskInfo
+from migrate_eval.core.records import Exchange, OutputKind, Response, Source, ToolCall
+from migrate_eval.core.results import TaskInfo
+from migrate_eval.score import MetricContext, get_metric
+from migrate_eval.score.text import chrf_score, lm_eval_chrf, normalize_label
 
 
 def _ctx(

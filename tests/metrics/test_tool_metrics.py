@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.metrics import MetricContext, get_metric
-from migrate_eval.records import Exchange, Response, Source, ToolCall
-from migrate_eval.results import TaskInfo
+from migrate_eval.core.records import Exchange, Response, Source, ToolCall
+from migrate_eval.core.results import TaskInfo
+from migrate_eval.score import MetricContext, get_metric
 
 WEATHER_TOOL = {
     "type": "function",

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.errors import VendorError
-from migrate_eval.providers import ProviderResponse, get_provider
-from migrate_eval.suite import CandidateSpec
+from migrate_eval.core.errors import VendorError
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.providers import ProviderResponse, get_provider
 
 
 def call(spec: CandidateSpec, request: dict[str, Any]) -> ProviderResponse:

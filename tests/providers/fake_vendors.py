@@ -29,8 +29,8 @@ from typing import Any, Self
 import pytest
 from aiohttp import web
 
-from migrate_eval.records import Response
-from migrate_eval.suite import CandidateSpec
+from migrate_eval.core.records import Response
+from migrate_eval.core.suite import CandidateSpec
 from tests.providers.calls import call
 from tests.servers import Managed
 

@@ -11,14 +11,14 @@ import pytest
 
 pytest.importorskip("anthropic")
 
-from migrate_eval.cache import ResponseCache
-from migrate_eval.errors import MissingExtraError, VendorError
-from migrate_eval.providers import UnsupportedRequestError, get_provider
-from migrate_eval.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
-from migrate_eval.providers.base import MalformedResponseError
-from migrate_eval.records import Exchange, Source
-from migrate_eval.replay import replay
-from migrate_eval.suite import CandidateSpec
+from migrate_eval.core.errors import MissingExtraError, VendorError
+from migrate_eval.core.records import Exchange, Source
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.cache import ResponseCache
+from migrate_eval.replay.engine import replay
+from migrate_eval.replay.providers import UnsupportedRequestError, get_provider
+from migrate_eval.replay.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
+from migrate_eval.replay.providers.base import MalformedResponseError
 from tests.providers.fake_vendors import ANTHROPIC, WEATHER, FakeVendors, Reply, anthropic_text
 
 KEY = ANTHROPIC.key
@@ -346,7 +346,7 @@ def test_end_to_end_replay_good_row_and_unsupported_row(server: FakeVendors, tmp
 
 
 def test_translation_edge_cases() -> None:
-    from migrate_eval.providers.anthropic import translate_request
+    from migrate_eval.replay.providers.anthropic import translate_request
 
     # legacy functions / function_call and a legacy function result
     params = translate_request(
@@ -428,7 +428,7 @@ def test_streaming_reassembles_text_tool_calls_and_measures_ttft(server: FakeVen
 
 
 def test_stream_reassembly_rejects_broken_streams() -> None:
-    from migrate_eval.providers.anthropic import reassemble_stream
+    from migrate_eval.replay.providers.anthropic import reassemble_stream
 
     with pytest.raises(MalformedResponseError):
         reassemble_stream([{"type": "ping"}])

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from migrate_eval.cache import ResponseCache
-from migrate_eval.errors import ConfigError, UserError
-from migrate_eval.providers import VendorTimeout, get_provider
-from migrate_eval.providers.azure import DEFAULT_API_VERSION, ContentFilterError
-from migrate_eval.records import Exchange, Source
-from migrate_eval.replay import error_kind, replay
-from migrate_eval.suite import CandidateSpec
+from migrate_eval.core.errors import ConfigError, UserError
+from migrate_eval.core.records import Exchange, Source
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.cache import ResponseCache
+from migrate_eval.replay.engine import error_kind, replay
+from migrate_eval.replay.providers import VendorTimeout, get_provider
+from migrate_eval.replay.providers.azure import DEFAULT_API_VERSION, ContentFilterError
 from tests.providers.calls import call, call_error
 from tests.servers import LoopbackServer, _Core
 
@@ -116,7 +116,7 @@ def test_url_deployment_api_version_and_api_key_header(server: AzureServer) -> N
 
 def test_deployment_and_api_version_params_are_not_sent_in_the_body(server: AzureServer) -> None:
     spec = spec_for(server, params={"deployment": "other-dep", "api_version": "2025-01-01-preview"})
-    from migrate_eval.replay import build_request
+    from migrate_eval.replay.engine import build_request
 
     request = build_request(chat("x", tools=None), spec)
     call(spec, request)

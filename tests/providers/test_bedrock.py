@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from migrate_eval.cache import ResponseCache
-from migrate_eval.errors import ConfigError
-from migrate_eval.providers import (
+from migrate_eval.core.errors import ConfigError
+from migrate_eval.core.records import Exchange, Source
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.cache import ResponseCache
+from migrate_eval.replay.engine import replay
+from migrate_eval.replay.providers import (
     MalformedResponseError,
     UnsupportedRequestError,
     VendorTimeout,
 )
-from migrate_eval.records import Exchange, Source
-from migrate_eval.replay import replay
-from migrate_eval.suite import CandidateSpec
 from tests.providers.calls import call, call_error
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"

@@ -220,9 +220,9 @@ def test_images(server: FakeVendors) -> None:
 
 
 def test_engine_retries_rate_limits_and_server_errors(server: FakeVendors, tmp_path: Any) -> None:
-    from migrate_eval.cache import ResponseCache
-    from migrate_eval.records import Exchange, Source
-    from migrate_eval.replay import replay
+    from migrate_eval.core.records import Exchange, Source
+    from migrate_eval.replay.cache import ResponseCache
+    from migrate_eval.replay.engine import replay
 
     server.script(
         "cohere",

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("google.genai")
 
-from migrate_eval.providers import UnsupportedRequestError
+from migrate_eval.replay.providers import UnsupportedRequestError
 from tests.providers.fake_vendors import GEMINI, WEATHER, FakeVendors, Reply, gemini_text
 
 KEY = GEMINI.key
@@ -228,7 +228,7 @@ def test_key_from_google_api_key(server: FakeVendors, monkeypatch: pytest.Monkey
 
 
 def test_translation_edge_cases() -> None:
-    from migrate_eval.providers.gemini import translate_request
+    from migrate_eval.replay.providers.gemini import translate_request
 
     # a tool result is named after the call it answers; a non-object result is wrapped
     args = translate_request(

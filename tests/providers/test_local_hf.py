@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.cache import ResponseCache
-from migrate_eval.errors import ConfigError
-from migrate_eval.providers import ProviderResponse, UnsupportedRequestError, get_provider
-from migrate_eval.providers.local_hf import LocalHFProvider, parse_tool_calls
-from migrate_eval.records import Exchange, Source
-from migrate_eval.replay import replay
-from migrate_eval.suite import CandidateSpec
+from migrate_eval.core.errors import ConfigError
+from migrate_eval.core.records import Exchange, Source
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.cache import ResponseCache
+from migrate_eval.replay.engine import replay
+from migrate_eval.replay.providers import ProviderResponse, UnsupportedRequestError, get_provider
+from migrate_eval.replay.providers.local_hf import LocalHFProvider, parse_tool_calls
 from tests.providers.tiny_model import build_tiny_model
 
 TOOLS = [

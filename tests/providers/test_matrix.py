@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from migrate_eval.cli import main
-from migrate_eval.providers import UnsupportedRequestError, available_providers
-from migrate_eval.providers.anthropic import AnthropicProvider
-from migrate_eval.providers.cohere import CohereProvider
-from migrate_eval.providers.gemini import GeminiProvider
-from migrate_eval.providers.matrix import FEATURES, feature_matrix, matrix_json, render_table
+from migrate_eval.replay.providers import UnsupportedRequestError, available_providers
+from migrate_eval.replay.providers.anthropic import AnthropicProvider
+from migrate_eval.replay.providers.cohere import CohereProvider
+from migrate_eval.replay.providers.gemini import GeminiProvider
+from migrate_eval.replay.providers.matrix import FEATURES, feature_matrix, matrix_json, render_table
 
 
 def test_every_native_provider_declares_every_feature() -> None:
@@ -102,7 +102,7 @@ def test_matrix_is_truthful_on_real_recorded_openai_traffic(shared_data: Path) -
     """Every real chat request recorded from OpenAI (OpenTelemetry's VCR cassettes) is refused
     by a native provider exactly when it uses a feature the matrix marks 'no'."""
     yaml = pytest.importorskip("yaml")
-    from migrate_eval.providers import anthropic, cohere, gemini
+    from migrate_eval.replay.providers import anthropic, cohere, gemini
 
     requests = []
     for path in sorted((shared_data / "otel-openai-cassettes").glob("*.yaml")):

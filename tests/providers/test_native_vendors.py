@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.errors import ConfigError, MissingExtraError, VendorError
-from migrate_eval.providers import UnsupportedRequestError, VendorTimeout, get_provider
-from migrate_eval.providers.base import MalformedResponseError
-from migrate_eval.suite import CandidateSpec
+from migrate_eval.core.errors import ConfigError, MissingExtraError, VendorError
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.providers import UnsupportedRequestError, VendorTimeout, get_provider
+from migrate_eval.replay.providers.base import MalformedResponseError
 from tests.providers.calls import call_error
 from tests.providers.fake_vendors import (
     ANTHROPIC,

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.errors import ConfigError
-from migrate_eval.providers import (
+from migrate_eval.core.errors import ConfigError
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.providers import (
     OPENAI_BASE_URL,
     MalformedResponseError,
     OpenAICompatibleProvider,
@@ -23,7 +24,6 @@ from migrate_eval.providers import (
     get_provider,
     parse_retry_after,
 )
-from migrate_eval.suite import CandidateSpec
 from tests.providers.calls import call, call_error
 from tests.servers import Fault, LoopbackServer
 

@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.cache import ResponseCache
-from migrate_eval.errors import ConfigError
-from migrate_eval.providers import (
+from migrate_eval.core.errors import ConfigError
+from migrate_eval.core.records import Exchange, Source
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.cache import ResponseCache
+from migrate_eval.replay.engine import replay
+from migrate_eval.replay.providers import (
     MalformedResponseError,
     VendorConnectionError,
     VendorTimeout,
 )
-from migrate_eval.records import Exchange, Source
-from migrate_eval.replay import replay
-from migrate_eval.suite import CandidateSpec
 from tests.providers.calls import call, call_error
 from tests.servers import LoopbackServer
 

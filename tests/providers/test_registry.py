@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from migrate_eval.errors import ConfigError, MissingExtraError
-from migrate_eval.providers import (
+from migrate_eval.core.errors import ConfigError, MissingExtraError
+from migrate_eval.core.records import Response
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.providers import (
     ENTRY_POINT_GROUP,
     OpenAICompatibleProvider,
     Provider,
@@ -19,8 +21,6 @@ from migrate_eval.providers import (
     register_provider,
     registry,
 )
-from migrate_eval.records import Response
-from migrate_eval.suite import CandidateSpec
 
 
 class EchoProvider(Provider):

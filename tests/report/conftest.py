@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from migrate_eval.records import Exchange, ReplayResult, Response, Source, ToolCall, Usage
-from migrate_eval.results import (
+from migrate_eval.core.records import Exchange, ReplayResult, Response, Source, ToolCall, Usage
+from migrate_eval.core.results import (
     SCORE_COLUMNS,
     CandidateResult,
     CostStats,

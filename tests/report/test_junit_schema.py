@@ -8,8 +8,8 @@ from pathlib import Path
 
 import jsonschema
 
+from migrate_eval.core.results import SCHEMA_VERSION, ErrorStats, Interval, Reason, TaskResult
 from migrate_eval.report import render_junit_xml, results_to_json, write_junit_xml
-from migrate_eval.results import SCHEMA_VERSION, ErrorStats, Interval, Reason, TaskResult
 from migrate_eval.schema import SCHEMA_PATH, published_schema, results_schema_text
 
 from .conftest import CANDIDATES, HOSTILE_TASK, TASKS, XSS, Run

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from markupsafe import escape
 
-from migrate_eval.records import Exchange, ReplayResult, Response, Source
+from migrate_eval.core.records import Exchange, ReplayResult, Response, Source
+from migrate_eval.core.results import TaskInfo
 from migrate_eval.report import render_html_text
 from migrate_eval.report.explorer import (
     MIN_BLOB_TEXT,
@@ -22,7 +23,6 @@ from migrate_eval.report.explorer import (
     word_diff,
 )
 from migrate_eval.report.html import build_page
-from migrate_eval.results import TaskInfo
 
 from .conftest import CANDIDATES, PER_TASK, TASKS, XSS, Run, build_run
 
@@ -212,8 +212,8 @@ def test_confusion_matrix_the_results_carry_is_rendered(run: Run) -> None:
 
 
 def test_task_evidence_compares_candidates_on_the_same_exchanges() -> None:
-    from migrate_eval.stats import compare_candidates
-    from migrate_eval.suite import Thresholds
+    from migrate_eval.core.suite import Thresholds
+    from migrate_eval.verdict.aggregate import compare_candidates
 
     run = build_run()
     run.results.comparisons = compare_candidates(

@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+from migrate_eval.core.results import Interval, Results, TaskResult
 from migrate_eval.report import (
     md_escape,
     read_results_json,
@@ -15,7 +16,6 @@ from migrate_eval.report import (
     write_summary_md,
 )
 from migrate_eval.report.summary import MAX_SUMMARY_CHARS, MAX_TASK_ROWS
-from migrate_eval.results import Interval, Results, TaskResult
 
 from .conftest import HOSTILE_TASK, XSS, Run, build_run
 
@@ -184,13 +184,16 @@ def test_summary_candidate_table_stays_bounded_with_many_candidates(run: Run) ->
 
 
 def test_summary_says_whether_logged_content_was_redacted(run: Run) -> None:
-    from migrate_eval.redact import RedactionSummary
+    from migrate_eval.plan.redact import RedactionSummary
 
     res = run.results.model_copy(deep=True)
     res.redaction = None
     assert "redaction" not in render_summary_md(res)
     res.redaction = RedactionSummary(enabled=False, entities=[], exchanges=40, exchanges_affected=0)
-    assert "PII redaction was off: candidates got the logged content as logged." in render_summary_md(res)
+    assert (
+        "PII redaction was off: candidates got the logged content as logged."
+        in render_summary_md(res)
+    )
     res.redaction = RedactionSummary(
         enabled=True,
         entities=["email"],
@@ -200,4 +203,7 @@ def test_summary_says_whether_logged_content_was_redacted(run: Run) -> None:
         by_entity={"email": 9},
         occurrences_by_entity={"email": 12},
     )
-    assert "PII redaction was on: 9 value(s) replaced in 7 of 40 exchange(s) before replay." in render_summary_md(res)
+    assert (
+        "PII redaction was on: 9 value(s) replaced in 7 of 40 exchange(s) before replay."
+        in render_summary_md(res)
+    )

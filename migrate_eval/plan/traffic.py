@@ -1,0 +1,264 @@
+"""The first stage of a run: the whole logged traffic, read once, in bounded memory.
+
+:func:`read_traffic` streams the logs into Arrow datasets on disk
+(:func:`~migrate_eval.ingest.dataset.write_arrow`, the compiled fast path where it applies)
+and reads them back one exchange at a time, gathering on the way what the later stages need
+of *every* logged exchange:
+
+* the traffic profile (:class:`~migrate_eval.plan.profile.TrafficTally`) of all of them;
+* task discovery (:class:`~migrate_eval.plan.tasks.TaskDiscovery`) over those with a logged answer
+  (the *scorable* ones), and their ids in log order;
+* per scorable exchange a 16-byte request fingerprint (deduplication), a 16-byte request key
+  and its timestamp (the duplicate requests the noise floor scores), and its timestamp and
+  logged cost (:class:`~migrate_eval.core.prices.LoggedTraffic`, for cost projections).
+
+The exchanges themselves are not kept: :meth:`Traffic.load` reads the few that are needed
+(the sample to replay, the duplicate pairs to score) back from the datasets by id. Memory
+grows by a few hundred bytes per logged exchange, not by the exchange.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from migrate_eval.core.errors import InfrastructureError, LineIssue
+from migrate_eval.core.prices import LoggedTraffic, logged_cost
+from migrate_eval.core.records import Exchange
+from migrate_eval.core.request import request_digest, request_key
+from migrate_eval.core.results import IngestSummary
+from migrate_eval.core.suite import TaskSpec, Thresholds
+from migrate_eval.plan.profile import Profile, TrafficTally
+from migrate_eval.plan.tasks import TaskDiscovery, TaskPlan
+
+#: One group of logs read together: (format, columns, files).
+LogGroup = tuple[str, dict[str, str] | None, Sequence[str | Path]]
+
+
+@dataclass
+class Traffic:
+    """What a run knows of its whole logged traffic (see the module docstring)."""
+
+    summary: IngestSummary
+    skipped: list[LineIssue]
+    profile: Profile
+    #: the tasks of the scorable exchanges, with every one's task (before sampling)
+    plan: TaskPlan
+    #: the scorable exchanges' ids, in log order
+    order: list[str]
+    #: request fingerprints by id (only when deduplication was asked for)
+    fingerprints: dict[str, bytes] | None
+    #: timestamps and logged costs per task, for cost projections
+    logged: LoggedTraffic
+    _keys: list[tuple[str, bytes, datetime | None]] = field(repr=False)
+    _where: dict[str, tuple[int, int]] = field(repr=False)
+    _files: list[Path] = field(repr=False)
+
+    @property
+    def exchanges(self) -> int:
+        """Exchanges read (with or without a logged answer)."""
+        return self.summary.exchanges
+
+    def duplicate_pairs(self, tasks: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+        """:func:`duplicate_pairs` of the scorable exchanges of ``tasks``."""
+        names = set(tasks)
+        assignment = self.plan.assignment
+        return duplicate_pairs(
+            (ex_id, key, ts, assignment[ex_id])
+            for ex_id, key, ts in self._keys
+            if assignment.get(ex_id) in names
+        )
+
+    def scorable(self) -> Iterator[Exchange]:
+        """The exchanges with a logged answer again, in log order, read from the Arrow
+        files one at a time."""
+        from migrate_eval.ingest.dataset import iter_file_exchanges
+
+        for path in self._files:
+            for _, ex in iter_file_exchanges(path):
+                if ex.response is not None and ex.error is None:
+                    yield ex
+
+    def load(self, ids: Iterable[str]) -> dict[str, Exchange]:
+        """The exchanges with these ids, read back from the Arrow files (one pass over each
+        file that holds any of them; only those rows are decoded)."""
+        from migrate_eval.ingest.dataset import iter_file_exchanges
+
+        rows: dict[int, set[int]] = {}
+        for ex_id in ids:
+            where = self._where.get(ex_id)
+            if where is not None:
+                rows.setdefault(where[0], set()).add(where[1])
+        out: dict[str, Exchange] = {}
+        for number, wanted in sorted(rows.items()):
+            for _, ex in iter_file_exchanges(self._files[number], sorted(wanted)):
+                out[ex.id] = ex
+        return out
+
+
+@contextlib.contextmanager
+def work_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A temporary folder in ``parent`` for the Arrow copy of the logs, removed afterwards.
+
+    Its name holds the process id (``<prefix><pid>-...``): the folders a killed run left
+    behind (their process is gone) are removed the next time one is made, so a copy of the
+    logs does not linger."""
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(parent, prefix)
+        folder = tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+    except OSError as e:
+        raise InfrastructureError(
+            f"cannot make a work folder in {parent} for the Arrow copy of the logs: {e}"
+        ) from e
+    with folder as path:
+        yield Path(path)
+
+
+def _remove_orphans(parent: Path, prefix: str) -> None:
+    for entry in parent.iterdir():
+        name = entry.name
+        if not name.startswith(prefix) or not entry.is_dir():
+            continue
+        pid_text = name[len(prefix) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process, or no way to tell: leave its folder alone
+    return True
+
+
+def read_traffic(
+    groups: Sequence[LogGroup],
+    workdir: Path,
+    *,
+    strict: bool = False,
+    specs: Sequence[TaskSpec] = (),
+    thresholds: Thresholds | None = None,
+    auto: bool = True,
+    dedupe: bool = False,
+) -> Traffic:
+    """Read every group of logs (files of one format and column mapping, read together so
+    that e.g. Batch input and output files join) into a dataset file in ``workdir`` and gather
+    the :class:`Traffic`. Raises what :func:`~migrate_eval.ingest.read_logs` raises."""
+    from migrate_eval.ingest import stream_logs
+    from migrate_eval.ingest.dataset import iter_file_exchanges, write_arrow
+    from migrate_eval.ingest.reader import summarize
+
+    tally = TrafficTally()
+    discovery = TaskDiscovery(specs, thresholds=thresholds, auto=auto)
+    order: list[str] = []
+    fingerprints: dict[str, bytes] | None = {} if dedupe else None
+    keys: list[tuple[str, bytes, datetime | None]] = []
+    costs: list[float | None] = []
+    where: dict[str, tuple[int, int]] = {}
+    arrow_files: list[Path] = []
+    seen: set[str] = set()
+    files: list[str] = []
+    formats: dict[str, int] = {}
+    skipped: list[LineIssue] = []
+    lines_read = 0
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of short-lived acyclic objects: nothing for the collector to free
+    try:
+        for number, (fmt, columns, paths) in enumerate(groups):
+            stream = stream_logs(list(paths), format=fmt, strict=strict, columns=columns)
+            stream.seen_ids = seen  # ids unique across the groups too (``-2``, ``-3``...)
+            target = workdir / f"logs-{number}.arrow"
+            try:
+                write_arrow(stream, target)
+            except OSError as e:  # the disk is full, the folder is not writable...
+                raise InfrastructureError(
+                    f"cannot write {target}, the Arrow copy of the logs: {e} (it takes about "
+                    "as much space as the logs; it goes next to the response cache: --cache "
+                    "elsewhere moves it)"
+                ) from e
+            arrow_files.append(target)
+            files += stream.files
+            skipped += stream.skipped
+            lines_read += stream.lines_read
+            for name, count in stream.formats.items():
+                formats[name] = formats.get(name, 0) + count
+            for row, ex in iter_file_exchanges(target):
+                digest = request_digest(ex)  # duplicates in the profile, deduplication
+                tally.add(ex, digest)
+                if ex.response is None or ex.error is not None:
+                    continue
+                discovery.add(ex)
+                order.append(ex.id)
+                where[ex.id] = (number, row)
+                if fingerprints is not None:
+                    fingerprints[ex.id] = digest
+                keys.append((ex.id, request_key(ex), ex.timestamp))
+                costs.append(logged_cost(ex))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    summary = summarize(files, formats, lines_read, tally.total, skipped)
+    plan = discovery.plan()
+    logged = LoggedTraffic()
+    for (ex_id, _, timestamp), cost in zip(keys, costs, strict=True):
+        task = plan.assignment.get(ex_id)
+        if task is not None:
+            logged.add(task, timestamp, cost)
+    return Traffic(
+        summary=summary,
+        skipped=skipped,
+        profile=tally.profile(plan, summary),
+        plan=plan,
+        order=order,
+        fingerprints=fingerprints,
+        logged=logged,
+        _keys=keys,
+        _where=where,
+        _files=arrow_files,
+    )
+
+
+#: Duplicate pairs scored per task for the noise floor, at most (a seeded sample beyond).
+MAX_NOISE_PAIRS = 1000
+
+
+def duplicate_pairs(
+    entries: Iterable[tuple[str, Hashable, datetime | None, str]],
+) -> dict[str, list[tuple[str, str]]]:
+    """The pairs of logged answers :func:`noise_floor_from_duplicates` scores, from
+    ``(exchange id, request key, timestamp, task)`` of each exchange with a logged answer (in
+    log order; equal keys are identical requests): per task, ``(earlier id, later id)`` pairs,
+    at most :data:`MAX_NOISE_PAIRS` (a seeded random sample beyond). Only the keys are held,
+    so the pairs of a log of any size can be found while it is read."""
+    groups: dict[Hashable, list[tuple[str, datetime | None]]] = {}
+    task_of: dict[str, str] = {}
+    for ex_id, key, timestamp, task in entries:
+        groups.setdefault(key, []).append((ex_id, timestamp))
+        task_of[ex_id] = task
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda e: (e[1] is None, e[1] or 0, e[0]))
+        for (prev, _), (nxt, _) in itertools.pairwise(group):
+            pairs.setdefault(task_of[prev], []).append((prev, nxt))
+    for task, chosen in pairs.items():
+        if len(chosen) > MAX_NOISE_PAIRS:
+            rng = random.Random(f"noise-floor:{task}")
+            keep = sorted(rng.sample(range(len(chosen)), MAX_NOISE_PAIRS))
+            pairs[task] = [chosen[i] for i in keep]
+    return pairs

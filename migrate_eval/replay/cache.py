@@ -1,0 +1,567 @@
+"""The persistent response cache that makes every replay resumable.
+
+One SQLite file in WAL mode. An entry is keyed by the sha256 of the canonical JSON of
+``{"identity": <provider identity>, "request": <candidate request body>}`` and holds the
+identity, the request, the raw response body, the normalised :class:`Response`, the latency
+and when it was stored. Only successful answers are stored: errors are never cached.
+
+Durability: writes are batched (a commit every ``batch_size`` rows or ``batch_interval``
+seconds, and on :meth:`flush` / :meth:`close`) and committed by a background writer thread,
+so that an event loop calling :meth:`put` never waits for the disk. Each commit is one
+transaction, so a process killed at any point (even ``SIGKILL``) leaves a valid cache holding
+every committed answer; only the answers of the last uncommitted batch are lost, and a later
+run sends those again. WAL with ``synchronous=NORMAL`` survives process death (not power
+loss, which at worst loses the last commits, never the file). Reads see uncommitted answers.
+
+API keys never reach this file: a provider identity carries no secret and the request body
+is the Chat Completions body, without headers.
+
+Recordings (JSONL, one ``{"identity", "request", "response", "latency_ms"}`` object a line,
+``response`` being the raw body) move cached answers between machines: the demo suite ships
+its candidates' answers this way. Timings travel with each answer: ``latency_ms`` and, for
+streamed answers, ``ttft_ms`` (also inside ``normalized``, the normalised response).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pydantic import ValidationError
+
+from migrate_eval.core.errors import InfrastructureError, UserError
+from migrate_eval.core.records import Response, canonical_json
+
+SCHEMA_VERSION = 1
+
+IdentityFilter = Mapping[str, Any] | Callable[[dict[str, Any]], bool]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key        TEXT PRIMARY KEY,
+    identity   TEXT NOT NULL,
+    request    TEXT NOT NULL,
+    raw        TEXT NOT NULL,
+    response   TEXT NOT NULL,
+    latency_ms REAL,
+    created    REAL NOT NULL
+)
+"""
+_COLUMNS = "key, identity, request, raw, response, latency_ms, created"
+_INSERT = f"INSERT OR REPLACE INTO responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_SELECT_CHUNK = 500
+
+_Row = tuple[str, str, str, str, str, float | None, float]
+
+
+def key_from_json(identity_json: str, request_json: str) -> str:
+    """The cache key from the canonical JSON of the identity and of the request.
+
+    Equal to ``sha256(canonical_json({"identity": identity, "request": request}))``: canonical
+    JSON sorts keys and has no whitespace, so the object's text is the two parts joined.
+    """
+    text = '{"identity":' + identity_json + ',"request":' + request_json + "}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What the cache holds for one identity (see :meth:`ResponseCache.stats`)."""
+
+    identity: dict[str, Any]
+    answers: int
+    mean_latency_ms: float | None
+    oldest: float
+    newest: float
+
+
+class CachedEntry:
+    """One stored answer. JSON columns are decoded on first access."""
+
+    __slots__ = (
+        "__dict__",
+        "_identity_json",
+        "_raw_json",
+        "_request_json",
+        "_response_json",
+        "created",
+        "key",
+        "latency_ms",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        identity_json: str,
+        request_json: str,
+        raw_json: str,
+        response_json: str,
+        latency_ms: float | None,
+        created: float,
+    ) -> None:
+        self.key = key
+        self._identity_json = identity_json
+        self._request_json = request_json
+        self._raw_json = raw_json
+        self._response_json = response_json
+        self.latency_ms = latency_ms
+        self.created = created
+
+    @cached_property
+    def identity(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self._identity_json)
+        return value
+
+    @cached_property
+    def request(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self._request_json)
+        return value
+
+    @cached_property
+    def raw(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self._raw_json)
+        return value
+
+    @cached_property
+    def response(self) -> Response:
+        return Response.model_validate_json(self._response_json)
+
+    def __repr__(self) -> str:
+        return f"CachedEntry(key={self.key[:12]}..., latency_ms={self.latency_ms})"
+
+
+def _write(conn: sqlite3.Connection, rows: list[_Row]) -> None:
+    """Store rows in one transaction: all of them or, if the process dies, none."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(_INSERT, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _matches(identity: dict[str, Any], flt: IdentityFilter | None) -> bool:
+    if flt is None:
+        return True
+    if callable(flt):
+        return bool(flt(identity))
+    return all(identity.get(k) == v for k, v in flt.items())
+
+
+class ResponseCache:
+    """SQLite response cache (see the module docstring). Usable as a context manager.
+
+    ``batch_size`` and ``batch_interval`` bound how many answers a crash may lose; they are
+    re-sent on the next run. Reads see uncommitted answers too. Safe to use from several
+    threads; several processes may share one file (SQLite locking, WAL).
+    """
+
+    def __init__(
+        self, path: str | Path, *, batch_size: int = 64, batch_interval: float = 0.05
+    ) -> None:
+        self.path = Path(path)
+        self.batch_size = max(1, batch_size)
+        self.batch_interval = max(0.0, batch_interval)
+        # In-memory state, guarded by _cond (never held during disk I/O).
+        self._cond = threading.Condition(threading.Lock())
+        self._unsaved: dict[str, tuple[_Row, CachedEntry]] = {}  # not committed yet
+        self._batch: list[_Row] = []  # not handed to the writer yet
+        self._first_pending = 0.0
+        self._queued = 0  # batches handed to the writer and not committed yet
+        self._writer_error: BaseException | None = None
+        self._queue: queue.SimpleQueue[list[_Row] | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._closed = False
+        # The caller-side connection (reads, imports), guarded by _conn_lock.
+        self._conn_lock = threading.RLock()
+        if str(path) == ":memory:":
+            raise ValueError("the response cache needs a file (its writer thread opens it too)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = self._connect()
+        try:
+            self._setup(self._conn)
+        except sqlite3.DatabaseError as e:
+            self._conn.close()
+            raise UserError(f"{self.path}: not a usable response cache: {e}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            conn.execute("PRAGMA busy_timeout = 30000")
+        except sqlite3.Error as e:
+            raise UserError(f"{self.path}: cannot open the response cache: {e}") from None
+        return conn
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"made by a newer migrate-eval (cache schema {version}, this one reads "
+                f"{SCHEMA_VERSION})"
+            )
+        if version < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the response cache is closed")
+
+    # -- keys ---------------------------------------------------------------------------
+
+    @staticmethod
+    def key_for(identity: Mapping[str, Any], request: Mapping[str, Any]) -> str:
+        """sha256 of ``canonical_json({"identity": identity, "request": request})``."""
+        return hashlib.sha256(
+            canonical_json({"identity": identity, "request": request}).encode("utf-8")
+        ).hexdigest()
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, key: str) -> CachedEntry | None:
+        # Uncommitted rows first: the writer drops a row from _unsaved only once committed.
+        with self._cond:
+            self._check_open()
+            unsaved = self._unsaved.get(key)
+        if unsaved is not None:
+            return unsaved[1]
+        with self._conn_lock:
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM responses WHERE key = ?", (key,)
+            ).fetchone()
+        return CachedEntry(*row) if row is not None else None
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, CachedEntry]:
+        """The stored entries among ``keys`` (missing keys are absent from the result)."""
+        found: dict[str, CachedEntry] = {}
+        wanted: list[str] = []
+        with self._cond:
+            self._check_open()
+            for key in dict.fromkeys(keys):
+                unsaved = self._unsaved.get(key)
+                if unsaved is not None:
+                    found[key] = unsaved[1]
+                else:
+                    wanted.append(key)
+        with self._conn_lock:
+            for i in range(0, len(wanted), _SELECT_CHUNK):
+                chunk = wanted[i : i + _SELECT_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for row in self._conn.execute(
+                    f"SELECT {_COLUMNS} FROM responses WHERE key IN ({marks})", chunk
+                ):
+                    found[row[0]] = CachedEntry(*row)
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __len__(self) -> int:
+        self.flush()
+        with self._conn_lock:
+            count: int = self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        return count
+
+    def keys(self) -> set[str]:
+        """Every stored key (uncommitted ones included)."""
+        with self._cond:
+            self._check_open()
+            keys = set(self._unsaved)
+        with self._conn_lock:
+            keys.update(row[0] for row in self._conn.execute("SELECT key FROM responses"))
+        return keys
+
+    def entries(self, identity_filter: IdentityFilter | None = None) -> Iterator[CachedEntry]:
+        """Every stored entry whose identity matches the filter, oldest first."""
+        self.flush()
+        with self._conn_lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM responses ORDER BY created, key"
+            ).fetchall()
+        for row in rows:
+            entry = CachedEntry(*row)
+            if _matches(entry.identity, identity_filter):
+                yield entry
+
+    def stats(self) -> list[CacheStats]:
+        """Stored answers per identity (endpoint, model...), most answers first."""
+        self.flush()
+        with self._conn_lock:
+            rows = self._conn.execute(
+                "SELECT identity, COUNT(*), AVG(latency_ms), MIN(created), MAX(created) "
+                "FROM responses GROUP BY identity ORDER BY COUNT(*) DESC, identity"
+            ).fetchall()
+        return [CacheStats(json.loads(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    # -- writes -------------------------------------------------------------------------
+
+    def put(
+        self,
+        key: str,
+        identity: Mapping[str, Any],
+        request: Mapping[str, Any],
+        raw: Mapping[str, Any],
+        response: Response,
+        latency_ms: float | None,
+        *,
+        identity_json: str | None = None,
+        request_json: str | None = None,
+        raw_json: str | None = None,
+    ) -> None:
+        """Store a successful answer; it is committed with its batch, in the background.
+
+        ``identity_json`` / ``request_json`` may pass the canonical JSON the caller already
+        computed for the key, and ``raw_json`` the raw body's JSON text as received, to avoid
+        serialising twice. Never blocks on the disk.
+        """
+        ij = identity_json if identity_json is not None else canonical_json(identity)
+        rj = request_json if request_json is not None else canonical_json(request)
+        if raw_json is None or "\n" in raw_json or "\r" in raw_json:  # recordings are JSONL
+            raw_json = json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
+        row: _Row = (key, ij, rj, raw_json, response.model_dump_json(), latency_ms, time.time())
+        entry = CachedEntry(*row)
+        # The caller's objects are already decoded: keep them for reads of unsaved rows.
+        entry.__dict__["response"] = response
+        with self._cond:
+            self._check_open()
+            self._raise_writer_error()
+            now = time.monotonic()
+            if not self._batch:
+                self._first_pending = now
+            self._unsaved[key] = (row, entry)
+            self._batch.append(row)
+            if (
+                len(self._batch) >= self.batch_size
+                or now - self._first_pending >= self.batch_interval
+            ):
+                self._submit()
+            elif self._writer is None:
+                self._start_writer()
+
+    def maybe_flush(self) -> bool:
+        """Hand the batch to the writer if its oldest answer waited ``batch_interval`` s.
+
+        The writer thread does this by itself too; this never blocks.
+        """
+        with self._cond:
+            if self._batch and time.monotonic() - self._first_pending >= self.batch_interval:
+                self._submit()
+                return True
+        return False
+
+    def flush(self) -> None:
+        """Commit every answer stored so far, and wait until it is on disk."""
+        with self._cond:
+            self._check_open()
+            if self._batch:
+                self._submit()
+            while self._queued:
+                self._cond.wait()
+            self._raise_writer_error()
+
+    def _raise_writer_error(self) -> None:
+        err = self._writer_error
+        if err is not None:
+            raise InfrastructureError(f"{self.path}: cannot write the response cache: {err}")
+
+    def _submit(self) -> None:
+        """Hand the current batch to the writer (``_cond`` held)."""
+        rows, self._batch = self._batch, []
+        if self._writer is None:
+            self._start_writer()
+        self._queued += 1
+        self._queue.put(rows)
+
+    def _start_writer(self) -> None:
+        self._writer = threading.Thread(
+            target=self._writer_loop,
+            args=(self._connect(),),
+            name=f"migrate-eval cache writer {self.path.name}",
+            daemon=True,  # a process that exits without close() loses only the last batch
+        )
+        self._writer.start()
+
+    def _writer_loop(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA synchronous = NORMAL")
+        wait = max(self.batch_interval, 0.005)
+        try:
+            while True:
+                try:
+                    rows = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    self.maybe_flush()  # an old batch nobody handed over: take it
+                    continue
+                if rows is None:
+                    return
+                error: BaseException | None = None
+                try:
+                    _write(conn, rows)
+                except Exception as e:
+                    error = e
+                with self._cond:
+                    if error is None:
+                        for row in rows:
+                            unsaved = self._unsaved.get(row[0])
+                            if unsaved is not None and unsaved[0] is row:
+                                del self._unsaved[row[0]]
+                    elif self._writer_error is None:
+                        self._writer_error = error
+                    self._queued -= 1
+                    self._cond.notify_all()
+        finally:
+            conn.close()
+
+    # -- recordings ---------------------------------------------------------------------
+
+    def export_recordings(
+        self, path: str | Path, identity_filter: IdentityFilter | None = None
+    ) -> int:
+        """Write matching entries as JSONL recordings; returns how many were written.
+
+        ``identity_filter`` is a mapping (every item must equal the identity's) or a
+        predicate on the identity. The file is replaced atomically.
+        """
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        count = 0
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+                for entry in self.entries(identity_filter):
+                    out.write(
+                        '{"identity":' + entry._identity_json
+                        + ',"request":' + entry._request_json
+                        + ',"response":' + entry._raw_json
+                        + ',"latency_ms":' + json.dumps(entry.latency_ms)
+                        + ',"ttft_ms":' + json.dumps(entry.response.ttft_ms)
+                        + ',"normalized":' + entry._response_json
+                        + "}\n"
+                    )  # fmt: skip
+                    count += 1
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return count
+
+    def import_recordings(self, path: str | Path) -> int:
+        """Store every recording of a JSONL file (keys recomputed); returns how many.
+
+        All or nothing: a bad line raises :class:`UserError` naming it and stores nothing.
+        Each line needs ``identity``, ``request`` and ``response`` (the raw chat completion
+        body); ``latency_ms`` and ``normalized`` (a normalised response) are optional.
+        """
+        src = Path(path)
+        try:
+            handle = src.open(encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"{src}: cannot read recordings: {e.strerror or e}") from None
+        rows: list[_Row] = []
+        now = time.time()
+        with handle:
+            try:
+                for lineno, line in enumerate(handle, start=1):
+                    if line.strip():
+                        rows.append(self._recording_row(src, lineno, line, now))
+            except UnicodeDecodeError as e:
+                raise UserError(f"{src}: not UTF-8 text ({e.reason})") from None
+        self.flush()
+        if rows:
+            with self._conn_lock:
+                _write(self._conn, rows)
+        return len(rows)
+
+    @staticmethod
+    def _recording_row(src: Path, lineno: int, line: str, now: float) -> _Row:
+        where = f"{src}:{lineno}"
+        try:
+            rec = json.loads(line)
+        except ValueError as e:
+            raise UserError(f"{where}: not valid JSON ({e})") from None
+        if not isinstance(rec, dict):
+            raise UserError(f"{where}: a recording must be a JSON object")
+        for field in ("identity", "request", "response"):
+            if not isinstance(rec.get(field), dict):
+                raise UserError(f"{where}: field '{field}' must be an object")
+        latency = rec.get("latency_ms")
+        if latency is not None and (
+            isinstance(latency, bool) or not isinstance(latency, int | float)
+        ):
+            raise UserError(f"{where}: field 'latency_ms' must be a number")
+        try:
+            if isinstance(rec.get("normalized"), dict):
+                response = Response.model_validate(rec["normalized"])
+            else:
+                response = Response.from_chat_completion(rec["response"], latency_ms=latency)
+            ttft = rec.get("ttft_ms")
+            if response.ttft_ms is None and isinstance(ttft, int | float) and ttft >= 0:
+                response.ttft_ms = float(ttft)
+        except (ValueError, TypeError, AttributeError, ValidationError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(
+                f"{where}: field 'response': not a chat completion ({reason})"
+            ) from None
+        ij = canonical_json(rec["identity"])
+        rj = canonical_json(rec["request"])
+        raw_json = json.dumps(rec["response"], ensure_ascii=False, separators=(",", ":"))
+        latency_f = float(latency) if latency is not None else None
+        return (key_from_json(ij, rj), ij, rj, raw_json, response.model_dump_json(), latency_f, now)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Commit pending answers and close the file. Safe to call more than once."""
+        with self._cond:
+            if self._closed:
+                return
+        try:
+            self.flush()
+        finally:
+            with self._cond:
+                self._closed = True
+                writer, self._writer = self._writer, None
+            if writer is not None:
+                self._queue.put(None)
+                writer.join()
+            with self._conn_lock:
+                self._conn.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> ResponseCache:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,607 @@
+"""The replay engine: send each logged request to each candidate, resumably and politely.
+
+For every (exchange, candidate) pair, :func:`replay_async` builds the candidate's request
+(:func:`build_request`), looks it up in the :class:`~migrate_eval.replay.cache.ResponseCache` and
+sends only what is not there. Each candidate has its own pool of ``concurrency`` workers,
+retries retryable failures (429, 5xx, timeouts, broken connections) with exponential backoff
+and jitter, honours ``Retry-After`` (a 429 with ``Retry-After`` pauses the whole candidate,
+not just one worker) and turns every failure into an error row: one vendor failing never
+stops the run. Answers are committed to the cache as they arrive, so a run killed at any
+point and started again sends only what had not been answered.
+
+Results come back in a deterministic order: exchange order, then candidate order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate_eval.core.errors import (
+    ConfigError,
+    ExitCode,
+    MigrateEvalError,
+    OfflineCacheMiss,
+    VendorError,
+)
+from migrate_eval.core.records import Exchange, ReplayResult, canonical_json
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.cache import ResponseCache, key_from_json
+from migrate_eval.replay.providers import (
+    MAX_RETRY_AFTER,
+    MalformedResponseError,
+    Provider,
+    ProviderResponse,
+    UnsupportedRequestError,
+    VendorConnectionError,
+    VendorTimeout,
+    get_provider,
+)
+from migrate_eval.replay.ratelimit import AdaptiveConcurrency, RateLimiter
+from migrate_eval.replay.tokens import encoder_name, estimate_request_tokens
+
+#: Request fields that are tied to the logging OpenAI account or that the engine controls.
+DROPPED_FIELDS = (
+    "stream",
+    "stream_options",
+    "store",
+    "metadata",
+    "user",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+)
+
+#: Backoff never waits longer than this (seconds), whatever the attempt or Retry-After.
+MAX_BACKOFF = MAX_RETRY_AFTER
+
+
+def _copy_json(value: Any) -> Any:
+    """Deep copy of JSON-like data (dicts, lists, scalars); faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    if isinstance(value, tuple):
+        return [_copy_json(v) for v in value]
+    return value
+
+
+def build_request(logged_request: Mapping[str, Any], spec: CandidateSpec) -> dict[str, Any]:
+    """The Chat Completions body to send to a candidate for a logged request.
+
+    A deep copy of the logged request with the candidate's ``model``, without the fields in
+    :data:`DROPPED_FIELDS`, and with ``spec.params`` applied (a ``None`` value removes the
+    key). Messages, tools, ``tool_choice``, ``response_format`` and sampling parameters are
+    kept exactly as logged.
+    """
+    return _build_request(logged_request, spec, deep=True)
+
+
+def _build_request(
+    logged_request: Mapping[str, Any], spec: CandidateSpec, *, deep: bool
+) -> dict[str, Any]:
+    # The engine builds shallow copies: it never modifies a request (nor may providers), and
+    # the nested objects stay shared with the exchange. Parameter values are always copied.
+    request: dict[str, Any] = _copy_json(dict(logged_request)) if deep else dict(logged_request)
+    for name in DROPPED_FIELDS:
+        request.pop(name, None)
+    for name, value in spec.params.items():
+        if value is None:
+            request.pop(name, None)
+        else:
+            request[name] = _copy_json(value)
+    request["model"] = spec.model
+    return request
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """Progress of one candidate: ``done`` of ``total`` exchanges have a result."""
+
+    candidate: str
+    done: int
+    total: int
+    errors: int
+    cached: int = 0
+    #: Requests the candidate may have in flight now (adaptive: lower after 429s).
+    in_flight_limit: int | None = field(default=None, compare=False)
+    #: Seconds requests waited for the candidate's rpm/tpm limits so far.
+    throttled_s: float = field(default=0.0, compare=False)
+
+
+class ReplayInterrupted(MigrateEvalError):
+    """The replay was stopped (Ctrl-C / SIGINT) before every request was answered.
+
+    Raised once the answers received so far are committed to the cache: running the same
+    command again sends only the rest. :attr:`results` holds one row per (exchange,
+    candidate) pair; the rows that were not answered have ``error_kind="interrupted"``.
+    """
+
+    exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self, results: list[ReplayResult], answered: int, missing: int) -> None:
+        super().__init__(
+            f"interrupted: {answered} answers are saved in the response cache, {missing} "
+            "requests were not answered; run the same command again to resume"
+        )
+        self.results = results
+        self.answered = answered
+        self.missing = missing
+
+
+def error_kind(exc: VendorError) -> str:
+    """The ``error_kind`` of an error row for a vendor failure."""
+    declared = getattr(exc, "error_kind", None)  # e.g. Azure's content_filter
+    if isinstance(declared, str):
+        return declared
+    if isinstance(exc, OfflineCacheMiss):
+        return "offline_miss"
+    if isinstance(exc, VendorTimeout):
+        return "timeout"
+    if isinstance(exc, VendorConnectionError):
+        return "connection"
+    if isinstance(exc, MalformedResponseError):
+        return "malformed"
+    if isinstance(exc, UnsupportedRequestError):
+        return "unsupported"
+    if exc.status is not None:
+        return f"http_{exc.status}"
+    return "vendor"
+
+
+def backoff_delay(attempt: int, exc: VendorError, base: float) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based) after ``exc``.
+
+    ``Retry-After`` is honoured (never waited less, a little jitter added); otherwise
+    exponential backoff with jitter in ``[d/2, d]``, ``d = base * 2**(attempt-1)``. Capped at
+    :data:`MAX_BACKOFF`.
+    """
+    if exc.retry_after is not None:
+        wait = min(max(exc.retry_after, 0.0), MAX_BACKOFF)
+        return min(wait + random.uniform(0.0, min(0.25, 0.1 * wait + 0.01)), MAX_BACKOFF)
+    ceiling = min(base * (2.0 ** (attempt - 1)), MAX_BACKOFF)
+    return ceiling / 2.0 + random.uniform(0.0, ceiling / 2.0)
+
+
+@dataclass(slots=True)
+class _Work:
+    key: str
+    request: dict[str, Any]
+    request_json: str
+    rows: list[int]  # indices into the results list (duplicate requests share one call)
+    tokens: int = -1  # estimated tokens (tpm limit), computed when first needed
+
+
+@dataclass
+class _Abort:
+    """Shared by every candidate of a run: the first error that is not a vendor failure."""
+
+    error: BaseException | None = None
+
+
+@dataclass
+class _CandidateRun:
+    spec: CandidateSpec
+    provider: Provider
+    column: int
+    n_candidates: int
+    total: int
+    results: list[ReplayResult | None]
+    exchange_ids: list[str]
+    progress: Callable[[ProgressEvent], None] | None
+    backoff_base: float
+    abort: _Abort
+    repeat: int = 0
+    identity: dict[str, Any] = field(init=False)
+    identity_json: str = field(init=False)
+    done: int = 0
+    errors: int = 0
+    cached: int = 0
+    pause_until: float = 0.0
+    adaptive: AdaptiveConcurrency = field(init=False)
+    rpm: RateLimiter | None = field(init=False)
+    tpm: RateLimiter | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.identity = self.provider.identity()
+        if self.repeat:  # a baseline repeat: its own cache entries (see replay_baseline)
+            self.identity = {**self.identity, "repeat": self.repeat}
+        self.identity_json = canonical_json(self.identity)
+        self.adaptive = AdaptiveConcurrency(maximum=self.spec.concurrency)
+        if self.spec.tpm:
+            encoder_name()  # load the tokenizer now, not inside the event loop's first call
+        self.rpm = RateLimiter(self.spec.rpm) if self.spec.rpm else None
+        # A tokens-per-minute budget may burst one second's worth, and at least one request.
+        self.tpm = (
+            RateLimiter(self.spec.tpm, burst=max(self.spec.tpm / 60.0, 4096.0))
+            if self.spec.tpm
+            else None
+        )
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _store(self, rows: list[int], **fields: Any) -> None:
+        name, ids, results = self.spec.name, self.exchange_ids, self.results
+        for i in rows:
+            results[i * self.n_candidates + self.column] = ReplayResult(
+                exchange_id=ids[i], candidate=name, **fields
+            )
+
+    def emit(self) -> None:
+        if self.progress is not None:
+            throttled = (self.rpm.waited if self.rpm else 0.0) + (
+                self.tpm.waited if self.tpm else 0.0
+            )
+            self.progress(
+                ProgressEvent(
+                    self.spec.name,
+                    self.done,
+                    self.total,
+                    self.errors,
+                    self.cached,
+                    in_flight_limit=self.adaptive.current,
+                    throttled_s=throttled,
+                )
+            )
+
+    def _error_rows(
+        self, rows: list[int], exc: VendorError, kind: str, attempts: int, emit: bool = True
+    ) -> None:
+        self._store(rows, error=str(exc), error_kind=kind, status=exc.status, attempts=attempts)
+        self.done += len(rows)
+        self.errors += len(rows)
+        if emit:
+            self.emit()
+
+    # -- planning -----------------------------------------------------------------------
+
+    def plan(self, exchanges: Sequence[Exchange]) -> dict[str, _Work]:
+        """Build every request; rows without a replayable request become error rows."""
+        work: dict[str, _Work] = {}
+        no_request: list[int] = []
+        not_json: list[int] = []
+        for i, ex in enumerate(exchanges):
+            logged = ex.request
+            messages = logged.get("messages") if isinstance(logged, dict) else None
+            if not isinstance(messages, list) or not messages:
+                no_request.append(i)
+                continue
+            request = _build_request(logged, self.spec, deep=False)
+            try:
+                request_json = canonical_json(request)
+            except (TypeError, ValueError):
+                not_json.append(i)
+                continue
+            key = key_from_json(self.identity_json, request_json)
+            item = work.get(key)
+            if item is None:
+                work[key] = _Work(key, request, request_json, [i])
+            else:
+                item.rows.append(i)
+        for rows, reason in (
+            (no_request, "the logged request has no messages to replay"),
+            (not_json, "the logged request holds values that are not JSON"),
+        ):
+            if rows:
+                self._error_rows(rows, VendorError(reason), "no_request", 0, emit=False)
+        return work
+
+    def serve_cached(self, work: dict[str, _Work], cache: ResponseCache) -> list[_Work]:
+        """Fill rows the cache answers; return the work still to send."""
+        hits = cache.get_many(work)
+        misses: list[_Work] = []
+        for key, item in work.items():
+            entry = hits.get(key)
+            if entry is None:
+                misses.append(item)
+                continue
+            self._store(
+                item.rows, response=entry.response, cached=True, latency_ms=entry.latency_ms
+            )  # ttft_ms travels inside the stored response
+            self.done += len(item.rows)
+            self.cached += len(item.rows)
+        return misses
+
+    def offline_misses(self, misses: list[_Work]) -> None:
+        for item in misses:
+            self._error_rows(item.rows, OfflineCacheMiss(), "offline_miss", 0, emit=False)
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def worker(self, items: Iterator[_Work], cache: ResponseCache) -> None:
+        try:
+            for item in items:
+                if self.abort.error is not None:
+                    return
+                await self._send(item, cache)
+        except Exception as e:  # not a vendor failure: a configuration error or a bug
+            if self.abort.error is None:
+                self.abort.error = e
+
+    async def _attempt(self, item: _Work) -> ProviderResponse:
+        """One call within the candidate's concurrency and rate limits."""
+        generation = await self.adaptive.acquire()
+        outcome = "other"
+        charged = 0
+        try:
+            if self.rpm is not None:
+                await self.rpm.acquire(1.0)
+            if self.tpm is not None:
+                if item.tokens < 0:
+                    item.tokens = estimate_request_tokens(item.request)
+                charged = item.tokens
+                await self.tpm.acquire(charged)
+            try:
+                answer = await self.provider.complete(item.request)
+            except VendorError as e:
+                if e.status == 429:
+                    outcome = "overload"
+                    if self.tpm is not None:  # a rejected request used no tokens
+                        self.tpm.adjust(-charged)
+                raise
+            outcome = "ok"
+            usage = answer.response.usage
+            if self.tpm is not None and usage is not None:
+                used = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
+                if used:
+                    self.tpm.adjust(used - charged)  # the estimate, corrected
+            return answer
+        finally:
+            self.adaptive.release(generation, outcome)
+
+    async def _send(self, item: _Work, cache: ResponseCache) -> None:
+        loop = asyncio.get_running_loop()
+        spec = self.spec
+        attempts = 0
+        while True:
+            if attempts and self.abort.error is not None:
+                return  # the run is ending: no more retries
+            wait = self.pause_until - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            attempts += 1
+            try:
+                answer = await self._attempt(item)
+            except VendorError as e:
+                if e.retryable and attempts <= spec.max_retries:
+                    delay = backoff_delay(attempts, e, self.backoff_base)
+                    if e.retry_after is not None:  # the endpoint asked everyone to wait
+                        self.pause_until = max(self.pause_until, loop.time() + delay)
+                    await asyncio.sleep(delay)
+                    continue
+                self._error_rows(item.rows, e, error_kind(e), attempts)
+                return
+            cache.put(
+                item.key,
+                self.identity,
+                item.request,
+                answer.raw,
+                answer.response,
+                answer.latency_ms,
+                identity_json=self.identity_json,
+                request_json=item.request_json,
+                raw_json=answer.raw_json,
+            )
+            self._store(
+                item.rows, response=answer.response, attempts=attempts, latency_ms=answer.latency_ms
+            )
+            self.done += len(item.rows)
+            self.emit()
+            return
+
+
+async def replay_async(
+    exchanges: Sequence[Exchange],
+    candidates: Sequence[CandidateSpec],
+    *,
+    cache: ResponseCache,
+    offline: bool = False,
+    concurrency: int | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    backoff_base: float = 0.5,
+    interruptible: bool = True,
+) -> list[ReplayResult]:
+    """Replay every exchange against every candidate; one :class:`ReplayResult` per pair.
+
+    ``offline=True`` serves answers from the cache only (misses become ``offline_miss``
+    error rows) and opens no connection. ``concurrency`` overrides every candidate's own.
+    ``backoff_base`` is the first retry's backoff in seconds (without ``Retry-After``).
+
+    Each candidate sends within its ``rpm`` / ``tpm`` limits (tokens estimated with
+    :mod:`migrate_eval.replay.tokens`, then corrected with the reported usage) and its concurrency
+    adapts to 429s (:class:`~migrate_eval.replay.ratelimit.AdaptiveConcurrency`).
+
+    Vendor failures become error rows. A configuration problem found while sending (an
+    API key variable that is not set) is raised once the answers received so far are
+    committed to the cache. With ``interruptible`` (and in the main thread), SIGINT
+    (Ctrl-C) stops sending, cancels the requests in flight, commits the cache and raises
+    :class:`ReplayInterrupted`; a second Ctrl-C interrupts at once.
+    """
+    return await replay_rows(
+        exchanges,
+        candidates,
+        [0] * len(candidates),
+        cache=cache,
+        offline=offline,
+        concurrency=concurrency,
+        progress=progress,
+        backoff_base=backoff_base,
+        interruptible=interruptible,
+    )
+
+
+async def replay_rows(
+    exchanges: Sequence[Exchange],
+    candidates: Sequence[CandidateSpec],
+    repeats: Sequence[int],
+    *,
+    cache: ResponseCache,
+    offline: bool,
+    concurrency: int | None,
+    progress: Callable[[ProgressEvent], None] | None,
+    backoff_base: float,
+    interruptible: bool,
+) -> list[ReplayResult]:
+    specs = [
+        c.model_copy(update={"concurrency": concurrency}) if concurrency else c for c in candidates
+    ]
+    n_cand = len(specs)
+    results: list[ReplayResult | None] = [None] * (len(exchanges) * n_cand)
+    exchange_ids = [ex.id for ex in exchanges]
+    providers: list[Provider] = []
+    abort = _Abort()
+    interrupted = False
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Future[None]] = []
+    handler_installed = False
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        interrupted = True
+        for task in tasks:
+            task.cancel()
+        # A second Ctrl-C interrupts at once (Python's default handler).
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(signal.SIGINT)
+
+    try:
+        for spec in specs:
+            providers.append(get_provider(spec))
+        pending: list[tuple[_CandidateRun, list[_Work]]] = []
+        runs: list[_CandidateRun] = []
+        for column, (spec, provider) in enumerate(zip(specs, providers, strict=True)):
+            run = _CandidateRun(
+                spec=spec,
+                provider=provider,
+                column=column,
+                n_candidates=n_cand,
+                total=len(exchanges),
+                results=results,
+                exchange_ids=exchange_ids,
+                progress=progress,
+                backoff_base=backoff_base,
+                abort=abort,
+                repeat=repeats[column],
+            )
+            runs.append(run)
+            misses = run.serve_cached(run.plan(exchanges), cache)
+            if offline:
+                run.offline_misses(misses)
+            elif misses:
+                pending.append((run, misses))
+            if run.done:
+                run.emit()
+        if pending:
+            if interruptible:
+                try:
+                    loop.add_signal_handler(signal.SIGINT, on_sigint)
+                    handler_installed = True
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass  # not the main thread, or no signals here (Windows)
+            for run, misses in pending:
+                items = iter(misses)
+                n_workers = min(run.spec.concurrency, len(misses))
+                tasks.extend(
+                    asyncio.ensure_future(run.worker(items, cache)) for _ in range(n_workers)
+                )
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException) and not isinstance(
+                    outcome, asyncio.CancelledError
+                ):
+                    raise outcome
+    finally:
+        if handler_installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signal.SIGINT)
+        cache.flush()
+        for provider in providers:
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+    if abort.error is not None:
+        if isinstance(abort.error, ConfigError) and pending:
+            # e.g. an API key that is not set: say what needed the network, and the way out
+            lacking = ", ".join(
+                f"{run.spec.name}: {len(m)} of {run.total}" for run, m in pending if m
+            )
+            raise ConfigError(
+                f"{abort.error} (requests not in the response cache: {lacking}; "
+                "--offline scores only the cached answers)"
+            ) from abort.error
+        raise abort.error
+    missing = [i for i, r in enumerate(results) if r is None]
+    if missing and interrupted:
+        answered = sum(1 for r in results if r is not None and r.ok)
+        for i in missing:
+            results[i] = ReplayResult(
+                exchange_id=exchange_ids[i // n_cand],
+                candidate=specs[i % n_cand].name,
+                error="interrupted before an answer arrived",
+                error_kind="interrupted",
+            )
+        raise ReplayInterrupted(
+            [r for r in results if r is not None], answered=answered, missing=len(missing)
+        )
+    if missing:  # pragma: no cover - every row is filled by construction
+        raise RuntimeError(f"replay left {len(missing)} rows without a result")
+    return [r for r in results if r is not None]
+
+
+def replay(
+    exchanges: Sequence[Exchange],
+    candidates: Sequence[CandidateSpec],
+    *,
+    cache: ResponseCache,
+    offline: bool = False,
+    concurrency: int | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    backoff_base: float = 0.5,
+    interruptible: bool = True,
+) -> list[ReplayResult]:
+    """Synchronous :func:`replay_async` (runs its own event loop)."""
+    return asyncio.run(
+        replay_async(
+            exchanges,
+            candidates,
+            cache=cache,
+            offline=offline,
+            concurrency=concurrency,
+            progress=progress,
+            backoff_base=backoff_base,
+            interruptible=interruptible,
+        )
+    )
+
+
+# -- the baseline re-run --------------------------------------------------------------------
+
+
+# -- progress display -----------------------------------------------------------------------
+
+
+def fill_ttft_stats(candidates: Sequence[Any], replays: Sequence[ReplayResult]) -> None:
+    """Fill each candidate result's ``latency.ttft_p50_ms`` / ``ttft_p95_ms`` from its
+    streamed answers (``Response.ttft_ms``); left None for candidates that did not stream."""
+    by_candidate: dict[str, list[float]] = {}
+    for row in replays:
+        if row.ok and row.response is not None and row.response.ttft_ms is not None:
+            by_candidate.setdefault(row.candidate, []).append(row.response.ttft_ms)
+    for result in candidates:
+        values = sorted(by_candidate.get(result.name, []))
+        if values:
+            result.latency.ttft_p50_ms = _quantile(values, 0.50)
+            result.latency.ttft_p95_ms = _quantile(values, 0.95)
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of sorted values."""
+    pos = (len(sorted_values) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)

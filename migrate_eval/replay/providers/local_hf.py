@@ -1,0 +1,366 @@
+"""A local open model, in process, through Hugging Face transformers (extra ``local``).
+
+``model`` is a folder holding a saved model (``config.json``, weights, tokenizer with a chat
+template) or the id of a model already in the local Hugging Face cache. Nothing is ever
+downloaded: every load passes ``local_files_only=True``.
+
+Each request is rendered with the tokenizer's chat template
+(``apply_chat_template(messages, tools=..., add_generation_prompt=True)``) and generated with:
+
+* ``temperature`` (0 = greedy; OpenAI's default 1.0 when absent), ``top_p``;
+* ``max_tokens``/``max_completion_tokens`` -> ``max_new_tokens`` (default
+  :data:`DEFAULT_MAX_NEW_TOKENS`, or ``params.max_new_tokens``);
+* ``stop`` -> ``stop_strings`` (the answer is cut before the stop string, as OpenAI does);
+* ``seed`` -> the torch seed, set before each generation under the model's lock, so equal
+  requests with a seed give equal answers.
+
+Tool calls are parsed out of the generated text in the Hermes / Qwen 2.5 format:
+``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (one block per call; text outside
+the blocks is the answer's content). Other formats are left as text.
+
+``tool_choice`` ``required`` or a named tool, and ``response_format`` JSON modes, cannot be
+enforced without constrained decoding: such requests raise
+:class:`~migrate_eval.replay.providers.base.UnsupportedRequestError`, like images and audio.
+``tool_choice: "none"`` renders the prompt without the tools.
+
+One model instance per candidate; generation runs in one worker thread (a queue: any
+``concurrency`` is safe, requests are served one at a time). ``params.device`` (default
+``cpu``) and ``params.dtype`` (e.g. ``bfloat16``) configure loading and are not part of the
+request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar
+
+from migrate_eval.core.errors import ConfigError, VendorError
+from migrate_eval.core.records import Response, ToolCall, Usage
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.providers._translate import (
+    MessageCheck,
+    check_fields,
+    content_parts,
+    content_text,
+    max_tokens,
+    messages_of,
+    parse_arguments,
+    parse_response_format,
+    parse_tool_choice,
+    stop_list,
+    unsupported,
+)
+from migrate_eval.replay.providers.base import (
+    Provider,
+    ProviderResponse,
+    UnsupportedRequestError,
+    VendorTimeout,
+)
+
+VENDOR = "the local transformers model"
+DEFAULT_MAX_NEW_TOKENS = 256
+#: ``params`` keys that configure loading, never part of the request.
+PROVIDER_PARAMS = ("device", "dtype", "max_new_tokens")
+_HANDLED = (
+    "messages",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    *PROVIDER_PARAMS,
+)
+_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
+
+
+def parse_tool_calls(text: str) -> tuple[str | None, list[ToolCall]]:
+    """Split generated text into content and Hermes/Qwen ``<tool_call>{json}</tool_call>`` calls.
+
+    A block whose JSON has no ``name`` string is left in the text (not a call).
+    ``arguments`` (or ``parameters``) may be an object or a JSON string.
+    """
+    calls: list[ToolCall] = []
+    kept: list[str] = []
+    pos = 0
+    for m in _TOOL_CALL.finditer(text):
+        try:
+            payload = json.loads(m.group(1))
+        except ValueError:
+            payload = None
+        name = payload.get("name") if isinstance(payload, dict) else None
+        if not isinstance(payload, dict) or not isinstance(name, str):
+            continue
+        kept.append(text[pos : m.start()])
+        pos = m.end()
+        args = payload.get("arguments", payload.get("parameters", {}))
+        arguments = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+        calls.append(ToolCall.from_raw(name, arguments, f"call_{uuid.uuid4().hex[:24]}"))
+    kept.append(text[pos:])
+    content = "".join(kept).strip()
+    return (content or None), calls
+
+
+def _template_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """Chat Completions messages in the shape chat templates expect (text content)."""
+    check = MessageCheck()
+    out: list[dict[str, Any]] = []
+    for m in messages_of(request):
+        for part in content_parts(m.get("content")):
+            check.part(part, images=False)
+        role = m.get("role")
+        msg: dict[str, Any] = {"role": "system" if role == "developer" else role}
+        msg["content"] = content_text(m.get("content"))
+        if role == "assistant" and m.get("tool_calls"):
+            calls = []
+            for tc in m["tool_calls"]:
+                fn = tc.get("function") if isinstance(tc, dict) else None
+                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                    check.problems.append("an assistant tool call without a function name")
+                    continue
+                calls.append(
+                    {
+                        "id": tc.get("id"),
+                        "type": "function",
+                        "function": {
+                            "name": fn["name"],
+                            "arguments": parse_arguments(fn.get("arguments")),
+                        },
+                    }
+                )
+            msg["tool_calls"] = calls
+        if role == "tool":
+            msg["tool_call_id"] = m.get("tool_call_id")
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            check.problems.append(f"messages with role {role!r}")
+        out.append(msg)
+    unsupported(check.problems, VENDOR)
+    return out
+
+
+class LocalHFProvider(Provider):
+    """A transformers causal LM loaded from a local folder or the local HF cache."""
+
+    #: The feature matrix (:mod:`migrate_eval.replay.providers.matrix`).
+    features: ClassVar[dict[str, str]] = {
+        "system_prompt": "yes",
+        "multi_turn": "yes",
+        "tools": "yes",  # through the chat template; calls parsed from Hermes/Qwen tags
+        "tool_choice_required": "no",
+        "tool_choice_named": "no",
+        "parallel_tool_calls": "yes",
+        "json_mode": "no",
+        "json_schema": "no",
+        "stop": "yes",
+        "seed": "yes",
+        "n": "no",
+        "logprobs": "no",
+        "images": "no",
+        "streaming": "no",
+    }
+
+    def __init__(self, spec: CandidateSpec) -> None:
+        super().__init__(spec)
+        path = Path(spec.model).expanduser()
+        self.source = str(path.resolve()) if path.exists() else spec.model
+        device = spec.params.get("device", "cpu")
+        dtype = spec.params.get("dtype")
+        if not isinstance(device, str) or (dtype is not None and not isinstance(dtype, str)):
+            raise ConfigError(f"candidate '{spec.name}': params.device and dtype must be strings")
+        self.device = device
+        self.dtype = dtype
+        default_new = spec.params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+        if isinstance(default_new, bool) or not isinstance(default_new, int) or default_new < 1:
+            raise ConfigError(f"candidate '{spec.name}': params.max_new_tokens must be >= 1")
+        self.default_max_new_tokens = default_new
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "provider": self.name or self.spec.provider,
+            "base_url": None,
+            "model": self.source,
+            "device": self.device,
+            "dtype": self.dtype,
+        }
+
+    # -- loading (worker thread) --------------------------------------------------------
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._model is not None:
+            return self._model, self._tokenizer
+        torch = importlib.import_module("torch")
+        transformers = importlib.import_module("transformers")
+        transformers.utils.logging.disable_progress_bar()
+        kwargs: dict[str, Any] = {"local_files_only": True}
+        if self.dtype is not None:
+            if not isinstance(getattr(torch, self.dtype, None), torch.dtype):
+                raise ConfigError(f"candidate '{self.spec.name}': unknown dtype {self.dtype!r}")
+            kwargs["dtype"] = getattr(torch, self.dtype)
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                self.source, local_files_only=True
+            )
+            model = transformers.AutoModelForCausalLM.from_pretrained(self.source, **kwargs)
+        except (OSError, ValueError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(
+                f"candidate '{self.spec.name}': cannot load model {self.spec.model!r} from a "
+                f"local folder or the local Hugging Face cache (nothing is downloaded): {first}"
+            ) from None
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(
+                f"candidate '{self.spec.name}': the tokenizer of {self.spec.model!r} has no "
+                "chat template"
+            )
+        model.to(self.device)
+        model.eval()
+        self._model, self._tokenizer = model, tokenizer
+        return model, tokenizer
+
+    # -- one request (worker thread) ----------------------------------------------------
+
+    def _generate(self, request: dict[str, Any]) -> ProviderResponse:
+        check_fields(request, _HANDLED, VENDOR)
+        fmt = parse_response_format(request.get("response_format"))
+        choice = parse_tool_choice(request.get("tool_choice"))
+        problems: list[str] = []
+        if fmt.kind != "text":
+            problems.append(f"response_format={fmt.kind} (no constrained decoding)")
+        if choice is not None and choice.mode in ("required", "named"):
+            problems.append(f"tool_choice={choice.mode} (no constrained decoding)")
+        tools = request.get("tools") or None
+        if tools is not None and (
+            not isinstance(tools, list)
+            or any(not isinstance(t, dict) or t.get("type") != "function" for t in tools)
+        ):
+            problems.append("tools that are not functions")
+        unsupported(problems, VENDOR)
+        if choice is not None and choice.mode == "none":
+            tools = None
+        messages = _template_messages(request)
+        limit = max_tokens(request) or self.default_max_new_tokens
+        stops = stop_list(request.get("stop"))
+        temperature = request.get("temperature", 1.0)
+        top_p = request.get("top_p")
+        seed = request.get("seed")
+        for name, value in (("temperature", temperature), ("top_p", top_p), ("seed", seed)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                unsupported([f"{name}={value!r}"], VENDOR)
+        torch = importlib.import_module("torch")
+
+        with self._lock:
+            model, tokenizer = self._load()
+            try:
+                prompt = tokenizer.apply_chat_template(
+                    messages, tools=tools, add_generation_prompt=True, tokenize=False
+                )
+            except Exception as e:  # jinja2 errors, raise_exception() in templates
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise UnsupportedRequestError(
+                    f"the model's chat template rejects this request: {first}"
+                ) from None
+            inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            gen: dict[str, Any] = {
+                "max_new_tokens": limit,
+                "max_time": self.spec.timeout,
+                "pad_token_id": tokenizer.pad_token_id
+                if tokenizer.pad_token_id is not None
+                else tokenizer.eos_token_id,
+            }
+            if temperature is None or temperature > 0:
+                gen.update(do_sample=True, temperature=float(temperature or 1.0), top_k=0)
+                if top_p is not None:
+                    gen["top_p"] = float(top_p)
+            else:
+                gen["do_sample"] = False
+            if stops:
+                gen.update(stop_strings=stops, tokenizer=tokenizer)
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            start = time.perf_counter()
+            try:
+                with torch.inference_mode():
+                    output = model.generate(**inputs, **gen)
+            except (RuntimeError, ValueError, IndexError) as e:  # e.g. prompt too long
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise VendorError(f"local generation failed: {first}") from None
+            latency_ms = (time.perf_counter() - start) * 1000.0
+        n_prompt = int(inputs["input_ids"].shape[1])
+        new_ids = output[0, n_prompt:].tolist()
+        if latency_ms >= self.spec.timeout * 1000.0:
+            raise VendorTimeout(f"generation took longer than {self.spec.timeout:g} s")
+        eos = tokenizer.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos])
+        hit_eos = bool(new_ids) and new_ids[-1] in eos_ids
+        text = tokenizer.decode(new_ids, skip_special_tokens=True)
+        finish = "stop" if hit_eos or len(new_ids) < limit else "length"
+        if stops:
+            cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+        content, calls = parse_tool_calls(text) if tools else (text, [])
+        if calls:
+            finish = "tool_calls"
+        usage = Usage(
+            prompt_tokens=n_prompt,
+            completion_tokens=len(new_ids),
+            total_tokens=n_prompt + len(new_ids),
+        )
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.name, "arguments": c.arguments}}
+                for c in calls
+            ]  # fmt: skip
+        raw = {
+            "id": f"chatcmpl-local-{uuid.uuid4().hex[:16]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.spec.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+            },
+        }
+        response = Response(
+            text=content,
+            tool_calls=calls,
+            finish_reason=finish,
+            usage=usage,
+            model=self.spec.model,
+            latency_ms=latency_ms,
+        )
+        return ProviderResponse(response=response, raw=raw, latency_ms=latency_ms)
+
+    async def complete(self, request: dict[str, Any]) -> ProviderResponse:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-local")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._generate, request)
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
+        self._model = self._tokenizer = None

@@ -1,0 +1,308 @@
+"""Scoring: every (exchange, candidate) pair gets its task's metrics and a parity.
+
+:func:`score` returns one row per replay result with the columns of
+:data:`migrate_eval.core.results.SCORE_COLUMNS` plus one float column per metric used by any task
+(NaN where a metric does not apply or the row was not scored). ``status`` is:
+
+* ``ok``: the candidate answered and the exchange has a logged answer; ``parity`` is the mean of
+  the task's metrics that apply (not None), NaN when none applies;
+* ``error``: the candidate call failed; ``error`` holds ``"<error_kind>: <message>"``;
+* ``unsupported``: the candidate cannot express a feature of the request (``error_kind``
+  ``unsupported``); ``error`` holds ``"unsupported: <message>"``;
+* ``no_reference``: the candidate answered but the exchange has no logged answer to compare with.
+
+A metric that raises does not stop scoring: its value is NaN and the row's ``error`` notes
+``metric <name>: <ExceptionType>: <message>`` (notes are joined with ``"; "``); the other metrics
+still make up the parity. A metric that returns something other than None or a number in
+[0, 1] is treated the same way.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import re
+from collections.abc import Iterable, Mapping
+from numbers import Real
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from migrate_eval.core.errors import ConfigError
+from migrate_eval.core.records import Exchange, ReplayResult
+from migrate_eval.core.results import SCORE_COLUMNS, TaskInfo
+from migrate_eval.score.registry import MetricContext, MetricFn, MetricInfo, get_metric
+from migrate_eval.score.text import answer_text, normalize_label
+
+NAN = math.nan
+
+#: Extra columns of the scores frame: the normalised logged and candidate labels of
+#: classification tasks ("" elsewhere), read by the statistics (Cohen's kappa, confusion matrix).
+REFERENCE_LABEL = "reference_label"
+CANDIDATE_LABEL = "candidate_label"
+#: Extra columns: tokens the LLM judge spent on the row (0 without a judge metric).
+JUDGE_PROMPT_TOKENS = "judge_prompt_tokens"
+JUDGE_COMPLETION_TOKENS = "judge_completion_tokens"
+
+#: Status values of the scores frame.
+STATUSES = ("ok", "error", "unsupported", "no_reference")
+#: Statuses that mean the candidate did not produce a usable answer.
+FAILED_STATUSES = ("error", "unsupported")
+
+_KIND_PREFIX = re.compile(r"^([a-z][a-z0-9_]*): ")
+
+
+def format_error(kind: str | None, message: str | None) -> str:
+    """The ``error`` text of a failed row: ``"<kind>: <message>"`` (kind ``error`` when unknown)."""
+    kind = kind or "error"
+    message = (message or "").strip() or "no response"
+    if message.startswith(f"{kind}:"):
+        return message
+    return f"{kind}: {message}"
+
+
+def error_kind_of(text: str | None) -> str:
+    """The error kind of a failed row's ``error`` text (see :func:`format_error`); ``other`` if none."""
+    if not text:
+        return "other"
+    m = _KIND_PREFIX.match(text)
+    return m.group(1) if m else "other"
+
+
+def _check_value(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, Real):
+        v = float(value)
+        if 0.0 <= v <= 1.0:
+            return v
+    raise ValueError(f"returned {value!r}, expected a number in [0, 1] or None")
+
+
+def metric_columns(tasks: Iterable[TaskInfo]) -> list[str]:
+    """The metric columns a scores frame has for these tasks: each metric once, in task order."""
+    seen: dict[str, None] = {}
+    for t in tasks:
+        for m in t.metrics:
+            seen.setdefault(m, None)
+    return list(seen)
+
+
+def score(
+    exchanges: Iterable[Exchange] | Mapping[str, Exchange],
+    tasks: Iterable[TaskInfo] | Mapping[str, TaskInfo],
+    assignment: Mapping[str, str],
+    replays: Iterable[ReplayResult],
+) -> pd.DataFrame:
+    """Score every replay result against its exchange's logged answer (see the module docstring).
+
+    ``assignment`` maps exchange id to task name; replay results of exchanges it does not list
+    are left out. Unknown metric names raise :class:`ConfigError` before anything is scored; a
+    replay result for an exchange that is not given, or an assignment to a task that is not
+    given, raises ``ValueError``.
+    """
+    ex_by_id = dict(exchanges) if isinstance(exchanges, Mapping) else {e.id: e for e in exchanges}
+    task_by_name = dict(tasks) if isinstance(tasks, Mapping) else {t.name: t for t in tasks}
+
+    names = metric_columns(task_by_name.values())
+    clash = [m for m in names if m in SCORE_COLUMNS]
+    if clash:
+        raise ConfigError(
+            f"metric name(s) {', '.join(clash)} clash with score columns; rename the metric"
+        )
+    infos = [get_metric(m) for m in names]
+    column_of = {m: i for i, m in enumerate(names)}
+    plan: dict[str, list[tuple[int, MetricInfo]]] = {
+        t.name: [(column_of[m], infos[column_of[m]]) for m in dict.fromkeys(t.metrics)]
+        for t in task_by_name.values()
+    }
+
+    # The cyclic garbage collector is paused while the rows are built: scoring allocates many
+    # short-lived objects but no reference cycles, and with a large run in memory (every exchange
+    # and response) each full collection it would trigger walks the whole heap.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _score_rows(ex_by_id, task_by_name, assignment, replays, names, infos, plan)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+_Row = tuple[ReplayResult, TaskInfo, str, list[str], MetricContext | None]
+
+
+def _score_rows(
+    ex_by_id: dict[str, Exchange],
+    task_by_name: dict[str, TaskInfo],
+    assignment: Mapping[str, str],
+    replays: Iterable[ReplayResult],
+    names: list[str],
+    infos: list[MetricInfo],
+    plan: dict[str, list[tuple[int, MetricInfo]]],
+) -> pd.DataFrame:
+    # Pass 1: resolve every row and build the metric contexts, so that metrics with a batch
+    # hook (embeddings, judges) see all their pairs at once before anything is scored.
+    rows: list[_Row] = []
+    for r in replays:
+        task_name = assignment.get(r.exchange_id)
+        if task_name is None:
+            continue
+        task = task_by_name.get(task_name)
+        if task is None:
+            raise ValueError(f"exchange {r.exchange_id} is assigned to unknown task {task_name!r}")
+        ex = ex_by_id.get(r.exchange_id)
+        if ex is None:
+            raise ValueError(f"replay result for unknown exchange {r.exchange_id!r}")
+        cand = r.response
+        if r.error is not None or cand is None:
+            if r.error_kind == "unsupported":
+                rows.append((r, task, "unsupported", [format_error("unsupported", r.error)], None))
+            else:
+                rows.append((r, task, "error", [format_error(r.error_kind, r.error)], None))
+        elif ex.response is None:
+            note = f"no logged response ({ex.error})" if ex.error else "no logged response"
+            rows.append((r, task, "no_reference", [note], None))
+        else:
+            new = MetricContext(exchange=ex, reference=ex.response, candidate=cand, task=task)
+            rows.append((r, task, "ok", [], new))
+
+    prepare_errors = _run_prepares(rows, plan, infos)
+
+    # Per task, once: each metric's column, function, weight and batch-hook failure (if any).
+    steps: dict[str, list[tuple[int, MetricFn, str, float, str | None]]] = {}
+    for name, metrics in plan.items():
+        weights = task_by_name[name].metric_weights or {}
+        steps[name] = [
+            (
+                col,
+                info.func,
+                info.name,
+                float(weights.get(info.name, 1.0)),
+                prepare_errors.get(info.name),
+            )
+            for col, info in metrics
+        ]
+
+    n = len(rows)
+    metric_cols: list[list[float]] = [[NAN] * n for _ in names]
+    parity_col = [NAN] * n
+    ref_label_col = [""] * n
+    cand_label_col = [""] * n
+    error_col = [""] * n
+    latency_col = [NAN] * n
+    prompt_col: list[int | None] = [None] * n
+    completion_col: list[int | None] = [None] * n
+    for i, (r, task, _, notes, ctx) in enumerate(rows):
+        cand = r.response
+        if ctx is not None:
+            total, count = 0.0, 0.0
+            for col, func, name, weight, prepare_error in steps[task.name]:
+                if prepare_error is not None:
+                    notes.append(prepare_error)
+                    continue
+                try:
+                    value = func(ctx)
+                    if type(value) is not float or not 0.0 <= value <= 1.0:
+                        value = _check_value(value)
+                except Exception as e:
+                    notes.append(f"metric {name}: {type(e).__name__}: {e}")
+                    continue
+                if value is not None:
+                    metric_cols[col][i] = value
+                    total += weight * value
+                    count += weight
+            if count > 0:
+                parity_col[i] = total / count
+            if task.output == "classification":
+                ref_label_col[i] = normalize_label(answer_text(ctx.reference))
+                cand_label_col[i] = normalize_label(answer_text(ctx.candidate))
+        if notes:
+            error_col[i] = "; ".join(notes)
+        latency = r.latency_ms
+        if cand is not None:
+            if latency is None:
+                latency = cand.latency_ms
+            usage = cand.usage
+            if usage is not None:
+                prompt_col[i] = usage.prompt_tokens
+                completion_col[i] = usage.completion_tokens
+        if latency is not None:
+            latency_col[i] = float(latency)
+
+    data: dict[str, object] = {
+        "exchange_id": pd.array([row[0].exchange_id for row in rows], dtype="str"),
+        "task": pd.array([row[1].name for row in rows], dtype="str"),
+        "candidate": pd.array([row[0].candidate for row in rows], dtype="str"),
+        "status": pd.array([row[2] for row in rows], dtype="str"),
+        "error": pd.array(error_col, dtype="str"),
+        "parity": np.asarray(parity_col, dtype=np.float64),
+        "latency_ms": np.asarray(latency_col, dtype=np.float64),
+        "prompt_tokens": pd.array(prompt_col, dtype="Int64"),
+        "completion_tokens": pd.array(completion_col, dtype="Int64"),
+        "cached": np.fromiter((bool(row[0].cached) for row in rows), dtype=np.bool_, count=n),
+    }
+    for name, values in zip(names, metric_cols, strict=True):
+        data[name] = np.asarray(values, dtype=np.float64)
+    data[REFERENCE_LABEL] = pd.array(ref_label_col, dtype="str")
+    data[CANDIDATE_LABEL] = pd.array(cand_label_col, dtype="str")
+    if any(name.startswith("judge_") for name in names):
+        data.update(judge_usage_columns(rows))
+    else:
+        zeros = np.zeros(n, dtype=np.int64)
+        data[JUDGE_PROMPT_TOKENS] = zeros
+        data[JUDGE_COMPLETION_TOKENS] = zeros.copy()
+    return pd.DataFrame(data)
+
+
+def judge_usage_columns(rows: list[_Row]) -> dict[str, object]:
+    """Per row, the judge tokens spent on it (see :func:`migrate_eval.score.judge.usage_of`)."""
+    from migrate_eval.score.judge import usage_of
+
+    prompt: list[int] = []
+    completion: list[int] = []
+    for _, _, _, _, ctx in rows:
+        p, c = usage_of(ctx) if ctx is not None else (0, 0)
+        prompt.append(p)
+        completion.append(c)
+    return {
+        JUDGE_PROMPT_TOKENS: np.asarray(prompt, dtype=np.int64),
+        JUDGE_COMPLETION_TOKENS: np.asarray(completion, dtype=np.int64),
+    }
+
+
+def _run_prepares(
+    rows: list[_Row],
+    plan: dict[str, list[tuple[int, MetricInfo]]],
+    infos: list[MetricInfo],
+) -> dict[str, str]:
+    """Call each batch hook once with the contexts of the rows its metric scores.
+
+    A hook that raises does not stop scoring: the metric is NaN on every row, with a note.
+    """
+    errors: dict[str, str] = {}
+    for info in infos:
+        if info.prepare is None:
+            continue
+        users = {
+            name for name, metrics in plan.items() if any(i.name == info.name for _, i in metrics)
+        }
+        contexts = [ctx for _, task, _, _, ctx in rows if ctx is not None and task.name in users]
+        if not contexts:
+            continue
+        try:
+            info.prepare(contexts)
+        except Exception as e:
+            errors[info.name] = f"metric {info.name}: {type(e).__name__}: {e}"
+    return errors
+
+
+def apply_metric_weights(tasks: Iterable[TaskInfo], specs: Iterable[Any]) -> None:
+    """Copy each suite task's ``metric_weights`` onto the task of the same name (in place)."""
+    weights = {
+        spec.name: spec.metric_weights for spec in specs if getattr(spec, "metric_weights", None)
+    }
+    for t in tasks:
+        if t.name in weights:
+            t.metric_weights = dict(weights[t.name])

@@ -1,0 +1,621 @@
+"""Statistics and the verdict: from per-exchange scores to a decision per task and candidate.
+
+Per candidate and task, over the rows of the scores frame (see :mod:`migrate_eval.score.scoring`):
+
+* ``n_total``: rows (exchanges attempted); ``n``: rows with status ``ok`` and a parity;
+* ``parity``: mean parity with a percentile bootstrap confidence interval
+  (:func:`bootstrap_ci`, level ``thresholds.confidence``);
+* ``pass_rate``: share of scored exchanges whose parity is at least ``thresholds.pass_threshold``;
+* ``metrics``: mean of each of the task's metrics over the ``ok`` rows where it applied;
+* ``errors``: failed rows (status ``error`` or ``unsupported``), their rate over ``n_total`` and
+  their count by kind (the ``"<kind>: "`` prefix of the ``error`` text).
+
+Verdict rules for a task (``min_parity`` is the task's :attr:`TaskInfo.min_parity`). The verdict
+is the worst that any rule gives, and every rule that fires adds a reason:
+
+1. vendor error rate (status ``error``) above ``thresholds.max_error_rate`` -> ``cannot_judge``
+   (``too_many_errors``); no scored exchange -> ``cannot_judge`` (``no_scored_exchanges``). When a
+   task cannot be judged, the rules below are not applied.
+2. mean parity below ``min_parity`` -> ``not_ready`` (``parity_below_threshold``).
+3. mean at or above ``min_parity`` but the interval's lower end below it -> ``ready_with_caveats``
+   (``interval_crosses_threshold``).
+4. requests the candidate cannot express (status ``unsupported``): a rate above
+   ``max_error_rate`` -> ``not_ready``, any -> ``ready_with_caveats`` (``unsupported_requests``).
+   They are a limit of the candidate, not an infrastructure failure, so they never make a task
+   ``cannot_judge``.
+5. fewer than ``thresholds.min_samples`` scored exchanges -> at most ``ready_with_caveats``
+   (``small_sample``).
+6. any vendor error -> at most ``ready_with_caveats`` (``vendor_errors``).
+7. otherwise ``ready``, with no reasons.
+
+Comparisons with thresholds allow a 1e-9 tolerance, so a mean of exactly ``min_parity`` passes.
+
+A candidate's verdict combines its tasks (only those in ``gate.tasks`` when given): any
+``cannot_judge`` -> ``cannot_judge``; else any ``not_ready`` -> ``not_ready``; else any caveat ->
+``ready_with_caveats``; else ``ready``. Its reasons are the reasons of its tasks that are not
+ready, each message prefixed with the task name. Its parity is the pooled mean over all its
+scored exchanges with a bootstrap interval; latency percentiles are over rows that did not fail
+(cache hits included, with the latency recorded when first answered); cost sums the tokens of
+every row and prices them with :attr:`CandidateSpec.price` (US dollars per million tokens; the
+scores frame does not carry cached-token counts, so every input token is priced at the full
+input rate - an upper bound when the vendor discounts cached input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, cast
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from migrate_eval.core.errors import ConfigError, ExitCode
+from migrate_eval.core.results import (
+    SCORE_COLUMNS,
+    CandidateComparison,
+    CandidateResult,
+    CostStats,
+    ErrorStats,
+    Interval,
+    LatencyStats,
+    Reason,
+    TaskInfo,
+    TaskResult,
+    Verdict,
+)
+from migrate_eval.core.suite import CandidateSpec, Gate, Price, Thresholds
+from migrate_eval.score.scoring import (
+    CANDIDATE_LABEL,
+    JUDGE_COMPLETION_TOKENS,
+    JUDGE_PROMPT_TOKENS,
+    REFERENCE_LABEL,
+    error_kind_of,
+)
+from migrate_eval.verdict.noise import NoiseFloor, TaskNoise
+from migrate_eval.verdict.stats import (
+    EPS,
+    FloatArray,
+    bootstrap_ci,
+    cohen_kappa,
+    confusion_matrix,
+    holm,
+    mcnemar,
+    optional_float,
+    paired_bootstrap_ci,
+    wilcoxon_greater,
+    wilcoxon_two_sided,
+)
+
+_RANK: dict[Verdict, int] = {"ready": 0, "ready_with_caveats": 1, "not_ready": 2, "cannot_judge": 3}
+
+
+def _interval(values: FloatArray, confidence: float) -> Interval:
+    if values.size == 0:
+        return Interval(mean=None, ci_low=None, ci_high=None)
+    low, high = bootstrap_ci(values, confidence=confidence)
+    return Interval(
+        mean=float(values.mean()), ci_low=optional_float(low), ci_high=optional_float(high)
+    )
+
+
+class _Frame:
+    """The scores frame as plain numpy arrays, for fast repeated selection."""
+
+    def __init__(self, scores: pd.DataFrame) -> None:
+        missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
+        if missing:
+            raise ValueError(f"scores frame lacks column(s): {', '.join(missing)}")
+        self.scores = scores
+        self.status = scores["status"].to_numpy(dtype=object)
+        self.error = scores["error"].to_numpy(dtype=object)
+        self.parity = scores["parity"].to_numpy(dtype=np.float64, na_value=np.nan)
+        self.latency = scores["latency_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
+        self.prompt = scores["prompt_tokens"].to_numpy(dtype=np.float64, na_value=np.nan)
+        self.completion = scores["completion_tokens"].to_numpy(dtype=np.float64, na_value=np.nan)
+        self.ok = self.status == "ok"
+        self.failed = (self.status == "error") | (self.status == "unsupported")
+        self.scored = self.ok & ~np.isnan(self.parity)
+        self._metrics: dict[str, FloatArray] = {}
+
+    def metric(self, name: str) -> FloatArray | None:
+        if name not in self.scores.columns:
+            return None
+        if name not in self._metrics:
+            self._metrics[name] = self.scores[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        return self._metrics[name]
+
+    def labels(self, name: str) -> npt.NDArray[Any] | None:
+        if name not in self.scores.columns:
+            return None
+        return self.scores[name].to_numpy(dtype=object)
+
+    def kinds(self, idx: npt.NDArray[np.intp]) -> dict[str, int]:
+        """Error kinds of the rows ``idx`` (meant for failed rows), sorted by kind."""
+        by_kind: dict[str, int] = {}
+        for text in self.error[idx]:
+            kind = error_kind_of(text if isinstance(text, str) else None)
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+        return dict(sorted(by_kind.items()))
+
+    def errors(self, idx: npt.NDArray[np.intp]) -> ErrorStats:
+        failed = idx[self.failed[idx]]
+        n_total = int(idx.size)
+        return ErrorStats(
+            count=int(failed.size),
+            rate=failed.size / n_total if n_total else 0.0,
+            by_kind=self.kinds(failed),
+        )
+
+
+def _f(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def _pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+def _kinds_text(by_kind: dict[str, int]) -> str:
+    return ", ".join(
+        f"{k}: {v}" for k, v in sorted(by_kind.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+
+
+def _task_result(
+    task: TaskInfo,
+    idx: npt.NDArray[np.intp],
+    frame: _Frame,
+    thresholds: Thresholds,
+    noise: TaskNoise | None = None,
+) -> TaskResult:
+    n_total = int(idx.size)
+    scored_idx = idx[frame.scored[idx]]
+    n = int(scored_idx.size)
+    values = frame.parity[scored_idx]
+    parity = _interval(values, thresholds.confidence)
+    errors = frame.errors(idx)
+    status = frame.status[idx]
+    vendor = int(np.count_nonzero(status == "error"))
+    unsupported = int(np.count_nonzero(status == "unsupported"))
+    vendor_rate = vendor / n_total if n_total else 0.0
+    unsupported_rate = unsupported / n_total if n_total else 0.0
+    level = f"{thresholds.confidence:.0%}"
+    min_parity = task.min_parity
+    margin = float(getattr(thresholds, "margin", 0.0))
+    floor = noise.mean if noise is not None and noise.n > 0 else None
+    threshold = effective_threshold(min_parity, floor, margin)
+
+    verdict: Verdict = "ready"
+    reasons: list[Reason] = []
+
+    def flag(v: Verdict, code: str, message: str) -> None:
+        nonlocal verdict
+        if _RANK[v] > _RANK[verdict]:
+            verdict = v
+        reasons.append(Reason(code=code, message=message))
+
+    vendor_kinds = frame.kinds(idx[status == "error"])
+    if n_total and vendor_rate > thresholds.max_error_rate + EPS:
+        flag(
+            "cannot_judge",
+            "too_many_errors",
+            f"{vendor} of {n_total} requests failed at the vendor ({_pct(vendor_rate)}; "
+            f"{_kinds_text(vendor_kinds)}), more than the {_pct(thresholds.max_error_rate)} allowed",
+        )
+    if n == 0:
+        detail = (
+            "no exchange was replayed"
+            if n_total == 0
+            else f"none of the {n_total} exchanges could be scored "
+            f"({errors.count} failed, {n_total - errors.count} without an applicable parity metric "
+            "or logged answer)"
+        )
+        flag("cannot_judge", "no_scored_exchanges", detail)
+
+    if verdict != "cannot_judge":
+        mean = float(values.mean())
+        ci_low = parity.ci_low if parity.ci_low is not None else mean
+        ci_high = parity.ci_high if parity.ci_high is not None else mean
+        interval = f"{ci_low:.3f}-{ci_high:.3f}"
+        bar = (
+            f"{_f(threshold)} (the baseline's own noise floor {_f(floor)} minus the margin "
+            f"{_f(margin)}, below min_parity {_f(min_parity)})"
+            if floor is not None and threshold < min_parity - EPS
+            else _f(threshold)
+        )
+        if mean < threshold - EPS:
+            flag(
+                "not_ready",
+                "parity_below_threshold",
+                f"mean parity {_f(mean)} ({level} CI {interval}, n={n}) is below the "
+                f"required {bar}",
+            )
+        elif ci_low < threshold - EPS:
+            flag(
+                "ready_with_caveats",
+                "interval_crosses_threshold",
+                f"mean parity {_f(mean)} meets the required {bar}, but the "
+                f"{level} CI {interval} (n={n}) reaches below it",
+            )
+        if (
+            floor is not None
+            and noise is not None
+            and threshold < min_parity - EPS
+            and noise.n < thresholds.min_samples
+        ):
+            flag(
+                "ready_with_caveats",
+                "noise_floor_small_sample",
+                f"the noise floor {_f(floor)} that lowered the bar was measured on only "
+                f"{noise.n} pairs (fewer than {thresholds.min_samples})",
+            )
+        if unsupported:
+            flag(
+                "not_ready"
+                if unsupported_rate > thresholds.max_error_rate + EPS
+                else "ready_with_caveats",
+                "unsupported_requests",
+                f"{unsupported} of {n_total} requests ({_pct(unsupported_rate)}) use a feature the "
+                "candidate cannot express"
+                + (
+                    f", more than the {_pct(thresholds.max_error_rate)} allowed"
+                    if unsupported_rate > thresholds.max_error_rate + EPS
+                    else ""
+                ),
+            )
+        if n < thresholds.min_samples:
+            flag(
+                "ready_with_caveats",
+                "small_sample",
+                f"only {n} scored exchanges (fewer than {thresholds.min_samples}): the estimate is "
+                "uncertain",
+            )
+        if vendor:
+            flag(
+                "ready_with_caveats",
+                "vendor_errors",
+                f"{vendor} of {n_total} requests ({_pct(vendor_rate)}) failed at the vendor "
+                f"({_kinds_text(vendor_kinds)})",
+            )
+
+    pass_rate = (
+        float(np.count_nonzero(values >= thresholds.pass_threshold - EPS)) / n if n else None
+    )
+    ok_idx = idx[frame.ok[idx]]
+    metrics: dict[str, float | None] = {}
+    for name in dict.fromkeys(task.metrics):
+        col = frame.metric(name)
+        vals = col[ok_idx] if col is not None else np.empty(0)
+        vals = vals[~np.isnan(vals)]
+        metrics[name] = float(vals.mean()) if vals.size else None
+
+    kappa, confusion = _labels(task, ok_idx, frame)
+    non_inferior: bool | None = None
+    p_value: float | None = None
+    if n:
+        low = parity.ci_low if parity.ci_low is not None else float(values.mean())
+        if floor is not None:
+            non_inferior = bool(low >= floor - margin - EPS)
+        # One-sided test that parity exceeds the bar the verdict applies (Holm-adjusted later).
+        p_value = wilcoxon_greater(values - threshold)
+        if p_value is None:  # every exchange sits exactly on the bar
+            p_value = 1.0
+
+    return TaskResult(
+        task=task.name,
+        n=n,
+        n_total=n_total,
+        verdict=verdict,
+        reasons=reasons,
+        parity=parity,
+        pass_rate=pass_rate,
+        min_parity=min_parity,
+        metrics=metrics,
+        errors=errors,
+        kappa=kappa,
+        confusion=confusion,
+        noise_floor=floor,
+        noise_floor_n=noise.n if noise is not None else None,
+        effective_threshold=threshold,
+        non_inferior=non_inferior,
+        p_value=p_value,
+        rates=_rates(metrics),
+    )
+
+
+#: Rate name -> the agreement metric it is 1 minus.
+RATES = {
+    "unexpected_tool_call_rate": "no_unexpected_tool_call",
+    "missed_tool_call_rate": "no_missed_tool_call",
+    "refusal_mismatch_rate": "refusal_match",
+}
+
+
+def _rates(metrics: dict[str, float | None]) -> dict[str, float]:
+    return {
+        rate: 1.0 - value
+        for rate, metric in RATES.items()
+        if (value := metrics.get(metric)) is not None
+    }
+
+
+def _labels(
+    task: TaskInfo, ok_idx: npt.NDArray[np.intp], frame: _Frame
+) -> tuple[float | None, dict[str, dict[str, int]] | None]:
+    if task.output != "classification" or ok_idx.size == 0:
+        return None, None
+    ref = frame.labels(REFERENCE_LABEL)
+    cand = frame.labels(CANDIDATE_LABEL)
+    if ref is None or cand is None:
+        return None, None
+    r = [str(x) for x in ref[ok_idx]]
+    c = [str(x) for x in cand[ok_idx]]
+    return cohen_kappa(r, c), confusion_matrix(r, c)
+
+
+def effective_threshold(min_parity: float, noise_floor: float | None, margin: float) -> float:
+    """The parity bar of a task: ``min(min_parity, noise_floor - margin)``, floored at 0.
+
+    Without a measured noise floor it is ``min_parity``. A candidate is never asked to agree
+    with the logged answers more than the baseline agrees with itself (minus the margin), and
+    never held to a stricter bar than the suite's ``min_parity``.
+    """
+    if noise_floor is None:
+        return min_parity
+    return max(0.0, min(min_parity, noise_floor - margin))
+
+
+def _percentile(values: FloatArray, q: float) -> float | None:
+    return float(np.percentile(values, q)) if values.size else None
+
+
+def _cost(spec: CandidateSpec, idx: npt.NDArray[np.intp], frame: _Frame) -> CostStats:
+    prompt = frame.prompt[idx]
+    completion = frame.completion[idx]
+    input_tokens = int(np.nansum(prompt))
+    output_tokens = int(np.nansum(completion))
+    requests = int(np.count_nonzero(~np.isnan(prompt) | ~np.isnan(completion)))
+    total_usd: float | None = None
+    per_request: float | None = None
+    if spec.price is not None:
+        total_usd = (
+            input_tokens * spec.price.input_per_mtok + output_tokens * spec.price.output_per_mtok
+        ) / 1e6
+        per_request = total_usd / requests if requests else None
+    return CostStats(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_usd=total_usd,
+        per_request_usd=per_request,
+    )
+
+
+def aggregate(
+    scores: pd.DataFrame,
+    tasks: Sequence[TaskInfo],
+    candidates: Sequence[CandidateSpec],
+    thresholds: Thresholds,
+    gate: Gate,
+    *,
+    noise_floor: NoiseFloor | None = None,
+    judge_price: Price | None = None,
+) -> list[CandidateResult]:
+    """Per candidate: per-task statistics and verdicts, then the candidate's own (module docstring).
+
+    Rows of tasks not in ``tasks`` and of candidates not in ``candidates`` are ignored. A task
+    named in ``gate.tasks`` that is not in ``tasks`` raises :class:`ConfigError`.
+    """
+    task_names = [t.name for t in tasks]
+    if gate.tasks is not None:
+        unknown = [t for t in gate.tasks if t not in task_names]
+        if unknown:
+            raise ConfigError(
+                f"gate.tasks names unknown task(s) {', '.join(map(repr, unknown))}; "
+                f"tasks are: {', '.join(task_names) or '(none)'}"
+            )
+    judged = set(task_names if gate.tasks is None else gate.tasks)
+    frame = _Frame(scores)
+    positions: dict[tuple[str, str], npt.NDArray[np.intp]] = {}
+    if len(scores):
+        for key, pos in scores.groupby(["candidate", "task"], sort=False).indices.items():
+            cand_name, task_name = cast(tuple[str, str], key)
+            positions[(str(cand_name), str(task_name))] = np.asarray(pos, dtype=np.intp)
+    empty = np.empty(0, dtype=np.intp)
+
+    results: list[CandidateResult] = []
+    for spec in candidates:
+        task_results: list[TaskResult] = []
+        all_idx: list[npt.NDArray[np.intp]] = []
+        for task in tasks:
+            idx = positions.get((spec.name, task.name), empty)
+            all_idx.append(idx)
+            noise = noise_floor.tasks.get(task.name) if noise_floor is not None else None
+            task_results.append(_task_result(task, idx, frame, thresholds, noise))
+        cidx = np.sort(np.concatenate(all_idx)) if all_idx else empty
+
+        verdict: Verdict = "ready"
+        reasons: list[Reason] = []
+        considered = [t for t in task_results if t.task in judged]
+        if not considered:
+            verdict = "cannot_judge"
+            reasons.append(Reason(code="no_tasks", message="no task to judge"))
+        for t in considered:
+            if _RANK[t.verdict] > _RANK[verdict]:
+                verdict = t.verdict
+            if t.verdict != "ready":
+                reasons.extend(
+                    Reason(code=r.code, message=f"{t.task}: {r.message}") for r in t.reasons
+                )
+
+        scored = cidx[frame.scored[cidx]]
+        answered = cidx[~frame.failed[cidx]]
+        latencies = frame.latency[answered]
+        latencies = latencies[~np.isnan(latencies)]
+        results.append(
+            CandidateResult(
+                name=spec.name,
+                provider=spec.provider,
+                model=spec.model,
+                base_url=spec.base_url,
+                verdict=verdict,
+                reasons=reasons,
+                parity=_interval(frame.parity[scored], thresholds.confidence),
+                errors=frame.errors(cidx),
+                latency=LatencyStats(
+                    p50_ms=_percentile(latencies, 50),
+                    p95_ms=_percentile(latencies, 95),
+                    p99_ms=_percentile(latencies, 99),
+                ),
+                cost=_cost(spec, cidx, frame),
+                tasks=task_results,
+                noise_floor=noise_floor.overall if noise_floor is not None else None,
+                judge_cost=_judge_cost(cidx, frame, judge_price),
+            )
+        )
+    _holm_adjust(results, thresholds, judged)
+    return results
+
+
+def _judge_cost(idx: npt.NDArray[np.intp], frame: _Frame, price: Price | None) -> CostStats | None:
+    cols = frame.scores.columns
+    if JUDGE_PROMPT_TOKENS not in cols or JUDGE_COMPLETION_TOKENS not in cols:
+        return None
+    p = frame.scores[JUDGE_PROMPT_TOKENS].to_numpy(dtype=np.float64, na_value=0.0)[idx]
+    c = frame.scores[JUDGE_COMPLETION_TOKENS].to_numpy(dtype=np.float64, na_value=0.0)[idx]
+    inp, out = int(p.sum()), int(c.sum())
+    if inp == 0 and out == 0:
+        return None
+    requests = int(np.count_nonzero((p > 0) | (c > 0)))
+    total = (
+        (inp * price.input_per_mtok + out * price.output_per_mtok) / 1e6
+        if price is not None
+        else None
+    )
+    return CostStats(
+        input_tokens=inp,
+        output_tokens=out,
+        total_usd=total,
+        per_request_usd=total / requests if total is not None and requests else None,
+    )
+
+
+def _holm_adjust(
+    results: Sequence[CandidateResult], thresholds: Thresholds, judged: set[str]
+) -> None:
+    """Holm-Bonferroni over every (candidate, task) test of the run (``p_value_adjusted``).
+
+    A task judged against a measured noise floor whose non-inferiority test is no longer
+    significant at ``1 - confidence`` after the correction, but that would otherwise be ready,
+    gets a caveat (``not_significant_after_correction``). Without a noise floor the adjusted
+    p-values are reported only; the verdict reads the per-task interval (docs/metrics.md).
+    """
+    tasks = [t for c in results for t in c.tasks]
+    adjusted = holm([t.p_value for t in tasks])
+    alpha = 1.0 - thresholds.confidence
+    for t, p in zip(tasks, adjusted, strict=True):
+        t.p_value_adjusted = p
+        if p is not None and p > alpha and t.verdict == "ready" and t.noise_floor is not None:
+            t.verdict = "ready_with_caveats"
+            t.reasons.append(
+                Reason(
+                    code="not_significant_after_correction",
+                    message=f"non-inferiority to the noise floor is not significant after "
+                    f"Holm-Bonferroni correction over {sum(x is not None for x in adjusted)} "
+                    f"tests (adjusted p={p:.3g} > {alpha:.3g})",
+                )
+            )
+    for c in results:
+        considered = [t for t in c.tasks if t.task in judged]
+        if not considered or c.verdict == "cannot_judge":
+            continue
+        worst = max(considered, key=lambda t: _RANK[t.verdict]).verdict
+        if _RANK[worst] > _RANK[c.verdict]:
+            c.verdict = worst
+        c.reasons = [
+            Reason(code=r.code, message=f"{t.task}: {r.message}")
+            for t in considered
+            if t.verdict != "ready"
+            for r in t.reasons
+        ]
+
+
+def gate_outcome(
+    candidates: Sequence[CandidateResult], gate: Gate
+) -> tuple[Literal["pass", "fail", "error"], ExitCode]:
+    """The gate from the candidates' verdicts, and the CLI exit code that goes with it.
+
+    Any ``cannot_judge`` (or no candidate at all) -> ``("error", INFRASTRUCTURE)``; else any
+    ``not_ready``, or ``ready_with_caveats`` when ``gate.allow_caveats`` is false ->
+    ``("fail", NOT_READY)``; else ``("pass", READY)``.
+    """
+    verdicts = [c.verdict for c in candidates]
+    if not verdicts or "cannot_judge" in verdicts:
+        return "error", ExitCode.INFRASTRUCTURE
+    if "not_ready" in verdicts or (not gate.allow_caveats and "ready_with_caveats" in verdicts):
+        return "fail", ExitCode.NOT_READY
+    return "pass", ExitCode.READY
+
+
+def compare_candidates(
+    scores: pd.DataFrame,
+    tasks: Sequence[TaskInfo],
+    candidates: Sequence[str],
+    thresholds: Thresholds,
+    *,
+    seed: int = 0,
+) -> list[CandidateComparison]:
+    """Per task, every pair of ``candidates`` (names, in order) on the exchanges both had scored.
+
+    Each pair gets the mean parity difference with a paired bootstrap interval, a two-sided
+    Wilcoxon signed-rank p-value, the McNemar mid-p on pass/fail at ``thresholds.pass_threshold``,
+    and ``p_adjusted``: the Wilcoxon p-value after Holm-Bonferroni over every comparison of the
+    run. Pairs with no exchange scored for both are left out; one candidate gives no comparison.
+    """
+    out: list[CandidateComparison] = []
+    names = list(dict.fromkeys(candidates))
+    if len(names) < 2 or not len(scores):
+        return out
+    ok = scores[(scores["status"] == "ok") & scores["parity"].notna()]
+    ok = ok[ok["candidate"].isin(names)]
+    pass_at = thresholds.pass_threshold - EPS
+    for task in tasks:
+        rows = ok[ok["task"] == task.name]
+        if rows.empty:
+            continue
+        wide = rows.pivot_table(
+            index="exchange_id", columns="candidate", values="parity", aggfunc="mean"
+        )
+        for i, a_name in enumerate(names):
+            for b_name in names[i + 1 :]:
+                if a_name not in wide.columns or b_name not in wide.columns:
+                    continue
+                pair = wide[[a_name, b_name]].dropna()
+                if pair.empty:
+                    continue
+                a = pair[a_name].to_numpy(dtype=np.float64)
+                b = pair[b_name].to_numpy(dtype=np.float64)
+                mean, low, high = paired_bootstrap_ci(
+                    a, b, confidence=thresholds.confidence, seed=seed
+                )
+                pa, pb = a >= pass_at, b >= pass_at
+                only_a = int(np.count_nonzero(pa & ~pb))
+                only_b = int(np.count_nonzero(pb & ~pa))
+                out.append(
+                    CandidateComparison(
+                        task=task.name,
+                        a=a_name,
+                        b=b_name,
+                        n=int(a.size),
+                        mean_diff=optional_float(mean),
+                        ci_low=optional_float(low),
+                        ci_high=optional_float(high),
+                        p_wilcoxon=wilcoxon_two_sided(a - b),
+                        p_mcnemar=mcnemar(only_a, only_b),
+                        a_only_passes=only_a,
+                        b_only_passes=only_b,
+                    )
+                )
+    for c, p in zip(out, holm([c.p_wilcoxon for c in out]), strict=True):
+        c.p_adjusted = p
+    return out
