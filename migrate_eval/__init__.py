@@ -56,7 +56,42 @@ _EXPORTS: dict[str, str] = {
     "LogFormat": "migrate_eval.ingest.registry",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "CandidateSpec",
+    "ConfigError",
+    "Exchange",
+    "ExitCode",
+    "InfrastructureError",
+    "LogFormat",
+    "MetricContext",
+    "MigrateEvalError",
+    "Provider",
+    "ReplayResult",
+    "Response",
+    "Results",
+    "Run",
+    "RunOutcome",
+    "Suite",
+    "UserError",
+    "VendorError",
+    "__version__",
+    "cache_export",
+    "cache_import",
+    "cache_stats",
+    "compare",
+    "export_lm_eval",
+    "gate",
+    "init",
+    "load_run",
+    "load_suite",
+    "profile",
+    "provider_matrix",
+    "register_format",
+    "register_metric",
+    "register_provider",
+    "rerender",
+    "run",
+]
 
 if TYPE_CHECKING:
     from migrate_eval.api import (

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from migrate_eval.core.prices import candidate_price, cost_of, price_for, price_table
 from migrate_eval.core.records import Exchange, ReplayResult, Response, Source, Usage
 from migrate_eval.core.results import (
     CandidateResult,
@@ -17,7 +18,6 @@ from migrate_eval.core.results import (
     LatencyStats,
 )
 from migrate_eval.core.suite import CandidateSpec, Price
-from migrate_eval.core.prices import candidate_price, cost_of, price_for, price_table
 from migrate_eval.verdict.costs import (
     DAYS_PER_MONTH,
     fill_cost_projections,

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from migrate_eval.core.prices import LoggedTraffic, logged_cost
+from migrate_eval.core.request import request_key
 from migrate_eval.core.suite import TaskMatch, TaskSpec
 from migrate_eval.ingest import read_logs
 from migrate_eval.ingest.dataset import iter_file_exchanges, write_arrow
@@ -16,10 +18,7 @@ from migrate_eval.ingest.reader import stream_logs
 from migrate_eval.plan.profile import profile
 from migrate_eval.plan.sampling import request_fingerprint, sample_ids, sample_plan
 from migrate_eval.plan.tasks import assign_tasks
-from migrate_eval.plan.traffic import read_traffic
-from migrate_eval.core.prices import LoggedTraffic, logged_cost
-from migrate_eval.core.request import request_key
-from migrate_eval.plan.traffic import duplicate_pairs
+from migrate_eval.plan.traffic import duplicate_pairs, read_traffic
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "suites" / "demo" / "logs" / "traffic.jsonl"
