@@ -7,7 +7,7 @@ Writes ``--n`` realistic ``chat-jsonl`` lines (as ``benchmarks/bench_ingest.py``
 1.35 KB a line, seven tagged features), then, in a child process each, times:
 
 * the bare loop: read the file line by line and ``orjson.loads`` each line;
-* ``migrate_eval.plan.tasks.profile_logs`` (what ``migrate-eval profile`` runs): every exchange
+* ``migrate_eval.profile`` (what ``migrate-eval profile`` runs): every exchange
   read, counted and dropped, the tasks discovered;
 * ``migrate_eval.run`` with ``--limit 100`` and an offline candidate that has no cached answer
   (so no network: the run reads, profiles, discovers and samples the whole log, finds the
@@ -34,7 +34,7 @@ from bench_ingest import BARE_LOOP, REPO, generate, run_child
 PROFILE = """
 import sys
 sys.path.insert(0, sys.argv[2])
-from migrate_eval.plan.tasks import profile_logs
+from migrate_eval.api import profile as profile_logs
 p = profile_logs([sys.argv[1]])
 print(p.exchanges, len(p.tasks))
 """

@@ -14,22 +14,33 @@ vendor again (:func:`rerender`).
 from __future__ import annotations
 
 import json
+import os
+import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from migrate_eval import __version__
 from migrate_eval.core.errors import ConfigError, ExitCode, UserError
 from migrate_eval.core.paths import default_cache_path, default_run_dir, demo_suite_path
 from migrate_eval.core.records import Exchange, ReplayResult
-from migrate_eval.core.results import Results
+from migrate_eval.core.results import Profile, Results
+from migrate_eval.core.run_folder import RunFolder
 from migrate_eval.core.suite import CandidateSpec, LogSpec, Suite, load_suite, parse_candidate_spec
+from migrate_eval.core.version import __version__
+from migrate_eval.plan.suite_writer import rule_specs, suite_text
+from migrate_eval.plan.tasks import TaskDiscovery
+from migrate_eval.verdict.gate import GateReport, VerdictChange
+
+if TYPE_CHECKING:
+    from migrate_eval.export.lmeval import ExportedTask
+    from migrate_eval.replay.cache import ResponseCache
+    from migrate_eval.report.compare import Comparison
 
 
 @dataclass
@@ -314,33 +325,325 @@ def _render(
     )
 
 
-def load_run(
-    run_dir: str | Path,
-) -> tuple[Results, pd.DataFrame, list[Exchange], list[ReplayResult]]:
-    """Read a finished run folder back (no vendor is called)."""
-    d = Path(run_dir)
-    if not (d / "results.json").exists():
-        raise UserError(f"{d}: not a run folder (no results.json)")
-    try:
-        results = Results.model_validate_json((d / "results.json").read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise UserError(f"{d / 'results.json'}: not a valid results file: {e}") from None
-    scores = pd.read_parquet(d / "scores.parquet")
-    exchanges = [
-        Exchange.model_validate_json(line)
-        for line in (d / "exchanges.jsonl").read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
-    replays = [
-        ReplayResult.model_validate_json(line)
-        for line in (d / "responses.jsonl").read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
-    return results, scores, exchanges, replays
-
-
 def rerender(run_dir: str | Path) -> Results:
     """Re-render a run folder's reports from its stored outputs, without any network."""
-    results, scores, exchanges, replays = load_run(run_dir)
-    _render(results, scores, exchanges, replays, Path(run_dir))
-    return results
+    loaded = load_run(run_dir)
+    _render(loaded.results, loaded.scores, loaded.exchanges, loaded.responses, loaded.path)
+    return loaded.results
+
+
+def profile(paths: Sequence[str | Path], *, format: str = "auto", strict: bool = False) -> Profile:
+    """Read logs, discover their tasks and profile them (``migrate-eval profile``).
+
+    The logs are streamed: each exchange is counted (:class:`~migrate_eval.plan.profile.TrafficTally`,
+    :class:`TaskDiscovery`) and dropped, so memory does not grow with the number of exchanges
+    beyond a few bytes each (and the first user message of exchanges with neither a tag nor a
+    system prompt, kept for clustering).
+    """
+    import gc
+
+    from migrate_eval.core.errors import UserError
+    from migrate_eval.ingest import stream_logs
+    from migrate_eval.plan.profile import TrafficTally
+
+    stream = stream_logs(list(paths), format=format, strict=strict)
+    tally = TrafficTally()
+    discovery = TaskDiscovery(keep_ids=False)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of short-lived acyclic objects: nothing for the collector to free
+    try:
+        for ex in stream:
+            tally.add(ex)
+            discovery.add(ex)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    if not tally.total:
+        raise UserError(
+            f"no exchanges could be read from {', '.join(map(str, stream.files)) or 'the logs'}"
+        )
+    return tally.profile(discovery.plan(), stream.summary())
+
+
+def init(
+    paths: Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    name: str | None = None,
+    candidates: Sequence[str | CandidateSpec] = (),
+    format: str = "auto",
+    strict: bool = False,
+    force: bool = False,
+) -> Path:
+    """Write a suite file for the logs (``migrate-eval init``); return its path."""
+    import os
+
+    from migrate_eval.core.errors import ConfigError
+    from migrate_eval.core.suite import parse_candidate_spec
+
+    specs = [c if isinstance(c, CandidateSpec) else parse_candidate_spec(c) for c in candidates]
+    suite_name = name or re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(paths[0])).stem).strip("-")
+    suite_name = suite_name or "traffic"
+    target = Path(out) if out else Path("suites") / suite_name / "suite.yaml"
+    if target.exists() and not force:
+        raise ConfigError(f"{target} exists; use --force to overwrite it")
+    from migrate_eval.core.errors import UserError
+    from migrate_eval.core.paths import default_cache_path
+    from migrate_eval.plan.traffic import read_traffic, work_folder
+
+    with work_folder(default_cache_path().parent, "init-") as work:
+        # streamed, as a run reads them: the discovery, then a second pass to check the rules
+        traffic = read_traffic([(format, None, list(paths))], work, strict=strict, dedupe=True)
+        if not traffic.exchanges:
+            raise UserError(
+                "no exchanges could be read from "
+                f"{', '.join(map(str, traffic.summary.files)) or 'the logs'}"
+            )
+        plan = traffic.plan
+        rules = rule_specs(plan)
+        check = TaskDiscovery(rules)
+        for ex in traffic.scorable():
+            check.add(ex)
+        assert traffic.fingerprints is not None
+        dups = len(traffic.order) - len(set(traffic.fingerprints.values()))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    base = target.parent.resolve()
+    logs = []
+    for p in paths:
+        text = str(p)
+        absolute = Path(text).expanduser()
+        if not absolute.is_absolute():
+            absolute = Path.cwd() / absolute
+        logs.append(os.path.relpath(absolute, base))
+    entries: list[Any] = [p if format == "auto" else {"path": p, "format": format} for p in logs]
+    yaml_text = suite_text(
+        plan,
+        rules,
+        check.plan().assignment,
+        traffic.order,
+        dups,
+        name=suite_name,
+        logs=entries,
+        candidates=specs,
+    )
+    target.write_text(yaml_text, encoding="utf-8")
+    return target
+
+
+def write_gate_outputs(report: GateReport, out_dir: str | os.PathLike[str]) -> None:
+    """Write the re-gated ``results.json``, ``summary.md`` and ``junit.xml`` into ``out_dir``."""
+    from migrate_eval.report import write_junit_xml, write_results_json, write_summary_md
+
+    d = Path(out_dir)
+    write_results_json(report.results, d / "results.json")
+    write_summary_md(report.results, d / "summary.md")
+    write_junit_xml(report.results, d / "junit.xml")
+
+
+def changes_text(changes: Sequence[VerdictChange]) -> str:
+    """One line per verdict that the new gate changed (empty when none did)."""
+    from migrate_eval.report import verdict_label
+
+    lines = []
+    for ch in changes:
+        where = ch.candidate if ch.task is None else f"{ch.candidate} / {ch.task}"
+        lines.append(f"{where}: {verdict_label(ch.before)} -> {verdict_label(ch.after)}")
+    return "\n".join(lines)
+
+
+# --- a finished run, loaded back ----------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """A finished run folder, loaded back without calling any vendor (:func:`load_run`).
+
+    ``results`` is the typed ``results.json``; the ``*_df`` accessors give pandas frames.
+    """
+
+    path: Path
+    results: Results
+    scores: pd.DataFrame
+    exchanges: list[Exchange]
+    responses: list[ReplayResult]
+
+    def scores_df(self) -> pd.DataFrame:
+        """One row per (exchange, candidate): status, parity, latency, tokens, one column per
+        metric (the run folder's ``scores.parquet``)."""
+        return self.scores.copy()
+
+    def tasks_df(self) -> pd.DataFrame:
+        """One row per (candidate, task): verdict, parity and its interval, pass rate, counts."""
+        rows = [
+            {
+                "candidate": c.name,
+                "task": t.task,
+                "verdict": t.verdict,
+                "parity": t.parity.mean,
+                "ci_low": t.parity.ci_low,
+                "ci_high": t.parity.ci_high,
+                "pass_rate": t.pass_rate,
+                "n": t.n,
+                "n_total": t.n_total,
+                "reasons": "; ".join(r.message for r in t.reasons),
+            }
+            for c in self.results.candidates
+            for t in c.tasks
+        ]
+        return pd.DataFrame(rows)
+
+    def exchanges_df(self) -> pd.DataFrame:
+        """One row per exchange of the run: id, task, source, model, timestamp, logged answer."""
+        assignment = {ex_id: task for ex_id, task in self._assignment().items()}
+        rows = [
+            {
+                "exchange_id": e.id,
+                "task": assignment.get(e.id),
+                "file": e.source.file,
+                "line": e.source.line,
+                "format": e.source.format,
+                "model": e.model,
+                "timestamp": e.timestamp,
+                "logged_text": e.response.text if e.response is not None else None,
+                "logged_tool_calls": len(e.response.tool_calls) if e.response is not None else 0,
+            }
+            for e in self.exchanges
+        ]
+        return pd.DataFrame(rows)
+
+    def _assignment(self) -> dict[str, str]:
+        if "task" in self.scores.columns and len(self.scores):
+            pairs = self.scores[["exchange_id", "task"]].drop_duplicates()
+            return dict(zip(pairs["exchange_id"], pairs["task"], strict=True))
+        return {}
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read a finished run folder back as a typed :class:`Run` (no vendor is called)."""
+    folder = RunFolder(Path(run_dir))
+    return Run(
+        path=folder.path,
+        results=folder.results(),
+        scores=folder.scores(),
+        exchanges=folder.exchanges(),
+        responses=folder.responses(),
+    )
+
+
+# --- the other commands, as functions -------------------------------------------------------------
+
+
+def gate(
+    run_dir: str | Path,
+    *,
+    min_parity: float | None = None,
+    max_error_rate: float | None = None,
+    allow_caveats: bool | None = None,
+    tasks: Sequence[str] | None = None,
+    out: str | Path | None = None,
+    command: str | None = None,
+) -> GateReport:
+    """Re-apply a gate to a finished run (``migrate-eval gate``); with ``out``, write the
+    re-gated ``results.json``, ``summary.md`` and ``junit.xml`` there."""
+    from migrate_eval.verdict.gate import GateOverrides, regate
+
+    overrides = GateOverrides(
+        min_parity=min_parity,
+        max_error_rate=max_error_rate,
+        allow_caveats=allow_caveats,
+        tasks=list(tasks) if tasks is not None else None,
+    )
+    report = regate(run_dir, overrides, command=command)
+    if out is not None:
+        write_gate_outputs(report, out)
+    return report
+
+
+def compare(run_a: str | Path, run_b: str | Path) -> Comparison:
+    """What changed between two finished runs (``migrate-eval compare``)."""
+    from migrate_eval.report.compare import compare_runs
+
+    return compare_runs(run_a, run_b)
+
+
+def export_lm_eval(
+    suite: str | Path, out_dir: str | Path, *, limit: int | None = None
+) -> list[ExportedTask]:
+    """Write an lm-evaluation-harness task folder per suite task (``migrate-eval export lm-eval``)."""
+    from migrate_eval.export import export_lm_eval as export
+
+    return export(suite, out_dir, limit=limit)
+
+
+def provider_matrix(providers: Sequence[str] | None = None) -> dict[str, Any]:
+    """The feature-support matrix of the providers (``migrate-eval providers --json``)."""
+    from migrate_eval.replay.providers.matrix import matrix_json
+
+    return matrix_json(list(providers) if providers is not None else None)
+
+
+def _open_cache(cache: str | Path | None, *, must_exist: bool) -> ResponseCache:
+    from migrate_eval.replay.cache import ResponseCache
+
+    path = Path(cache) if cache else default_cache_path()
+    if must_exist and not path.exists():
+        raise UserError(f"{path}: no response cache here (run `migrate-eval run` first)")
+    return ResponseCache(path)
+
+
+def cache_stats(cache: str | Path | None = None) -> dict[str, Any]:
+    """What the response cache holds, per endpoint and model (``migrate-eval cache stats``)."""
+    with _open_cache(cache, must_exist=True) as rc:
+        path, stats = rc.path, rc.stats()
+
+    def when(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+    rows = [
+        {
+            **st.identity,
+            "answers": st.answers,
+            "mean_latency_ms": round(st.mean_latency_ms, 1) if st.mean_latency_ms else None,
+            "oldest": when(st.oldest),
+            "newest": when(st.newest),
+        }
+        for st in stats
+    ]
+    size = path.stat().st_size if path.exists() else 0
+    return {"cache": str(path), "bytes": size, "identities": rows}
+
+
+def cache_export(
+    path: str | Path,
+    *,
+    candidate: str | None = None,
+    suite: str | Path | None = None,
+    cache: str | Path | None = None,
+) -> int:
+    """Write cached answers to a JSONL recordings file (``migrate-eval cache export``): all, or
+    one candidate's (a candidate of ``suite``, else a model name). Returns how many."""
+    flt: Any = None
+    if candidate is not None:
+        if suite is not None:
+            from migrate_eval.replay.providers import get_provider
+
+            specs = {c.name: c for c in load_suite(suite).candidates}
+            if candidate not in specs:
+                raise ConfigError(
+                    f"--candidate {candidate!r}: not a candidate of {suite} "
+                    f"({', '.join(specs) or 'none'})"
+                )
+            flt = get_provider(specs[candidate]).identity()
+        else:
+            flt = {"model": candidate}
+    with _open_cache(cache, must_exist=True) as rc:
+        count: int = rc.export_recordings(Path(path), flt)
+    return count
+
+
+def cache_import(path: str | Path, *, cache: str | Path | None = None) -> int:
+    """Store the answers of a JSONL recordings file in the cache, all or nothing
+    (``migrate-eval cache import``). Returns how many."""
+    with _open_cache(cache, must_exist=False) as rc:
+        count: int = rc.import_recordings(Path(path))
+    return count

@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 
 import click
 
-from migrate_eval import __version__
 from migrate_eval.core.errors import ExitCode, MigrateEvalError
+from migrate_eval.core.version import __version__
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -192,8 +192,8 @@ def report(run_dir: Path) -> None:
 )
 def profile_cmd(logs: tuple[Path, ...], as_json: bool, fmt: str, strict: bool) -> None:
     """Profile logged traffic: volume, tasks, features, tokens, duplicates, errors."""
+    from migrate_eval.api import profile as profile_logs
     from migrate_eval.plan.profile import render_text
-    from migrate_eval.plan.tasks import profile_logs
 
     prof = _guard(lambda: profile_logs(list(logs), format=fmt, strict=strict))
     if as_json:
@@ -230,7 +230,7 @@ def init_cmd(
     force: bool,
 ) -> None:
     """Write a suite from logs: the discovered tasks with match rules, metrics and thresholds."""
-    from migrate_eval.plan.tasks import init_suite
+    from migrate_eval.api import init as init_suite
 
     path = _guard(
         lambda: init_suite(
@@ -318,8 +318,9 @@ def gate_cmd(
     Verdicts are re-derived from scores.parquet with the new thresholds; prints the summary
     and the verdicts that changed, and exits with the gate's code.
     """
+    from migrate_eval.api import changes_text, write_gate_outputs
     from migrate_eval.report import render_summary_md
-    from migrate_eval.verdict.gate import GateOverrides, changes_text, regate, write_gate_outputs
+    from migrate_eval.verdict.gate import GateOverrides, regate
 
     names = [t.strip() for item in tasks for t in item.split(",") if t.strip()]
     overrides = GateOverrides(
@@ -385,17 +386,6 @@ _CACHE_OPTION = click.option(
 )
 
 
-def _open_cache(cache_path: Path | None, *, must_exist: bool) -> Any:
-    from migrate_eval.core.errors import UserError
-    from migrate_eval.core.paths import default_cache_path
-    from migrate_eval.replay.cache import ResponseCache
-
-    path = cache_path or default_cache_path()
-    if must_exist and not path.exists():
-        raise UserError(f"{path}: no response cache here (run `migrate-eval run` first)")
-    return ResponseCache(path)
-
-
 @cache_group.command("export", epilog=EXIT_CODES_HELP)
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
@@ -415,29 +405,9 @@ def cache_export(
     path: Path, candidate: str | None, suite_path: Path | None, cache_path: Path | None
 ) -> None:
     """Write cached answers to a JSONL recordings file (replaced atomically)."""
+    from migrate_eval.api import cache_export as export
 
-    def go() -> int:
-        flt: Any = None
-        if candidate is not None:
-            if suite_path is not None:
-                from migrate_eval.core.errors import ConfigError
-                from migrate_eval.core.suite import load_suite
-                from migrate_eval.replay.providers import get_provider
-
-                specs = {c.name: c for c in load_suite(suite_path).candidates}
-                if candidate not in specs:
-                    raise ConfigError(
-                        f"--candidate {candidate!r}: not a candidate of {suite_path} "
-                        f"({', '.join(specs) or 'none'})"
-                    )
-                flt = get_provider(specs[candidate]).identity()
-            else:
-                flt = {"model": candidate}
-        with _open_cache(cache_path, must_exist=True) as rc:
-            count: int = rc.export_recordings(path, flt)
-        return count
-
-    count = _guard(go)
+    count = _guard(lambda: export(path, candidate=candidate, suite=suite_path, cache=cache_path))
     click.echo(f"{count} answers written to {path}")
 
 
@@ -446,13 +416,9 @@ def cache_export(
 @_CACHE_OPTION
 def cache_import(path: Path, cache_path: Path | None) -> None:
     """Store the answers of a JSONL recordings file in the cache (all or nothing)."""
+    from migrate_eval.api import cache_import as import_
 
-    def go() -> int:
-        with _open_cache(cache_path, must_exist=False) as rc:
-            count: int = rc.import_recordings(path)
-        return count
-
-    count = _guard(go)
+    count = _guard(lambda: import_(path, cache=cache_path))
     click.echo(f"{count} answers imported from {path}")
 
 
@@ -462,33 +428,16 @@ def cache_import(path: Path, cache_path: Path | None) -> None:
 def cache_stats(as_json: bool, cache_path: Path | None) -> None:
     """How many answers the cache holds, per endpoint and model."""
     import json as _json
-    from datetime import UTC, datetime
 
-    def go() -> tuple[Path, list[Any]]:
-        with _open_cache(cache_path, must_exist=True) as rc:
-            return rc.path, rc.stats()
+    from migrate_eval.api import cache_stats as stats_of
 
-    path, stats = _guard(go)
-
-    def when(t: float) -> str:
-        return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
-
-    rows = [
-        {
-            **st.identity,
-            "answers": st.answers,
-            "mean_latency_ms": round(st.mean_latency_ms, 1) if st.mean_latency_ms else None,
-            "oldest": when(st.oldest),
-            "newest": when(st.newest),
-        }
-        for st in stats
-    ]
-    size = path.stat().st_size if path.exists() else 0
+    doc = _guard(lambda: stats_of(cache_path))
     if as_json:
-        click.echo(_json.dumps({"cache": str(path), "bytes": size, "identities": rows}, indent=2))
+        click.echo(_json.dumps(doc, indent=2))
         return
-    total = sum(st.answers for st in stats)
-    click.echo(f"{path}: {total} answers, {size / 1e6:.1f} MB")
+    rows = doc["identities"]
+    total = sum(row["answers"] for row in rows)
+    click.echo(f"{doc['cache']}: {total} answers, {doc['bytes'] / 1e6:.1f} MB")
     for row in rows:
         extra = f" repeat {row['repeat']}" if "repeat" in row else ""
         latency = f"{row['mean_latency_ms']:.0f} ms" if row["mean_latency_ms"] else "-"

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from migrate_eval.api import write_gate_outputs
 from migrate_eval.cli import main
 from migrate_eval.core.errors import ConfigError, ExitCode, UserError
 from migrate_eval.report import read_results_json
-from migrate_eval.verdict.gate import GateOverrides, regate, write_gate_outputs
+from migrate_eval.verdict.gate import GateOverrides, regate
 
 pytestmark = pytest.mark.slow  # the shared demo run takes a few seconds
 

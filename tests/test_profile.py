@@ -173,8 +173,8 @@ def _mixed_logs(path: Path) -> Path:
 
 
 def test_streamed_profile_equals_the_profile_of_every_exchange_in_memory(tmp_path: Path) -> None:
+    from migrate_eval.api import profile as profile_logs
     from migrate_eval.ingest import read_logs
-    from migrate_eval.plan.tasks import profile_logs
 
     logs = _mixed_logs(tmp_path / "mixed.jsonl")
     demo = Path(__file__).resolve().parents[1] / "suites" / "demo" / "logs" / "traffic.jsonl"
@@ -192,7 +192,7 @@ def test_streamed_profile_does_not_read_the_logs_into_memory(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
     import migrate_eval.ingest as ingest_pkg
-    from migrate_eval.plan.tasks import profile_logs
+    from migrate_eval.api import profile as profile_logs
 
     def no_list(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("profile_logs must stream, not read every exchange into a list")

@@ -10,9 +10,8 @@ import pytest
 import migrate_eval
 from migrate_eval.core.errors import ConfigError, MissingExtraError
 from migrate_eval.core.records import Exchange, Response, Source, ToolCall
-from migrate_eval.core.suite import parse_suite
+from migrate_eval.core.suite import RedactionConfig, parse_suite
 from migrate_eval.plan.redact import (
-    RedactionConfig,
     Redactor,
     iban_ok,
     luhn_ok,

@@ -6,7 +6,8 @@ import pytest
 
 from migrate_eval.core.records import Exchange, Response, Source, ToolCall
 from migrate_eval.core.suite import TaskMatch, TaskSpec
-from migrate_eval.plan.tasks import assign_tasks, infer_output_kind, prompt_template, sample
+from migrate_eval.plan.sampling import sample
+from migrate_eval.plan.tasks import assign_tasks, infer_output_kind, prompt_template
 
 
 def ex(

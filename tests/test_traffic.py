@@ -186,7 +186,8 @@ def test_init_streams_and_writes_the_suite_the_in_memory_path_writes(
 
     import migrate_eval.ingest as ingest_pkg
     import migrate_eval.ingest.reader as reader_mod
-    from migrate_eval.plan.tasks import init_suite, suite_yaml
+    from migrate_eval.api import init as init_suite
+    from migrate_eval.plan.suite_writer import suite_yaml
 
     logs = _logs(tmp_path)
     scorable = [

@@ -380,3 +380,36 @@ def parse_candidate_spec(spec: str) -> CandidateSpec:
 
 
 Mode = Literal["live", "offline"]
+
+
+_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "tool_call": ("tool_call_match",),
+    "structured": ("json_valid", "json_schema_valid", "json_match"),
+    "classification": ("normalized_match",),
+    "free_text": ("chrf",),
+}
+
+
+def default_metrics(kind: OutputKind) -> list[str]:
+    """The parity metrics chosen automatically for a task of output kind ``kind``.
+
+    ==============  =====================================================
+    kind            metrics
+    ==============  =====================================================
+    tool_call       ``tool_call_match``
+    structured      ``json_valid``, ``json_schema_valid``, ``json_match``
+    classification  ``normalized_match``
+    free_text       ``chrf``
+    ==============  =====================================================
+
+    The choice never depends on which extras are installed, so the same suite gives the same
+    verdict on every machine (a CI gate must not flip because someone installed an extra).
+    ``semantic_similarity`` (``embedding`` extra) is recommended for paraphrase-heavy tasks:
+    name it in the suite's ``metrics:``, as ``migrate-eval init`` suggests when it is installed.
+    """
+    try:
+        return list(_DEFAULTS[kind])
+    except KeyError:
+        raise ConfigError(
+            f"unknown output kind {kind!r}: expected one of {', '.join(_DEFAULTS)}"
+        ) from None

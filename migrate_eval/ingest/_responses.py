@@ -7,7 +7,7 @@ Accepted shapes:
   :meth:`Response.from_chat_completion <migrate_eval.core.records.Response.from_chat_completion>`;
   with ``n > 1`` the first choice is the response and the others are kept, normalised, in
   :attr:`Logged.other_choices`;
-* a Responses API body (``output``), converted by :mod:`migrate_eval.ingest.formats.responses_api`;
+* a Responses API body (``output``), converted by :mod:`migrate_eval.ingest.responses_api`;
 * streamed Chat Completions chunks (a list of ``chat.completion.chunk`` objects, or the raw
   server-sent-events text), assembled into one answer; Responses API event streams (their
   ``response.completed`` event);
@@ -39,7 +39,7 @@ from migrate_eval.ingest._common import (
     validation_reason,
     wrong_type,
 )
-from migrate_eval.ingest.formats.responses_api import response_from_responses_body
+from migrate_eval.ingest.responses_api import response_from_responses_body
 
 # Where a field of Response comes from in a Chat Completions body.
 _CHAT_FIELD = {

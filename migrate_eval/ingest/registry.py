@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate_eval.core.errors import LineIssue, LogFormatError
+from migrate_eval.core.plugins import import_target
 from migrate_eval.core.records import Exchange
 from migrate_eval.ingest._common import LineContext
 
@@ -79,6 +80,21 @@ class LogFormat:
     index_reader: IndexReader | None = None
 
 
+#: The built-in formats, imported on first use (each module's ``FORMAT`` or ``FORMATS``).
+BUILTIN_FORMATS = tuple(
+    f"migrate_eval.ingest.formats.{target}"
+    for target in (
+        "openai_batch:FORMAT",
+        "chat_jsonl:FORMAT",
+        "finetune_chat:FORMAT",
+        "responses_jsonl:FORMAT",
+        "stored_completions:FORMAT",
+        "otel:FORMAT",
+        "tabular:FORMAT",
+        "observability:FORMATS",
+    )
+)
+
 _REGISTRY: dict[str, LogFormat] = {}
 _BUILTINS_LOADED = False
 _ENTRY_POINTS_LOADED = False
@@ -108,25 +124,10 @@ def _load_builtins() -> None:
     if _BUILTINS_LOADED:
         return
     _BUILTINS_LOADED = True
-    from migrate_eval.ingest.formats.chat_jsonl import FORMAT as chat_jsonl
-    from migrate_eval.ingest.formats.finetune_chat import FORMAT as finetune_chat
-    from migrate_eval.ingest.formats.observability import FORMATS as observability
-    from migrate_eval.ingest.formats.openai_batch import FORMAT as openai_batch
-    from migrate_eval.ingest.formats.otel import FORMAT as otel
-    from migrate_eval.ingest.formats.responses_jsonl import FORMAT as responses_jsonl
-    from migrate_eval.ingest.formats.stored_completions import FORMAT as stored_completions
-    from migrate_eval.ingest.formats.tabular import FORMAT as tabular
-
-    for fmt in (
-        openai_batch,
-        chat_jsonl,
-        finetune_chat,
-        responses_jsonl,
-        stored_completions,
-        otel,
-        tabular,
-        *observability,
-    ):
+    for target in BUILTIN_FORMATS:
+        found = import_target(target, feature="built-in log format")
+        for fmt in found if isinstance(found, tuple) else (found,):
+            assert isinstance(fmt, LogFormat), target
         _REGISTRY.setdefault(fmt.name, fmt)
 
 

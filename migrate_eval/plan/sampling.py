@@ -166,3 +166,15 @@ def sample_ids(
         tasks=stats,
     )
     return kept, new_plan, summary
+
+
+def sample(
+    exchanges: Sequence[Exchange], plan: TaskPlan, *, limit: int | None, seed: int = 0
+) -> tuple[list[Exchange], TaskPlan]:
+    """Keep at most ``limit`` exchanges per task (seeded, order preserved).
+
+    Kept for compatibility: :func:`migrate_eval.plan.sampling.sample_plan` also deduplicates and
+    sizes samples from a confidence-interval width.
+    """
+    kept, new_plan, _ = sample_plan(exchanges, plan, limit=limit, seed=seed)
+    return kept, new_plan

@@ -35,9 +35,9 @@ from migrate_eval.core.errors import InfrastructureError, LineIssue
 from migrate_eval.core.prices import LoggedTraffic, logged_cost
 from migrate_eval.core.records import Exchange
 from migrate_eval.core.request import request_digest, request_key
-from migrate_eval.core.results import IngestSummary
+from migrate_eval.core.results import IngestSummary, Profile
 from migrate_eval.core.suite import TaskSpec, Thresholds
-from migrate_eval.plan.profile import Profile, TrafficTally
+from migrate_eval.plan.profile import TrafficTally
 from migrate_eval.plan.tasks import TaskDiscovery, TaskPlan
 
 #: One group of logs read together: (format, columns, files).

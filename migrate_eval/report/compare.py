@@ -17,10 +17,10 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from migrate_eval.core.errors import UserError
 from migrate_eval.core.results import CandidateResult, Interval, Results
+from migrate_eval.core.run_folder import read_results
 from migrate_eval.report._format import (
     VERDICT_SEVERITY,
     fmt_num,
@@ -76,14 +76,7 @@ class Comparison(_M):
 
 def load_results(path: str | os.PathLike[str]) -> Results:
     """A run folder's ``results.json`` (or the file itself)."""
-    p = Path(path)
-    f = p / "results.json" if p.is_dir() else p
-    if not f.is_file():
-        raise UserError(f"{p}: not a run folder (no results.json)")
-    try:
-        return Results.model_validate_json(f.read_text(encoding="utf-8"))
-    except ValidationError as e:
-        raise UserError(f"{f}: not a valid results file: {e}") from None
+    return read_results(Path(path))
 
 
 def _se(iv: Interval, z: float) -> float | None:

@@ -20,11 +20,8 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from migrate_eval.core.results import IngestSummary
-from migrate_eval.plan.profile import Profile
+from migrate_eval.core.results import IngestSummary, Profile, RedactionSummary, SamplingSummary
 from migrate_eval.plan.profile import volume_buckets as profile_volume_buckets
-from migrate_eval.plan.redact import RedactionSummary
-from migrate_eval.plan.sampling import SamplingSummary
 from migrate_eval.report._format import fmt_int, fmt_pct, is_number, truncate
 
 #: At most this many rows per table; the rest are counted in a "N more" line.

@@ -25,13 +25,13 @@ Automatic choice by output kind (:func:`default_metrics`): ``tool_call`` -> ``to
 
 from __future__ import annotations
 
+from migrate_eval.core.suite import default_metrics
 from migrate_eval.score import ifeval, judge, semantic, structured, text, tools
 from migrate_eval.score.registry import (
     ENTRY_POINT_GROUP,
     MetricContext,
     MetricFn,
     MetricInfo,
-    default_metrics,
     get_metric,
     list_metrics,
     register_metric,

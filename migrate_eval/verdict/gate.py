@@ -12,7 +12,6 @@ cannot be judged.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from migrate_eval.core.errors import ConfigError, ExitCode, UserError
+from migrate_eval.core.errors import ConfigError, ExitCode
 from migrate_eval.core.results import Results, TaskInfo
+from migrate_eval.core.run_folder import RunFolder
 from migrate_eval.core.suite import Gate, Suite, Thresholds
 
 
@@ -56,57 +56,26 @@ class GateReport:
     changes: list[VerdictChange] = field(default_factory=list)
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise UserError(f"{path.parent}: not a complete run folder (no {path.name})")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise UserError(f"{path}: not valid JSON: {e}") from None
-
-
 def _load(
     run_dir: Path,
 ) -> tuple[Results, Suite, list[TaskInfo], dict[str, str], pd.DataFrame]:
-    if not (run_dir / "results.json").is_file():
-        raise UserError(f"{run_dir}: not a run folder (no results.json)")
-    try:
-        before = Results.model_validate_json((run_dir / "results.json").read_text("utf-8"))
-    except ValidationError as e:
-        raise UserError(f"{run_dir / 'results.json'}: not a valid results file: {e}") from None
-    try:
-        suite = Suite.model_validate(_read_json(run_dir / "suite.json"))
-    except ValidationError as e:
-        raise UserError(f"{run_dir / 'suite.json'}: not a valid suite: {e}") from None
-    suite.base_dir = run_dir
-    tasks_doc = _read_json(run_dir / "tasks.json")
-    raw_tasks = tasks_doc.get("tasks") if isinstance(tasks_doc, dict) else None
-    assignment = tasks_doc.get("assignment") if isinstance(tasks_doc, dict) else None
-    if not isinstance(raw_tasks, list):
-        raise UserError(f"{run_dir / 'tasks.json'}: no task list")
-    try:
-        tasks = [TaskInfo.model_validate(t) for t in raw_tasks]
-    except ValidationError as e:
-        raise UserError(f"{run_dir / 'tasks.json'}: invalid task: {e}") from None
-    if not (run_dir / "scores.parquet").is_file():
-        raise UserError(f"{run_dir}: not a complete run folder (no scores.parquet)")
-    scores = pd.read_parquet(run_dir / "scores.parquet")
-    return before, suite, tasks, dict(assignment or {}), scores
+    folder = RunFolder(run_dir)
+    before = folder.results()
+    suite = folder.suite()
+    tasks, assignment = folder.tasks()
+    return before, suite, tasks, assignment, folder.scores()
 
 
 def _noise_floor(run_dir: Path, tasks: Sequence[TaskInfo], assignment: dict[str, str]) -> Any:
     """The run's noise floor, measured again from what the run folder keeps: the baseline
     re-run (``baseline.jsonl``) when there is one, else duplicate requests among the run's
     exchanges. None when neither exists."""
-    from migrate_eval.core.records import Exchange
     from migrate_eval.verdict.noise import noise_floor_for_run
 
-    path = run_dir / "exchanges.jsonl"
-    if not path.is_file():
+    folder = RunFolder(run_dir)
+    if not folder.has("exchanges.jsonl"):
         return None
-    with path.open(encoding="utf-8") as fh:
-        exchanges = [Exchange.model_validate_json(line) for line in fh if line.strip()]
-    return noise_floor_for_run(exchanges, tasks, assignment, run_dir / "baseline.jsonl")
+    return noise_floor_for_run(folder.exchanges(), tasks, assignment, run_dir / "baseline.jsonl")
 
 
 def regate(
@@ -201,32 +170,9 @@ def _changes(before: Results, after: Results) -> list[VerdictChange]:
     return out
 
 
-def write_gate_outputs(report: GateReport, out_dir: str | os.PathLike[str]) -> None:
-    """Write the re-gated ``results.json``, ``summary.md`` and ``junit.xml`` into ``out_dir``."""
-    from migrate_eval.report import write_junit_xml, write_results_json, write_summary_md
-
-    d = Path(out_dir)
-    write_results_json(report.results, d / "results.json")
-    write_summary_md(report.results, d / "summary.md")
-    write_junit_xml(report.results, d / "junit.xml")
-
-
-def changes_text(changes: Sequence[VerdictChange]) -> str:
-    """One line per verdict that the new gate changed (empty when none did)."""
-    from migrate_eval.report import verdict_label
-
-    lines = []
-    for ch in changes:
-        where = ch.candidate if ch.task is None else f"{ch.candidate} / {ch.task}"
-        lines.append(f"{where}: {verdict_label(ch.before)} -> {verdict_label(ch.after)}")
-    return "\n".join(lines)
-
-
 __all__ = [
     "GateOverrides",
     "GateReport",
     "VerdictChange",
-    "changes_text",
     "regate",
-    "write_gate_outputs",
 ]

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from migrate_eval.core.suite import default_metrics
 from migrate_eval.score import semantic
-from migrate_eval.score.registry import default_metrics
 
 pytestmark = pytest.mark.skipif(
     not semantic.embedding_available(), reason="the 'embedding' extra is not installed"

@@ -36,8 +36,8 @@ class EchoProvider(Provider):
 
 @pytest.fixture(autouse=True)
 def _isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
+    monkeypatch.setattr(registry.PROVIDERS, "_entries", dict(registry.PROVIDERS._entries))
+    monkeypatch.setattr(registry.PROVIDERS, "_entry_points_loaded", False)
 
 
 def spec(provider: str) -> CandidateSpec:

@@ -184,7 +184,7 @@ def test_summary_candidate_table_stays_bounded_with_many_candidates(run: Run) ->
 
 
 def test_summary_says_whether_logged_content_was_redacted(run: Run) -> None:
-    from migrate_eval.plan.redact import RedactionSummary
+    from migrate_eval.core.results import RedactionSummary
 
     res = run.results.model_copy(deep=True)
     res.redaction = None

@@ -11,17 +11,19 @@ import pytest
 from markupsafe import escape
 from pydantic import Field
 
-from migrate_eval.core.results import CandidateComparison, Results
-from migrate_eval.plan.profile import (
+from migrate_eval.core.results import (
+    CandidateComparison,
     Distribution,
     Duplicates,
     FeatureUse,
     LoggedErrors,
     Profile,
+    RedactionSummary,
+    Results,
+    SamplingSummary,
+    TaskSampling,
     TaskVolume,
 )
-from migrate_eval.plan.redact import RedactionSummary
-from migrate_eval.plan.sampling import SamplingSummary, TaskSampling
 from migrate_eval.report import render_html_text
 from migrate_eval.report.html import build_page
 from migrate_eval.report.traffic import MAX_BARS, MAX_ROWS, volume_buckets

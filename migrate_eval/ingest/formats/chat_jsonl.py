@@ -7,7 +7,7 @@ The common shapes SDK wrappers, proxies and home-made loggers write::
 * the pair may be under ``request``/``response``, ``req``/``res`` or ``input``/``output``
   (``input`` must then hold a request object);
 * the request is a Chat Completions request body, or a Responses API request body (converted,
-  see :mod:`migrate_eval.ingest.formats.responses_api`), or an HTTP wrapper whose ``body`` is one;
+  see :mod:`migrate_eval.ingest.responses_api`), or an HTTP wrapper whose ``body`` is one;
 * the response is anything :func:`migrate_eval.ingest._responses.logged_response` accepts: a
   ``model_dump()`` of a chat completion, a Responses API body, streamed chunks, an error body,
   ``{"status_code", "body"}``; it may be absent (a request-only log);
@@ -44,11 +44,11 @@ from migrate_eval.ingest._common import (
 from migrate_eval.ingest._jsonl import loads
 from migrate_eval.ingest._responses import logged_response
 from migrate_eval.ingest._rows import Row
-from migrate_eval.ingest.formats.responses_api import (
+from migrate_eval.ingest.registry import LogFormat
+from migrate_eval.ingest.responses_api import (
     chat_request_from_responses,
     looks_like_responses_request,
 )
-from migrate_eval.ingest.registry import LogFormat
 
 NAME = "chat-jsonl"
 _PAIRS = (("request", "response"), ("req", "res"), ("input", "output"))

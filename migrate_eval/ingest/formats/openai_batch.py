@@ -5,7 +5,7 @@ Input lines (``BatchRequestInput``)::
     {"custom_id": "req-1", "method": "POST", "url": "/v1/chat/completions", "body": {...}}
 
 The ``custom_id`` is the exchange id. ``/v1/chat/completions`` bodies are Chat Completions
-requests; ``/v1/responses`` bodies are converted (see :mod:`migrate_eval.ingest.formats.responses_api`);
+requests; ``/v1/responses`` bodies are converted (see :mod:`migrate_eval.ingest.responses_api`);
 any other endpoint (embeddings, completions...) is a skipped line naming ``url``. An input file
 read alone gives exchanges without a logged response.
 
@@ -41,8 +41,8 @@ from migrate_eval.ingest._common import (
     wrong_type,
 )
 from migrate_eval.ingest._responses import http_wrapper
-from migrate_eval.ingest.formats.responses_api import chat_request_from_responses
 from migrate_eval.ingest.registry import LogFormat
+from migrate_eval.ingest.responses_api import chat_request_from_responses
 
 NAME = "openai-batch"
 

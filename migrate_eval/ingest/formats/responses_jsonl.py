@@ -3,7 +3,7 @@
 ``{"request": <POST /v1/responses body>, "response": <object: "response">}`` (also under
 ``req``/``res`` or ``input``/``output``, with ``id``, ``timestamp``, ``latency_ms``,
 ``metadata`` as for ``chat-jsonl``). The request is converted to the Chat Completions shape
-and the response normalised by :mod:`migrate_eval.ingest.formats.responses_api`. What cannot be
+and the response normalised by :mod:`migrate_eval.ingest.responses_api`. What cannot be
 converted faithfully is reported per exchange: a request that changes what the model sees
 (``previous_response_id``, ``conversation``, stored ``prompt`` templates, hosted tools...) is a
 skipped line whose reason names the field (``cannot convert to Chat Completions``); settings
@@ -19,8 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from migrate_eval.ingest.formats import chat_jsonl
-from migrate_eval.ingest.formats.responses_api import looks_like_responses_request
 from migrate_eval.ingest.registry import LogFormat
+from migrate_eval.ingest.responses_api import looks_like_responses_request
 
 NAME = "openai-responses"
 

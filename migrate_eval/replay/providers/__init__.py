@@ -32,39 +32,6 @@ from migrate_eval.replay.providers.registry import (
     register_provider,
 )
 
-# Azure OpenAI, AWS Bedrock and local Hugging Face models: imported only when a suite uses them.
-register_lazy_provider("azure", "migrate_eval.replay.providers.azure:AzureOpenAIProvider")
-register_lazy_provider(
-    "openai-sdk",
-    "migrate_eval.replay.providers.openai_sdk:OpenAISDKProvider",
-    requires=[("openai", "openai")],
-)
-register_lazy_provider(
-    "bedrock",
-    "migrate_eval.replay.providers.bedrock:BedrockProvider",
-    requires=[("boto3", "bedrock")],
-)
-# Native vendor APIs (Anthropic Messages, Gemini, Cohere Chat v2) through their official SDKs.
-register_lazy_provider(
-    "anthropic",
-    "migrate_eval.replay.providers.anthropic:AnthropicProvider",
-    requires=[("anthropic", "anthropic")],
-)
-register_lazy_provider(  # "google" first: find_spec("google.genai") raises without it
-    "gemini",
-    "migrate_eval.replay.providers.gemini:GeminiProvider",
-    requires=[("google", "gemini"), ("google.genai", "gemini")],
-)
-register_lazy_provider(
-    "cohere", "migrate_eval.replay.providers.cohere:CohereProvider", requires=[("cohere", "cohere")]
-)
-for _name in ("hf-local", "transformers"):
-    register_lazy_provider(
-        _name,
-        "migrate_eval.replay.providers.local_hf:LocalHFProvider",
-        requires=[("transformers", "local"), ("torch", "local")],
-    )
-
 __all__ = [
     "ENTRY_POINT_GROUP",
     "MAX_RETRY_AFTER",

@@ -13,7 +13,6 @@ the matrix is complete even when an extra is not installed.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -42,43 +41,12 @@ FEATURES: dict[str, str] = {
 #: everything passes through as logged, and ``stream: true`` candidates stream.
 CHAT_COMPLETIONS_FEATURES: dict[str, str] = dict.fromkeys(FEATURES, "yes")
 
-#: Built-in providers and where their classes live (imported without their SDKs).
-BUILTIN_TARGETS: dict[str, str] = {
-    "openai-compatible": "migrate_eval.replay.providers.openai_compatible:OpenAICompatibleProvider",
-    "openai": "migrate_eval.replay.providers.openai_compatible:OpenAIProvider",
-    "anthropic": "migrate_eval.replay.providers.anthropic:AnthropicProvider",
-    "gemini": "migrate_eval.replay.providers.gemini:GeminiProvider",
-    "cohere": "migrate_eval.replay.providers.cohere:CohereProvider",
-}
-
-
-def _load(target: str) -> object | None:
-    module_name, _, attr = target.partition(":")
-    try:
-        obj: object = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError):
-        return None
-    return obj
-
 
 def provider_features(name: str) -> dict[str, Support] | None:
     """The declared features of a provider, or None when it declares none (e.g. plugins)."""
-    from migrate_eval.replay.providers import registry
+    from migrate_eval.replay.providers.registry import provider_object
 
-    target = BUILTIN_TARGETS.get(name)
-    obj: object | None = None
-    if target is not None:
-        obj = _load(target)
-    else:
-        entry = registry._REGISTRY.get(name)
-        if entry is not None:
-            obj = (
-                entry.factory
-                if entry.factory is not None
-                else (_load(entry.target) if entry.target else None)
-            )
+    obj = provider_object(name)
     declared = getattr(obj, "features", None)
     if not isinstance(declared, Mapping):
         return None
@@ -91,7 +59,7 @@ def provider_features(name: str) -> dict[str, Support] | None:
 
 def feature_matrix(providers: list[str] | None = None) -> dict[str, dict[str, Support] | None]:
     """``{provider: {feature: support}}`` for every registered provider (or those named)."""
-    from migrate_eval.replay.providers import available_providers
+    from migrate_eval.replay.providers.registry import available_providers
 
     names = providers if providers is not None else available_providers()
     return {name: provider_features(name) for name in names}
