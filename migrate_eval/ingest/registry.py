@@ -128,7 +128,7 @@ def _load_builtins() -> None:
         found = import_target(target, feature="built-in log format")
         for fmt in found if isinstance(found, tuple) else (found,):
             assert isinstance(fmt, LogFormat), target
-        _REGISTRY.setdefault(fmt.name, fmt)
+            _REGISTRY.setdefault(fmt.name, fmt)
 
 
 def _load_entry_points() -> None:
