@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from migrate_eval.core.errors import InfrastructureError, UserError
-from migrate_eval.core.records import Response, canonical_json
+from migrate_eval.core.json import canonical_json
+from migrate_eval.core.records import Response
 from migrate_eval.replay import cache as cache_module
 from migrate_eval.replay.cache import ResponseCache, key_from_json
 from tests.servers import make_completion

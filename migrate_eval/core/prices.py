@@ -26,10 +26,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from migrate_eval.core.errors import ConfigError
-from migrate_eval.core.records import Exchange, Usage
+from migrate_eval.core.records import Exchange, StrictModel, Usage
 from migrate_eval.core.suite import CandidateSpec, Price
 
 _DATE_SUFFIX = re.compile(
@@ -55,18 +55,14 @@ _VENDOR_HINTS = (
 )
 
 
-class _Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _Entry(StrictModel):
     input: float = Field(ge=0)
     output: float = Field(ge=0)
     cached_input: float | None = Field(default=None, ge=0)
 
 
-class PriceTable(BaseModel):
+class PriceTable(StrictModel):
     """The shipped price table (``prices.yaml``)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     as_of: str
     currency: str = "USD"
@@ -235,7 +231,7 @@ def _openai_price(model: str) -> Price | None:
 
 def logged_cost(ex: Exchange) -> float | None:
     """What the logged call cost: its logged usage priced with the table at its model."""
-    model = ex.request.get("model") if isinstance(ex.request, dict) else None
+    model = ex.model
     if not isinstance(model, str) and ex.response is not None:
         model = ex.response.model
     price = _openai_price(model) if isinstance(model, str) else None

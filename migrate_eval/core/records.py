@@ -11,37 +11,25 @@ like with like.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
+
+from migrate_eval.core.request import ChatRequest, content_text
 
 OutputKind = Literal["tool_call", "structured", "classification", "free_text"]
 
-#: Request fields that carry sampling behaviour (used by candidate identity and overrides).
-SAMPLING_FIELDS = (
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "seed",
-    "n",
-    "presence_penalty",
-    "frequency_penalty",
-    "logprobs",
-    "top_logprobs",
-)
+
+class StrictModel(BaseModel):
+    """The base of every record and setting read at a boundary: unknown fields are an error
+    (a typo in a suite or a results file is reported, not ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
-
-
-class Source(_Model):
+class Source(StrictModel):
     """Where an exchange came from."""
 
     file: str
@@ -49,7 +37,7 @@ class Source(_Model):
     format: str = Field(description="log format that read it, e.g. 'chat-jsonl'")
 
 
-class ToolCall(_Model):
+class ToolCall(StrictModel):
     """One function call the model asked for."""
 
     id: str | None = None
@@ -87,7 +75,7 @@ class ToolCall(_Model):
         )
 
 
-class Usage(_Model):
+class Usage(StrictModel):
     """Token usage, including the details OpenAI reports."""
 
     prompt_tokens: int | None = None
@@ -97,7 +85,7 @@ class Usage(_Model):
     reasoning_tokens: int | None = None
 
 
-class Response(_Model):
+class Response(StrictModel):
     """A chat completion's first choice, normalised. Used for logged and replayed answers."""
 
     text: str | None = None
@@ -139,16 +127,12 @@ class Response(_Model):
 
 
 def _content_text(content: Any) -> str | None:
-    if content is None or isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts
-        texts = [
-            p.get("text", "")
-            for p in content
-            if isinstance(p, dict) and p.get("type") in ("text", "output_text")
-        ]
-        return "".join(texts)
-    raise ValueError(f"message content has unexpected type {type(content).__name__}")
+    """An answer's content as text: None stays None; a type no answer has is an error."""
+    if content is None:
+        return None
+    if not isinstance(content, str | list):
+        raise ValueError(f"message content has unexpected type {type(content).__name__}")
+    return content_text(content)
 
 
 def _tool_calls(raw: Any, legacy_function_call: Any = None) -> list[ToolCall]:
@@ -187,13 +171,13 @@ def usage_from_dict(u: Any) -> Usage | None:
     )
 
 
-class Exchange(_Model):
+class Exchange(StrictModel):
     """One logged call: request (Chat Completions shape), logged response, metadata."""
 
     id: str
     source: Source
     timestamp: datetime | None = None
-    request: dict[str, Any]
+    request: ChatRequest = Field(description="the request, Chat Completions shape, as logged")
     response: Response | None = None
     error: str | None = Field(
         default=None, description="the logged call failed (e.g. a Batch error line)"
@@ -207,40 +191,14 @@ class Exchange(_Model):
 
     @property
     def model(self) -> str | None:
-        m = self.request.get("model")
-        return m if isinstance(m, str) else None
+        return self.request.model
 
     @property
     def system_prompt(self) -> str:
-        parts = []
-        for m in self.request.get("messages", []):
-            if isinstance(m, dict) and m.get("role") in ("system", "developer"):
-                parts.append(_content_text(m.get("content")) or "")
-        return "\n".join(parts)
+        return self.request.system_prompt
 
 
-def canonical_json(obj: Any) -> str:
-    """Deterministic JSON: sorted keys, no whitespace, UTF-8 preserved."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def json_digest(obj: Any) -> bytes:
-    """16 bytes that are equal for equal JSON values, keys in any order (equal requests, for
-    instance): a BLAKE2b digest of the value written with sorted keys (by ``orjson``, or by
-    :func:`canonical_json` for what ``orjson`` refuses, such as integers beyond 64 bits)."""
-    try:
-        raw = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        raw = canonical_json(obj).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(raw, digest_size=16).digest()
-
-
-def stable_id(*parts: Any) -> str:
-    """A short stable id from any JSON-able parts."""
-    return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16]
-
-
-class ReplayResult(_Model):
+class ReplayResult(StrictModel):
     """What one candidate answered (or failed to answer) for one exchange."""
 
     exchange_id: str

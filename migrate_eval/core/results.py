@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from migrate_eval.core.records import OutputKind
+from migrate_eval.core.records import OutputKind, StrictModel
 
 SCHEMA_VERSION = "1.0"
 
@@ -36,11 +36,7 @@ SCORE_COLUMNS = (
 Verdict = Literal["ready", "ready_with_caveats", "not_ready", "cannot_judge"]
 
 
-class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TaskInfo(_M):
+class TaskInfo(StrictModel):
     """A task the traffic performs, as the tasks stage found or the suite named it."""
 
     name: str
@@ -55,20 +51,20 @@ class TaskInfo(_M):
     )
 
 
-class Interval(_M):
+class Interval(StrictModel):
     mean: float | None
     ci_low: float | None
     ci_high: float | None
 
 
-class Reason(_M):
+class Reason(StrictModel):
     """A machine-readable reason for a verdict, with a sentence for humans."""
 
     code: str
     message: str
 
 
-class LatencyStats(_M):
+class LatencyStats(StrictModel):
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
@@ -77,7 +73,7 @@ class LatencyStats(_M):
     ttft_p95_ms: float | None = None
 
 
-class CostStats(_M):
+class CostStats(StrictModel):
     input_tokens: int = 0
     output_tokens: int = 0
     total_usd: float | None = None
@@ -101,13 +97,13 @@ class CostStats(_M):
     )
 
 
-class ErrorStats(_M):
+class ErrorStats(StrictModel):
     count: int = 0
     rate: float = 0.0
     by_kind: dict[str, int] = Field(default_factory=dict)
 
 
-class TaskResult(_M):
+class TaskResult(StrictModel):
     task: str
     n: int = Field(description="exchanges scored (status ok)")
     n_total: int = Field(description="exchanges attempted")
@@ -154,7 +150,7 @@ class TaskResult(_M):
     )
 
 
-class CandidateResult(_M):
+class CandidateResult(StrictModel):
     name: str
     provider: str
     model: str
@@ -174,7 +170,7 @@ class CandidateResult(_M):
     )
 
 
-class CandidateComparison(_M):
+class CandidateComparison(StrictModel):
     """Two candidates compared on the same exchanges of one task (paired tests, docs/metrics.md)."""
 
     task: str
@@ -200,7 +196,7 @@ class CandidateComparison(_M):
     b_only_passes: int = Field(default=0, description="exchanges b passes and a fails")
 
 
-class IngestSummary(_M):
+class IngestSummary(StrictModel):
     files: list[str]
     formats: dict[str, int]
     lines_read: int
@@ -212,7 +208,7 @@ class IngestSummary(_M):
     )
 
 
-class Results(_M):
+class Results(StrictModel):
     schema_version: str = SCHEMA_VERSION
     tool_version: str
     suite: str
@@ -240,10 +236,8 @@ class Results(_M):
     )
 
 
-class RedactionSummary(BaseModel):
+class RedactionSummary(StrictModel):
     """What redaction did in a run (for the report)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     enabled: bool
     entities: list[str]
@@ -258,10 +252,8 @@ class RedactionSummary(BaseModel):
     )
 
 
-class TaskSampling(BaseModel):
+class TaskSampling(StrictModel):
     """How one task was sampled."""
-
-    model_config = ConfigDict(extra="forbid")
 
     task: str
     available: int = Field(description="exchanges of the task before deduplication")
@@ -271,10 +263,8 @@ class TaskSampling(BaseModel):
     sampled: int = Field(description="exchanges kept for the run")
 
 
-class SamplingSummary(BaseModel):
+class SamplingSummary(StrictModel):
     """How the run's exchanges were chosen (for the report)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     seed: int
     dedupe: bool
@@ -287,7 +277,7 @@ class SamplingSummary(BaseModel):
     tasks: list[TaskSampling]
 
 
-class Distribution(_M):
+class Distribution(StrictModel):
     """Percentiles of a token count (nearest-rank)."""
 
     count: int = 0
@@ -299,12 +289,12 @@ class Distribution(_M):
     total: float = 0.0
 
 
-class FeatureUse(_M):
+class FeatureUse(StrictModel):
     count: int
     share: float
 
 
-class TaskVolume(_M):
+class TaskVolume(StrictModel):
     name: str
     count: int
     share: float
@@ -312,7 +302,7 @@ class TaskVolume(_M):
     output: str
 
 
-class Duplicates(_M):
+class Duplicates(StrictModel):
     """Identical requests (same canonical body, bookkeeping fields aside)."""
 
     groups: int = Field(default=0, description="distinct requests logged more than once")
@@ -320,13 +310,13 @@ class Duplicates(_M):
     share: float = Field(default=0.0, description="duplicates / exchanges")
 
 
-class LoggedErrors(_M):
+class LoggedErrors(StrictModel):
     count: int = 0
     rate: float = 0.0
     by_kind: dict[str, int] = Field(default_factory=dict)
 
 
-class Profile(_M):
+class Profile(StrictModel):
     """A traffic profile (``migrate-eval profile --json`` prints one)."""
 
     exchanges: int

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from migrate_eval.core.errors import ConfigError
-from migrate_eval.core.records import OutputKind
+from migrate_eval.core.records import OutputKind, StrictModel
 
 ENTITIES = ("secret", "email", "iban", "card", "ssn", "nino", "ip", "phone")
 
@@ -23,10 +23,8 @@ ENTITIES = ("secret", "email", "iban", "card", "ssn", "nino", "ip", "phone")
 NAME_ENTITIES = ("person", "location")
 
 
-class RedactionConfig(BaseModel):
+class RedactionConfig(StrictModel):
     """The suite's ``redaction`` section."""
-
-    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(default=False, description="redact before replay")
     entities: list[str] = Field(
@@ -48,11 +46,7 @@ class RedactionConfig(BaseModel):
         return v
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LogSpec(_Strict):
+class LogSpec(StrictModel):
     path: str = Field(description="file, directory or glob")
     format: str = Field(default="auto", description="log format name, or 'auto' to detect")
     columns: dict[str, str] | None = Field(
@@ -62,7 +56,7 @@ class LogSpec(_Strict):
     )
 
 
-class Price(_Strict):
+class Price(StrictModel):
     """Price in US dollars per million tokens."""
 
     input_per_mtok: float = 0.0
@@ -78,7 +72,7 @@ class Price(_Strict):
     )
 
 
-class CandidateSpec(_Strict):
+class CandidateSpec(StrictModel):
     name: str
     provider: str = "openai-compatible"
     model: str
@@ -120,7 +114,7 @@ class JudgeSpec(CandidateSpec):
     max_tokens: int = Field(default=512, ge=1, description="judge answer length")
 
 
-class TaskMatch(_Strict):
+class TaskMatch(StrictModel):
     """Rules that put an exchange in a task. All given rules must hold."""
 
     metadata: dict[str, str] = Field(default_factory=dict)
@@ -139,7 +133,7 @@ class TaskMatch(_Strict):
         return v
 
 
-class TaskSpec(_Strict):
+class TaskSpec(StrictModel):
     name: str
     description: str | None = None
     match: TaskMatch = Field(default_factory=TaskMatch)
@@ -153,7 +147,7 @@ class TaskSpec(_Strict):
     )
 
 
-class Thresholds(_Strict):
+class Thresholds(StrictModel):
     min_parity: float = Field(
         default=0.85, ge=0, le=1, description="a task is ready when parity is at least this"
     )
@@ -175,12 +169,12 @@ class Thresholds(_Strict):
     )
 
 
-class Gate(_Strict):
+class Gate(StrictModel):
     allow_caveats: bool = Field(default=True, description="'ready with caveats' passes the gate")
     tasks: list[str] | None = Field(default=None, description="tasks the gate reads (default: all)")
 
 
-class BaselineSpec(_Strict):
+class BaselineSpec(StrictModel):
     """The baseline re-run: the logged OpenAI model replayed on a sample (noise floor)."""
 
     candidate: CandidateSpec | None = Field(
@@ -192,7 +186,7 @@ class BaselineSpec(_Strict):
     seed: int = 0
 
 
-class Sampling(_Strict):
+class Sampling(StrictModel):
     limit: int | None = Field(
         default=None, ge=1, description="at most this many exchanges per task"
     )
@@ -209,7 +203,7 @@ class Sampling(_Strict):
     )
 
 
-class Suite(_Strict):
+class Suite(StrictModel):
     name: str
     description: str | None = None
     simulated: bool = Field(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import yaml
 
 from migrate_eval.core.errors import UserError
 from migrate_eval.core.records import Exchange, OutputKind, Response
+from migrate_eval.core.request import content_text, parse_output_format
 from migrate_eval.core.suite import Suite, load_suite
 
 MAX_GEN_TOKS = 1024
@@ -51,17 +53,7 @@ class ExportedTask:
     n: int
 
 
-def _content(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p
-        )
-    return ""
-
-
-def render_prompt(request: dict[str, Any]) -> str:
+def render_prompt(request: Mapping[str, Any]) -> str:
     """The logged conversation as a transcript for a completion-style prompt.
 
     Each message becomes ``<Role>: <text>`` (tool calls as ``[tool call] name(arguments)``,
@@ -77,11 +69,9 @@ def render_prompt(request: dict[str, Any]) -> str:
             if isinstance(t, dict)
         ]
         parts.append("System: Tools you may call:\n" + "\n".join(names))
-    rf = request.get("response_format")
-    if isinstance(rf, dict) and rf.get("type") in ("json_schema", "json_object"):
-        schema = (
-            (rf.get("json_schema") or {}).get("schema") if rf.get("type") == "json_schema" else None
-        )
+    fmt = parse_output_format(request.get("response_format"))
+    if fmt.wants_json:
+        schema = fmt.schema if fmt.kind == "json_schema" else None
         parts.append(
             "System: Answer with a JSON object"
             + (
@@ -94,7 +84,7 @@ def render_prompt(request: dict[str, Any]) -> str:
         if not isinstance(m, dict):
             continue
         role = str(m.get("role", "user"))
-        text = _content(m.get("content"))
+        text = content_text(m.get("content"), sep="\n")
         if role == "tool":
             parts.append(f"Tool ({m.get('tool_call_id', '')}): {text}")
             continue

@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from migrate_eval.core.errors import LineIssue
-from migrate_eval.core.records import Response, Source, canonical_json, stable_id
+from migrate_eval.core.json import canonical_json, stable_id
+from migrate_eval.core.records import Response, Source
 
 # Reason categories (the part of a reason before the first ": ").
 INVALID_JSON = "invalid JSON"

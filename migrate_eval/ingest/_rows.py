@@ -87,7 +87,7 @@ def loads_response(text: str | bytes) -> Response:
 def exchange_row(ex: Exchange) -> Row:
     """An exchange as a dataset row."""
     src = ex.source
-    model = ex.request.get("model")
+    model = ex.request.model
     return (
         ex.id,
         src.file,
@@ -95,7 +95,7 @@ def exchange_row(ex: Exchange) -> Row:
         src.format,
         ex.timestamp,
         model if type(model) is str else None,
-        dumps(ex.request),
+        dumps(ex.request.body),
         None if ex.response is None else dumps(ex.response),
         ex.error,
         dumps(ex.metadata) if ex.metadata else "{}",

@@ -19,8 +19,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
-
 from migrate_eval.core.records import Exchange
 from migrate_eval.core.request import request_digest
 from migrate_eval.core.results import (
@@ -53,10 +51,6 @@ FEATURES = (
     "logprobs",
     "tool_results_in_history",
 )
-
-
-class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -101,12 +95,11 @@ def request_features(ex: Exchange) -> set[str]:
         found.add("tools")
     if ex.response is not None and len(ex.response.tool_calls) > 1:
         found.add("parallel_tool_calls")
-    rf = req.get("response_format")
-    if isinstance(rf, dict):
-        if rf.get("type") == "json_schema":
-            found.add("json_schema")
-        elif rf.get("type") == "json_object":
-            found.add("json_mode")
+    kind = req.output_format.kind
+    if kind == "json_schema":
+        found.add("json_schema")
+    elif kind == "json_object":
+        found.add("json_mode")
     if req.get("stream") is True:
         found.add("streaming")
     n = req.get("n")

@@ -220,8 +220,7 @@ class OutputStats:
 
     def add(self, ex: Exchange) -> None:
         self.exchanges += 1
-        rf = ex.request.get("response_format")
-        if isinstance(rf, dict) and rf.get("type") in ("json_schema", "json_object"):
+        if ex.request.output_format.wants_json:
             self.json_requests += 1
         r = ex.response
         if r is None:
@@ -304,18 +303,7 @@ def template_regex(template: str) -> str:
 
 def first_user_text(ex: Exchange) -> str:
     """The text of the exchange's first user message ("" when there is none)."""
-    for m in ex.request.get("messages") or []:
-        if isinstance(m, dict) and m.get("role") == "user":
-            content = m.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(
-                    p["text"]
-                    for p in content
-                    if isinstance(p, dict) and isinstance(p.get("text"), str)
-                )
-    return ""
+    return ex.request.first_user_text
 
 
 #: Characters of the first user message that clustering reads.
@@ -531,7 +519,7 @@ class TaskDiscovery:
                     if spec and spec.min_parity is not None
                     else th.min_parity,
                     n=counts[name],
-                    source=source[name],  # type: ignore[arg-type]
+                    source=source[name],
                 )
             )
             for ex_id in ids.get(name, ()):

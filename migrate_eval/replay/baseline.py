@@ -37,7 +37,7 @@ def baseline_spec(
         return spec
     counts: dict[str, int] = {}
     for ex in exchanges:
-        model = ex.request.get("model") if isinstance(ex.request, dict) else None
+        model = ex.model
         if isinstance(model, str) and model:
             counts[model] = counts.get(model, 0) + 1
     if not counts:

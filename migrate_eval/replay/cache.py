@@ -43,7 +43,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from migrate_eval.core.errors import InfrastructureError, UserError
-from migrate_eval.core.records import Response, canonical_json
+from migrate_eval.core.json import canonical_json
+from migrate_eval.core.records import Response
 
 SCHEMA_VERSION = 1
 

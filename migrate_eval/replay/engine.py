@@ -29,7 +29,8 @@ from migrate_eval.core.errors import (
     OfflineCacheMiss,
     VendorError,
 )
-from migrate_eval.core.records import Exchange, ReplayResult, canonical_json
+from migrate_eval.core.json import canonical_json
+from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.cache import ResponseCache, key_from_json
 from migrate_eval.replay.providers import (

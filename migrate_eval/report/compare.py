@@ -17,8 +17,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from migrate_eval.core.records import StrictModel
 from migrate_eval.core.results import CandidateResult, Interval, Results
 from migrate_eval.core.run_folder import read_results
 from migrate_eval.report._format import (
@@ -34,11 +33,7 @@ from migrate_eval.report.summary import md_escape
 Change = Literal["regressed", "improved", "unchanged", "new", "removed"]
 
 
-class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Delta(_M):
+class Delta(StrictModel):
     """One candidate x task (``task`` None: the candidate overall) in both runs."""
 
     candidate: str
@@ -55,7 +50,7 @@ class Delta(_M):
     n_b: int | None = None
 
 
-class Comparison(_M):
+class Comparison(StrictModel):
     run_a: str
     run_b: str
     suite_a: str

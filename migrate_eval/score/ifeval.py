@@ -113,14 +113,7 @@ def follows(instruction_id: str, kwargs: dict[str, Any], prompt: str, response: 
 
 
 def _prompt(ctx: MetricContext) -> str:
-    for m in reversed(ctx.exchange.request.get("messages") or []):
-        if isinstance(m, dict) and m.get("role") == "user":
-            content = m.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
+    return ctx.exchange.request.last_user_text
 
 
 @register_metric(

@@ -34,7 +34,7 @@ import contextlib
 import hashlib
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 from migrate_eval.core.errors import OfflineCacheMiss, VendorError
 from migrate_eval.core.records import Response
+from migrate_eval.core.request import content_text
 from migrate_eval.core.suite import DEFAULT_RUBRIC, JudgeSpec
 from migrate_eval.score.registry import MetricContext, register_metric
 from migrate_eval.score.text import answer_text
@@ -133,19 +134,14 @@ def usage_of(ctx: MetricContext) -> tuple[int, int]:
 # --- prompts -----------------------------------------------------------------------------------
 
 
-def render_conversation(request: dict[str, Any]) -> str:
+def render_conversation(request: Mapping[str, Any]) -> str:
     """The logged conversation as plain text for a judge (roles, tool calls, tool results)."""
     lines: list[str] = []
     for m in request.get("messages") or []:
         if not isinstance(m, dict):
             continue
         role = str(m.get("role", "user"))
-        content = m.get("content")
-        if isinstance(content, list):
-            content = "\n".join(
-                str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p
-            )
-        text = content if isinstance(content, str) else ""
+        text = content_text(m.get("content"), sep="\n")
         for tc in m.get("tool_calls") or []:
             fn = tc.get("function", {}) if isinstance(tc, dict) else {}
             text += f"\n[calls tool {fn.get('name')}({fn.get('arguments')})]"
@@ -179,7 +175,7 @@ RUBRIC_SYSTEM = (
 )
 
 
-def pairwise_request(spec: JudgeSpec, request: dict[str, Any], a: str, b: str) -> dict[str, Any]:
+def pairwise_request(spec: JudgeSpec, request: Mapping[str, Any], a: str, b: str) -> dict[str, Any]:
     user = (
         f"<conversation>\n{render_conversation(request)}\n</conversation>\n\n"
         f"<answer_A>\n{a}\n</answer_A>\n\n<answer_B>\n{b}\n</answer_B>"
@@ -187,7 +183,7 @@ def pairwise_request(spec: JudgeSpec, request: dict[str, Any], a: str, b: str) -
     return _request(spec, PAIRWISE_SYSTEM, user)
 
 
-def rubric_request(spec: JudgeSpec, request: dict[str, Any], answer: str) -> dict[str, Any]:
+def rubric_request(spec: JudgeSpec, request: Mapping[str, Any], answer: str) -> dict[str, Any]:
     user = (
         f"<rubric>\n{spec.rubric or DEFAULT_RUBRIC}\n</rubric>\n\n"
         f"<conversation>\n{render_conversation(request)}\n</conversation>\n\n"

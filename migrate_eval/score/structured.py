@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonschema
 
+from migrate_eval.core.request import ChatRequest
 from migrate_eval.score._json import canonical_key, json_equal, leaves
 from migrate_eval.score.registry import MetricContext, register_metric
 
@@ -19,16 +20,10 @@ _VALIDATORS: OrderedDict[str, Any] = OrderedDict()
 _VALIDATOR_CACHE_SIZE = 256
 
 
-def request_schema(request: dict[str, Any]) -> dict[str, Any] | bool | None:
+def request_schema(request: ChatRequest) -> dict[str, Any] | bool | None:
     """The JSON schema of a request's ``response_format`` (``json_schema.schema``), if any."""
-    rf = request.get("response_format")
-    if not isinstance(rf, dict) or rf.get("type") != "json_schema":
-        return None
-    js = rf.get("json_schema")
-    if not isinstance(js, dict):
-        return None
-    schema = js.get("schema")
-    return schema if isinstance(schema, dict | bool) else None
+    fmt = request.output_format
+    return fmt.schema if fmt.kind == "json_schema" else None
 
 
 def schema_validator(schema: dict[str, Any] | bool) -> Any:

@@ -87,7 +87,7 @@ def tool_args_valid(ctx: MetricContext) -> float | None:
     calls = ctx.candidate.tool_calls
     if not calls:
         return None
-    tools = _tool_parameters(ctx.exchange.request)
+    tools = ctx.exchange.request.tool_parameters
     valid = 0
     for call in calls:
         schema = tools.get(call.name)

@@ -19,18 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from migrate_eval.core.errors import ConfigError, ExitCode
+from migrate_eval.core.records import StrictModel
 from migrate_eval.core.results import Results, TaskInfo
 from migrate_eval.core.run_folder import RunFolder
 from migrate_eval.core.suite import Gate, Suite, Thresholds
 
 
-class GateOverrides(BaseModel):
+class GateOverrides(StrictModel):
     """What the command line may change; None keeps the run's own setting."""
-
-    model_config = ConfigDict(extra="forbid")
 
     min_parity: float | None = Field(default=None, ge=0, le=1)
     max_error_rate: float | None = Field(default=None, ge=0, le=1)

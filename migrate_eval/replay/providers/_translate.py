@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 from migrate_eval.core.errors import ConfigError, MissingExtraError, VendorError
 from migrate_eval.core.records import Response
+from migrate_eval.core.request import TEXT_PARTS, OutputFormat, content_text, parse_output_format
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.providers.base import (
     MalformedResponseError,
@@ -74,9 +75,6 @@ NO_OP_VALUES: dict[str, tuple[Any, ...]] = {
     "logit_bias": ({}, None),
     "modalities": (["text"], None),
 }
-
-#: Content-part types that carry text.
-TEXT_PARTS = ("text", "input_text", "output_text")
 
 
 def import_sdk(module: str, package: str, extra: str) -> Any:
@@ -141,21 +139,6 @@ def require_key(key: str | None, problem: str) -> str:
     if not key:
         raise ConfigError(problem)
     return key
-
-
-def content_text(content: Any) -> str:
-    """Text of a message content (string or parts); non-text parts are ignored."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            str(p.get("text", ""))
-            for p in content
-            if isinstance(p, dict) and p.get("type") in TEXT_PARTS
-        )
-    return str(content)
 
 
 def content_parts(content: Any) -> list[dict[str, Any]]:
@@ -299,37 +282,13 @@ def parse_tools(tools: Any, functions: Any = None) -> list[FunctionTool]:
     return out
 
 
-@dataclass
-class OutputFormat:
-    """``response_format`` normalised: ``text``, ``json_object`` or ``json_schema``."""
-
-    kind: str
-    schema: dict[str, Any] | None = None
-    name: str = "response"
-    strict: bool = False
-
-
 def parse_response_format(value: Any) -> OutputFormat:
-    if value is None:
-        return OutputFormat("text")
-    if not isinstance(value, dict):
-        raise UnsupportedRequestError("response_format of an unknown shape")
-    kind = value.get("type")
-    if kind in (None, "text"):
-        return OutputFormat("text")
-    if kind == "json_object":
-        return OutputFormat("json_object")
-    if kind == "json_schema":
-        js = value.get("json_schema")
-        if not isinstance(js, dict) or not isinstance(js.get("schema"), dict):
-            raise UnsupportedRequestError("response_format json_schema without a schema")
-        return OutputFormat(
-            "json_schema",
-            schema=js["schema"],
-            name=str(js.get("name") or "response"),
-            strict=bool(js.get("strict")),
-        )
-    raise UnsupportedRequestError(f"response_format type {kind!r}")
+    """``response_format`` read by :func:`~migrate_eval.core.request.parse_output_format`; a
+    shape no vendor can be asked for is an :class:`UnsupportedRequestError`."""
+    fmt = parse_output_format(value)
+    if fmt.problem is not None:
+        raise UnsupportedRequestError(fmt.problem)
+    return fmt
 
 
 def stop_list(value: Any) -> list[str] | None:

@@ -41,13 +41,13 @@ from typing import Any, ClassVar
 
 from migrate_eval.core.errors import VendorError
 from migrate_eval.core.records import Response, ToolCall, Usage
+from migrate_eval.core.request import content_text
 from migrate_eval.replay.providers._translate import (
     Image,
     MessageCheck,
     NativeProvider,
     assistant_tool_calls,
     check_fields,
-    content_text,
     describe_field,
     error_message,
     http_error,

@@ -43,12 +43,12 @@ from typing import Any, ClassVar
 
 from migrate_eval.core.errors import ConfigError, MissingExtraError, VendorError
 from migrate_eval.core.records import Response, ToolCall, Usage
+from migrate_eval.core.request import content_text
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.providers._translate import (
     Image,
     MessageCheck,
     check_fields,
-    content_text,
     max_tokens,
     merge_turn,
     messages_of,

@@ -44,12 +44,12 @@ from typing import Any, ClassVar
 
 from migrate_eval.core.errors import ConfigError, VendorError
 from migrate_eval.core.records import Response, ToolCall, Usage
+from migrate_eval.core.request import content_text
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.providers._translate import (
     MessageCheck,
     check_fields,
     content_parts,
-    content_text,
     max_tokens,
     messages_of,
     parse_arguments,
