@@ -242,7 +242,7 @@ def run(
     from migrate_eval.verdict.costs import fill_cost_projections
 
     fill_cost_projections(cand_results, s.candidates, replays, traffic_assignment, traffic.logged)
-    from migrate_eval.replay.engine import fill_ttft_stats
+    from migrate_eval.verdict.aggregate import fill_ttft_stats
 
     fill_ttft_stats(cand_results, replays)
     gate, code = gate_outcome(cand_results, s.gate)

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from migrate_eval.cli import main
 from migrate_eval.core.records import Exchange, Response, Source, ToolCall, Usage
-from migrate_eval.plan.profile import error_kind, profile, render_text, request_features
+from migrate_eval.plan.profile import logged_error_kind as error_kind
+from migrate_eval.plan.profile import profile, render_text, request_features
 from migrate_eval.plan.tasks import assign_tasks
 
 

@@ -127,7 +127,7 @@ def request_features(ex: Exchange) -> set[str]:
 _STATUS_RE = re.compile(r"\bHTTP (\d{3})\b")
 
 
-def error_kind(error: str) -> str:
+def logged_error_kind(error: str) -> str:
     """A short kind for a logged error message (``http_429``, ``rate_limit``, ``timeout``...)."""
     low = error.lower()
     for kind, words in (
@@ -186,7 +186,7 @@ class TrafficTally:
         self.by_model[ex.model or "(none)"] += 1
         self.features.update(request_features(ex))
         if ex.error is not None:
-            self.errors[error_kind(ex.error)] += 1
+            self.errors[logged_error_kind(ex.error)] += 1
         if digest is None:
             digest = request_digest(ex)
         if digest in self._seen:

@@ -136,7 +136,7 @@ class ReplayInterrupted(MigrateEvalError):
         self.missing = missing
 
 
-def error_kind(exc: VendorError) -> str:
+def vendor_error_kind(exc: VendorError) -> str:
     """The ``error_kind`` of an error row for a vendor failure."""
     declared = getattr(exc, "error_kind", None)  # e.g. Azure's content_filter
     if isinstance(declared, str):
@@ -376,7 +376,7 @@ class _CandidateRun:
                         self.pause_until = max(self.pause_until, loop.time() + delay)
                     await asyncio.sleep(delay)
                     continue
-                self._error_rows(item.rows, e, error_kind(e), attempts)
+                self._error_rows(item.rows, e, vendor_error_kind(e), attempts)
                 return
             cache.put(
                 item.key,
@@ -584,25 +584,3 @@ def replay(
 
 
 # -- progress display -----------------------------------------------------------------------
-
-
-def fill_ttft_stats(candidates: Sequence[Any], replays: Sequence[ReplayResult]) -> None:
-    """Fill each candidate result's ``latency.ttft_p50_ms`` / ``ttft_p95_ms`` from its
-    streamed answers (``Response.ttft_ms``); left None for candidates that did not stream."""
-    by_candidate: dict[str, list[float]] = {}
-    for row in replays:
-        if row.ok and row.response is not None and row.response.ttft_ms is not None:
-            by_candidate.setdefault(row.candidate, []).append(row.response.ttft_ms)
-    for result in candidates:
-        values = sorted(by_candidate.get(result.name, []))
-        if values:
-            result.latency.ttft_p50_ms = _quantile(values, 0.50)
-            result.latency.ttft_p95_ms = _quantile(values, 0.95)
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolation quantile (numpy's default) of sorted values."""
-    pos = (len(sorted_values) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)

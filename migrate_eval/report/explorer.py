@@ -42,8 +42,9 @@ MAX_LABELS = 12
 MAX_DIFF_TOKENS = 1500
 
 
-def answer_text(resp: Response | None) -> str:
-    """What an answer says, as one text: text, refusal and tool calls (pretty JSON)."""
+def shown_answer(resp: Response | None) -> str:
+    """An answer as the report shows it, one text: text, refusal and tool calls (pretty JSON)
+    (metrics read :func:`migrate_eval.score.text.answer_text`: what a user sees)."""
     if resp is None:
         return ""
     parts: list[str] = []
@@ -155,14 +156,14 @@ def exchange_blob(
         else:
             user.append(_cut(last_user_message(ex) or "", limit))
             logged.append(
-                _cut(answer_text(ex.response) if ex.response else (ex.error or ""), limit)
+                _cut(shown_answer(ex.response) if ex.response else (ex.error or ""), limit)
             )
         for ci, cname in enumerate(cand_names):
             rep = replays.get((ex_id, cname))
             if rep is None:
                 answers[ci].append("")
             elif rep.response is not None:
-                answers[ci].append(_cut(answer_text(rep.response), limit))
+                answers[ci].append(_cut(shown_answer(rep.response), limit))
             else:
                 answers[ci].append(_cut(f"[error] {rep.error or ''}", limit))
 
@@ -422,13 +423,13 @@ _MISSING = object()
 __all__ = [
     "Confusion",
     "FieldMismatch",
-    "answer_text",
     "confusion",
     "embed_json",
     "exchange_blob",
     "field_mismatches",
     "histogram",
     "histogram_svg",
+    "shown_answer",
     "text_limit",
     "word_diff",
 ]

@@ -51,6 +51,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from migrate_eval.core.errors import ConfigError, ExitCode
+from migrate_eval.core.records import ReplayResult
 from migrate_eval.core.results import (
     SCORE_COLUMNS,
     CandidateComparison,
@@ -366,7 +367,8 @@ def effective_threshold(min_parity: float, noise_floor: float | None, margin: fl
     return max(0.0, min(min_parity, noise_floor - margin))
 
 
-def _percentile(values: FloatArray, q: float) -> float | None:
+def percentile(values: FloatArray, q: float) -> float | None:
+    """The ``q``-th percentile (0-100, linear interpolation); None for no values."""
     return float(np.percentile(values, q)) if values.size else None
 
 
@@ -463,9 +465,9 @@ def aggregate(
                 parity=_interval(frame.parity[scored], thresholds.confidence),
                 errors=frame.errors(cidx),
                 latency=LatencyStats(
-                    p50_ms=_percentile(latencies, 50),
-                    p95_ms=_percentile(latencies, 95),
-                    p99_ms=_percentile(latencies, 99),
+                    p50_ms=percentile(latencies, 50),
+                    p95_ms=percentile(latencies, 95),
+                    p99_ms=percentile(latencies, 99),
                 ),
                 cost=_cost(spec, cidx, frame),
                 tasks=task_results,
@@ -619,3 +621,17 @@ def compare_candidates(
     for c, p in zip(out, holm([c.p_wilcoxon for c in out]), strict=True):
         c.p_adjusted = p
     return out
+
+
+def fill_ttft_stats(candidates: Sequence[CandidateResult], replays: Sequence[ReplayResult]) -> None:
+    """Fill each candidate result's ``latency.ttft_p50_ms`` / ``ttft_p95_ms`` from its
+    streamed answers (``Response.ttft_ms``); left None for candidates that did not stream."""
+    by_candidate: dict[str, list[float]] = {}
+    for row in replays:
+        if row.ok and row.response is not None and row.response.ttft_ms is not None:
+            by_candidate.setdefault(row.candidate, []).append(row.response.ttft_ms)
+    for result in candidates:
+        values = np.asarray(by_candidate.get(result.name, []), dtype=np.float64)
+        if values.size:
+            result.latency.ttft_p50_ms = percentile(values, 50)
+            result.latency.ttft_p95_ms = percentile(values, 95)

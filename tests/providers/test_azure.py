@@ -15,7 +15,8 @@ from migrate_eval.core.errors import ConfigError, UserError
 from migrate_eval.core.records import Exchange, Source
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.cache import ResponseCache
-from migrate_eval.replay.engine import error_kind, replay
+from migrate_eval.replay.engine import replay
+from migrate_eval.replay.engine import vendor_error_kind as error_kind
 from migrate_eval.replay.providers import VendorTimeout, get_provider
 from migrate_eval.replay.providers.azure import DEFAULT_API_VERSION, ContentFilterError
 from tests.providers.calls import call, call_error
