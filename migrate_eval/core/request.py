@@ -7,7 +7,6 @@ how ``response_format`` is read, how message content becomes text, and what make
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal, Protocol
@@ -117,64 +116,56 @@ def parse_output_format(value: Any) -> OutputFormat:
     return OutputFormat("invalid", problem=f"response_format type {kind!r}")
 
 
-class ChatRequest(MutableMapping[str, Any]):
-    """A request in the Chat Completions shape: the body as logged (a mapping, sent as is by
+class ChatRequest(dict[str, Any]):
+    """A request in the Chat Completions shape: the body as logged (a dict, sent as is by
     OpenAI-compatible providers) with its parts read once, typed (and read again if the body
-    is changed through the mapping).
+    is changed through item assignment, ``pop``, ``update``...).
 
     Pydantic fields of this type accept a plain dict and serialise back to it.
     """
 
-    __slots__ = ("__dict__", "body")
-
-    def __init__(self, body: Mapping[str, Any]) -> None:
-        self.body: dict[str, Any] = body if isinstance(body, dict) else dict(body)
-
-    # -- the mapping: the body itself
-    def __getitem__(self, key: str) -> Any:
-        return self.body[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.body[key] = value
-        self._forget()
-
-    def __delitem__(self, key: str) -> None:
-        del self.body[key]
-        self._forget()
+    @property
+    def body(self) -> dict[str, Any]:
+        """The request body as a plain dict (what goes on the wire)."""
+        return dict(self)
 
     def _forget(self) -> None:
         """Drop the parts read from the body (it changed): they are read again on next use."""
-        for name in [k for k in self.__dict__ if k != "body"]:
-            del self.__dict__[name]
+        self.__dict__.clear()
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.body)
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._forget()
 
-    def __len__(self) -> int:
-        return len(self.body)
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._forget()
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, ChatRequest):
-            return self.body == other.body
-        if isinstance(other, Mapping):
-            return self.body == dict(other)
-        return NotImplemented
+    def pop(self, key: str, *default: Any) -> Any:
+        self._forget()
+        return super().pop(key, *default)
 
-    __hash__ = None  # type: ignore[assignment]
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._forget()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._forget()
+        return super().setdefault(key, default)
 
     def __repr__(self) -> str:
-        return f"ChatRequest({self.body!r})"
+        return f"ChatRequest({dict.__repr__(self)})"
 
     # -- typed parts, each read once
     @property
     def model(self) -> str | None:
-        m = self.body.get("model")
+        m = self.get("model")
         return m if isinstance(m, str) else None
 
     @cached_property
     def messages(self) -> list[dict[str, Any]]:
         """The messages that are objects (anything else is left out)."""
-        raw = self.body.get("messages")
+        raw = self.get("messages")
         return [m for m in raw if isinstance(m, dict)] if isinstance(raw, list) else []
 
     @cached_property
@@ -205,7 +196,7 @@ class ChatRequest(MutableMapping[str, Any]):
 
     @cached_property
     def tools(self) -> list[dict[str, Any]]:
-        raw = self.body.get("tools")
+        raw = self.get("tools")
         return [t for t in raw if isinstance(t, dict)] if isinstance(raw, list) else []
 
     @cached_property
@@ -222,7 +213,7 @@ class ChatRequest(MutableMapping[str, Any]):
     @cached_property
     def output_format(self) -> OutputFormat:
         """``response_format``, read once (:func:`parse_output_format`)."""
-        return parse_output_format(self.body.get("response_format"))
+        return parse_output_format(self.get("response_format"))
 
     @classmethod
     def __get_pydantic_core_schema__(
@@ -237,7 +228,7 @@ class ChatRequest(MutableMapping[str, Any]):
                 [core_schema.is_instance_schema(cls), from_dict]
             ),
             serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda v: v.body, return_schema=core_schema.dict_schema()
+                dict, return_schema=core_schema.dict_schema()
             ),
         )
 
@@ -253,7 +244,7 @@ BOOKKEEPING_FIELDS = frozenset({"metadata", "user", "store", "stream", "stream_o
 
 
 def _fingerprint_body(exchange: _Logged) -> dict[str, object]:
-    return {k: v for k, v in exchange.request.body.items() if k not in BOOKKEEPING_FIELDS}
+    return {k: v for k, v in exchange.request.items() if k not in BOOKKEEPING_FIELDS}
 
 
 def request_fingerprint(exchange: _Logged) -> str:
@@ -269,4 +260,4 @@ def request_digest(exchange: _Logged) -> bytes:
 
 def request_key(ex: _Logged) -> bytes:
     """16 bytes equal for identical requests (the whole request, metadata included)."""
-    return json_digest(ex.request.body)
+    return json_digest(ex.request)

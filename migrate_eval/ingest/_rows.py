@@ -95,7 +95,7 @@ def exchange_row(ex: Exchange) -> Row:
         src.format,
         ex.timestamp,
         model if type(model) is str else None,
-        dumps(ex.request.body),
+        dumps(ex.request),
         None if ex.response is None else dumps(ex.response),
         ex.error,
         dumps(ex.metadata) if ex.metadata else "{}",

@@ -269,7 +269,7 @@ class _CandidateRun:
         not_json: list[int] = []
         for i, ex in enumerate(exchanges):
             logged = ex.request
-            messages = logged.get("messages") if isinstance(logged, dict) else None
+            messages = logged.get("messages")
             if not isinstance(messages, list) or not messages:
                 no_request.append(i)
                 continue
