@@ -217,11 +217,13 @@ def run(
     # 4. score (LLM judge calls, if any, happen here), 5. noise floor, aggregate + verdict
     from migrate_eval.score.judge import judge_session
     from migrate_eval.score.scoring import apply_metric_weights
-    from migrate_eval.verdict.noise import noise_floor_for_run
+    from migrate_eval.verdict.aggregate import clusters_of
+    from migrate_eval.verdict.noise import chance_levels, noise_floor_for_run
 
     apply_metric_weights(plan.tasks, s.tasks)
     with judge_session(s.judge, cache_path=cache_path, offline=offline):
         scores = score(exchanges, plan.tasks, plan.assignment, replays)
+    chance = chance_levels(exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed)
     noise_floor = noise_floor_for_run(
         exchanges,
         plan.tasks,
@@ -229,6 +231,7 @@ def run(
         Path(out) / "baseline.jsonl" if out else None,
         baseline_replays=baseline_rows,
         duplicates=(pairs, loaded),
+        chance=chance,
     )
     cand_results = aggregate(
         scores,
@@ -238,6 +241,8 @@ def run(
         s.gate,
         noise_floor=noise_floor,
         judge_price=s.judge.price if s.judge is not None else None,
+        chance=chance,
+        clusters=clusters_of(exchanges),
     )
     from migrate_eval.verdict.costs import fill_cost_projections
 

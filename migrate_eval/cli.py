@@ -23,6 +23,7 @@ Exit codes:
   1  a candidate is not ready (the gate fails)
   2  usage or configuration error (bad option, suite, log file, missing extra)
   3  infrastructure failure (too many vendor errors to judge a candidate)
+  4  needs evidence (similarity alone cannot decide: add a noise floor or a judge)
   70 internal error (a bug in migrate-eval)
 """
 

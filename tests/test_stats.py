@@ -16,7 +16,12 @@ from migrate_eval.core.records import Exchange, ReplayResult, Response, Source, 
 from migrate_eval.core.results import SCORE_COLUMNS, CandidateResult, TaskInfo
 from migrate_eval.core.suite import CandidateSpec, Gate, Price, Thresholds
 from migrate_eval.score import score
-from migrate_eval.verdict.aggregate import aggregate, compare_candidates, gate_outcome
+from migrate_eval.verdict.aggregate import (
+    ABSOLUTE_FLOOR,
+    aggregate,
+    compare_candidates,
+    gate_outcome,
+)
 from migrate_eval.verdict.stats import bootstrap_ci
 
 # ---------------------------------------------------------------------------- bootstrap
@@ -620,9 +625,13 @@ def test_demo_run_measures_the_noise_floor_from_duplicate_requests(tmp_path: Any
     assert measured, "the demo logs repeat requests: some task has a noise floor"
     assert cand.noise_floor is not None
     for t in measured:
-        assert t.effective_threshold == pytest.approx(
-            min(t.min_parity, max(0.0, (t.noise_floor or 0) - 0.05))
-        )
+        # one bar per task, named: the noise floor minus the margin where it set it, and never
+        # below the floor of the output kind
+        assert t.bar_source in ("min_parity", "noise_floor", "absolute_floor", "chance_level")
+        if t.bar_source == "noise_floor":
+            assert t.effective_threshold == pytest.approx((t.noise_floor or 0) - 0.05)
+        assert (t.effective_threshold or 0) >= ABSOLUTE_FLOOR["free_text"]
+        assert t.bar_explained and f"{t.effective_threshold:.3f}" in t.bar_explained
         assert t.p_value_adjusted is not None
     triage = next(t for t in cand.tasks if t.task == "ticket-triage")
     assert triage.kappa is not None and triage.confusion

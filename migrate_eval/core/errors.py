@@ -19,6 +19,8 @@ code  meaning
 1     at least one candidate is not ready (the gate fails)
 2     usage or configuration error (bad option, suite, log file, missing extra)
 3     infrastructure failure (e.g. too many vendor errors to judge a candidate)
+4     a verdict needs evidence the run did not have (free-text similarity with neither a
+      noise floor nor a judge); the output names the setting that gets it
 70    internal error (a bug: please report it with the traceback)
 130   interrupted (Ctrl-C); the answers received are cached, the same command resumes
 ====  ==========================================================================
@@ -37,6 +39,7 @@ class ExitCode(IntEnum):
     NOT_READY = 1
     USAGE = 2
     INFRASTRUCTURE = 3
+    NEEDS_EVIDENCE = 4  # the metrics cannot decide on their own: see the verdict's reasons
     INTERNAL = 70
     INTERRUPTED = 130  # Ctrl-C during replay: answers so far are cached, re-run resumes
 

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from migrate_eval.core.records import OutputKind, StrictModel
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 SCORE_COLUMNS = (
     "exchange_id",
@@ -33,7 +33,7 @@ SCORE_COLUMNS = (
     "cached",
 )
 
-Verdict = Literal["ready", "ready_with_caveats", "not_ready", "cannot_judge"]
+Verdict = Literal["ready", "ready_with_caveats", "needs_evidence", "not_ready", "cannot_judge"]
 
 
 class TaskInfo(StrictModel):
@@ -103,6 +103,22 @@ class ErrorStats(StrictModel):
     by_kind: dict[str, int] = Field(default_factory=dict)
 
 
+class FlipTable(StrictModel):
+    """Per item, the candidate against a reference answer: how many exchanges it passes where
+    the reference fails (better), fails where the reference passes (worse), or neither."""
+
+    against: Literal["baseline_replay", "logged"] = Field(
+        description="baseline_replay: the baseline's re-run of the same request, scored like the "
+        "candidate; logged: the logged answer itself (which always passes against itself)"
+    )
+    better: int
+    worse: int
+    same: int
+    p_mcnemar: float | None = Field(
+        default=None, description="McNemar (mid-p) on better vs worse; None without a baseline"
+    )
+
+
 class TaskResult(StrictModel):
     task: str
     n: int = Field(description="exchanges scored (status ok)")
@@ -147,6 +163,40 @@ class TaskResult(StrictModel):
     rates: dict[str, float] = Field(
         default_factory=dict,
         description="event rates, e.g. unexpected_tool_call_rate, missed_tool_call_rate, refusal_mismatch_rate",
+    )
+    bar_source: Literal["min_parity", "noise_floor", "absolute_floor", "chance_level"] | None = (
+        Field(
+            default=None,
+            description="what set the bar (effective_threshold): the suite's min_parity, the "
+            "measured noise floor minus the margin, the absolute floor of the output type, or the "
+            "level unrelated answers reach plus the margin",
+        )
+    )
+    bar_explained: str | None = Field(default=None, description="the bar and why, in words")
+    evidence: Literal["metrics", "noise_floor", "judge", "none"] | None = Field(
+        default=None,
+        description="what the verdict rests on: metrics with a meaning of their own (exact, "
+        "structural), a measured noise floor, a judge, or none (similarity alone: needs evidence)",
+    )
+    chance_level: float | None = Field(
+        default=None,
+        description="parity of logged answers scored against unrelated logged answers of the "
+        "same task: what a candidate answering off-topic reaches",
+    )
+    noise_floor_status: Literal["used", "broken", "none"] | None = Field(
+        default=None, description="broken: the baseline re-run disagreed too much to be trusted"
+    )
+    noise_floor_problem: str | None = None
+    flips: FlipTable | None = None
+    min_detectable_drop: float | None = Field(
+        default=None,
+        description="the smallest drop in mean parity this sample detects at 80% power "
+        "(one-sided, at the run's confidence)",
+    )
+    clusters: int | None = Field(
+        default=None,
+        description="groups of exchanges sharing a conversation, user or session, when the "
+        "interval was widened for them (clustered standard error)",
     )
 
 

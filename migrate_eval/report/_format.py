@@ -14,6 +14,7 @@ from migrate_eval.core.results import CandidateResult, Interval, Results, Verdic
 VERDICT_LABELS: dict[str, str] = {
     "ready": "Ready",
     "ready_with_caveats": "Ready with caveats",
+    "needs_evidence": "Needs evidence",
     "not_ready": "Not ready",
     "cannot_judge": "Cannot judge",
 }
@@ -22,6 +23,7 @@ VERDICT_LABELS: dict[str, str] = {
 VERDICT_SEVERITY: dict[str, int] = {
     "not_ready": 3,
     "cannot_judge": 2,
+    "needs_evidence": 2,
     "ready_with_caveats": 1,
     "ready": 0,
 }
@@ -121,6 +123,12 @@ def gate_counts(results: Results) -> str:
             f"{counts['cannot_judge']} of {n} {word} cannot be judged"
             if not parts
             else f"{counts['cannot_judge']} cannot be judged"
+        )
+    if counts["needs_evidence"]:
+        parts.append(
+            f"{counts['needs_evidence']} of {n} {word} need more evidence"
+            if not parts
+            else f"{counts['needs_evidence']} need more evidence"
         )
     if not parts:
         ready = counts["ready"] + counts["ready_with_caveats"]

@@ -92,6 +92,7 @@ MAX_INGEST_EXAMPLES = 20
 VERDICT_ICONS: dict[str, str] = {
     "ready": "✓",
     "ready_with_caveats": "!",
+    "needs_evidence": "…",
     "not_ready": "✗",
     "cannot_judge": "?",
 }
@@ -388,7 +389,7 @@ def _candidate_view(c: CandidateResult, default_min: float | None) -> CandidateV
     counts: dict[str, int] = {}
     for t in c.tasks:
         counts[t.verdict] = counts.get(t.verdict, 0) + 1
-    order = ["not_ready", "cannot_judge", "ready_with_caveats", "ready"]
+    order = ["not_ready", "cannot_judge", "needs_evidence", "ready_with_caveats", "ready"]
     return CandidateView(
         name=c.name,
         provider=c.provider,
@@ -1008,7 +1009,10 @@ def build_page(
         sampling=sampling_view(results.sampling, anchors),
         redaction=redaction_view(results.redaction),
         extras=extras,
-        legend=[_badge(v) for v in ("ready", "ready_with_caveats", "not_ready", "cannot_judge")],
+        legend=[
+            _badge(v)
+            for v in ("ready", "ready_with_caveats", "needs_evidence", "not_ready", "cannot_judge")
+        ],
     )
 
 

@@ -69,9 +69,9 @@ def render_junit_xml(results: Results) -> str:
                 counts["failures"] += 1
                 el = ET.SubElement(case, "failure", message=first, type="not_ready")
                 el.text = details
-            elif t.verdict == "cannot_judge":
+            elif t.verdict in ("cannot_judge", "needs_evidence"):
                 counts["errors"] += 1
-                el = ET.SubElement(case, "error", message=first, type="cannot_judge")
+                el = ET.SubElement(case, "error", message=first, type=t.verdict)
                 el.text = details
             else:
                 out = ET.SubElement(case, "system-out")

@@ -45,6 +45,7 @@ MAX_SUMMARY_CHARS = 60_000
 VERDICT_ICONS: dict[str, str] = {
     "ready": "✅",
     "ready_with_caveats": "⚠️",
+    "needs_evidence": "🔍",
     "not_ready": "❌",
     "cannot_judge": "❔",
 }

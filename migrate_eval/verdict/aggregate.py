@@ -43,7 +43,9 @@ input rate - an upper bound when the vendor discounts cached input).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from statistics import NormalDist
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -51,13 +53,14 @@ import numpy.typing as npt
 import pandas as pd
 
 from migrate_eval.core.errors import ConfigError, ExitCode
-from migrate_eval.core.records import ReplayResult
+from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.results import (
     SCORE_COLUMNS,
     CandidateComparison,
     CandidateResult,
     CostStats,
     ErrorStats,
+    FlipTable,
     Interval,
     LatencyStats,
     Reason,
@@ -88,7 +91,38 @@ from migrate_eval.verdict.stats import (
     wilcoxon_two_sided,
 )
 
-_RANK: dict[Verdict, int] = {"ready": 0, "ready_with_caveats": 1, "not_ready": 2, "cannot_judge": 3}
+_RANK: dict[Verdict, int] = {
+    "ready": 0,
+    "ready_with_caveats": 1,
+    "needs_evidence": 2,
+    "not_ready": 3,
+    "cannot_judge": 4,
+}
+
+#: The lowest bar a task gets, per output kind, whatever a noise floor says: a bar at 0 would
+#: let any answer through (a broken baseline re-run once lowered it to 0 and passed gibberish).
+ABSOLUTE_FLOOR: dict[str, float] = {
+    "tool_call": 0.5,
+    "structured": 0.5,
+    "classification": 0.5,
+    "free_text": 0.3,
+}
+
+#: Metrics whose value has no meaning of its own: how close an answer is to the logged one.
+#: A different answer can be as good or better, so a bar on them alone cannot call a candidate
+#: "not ready": that needs a measured noise floor (how far OpenAI is from itself) to say
+#: "indistinguishable", and a judge to say "worse" (or an answer no closer than unrelated ones).
+SIMILARITY_METRICS = frozenset(
+    {"chrf", "bleu", "ter", "rouge_l", "semantic_similarity", "length_ratio", "text_parity"}
+)
+#: Similarity whose interval lies wholly at or above this is "the logged answers again": such a
+#: candidate is ready without a noise floor (nothing to be worse at).
+SAME_ANSWERS = 0.95
+#: LLM-judge metrics: quality, not similarity.
+JUDGE_METRICS = frozenset({"judge_pairwise", "judge_rubric"})
+
+#: Statistical power the minimum detectable drop is computed at.
+POWER = 0.8
 
 
 def _interval(values: FloatArray, confidence: float) -> Interval:
@@ -108,6 +142,7 @@ class _Frame:
         if missing:
             raise ValueError(f"scores frame lacks column(s): {', '.join(missing)}")
         self.scores = scores
+        self.exchange_id = scores["exchange_id"].to_numpy(dtype=object)
         self.status = scores["status"].to_numpy(dtype=object)
         self.error = scores["error"].to_numpy(dtype=object)
         self.parity = scores["parity"].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -169,6 +204,9 @@ def _task_result(
     frame: _Frame,
     thresholds: Thresholds,
     noise: TaskNoise | None = None,
+    *,
+    chance: float | None = None,
+    clusters: Mapping[str, str] | None = None,
 ) -> TaskResult:
     n_total = int(idx.size)
     scored_idx = idx[frame.scored[idx]]
@@ -184,8 +222,12 @@ def _task_result(
     level = f"{thresholds.confidence:.0%}"
     min_parity = task.min_parity
     margin = float(getattr(thresholds, "margin", 0.0))
-    floor = noise.mean if noise is not None and noise.n > 0 else None
-    threshold = effective_threshold(min_parity, floor, margin)
+    floor = noise.mean if noise is not None and noise.n > 0 and not noise.broken else None
+    evidence = _evidence(task, idx, frame, floor)
+    threshold, bar_source, bar = task_bar(
+        task, floor, noise.n if noise is not None else 0, chance, margin, evidence
+    )
+    similarity_only = evidence in ("noise_floor", "none") and _similarity_only(task)
 
     verdict: Verdict = "ready"
     reasons: list[Reason] = []
@@ -204,7 +246,13 @@ def _task_result(
             f"{vendor} of {n_total} requests failed at the vendor ({_pct(vendor_rate)}; "
             f"{_kinds_text(vendor_kinds)}), more than the {_pct(thresholds.max_error_rate)} allowed",
         )
-    if n == 0:
+    if n == 0 and n_total and unsupported == n_total:
+        flag(
+            "not_ready",
+            "cannot_express_traffic",
+            f"every one of the {n_total} requests uses a feature the candidate cannot express",
+        )
+    elif n == 0:
         detail = (
             "no exchange was replayed"
             if n_total == 0
@@ -214,41 +262,76 @@ def _task_result(
         )
         flag("cannot_judge", "no_scored_exchanges", detail)
 
-    if verdict != "cannot_judge":
+    cluster_count: int | None = None
+    if n and clusters:
+        widened = _clustered_interval(values, frame.exchange_id[scored_idx], clusters, thresholds)
+        if widened is not None:
+            parity, cluster_count = widened
+    if verdict not in ("cannot_judge",) and n:
         mean = float(values.mean())
         ci_low = parity.ci_low if parity.ci_low is not None else mean
         ci_high = parity.ci_high if parity.ci_high is not None else mean
         interval = f"{ci_low:.3f}-{ci_high:.3f}"
-        bar = (
-            f"{_f(threshold)} (the baseline's own noise floor {_f(floor)} minus the margin "
-            f"{_f(margin)}, below min_parity {_f(min_parity)})"
-            if floor is not None and threshold < min_parity - EPS
-            else _f(threshold)
-        )
-        if mean < threshold - EPS:
+        off_topic = chance is not None and mean < chance + margin - EPS
+        same_answers = ci_low >= SAME_ANSWERS - EPS
+        if (
+            similarity_only
+            and not off_topic
+            and (
+                (floor is None and not same_answers)
+                or (floor is not None and mean < threshold - EPS)
+            )
+        ):
+            # similarity below the bar: different from the logged answers, not shown worse
+            fix = (
+                "add a judge (`judge:` in the suite) to tell better from worse"
+                if floor is not None
+                else "measure the baseline's noise floor (`baseline:` in the suite, or "
+                "`--baseline N` with the logged model's key) or add a judge (`judge:`)"
+            )
+            flag(
+                "needs_evidence",
+                "needs_evidence",
+                (
+                    f"mean similarity {_f(mean)} ({level} CI {interval}, n={n}) is below {bar}: "
+                    "the answers differ from the logged ones more than OpenAI's own do, which "
+                    f"similarity alone cannot call better or worse; {fix}"
+                    if floor is not None
+                    else f"mean similarity {_f(mean)} ({level} CI {interval}, n={n}) has no bar "
+                    "of its own (no noise floor was measured: how far OpenAI's answers are from "
+                    f"each other); {fix}"
+                ),
+            )
+        elif mean < threshold - EPS:
             flag(
                 "not_ready",
                 "parity_below_threshold",
-                f"mean parity {_f(mean)} ({level} CI {interval}, n={n}) is below the "
-                f"required {bar}",
+                f"mean parity {_f(mean)} ({level} CI {interval}, n={n}) is below {bar}",
             )
         elif ci_low < threshold - EPS:
             flag(
                 "ready_with_caveats",
                 "interval_crosses_threshold",
-                f"mean parity {_f(mean)} meets the required {bar}, but the "
-                f"{level} CI {interval} (n={n}) reaches below it",
+                f"mean parity {_f(mean)} meets {bar}, but the {level} CI {interval} (n={n}) "
+                "reaches below it",
+            )
+        if similarity_only and off_topic:
+            flag(
+                "not_ready",
+                "no_closer_than_unrelated",
+                f"mean similarity {_f(mean)} is no higher than unrelated answers of the same task "
+                f"reach ({_f(chance or 0.0)} plus the margin {_f(margin)})",
             )
         if (
             floor is not None
             and noise is not None
-            and threshold < min_parity - EPS
+            and bar_source == "noise_floor"
             and noise.n < thresholds.min_samples
         ):
             flag(
                 "ready_with_caveats",
                 "noise_floor_small_sample",
-                f"the noise floor {_f(floor)} that lowered the bar was measured on only "
+                f"the noise floor {_f(floor)} that set the bar was measured on only "
                 f"{noise.n} pairs (fewer than {thresholds.min_samples})",
             )
         if unsupported:
@@ -292,6 +375,8 @@ def _task_result(
         metrics[name] = float(vals.mean()) if vals.size else None
 
     kappa, confusion = _labels(task, ok_idx, frame)
+    flips = _flips(values, frame.exchange_id[scored_idx], noise, thresholds)
+    mdd = _min_detectable_drop(values, thresholds.confidence, cluster_count, parity)
     non_inferior: bool | None = None
     p_value: float | None = None
     if n:
@@ -322,7 +407,174 @@ def _task_result(
         non_inferior=non_inferior,
         p_value=p_value,
         rates=_rates(metrics),
+        bar_source=bar_source,
+        bar_explained=bar,
+        evidence=evidence,
+        chance_level=chance,
+        noise_floor_status=(
+            "none" if noise is None or noise.n == 0 else "broken" if noise.broken else "used"
+        ),
+        noise_floor_problem=noise.problem if noise is not None else None,
+        flips=flips,
+        min_detectable_drop=mdd,
+        clusters=cluster_count,
     )
+
+
+#: Metadata keys (and the request's ``user``) that group exchanges: a conversation, a session,
+#: an end user. Exchanges in one group are not independent evidence.
+CLUSTER_KEYS = ("conversation_id", "session_id", "thread_id", "user_id", "user", "end_user")
+
+
+def clusters_of(exchanges: Sequence[Exchange]) -> dict[str, str]:
+    """Exchange id -> its group (:data:`CLUSTER_KEYS`, first found), for those that have one."""
+    out: dict[str, str] = {}
+    for ex in exchanges:
+        for key in CLUSTER_KEYS:
+            value = ex.metadata.get(key)
+            if value is None and key == "user":
+                value = ex.request.get("user")
+            if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+                out[ex.id] = f"{key}={value}"
+                break
+    return out
+
+
+def _similarity_only(task: TaskInfo) -> bool:
+    """True when every parity metric of the task measures similarity to the logged answer."""
+    return bool(task.metrics) and all(m in SIMILARITY_METRICS for m in task.metrics)
+
+
+def _evidence(
+    task: TaskInfo, idx: npt.NDArray[np.intp], frame: _Frame, floor: float | None
+) -> Literal["metrics", "noise_floor", "judge", "none"]:
+    """What the task's verdict rests on (see :class:`~migrate_eval.core.results.TaskResult`)."""
+    for name in task.metrics:
+        if name in JUDGE_METRICS:
+            col = frame.metric(name)
+            if col is not None and idx.size and not np.all(np.isnan(col[idx])):
+                return "judge"
+    if any(m in SIMILARITY_METRICS for m in task.metrics):
+        return "noise_floor" if floor is not None else "none"
+    return "metrics"
+
+
+def task_bar(
+    task: TaskInfo,
+    floor: float | None,
+    floor_n: int,
+    chance: float | None,
+    margin: float,
+    evidence: str = "metrics",
+) -> tuple[float, Literal["min_parity", "noise_floor", "absolute_floor", "chance_level"], str]:
+    """The one bar of a task, what set it and a sentence saying so.
+
+    * Metrics with a meaning of their own: the suite's ``min_parity``, lowered to the noise floor
+      minus the margin when OpenAI disagrees with itself more than that.
+    * Similarity metrics: the noise floor minus the margin (a candidate this close to the logged
+      answers is as close as OpenAI is to itself); without a noise floor, ``min_parity`` is only
+      a reference (the verdict then needs evidence).
+    * Never below the absolute floor of the output kind (:data:`ABSOLUTE_FLOOR`), nor below what
+      unrelated answers of the same task reach plus the margin (``chance``).
+    """
+    bar = task.min_parity
+    source: Literal["min_parity", "noise_floor", "absolute_floor", "chance_level"] = "min_parity"
+    why = f"the task's min_parity {_f(task.min_parity)}"
+    if floor is not None:
+        lowered = floor - margin
+        if evidence == "noise_floor" or lowered < bar - EPS:
+            bar, source = lowered, "noise_floor"
+            why = (
+                f"the baseline's agreement with itself {_f(floor)} (n={floor_n}) minus the "
+                f"margin {_f(margin)}"
+            )
+    absolute = ABSOLUTE_FLOOR.get(task.output, 0.5)
+    if bar < absolute - EPS:
+        why = f"the floor for {task.output.replace('_', ' ')} tasks {_f(absolute)} ({why} is lower)"
+        bar, source = absolute, "absolute_floor"
+    if chance is not None and chance + margin > bar + EPS:
+        why = (
+            f"what unrelated answers of this task reach {_f(chance)} plus the margin "
+            f"{_f(margin)} ({why} is lower)"
+        )
+        bar, source = min(1.0, chance + margin), "chance_level"
+    return bar, source, f"the bar {_f(bar)} ({why})"
+
+
+def _clustered_interval(
+    values: FloatArray,
+    ids: npt.NDArray[Any],
+    clusters: Mapping[str, str],
+    thresholds: Thresholds,
+) -> tuple[Interval, int] | None:
+    """A normal interval from the cluster-robust standard error of the mean, when exchanges
+    share clusters (a conversation, user or session) and it is wider than the bootstrap's;
+    None otherwise."""
+    keys = [clusters.get(str(i), f"\x00{i}") for i in ids]
+    groups: dict[str, list[int]] = {}
+    for pos, key in enumerate(keys):
+        groups.setdefault(key, []).append(pos)
+    g = len(groups)
+    n = values.size
+    if g >= n or g < 2:
+        return None
+    mean = float(values.mean())
+    resid = values - mean
+    sums = np.array([resid[pos].sum() for pos in groups.values()], dtype=np.float64)
+    se = math.sqrt(float((sums**2).sum()) * g / (g - 1)) / n
+    z = NormalDist().inv_cdf(1 - (1 - thresholds.confidence) / 2)
+    low, high = max(0.0, mean - z * se), min(1.0, mean + z * se)
+    boot_low, boot_high = bootstrap_ci(values, confidence=thresholds.confidence)
+    if not (math.isnan(boot_low) or math.isnan(boot_high)) and high - low <= boot_high - boot_low:
+        return None
+    return Interval(mean=mean, ci_low=low, ci_high=high), g
+
+
+def _flips(
+    values: FloatArray,
+    ids: npt.NDArray[Any],
+    noise: TaskNoise | None,
+    thresholds: Thresholds,
+) -> FlipTable | None:
+    """Pass/fail per item against the baseline's re-run of the same request (when the noise
+    floor came from one), else against the logged answer (which passes by definition)."""
+    if not values.size:
+        return None
+    passes = values >= thresholds.pass_threshold - EPS
+    per_item = noise.parities if noise is not None and noise.source == "baseline_replay" else {}
+    paired = [
+        (bool(p), per_item[str(i)]) for p, i in zip(passes, ids, strict=True) if str(i) in per_item
+    ]
+    if paired and noise is not None and not noise.broken:
+        better = sum(1 for p, b in paired if p and b < thresholds.pass_threshold - EPS)
+        worse = sum(1 for p, b in paired if not p and b >= thresholds.pass_threshold - EPS)
+        return FlipTable(
+            against="baseline_replay",
+            better=better,
+            worse=worse,
+            same=len(paired) - better - worse,
+            p_mcnemar=mcnemar(better, worse),
+        )
+    worse = int(np.count_nonzero(~passes))
+    return FlipTable(against="logged", better=0, worse=worse, same=int(values.size) - worse)
+
+
+def _min_detectable_drop(
+    values: FloatArray, confidence: float, clusters: int | None, parity: Interval
+) -> float | None:
+    """The smallest drop in mean parity a one-sided test at ``confidence`` detects with 80%
+    power on this sample: (z_conf + z_power) x the standard error of the mean (the clustered
+    one when the interval was widened for clusters)."""
+    n = values.size
+    if n < 2:
+        return None
+    if clusters is not None and parity.ci_low is not None and parity.ci_high is not None:
+        z2 = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+        se = (parity.ci_high - parity.ci_low) / (2 * z2)
+    else:
+        se = float(values.std(ddof=1)) / math.sqrt(n)
+    dist = NormalDist()
+    return (dist.inv_cdf(confidence) + dist.inv_cdf(POWER)) * se
 
 
 #: Rate name -> the agreement metric it is 1 minus.
@@ -402,6 +654,8 @@ def aggregate(
     *,
     noise_floor: NoiseFloor | None = None,
     judge_price: Price | None = None,
+    chance: Mapping[str, float] | None = None,
+    clusters: Mapping[str, str] | None = None,
 ) -> list[CandidateResult]:
     """Per candidate: per-task statistics and verdicts, then the candidate's own (module docstring).
 
@@ -433,7 +687,17 @@ def aggregate(
             idx = positions.get((spec.name, task.name), empty)
             all_idx.append(idx)
             noise = noise_floor.tasks.get(task.name) if noise_floor is not None else None
-            task_results.append(_task_result(task, idx, frame, thresholds, noise))
+            task_results.append(
+                _task_result(
+                    task,
+                    idx,
+                    frame,
+                    thresholds,
+                    noise,
+                    chance=chance.get(task.name) if chance is not None else None,
+                    clusters=clusters,
+                )
+            )
         cidx = np.sort(np.concatenate(all_idx)) if all_idx else empty
 
         verdict: Verdict = "ready"
@@ -549,13 +813,16 @@ def gate_outcome(
 
     Any ``cannot_judge`` (or no candidate at all) -> ``("error", INFRASTRUCTURE)``; else any
     ``not_ready``, or ``ready_with_caveats`` when ``gate.allow_caveats`` is false ->
-    ``("fail", NOT_READY)``; else ``("pass", READY)``.
+    ``("fail", NOT_READY)``; else any ``needs_evidence`` -> ``("fail", NEEDS_EVIDENCE)``; else
+    ``("pass", READY)``.
     """
     verdicts = [c.verdict for c in candidates]
     if not verdicts or "cannot_judge" in verdicts:
         return "error", ExitCode.INFRASTRUCTURE
     if "not_ready" in verdicts or (not gate.allow_caveats and "ready_with_caveats" in verdicts):
         return "fail", ExitCode.NOT_READY
+    if "needs_evidence" in verdicts:
+        return "fail", ExitCode.NEEDS_EVIDENCE
     return "pass", ExitCode.READY
 
 

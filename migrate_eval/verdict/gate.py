@@ -65,16 +65,27 @@ def _load(
     return before, suite, tasks, assignment, folder.scores()
 
 
-def _noise_floor(run_dir: Path, tasks: Sequence[TaskInfo], assignment: dict[str, str]) -> Any:
-    """The run's noise floor, measured again from what the run folder keeps: the baseline
-    re-run (``baseline.jsonl``) when there is one, else duplicate requests among the run's
-    exchanges. None when neither exists."""
-    from migrate_eval.verdict.noise import noise_floor_for_run
+def _evidence(
+    run_dir: Path, tasks: Sequence[TaskInfo], assignment: dict[str, str], seed: int
+) -> dict[str, Any]:
+    """What the verdict weighs beside the scores, measured again from what the run folder
+    keeps: the noise floor (the baseline re-run, ``baseline.jsonl``, when there is one, else
+    duplicate requests among the run's exchanges), the chance levels and the clusters."""
+    from migrate_eval.verdict.aggregate import clusters_of
+    from migrate_eval.verdict.noise import chance_levels, noise_floor_for_run
 
     folder = RunFolder(run_dir)
     if not folder.has("exchanges.jsonl"):
-        return None
-    return noise_floor_for_run(folder.exchanges(), tasks, assignment, run_dir / "baseline.jsonl")
+        return {"noise_floor": None}
+    exchanges = folder.exchanges()
+    chance = chance_levels(exchanges, tasks, assignment, seed=seed)
+    return {
+        "noise_floor": noise_floor_for_run(
+            exchanges, tasks, assignment, run_dir / "baseline.jsonl", chance=chance
+        ),
+        "chance": chance,
+        "clusters": clusters_of(exchanges),
+    }
 
 
 def regate(
@@ -121,8 +132,8 @@ def regate(
         suite.candidates,
         thresholds,
         gate,
-        noise_floor=_noise_floor(d, tasks, assignment),
         judge_price=getattr(judge, "price", None),
+        **_evidence(d, tasks, assignment, suite.sampling.seed),
     )
     outcome, code = gate_outcome(candidates, gate)
     # keep what the run measured that thresholds do not change (cost projections and the like)

@@ -565,7 +565,13 @@ def build_traffic(rng: random.Random) -> list[dict[str, Any]]:
             }
         )
 
-    for _ in range(50):
+    advice: list[dict[str, Any]] = []
+    for i in range(50):
+        if i >= 32:
+            # customers ask the advisor the same question again: identical requests whose
+            # logged answers differ show OpenAI's run-to-run noise on this task too
+            advice.append(dict(rng.choice(advice[:32])))
+            continue
         name = rng.choice(FIRST)
         day = START + timedelta(days=rng.randint(0, 40))
         q, main = rng.choice(ADVISOR_Q)
@@ -573,7 +579,7 @@ def build_traffic(rng: random.Random) -> list[dict[str, Any]]:
         extras = rng.sample(EXTRAS, 2)
         system = ADVISOR_SYSTEM.format(name=name, date=day.strftime("%Y-%m-%d"))
         # no metadata tag: the tasks stage discovers this task from its system-prompt template
-        rows.append(
+        advice.append(
             {
                 "feature": None,
                 "kind": "advice",
@@ -581,6 +587,7 @@ def build_traffic(rng: random.Random) -> list[dict[str, Any]]:
                 "request": chat_request(system, q, temperature=0.7, max_tokens=300),
             }
         )
+    rows.extend(advice)
     rng.shuffle(rows)
     return rows
 

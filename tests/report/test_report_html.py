@@ -224,7 +224,7 @@ def test_ingest_and_method(html: str) -> None:
     assert "migrate-eval run suites/demo --out reports/demo" in method
     assert "percentile bootstrap" in method
     assert "mean of the task&#39;s metrics" in method or "mean of the task's metrics" in method
-    assert "Results schema" in method and "1.0" in method
+    assert "Results schema" in method and "1.1" in method
     assert "min_samples" in method
 
 
