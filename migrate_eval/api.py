@@ -31,7 +31,14 @@ from migrate_eval.core.paths import default_cache_path, default_run_dir, demo_su
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.results import Profile, Results
 from migrate_eval.core.run_folder import RunFolder
-from migrate_eval.core.suite import CandidateSpec, LogSpec, Suite, load_suite, parse_candidate_spec
+from migrate_eval.core.suite import (
+    BaselineSpec,
+    CandidateSpec,
+    LogSpec,
+    Suite,
+    load_suite,
+    parse_candidate_spec,
+)
 from migrate_eval.core.version import __version__
 from migrate_eval.plan.suite_writer import rule_specs, suite_text
 from migrate_eval.plan.tasks import TaskDiscovery
@@ -111,6 +118,8 @@ def run(
     progress: ProgressFn | None = None,
     command: str | None = None,
     redact: bool | None = None,
+    baseline: int | bool | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> RunOutcome:
     """Run the whole pipeline and write the run folder.
 
@@ -118,6 +127,12 @@ def run(
     demo suite. ``logs`` and ``candidates`` (``[NAME=]PROVIDER:MODEL[@BASE_URL]`` specs) run without
     a suite file, or override the suite's. Returns the results, the run folder and the exit code
     the CLI uses as the gate (see :mod:`migrate_eval.core.errors`).
+
+    ``baseline``: the noise-floor re-run of the logged model. None (default): the suite's
+    ``baseline:``, else, when free-text tasks have no noise floor from the logs and the logged
+    model is reachable (``OPENAI_API_KEY`` set, not ``offline``), a small re-run of those tasks
+    (:data:`AUTO_BASELINE_SAMPLE` requests each; ``notify`` is told the cost before it is spent);
+    an int: that many requests per such task; False: never.
     """
     from migrate_eval.plan.redact import redact_exchanges, redact_task_descriptions
     from migrate_eval.plan.sampling import sample_ids
@@ -207,11 +222,12 @@ def run(
             progress=progress,
         )
         baseline_rows = None
-        if s.baseline is not None:  # the noise floor: the logged model re-run (baseline.jsonl)
+        planned = _plan_baseline(s, plan, exchanges, pairs, baseline, offline, notify)
+        if planned is not None:  # the noise floor: the logged model re-run (baseline.jsonl)
             from migrate_eval.replay.baseline import run_baseline
 
             baseline_rows = run_baseline(
-                exchanges, s.baseline, cache=rc, offline=offline, concurrency=concurrency
+                planned[1], planned[0], cache=rc, offline=offline, concurrency=concurrency
             )
 
     # 4. score (LLM judge calls, if any, happen here), 5. noise floor, aggregate + verdict
@@ -305,6 +321,53 @@ def run(
                 f.write(json.dumps(issue.__dict__, ensure_ascii=False) + "\n")
     _render(results, scores, exchanges, replays, run_dir)
     return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
+
+
+#: Requests per free-text task the automatic noise-floor re-run sends (``run(baseline=None)``).
+AUTO_BASELINE_SAMPLE = 20
+
+
+def _plan_baseline(
+    s: Suite,
+    plan: Any,
+    exchanges: Sequence[Exchange],
+    pairs: dict[str, list[tuple[str, str]]],
+    baseline: int | bool | None,
+    offline: bool,
+    notify: Callable[[str], None] | None,
+) -> tuple[BaselineSpec, list[Exchange]] | None:
+    """The baseline re-run to make, if any (see :func:`run`): its settings and the exchanges."""
+    import random
+
+    from migrate_eval.core.prices import logged_cost
+    from migrate_eval.verdict.aggregate import similarity_only
+
+    if baseline is False:
+        return None
+    if s.baseline is not None and (baseline is None or baseline is True):
+        return s.baseline, list(exchanges)
+    explicit = baseline if not isinstance(baseline, bool) and isinstance(baseline, int) else None
+    needy = [
+        t.name
+        for t in plan.tasks
+        if similarity_only(t) and len(pairs.get(t.name, ())) < s.thresholds.min_samples
+    ]
+    if not needy or (explicit is None and (offline or not os.environ.get("OPENAI_API_KEY"))):
+        return None
+    per_task = explicit if explicit is not None else AUTO_BASELINE_SAMPLE
+    chosen: list[Exchange] = []
+    for name in needy:
+        group = [ex for ex in exchanges if plan.assignment.get(ex.id) == name]
+        rng = random.Random(f"baseline:{s.sampling.seed}:{name}")
+        chosen += rng.sample(group, min(per_task, len(group)))
+    cost = sum(c for ex in chosen if (c := logged_cost(ex)) is not None)
+    if notify is not None:
+        notify(
+            f"noise floor: re-running {len(chosen)} logged requests of {', '.join(needy)} "
+            f"against the logged model, about ${cost:.4f} at list prices "
+            "(--no-baseline skips it; --baseline N sets the requests per task)"
+        )
+    return BaselineSpec(sample=len(chosen), repeats=1), chosen
 
 
 def _render(

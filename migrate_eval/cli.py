@@ -127,6 +127,20 @@ def main() -> None:
     "--quiet", "-q", is_flag=True, envvar="MIGRATE_EVAL_QUIET", help="No progress display."
 )
 @click.option(
+    "--baseline",
+    "baseline_n",
+    type=click.IntRange(1),
+    envvar="MIGRATE_EVAL_BASELINE",
+    help="Re-run N logged requests per free-text task against the logged model to measure its "
+    "noise floor (default: 20 when OPENAI_API_KEY is set and the logs hold too few repeats).",
+)
+@click.option(
+    "--no-baseline",
+    is_flag=True,
+    envvar="MIGRATE_EVAL_NO_BASELINE",
+    help="Never re-run the logged model (free-text verdicts may then need evidence).",
+)
+@click.option(
     "--redact/--no-redact",
     default=None,
     envvar="MIGRATE_EVAL_REDACT",
@@ -144,6 +158,8 @@ def run(
     strict: bool,
     quiet: bool,
     redact: bool | None,
+    baseline_n: int | None,
+    no_baseline: bool,
 ) -> None:
     """Replay logged traffic against candidates, score parity, decide, report.
 
@@ -165,6 +181,8 @@ def run(
             progress=_Progress(not quiet and sys.stderr.isatty()),
             command=_command_line(),
             redact=redact,
+            baseline=False if no_baseline else baseline_n,
+            notify=None if quiet else lambda m: click.echo(m, err=True),
         )
     )
     summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")

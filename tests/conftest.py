@@ -23,6 +23,9 @@ def _isolated_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs and caches made by tests never land in the repository's reports/ folder."""
     monkeypatch.setenv("MIGRATE_EVAL_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.delenv("MIGRATE_EVAL_CACHE", raising=False)
+    # never the real OpenAI: a developer's key must not make tests call it (automatic baseline)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +29,7 @@ from migrate_eval.verdict.aggregate import (
     task_bar,
 )
 from migrate_eval.verdict.noise import chance_levels, noise_floor_for_run
+from tests.servers import LoopbackServer
 
 TOPICS = [
     "hiking boots",
@@ -281,3 +283,98 @@ def test_exchanges_of_one_user_widen_the_interval_and_the_detectable_drop() -> N
     )
     assert ta.min_detectable_drop is not None and tb.min_detectable_drop is not None
     assert tb.min_detectable_drop > ta.min_detectable_drop
+
+
+# ------------------------------------------------- the noise floor measured when it can be
+
+
+def _log_line(i: int) -> dict[str, object]:
+    # the loopback server answers "echo: <question>": the logged answers are what OpenAI
+    # answered, each question its own words (unrelated answers share little)
+    question = _answer(random.Random(i), TOPICS[i % len(TOPICS)])
+    return {
+        "request": {
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "You are Trailguide, the gear advisor."},
+                {"role": "user", "content": question},
+            ],
+        },
+        "response": {
+            "id": f"chatcmpl-{i}",
+            "object": "chat.completion",
+            "created": 1760000000 + i,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": f"echo: {question}"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28},
+        },
+    }
+
+
+@pytest.fixture
+def free_text_logs(tmp_path: Path) -> Path:
+    import json
+
+    path = tmp_path / "logs.jsonl"
+    path.write_text("".join(json.dumps(_log_line(i)) + "\n" for i in range(40)), "utf-8")
+    return path
+
+
+def _baseline_calls(server: LoopbackServer) -> int:
+    return sum(1 for body in server.bodies if body.get("model") == "gpt-4o-mini")
+
+
+def test_the_logged_model_is_re_run_when_reachable_and_its_cost_said_first(
+    tmp_path: Path,
+    server: LoopbackServer,
+    free_text_logs: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import migrate_eval
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    told: list[str] = []
+    outcome = migrate_eval.run(
+        logs=[free_text_logs],
+        candidates=[f"cand=openai-compatible:other@{server.base_url}"],
+        out=tmp_path / "run",
+        notify=told.append,
+    )
+    assert _baseline_calls(server) == 20  # AUTO_BASELINE_SAMPLE requests of the one task
+    assert len(told) == 1 and "20 logged requests" in told[0] and "$" in told[0]
+    [task] = outcome.results.candidates[0].tasks
+    assert task.noise_floor_status == "used" and task.noise_floor_n == 20
+    assert (tmp_path / "run" / "baseline.jsonl").is_file()
+
+
+def test_no_baseline_without_a_key_or_when_declined(
+    tmp_path: Path,
+    server: LoopbackServer,
+    free_text_logs: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import migrate_eval
+
+    cand = f"cand=openai-compatible:other@{server.base_url}"
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    outcome = migrate_eval.run(logs=[free_text_logs], candidates=[cand], out=tmp_path / "a")
+    assert _baseline_calls(server) == 0  # no key: the logged model is not reachable
+    assert outcome.results.candidates[0].tasks[0].noise_floor_status == "none"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    migrate_eval.run(logs=[free_text_logs], candidates=[cand], out=tmp_path / "b", baseline=False)
+    assert _baseline_calls(server) == 0
+    migrate_eval.run(logs=[free_text_logs], candidates=[cand], out=tmp_path / "c", baseline=5)
+    assert _baseline_calls(server) == 5
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    with LoopbackServer() as s:
+        yield s

@@ -227,7 +227,7 @@ def _task_result(
     threshold, bar_source, bar = task_bar(
         task, floor, noise.n if noise is not None else 0, chance, margin, evidence
     )
-    similarity_only = evidence in ("noise_floor", "none") and _similarity_only(task)
+    by_similarity = evidence in ("noise_floor", "none") and similarity_only(task)
 
     verdict: Verdict = "ready"
     reasons: list[Reason] = []
@@ -275,7 +275,7 @@ def _task_result(
         off_topic = chance is not None and mean < chance + margin - EPS
         same_answers = ci_low >= SAME_ANSWERS - EPS
         if (
-            similarity_only
+            by_similarity
             and not off_topic
             and (
                 (floor is None and not same_answers)
@@ -315,7 +315,7 @@ def _task_result(
                 f"mean parity {_f(mean)} meets {bar}, but the {level} CI {interval} (n={n}) "
                 "reaches below it",
             )
-        if similarity_only and off_topic:
+        if by_similarity and off_topic:
             flag(
                 "not_ready",
                 "no_closer_than_unrelated",
@@ -440,7 +440,7 @@ def clusters_of(exchanges: Sequence[Exchange]) -> dict[str, str]:
     return out
 
 
-def _similarity_only(task: TaskInfo) -> bool:
+def similarity_only(task: TaskInfo) -> bool:
     """True when every parity metric of the task measures similarity to the logged answer."""
     return bool(task.metrics) and all(m in SIMILARITY_METRICS for m in task.metrics)
 

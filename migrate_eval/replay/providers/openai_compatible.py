@@ -163,9 +163,13 @@ class OpenAICompatibleProvider(Provider):
     #: Feature-support matrix entry (``migrate-eval providers``): requests pass through as is.
     features: ClassVar[dict[str, str]] = CHAT_COMPLETIONS_FEATURES
 
+    def default_endpoint(self) -> str | None:
+        """The base URL when the candidate names none."""
+        return self.default_base_url
+
     def __init__(self, spec: CandidateSpec) -> None:
         super().__init__(spec)
-        base = spec.base_url or self.default_base_url or OPENAI_BASE_URL
+        base = spec.base_url or self.default_endpoint() or OPENAI_BASE_URL
         url = URL(base)
         if url.scheme not in ("http", "https") or not url.host:
             raise ConfigError(
@@ -388,6 +392,10 @@ def _has_token(chunk: dict[str, Any]) -> bool:
 
 @register_provider("openai")
 class OpenAIProvider(OpenAICompatibleProvider):
-    """OpenAI itself (the baseline re-run): Chat Completions at ``https://api.openai.com/v1``."""
+    """OpenAI itself (the baseline re-run): Chat Completions at ``https://api.openai.com/v1``,
+    or at ``OPENAI_BASE_URL`` when set (as the official SDK reads it: a proxy or gateway)."""
 
     default_base_url = OPENAI_BASE_URL
+
+    def default_endpoint(self) -> str | None:
+        return os.environ.get("OPENAI_BASE_URL") or self.default_base_url
