@@ -345,3 +345,49 @@ def validation_field(path: str, e: ValidationError, mapping: dict[str, str]) -> 
 def validation_reason(e: ValidationError) -> str:
     errors = e.errors()
     return str(errors[0]["msg"]) if errors else str(e)
+
+
+#: ``metadata`` key listing the request parameters a reader left out because the logging tool
+#: or the server filled them in (name -> the logged value), so a report can show them.
+DROPPED_PARAMS = "dropped_params"
+#: ``metadata`` key saying why (which tool's defaults or which server echo).
+DROPPED_PARAMS_WHY = "dropped_params_reason"
+
+
+def _same_value(logged: Any, default: Any) -> bool:
+    if isinstance(logged, bool) or isinstance(default, bool):
+        return logged is default
+    if isinstance(logged, int | float) and isinstance(default, int | float):
+        return float(logged) == float(default)
+    return bool(logged == default)
+
+
+def drop_filled_params(
+    request: dict[str, Any],
+    metadata: dict[str, Any],
+    defaults: dict[str, tuple[Any, ...]],
+    why: str,
+) -> dict[str, Any]:
+    """Remove from ``request`` the parameters whose logged value is one the logging tool (or
+    the server) fills in for calls that never set it, and record them in ``metadata``
+    (:data:`DROPPED_PARAMS`, :data:`DROPPED_PARAMS_WHY`). ``defaults`` maps a parameter to the
+    values that mean "not sent" for this log format. Non-finite numbers (``Infinity``, a
+    ``NaN``) can never have been sent and are always dropped. Returns what was dropped."""
+    dropped: dict[str, Any] = {}
+    for key in list(request):
+        value = request[key]
+        if isinstance(value, float) and (value != value or value in (INF, -INF)):
+            dropped[key] = str(value)
+        elif key in defaults and any(_same_value(value, d) for d in defaults[key]):
+            dropped[key] = value
+        else:
+            continue
+        del request[key]
+    if dropped:
+        prior = metadata.get(DROPPED_PARAMS)
+        metadata[DROPPED_PARAMS] = {**(prior if isinstance(prior, dict) else {}), **dropped}
+        metadata[DROPPED_PARAMS_WHY] = why
+    return dropped
+
+
+INF = float("inf")

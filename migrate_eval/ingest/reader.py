@@ -46,6 +46,7 @@ import gc
 import glob
 import io
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -90,6 +91,7 @@ from migrate_eval.ingest.registry import (
     detect_file,
     detect_index,
     get_format,
+    no_line_reader,
 )
 from migrate_eval.records import Exchange
 from migrate_eval.results import IngestSummary
@@ -223,6 +225,12 @@ def _sample(path: Path) -> _Sample:
 
 def _unknown_format(path: Path, sample: _Sample, formats: dict[str, LogFormat]) -> LogFormatError:
     known = ", ".join(formats)
+    bad_json = _DOCUMENT_ERRORS.pop(path, None)
+    if bad_json is not None and len(sample.records) <= 1:
+        return LogFormatError(
+            f"{path}: unknown log format: the file is neither JSON Lines nor one valid JSON "
+            f"document ({bad_json}); fix the JSON (the records themselves were not looked at)"
+        )
     if not sample.records:
         head = sample.first_line.lstrip(BOM).strip()
         if head.startswith(b"["):
@@ -929,7 +937,18 @@ def _load_document(path: Path) -> Any:
     try:
         return loads(raw)
     except ValueError as e:
+        # Helicone's export tool (examples/export/typescript) ends a JSON export with a comma
+        # before the closing bracket: read it as the array it means.
+        fixed = _TRAILING_COMMA.sub(rb"\1", raw)
+        if fixed != raw:
+            try:
+                return loads(fixed)
+            except ValueError:
+                pass
         raise LogFormatError(f"{path}: not a JSON document: {e}") from e
+
+
+_TRAILING_COMMA = re.compile(rb",\s*(\]\s*)$")
 
 
 def _document_records(doc: Any) -> list[Any]:
@@ -956,9 +975,21 @@ def _document_sample(path: Path, head: bytes) -> list[dict[str, Any]] | None:
         return None
     try:
         doc = _load_document(path)
-    except LogFormatError:
+    except LogFormatError as e:
+        _DOCUMENT_ERRORS[path] = str(e).removeprefix(f"{path}: ")
         return None
     return [r for r in _document_records(doc)[:SNIFF_LINES] if isinstance(r, dict)]
+
+
+#: Why a file that looked like one JSON document could not be parsed (for the error message).
+_DOCUMENT_ERRORS: dict[Path, str] = {}
+
+
+def _sniffs_file(fmt: LogFormat, path: Path, head: bytes) -> bool:
+    try:
+        return fmt.sniff_file is not None and bool(fmt.sniff_file(path, head))
+    except Exception:
+        return False
 
 
 def stream_logs(
@@ -982,7 +1013,11 @@ def stream_logs(
     kinds: dict[Path, str] = {}
     for path in files:
         head = head_bytes(path)
-        if forced is not None and forced.read_file is not None:
+        if (
+            forced is not None
+            and forced.read_file is not None
+            and (forced.reader is no_line_reader or _sniffs_file(forced, path, head))
+        ):
             plan.append((path, forced, False))
             kinds[path] = "file"
             continue
