@@ -110,6 +110,7 @@ def _load_builtins() -> None:
     _BUILTINS_LOADED = True
     from migrate_eval.ingest.chat_jsonl import FORMAT as chat_jsonl
     from migrate_eval.ingest.finetune_chat import FORMAT as finetune_chat
+    from migrate_eval.ingest.gateways import FORMATS as gateways
     from migrate_eval.ingest.observability import FORMATS as observability
     from migrate_eval.ingest.openai_batch import FORMAT as openai_batch
     from migrate_eval.ingest.otel import FORMAT as otel
@@ -126,6 +127,7 @@ def _load_builtins() -> None:
         otel,
         tabular,
         *observability,
+        *gateways,
     ):
         _REGISTRY.setdefault(fmt.name, fmt)
 
