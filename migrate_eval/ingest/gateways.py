@@ -320,7 +320,7 @@ FORMATS = (
         sniff=sniff_litellm,
         reader=read_litellm,
         description="LiteLLM StandardLoggingPayload (callbacks) and proxy /spend/logs rows",
-        priority=17,
+        priority=18,
         sniff_file=csv_sniffer(lambda h: "call_type" in h and "request_id" in h and "spend" in h),
         read_file=csv_reader(read_litellm),
     ),
@@ -329,6 +329,6 @@ FORMATS = (
         sniff=sniff_portkey,
         reader=read_portkey,
         description="Portkey logs export (request.body/response.body, nested or dotted)",
-        priority=17,
+        priority=18,
     ),
 )
