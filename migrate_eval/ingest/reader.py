@@ -293,6 +293,8 @@ class LogStream:
         self.seen_ids: set[str] = set()
         self.shared_texts: dict[str, str] = {}
         self.outputs: dict[str, openai_batch.BatchOutput] = {}
+        #: the Batch output/error files read (an input line none of them answers failed)
+        self.output_files: list[str] = []
         self._started = False
         self._workdir: Path | None = None
         self._batch_rows = _builder.MAX_ROWS
@@ -328,7 +330,7 @@ class LogStream:
             for path, fmt, is_output in self._plan:
                 if is_output:
                     self._index_outputs(path)
-                elif fmt is not None and self._kinds.get(path) == "index":
+                elif fmt is not None and self._kinds.get(path) in ("index", "index-document"):
                     self._index_side_file(path, fmt)
             for path, fmt, is_output in self._plan:
                 if fmt is None or is_output:
@@ -492,8 +494,19 @@ class LogStream:
         assert fmt.index_reader is not None
         name = str(path)
         ctx = self._context(name, fmt)
-        for lineno, raw in self._lines(path, name):
-            record = self._parse(name, lineno, raw)
+        items: Iterator[tuple[int, Any]]
+        if self._kinds.get(path) == "index-document":
+            items = enumerate(_index_records(_load_document(path), fmt), 1)
+        else:
+            items = ((n, raw) for n, raw in self._lines(path, name))
+        for lineno, raw in items:
+            if isinstance(raw, bytes) or raw is None:
+                record = self._parse(name, lineno, raw)
+            elif isinstance(raw, dict):
+                record = raw
+            else:
+                self.skip(LineIssue(name, lineno, "", f"{NOT_OBJECT}: got {type_name(raw)}"))
+                record = None
             if record is None:
                 self.lines_read += 1
                 continue
@@ -565,13 +578,15 @@ class LogStream:
                 exchange = self._read_record(reader, record, ctx, lineno)
                 if exchange is None:
                     continue
-                if batch and outputs:
+                if batch and self.output_files:
                     out = outputs.pop(exchange.id, None)
                     if out is not None:
                         if out.problem is not None:
                             self.skip(out.problem.issue(out.file, out.line))
                             continue
                         openai_batch.apply_output(exchange, out)
+                    else:
+                        openai_batch.no_output(exchange, self.output_files)
                 if exchange.id in seen:
                     self._rename(exchange)
                 seen.add(exchange.id)
@@ -765,6 +780,7 @@ class LogStream:
     def _index_outputs(self, path: Path) -> None:
         """Read a Batch output (or error) file, keeping its lines for the join."""
         name = str(path)
+        self.output_files.append(name)
         ctx = LineContext(name, openai_batch.NAME, self.default_model)
         for lineno, raw in self._lines(path, name):
             record = self._parse(name, lineno, raw)
@@ -968,6 +984,41 @@ def _document_records(doc: Any) -> list[Any]:
     return [doc]
 
 
+def _index_records(doc: Any, fmt: LogFormat) -> list[Any]:
+    """The side-file records (pages) of a side file saved as one JSON document: one page, an
+    array of pages, or an array of the items of one page (wrapped as that page)."""
+    sniff = fmt.sniff_index
+    assert sniff is not None
+    if isinstance(doc, dict):
+        return [doc] if sniff(doc) else _document_records(doc)
+    if isinstance(doc, list):
+        first = next((r for r in doc if isinstance(r, dict)), None)
+        if first is not None and not sniff(first) and sniff({"object": "list", "data": doc}):
+            return [{"object": "list", "data": doc}]
+        return doc
+    return [doc]
+
+
+def _index_document(path: Path, head: bytes, formats: dict[str, LogFormat]) -> LogFormat | None:
+    """The format whose side file ``path`` is, when it is one JSON document of side records."""
+    text = head.lstrip(BOM).lstrip()
+    if not text.startswith((b"[", b"{")) or path.stat().st_size > DOCUMENT_MAX_BYTES:
+        return None
+    if b'"role"' not in head and b'"response_id"' not in head:  # no side records: cheap no
+        return None
+    try:
+        doc = _load_document(path)
+    except LogFormatError:
+        return None
+    for fmt in formats.values():
+        if fmt.sniff_index is None or fmt.index_reader is None:
+            continue
+        records = [r for r in _index_records(doc, fmt)[:1] if isinstance(r, dict)]
+        if records and detect_index(records, {fmt.name: fmt}) is fmt:
+            return fmt
+    return None
+
+
 def _document_sample(path: Path, head: bytes) -> list[dict[str, Any]] | None:
     """The first records of a file that is one JSON document (not JSON Lines), else None."""
     text = head.lstrip(BOM).lstrip()
@@ -1034,6 +1085,11 @@ def stream_logs(
             continue
         fmt = forced or detect(sample.records, formats)
         if fmt is None and sample.nonblank and len(sample.records) <= 1:
+            index_doc = _index_document(path, head, formats)
+            if index_doc is not None:
+                plan.append((path, index_doc, False))
+                kinds[path] = "index-document"
+                continue
             records = _document_sample(path, head)
             if records:
                 fmt = detect(records, formats)

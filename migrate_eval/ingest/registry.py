@@ -114,8 +114,10 @@ def _load_builtins() -> None:
     from migrate_eval.ingest.observability import FORMATS as observability
     from migrate_eval.ingest.openai_batch import FORMAT as openai_batch
     from migrate_eval.ingest.otel import FORMAT as otel
+    from migrate_eval.ingest.preference import FORMAT as preference
     from migrate_eval.ingest.responses_jsonl import FORMAT as responses_jsonl
     from migrate_eval.ingest.stored_completions import FORMAT as stored_completions
+    from migrate_eval.ingest.stored_responses import FORMAT as stored_responses
     from migrate_eval.ingest.tabular import FORMAT as tabular
 
     for fmt in (
@@ -124,6 +126,8 @@ def _load_builtins() -> None:
         finetune_chat,
         responses_jsonl,
         stored_completions,
+        stored_responses,
+        preference,
         otel,
         tabular,
         *observability,
