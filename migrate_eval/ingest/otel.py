@@ -30,6 +30,13 @@ records and are not counted. A model-call span becomes one exchange:
   provider (``gen_ai.provider.name`` or the deprecated ``gen_ai.system``), conversation id,
   ``service.name``.
 
+Event-based instrumentations (opentelemetry-instrumentation-openai-v2) emit the messages as
+OTLP *log records* (``resourceLogs[].scopeLogs[].logRecords[]``, event name in ``eventName``
+or the ``event.name`` attribute, the message in ``body``) tied to the span by ``spanId``: a
+logs file (OTLP JSON document or JSON lines) read with the traces is a side file, and each
+span takes the events of its span id (in file order) as if they were span events. Log records
+of a span no traces file holds are skipped records of the logs file (``no matching record``).
+
 A span whose content was not captured (instrumentations record no content by default) is a
 skipped record: there is no prompt to replay. Streaming is already assembled by the
 instrumentation, so a span needs no reassembly. Embeddings and other non-chat operations are
@@ -415,6 +422,10 @@ def span_exchange(
     events = span.get("events") or []
     if not isinstance(events, list):
         raise wrong_type(f"{path}.events", "an array", events)
+    span_id = span.get("spanId")
+    logged_events = ctx.joined.pop(span_id, None) if isinstance(span_id, str) else None
+    if logged_events is not None:  # content the instrumentation emitted as OTLP log records
+        events = [*events, *logged_events.value]
     event_messages, choices = _event_messages(events, f"{path}.events")
     messages = _messages_from_semconv(attrs, apath)
     if messages is None:
@@ -428,7 +439,9 @@ def span_exchange(
         raise RecordError(
             f"{apath}.gen_ai.input.messages",
             MISSING_FIELD,
-            "the span holds no prompt (content capture was off): nothing to replay",
+            "the span holds no prompt (content capture was off, or the instrumentation "
+            "emitted the content as OTLP log records: read the logs export, resourceLogs, "
+            "together with the traces): nothing to replay",
         )
     model = attrs.get("gen_ai.request.model")
     request: dict[str, Any] = {
@@ -479,7 +492,8 @@ def span_exchange(
         }.items()
         if v is not None
     }
-    span_id = span.get("spanId")
+    if logged_events is not None:
+        metadata["content_from"] = logged_events.file
     return Exchange(
         id=span_id if isinstance(span_id, str) and span_id else ctx.default_id(),
         source=ctx.source(),
@@ -577,6 +591,101 @@ def read_file(path: Path, ctx: LineContext) -> Iterator[Exchange | LineIssue]:
         fh.close()
 
 
+# ---------------------------------------------------------------- OTLP log records
+
+
+def sniff_logs_file(path: Path, head: bytes) -> bool:
+    text = head.lstrip(BOM).lstrip()
+    return text.startswith(b"{") and b'"resourceLogs"' in text[:4096]
+
+
+def _log_event(record: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """A GenAI event log record as the span event it stands for (name + plain attributes,
+    the body's fields among them); None for other log records."""
+    attrs = _attributes(record.get("attributes"), f"{path}.attributes")
+    name = record.get("eventName") or attrs.get("event.name")
+    if not isinstance(name, str) or not name.startswith("gen_ai."):
+        return None
+    body = _value(record.get("body"))
+    if isinstance(body, str):
+        try:
+            parsed = loads(body.encode())
+        except ValueError:
+            parsed = None
+        body = parsed if isinstance(parsed, dict) else {"content": body}
+    if isinstance(body, dict):
+        attrs = {**attrs, **body}
+    return {"name": name, "attributes": attrs}
+
+
+def _log_records(doc: Any, line: int) -> Iterator[tuple[str, Any] | LineIssue | None]:
+    if not isinstance(doc, dict):
+        yield LineIssue("", line, "", f"{NOT_OBJECT}: got {type_name(doc)}")
+        return
+    resource_logs = doc.get("resourceLogs")
+    if not isinstance(resource_logs, list):
+        yield LineIssue("", line, "resourceLogs", "wrong type: expected an array")
+        return
+    for i, rl in enumerate(resource_logs):
+        scopes = rl.get("scopeLogs", []) if isinstance(rl, dict) else []
+        for j, sl in enumerate(scopes or []):
+            records = sl.get("logRecords", []) if isinstance(sl, dict) else []
+            for k, record in enumerate(records or []):
+                path = f"resourceLogs[{i}].scopeLogs[{j}].logRecords[{k}]"
+                if not isinstance(record, dict):
+                    continue
+                try:
+                    event = _log_event(record, path)
+                except RecordError as e:
+                    yield LineIssue("", line, e.field, e.reason)
+                    continue
+                if event is None:
+                    continue  # not a GenAI event: not a record
+                span_id = record.get("spanId")
+                if not isinstance(span_id, str) or not span_id:
+                    yield LineIssue(
+                        "",
+                        line,
+                        f"{path}.spanId",
+                        f"{MISSING_FIELD}: the {event['name']} log record names no span, so "
+                        "no model call can be given its content",
+                    )
+                    continue
+                yield span_id, event
+
+
+def read_logs_file(path: Path, ctx: LineContext) -> Iterator[tuple[str, Any] | LineIssue]:
+    """The GenAI event log records of an OTLP JSON logs document or OTLP JSON lines file
+    (``resourceLogs[].scopeLogs[].logRecords[]``), keyed by their span id."""
+    name = str(path)
+    fh = open_lines(path)
+    try:
+        raw = fh.read()
+    except EOFError:
+        yield LineIssue(name, 1, "", "truncated file: the compressed stream ends early")
+        return
+    finally:
+        fh.close()
+    try:
+        docs: list[tuple[int, Any]] = [(1, parse_line(raw, True))]
+    except RecordError:
+        docs = []
+        for n, text in enumerate(raw.splitlines(), 1):
+            if not text.strip():
+                continue
+            try:
+                docs.append((n, parse_line(text, n == 1)))
+            except RecordError as e:
+                yield e.issue(name, n)
+    for n, doc in docs:
+        ctx.line = n
+        for item in _log_records(doc, n):
+            if isinstance(item, LineIssue):
+                yield LineIssue(name, item.line, item.field, item.reason)
+            elif item is not None:
+                yield item
+
+
 FORMAT = LogFormat(
     name=NAME,
     sniff=never,
@@ -585,4 +694,6 @@ FORMAT = LogFormat(
     priority=40,
     sniff_file=sniff_file,
     read_file=read_file,
+    sniff_index_file=sniff_logs_file,
+    read_index_file=read_logs_file,
 )

@@ -90,6 +90,7 @@ from migrate_eval.ingest.registry import (
     detect,
     detect_file,
     detect_index,
+    detect_index_file,
     get_format,
     no_line_reader,
 )
@@ -332,6 +333,8 @@ class LogStream:
                     self._index_outputs(path)
                 elif fmt is not None and self._kinds.get(path) in ("index", "index-document"):
                     self._index_side_file(path, fmt)
+                elif fmt is not None and self._kinds.get(path) == "index-file":
+                    self._index_whole_file(path, fmt)
             for path, fmt, is_output in self._plan:
                 if fmt is None or is_output:
                     continue
@@ -532,6 +535,26 @@ class LogStream:
                 )
                 continue
             ctx.joined[key] = SideRecord(name, lineno, value)
+
+    def _index_whole_file(self, path: Path, fmt: LogFormat) -> None:
+        """A side file a format reads itself (OTLP log records): values gathered by key."""
+        assert fmt.read_index_file is not None
+        name = str(path)
+        ctx = self._context(name, fmt)
+        try:
+            for item in fmt.read_index_file(path, ctx):
+                if isinstance(item, LineIssue):
+                    self.lines_read += 1
+                    self.skip(item)
+                    continue
+                key, value = item
+                prior = ctx.joined.get(key)
+                if isinstance(prior, SideRecord) and isinstance(prior.value, list):
+                    prior.value.append(value)
+                else:
+                    ctx.joined[key] = SideRecord(name, ctx.line, [value])
+        except (OSError, zlib.error) as e:
+            raise LogFormatError(f"{name}: cannot read the file: {e}") from e
 
     def _unmatched_side_records(self) -> None:
         for fmt_name, joined in self.joined.items():
@@ -1071,6 +1094,11 @@ def stream_logs(
         ):
             plan.append((path, forced, False))
             kinds[path] = "file"
+            continue
+        index_file_fmt = detect_index_file(path, head, formats)
+        if index_file_fmt is not None and (forced is None or forced is index_file_fmt):
+            plan.append((path, index_file_fmt, False))
+            kinds[path] = "index-file"
             continue
         file_fmt = detect_file(path, head, formats) if forced is None else None
         if file_fmt is not None:
