@@ -191,15 +191,9 @@ def run(
             dedupe=s.sampling.dedupe,
         )
         if not traffic.exchanges:
-            raise UserError(
-                "no exchanges could be read from "
-                f"{', '.join(map(str, traffic.summary.files)) or 'the logs'}"
-                + (
-                    f" ({len(traffic.skipped)} lines skipped; first: {traffic.skipped[0]})"
-                    if traffic.skipped
-                    else ""
-                )
-            )
+            from migrate_eval.ingest import explain_nothing_read
+
+            raise UserError(explain_nothing_read(traffic.summary.files, traffic.skipped))
 
         # 2. tasks + sample. Exchanges without a logged answer cannot be compared with it.
         plan = traffic.plan

@@ -112,6 +112,8 @@ class IngestResult:
     lines_read: int = 0
     formats: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    #: how each file was sniffed (format and role: side file, output file...)
+    sniffed: dict[str, str] = field(default_factory=dict)
 
     @property
     def logged_errors(self) -> int:
@@ -287,6 +289,8 @@ class LogStream:
         self.strict = strict
         self.default_model = default_model
         self.files: list[str] = [str(p) for p, _, _ in plan]
+        #: how each file was sniffed (format and role), for messages
+        self.sniffed: dict[str, str] = {}
         self.skipped: list[LineIssue] = []
         self.lines_read = 0
         self.formats: dict[str, int] = {}
@@ -1140,7 +1144,30 @@ def stream_logs(
     options: dict[str, Any] = {}
     if columns:
         options["columns"] = dict(columns)
-    return LogStream(plan, strict=strict, default_model=default_model, kinds=kinds, options=options)
+    stream = LogStream(
+        plan, strict=strict, default_model=default_model, kinds=kinds, options=options
+    )
+    stream.sniffed = {str(p): _role(f, kinds.get(p), out) for p, f, out in plan}
+    return stream
+
+
+_ROLES = {
+    "index": "side file",
+    "index-document": "side file, one JSON document",
+    "index-file": "side file",
+    "document": "one JSON document",
+    "file": "whole file",
+}
+
+
+def _role(fmt: LogFormat | None, kind: str | None, is_output: bool) -> str:
+    """How a file was sniffed, for messages: ``openai-batch (output file)``..."""
+    if fmt is None:
+        return "empty"
+    if is_output:
+        return f"{fmt.name} (output/error file)"
+    role = _ROLES.get(kind or "")
+    return f"{fmt.name} ({role})" if role else fmt.name
 
 
 def read_logs(
@@ -1176,4 +1203,5 @@ def read_logs(
         lines_read=stream.lines_read,
         formats=stream.formats,
         files=stream.files,
+        sniffed=stream.sniffed,
     )
