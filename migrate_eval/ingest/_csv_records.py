@@ -158,3 +158,76 @@ def _rows(
         yield LineIssue(ctx.file, line, "", "truncated file: the compressed stream ends early")
     finally:
         text.close()
+
+
+# ---------------------------------------------------------------- Parquet exports
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def parquet_columns(path: Path, head: bytes) -> list[str] | None:
+    """The column names of a Parquet file (from its footer), else None."""
+    if not head.startswith(PARQUET_MAGIC):
+        return None
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - pyarrow comes with datasets
+        return None
+    try:
+        return list(pq.read_schema(path).names)
+    except Exception:
+        return None
+
+
+def export_sniffer(match: Callable[[set[str]], bool]) -> Callable[[Path, bytes], bool]:
+    """A ``sniff_file`` recognising CSV/TSV or Parquet exports whose columns ``match``
+    accepts."""
+
+    def sniff_file(path: Path, head: bytes) -> bool:
+        header = header_of(path, head) or parquet_columns(path, head)
+        return header is not None and match(set(header))
+
+    return sniff_file
+
+
+def _plain(value: Any) -> Any:
+    """A Parquet cell as a JSON value: times as ISO 8601 text, JSON text parsed."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, str):
+        return cell_value(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def export_reader(
+    reader: Callable[[dict[str, Any], LineContext], Exchange],
+) -> Callable[[Path, LineContext], Iterator[Exchange | LineIssue]]:
+    """A ``read_file`` giving each row of a CSV/TSV or Parquet export to a record ``reader``
+    (a Parquet row's ``line`` is its 1-based row number)."""
+
+    def read_file(path: Path, ctx: LineContext) -> Iterator[Exchange | LineIssue]:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+        if magic != PARQUET_MAGIC:
+            yield from _rows(path, ctx, reader)
+            return
+        import pyarrow.parquet as pq
+
+        n = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                n += 1
+                ctx.line = n
+                record = {k: _plain(v) for k, v in row.items()}
+                try:
+                    yield reader(record, ctx)
+                except RecordError as e:
+                    yield e.issue(ctx.file, n)
+                except ValueError as e:
+                    yield LineIssue(ctx.file, n, "", f"{INVALID_VALUE}: {e}")
+
+    return read_file

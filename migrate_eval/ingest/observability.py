@@ -63,7 +63,12 @@ from migrate_eval.ingest._common import (
     record_id,
     wrong_type,
 )
-from migrate_eval.ingest._csv_records import csv_reader, csv_sniffer
+from migrate_eval.ingest._csv_records import (
+    csv_reader,
+    csv_sniffer,
+    export_reader,
+    export_sniffer,
+)
 from migrate_eval.ingest._jsonl import loads
 from migrate_eval.ingest._responses import logged_response
 from migrate_eval.ingest.registry import LogFormat
@@ -630,6 +635,15 @@ def read_langsmith(record: dict[str, Any], ctx: LineContext) -> Exchange:
     run_type = record.get("run_type")
     if run_type != "llm":
         raise RecordError("run_type", WRONG_FORMAT, f"a {run_type!r} run is not a model call")
+    # bulk exports (Parquet) and CSV dumps hold the objects as JSON text
+    record = {
+        **record,
+        **{
+            k: _maybe_json(record[k], k)
+            for k in ("inputs", "outputs", "extra", "tags", "feedback_stats")
+            if isinstance(record.get(k), str)
+        },
+    }
     inputs = record.get("inputs")
     if not isinstance(inputs, dict):
         raise wrong_type("inputs", "an object", inputs)
@@ -762,8 +776,10 @@ FORMATS = (
         name="langsmith",
         sniff=sniff_langsmith,
         reader=read_langsmith,
-        description="LangSmith runs (run_type 'llm': inputs.messages, outputs.generations)",
+        description="LangSmith runs (API, list_runs dumps, bulk export Parquet/CSV)",
         priority=18,
+        sniff_file=export_sniffer(lambda h: "run_type" in h and "inputs" in h),
+        read_file=export_reader(read_langsmith),
     ),
     LogFormat(
         name="openpipe",
