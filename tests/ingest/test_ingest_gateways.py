@@ -279,3 +279,29 @@ def test_portkey_export_without_request_bodies_says_which_column(tmp_path: Path)
     result = read_logs([write_jsonl(tmp_path / "p.jsonl", [row])])
     (issue,) = result.skipped
     assert issue.field == "request.body" and "add request.body" in issue.reason
+
+
+def test_portkey_custom_log_shape(tmp_path: Path) -> None:
+    # Portkey's "insert a log" body (POST /v1/logs: request {url, method, headers, body},
+    # response {status, headers, body, response_time}, metadata; https://portkey.ai/docs/
+    # api-reference/admin-api/data-plane/logs/insert-a-log): read as a request/response pair.
+    ok = {
+        "request": {
+            "url": "https://api.openai.com/v1/chat/completions",
+            "method": "POST",
+            "headers": {"content-type": "application/json"},
+            "body": {"model": "gpt-4o-mini", "messages": MESSAGES},
+        },
+        "response": {"status": 200, "headers": {}, "body": _completion(1), "response_time": 300},
+        "metadata": {"_user": "u-1", "feature": "triage"},
+    }
+    failed = {
+        **ok,
+        "response": {"status": 503, "headers": {}, "body": {"error": {"message": "overloaded"}}},
+    }
+    result = read_logs([write_jsonl(tmp_path / "portkey-logs.jsonl", [ok, failed])])
+    a, b = result.exchanges
+    assert a.request == {"model": "gpt-4o-mini", "messages": MESSAGES}
+    assert a.response is not None and a.response.text == "billing"
+    assert a.metadata["feature"] == "triage"
+    assert b.response is None and b.error == "HTTP 503: overloaded"

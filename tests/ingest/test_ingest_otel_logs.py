@@ -181,3 +181,16 @@ def test_spans_without_their_logs_still_say_content_capture(tmp_path: Path) -> N
     result = read_logs([traces])
     (issue,) = result.skipped
     assert "content capture was off" in issue.reason
+
+
+def test_the_dataset_path_joins_the_log_records_too(tmp_path: Path) -> None:
+    from migrate_eval.ingest import ingest_to_dataset, iter_exchanges
+
+    traces = tmp_path / "traces.json"
+    traces.write_text(json.dumps(_resource("resourceSpans", "scopeSpans", "spans", [_span("f1")])))
+    logs = tmp_path / "logs.json"
+    logs.write_text(json.dumps(_resource("resourceLogs", "scopeLogs", "logRecords", _logs("f1"))))
+    ds, summary = ingest_to_dataset([logs, traces], tmp_path / "cache")
+    (ex,) = list(iter_exchanges(ds))
+    assert ex.request["messages"][1]["content"] == "Weather in Seattle?"
+    assert summary.exchanges == 1 and summary.skipped == 0
