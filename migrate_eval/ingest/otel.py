@@ -404,6 +404,15 @@ def _response(
     return response
 
 
+_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+_CONTENT_ATTRIBUTES = (
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.system_instructions",
+    "gen_ai.tool.definitions",
+)
+
+
 def span_exchange(
     span: dict[str, Any], resource: dict[str, Any], path: str, ctx: LineContext
 ) -> Exchange | None:
@@ -426,6 +435,14 @@ def span_exchange(
     logged_events = ctx.joined.pop(span_id, None) if isinstance(span_id, str) else None
     if logged_events is not None:  # content the instrumentation emitted as OTLP log records
         events = [*events, *logged_events.value]
+    for i, event in enumerate(events):
+        # the current semconv's one event a call (opentelemetry-util-genai, EVENT_ONLY): the
+        # content attributes a span would carry, on the event instead
+        if isinstance(event, dict) and event.get("name") == _DETAILS_EVENT:
+            details = _attributes(event.get("attributes"), f"{path}.events[{i}].attributes")
+            for key in _CONTENT_ATTRIBUTES:
+                if key in details:
+                    attrs.setdefault(key, details[key])
     event_messages, choices = _event_messages(events, f"{path}.events")
     messages = _messages_from_semconv(attrs, apath)
     if messages is None:

@@ -194,3 +194,37 @@ def test_the_dataset_path_joins_the_log_records_too(tmp_path: Path) -> None:
     (ex,) = list(iter_exchanges(ds))
     assert ex.request["messages"][1]["content"] == "Weather in Seattle?"
     assert summary.exchanges == 1 and summary.skipped == 0
+
+
+def test_the_operation_details_event_of_the_current_semconv(tmp_path: Path) -> None:
+    # opentelemetry-util-genai (open-telemetry/opentelemetry-python-contrib@main:
+    # util/opentelemetry-util-genai/README.rst) with EVENT_ONLY capture: one
+    # gen_ai.client.inference.operation.details log record a call, carrying
+    # gen_ai.input.messages / gen_ai.output.messages as the span would (JSON schemas in
+    # ../shared/data/otel-genai-semconv/gen-ai-input-messages.json, -output-messages.json).
+    inputs = [{"role": "user", "parts": [{"type": "text", "content": "Weather in Seattle?"}]}]
+    outputs = [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "Rainy, 12 C."}],
+            "finish_reason": "stop",
+        }
+    ]
+    record = {
+        "timeUnixNano": "1730000001200000000",
+        "eventName": "gen_ai.client.inference.operation.details",
+        "attributes": [
+            {"key": "gen_ai.operation.name", "value": _s("chat")},
+            {"key": "gen_ai.input.messages", "value": _s(json.dumps(inputs))},
+            {"key": "gen_ai.output.messages", "value": _s(json.dumps(outputs))},
+        ],
+        "traceId": "0af7651916cd43dd8448eb211c80319c",
+        "spanId": "a2",
+    }
+    traces = tmp_path / "traces.json"
+    traces.write_text(json.dumps(_resource("resourceSpans", "scopeSpans", "spans", [_span("a2")])))
+    logs = tmp_path / "logs.json"
+    logs.write_text(json.dumps(_resource("resourceLogs", "scopeLogs", "logRecords", [record])))
+    (ex,) = read_logs([traces, logs]).exchanges
+    assert ex.request["messages"] == [{"role": "user", "content": "Weather in Seattle?"}]
+    assert ex.response is not None and ex.response.text == "Rainy, 12 C."
