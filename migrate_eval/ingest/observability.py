@@ -323,6 +323,20 @@ LANGFUSE_SDK_DEFAULTS: dict[str, tuple[Any, ...]] = {
 }
 
 
+#: Columns that tell a Langfuse observations CSV from another table with an ``input`` column.
+_LANGFUSE_CSV_MARKS = frozenset(
+    {
+        "type",
+        "providedModelName",
+        "provided_model_name",
+        "modelParameters",
+        "model_parameters",
+        "usageDetails",
+        "usage_details",
+    }
+)
+
+
 def _langfuse_camel(record: dict[str, Any]) -> dict[str, Any]:
     """A blob-storage/ClickHouse export row (snake_case) with the API's field names."""
     if "trace_id" not in record and "start_time" not in record:
@@ -394,7 +408,8 @@ def _output_response(value: Any, path: str, latency: float | None) -> Logged:
 def read_langfuse(record: dict[str, Any], ctx: LineContext) -> Exchange:
     snake = "trace_id" in record or "start_time" in record
     record = _langfuse_camel(record)
-    kind = record.get("type")
+    # a generations table exported without its type column holds generations only
+    kind = record.get("type", "GENERATION")
     if kind != "GENERATION":
         raise RecordError("type", WRONG_FORMAT, f"a {kind} observation is not a model call")
     messages, extra = _messages_from_input(_json_cell(record.get("input"), "input"), "input")
@@ -757,7 +772,9 @@ FORMATS = (
         description="Langfuse observations (API, trace JSON, blob-storage/ClickHouse JSONL or CSV)",
         priority=18,
         sniff_file=csv_sniffer(
-            lambda h: bool({"traceId", "trace_id"} & h) and "type" in h and "input" in h
+            lambda h: (
+                bool({"traceId", "trace_id"} & h) and "input" in h and bool(_LANGFUSE_CSV_MARKS & h)
+            )
         ),
         read_file=csv_reader(read_langfuse),
     ),

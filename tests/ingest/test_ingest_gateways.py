@@ -305,3 +305,26 @@ def test_portkey_custom_log_shape(tmp_path: Path) -> None:
     assert a.response is not None and a.response.text == "billing"
     assert a.metadata["feature"] == "triage"
     assert b.response is None and b.error == "HTTP 503: overloaded"
+
+
+def test_litellm_spend_logs_table_dumped_as_csv(tmp_path: Path) -> None:
+    # A CSV dump of the LiteLLM_SpendLogs table (e.g. psql \copy ... csv header): the same
+    # columns as /spend/logs rows, JSON columns as JSON text.
+    import csv
+
+    rows = [_spend_row(1), _spend_row(2)]
+    header = list(rows[0])
+    path = tmp_path / "LiteLLM_SpendLogs.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for row in rows:
+            w.writerow(
+                [
+                    json.dumps(row[k]) if isinstance(row[k], dict | list) else row[k] or ""
+                    for k in header
+                ]
+            )
+    result = read_logs([path])
+    assert result.formats == {"litellm": 2}, result.skipped
+    assert result.exchanges[0].request["max_tokens"] == 5

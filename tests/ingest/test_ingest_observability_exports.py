@@ -290,3 +290,32 @@ def test_a_broken_json_document_blames_the_json(tmp_path: Path) -> None:
     path.write_text('[\n  {"request_body": {"model": "m"},\n]\n')
     with pytest.raises(LogFormatError, match=r"nor one valid JSON document .*line 3 column 1"):
         read_logs([path])
+
+
+def test_langfuse_generations_csv_with_camel_case_columns(tmp_path: Path) -> None:
+    # The generations table exported from the UI: the API's camelCase field names as columns
+    # (the Observation fields of https://api.reference.langfuse.com), objects as JSON text, no
+    # type column (the table holds generations only).
+    rows = [
+        {
+            "id": f"gen-{i}",
+            "traceId": f"trace-{i}",
+            "name": "chat",
+            "startTime": "2025-03-04T10:00:00.000Z",
+            "endTime": "2025-03-04T10:00:00.400Z",
+            "model": "gpt-4o-mini",
+            "modelParameters": SDK_DEFAULTS,
+            "input": MESSAGES,
+            "output": ANSWER,
+            "usageDetails": {"input": 20, "output": 5, "total": 25},
+            "level": "DEFAULT",
+            "statusMessage": None,
+        }
+        for i in range(3)
+    ]
+    path = _write_csv(tmp_path / "generations.csv", rows)
+    result = read_logs([path])
+    assert result.formats == {"langfuse": 3}, result.skipped
+    ex = result.exchanges[0]
+    assert ex.request == {"model": "gpt-4o-mini", "messages": MESSAGES}
+    assert ex.response is not None and ex.response.latency_ms == pytest.approx(400.0)
