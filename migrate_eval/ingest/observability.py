@@ -450,7 +450,8 @@ def read_langfuse(record: dict[str, Any], ctx: LineContext) -> Exchange:
             response.usage = usage
         if response.model is None and isinstance(model, str):
             response.model = model
-        start, first = record.get("startTime"), record.get("completionStartTime")
+        start = record.get("startTime")
+        first = _json_cell(record.get("completionStartTime"), "completionStartTime")
         if first is not None:
             response.ttft_ms = _latency(start, first)
     trace = as_object(record.get("_trace"))

@@ -404,6 +404,63 @@ def _response(
     return response
 
 
+_LANGFUSE_ATTRS = {
+    "langfuse.observation.input": "input",
+    "langfuse.observation.output": "output",
+    "langfuse.observation.model.name": "model",
+    "langfuse.observation.model.parameters": "modelParameters",
+    "langfuse.observation.usage_details": "usageDetails",
+    "langfuse.observation.cost_details": "costDetails",
+    "langfuse.observation.completion_start_time": "completionStartTime",
+    "langfuse.observation.level": "level",
+    "langfuse.observation.status_message": "statusMessage",
+    "langfuse.observation.prompt.name": "promptName",
+}
+
+
+def _iso(nanos: int | None) -> str | None:
+    return datetime.fromtimestamp(nanos / 1e9, tz=UTC).isoformat() if nanos else None
+
+
+def _langfuse_span(
+    span: dict[str, Any], attrs: dict[str, Any], path: str, ctx: LineContext
+) -> Exchange | None:
+    """A span of the Langfuse SDK (v3+, built on OpenTelemetry: ``langfuse.observation.*``
+    attributes; Source: langfuse/langfuse-python, langfuse/_client/attributes.py) read as the
+    Langfuse observation it stands for, Langfuse's SDK defaults dropped the same way; None for
+    observations other than generations (spans, events, tools...)."""
+    from migrate_eval.ingest.observability import read_langfuse
+
+    if str(attrs.get("langfuse.observation.type")).lower() != "generation":
+        return None
+    record: dict[str, Any] = {
+        "id": span.get("spanId"),
+        "traceId": span.get("traceId"),
+        "type": "GENERATION",
+        "name": span.get("name"),
+        "startTime": _iso(_nanos(span.get("startTimeUnixNano"))),
+        "endTime": _iso(_nanos(span.get("endTimeUnixNano"))),
+    }
+    for key, name in _LANGFUSE_ATTRS.items():
+        if key in attrs:
+            record[name] = attrs[key]
+    if "model" not in record and isinstance(attrs.get("gen_ai.request.model"), str):
+        record["model"] = attrs["gen_ai.request.model"]
+    prefix = "langfuse.observation.metadata."
+    record["metadata"] = {k[len(prefix) :]: v for k, v in attrs.items() if k.startswith(prefix)}
+    status = as_object(span.get("status"))
+    if status.get("code") in (2, "STATUS_CODE_ERROR", "ERROR"):
+        record["level"] = "ERROR"
+        record.setdefault("statusMessage", status.get("message"))
+    try:
+        exchange = read_langfuse(record, ctx)
+    except RecordError as e:
+        e.field = f"{path}.attributes.langfuse.observation.{e.field}"
+        raise
+    exchange.metadata.setdefault("span_id", span.get("spanId"))
+    return exchange
+
+
 _DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 _CONTENT_ATTRIBUTES = (
     "gen_ai.input.messages",
@@ -418,6 +475,8 @@ def span_exchange(
 ) -> Exchange | None:
     """One span as an exchange; None when the span is not a model call."""
     attrs = _attributes(span.get("attributes"), f"{path}.attributes")
+    if "langfuse.observation.type" in attrs:
+        return _langfuse_span(span, attrs, path, ctx)
     operation = attrs.get("gen_ai.operation.name")
     if operation is None and "gen_ai.request.model" not in attrs:
         return None

@@ -319,3 +319,65 @@ def test_langfuse_generations_csv_with_camel_case_columns(tmp_path: Path) -> Non
     ex = result.exchanges[0]
     assert ex.request == {"model": "gpt-4o-mini", "messages": MESSAGES}
     assert ex.response is not None and ex.response.latency_ms == pytest.approx(400.0)
+
+
+def test_langfuse_sdk_spans_over_otlp(tmp_path: Path) -> None:
+    # The Langfuse SDK (v3+) is built on OpenTelemetry: a generation is a span with
+    # langfuse.observation.* attributes, values JSON-serialised (langfuse/langfuse-python@main:
+    # langfuse/_client/attributes.py, LangfuseOtelSpanAttributes and
+    # create_generation_attributes). Captured with a collector's file exporter.
+    def attr(key: str, value: Any) -> dict[str, Any]:
+        return {"key": key, "value": {"stringValue": value}}
+
+    def span(span_id: str, kind: str, *, error: bool = False) -> dict[str, Any]:
+        return {
+            "traceId": "5b8aa5a2d2c872e8321cf37308d69df2",
+            "spanId": span_id,
+            "name": "OpenAI-generation",
+            "startTimeUnixNano": "1741082400000000000",
+            "endTimeUnixNano": "1741082400750000000",
+            "attributes": [
+                attr("langfuse.observation.type", kind),
+                attr("langfuse.observation.input", json.dumps(MESSAGES)),
+                attr("langfuse.observation.output", json.dumps(ANSWER)),
+                attr("langfuse.observation.model.name", "gpt-4o-mini"),
+                attr("langfuse.observation.model.parameters", json.dumps(SDK_DEFAULTS)),
+                attr("langfuse.observation.usage_details", json.dumps({"input": 20, "output": 5})),
+                attr(
+                    "langfuse.observation.completion_start_time",
+                    json.dumps("2025-03-04T10:00:00.250000+00:00"),
+                ),
+                attr("langfuse.observation.metadata.feature", "orders"),
+            ],
+            "status": {"code": 2, "message": "Connection error."} if error else {},
+        }
+
+    doc = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [attr("service.name", "shop")]},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "langfuse-sdk"},
+                        "spans": [
+                            span("a1", "generation"),
+                            span("a2", "span"),
+                            span("a3", "generation", error=True),
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "otel-traces.jsonl"
+    path.write_text(json.dumps(doc) + "\n")
+    result = read_logs([path])
+    assert len(result.exchanges) == 2, result.skipped
+    ok, failed = result.exchanges
+    assert ok.request == {"model": "gpt-4o-mini", "messages": MESSAGES}
+    assert set(ok.metadata["dropped_params"]) == set(SDK_DEFAULTS)
+    assert ok.response is not None and ok.response.text == ANSWER["content"]
+    assert ok.response.latency_ms == pytest.approx(750.0)
+    assert ok.response.ttft_ms == pytest.approx(250.0)
+    assert ok.metadata["feature"] == "orders"
+    assert failed.response is None and failed.error == "Connection error."
