@@ -84,6 +84,35 @@ _LITELLM_PARAMS = frozenset(
 )
 
 
+#: Keys of a request body that the LiteLLM proxy reads itself (routing, retries, caching,
+#: logging, guardrails: litellm docs, "Proxy - Request body params") and does not send on.
+_PROXY_ONLY = frozenset(
+    {
+        "metadata",
+        "tags",
+        "fallbacks",
+        "context_window_fallback_dict",
+        "num_retries",
+        "timeout",
+        "request_timeout",
+        "mock_response",
+        "mock_testing_fallbacks",
+        "caching",
+        "cache",
+        "no-log",
+        "guardrails",
+        "api_key",
+        "api_base",
+        "base_url",
+        "api_version",
+        "user_config",
+        "proxy_server_request",
+        "secret_fields",
+    }
+)
+_SECRET_KEYS = frozenset({"api_key", "secret_fields", "user_config"})
+
+
 def _latency_s(start: Any, end: Any) -> float | None:
     """Milliseconds between two times (epoch seconds or ISO strings), if both are there."""
     try:
@@ -133,8 +162,15 @@ def read_litellm(record: dict[str, Any], ctx: LineContext) -> Exchange:
         )
     body = _maybe_json(record.get("proxy_server_request"), "proxy_server_request")
     notes: list[str] = []
+    proxy_params: dict[str, Any] = {}
     if isinstance(body, dict) and (body.get("messages") or body.get("input")):
-        request = dict(body)
+        request = {}
+        for key, value in body.items():
+            if key in _PROXY_ONLY or key.startswith("litellm"):
+                if key not in _SECRET_KEYS:
+                    proxy_params[key] = value
+            else:
+                request[key] = value
         path = "proxy_server_request"
     else:
         messages = _maybe_json(record.get("messages"), "messages")
@@ -219,6 +255,8 @@ def read_litellm(record: dict[str, Any], ctx: LineContext) -> Exchange:
         metadata["tags"] = tags
     if notes:
         metadata["conversion_notes"] = notes
+    if proxy_params:  # what the client told the proxy, not the model: kept, not replayed
+        metadata["proxy_params"] = proxy_params
     if request.get("metadata") == {}:
         del request["metadata"]
     drop_filled_params(request, metadata, {"extra_body": ({},)}, "LiteLLM logs an empty extra_body")

@@ -167,6 +167,9 @@ def _spend_row(i: int, **over: Any) -> dict[str, Any]:
             "model": "gpt-4o-mini",
             "messages": MESSAGES,
             "max_tokens": 5,
+            "metadata": {"generation_name": "triage"},
+            "litellm_session_id": "sess-1",
+            "api_key": "sk-do-not-keep",
         },
         "session_id": "sess-1",
         "status": "success",
@@ -199,6 +202,12 @@ def test_litellm_spend_logs_api_rows(tmp_path: Path) -> None:
     assert ok.response is not None and ok.response.latency_ms is not None
     assert round(ok.response.latency_ms) == 750 and round(ok.response.ttft_ms or 0) == 250
     assert ok.metadata["end_user"] == "customer-9"
+    # what the client told the proxy is kept aside, never replayed; a key is never kept
+    assert ok.metadata["proxy_params"] == {
+        "metadata": {"generation_name": "triage"},
+        "litellm_session_id": "sess-1",
+    }
+    assert "sk-do-not-keep" not in json.dumps(ok.model_dump(mode="json"))
     assert err.error is not None and "BadRequestError" in err.error and err.response is None
     (issue,) = result.skipped
     assert issue.line == 3 and "store_prompts_in_spend_logs" in issue.reason
