@@ -62,6 +62,7 @@ from migrate_eval.ingest._common import (
     UNSUPPORTED_ENDPOINT,
     LineContext,
     RecordError,
+    SideRecord,
     as_object,
     type_name,
     wrong_type,
@@ -93,7 +94,12 @@ _EVENT_ROLES = {
 
 def sniff_file(path: Path, head: bytes) -> bool:
     text = head.lstrip(BOM).lstrip()
-    return text.startswith(b"{") and b'"resourceSpans"' in text[:4096]
+    if not text.startswith(b"{"):
+        return False
+    # spans first in the file, or a collector file holding both pipelines' lines
+    return b'"resourceSpans"' in text[:4096] or (
+        b'"resourceLogs"' in text[:4096] and b'"resourceSpans"' in text
+    )
 
 
 def _value(v: Any) -> Any:
@@ -604,6 +610,8 @@ def _read_request(
     if not isinstance(doc, dict):
         yield LineIssue(name, line, "", f"{NOT_OBJECT}: got {type_name(doc)}")
         return
+    if "resourceLogs" in doc and "resourceSpans" not in doc:
+        return  # log records in a traces file: indexed before the spans were read
     try:
         spans = list(_spans(doc))
     except RecordError as e:
@@ -647,6 +655,8 @@ def read_file(path: Path, ctx: LineContext) -> Iterator[Exchange | LineIssue]:
                 return
             yield from _read_request(doc, ctx, name, 1, ordinal, True)
             return
+        if b'"resourceLogs"' in first or _has_log_lines(path):
+            yield from _index_log_lines(path, ctx)
         yield from _read_request(doc, ctx, name, 1, ordinal, False)
         lineno = 1
         try:
@@ -672,7 +682,11 @@ def read_file(path: Path, ctx: LineContext) -> Iterator[Exchange | LineIssue]:
 
 def sniff_logs_file(path: Path, head: bytes) -> bool:
     text = head.lstrip(BOM).lstrip()
-    return text.startswith(b"{") and b'"resourceLogs"' in text[:4096]
+    return (
+        text.startswith(b"{")
+        and b'"resourceLogs"' in text[:4096]
+        and b'"resourceSpans"' not in text  # both pipelines in one file: a traces file
+    )
 
 
 def _log_event(record: dict[str, Any], path: str) -> dict[str, Any] | None:
@@ -728,6 +742,49 @@ def _log_records(doc: Any, line: int) -> Iterator[tuple[str, Any] | LineIssue | 
                     )
                     continue
                 yield span_id, event
+
+
+def _has_log_lines(path: Path) -> bool:
+    """Whether a traces file in JSON lines also holds log-record lines."""
+    fh = open_lines(path)
+    try:
+        return any(b'"resourceLogs"' in raw for raw in fh)
+    except EOFError:
+        return False
+    finally:
+        fh.close()
+
+
+def _index_log_lines(path: Path, ctx: LineContext) -> Iterator[LineIssue]:
+    """The log-record lines of a traces file (the collector's file exporter writing both
+    pipelines to one file), put in ``ctx.joined`` before any span is read; yields the issues
+    of bad log records (each one counted record)."""
+    name = str(path)
+    fh = open_lines(path)
+    try:
+        for n, raw in enumerate(fh, 1):
+            if b'"resourceLogs"' not in raw:
+                continue
+            try:
+                doc = parse_line(raw, n == 1)
+            except RecordError:
+                continue  # reported when the line is read as a span line
+            if not isinstance(doc, dict) or "resourceSpans" in doc:
+                continue
+            for item in _log_records(doc, n):
+                if isinstance(item, LineIssue):
+                    yield LineIssue(name, item.line, item.field, item.reason)
+                elif item is not None:
+                    key, event = item
+                    prior = ctx.joined.get(key)
+                    if isinstance(prior, SideRecord) and isinstance(prior.value, list):
+                        prior.value.append(event)
+                    else:
+                        ctx.joined[key] = SideRecord(name, n, [event])
+    except EOFError:
+        pass
+    finally:
+        fh.close()
 
 
 def read_logs_file(path: Path, ctx: LineContext) -> Iterator[tuple[str, Any] | LineIssue]:

@@ -228,3 +228,18 @@ def test_the_operation_details_event_of_the_current_semconv(tmp_path: Path) -> N
     (ex,) = read_logs([traces, logs]).exchanges
     assert ex.request["messages"] == [{"role": "user", "content": "Weather in Seattle?"}]
     assert ex.response is not None and ex.response.text == "Rainy, 12 C."
+
+
+def test_one_collector_file_with_both_pipelines(tmp_path: Path) -> None:
+    # The collector's file exporter used by the traces and the logs pipelines with one path:
+    # lines of ExportLogsServiceRequest and ExportTraceServiceRequest mixed, logs first or last.
+    spans = _resource("resourceSpans", "scopeSpans", "spans", [_span("m1"), _span("m2")])
+    logs1 = _resource("resourceLogs", "scopeLogs", "logRecords", _logs("m1"))
+    logs2 = _resource("resourceLogs", "scopeLogs", "logRecords", _logs("m2", old_sdk=True))
+    for order in ([logs1, spans, logs2], [spans, logs1, logs2]):
+        path = tmp_path / "otel-export.jsonl"
+        path.write_text("\n".join(json.dumps(x) for x in order) + "\n")
+        result = read_logs([path])
+        assert result.formats == {"otel-genai": 2}, result.skipped
+        assert not result.skipped
+        assert all(ex.response is not None for ex in result.exchanges)
