@@ -386,7 +386,10 @@ def drop_filled_params(
     if dropped:
         prior = metadata.get(DROPPED_PARAMS)
         metadata[DROPPED_PARAMS] = {**(prior if isinstance(prior, dict) else {}), **dropped}
-        metadata[DROPPED_PARAMS_WHY] = why
+        prior_why = metadata.get(DROPPED_PARAMS_WHY)
+        if why and isinstance(prior_why, str) and prior_why and why not in prior_why:
+            why = f"{prior_why}; {why}"
+        metadata[DROPPED_PARAMS_WHY] = why or prior_why or ""
     return dropped
 
 

@@ -71,6 +71,7 @@ from migrate_eval.ingest._common import (
     LineContext,
     RecordError,
     SideRecord,
+    drop_filled_params,
     reason_category,
     type_name,
 )
@@ -438,6 +439,8 @@ class LogStream:
         except ValueError as e:  # e.g. a plugin's Exchange failing validation
             self.skip(_value_error_issue(e, ctx.file, line))
             return None
+        # a non-finite number (a bare Infinity/NaN in the log) cannot have been sent
+        drop_filled_params(exchange.request, exchange.metadata, {}, "not a finite number")
         return exchange
 
     def _context(self, name: str, fmt: LogFormat) -> LineContext:

@@ -381,3 +381,36 @@ def test_langfuse_sdk_spans_over_otlp(tmp_path: Path) -> None:
     assert ok.response.ttft_ms == pytest.approx(250.0)
     assert ok.metadata["feature"] == "orders"
     assert failed.response is None and failed.error == "Connection error."
+
+
+def test_a_bare_infinity_written_by_python_json_dumps(tmp_path: Path) -> None:
+    # An export script dumping the SDK's modelParameters with json.dumps writes max_tokens
+    # float("inf") as a bare Infinity (not JSON; Python's default allow_nan=True): the line is
+    # read, and the value that cannot have been sent is not replayed.
+    obs = {
+        "id": "obs-inf",
+        "traceId": "t",
+        "type": "GENERATION",
+        "startTime": "2025-03-04T10:00:00Z",
+        "model": "gpt-4o",
+        "modelParameters": {"temperature": 0.3, "max_tokens": float("inf")},
+        "input": MESSAGES,
+        "output": ANSWER,
+    }
+    pair = {
+        "request": {"model": "gpt-4o", "messages": MESSAGES, "top_p": float("nan")},
+        "response": None,
+    }
+    path = tmp_path / "dump.jsonl"
+    path.write_text(json.dumps(obs) + "\n")
+    assert "Infinity" in path.read_text()
+    result = read_logs([path])
+    assert not result.skipped
+    (lf,) = result.exchanges
+    assert lf.request["temperature"] == 0.3 and "max_tokens" not in lf.request
+    assert lf.metadata["dropped_params"] == {"max_tokens": "inf"}
+    only_pair = tmp_path / "pair.jsonl"
+    only_pair.write_text(json.dumps(pair) + "\n")
+    (ex,) = read_logs([only_pair]).exchanges
+    assert "top_p" not in ex.request
+    assert ex.metadata["dropped_params_reason"] == "not a finite number"
