@@ -491,7 +491,40 @@ def read_langfuse(record: dict[str, Any], ctx: LineContext) -> Exchange:
 # ---------------------------------------------------------------- Helicone
 
 
+def _helicone_async_log(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``HeliconeAsyncLogRequest`` (what the manual logger and the async SDKs send to
+    ``/custom/v1/log``: ``providerRequest {url, json, meta}``, ``providerResponse {headers,
+    status, json | textBody}``, ``timing {startTime, endTime: {seconds, milliseconds},
+    timeToFirstToken}``; Source: https://docs.helicone.ai/getting-started/integration-method/
+    manual-logger-curl) as an export row."""
+    req = as_object(record.get("providerRequest"))
+    res = as_object(record.get("providerResponse"))
+    timing = as_object(record.get("timing"))
+
+    def seconds(t: Any) -> float | None:
+        t = as_object(t)
+        s, ms = t.get("seconds"), t.get("milliseconds", 0)
+        if not isinstance(s, int | float) or not isinstance(ms, int | float):
+            return None
+        return float(s) + float(ms) / 1000.0
+
+    start, end = seconds(timing.get("startTime")), seconds(timing.get("endTime"))
+    row: dict[str, Any] = {
+        "request_body": req.get("json"),
+        "response_body": res.get("json", res.get("textBody")),
+        "response_status": res.get("status"),
+        "request_properties": req.get("meta"),
+        "request_created_at": start,
+        "_ttft_ms": timing.get("timeToFirstToken"),
+    }
+    if start is not None and end is not None and end >= start:
+        row["latency"] = (end - start) * 1000.0
+    return row
+
+
 def sniff_helicone(record: dict[str, Any]) -> bool:
+    if "providerRequest" in record and "providerResponse" in record:
+        return True
     return "request_body" in record and (
         "response_body" in record
         or "request_id" in record
@@ -530,6 +563,8 @@ def _float_or_none(value: Any) -> float | None:
 
 
 def read_helicone(record: dict[str, Any], ctx: LineContext) -> Exchange:
+    if "providerRequest" in record:
+        record = _helicone_async_log(record)
     body = _maybe_json(record.get("request_body"), "request_body")
     if body is None:
         raise RecordError(
@@ -551,6 +586,9 @@ def read_helicone(record: dict[str, Any], ctx: LineContext) -> Exchange:
         logged = Logged(None, error_text(err, status))
     else:
         logged = logged_response(response_body, "response_body", latency)
+        ttft = _float_or_none(record.get("_ttft_ms"))
+        if logged.response is not None and ttft is not None:
+            logged.response.ttft_ms = ttft
     props = record.get("request_properties", record.get("properties"))
     props = _maybe_json(props, "properties")
     metadata = merge_metadata(

@@ -414,3 +414,34 @@ def test_a_bare_infinity_written_by_python_json_dumps(tmp_path: Path) -> None:
     (ex,) = read_logs([only_pair]).exchanges
     assert "top_p" not in ex.request
     assert ex.metadata["dropped_params_reason"] == "not a finite number"
+
+
+def test_helicone_manual_logger_requests(tmp_path: Path) -> None:
+    # HeliconeAsyncLogRequest, the body the manual logger / async SDKs send to
+    # /custom/v1/log (https://docs.helicone.ai/getting-started/integration-method/
+    # manual-logger-curl: providerRequest {url, json, meta}, providerResponse {headers, status,
+    # json | textBody}, timing {startTime, endTime: {seconds, milliseconds}, timeToFirstToken}),
+    # as an application that tees them to a file writes them.
+    def log(i: int, status: int = 200) -> dict[str, Any]:
+        rec = _helicone_record(i, status)
+        return {
+            "providerRequest": {
+                "url": "https://api.openai.com/v1/chat/completions",
+                "json": rec["request_body"],
+                "meta": {"Helicone-Property-Feature": "orders"},
+            },
+            "providerResponse": {"headers": {}, "status": status, "json": rec["response_body"]},
+            "timing": {
+                "startTime": {"seconds": 1722513600, "milliseconds": 100},
+                "endTime": {"seconds": 1722513601, "milliseconds": 350},
+                "timeToFirstToken": 420,
+            },
+        }
+
+    result = read_logs([write_jsonl(tmp_path / "helicone-async.jsonl", [log(1), log(2, 500)])])
+    assert result.formats == {"helicone": 2}, result.skipped
+    ok, failed = result.exchanges
+    assert ok.request["messages"] == MESSAGES
+    assert ok.response is not None and ok.response.latency_ms == pytest.approx(1250.0)
+    assert ok.response.ttft_ms == 420 and ok.metadata["Helicone-Property-Feature"] == "orders"
+    assert failed.response is None and failed.error is not None
