@@ -54,6 +54,7 @@ from migrate_eval.ingest._common import (
     LineContext,
     Logged,
     RecordError,
+    SideRecord,
     as_object,
     check_chat_request,
     drop_filled_params,
@@ -307,6 +308,9 @@ _LANGFUSE_SNAKE = {
     "parent_observation_id": "parentObservationId",
     "session_id": "sessionId",
     "user_id": "userId",
+    "observation_id": "observationId",
+    "data_type": "dataType",
+    "string_value": "stringValue",
     "trace_name": "traceName",
 }
 #: What the Langfuse SDK's OpenAI integration logs in ``modelParameters`` for a call that did
@@ -359,6 +363,82 @@ def _json_cell(value: Any, path: str) -> Any:
                 if text.startswith(("{", "[")):
                     raise RecordError(path, INVALID_JSON, f"not JSON: {e}") from e
     return value
+
+
+def _joined(ctx: LineContext, key: str) -> Any:
+    """A side record for ``key`` (a trace, the scores of an observation or of a trace),
+    marked as used: it stays for the other observations of the same trace."""
+    side = ctx.joined.get(key)
+    if isinstance(side, SideRecord):
+        ctx.joined[key] = side.value
+        return side.value
+    return side
+
+
+def _is_trace(record: dict[str, Any]) -> bool:
+    observations = record.get("observations")
+    if isinstance(observations, list) and any(isinstance(o, dict) for o in observations):
+        return False  # a trace with its observations: the records themselves
+    return (
+        "type" not in record
+        and "id" in record
+        and "timestamp" in record
+        and ("bookmarked" in record or "public" in record)
+        and ("sessionId" in record or "session_id" in record or "userId" in record)
+    )
+
+
+def _is_score(record: dict[str, Any]) -> bool:
+    return (
+        "value" in record
+        and "name" in record
+        and ("traceId" in record or "trace_id" in record)
+        and ("dataType" in record or "data_type" in record or "source" in record)
+    )
+
+
+def sniff_langfuse_side(record: dict[str, Any]) -> bool:
+    """Langfuse traces and scores (API pages or the blob-storage export's traces and scores
+    tables): side records of the observations."""
+    return _is_trace(record) or _is_score(record)
+
+
+def read_langfuse_side(record: dict[str, Any], ctx: LineContext) -> tuple[str, Any]:
+    """A trace (kept by id for its observations' metadata) or a score (kept by observation,
+    else by trace, as feedback)."""
+    record = {
+        **record,
+        **{c: record[k] for k, c in _LANGFUSE_SNAKE.items() if k in record and c not in record},
+    }
+    if _is_score(record):
+        score = {
+            k: v
+            for k, v in {
+                "name": record.get("name"),
+                "value": record.get("value"),
+                "string_value": record.get("stringValue"),
+                "data_type": record.get("dataType"),
+                "source": record.get("source"),
+                "comment": record.get("comment"),
+            }.items()
+            if v is not None
+        }
+        obs = record.get("observationId")
+        if isinstance(obs, str) and obs:
+            return f"observation:{obs}", [score]
+        return f"trace:{record.get('traceId')}:scores", [score]
+    trace_id = record.get("id")
+    if not isinstance(trace_id, str) or not trace_id:
+        raise wrong_type("id", "a trace id", trace_id)
+    trace = {
+        "id": trace_id,
+        "name": record.get("name"),
+        "metadata": _json_cell(record.get("metadata"), "metadata"),
+        "tags": _json_cell(record.get("tags"), "tags"),
+        "sessionId": record.get("sessionId"),
+        "userId": record.get("userId"),
+    }
+    return f"trace:{trace_id}", trace
 
 
 def _messages_from_input(value: Any, path: str) -> tuple[list[Any], dict[str, Any]]:
@@ -455,6 +535,14 @@ def read_langfuse(record: dict[str, Any], ctx: LineContext) -> Exchange:
         if first is not None:
             response.ttft_ms = _latency(start, first)
     trace = as_object(record.get("_trace"))
+    trace_id = record.get("traceId") or trace.get("id")
+    if not trace and isinstance(trace_id, str):
+        trace = as_object(_joined(ctx, f"trace:{trace_id}"))
+    feedback: list[Any] = []
+    for key in (f"observation:{record.get('id')}", f"trace:{trace_id}:scores"):
+        scores = _joined(ctx, key)
+        if isinstance(scores, list):
+            feedback.extend(scores)
     metadata = merge_metadata(
         (_json_cell(trace.get("metadata"), "trace.metadata"), "trace.metadata"),
         (_json_cell(record.get("metadata"), "metadata"), "metadata"),
@@ -471,6 +559,8 @@ def read_langfuse(record: dict[str, Any], ctx: LineContext) -> Exchange:
     ):
         if value is not None:
             metadata.setdefault(key, value)
+    if feedback:
+        metadata["feedback"] = feedback
     if dropped:
         metadata[DROPPED_PARAMS] = dropped
         metadata[DROPPED_PARAMS_WHY] = (
@@ -816,6 +906,8 @@ FORMATS = (
             )
         ),
         read_file=csv_reader(read_langfuse),
+        sniff_index=sniff_langfuse_side,
+        index_reader=read_langfuse_side,
     ),
     LogFormat(
         name="helicone",

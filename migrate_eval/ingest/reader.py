@@ -1029,12 +1029,17 @@ def _index_records(doc: Any, fmt: LogFormat) -> list[Any]:
     return [doc]
 
 
+#: Bytes one of which a side file's first 64 KiB holds (messages, input items, Langfuse
+#: traces and scores).
+_SIDE_MARKS = (b'"role"', b'"response_id"', b'"bookmarked"', b'"dataType"', b'"data_type"')
+
+
 def _index_document(path: Path, head: bytes, formats: dict[str, LogFormat]) -> LogFormat | None:
     """The format whose side file ``path`` is, when it is one JSON document of side records."""
     text = head.lstrip(BOM).lstrip()
     if not text.startswith((b"[", b"{")) or path.stat().st_size > DOCUMENT_MAX_BYTES:
         return None
-    if b'"role"' not in head and b'"response_id"' not in head:  # no side records: cheap no
+    if not any(mark in head for mark in _SIDE_MARKS):  # no side records: a cheap no
         return None
     try:
         doc = _load_document(path)

@@ -445,3 +445,64 @@ def test_helicone_manual_logger_requests(tmp_path: Path) -> None:
     assert ok.response is not None and ok.response.latency_ms == pytest.approx(1250.0)
     assert ok.response.ttft_ms == 420 and ok.metadata["Helicone-Property-Feature"] == "orders"
     assert failed.response is None and failed.error is not None
+
+
+def test_langfuse_blob_export_folder_with_traces_and_scores(tmp_path: Path) -> None:
+    # The blob-storage export writes one folder per table: observations/, traces/, scores/
+    # (https://langfuse.com/docs/api-and-data-platform/features/export-to-blob-storage; the
+    # ClickHouse traces columns id, timestamp, name, user_id, metadata, release, version,
+    # project_id, environment, public, bookmarked, tags, input, output, session_id...; scores
+    # id, timestamp, project_id, trace_id, observation_id, name, value, source, comment,
+    # data_type, string_value...). Traces give their observations metadata; scores become
+    # feedback; neither is an error.
+    trace = {
+        "id": "trace-1",
+        "timestamp": "2025-03-04 10:00:00.000",
+        "name": "support-chat",
+        "user_id": "user-42",
+        "metadata": {"tier": "gold"},
+        "release": None,
+        "version": None,
+        "project_id": "proj-1",
+        "environment": "default",
+        "public": False,
+        "bookmarked": False,
+        "tags": ["checkout"],
+        "input": None,
+        "output": None,
+        "session_id": "sess-9",
+        "created_at": "2025-03-04 10:00:10.000",
+        "updated_at": "2025-03-04 10:00:10.000",
+        "event_ts": "2025-03-04 10:00:10.000",
+        "is_deleted": 0,
+    }
+
+    def score(i: int, obs: str | None, value: float, name: str) -> dict[str, Any]:
+        return {
+            "id": f"score-{i}",
+            "timestamp": "2025-03-04 10:05:00.000",
+            "project_id": "proj-1",
+            "trace_id": "trace-1",
+            "observation_id": obs,
+            "name": name,
+            "value": value,
+            "source": "API",
+            "comment": None,
+            "data_type": "NUMERIC",
+            "string_value": None,
+        }
+
+    write_jsonl(tmp_path / "observations" / "2025-03-04.jsonl", [_blob_row(1)])
+    write_jsonl(tmp_path / "traces" / "2025-03-04.jsonl", [trace, {**trace, "id": "trace-x"}])
+    write_jsonl(
+        tmp_path / "scores" / "2025-03-04.jsonl",
+        [score(1, "obs-1", 1.0, "correct"), score(2, None, 0.0, "user-thumbs")],
+    )
+    result = read_logs([tmp_path])
+    (ex,) = result.exchanges
+    assert ex.metadata["session_id"] == "sess-9" and ex.metadata["user_id"] == "user-42"
+    assert ex.metadata["tier"] == "gold" and ex.metadata["tags"] == ["checkout"]
+    assert [f["name"] for f in ex.metadata["feedback"]] == ["correct", "user-thumbs"]
+    # the trace with no generation is one skipped record of the traces file, saying so
+    (issue,) = result.skipped
+    assert "traces" in issue.file and "trace-x" in issue.reason
