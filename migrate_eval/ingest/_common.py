@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any, NamedTuple
 
+import orjson
 from pydantic import ValidationError
 
 from migrate_eval.errors import LineIssue
@@ -394,3 +395,44 @@ def drop_filled_params(
 
 
 INF = float("inf")
+
+
+def maybe_json(value: Any, path: str) -> Any:
+    """A value a log holds as JSON text (an object or array in a string) parsed; anything
+    else as it is. Text that starts like JSON but is not: an ``invalid JSON`` error."""
+    if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+        try:
+            return orjson.loads(value.encode())
+        except ValueError as e:
+            raise RecordError(path, INVALID_JSON, f"not JSON: {e}") from e
+    return value
+
+
+def int_or_none(value: Any) -> int | None:
+    """An integer logged as a number or as text (CSV cells); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(float(value))
+        except ValueError:
+            return None
+    return None
+
+
+def float_or_none(value: Any) -> float | None:
+    """A number logged as a number or as text (CSV cells); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None

@@ -41,6 +41,9 @@ from migrate_eval.ingest._common import (
     check_chat_request,
     drop_filled_params,
     error_text,
+    float_or_none,
+    int_or_none,
+    maybe_json,
     merge_metadata,
     parse_timestamp,
     record_id,
@@ -48,7 +51,6 @@ from migrate_eval.ingest._common import (
 )
 from migrate_eval.ingest._csv_records import csv_reader, csv_sniffer
 from migrate_eval.ingest._responses import logged_response
-from migrate_eval.ingest.observability import _float_or_none, _int_or_none, _maybe_json
 from migrate_eval.ingest.registry import LogFormat
 from migrate_eval.ingest.responses_api import chat_request_from_responses
 from migrate_eval.records import Exchange, Response
@@ -131,7 +133,7 @@ def _litellm_error(record: dict[str, Any], meta: dict[str, Any]) -> str:
     message = record.get("error_str") or info.get("error_message") or "error"
     code = info.get("error_code")
     parts = [str(x) for x in (info.get("error_class"), message) if x]
-    status = _int_or_none(code)
+    status = int_or_none(code)
     return error_text(": ".join(parts) or "error", status)
 
 
@@ -150,7 +152,7 @@ def read_litellm(record: dict[str, Any], ctx: LineContext) -> Exchange:
     call_type = record.get("call_type")
     spend_row = "spend" in record and "request_id" in record
     metadata_field = record.get("metadata")
-    meta = _maybe_json(metadata_field, "metadata")
+    meta = maybe_json(metadata_field, "metadata")
     meta = meta if isinstance(meta, dict) else {}
     responses = call_type in _RESPONSES_CALLS
     if call_type not in _CHAT_CALLS and not responses:
@@ -160,7 +162,7 @@ def read_litellm(record: dict[str, Any], ctx: LineContext) -> Exchange:
             f"{call_type!r} calls are not chat completions (only completion/acompletion and "
             "responses calls can be replayed)",
         )
-    body = _maybe_json(record.get("proxy_server_request"), "proxy_server_request")
+    body = maybe_json(record.get("proxy_server_request"), "proxy_server_request")
     notes: list[str] = []
     proxy_params: dict[str, Any] = {}
     if isinstance(body, dict) and (body.get("messages") or body.get("input")):
@@ -173,7 +175,7 @@ def read_litellm(record: dict[str, Any], ctx: LineContext) -> Exchange:
                 request[key] = value
         path = "proxy_server_request"
     else:
-        messages = _maybe_json(record.get("messages"), "messages")
+        messages = maybe_json(record.get("messages"), "messages")
         if not messages:
             hint = (
                 " (the proxy stores prompts only with general_settings: "
@@ -187,7 +189,7 @@ def read_litellm(record: dict[str, Any], ctx: LineContext) -> Exchange:
         request = {"model": record.get("model"), "messages": messages}
         if responses:
             request = {"model": record.get("model"), "input": messages}
-        params = _maybe_json(record.get("model_parameters"), "model_parameters")
+        params = maybe_json(record.get("model_parameters"), "model_parameters")
         if params is not None and not isinstance(params, dict):
             raise wrong_type("model_parameters", "an object", params)
         for key, value in (params or {}).items():
@@ -200,14 +202,14 @@ def read_litellm(record: dict[str, Any], ctx: LineContext) -> Exchange:
         request, notes = chat_request_from_responses(request, path, ctx)
     else:
         check_chat_request(request, path or "", ctx)
-    latency = _float_or_none(record.get("response_time"))
+    latency = float_or_none(record.get("response_time"))
     latency = latency * 1000.0 if latency is not None and not spend_row else latency
     latency = _latency_s(record.get("startTime"), record.get("endTime")) or latency
     status = record.get("status") or meta.get("status")
     if status == "failure":
         logged = Logged(None, _litellm_error(record, meta))
     else:
-        response = _maybe_json(record.get("response"), "response")
+        response = maybe_json(record.get("response"), "response")
         if response in ({}, "", None):
             if spend_row:
                 raise RecordError(
@@ -250,7 +252,7 @@ def read_litellm(record: dict[str, Any], ctx: LineContext) -> Exchange:
     cost = record.get("response_cost", record.get("spend"))
     if cost is not None:
         metadata["cost"] = cost
-    tags = _maybe_json(record.get("request_tags"), "request_tags")
+    tags = maybe_json(record.get("request_tags"), "request_tags")
     if tags:
         metadata["tags"] = tags
     if notes:
@@ -291,7 +293,7 @@ def sniff_portkey(record: dict[str, Any]) -> bool:
 
 def read_portkey(record: dict[str, Any], ctx: LineContext) -> Exchange:
     field = "request.body"
-    body = _maybe_json(_dotted(record, "request", "body"), field)
+    body = maybe_json(_dotted(record, "request", "body"), field)
     if body is None:
         raise RecordError(field, MISSING_FIELD, "no request body in the export (add request.body)")
     if not isinstance(body, dict):
@@ -311,10 +313,10 @@ def read_portkey(record: dict[str, Any], ctx: LineContext) -> Exchange:
         if body.get("model") is None and isinstance(record.get("ai_model"), str):
             body["model"] = record["ai_model"]
         request = check_chat_request(body, field, ctx)
-    latency = _float_or_none(record.get("response_time"))
-    status = _int_or_none(record.get("response_status_code", _dotted(record, "response", "status")))
+    latency = float_or_none(record.get("response_time"))
+    status = int_or_none(record.get("response_status_code", _dotted(record, "response", "status")))
     success = record.get("is_success")
-    rbody = _maybe_json(_dotted(record, "response", "body"), "response.body")
+    rbody = maybe_json(_dotted(record, "response", "body"), "response.body")
     failed = (status is not None and not 200 <= status < 300) or success in (0, False, "0")
     if failed:
         err = rbody.get("error") if isinstance(rbody, dict) else rbody
@@ -322,7 +324,7 @@ def read_portkey(record: dict[str, Any], ctx: LineContext) -> Exchange:
     else:
         logged = logged_response(rbody, "response.body", latency)
     metadata = merge_metadata(
-        (_maybe_json(record.get("metadata"), "metadata"), "metadata"),
+        (maybe_json(record.get("metadata"), "metadata"), "metadata"),
     )
     for key in (
         "trace_id",

@@ -59,6 +59,8 @@ from migrate_eval.ingest._common import (
     check_chat_request,
     drop_filled_params,
     error_text,
+    float_or_none,
+    int_or_none,
     merge_metadata,
     parse_timestamp,
     record_id,
@@ -623,35 +625,6 @@ def sniff_helicone(record: dict[str, Any]) -> bool:
     )
 
 
-def _int_or_none(value: Any) -> int | None:
-    """An integer logged as a number or as text (CSV cells)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(float(value))
-        except ValueError:
-            return None
-    return None
-
-
-def _float_or_none(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
 def read_helicone(record: dict[str, Any], ctx: LineContext) -> Exchange:
     if "providerRequest" in record:
         record = _helicone_async_log(record)
@@ -668,15 +641,15 @@ def read_helicone(record: dict[str, Any], ctx: LineContext) -> Exchange:
     if body.get("model") is None and isinstance(record.get("model"), str) and record["model"]:
         body["model"] = record["model"]
     request = check_chat_request(body, "request_body", ctx)
-    latency = _float_or_none(record.get("delay_ms", record.get("latency")))
-    status = _int_or_none(record.get("response_status", record.get("status")))
+    latency = float_or_none(record.get("delay_ms", record.get("latency")))
+    status = int_or_none(record.get("response_status", record.get("status")))
     response_body = _maybe_json(record.get("response_body"), "response_body")
     if status is not None and not 200 <= status < 300:
         err = response_body.get("error") if isinstance(response_body, dict) else response_body
         logged = Logged(None, error_text(err, status))
     else:
         logged = logged_response(response_body, "response_body", latency)
-        ttft = _float_or_none(record.get("_ttft_ms"))
+        ttft = float_or_none(record.get("_ttft_ms"))
         if logged.response is not None and ttft is not None:
             logged.response.ttft_ms = ttft
     props = record.get("request_properties", record.get("properties"))

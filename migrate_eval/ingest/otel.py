@@ -68,7 +68,7 @@ from migrate_eval.ingest._common import (
     wrong_type,
 )
 from migrate_eval.ingest._jsonl import BOM, loads, open_lines, parse_line
-from migrate_eval.ingest.registry import LogFormat, never, no_line_reader
+from migrate_eval.ingest.registry import LogFormat, get_format, never, no_line_reader
 from migrate_eval.records import Exchange, Response, Usage
 
 NAME = "otel-genai"
@@ -435,8 +435,6 @@ def _langfuse_span(
     attributes; Source: langfuse/langfuse-python, langfuse/_client/attributes.py) read as the
     Langfuse observation it stands for, Langfuse's SDK defaults dropped the same way; None for
     observations other than generations (spans, events, tools...)."""
-    from migrate_eval.ingest.observability import read_langfuse
-
     if str(attrs.get("langfuse.observation.type")).lower() != "generation":
         return None
     record: dict[str, Any] = {
@@ -458,8 +456,8 @@ def _langfuse_span(
     if status.get("code") in (2, "STATUS_CODE_ERROR", "ERROR"):
         record["level"] = "ERROR"
         record.setdefault("statusMessage", status.get("message"))
-    try:
-        exchange = read_langfuse(record, ctx)
+    try:  # through the registry: formats do not import each other
+        exchange = get_format("langfuse").reader(record, ctx)
     except RecordError as e:
         e.field = f"{path}.attributes.langfuse.observation.{e.field}"
         raise

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from migrate_eval.ingest import finetune_chat
 from migrate_eval.ingest._common import MISSING_FIELD, LineContext, RecordError, wrong_type
-from migrate_eval.ingest.registry import LogFormat
+from migrate_eval.ingest.registry import LogFormat, get_format
 from migrate_eval.records import Exchange
 
 NAME = "openai-preference"
@@ -46,7 +45,8 @@ def read(record: dict[str, Any], ctx: LineContext) -> Exchange:
     example = {k: v for k, v in prompt.items() if k != "messages"}
     example["messages"] = [*messages, preferred[-1]]
     try:
-        exchange = finetune_chat.read(example, ctx)
+        # through the registry: formats do not import each other
+        exchange = get_format("finetune-chat").reader(example, ctx)
     except RecordError as e:
         n = len(messages)
         if e.field.startswith(f"messages[{n}]"):

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
+from click.testing import CliRunner
 
-from migrate_eval.errors import UserError
+from migrate_eval.cli import main
 from migrate_eval.ingest import explain_nothing_read, read_logs
-from migrate_eval.tasks import profile_logs
 from tests.ingest.helpers import write_jsonl
 
 
@@ -51,10 +50,10 @@ def test_a_batch_output_file_alone(tmp_path: Path) -> None:
     assert f"{out}:1: field 'custom_id': no matching batch input line" in message
     assert "read the batch input file" in message
     # the profile command says the same, from its own streamed read
-    with pytest.raises(UserError) as raised:
-        profile_logs([out])
-    assert "read the batch input file" in str(raised.value)
-    assert "openai-batch (output/error file)" in str(raised.value)
+    res = CliRunner().invoke(main, ["profile", str(out)])
+    assert res.exit_code == 2
+    assert "read the batch input file" in res.output
+    assert "openai-batch (output/error file)" in res.output
 
 
 def test_spans_without_content_and_only_non_model_observations(tmp_path: Path) -> None:
