@@ -506,3 +506,30 @@ def test_langfuse_blob_export_folder_with_traces_and_scores(tmp_path: Path) -> N
     # the trace with no generation is one skipped record of the traces file, saying so
     (issue,) = result.skipped
     assert "traces" in issue.file and "trace-x" in issue.reason
+
+
+def test_side_files_join_on_the_dataset_path_too(tmp_path: Path) -> None:
+    # The streamed, Arrow-backed read (what `run` uses) joins the same side files as read_logs.
+    from migrate_eval.ingest import ingest_to_dataset, iter_exchanges
+
+    write_jsonl(tmp_path / "observations.jsonl", [_blob_row(1), _blob_row(2)])
+    write_jsonl(
+        tmp_path / "scores.jsonl",
+        [
+            {
+                "id": "s1",
+                "trace_id": "trace-2",
+                "observation_id": "obs-2",
+                "name": "correct",
+                "value": 0.0,
+                "source": "ANNOTATION",
+                "data_type": "BOOLEAN",
+            }
+        ],
+    )
+    in_memory = read_logs([tmp_path])
+    ds, summary = ingest_to_dataset([tmp_path], tmp_path / "cache")
+    streamed = list(iter_exchanges(ds))
+    assert [ex.metadata for ex in streamed] == [ex.metadata for ex in in_memory.exchanges]
+    assert streamed[1].metadata["feedback"][0]["name"] == "correct"
+    assert summary.exchanges == 2 and summary.skipped == 0
