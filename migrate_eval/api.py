@@ -171,15 +171,9 @@ def run(
             dedupe=s.sampling.dedupe,
         )
         if not traffic.exchanges:
-            raise UserError(
-                "no exchanges could be read from "
-                f"{', '.join(map(str, traffic.summary.files)) or 'the logs'}"
-                + (
-                    f" ({len(traffic.skipped)} lines skipped; first: {traffic.skipped[0]})"
-                    if traffic.skipped
-                    else ""
-                )
-            )
+            from migrate_eval.ingest import explain_nothing_read
+
+            raise UserError(explain_nothing_read(traffic.summary.files, traffic.skipped))
 
         # 2. tasks + sample. Exchanges without a logged answer cannot be compared with it.
         plan = traffic.plan
@@ -427,9 +421,9 @@ def profile(paths: Sequence[str | Path], *, format: str = "auto", strict: bool =
         if gc_was_enabled:
             gc.enable()
     if not tally.total:
-        raise UserError(
-            f"no exchanges could be read from {', '.join(map(str, stream.files)) or 'the logs'}"
-        )
+        from migrate_eval.ingest import explain_nothing_read
+
+        raise UserError(explain_nothing_read(stream.files, stream.skipped, sniffed=stream.sniffed))
     return tally.profile(discovery.plan(), stream.summary())
 
 
@@ -463,9 +457,10 @@ def init(
         # streamed, as a run reads them: the discovery, then a second pass to check the rules
         traffic = read_traffic([(format, None, list(paths))], work, strict=strict, dedupe=True)
         if not traffic.exchanges:
+            from migrate_eval.ingest import explain_nothing_read
+
             raise UserError(
-                "no exchanges could be read from "
-                f"{', '.join(map(str, traffic.summary.files)) or 'the logs'}"
+                explain_nothing_read(traffic.summary.files, traffic.skipped, format=format)
             )
         plan = traffic.plan
         rules = rule_specs(plan)

@@ -15,6 +15,7 @@ docs/formats.md. Logs too large for memory go to an Arrow-backed dataset with
 
 from migrate_eval.ingest._common import LineContext, RecordError
 from migrate_eval.ingest.dataset import exchange_from_row, ingest_to_dataset, iter_exchanges
+from migrate_eval.ingest.diagnose import explain_nothing_read
 from migrate_eval.ingest.reader import (
     IngestResult,
     LogStream,
@@ -39,6 +40,7 @@ __all__ = [
     "available_formats",
     "exchange_from_row",
     "expand_paths",
+    "explain_nothing_read",
     "get_format",
     "ingest_to_dataset",
     "iter_exchanges",

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any, NamedTuple
 
+import orjson
 from pydantic import ValidationError
 
 from migrate_eval.core.errors import LineIssue
@@ -346,3 +347,93 @@ def validation_field(path: str, e: ValidationError, mapping: dict[str, str]) -> 
 def validation_reason(e: ValidationError) -> str:
     errors = e.errors()
     return str(errors[0]["msg"]) if errors else str(e)
+
+
+#: ``metadata`` key listing the request parameters a reader left out because the logging tool
+#: or the server filled them in (name -> the logged value), so a report can show them.
+DROPPED_PARAMS = "dropped_params"
+#: ``metadata`` key saying why (which tool's defaults or which server echo).
+DROPPED_PARAMS_WHY = "dropped_params_reason"
+
+
+def _same_value(logged: Any, default: Any) -> bool:
+    if isinstance(logged, bool) or isinstance(default, bool):
+        return logged is default
+    if isinstance(logged, int | float) and isinstance(default, int | float):
+        return float(logged) == float(default)
+    return bool(logged == default)
+
+
+def drop_filled_params(
+    request: dict[str, Any],
+    metadata: dict[str, Any],
+    defaults: dict[str, tuple[Any, ...]],
+    why: str,
+) -> dict[str, Any]:
+    """Remove from ``request`` the parameters whose logged value is one the logging tool (or
+    the server) fills in for calls that never set it, and record them in ``metadata``
+    (:data:`DROPPED_PARAMS`, :data:`DROPPED_PARAMS_WHY`). ``defaults`` maps a parameter to the
+    values that mean "not sent" for this log format. Non-finite numbers (``Infinity``, a
+    ``NaN``) can never have been sent and are always dropped. Returns what was dropped."""
+    dropped: dict[str, Any] = {}
+    for key in list(request):
+        value = request[key]
+        if isinstance(value, float) and (value != value or value in (INF, -INF)):
+            dropped[key] = str(value)
+        elif key in defaults and any(_same_value(value, d) for d in defaults[key]):
+            dropped[key] = value
+        else:
+            continue
+        del request[key]
+    if dropped:
+        prior = metadata.get(DROPPED_PARAMS)
+        metadata[DROPPED_PARAMS] = {**(prior if isinstance(prior, dict) else {}), **dropped}
+        prior_why = metadata.get(DROPPED_PARAMS_WHY)
+        if why and isinstance(prior_why, str) and prior_why and why not in prior_why:
+            why = f"{prior_why}; {why}"
+        metadata[DROPPED_PARAMS_WHY] = why or prior_why or ""
+    return dropped
+
+
+INF = float("inf")
+
+
+def maybe_json(value: Any, path: str) -> Any:
+    """A value a log holds as JSON text (an object or array in a string) parsed; anything
+    else as it is. Text that starts like JSON but is not: an ``invalid JSON`` error."""
+    if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+        try:
+            return orjson.loads(value.encode())
+        except ValueError as e:
+            raise RecordError(path, INVALID_JSON, f"not JSON: {e}") from e
+    return value
+
+
+def int_or_none(value: Any) -> int | None:
+    """An integer logged as a number or as text (CSV cells); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(float(value))
+        except ValueError:
+            return None
+    return None
+
+
+def float_or_none(value: Any) -> float | None:
+    """A number logged as a number or as text (CSV cells); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None

@@ -780,7 +780,7 @@ scan_value(P p, P end, int depth, Val *v)
 typedef struct {
     /* the line */
     Val request, response, id, custom_id, request_id, timestamp, created_at, latency_ms,
-        duration_ms, metadata, tags, gold, label;
+        duration_ms, metadata, tags, gold, label, error;
     /* the request */
     Val messages, model, tools, request_metadata;
     /* the response */
@@ -915,6 +915,7 @@ static const Field LINE_FIELDS[] = {
     FIELD("tags", tags),
     FIELD("gold", gold),
     FIELD("label", label),
+    FIELD("error", error),
 };
 static const Field REQUEST_FIELDS[] = {
     FIELD("model", model),
@@ -1543,6 +1544,8 @@ take_line(Builder *self, P line, Py_ssize_t size, Py_ssize_t lineno)
     if (!IS_NULL(ln.tools) && ln.tools.kind != V_ARR)
         return 0;
     if (!IS_NULL(ln.request_metadata)) /* merged with the line's: fast_row */
+        return 0;
+    if (!IS_NULL(ln.error)) /* a logged error beside the request: the full reader */
         return 0;
 
     /* latency: latency_ms if the key is there, else duration_ms */

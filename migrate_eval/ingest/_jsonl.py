@@ -153,4 +153,11 @@ def parse_line(raw: bytes, first: bool) -> Any:
     except ValueError as e:
         if first and raw.startswith(BOM):
             return parse_line(raw[len(BOM) :], False)
+        if b"Infinity" in raw or b"NaN" in raw:
+            # Python's json.dumps writes float("inf") as a bare Infinity (the Langfuse SDK's
+            # max_tokens default, dumped by an export script): read it, the readers drop it
+            try:
+                return json.loads(raw.decode("utf-8"))
+            except ValueError:
+                pass
         raise parse_error(raw, e) from None

@@ -46,6 +46,7 @@ import gc
 import glob
 import io
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -72,6 +73,7 @@ from migrate_eval.ingest._common import (
     LineContext,
     RecordError,
     SideRecord,
+    drop_filled_params,
     reason_category,
     type_name,
 )
@@ -92,7 +94,9 @@ from migrate_eval.ingest.registry import (
     detect,
     detect_file,
     detect_index,
+    detect_index_file,
     get_format,
+    no_line_reader,
 )
 
 _BASE_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet")
@@ -110,6 +114,8 @@ class IngestResult:
     lines_read: int = 0
     formats: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    #: how each file was sniffed (format and role: side file, output file...)
+    sniffed: dict[str, str] = field(default_factory=dict)
 
     @property
     def logged_errors(self) -> int:
@@ -224,6 +230,12 @@ def _sample(path: Path) -> _Sample:
 
 def _unknown_format(path: Path, sample: _Sample, formats: dict[str, LogFormat]) -> LogFormatError:
     known = ", ".join(formats)
+    bad_json = _DOCUMENT_ERRORS.pop(path, None)
+    if bad_json is not None and len(sample.records) <= 1:
+        return LogFormatError(
+            f"{path}: unknown log format: the file is neither JSON Lines nor one valid JSON "
+            f"document ({bad_json}); fix the JSON (the records themselves were not looked at)"
+        )
     if not sample.records:
         head = sample.first_line.lstrip(BOM).strip()
         if head.startswith(b"["):
@@ -279,6 +291,8 @@ class LogStream:
         self.strict = strict
         self.default_model = default_model
         self.files: list[str] = [str(p) for p, _, _ in plan]
+        #: how each file was sniffed (format and role), for messages
+        self.sniffed: dict[str, str] = {}
         self.skipped: list[LineIssue] = []
         self.lines_read = 0
         self.formats: dict[str, int] = {}
@@ -286,6 +300,8 @@ class LogStream:
         self.seen_ids: set[str] = set()
         self.shared_texts: dict[str, str] = {}
         self.outputs: dict[str, openai_batch.BatchOutput] = {}
+        #: the Batch output/error files read (an input line none of them answers failed)
+        self.output_files: list[str] = []
         self._started = False
         self._workdir: Path | None = None
         self._batch_rows = _builder.MAX_ROWS
@@ -321,8 +337,10 @@ class LogStream:
             for path, fmt, is_output in self._plan:
                 if is_output:
                     self._index_outputs(path)
-                elif fmt is not None and self._kinds.get(path) == "index":
+                elif fmt is not None and self._kinds.get(path) in ("index", "index-document"):
                     self._index_side_file(path, fmt)
+                elif fmt is not None and self._kinds.get(path) == "index-file":
+                    self._index_whole_file(path, fmt)
             for path, fmt, is_output in self._plan:
                 if fmt is None or is_output:
                     continue
@@ -422,6 +440,8 @@ class LogStream:
         except ValueError as e:  # e.g. a plugin's Exchange failing validation
             self.skip(_value_error_issue(e, ctx.file, line))
             return None
+        # a non-finite number (a bare Infinity/NaN in the log) cannot have been sent
+        drop_filled_params(exchange.request, exchange.metadata, {}, "not a finite number")
         return exchange
 
     def _context(self, name: str, fmt: LogFormat) -> LineContext:
@@ -485,8 +505,19 @@ class LogStream:
         assert fmt.index_reader is not None
         name = str(path)
         ctx = self._context(name, fmt)
-        for lineno, raw in self._lines(path, name):
-            record = self._parse(name, lineno, raw)
+        items: Iterator[tuple[int, Any]]
+        if self._kinds.get(path) == "index-document":
+            items = enumerate(_index_records(_load_document(path), fmt), 1)
+        else:
+            items = ((n, raw) for n, raw in self._lines(path, name))
+        for lineno, raw in items:
+            if isinstance(raw, bytes) or raw is None:
+                record = self._parse(name, lineno, raw)
+            elif isinstance(raw, dict):
+                record = raw
+            else:
+                self.skip(LineIssue(name, lineno, "", f"{NOT_OBJECT}: got {type_name(raw)}"))
+                record = None
             if record is None:
                 self.lines_read += 1
                 continue
@@ -512,6 +543,26 @@ class LogStream:
                 )
                 continue
             ctx.joined[key] = SideRecord(name, lineno, value)
+
+    def _index_whole_file(self, path: Path, fmt: LogFormat) -> None:
+        """A side file a format reads itself (OTLP log records): values gathered by key."""
+        assert fmt.read_index_file is not None
+        name = str(path)
+        ctx = self._context(name, fmt)
+        try:
+            for item in fmt.read_index_file(path, ctx):
+                if isinstance(item, LineIssue):
+                    self.lines_read += 1
+                    self.skip(item)
+                    continue
+                key, value = item
+                prior = ctx.joined.get(key)
+                if isinstance(prior, SideRecord) and isinstance(prior.value, list):
+                    prior.value.append(value)
+                else:
+                    ctx.joined[key] = SideRecord(name, ctx.line, [value])
+        except (OSError, zlib.error) as e:
+            raise LogFormatError(f"{name}: cannot read the file: {e}") from e
 
     def _unmatched_side_records(self) -> None:
         for fmt_name, joined in self.joined.items():
@@ -558,13 +609,15 @@ class LogStream:
                 exchange = self._read_record(reader, record, ctx, lineno)
                 if exchange is None:
                     continue
-                if batch and outputs:
+                if batch and self.output_files:
                     out = outputs.pop(exchange.id, None)
                     if out is not None:
                         if out.problem is not None:
                             self.skip(out.problem.issue(out.file, out.line))
                             continue
                         openai_batch.apply_output(exchange, out)
+                    else:
+                        openai_batch.no_output(exchange, self.output_files)
                 if exchange.id in seen:
                     self._rename(exchange)
                 seen.add(exchange.id)
@@ -758,6 +811,7 @@ class LogStream:
     def _index_outputs(self, path: Path) -> None:
         """Read a Batch output (or error) file, keeping its lines for the join."""
         name = str(path)
+        self.output_files.append(name)
         ctx = LineContext(name, openai_batch.NAME, self.default_model)
         for lineno, raw in self._lines(path, name):
             record = self._parse(name, lineno, raw)
@@ -930,7 +984,18 @@ def _load_document(path: Path) -> Any:
     try:
         return loads(raw)
     except ValueError as e:
+        # Helicone's export tool (examples/export/typescript) ends a JSON export with a comma
+        # before the closing bracket: read it as the array it means.
+        fixed = _TRAILING_COMMA.sub(rb"\1", raw)
+        if fixed != raw:
+            try:
+                return loads(fixed)
+            except ValueError:
+                pass
         raise LogFormatError(f"{path}: not a JSON document: {e}") from e
+
+
+_TRAILING_COMMA = re.compile(rb",\s*(\]\s*)$")
 
 
 def _document_records(doc: Any) -> list[Any]:
@@ -950,6 +1015,46 @@ def _document_records(doc: Any) -> list[Any]:
     return [doc]
 
 
+def _index_records(doc: Any, fmt: LogFormat) -> list[Any]:
+    """The side-file records (pages) of a side file saved as one JSON document: one page, an
+    array of pages, or an array of the items of one page (wrapped as that page)."""
+    sniff = fmt.sniff_index
+    assert sniff is not None
+    if isinstance(doc, dict):
+        return [doc] if sniff(doc) else _document_records(doc)
+    if isinstance(doc, list):
+        first = next((r for r in doc if isinstance(r, dict)), None)
+        if first is not None and not sniff(first) and sniff({"object": "list", "data": doc}):
+            return [{"object": "list", "data": doc}]
+        return doc
+    return [doc]
+
+
+#: Bytes one of which a side file's first 64 KiB holds (messages, input items, Langfuse
+#: traces and scores).
+_SIDE_MARKS = (b'"role"', b'"response_id"', b'"bookmarked"', b'"dataType"', b'"data_type"')
+
+
+def _index_document(path: Path, head: bytes, formats: dict[str, LogFormat]) -> LogFormat | None:
+    """The format whose side file ``path`` is, when it is one JSON document of side records."""
+    text = head.lstrip(BOM).lstrip()
+    if not text.startswith((b"[", b"{")) or path.stat().st_size > DOCUMENT_MAX_BYTES:
+        return None
+    if not any(mark in head for mark in _SIDE_MARKS):  # no side records: a cheap no
+        return None
+    try:
+        doc = _load_document(path)
+    except LogFormatError:
+        return None
+    for fmt in formats.values():
+        if fmt.sniff_index is None or fmt.index_reader is None:
+            continue
+        records = [r for r in _index_records(doc, fmt)[:1] if isinstance(r, dict)]
+        if records and detect_index(records, {fmt.name: fmt}) is fmt:
+            return fmt
+    return None
+
+
 def _document_sample(path: Path, head: bytes) -> list[dict[str, Any]] | None:
     """The first records of a file that is one JSON document (not JSON Lines), else None."""
     text = head.lstrip(BOM).lstrip()
@@ -957,9 +1062,21 @@ def _document_sample(path: Path, head: bytes) -> list[dict[str, Any]] | None:
         return None
     try:
         doc = _load_document(path)
-    except LogFormatError:
+    except LogFormatError as e:
+        _DOCUMENT_ERRORS[path] = str(e).removeprefix(f"{path}: ")
         return None
     return [r for r in _document_records(doc)[:SNIFF_LINES] if isinstance(r, dict)]
+
+
+#: Why a file that looked like one JSON document could not be parsed (for the error message).
+_DOCUMENT_ERRORS: dict[Path, str] = {}
+
+
+def _sniffs_file(fmt: LogFormat, path: Path, head: bytes) -> bool:
+    try:
+        return fmt.sniff_file is not None and bool(fmt.sniff_file(path, head))
+    except Exception:
+        return False
 
 
 def stream_logs(
@@ -983,9 +1100,18 @@ def stream_logs(
     kinds: dict[Path, str] = {}
     for path in files:
         head = head_bytes(path)
-        if forced is not None and forced.read_file is not None:
+        if (
+            forced is not None
+            and forced.read_file is not None
+            and (forced.reader is no_line_reader or _sniffs_file(forced, path, head))
+        ):
             plan.append((path, forced, False))
             kinds[path] = "file"
+            continue
+        index_file_fmt = detect_index_file(path, head, formats)
+        if index_file_fmt is not None and (forced is None or forced is index_file_fmt):
+            plan.append((path, index_file_fmt, False))
+            kinds[path] = "index-file"
             continue
         file_fmt = detect_file(path, head, formats) if forced is None else None
         if file_fmt is not None:
@@ -1000,6 +1126,11 @@ def stream_logs(
             continue
         fmt = forced or detect(sample.records, formats)
         if fmt is None and sample.nonblank and len(sample.records) <= 1:
+            index_doc = _index_document(path, head, formats)
+            if index_doc is not None:
+                plan.append((path, index_doc, False))
+                kinds[path] = "index-document"
+                continue
             records = _document_sample(path, head)
             if records:
                 fmt = detect(records, formats)
@@ -1022,7 +1153,30 @@ def stream_logs(
     options: dict[str, Any] = {}
     if columns:
         options["columns"] = dict(columns)
-    return LogStream(plan, strict=strict, default_model=default_model, kinds=kinds, options=options)
+    stream = LogStream(
+        plan, strict=strict, default_model=default_model, kinds=kinds, options=options
+    )
+    stream.sniffed = {str(p): _role(f, kinds.get(p), out) for p, f, out in plan}
+    return stream
+
+
+_ROLES = {
+    "index": "side file",
+    "index-document": "side file, one JSON document",
+    "index-file": "side file",
+    "document": "one JSON document",
+    "file": "whole file",
+}
+
+
+def _role(fmt: LogFormat | None, kind: str | None, is_output: bool) -> str:
+    """How a file was sniffed, for messages: ``openai-batch (output file)``..."""
+    if fmt is None:
+        return "empty"
+    if is_output:
+        return f"{fmt.name} (output/error file)"
+    role = _ROLES.get(kind or "")
+    return f"{fmt.name} ({role})" if role else fmt.name
 
 
 def read_logs(
@@ -1058,4 +1212,5 @@ def read_logs(
         lines_read=stream.lines_read,
         formats=stream.formats,
         files=stream.files,
+        sniffed=stream.sniffed,
     )

@@ -78,6 +78,13 @@ class LogFormat:
     read_file: FileReader | None = None
     sniff_index: Sniffer | None = None
     index_reader: IndexReader | None = None
+    #: A side file recognised from its first bytes (OTLP log records for spans): every item
+    #: ``read_index_file`` yields is a ``(key, value)`` for ``ctx.joined`` (values of one key
+    #: are gathered in a list) or a LineIssue.
+    sniff_index_file: FileSniffer | None = None
+    read_index_file: Callable[[Path, LineContext], Iterator[tuple[str, Any] | LineIssue]] | None = (
+        None
+    )
 
 
 #: The built-in formats, imported on first use (each module's ``FORMAT`` or ``FORMATS``).
@@ -89,9 +96,12 @@ BUILTIN_FORMATS = tuple(
         "finetune_chat:FORMAT",
         "responses_jsonl:FORMAT",
         "stored_completions:FORMAT",
+        "stored_responses:FORMAT",
+        "preference:FORMAT",
         "otel:FORMAT",
         "tabular:FORMAT",
         "observability:FORMATS",
+        "gateways:FORMATS",
     )
 )
 
@@ -165,6 +175,8 @@ def _load_entry_points() -> None:
             read_file=obj.read_file,
             sniff_index=obj.sniff_index,
             index_reader=obj.index_reader,
+            sniff_index_file=obj.sniff_index_file,
+            read_index_file=obj.read_index_file,
         )
 
 
@@ -197,6 +209,21 @@ def detect_file(path: Path, head: bytes, formats: Mapping[str, LogFormat]) -> Lo
                 return fmt
         except Exception as e:  # a plugin's sniff must not break detection
             logger.warning("log format %r: sniff_file failed: %s", fmt.name, e)
+    return None
+
+
+def detect_index_file(
+    path: Path, head: bytes, formats: Mapping[str, LogFormat]
+) -> LogFormat | None:
+    """The format whose side file ``path`` is, recognised from its first bytes."""
+    for fmt in formats.values():
+        if fmt.sniff_index_file is None or fmt.read_index_file is None:
+            continue
+        try:
+            if fmt.sniff_index_file(path, head):
+                return fmt
+        except Exception as e:
+            logger.warning("log format %r: sniff_index_file failed: %s", fmt.name, e)
     return None
 
 

@@ -149,8 +149,12 @@ def test_nightly_batch_joined_with_an_output_file(tmp_path: Path) -> None:
         "batch_expired: This request could not be executed before the completion window expired."
     )
     assert by_id["qa-T-004"].error == "HTTP 500: server_error: The server had an error."
-    assert result.logged_errors == 2
-    assert by_id["qa-T-006"].response is None and by_id["qa-T-006"].error is None
+    # Input lines no output line answers (006-010) failed: the error file holds them
+    # (issue 14: a failed logged call is a logged failure, never an exchange with no answer).
+    assert result.logged_errors == 7
+    missing = by_id["qa-T-006"]
+    assert missing.response is None and missing.error is not None
+    assert "error file" in missing.error and missing.metadata["batch_missing_output"] is True
 
     skipped = {(Path(i.file).name, i.line): i for i in result.skipped}
     assert sorted(skipped) == [

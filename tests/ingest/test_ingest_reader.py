@@ -226,7 +226,7 @@ def test_unknown_formats_name_the_file(tmp_path: Path) -> None:
 
     with pytest.raises(
         LogFormatError,
-        match="unknown log format 'nope'; known formats: auto, openai-batch, openai-stored-completions, helicone",
+        match="unknown log format 'nope'; known formats: auto, openai-batch, openai-stored-completions, openai-preference",
     ):
         read_logs([good], format="nope")
 

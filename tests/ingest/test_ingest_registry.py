@@ -59,13 +59,17 @@ def clean_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def test_built_in_formats_in_detection_order() -> None:
     formats = available_formats()
-    assert list(formats)[:11] == [
+    assert list(formats)[:15] == [
         "openai-batch",
         "openai-stored-completions",
+        "openai-preference",
+        "openai-stored-responses",
         "helicone",
         "langfuse",
         "langsmith",
+        "litellm",
         "openpipe",
+        "portkey",
         "openai-responses",
         "chat-jsonl",
         "finetune-chat",

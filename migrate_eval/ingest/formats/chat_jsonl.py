@@ -31,8 +31,10 @@ from migrate_eval.ingest._common import (
     INVALID_JSON,
     MISSING_FIELD,
     LineContext,
+    Logged,
     RecordError,
     check_chat_request,
+    error_text,
     gold_text,
     merge_metadata,
     number_or_none,
@@ -111,6 +113,13 @@ def read(record: dict[str, Any], ctx: LineContext) -> Exchange:
         latency = number_or_none(latency, latency_key)
     raw_response = record.get(res_key)
     logged = logged_response(raw_response, res_key, latency)
+    line_error = record.get("error")
+    if line_error and logged.error is None:
+        # a proxy's line for a failed call: {"request": ..., "error": ..., "status_code": 429}
+        # (a failed call is a logged failure, never an exchange with a baseline answer)
+        status = record.get("status_code", record.get("status"))
+        status = status if type(status) is int else None
+        logged = Logged(None, error_text(line_error, status), logged.created)
 
     ts_key = "timestamp"
     ts = record.get("timestamp")
@@ -209,7 +218,7 @@ def fast_row(record: dict[str, Any], ctx: LineContext) -> Row | None:
     the line afresh.
     """
     request = record.get("request")
-    if type(request) is not dict:
+    if type(request) is not dict or record.get("error") is not None:
         return None
     # check_chat_request, for the lines it accepts (a role that is not hashable raises
     # TypeError: the slow path names it)

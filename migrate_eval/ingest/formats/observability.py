@@ -45,6 +45,8 @@ from pydantic import ValidationError
 from migrate_eval.core.records import Exchange, Response, Usage
 from migrate_eval.ingest._common import (
     BAD_RESPONSE,
+    DROPPED_PARAMS,
+    DROPPED_PARAMS_WHY,
     INVALID_JSON,
     MISSING_FIELD,
     NOTHING,
@@ -52,13 +54,23 @@ from migrate_eval.ingest._common import (
     LineContext,
     Logged,
     RecordError,
+    SideRecord,
     as_object,
     check_chat_request,
+    drop_filled_params,
     error_text,
+    float_or_none,
+    int_or_none,
     merge_metadata,
     parse_timestamp,
     record_id,
     wrong_type,
+)
+from migrate_eval.ingest._csv_records import (
+    csv_reader,
+    csv_sniffer,
+    export_reader,
+    export_sniffer,
 )
 from migrate_eval.ingest._jsonl import loads
 from migrate_eval.ingest._responses import logged_response
@@ -275,9 +287,160 @@ def _usage(u: Any) -> Usage | None:
 def sniff_langfuse(record: dict[str, Any]) -> bool:
     return (
         record.get("type") in _LANGFUSE_TYPES
-        and ("traceId" in record or "_trace" in record)
-        and ("startTime" in record or "input" in record)
+        and ("traceId" in record or "trace_id" in record or "_trace" in record)
+        and ("startTime" in record or "start_time" in record or "input" in record)
     )
+
+
+#: The blob-storage / ClickHouse export's snake_case columns and their API (camelCase) names.
+_LANGFUSE_SNAKE = {
+    "trace_id": "traceId",
+    "start_time": "startTime",
+    "end_time": "endTime",
+    "completion_start_time": "completionStartTime",
+    "provided_model_name": "providedModelName",
+    "model_parameters": "modelParameters",
+    "usage_details": "usageDetails",
+    "provided_usage_details": "providedUsageDetails",
+    "cost_details": "costDetails",
+    "total_cost": "totalCost",
+    "status_message": "statusMessage",
+    "prompt_name": "promptName",
+    "prompt_version": "promptVersion",
+    "parent_observation_id": "parentObservationId",
+    "session_id": "sessionId",
+    "user_id": "userId",
+    "observation_id": "observationId",
+    "data_type": "dataType",
+    "string_value": "stringValue",
+    "trace_name": "traceName",
+}
+#: What the Langfuse SDK's OpenAI integration logs in ``modelParameters`` for a call that did
+#: not set the parameter (langfuse/langfuse-python, langfuse/openai.py,
+#: ``_get_langfuse_data_from_kwargs``: temperature 1, top_p 1, penalties 0, n 1, max_tokens
+#: ``float("inf")``, which the API serialises as ``"Infinity"``).
+LANGFUSE_SDK_DEFAULTS: dict[str, tuple[Any, ...]] = {
+    "temperature": (1,),
+    "top_p": (1,),
+    "frequency_penalty": (0,),
+    "presence_penalty": (0,),
+    "n": (1,),
+    "max_tokens": ("Infinity", "inf", "Inf"),
+}
+
+
+#: Columns that tell a Langfuse observations CSV from another table with an ``input`` column.
+_LANGFUSE_CSV_MARKS = frozenset(
+    {
+        "type",
+        "providedModelName",
+        "provided_model_name",
+        "modelParameters",
+        "model_parameters",
+        "usageDetails",
+        "usage_details",
+    }
+)
+
+
+def _langfuse_camel(record: dict[str, Any]) -> dict[str, Any]:
+    """A blob-storage/ClickHouse export row (snake_case) with the API's field names."""
+    if "trace_id" not in record and "start_time" not in record:
+        return record
+    out = dict(record)
+    for snake, camel in _LANGFUSE_SNAKE.items():
+        if snake in out and camel not in out:
+            out[camel] = out.pop(snake)
+    return out
+
+
+def _json_cell(value: Any, path: str) -> Any:
+    """A value an export wrote as JSON text (objects, arrays, a quoted string)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith(("{", "[")) or (len(text) >= 2 and text[0] == text[-1] == '"'):
+            try:
+                return loads(text.encode())
+            except ValueError as e:
+                if text.startswith(("{", "[")):
+                    raise RecordError(path, INVALID_JSON, f"not JSON: {e}") from e
+    return value
+
+
+def _joined(ctx: LineContext, key: str) -> Any:
+    """A side record for ``key`` (a trace, the scores of an observation or of a trace),
+    marked as used: it stays for the other observations of the same trace."""
+    side = ctx.joined.get(key)
+    if isinstance(side, SideRecord):
+        ctx.joined[key] = side.value
+        return side.value
+    return side
+
+
+def _is_trace(record: dict[str, Any]) -> bool:
+    observations = record.get("observations")
+    if isinstance(observations, list) and any(isinstance(o, dict) for o in observations):
+        return False  # a trace with its observations: the records themselves
+    return (
+        "type" not in record
+        and "id" in record
+        and "timestamp" in record
+        and ("bookmarked" in record or "public" in record)
+        and ("sessionId" in record or "session_id" in record or "userId" in record)
+    )
+
+
+def _is_score(record: dict[str, Any]) -> bool:
+    return (
+        "value" in record
+        and "name" in record
+        and ("traceId" in record or "trace_id" in record)
+        and ("dataType" in record or "data_type" in record or "source" in record)
+    )
+
+
+def sniff_langfuse_side(record: dict[str, Any]) -> bool:
+    """Langfuse traces and scores (API pages or the blob-storage export's traces and scores
+    tables): side records of the observations."""
+    return _is_trace(record) or _is_score(record)
+
+
+def read_langfuse_side(record: dict[str, Any], ctx: LineContext) -> tuple[str, Any]:
+    """A trace (kept by id for its observations' metadata) or a score (kept by observation,
+    else by trace, as feedback)."""
+    record = {
+        **record,
+        **{c: record[k] for k, c in _LANGFUSE_SNAKE.items() if k in record and c not in record},
+    }
+    if _is_score(record):
+        score = {
+            k: v
+            for k, v in {
+                "name": record.get("name"),
+                "value": record.get("value"),
+                "string_value": record.get("stringValue"),
+                "data_type": record.get("dataType"),
+                "source": record.get("source"),
+                "comment": record.get("comment"),
+            }.items()
+            if v is not None
+        }
+        obs = record.get("observationId")
+        if isinstance(obs, str) and obs:
+            return f"observation:{obs}", [score]
+        return f"trace:{record.get('traceId')}:scores", [score]
+    trace_id = record.get("id")
+    if not isinstance(trace_id, str) or not trace_id:
+        raise wrong_type("id", "a trace id", trace_id)
+    trace = {
+        "id": trace_id,
+        "name": record.get("name"),
+        "metadata": _json_cell(record.get("metadata"), "metadata"),
+        "tags": _json_cell(record.get("tags"), "tags"),
+        "sessionId": record.get("sessionId"),
+        "userId": record.get("userId"),
+    }
+    return f"trace:{trace_id}", trace
 
 
 def _messages_from_input(value: Any, path: str) -> tuple[list[Any], dict[str, Any]]:
@@ -325,18 +488,31 @@ def _output_response(value: Any, path: str, latency: float | None) -> Logged:
 
 
 def read_langfuse(record: dict[str, Any], ctx: LineContext) -> Exchange:
-    kind = record.get("type")
+    snake = "trace_id" in record or "start_time" in record
+    record = _langfuse_camel(record)
+    # a generations table exported without its type column holds generations only
+    kind = record.get("type", "GENERATION")
     if kind != "GENERATION":
         raise RecordError("type", WRONG_FORMAT, f"a {kind} observation is not a model call")
-    messages, extra = _messages_from_input(record.get("input"), "input")
-    params = record.get("modelParameters") or {}
+    messages, extra = _messages_from_input(_json_cell(record.get("input"), "input"), "input")
+    params_field = "model_parameters" if snake else "modelParameters"
+    params = _json_cell(record.get("modelParameters"), params_field) or {}
     if not isinstance(params, dict):
-        raise wrong_type("modelParameters", "an object", params)
-    model = record.get("model") or extra.pop("model", None)
+        raise wrong_type(params_field, "an object", params)
+    model = record.get("model") or record.get("providedModelName") or extra.pop("model", None)
+    extra.pop("model", None)
     request: dict[str, Any] = {"model": model, "messages": messages, **extra}
+    from_params: dict[str, Any] = {}
     for key, value in params.items():
-        if value is not None and key in _SAMPLING:
-            request[key] = _number(value)
+        if value is not None and key in _SAMPLING and key not in extra:
+            from_params[key] = _number(value)
+    dropped = drop_filled_params(
+        from_params,
+        {},
+        LANGFUSE_SDK_DEFAULTS,
+        "",
+    )
+    request.update(from_params)
     check_chat_request(request, "input", ctx)
     latency = _latency(record.get("startTime"), record.get("endTime"))
     error = None
@@ -344,32 +520,55 @@ def read_langfuse(record: dict[str, Any], ctx: LineContext) -> Exchange:
         logged = NOTHING
         error = str(record.get("statusMessage") or "error")
     else:
-        logged = _output_response(record.get("output"), "output", latency)
+        logged = _output_response(_json_cell(record.get("output"), "output"), "output", latency)
     response = logged.response
     if response is not None:
-        usage = _usage(record.get("usageDetails")) or _usage(record.get("usage"))
+        usage = (
+            _usage(_json_cell(record.get("usageDetails"), "usage_details"))
+            or _usage(_json_cell(record.get("providedUsageDetails"), "provided_usage_details"))
+            or _usage(record.get("usage"))
+        )
         if usage is not None:
             response.usage = usage
         if response.model is None and isinstance(model, str):
             response.model = model
-        start, first = record.get("startTime"), record.get("completionStartTime")
+        start = record.get("startTime")
+        first = _json_cell(record.get("completionStartTime"), "completionStartTime")
         if first is not None:
             response.ttft_ms = _latency(start, first)
     trace = as_object(record.get("_trace"))
+    trace_id = record.get("traceId") or trace.get("id")
+    if not trace and isinstance(trace_id, str):
+        trace = as_object(_joined(ctx, f"trace:{trace_id}"))
+    feedback: list[Any] = []
+    for key in (f"observation:{record.get('id')}", f"trace:{trace_id}:scores"):
+        scores = _joined(ctx, key)
+        if isinstance(scores, list):
+            feedback.extend(scores)
     metadata = merge_metadata(
-        (trace.get("metadata"), "trace.metadata"), (record.get("metadata"), "metadata")
+        (_json_cell(trace.get("metadata"), "trace.metadata"), "trace.metadata"),
+        (_json_cell(record.get("metadata"), "metadata"), "metadata"),
     )
     for key, value in (
         ("name", record.get("name")),
         ("trace_id", record.get("traceId") or trace.get("id")),
-        ("trace_name", trace.get("name")),
+        ("trace_name", trace.get("name") or record.get("traceName")),
         ("prompt_name", record.get("promptName")),
-        ("session_id", trace.get("sessionId")),
-        ("user_id", trace.get("userId")),
+        ("session_id", trace.get("sessionId") or record.get("sessionId")),
+        ("user_id", trace.get("userId") or record.get("userId")),
         ("tags", trace.get("tags") or None),
+        ("cost", _json_cell(record.get("costDetails"), "cost_details") or None),
     ):
         if value is not None:
             metadata.setdefault(key, value)
+    if feedback:
+        metadata["feedback"] = feedback
+    if dropped:
+        metadata[DROPPED_PARAMS] = dropped
+        metadata[DROPPED_PARAMS_WHY] = (
+            "the Langfuse SDK logs these defaults in modelParameters for calls that did not "
+            "set them"
+        )
     return Exchange(
         id=record_id(record.get("id"), "id") or ctx.default_id(),
         source=ctx.source(),
@@ -384,44 +583,106 @@ def read_langfuse(record: dict[str, Any], ctx: LineContext) -> Exchange:
 # ---------------------------------------------------------------- Helicone
 
 
+def _helicone_async_log(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``HeliconeAsyncLogRequest`` (what the manual logger and the async SDKs send to
+    ``/custom/v1/log``: ``providerRequest {url, json, meta}``, ``providerResponse {headers,
+    status, json | textBody}``, ``timing {startTime, endTime: {seconds, milliseconds},
+    timeToFirstToken}``; Source: https://docs.helicone.ai/getting-started/integration-method/
+    manual-logger-curl) as an export row."""
+    req = as_object(record.get("providerRequest"))
+    res = as_object(record.get("providerResponse"))
+    timing = as_object(record.get("timing"))
+
+    def seconds(t: Any) -> float | None:
+        t = as_object(t)
+        s, ms = t.get("seconds"), t.get("milliseconds", 0)
+        if not isinstance(s, int | float) or not isinstance(ms, int | float):
+            return None
+        return float(s) + float(ms) / 1000.0
+
+    start, end = seconds(timing.get("startTime")), seconds(timing.get("endTime"))
+    row: dict[str, Any] = {
+        "request_body": req.get("json"),
+        "response_body": res.get("json", res.get("textBody")),
+        "response_status": res.get("status"),
+        "request_properties": req.get("meta"),
+        "request_created_at": start,
+        "_ttft_ms": timing.get("timeToFirstToken"),
+    }
+    if start is not None and end is not None and end >= start:
+        row["latency"] = (end - start) * 1000.0
+    return row
+
+
 def sniff_helicone(record: dict[str, Any]) -> bool:
-    return "request_body" in record and ("response_body" in record or "request_id" in record)
+    if "providerRequest" in record and "providerResponse" in record:
+        return True
+    return "request_body" in record and (
+        "response_body" in record
+        or "request_id" in record
+        or "response_id" in record
+        or "response_status" in record
+    )
 
 
 def read_helicone(record: dict[str, Any], ctx: LineContext) -> Exchange:
+    if "providerRequest" in record:
+        record = _helicone_async_log(record)
     body = _maybe_json(record.get("request_body"), "request_body")
     if body is None:
-        raise RecordError("request_body", MISSING_FIELD, "no request body recorded")
+        raise RecordError(
+            "request_body",
+            MISSING_FIELD,
+            "no request body recorded (export with the bodies: npx @helicone/export "
+            "--include-body)",
+        )
     if not isinstance(body, dict):
         raise wrong_type("request_body", "a request object", body)
+    if body.get("model") is None and isinstance(record.get("model"), str) and record["model"]:
+        body["model"] = record["model"]
     request = check_chat_request(body, "request_body", ctx)
-    latency = record.get("delay_ms", record.get("latency"))
-    latency = (
-        float(latency)
-        if isinstance(latency, int | float) and not isinstance(latency, bool)
-        else None
-    )
-    status = record.get("response_status", record.get("status"))
+    latency = float_or_none(record.get("delay_ms", record.get("latency")))
+    status = int_or_none(record.get("response_status", record.get("status")))
     response_body = _maybe_json(record.get("response_body"), "response_body")
-    if isinstance(status, int) and not 200 <= status < 300:
+    if status is not None and not 200 <= status < 300:
         err = response_body.get("error") if isinstance(response_body, dict) else response_body
         logged = Logged(None, error_text(err, status))
     else:
         logged = logged_response(response_body, "response_body", latency)
+        ttft = float_or_none(record.get("_ttft_ms"))
+        if logged.response is not None and ttft is not None:
+            logged.response.ttft_ms = ttft
     props = record.get("request_properties", record.get("properties"))
     props = _maybe_json(props, "properties")
     metadata = merge_metadata(
         (request.get("metadata"), "request_body.metadata"), (props, "properties")
     )
-    for key in ("request_user_id", "user_id", "provider", "cost", "cost_usd", "country_code"):
+    for key in (
+        "request_user_id",
+        "user_id",
+        "provider",
+        "cost",
+        "cost_usd",
+        "country_code",
+        "prompt_tokens",
+        "completion_tokens",
+    ):
         if record.get(key) is not None:
             metadata[key] = record[key]
+    if logged.response is None and logged.error is None and "response_body" not in record:
+        metadata["note"] = (
+            "this Helicone export holds no response bodies: export as JSON or JSONL with "
+            "--include-body to compare against the logged answers"
+        )
     feedback = record.get("feedback", record.get("scores"))
     if feedback is not None:
         metadata["feedback"] = feedback
     ts = record.get("request_created_at", record.get("created_at"))
+    ex_id = record_id(record.get("request_id"), "request_id") or record_id(
+        record.get("response_id"), "response_id"
+    )
     return Exchange(
-        id=record_id(record.get("request_id"), "request_id") or ctx.default_id(),
+        id=ex_id or ctx.default_id(),
         source=ctx.source(),
         timestamp=parse_timestamp(ts, "request_created_at") if ts is not None else None,
         request=request,
@@ -491,6 +752,15 @@ def read_langsmith(record: dict[str, Any], ctx: LineContext) -> Exchange:
     run_type = record.get("run_type")
     if run_type != "llm":
         raise RecordError("run_type", WRONG_FORMAT, f"a {run_type!r} run is not a model call")
+    # bulk exports (Parquet) and CSV dumps hold the objects as JSON text
+    record = {
+        **record,
+        **{
+            k: _maybe_json(record[k], k)
+            for k in ("inputs", "outputs", "extra", "tags", "feedback_stats")
+            if isinstance(record.get(k), str)
+        },
+    }
     inputs = record.get("inputs")
     if not isinstance(inputs, dict):
         raise wrong_type("inputs", "an object", inputs)
@@ -601,22 +871,36 @@ FORMATS = (
         name="langfuse",
         sniff=sniff_langfuse,
         reader=read_langfuse,
-        description="Langfuse observations export or trace JSON (GENERATION observations)",
+        description="Langfuse observations (API, trace JSON, blob-storage/ClickHouse JSONL or CSV)",
         priority=18,
+        sniff_file=csv_sniffer(
+            lambda h: (
+                bool({"traceId", "trace_id"} & h) and "input" in h and bool(_LANGFUSE_CSV_MARKS & h)
+            )
+        ),
+        read_file=csv_reader(read_langfuse),
+        sniff_index=sniff_langfuse_side,
+        index_reader=read_langfuse_side,
     ),
     LogFormat(
         name="helicone",
         sniff=sniff_helicone,
         reader=read_helicone,
-        description="Helicone request export rows (request_body/response_body/properties)",
+        description="Helicone request export rows (JSON, JSONL, CSV; request_body/response_body)",
         priority=18,
+        sniff_file=csv_sniffer(
+            lambda h: "request_body" in h and bool({"response_id", "request_id"} & h)
+        ),
+        read_file=csv_reader(read_helicone),
     ),
     LogFormat(
         name="langsmith",
         sniff=sniff_langsmith,
         reader=read_langsmith,
-        description="LangSmith runs (run_type 'llm': inputs.messages, outputs.generations)",
+        description="LangSmith runs (API, list_runs dumps, bulk export Parquet/CSV)",
         priority=18,
+        sniff_file=export_sniffer(lambda h: "run_type" in h and "inputs" in h),
+        read_file=export_reader(read_langsmith),
     ),
     LogFormat(
         name="openpipe",

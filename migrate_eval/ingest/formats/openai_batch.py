@@ -15,7 +15,8 @@ Output lines (``BatchRequestOutput``, from the output file or the error file)::
      "response": {"status_code": 200, "request_id": "req_abc", "body": {...}}, "error": null}
 
 are joined with the input lines on ``custom_id`` by :func:`~migrate_eval.ingest.read_logs` when
-it is given both files. A line with ``error``, or with a non-2xx ``status_code``, gives an
+it is given both files. When output files are given, an input line none of them answers is a
+logged failure (``error`` set: the batch's error file holds it, or the batch expired). A line with ``error``, or with a non-2xx ``status_code``, gives an
 exchange whose ``error`` is set (a logged error: kept and counted, not skipped). The
 ``response.request_id`` is kept in ``metadata["request_id"]``.
 """
@@ -179,6 +180,19 @@ def apply_output(exchange: Exchange, out: BatchOutput) -> None:
         exchange.metadata["other_choices"] = logged.other_choices
     if out.request_id:
         exchange.metadata["request_id"] = out.request_id
+
+
+def no_output(exchange: Exchange, output_files: list[str]) -> None:
+    """An input line that none of the output/error files read answers: the batch gave no
+    answer for it (its line is in an error file not given, or the batch expired or was
+    cancelled before it ran). A logged failure, never an exchange with a baseline."""
+    exchange.response = None
+    exchange.error = (
+        "no batch output line for this custom_id in "
+        f"{', '.join(output_files)}: the request failed or never ran (its line is in the "
+        "batch's error file: read the error file too)"
+    )
+    exchange.metadata["batch_missing_output"] = True
 
 
 FORMAT = LogFormat(

@@ -30,6 +30,13 @@ records and are not counted. A model-call span becomes one exchange:
   provider (``gen_ai.provider.name`` or the deprecated ``gen_ai.system``), conversation id,
   ``service.name``.
 
+Event-based instrumentations (opentelemetry-instrumentation-openai-v2) emit the messages as
+OTLP *log records* (``resourceLogs[].scopeLogs[].logRecords[]``, event name in ``eventName``
+or the ``event.name`` attribute, the message in ``body``) tied to the span by ``spanId``: a
+logs file (OTLP JSON document or JSON lines) read with the traces is a side file, and each
+span takes the events of its span id (in file order) as if they were span events. Log records
+of a span no traces file holds are skipped records of the logs file (``no matching record``).
+
 A span whose content was not captured (instrumentations record no content by default) is a
 skipped record: there is no prompt to replay. Streaming is already assembled by the
 instrumentation, so a span needs no reassembly. Embeddings and other non-chat operations are
@@ -56,12 +63,13 @@ from migrate_eval.ingest._common import (
     UNSUPPORTED_ENDPOINT,
     LineContext,
     RecordError,
+    SideRecord,
     as_object,
     type_name,
     wrong_type,
 )
 from migrate_eval.ingest._jsonl import BOM, loads, open_lines, parse_line
-from migrate_eval.ingest.registry import LogFormat, never, no_line_reader
+from migrate_eval.ingest.registry import LogFormat, get_format, never, no_line_reader
 
 NAME = "otel-genai"
 _CHAT_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "completion"})
@@ -86,7 +94,12 @@ _EVENT_ROLES = {
 
 def sniff_file(path: Path, head: bytes) -> bool:
     text = head.lstrip(BOM).lstrip()
-    return text.startswith(b"{") and b'"resourceSpans"' in text[:4096]
+    if not text.startswith(b"{"):
+        return False
+    # spans first in the file, or a collector file holding both pipelines' lines
+    return b'"resourceSpans"' in text[:4096] or (
+        b'"resourceLogs"' in text[:4096] and b'"resourceSpans"' in text
+    )
 
 
 def _value(v: Any) -> Any:
@@ -397,11 +410,77 @@ def _response(
     return response
 
 
+_LANGFUSE_ATTRS = {
+    "langfuse.observation.input": "input",
+    "langfuse.observation.output": "output",
+    "langfuse.observation.model.name": "model",
+    "langfuse.observation.model.parameters": "modelParameters",
+    "langfuse.observation.usage_details": "usageDetails",
+    "langfuse.observation.cost_details": "costDetails",
+    "langfuse.observation.completion_start_time": "completionStartTime",
+    "langfuse.observation.level": "level",
+    "langfuse.observation.status_message": "statusMessage",
+    "langfuse.observation.prompt.name": "promptName",
+}
+
+
+def _iso(nanos: int | None) -> str | None:
+    return datetime.fromtimestamp(nanos / 1e9, tz=UTC).isoformat() if nanos else None
+
+
+def _langfuse_span(
+    span: dict[str, Any], attrs: dict[str, Any], path: str, ctx: LineContext
+) -> Exchange | None:
+    """A span of the Langfuse SDK (v3+, built on OpenTelemetry: ``langfuse.observation.*``
+    attributes; Source: langfuse/langfuse-python, langfuse/_client/attributes.py) read as the
+    Langfuse observation it stands for, Langfuse's SDK defaults dropped the same way; None for
+    observations other than generations (spans, events, tools...)."""
+    if str(attrs.get("langfuse.observation.type")).lower() != "generation":
+        return None
+    record: dict[str, Any] = {
+        "id": span.get("spanId"),
+        "traceId": span.get("traceId"),
+        "type": "GENERATION",
+        "name": span.get("name"),
+        "startTime": _iso(_nanos(span.get("startTimeUnixNano"))),
+        "endTime": _iso(_nanos(span.get("endTimeUnixNano"))),
+    }
+    for key, name in _LANGFUSE_ATTRS.items():
+        if key in attrs:
+            record[name] = attrs[key]
+    if "model" not in record and isinstance(attrs.get("gen_ai.request.model"), str):
+        record["model"] = attrs["gen_ai.request.model"]
+    prefix = "langfuse.observation.metadata."
+    record["metadata"] = {k[len(prefix) :]: v for k, v in attrs.items() if k.startswith(prefix)}
+    status = as_object(span.get("status"))
+    if status.get("code") in (2, "STATUS_CODE_ERROR", "ERROR"):
+        record["level"] = "ERROR"
+        record.setdefault("statusMessage", status.get("message"))
+    try:  # through the registry: formats do not import each other
+        exchange = get_format("langfuse").reader(record, ctx)
+    except RecordError as e:
+        e.field = f"{path}.attributes.langfuse.observation.{e.field}"
+        raise
+    exchange.metadata.setdefault("span_id", span.get("spanId"))
+    return exchange
+
+
+_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+_CONTENT_ATTRIBUTES = (
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.system_instructions",
+    "gen_ai.tool.definitions",
+)
+
+
 def span_exchange(
     span: dict[str, Any], resource: dict[str, Any], path: str, ctx: LineContext
 ) -> Exchange | None:
     """One span as an exchange; None when the span is not a model call."""
     attrs = _attributes(span.get("attributes"), f"{path}.attributes")
+    if "langfuse.observation.type" in attrs:
+        return _langfuse_span(span, attrs, path, ctx)
     operation = attrs.get("gen_ai.operation.name")
     if operation is None and "gen_ai.request.model" not in attrs:
         return None
@@ -415,6 +494,18 @@ def span_exchange(
     events = span.get("events") or []
     if not isinstance(events, list):
         raise wrong_type(f"{path}.events", "an array", events)
+    span_id = span.get("spanId")
+    logged_events = ctx.joined.pop(span_id, None) if isinstance(span_id, str) else None
+    if logged_events is not None:  # content the instrumentation emitted as OTLP log records
+        events = [*events, *logged_events.value]
+    for i, event in enumerate(events):
+        # the current semconv's one event a call (opentelemetry-util-genai, EVENT_ONLY): the
+        # content attributes a span would carry, on the event instead
+        if isinstance(event, dict) and event.get("name") == _DETAILS_EVENT:
+            details = _attributes(event.get("attributes"), f"{path}.events[{i}].attributes")
+            for key in _CONTENT_ATTRIBUTES:
+                if key in details:
+                    attrs.setdefault(key, details[key])
     event_messages, choices = _event_messages(events, f"{path}.events")
     messages = _messages_from_semconv(attrs, apath)
     if messages is None:
@@ -428,7 +519,9 @@ def span_exchange(
         raise RecordError(
             f"{apath}.gen_ai.input.messages",
             MISSING_FIELD,
-            "the span holds no prompt (content capture was off): nothing to replay",
+            "the span holds no prompt (content capture was off, or the instrumentation "
+            "emitted the content as OTLP log records: read the logs export, resourceLogs, "
+            "together with the traces): nothing to replay",
         )
     model = attrs.get("gen_ai.request.model")
     request: dict[str, Any] = {
@@ -479,7 +572,8 @@ def span_exchange(
         }.items()
         if v is not None
     }
-    span_id = span.get("spanId")
+    if logged_events is not None:
+        metadata["content_from"] = logged_events.file
     return Exchange(
         id=span_id if isinstance(span_id, str) and span_id else ctx.default_id(),
         source=ctx.source(),
@@ -514,6 +608,8 @@ def _read_request(
     if not isinstance(doc, dict):
         yield LineIssue(name, line, "", f"{NOT_OBJECT}: got {type_name(doc)}")
         return
+    if "resourceLogs" in doc and "resourceSpans" not in doc:
+        return  # log records in a traces file: indexed before the spans were read
     try:
         spans = list(_spans(doc))
     except RecordError as e:
@@ -557,6 +653,8 @@ def read_file(path: Path, ctx: LineContext) -> Iterator[Exchange | LineIssue]:
                 return
             yield from _read_request(doc, ctx, name, 1, ordinal, True)
             return
+        if b'"resourceLogs"' in first or _has_log_lines(path):
+            yield from _index_log_lines(path, ctx)
         yield from _read_request(doc, ctx, name, 1, ordinal, False)
         lineno = 1
         try:
@@ -577,6 +675,148 @@ def read_file(path: Path, ctx: LineContext) -> Iterator[Exchange | LineIssue]:
         fh.close()
 
 
+# ---------------------------------------------------------------- OTLP log records
+
+
+def sniff_logs_file(path: Path, head: bytes) -> bool:
+    text = head.lstrip(BOM).lstrip()
+    return (
+        text.startswith(b"{")
+        and b'"resourceLogs"' in text[:4096]
+        and b'"resourceSpans"' not in text  # both pipelines in one file: a traces file
+    )
+
+
+def _log_event(record: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """A GenAI event log record as the span event it stands for (name + plain attributes,
+    the body's fields among them); None for other log records."""
+    attrs = _attributes(record.get("attributes"), f"{path}.attributes")
+    name = record.get("eventName") or attrs.get("event.name")
+    if not isinstance(name, str) or not name.startswith("gen_ai."):
+        return None
+    body = _value(record.get("body"))
+    if isinstance(body, str):
+        try:
+            parsed = loads(body.encode())
+        except ValueError:
+            parsed = None
+        body = parsed if isinstance(parsed, dict) else {"content": body}
+    if isinstance(body, dict):
+        attrs = {**attrs, **body}
+    return {"name": name, "attributes": attrs}
+
+
+def _log_records(doc: Any, line: int) -> Iterator[tuple[str, Any] | LineIssue | None]:
+    if not isinstance(doc, dict):
+        yield LineIssue("", line, "", f"{NOT_OBJECT}: got {type_name(doc)}")
+        return
+    resource_logs = doc.get("resourceLogs")
+    if not isinstance(resource_logs, list):
+        yield LineIssue("", line, "resourceLogs", "wrong type: expected an array")
+        return
+    for i, rl in enumerate(resource_logs):
+        scopes = rl.get("scopeLogs", []) if isinstance(rl, dict) else []
+        for j, sl in enumerate(scopes or []):
+            records = sl.get("logRecords", []) if isinstance(sl, dict) else []
+            for k, record in enumerate(records or []):
+                path = f"resourceLogs[{i}].scopeLogs[{j}].logRecords[{k}]"
+                if not isinstance(record, dict):
+                    continue
+                try:
+                    event = _log_event(record, path)
+                except RecordError as e:
+                    yield LineIssue("", line, e.field, e.reason)
+                    continue
+                if event is None:
+                    continue  # not a GenAI event: not a record
+                span_id = record.get("spanId")
+                if not isinstance(span_id, str) or not span_id:
+                    yield LineIssue(
+                        "",
+                        line,
+                        f"{path}.spanId",
+                        f"{MISSING_FIELD}: the {event['name']} log record names no span, so "
+                        "no model call can be given its content",
+                    )
+                    continue
+                yield span_id, event
+
+
+def _has_log_lines(path: Path) -> bool:
+    """Whether a traces file in JSON lines also holds log-record lines."""
+    fh = open_lines(path)
+    try:
+        return any(b'"resourceLogs"' in raw for raw in fh)
+    except EOFError:
+        return False
+    finally:
+        fh.close()
+
+
+def _index_log_lines(path: Path, ctx: LineContext) -> Iterator[LineIssue]:
+    """The log-record lines of a traces file (the collector's file exporter writing both
+    pipelines to one file), put in ``ctx.joined`` before any span is read; yields the issues
+    of bad log records (each one counted record)."""
+    name = str(path)
+    fh = open_lines(path)
+    try:
+        for n, raw in enumerate(fh, 1):
+            if b'"resourceLogs"' not in raw:
+                continue
+            try:
+                doc = parse_line(raw, n == 1)
+            except RecordError:
+                continue  # reported when the line is read as a span line
+            if not isinstance(doc, dict) or "resourceSpans" in doc:
+                continue
+            for item in _log_records(doc, n):
+                if isinstance(item, LineIssue):
+                    yield LineIssue(name, item.line, item.field, item.reason)
+                elif item is not None:
+                    key, event = item
+                    prior = ctx.joined.get(key)
+                    if isinstance(prior, SideRecord) and isinstance(prior.value, list):
+                        prior.value.append(event)
+                    else:
+                        ctx.joined[key] = SideRecord(name, n, [event])
+    except EOFError:
+        pass
+    finally:
+        fh.close()
+
+
+def read_logs_file(path: Path, ctx: LineContext) -> Iterator[tuple[str, Any] | LineIssue]:
+    """The GenAI event log records of an OTLP JSON logs document or OTLP JSON lines file
+    (``resourceLogs[].scopeLogs[].logRecords[]``), keyed by their span id."""
+    name = str(path)
+    fh = open_lines(path)
+    try:
+        raw = fh.read()
+    except EOFError:
+        yield LineIssue(name, 1, "", "truncated file: the compressed stream ends early")
+        return
+    finally:
+        fh.close()
+    try:
+        docs: list[tuple[int, Any]] = [(1, parse_line(raw, True))]
+    except RecordError:
+        docs = []
+        for n, text in enumerate(raw.splitlines(), 1):
+            if not text.strip():
+                continue
+            try:
+                docs.append((n, parse_line(text, n == 1)))
+            except RecordError as e:
+                yield e.issue(name, n)
+    for n, doc in docs:
+        ctx.line = n
+        for item in _log_records(doc, n):
+            if isinstance(item, LineIssue):
+                yield LineIssue(name, item.line, item.field, item.reason)
+            elif item is not None:
+                yield item
+
+
 FORMAT = LogFormat(
     name=NAME,
     sniff=never,
@@ -585,4 +825,6 @@ FORMAT = LogFormat(
     priority=40,
     sniff_file=sniff_file,
     read_file=read_file,
+    sniff_index_file=sniff_logs_file,
+    read_index_file=read_logs_file,
 )

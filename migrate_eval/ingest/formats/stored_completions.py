@@ -27,11 +27,14 @@ from typing import Any
 
 from migrate_eval.core.records import Exchange
 from migrate_eval.ingest._common import (
+    DROPPED_PARAMS,
+    DROPPED_PARAMS_WHY,
     MISSING_FIELD,
     LineContext,
     RecordError,
     SideRecord,
     check_chat_request,
+    drop_filled_params,
     parse_timestamp,
     wrong_type,
 )
@@ -62,6 +65,47 @@ _MESSAGE_KEYS = frozenset(
 )
 
 
+#: What a stored completion reports for a parameter the application did not send: the API's
+#: defaults, echoed (temperature 1.0, top_p 1.0, penalties 0, n 1, parallel_tool_calls true,
+#: tool_choice "auto" with tools / "none" without). ``service_tier`` is the tier that served
+#: the call, not a request parameter (kept in the metadata).
+STORED_ECHOES: dict[str, tuple[Any, ...]] = {
+    "temperature": (1,),
+    "top_p": (1,),
+    "presence_penalty": (0,),
+    "frequency_penalty": (0,),
+    "n": (1,),
+    "parallel_tool_calls": (True,),
+    "tool_choice": ("auto", "none"),
+    "service_tier": ("default", "auto"),
+}
+#: Assumption: the API echoes a ``seed`` it chose itself when the application sent none, a
+#: random 64-bit integer; seeds an application picks are small. A seed of 2**32 or more is
+#: taken as the server's and dropped (a random 64-bit seed is below 2**32 once in 4 billion).
+SERVER_SEED_MIN = 1 << 32
+
+
+def drop_echoed_params(request: dict[str, Any], dropped: dict[str, Any]) -> str:
+    """Drop from a stored completion's request what the server echoed rather than what the
+    application sent; fill ``dropped`` and return why (empty when nothing was dropped)."""
+    seed = request.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and abs(seed) >= SERVER_SEED_MIN:
+        dropped["seed"] = request.pop("seed")
+    if request.get("tool_choice") == "none" and request.get("tools"):
+        echoes = {k: v for k, v in STORED_ECHOES.items() if k != "tool_choice"}
+        echoes["tool_choice"] = ("auto",)
+    else:
+        echoes = STORED_ECHOES
+    dropped.update(drop_filled_params(request, {}, echoes, ""))
+    if not dropped:
+        return ""
+    return (
+        "stored completions echo the API's defaults (temperature 1.0, top_p 1.0, penalties 0, "
+        "tool_choice auto, parallel_tool_calls true), the serving tier and a server-chosen "
+        "seed for calls that did not set them"
+    )
+
+
 def sniff(record: dict[str, Any]) -> bool:
     return (
         record.get("object") == "chat.completion"
@@ -78,7 +122,12 @@ def sniff_index(record: dict[str, Any]) -> bool:
         and isinstance(data, list)
         and (
             "completion_id" in record
-            or (bool(data) and isinstance(data[0], dict) and "role" in data[0])
+            or (
+                bool(data)
+                and isinstance(data[0], dict)
+                and "role" in data[0]
+                and "type" not in data[0]
+            )
         )
     )
 
@@ -135,6 +184,8 @@ def read(record: dict[str, Any], ctx: LineContext) -> Exchange:
         value = record.get(key)
         if value is not None:
             request[key] = value
+    echoed: dict[str, Any] = {}
+    echoed_why = drop_echoed_params(request, echoed)
     try:
         check_chat_request(request, "", ctx)
     except RecordError as e:
@@ -151,6 +202,9 @@ def read(record: dict[str, Any], ctx: LineContext) -> Exchange:
             metadata[key] = record[key]
     if logged.other_choices:
         metadata["other_choices"] = logged.other_choices
+    if echoed:
+        metadata[DROPPED_PARAMS] = echoed
+        metadata[DROPPED_PARAMS_WHY] = echoed_why
     return Exchange(
         id=cid,
         source=ctx.source(),
