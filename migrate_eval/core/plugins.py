@@ -57,7 +57,9 @@ def check_requirements(feature: str, requires: Iterable[Requirement]) -> None:
             raise MissingExtraError(req.package, req.extra, feature)
 
 
-def import_target(target: str, *, feature: str, requires: Iterable[Requirement] = ()) -> object:
+def import_target(
+    target: str, *, feature: str, requires: Iterable[Requirement] = (), noun: str = "attribute"
+) -> object:
     """Import ``"module:attribute.path"`` and return the attribute.
 
     A missing optional package (one of ``requires``) is a :class:`MissingExtraError`; any other
@@ -66,7 +68,7 @@ def import_target(target: str, *, feature: str, requires: Iterable[Requirement] 
     requires = tuple(requires)
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(f"{feature}: {target!r} is not a 'module:attribute' name")
+        raise ConfigError(f"{feature}: expected 'module:{noun}', got {target!r}")
     check_requirements(feature, requires)
     try:
         obj: object = importlib.import_module(module_name)
@@ -75,14 +77,22 @@ def import_target(target: str, *, feature: str, requires: Iterable[Requirement] 
         for req in requires:
             if req.package.split(".")[0] == missing:
                 raise MissingExtraError(req.package, req.extra, feature) from None
-        raise ConfigError(f"{feature}: {target!r} cannot be loaded: {e}") from e
+        raise ConfigError(
+            f"{feature}: {target!r} cannot be loaded: module {module_name!r} cannot be imported: {e}"
+        ) from e
     except Exception as e:
-        raise ConfigError(f"{feature}: {target!r} cannot be loaded: {type(e).__name__}: {e}") from e
+        raise ConfigError(
+            f"{feature}: {target!r} cannot be loaded: module {module_name!r} cannot be imported: "
+            f"{type(e).__name__}: {e}"
+        ) from e
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ConfigError(f"{feature}: {target} does not exist") from None
+            raise ConfigError(
+                f"{feature}: {target} does not exist (module {module_name!r} has no attribute "
+                f"{attr!r})"
+            ) from None
     return obj
 
 

@@ -20,7 +20,6 @@ Any failure (unknown name, import error, missing attribute, not callable) raises
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from migrate_eval.core.errors import ConfigError
+from migrate_eval.core.plugins import import_target
 from migrate_eval.core.records import Exchange, OutputKind, Response
 from migrate_eval.core.results import TaskInfo
 from migrate_eval.score._json import parse_json_answer
@@ -147,23 +147,7 @@ def _from_entry_point(name: str) -> MetricInfo | None:
 
 
 def _from_import_path(name: str) -> MetricInfo:
-    module_name, _, attr = name.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"metric {name!r}: expected 'module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:
-        raise ConfigError(
-            f"metric {name!r}: module {module_name!r} cannot be imported: {type(e).__name__}: {e}"
-        ) from e
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigError(
-                f"metric {name!r}: module {module_name!r} has no attribute {attr!r}"
-            ) from None
+    obj = import_target(name, feature=f"metric {name!r}", noun="function")
     return _check_callable(name, obj, f"{name!r}")
 
 
