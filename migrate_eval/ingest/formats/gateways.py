@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrate_eval.core.records import Exchange, Response
+from migrate_eval.core.request import REQUEST_OPTIONS
 from migrate_eval.ingest._common import (
     MISSING_FIELD,
     UNSUPPORTED_ENDPOINT,
@@ -58,31 +59,7 @@ from migrate_eval.ingest.responses_api import chat_request_from_responses
 _CHAT_CALLS = frozenset({"completion", "acompletion", "chat_completion", "achat_completion"})
 _RESPONSES_CALLS = frozenset({"responses", "aresponses"})
 _LITELLM_PARAMS = frozenset(
-    {
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "max_completion_tokens",
-        "stop",
-        "seed",
-        "n",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
-        "logprobs",
-        "top_logprobs",
-        "response_format",
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "reasoning_effort",
-        "user",
-        "stream",
-        "service_tier",
-        "verbosity",
-        "prediction",
-        "modalities",
-    }
+    {*REQUEST_OPTIONS, "logit_bias", "user", "stream", "verbosity", "prediction", "modalities"}
 )
 
 

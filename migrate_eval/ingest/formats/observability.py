@@ -43,6 +43,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from migrate_eval.core.records import Exchange, Response, Usage
+from migrate_eval.core.request import REQUEST_OPTIONS
 from migrate_eval.ingest._common import (
     BAD_RESPONSE,
     DROPPED_PARAMS,
@@ -109,24 +110,7 @@ _LC_ROLES = {
     "chat": "user",
     "chatmessage": "user",
 }
-_SAMPLING = (
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "seed",
-    "n",
-    "presence_penalty",
-    "frequency_penalty",
-    "logprobs",
-    "top_logprobs",
-    "response_format",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "reasoning_effort",
-)
+_SAMPLING = REQUEST_OPTIONS  # what a logging tool records beside the messages
 
 
 def _maybe_json(value: Any, path: str) -> Any:

@@ -26,6 +26,7 @@ import re
 from typing import Any
 
 from migrate_eval.core.records import Exchange
+from migrate_eval.core.request import REQUEST_OPTIONS
 from migrate_eval.ingest._common import (
     DROPPED_PARAMS,
     DROPPED_PARAMS_WHY,
@@ -42,23 +43,7 @@ from migrate_eval.ingest._responses import chat_completion
 from migrate_eval.ingest.registry import LogFormat
 
 NAME = "openai-stored-completions"
-_PARAMS = (
-    "seed",
-    "temperature",
-    "top_p",
-    "presence_penalty",
-    "frequency_penalty",
-    "tools",
-    "tool_choice",
-    "response_format",
-    "service_tier",
-    "max_tokens",
-    "max_completion_tokens",
-    "parallel_tool_calls",
-    "reasoning_effort",
-    "stop",
-    "n",
-)
+_PARAMS = REQUEST_OPTIONS  # the request options a stored completion echoes
 _MESSAGE_SUFFIX = re.compile(r"-\d+$")
 _MESSAGE_KEYS = frozenset(
     {"role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio"}
