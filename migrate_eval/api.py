@@ -143,6 +143,9 @@ def run(
     from migrate_eval.verdict.aggregate import aggregate, gate_outcome
 
     s = _resolve_suite(suite, logs, candidates)
+    if concurrency is not None:  # applied once, here: replay, projections and results see it
+        specs = [c.model_copy(update={"concurrency": concurrency}) for c in s.candidates]
+        s = s.model_copy(update={"candidates": specs})
     for t in s.tasks:  # fail fast on unknown metrics, before any network call
         for m in t.metrics or []:
             get_metric(m)
@@ -212,7 +215,6 @@ def run(
             s.candidates,
             cache=rc,
             offline=offline,
-            concurrency=concurrency,
             progress=progress,
         )
         baseline_rows = None

@@ -20,7 +20,9 @@ from migrate_eval.core.results import (
 from migrate_eval.core.suite import CandidateSpec, Price
 from migrate_eval.verdict.costs import (
     DAYS_PER_MONTH,
+    HOURS_PER_MONTH,
     fill_cost_projections,
+    hourly_load,
     logged_volume_per_day,
     measured_throughput_rps,
     monthly_projection,
@@ -83,9 +85,11 @@ def test_self_hosted_cost_is_the_hour_over_the_requests_served() -> None:
         ReplayResult(
             exchange_id=str(i), candidate="gpu", response=Response(text="x"), latency_ms=2000
         )
-        for i in range(3)
+        for i in range(10)
     ]
     assert measured_throughput_rps(spec, rows) == pytest.approx(4.0)
+    # three requests were never eight in flight: Little's law with the three there were
+    assert measured_throughput_rps(spec, rows[:3]) == pytest.approx(1.5)
 
 
 def test_monthly_projection_weighs_tasks_by_volume() -> None:
@@ -158,6 +162,132 @@ def test_fill_cost_projections_for_candidates_and_the_baseline() -> None:
     assert mini.price_source == f"table {price_table().as_of}"
     assert local.monthly_usd is None and local.price_source is None  # no price known
     assert local.baseline_monthly_usd == mini.baseline_monthly_usd
+
+
+def _self_hosted_run(
+    price: Price, stamps: list[datetime | None], *, latency_ms: float = 1000.0
+) -> CostStats:
+    """One self-hosted candidate (concurrency 4) answering 8 of the logged exchanges."""
+    traffic = [
+        Exchange(
+            id=f"e{i}",
+            source=Source(file="f", line=i + 1, format="t"),
+            timestamp=ts,
+            request={"model": "gpt-4o", "messages": [{"role": "user", "content": "q"}]},
+            response=Response(text="a"),
+        )
+        for i, ts in enumerate(stamps)
+    ]
+    assignment = {ex.id: "t" for ex in traffic}
+    spec = CandidateSpec(name="gpu", model="llama", concurrency=4, price=price)
+    replays = [
+        ReplayResult(
+            exchange_id=f"e{i}", candidate="gpu", response=Response(text="a"), latency_ms=latency_ms
+        )
+        for i in range(8)
+    ]
+    result = _result("gpu")
+    result.cost.per_request_usd = 0.0  # what the aggregate gives a price with no token rates
+    fill_cost_projections([result], [spec], replays, assignment, traffic)
+    return result.cost
+
+
+def test_an_always_on_gpu_costs_its_hours_not_its_busy_seconds() -> None:
+    # bug: 2.5 USD/h projected 0.02 USD a month (each request's share of a busy hour)
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    stamps: list[datetime | None] = [t0 + timedelta(minutes=30 * i) for i in range(96)]  # 2 days
+    cost = _self_hosted_run(Price(per_hour_usd=2.5), stamps)
+    assert cost.price_source == "self-hosted"
+    assert cost.servers == 1
+    assert cost.monthly_usd == pytest.approx(2.5 * HOURS_PER_MONTH)  # 1,826.25 USD
+    assert cost.throughput_rps == pytest.approx(4.0)  # concurrency 4 / 1 s
+    assert cost.peak_rps == pytest.approx(2 / 3600)
+    assert cost.requests_per_day == pytest.approx(96 / (47.5 / 24))  # over the log span
+    assert cost.per_request_usd == pytest.approx(
+        2.5 * HOURS_PER_MONTH / (cost.requests_per_day * DAYS_PER_MONTH)
+    )
+    assert cost.cost_basis is not None and "always on" in cost.cost_basis
+    assert "measured at concurrency 4" in cost.cost_basis
+
+
+def test_servers_are_sized_for_the_busiest_hour() -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    # a quiet day, then one hour at 10 requests a second (36,000 requests)
+    stamps: list[datetime | None] = [t0 + timedelta(hours=h) for h in range(24)]
+    busy = t0 + timedelta(days=1)
+    stamps += [busy + timedelta(seconds=i * 0.1) for i in range(36_000)]
+    load = hourly_load({"t": stamps})
+    assert load.peak_rps == pytest.approx(10.0)
+    # one server sustains 4 req/s (the suite says so): 3 servers for the peak of 10 req/s
+    cost = _self_hosted_run(Price(per_hour_usd=2.0, throughput_rps=4.0), stamps)
+    assert cost.servers == 3
+    assert cost.throughput_rps == 4.0
+    assert cost.monthly_usd == pytest.approx(3 * 2.0 * HOURS_PER_MONTH)
+    assert cost.cost_basis is not None and "suite's throughput_rps" in cost.cost_basis
+
+
+def test_scale_to_zero_bills_only_the_hours_with_traffic() -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    # 10 days; traffic in 2 clock hours of each day (09:00 and 10:00)
+    stamps: list[datetime | None] = [
+        t0 + timedelta(days=d, hours=h, minutes=m)
+        for d in range(10)
+        for h in (9, 10)
+        for m in (0, 30)
+    ]
+    always_on = _self_hosted_run(Price(per_hour_usd=3.0), stamps)
+    scaled = _self_hosted_run(Price(per_hour_usd=3.0, scale_to_zero=True), stamps)
+    assert always_on.monthly_usd == pytest.approx(3.0 * HOURS_PER_MONTH)
+    span_days = (9 * 24 + 2) / 24  # 09:00 of day 0 to 11:00 of day 9
+    assert scaled.monthly_usd == pytest.approx(20 * 3.0 * DAYS_PER_MONTH / span_days)
+    assert scaled.monthly_usd is not None and scaled.monthly_usd < always_on.monthly_usd / 10
+    assert scaled.cost_basis is not None and "scale to zero" in scaled.cost_basis
+
+
+def test_self_hosted_cost_without_a_throughput_says_what_is_missing() -> None:
+    cost = _self_hosted_run(Price(per_hour_usd=2.5), [None] * 10, latency_ms=0.0)
+    assert cost.monthly_usd is None and cost.per_request_usd is None
+    assert cost.cost_basis is not None and "throughput_rps" in cost.cost_basis
+
+
+def test_logs_without_timestamps_read_as_one_evenly_spread_day() -> None:
+    load = hourly_load({"a": [None] * 48, "b": [None] * 24})
+    assert load.peak_rps == pytest.approx(3 / 3600) and load.span_days == 1.0
+
+
+@pytest.mark.slow  # a whole pipeline run (scoring imports)
+def test_the_run_time_concurrency_reaches_the_self_hosted_projection(tmp_path: Path) -> None:
+    from migrate_eval.api import run
+    from migrate_eval.core.suite import LogSpec, Suite
+    from tests.servers import LoopbackServer, make_completion
+
+    log = tmp_path / "log.jsonl"
+    with log.open("w", encoding="utf-8") as f:
+        for i in range(12):
+            request = {"model": "gpt-4o", "messages": [{"role": "user", "content": f"q {i}"}]}
+            f.write(json.dumps({"request": request, "response": make_completion(request)}) + "\n")
+    with LoopbackServer() as srv:
+        suite = Suite(
+            name="gpu",
+            logs=[LogSpec(path=str(log))],
+            candidates=[
+                CandidateSpec(
+                    name="gpu",
+                    model="m",
+                    base_url=srv.base_url,
+                    concurrency=16,
+                    price=Price(per_hour_usd=2.5),
+                )
+            ],
+            base_dir=tmp_path,
+        )
+        outcome = run(suite, out=tmp_path / "run", cache=tmp_path / "c.db", concurrency=3)
+    cost = outcome.results.candidates[0].cost
+    assert cost.cost_basis is not None and "measured at concurrency 3" in cost.cost_basis
+    assert cost.servers == 1 and cost.monthly_usd == pytest.approx(2.5 * HOURS_PER_MONTH)
+    assert cost.per_request_usd == pytest.approx(2.5 * HOURS_PER_MONTH / (12 * DAYS_PER_MONTH))
+    saved = json.loads((outcome.run_dir / "suite.json").read_text(encoding="utf-8"))
+    assert saved["candidates"][0]["concurrency"] == 3
 
 
 @pytest.mark.slow  # a whole pipeline run (scoring imports)

@@ -3,7 +3,8 @@
 The table is ``migrate_eval/data/prices.yaml`` (:func:`price_table`; list prices change: the
 table says when it was checked). Token-priced models cost ``input``/``cached_input``/``output``
 per million tokens of the usage each answer reports; self-hosted models cost ``per_hour_usd``
-spread over the requests they serve (``throughput_rps`` given, or measured).
+per server and hour: :func:`cost_of` gives the cost of one request on a fully busy server,
+and :mod:`migrate_eval.verdict.costs` projects the servers the logged peak needs to a month.
 
 * :func:`price_for` - a model's price from the table (exact name, then without its date
   suffix; the provider / base URL narrows the vendor).

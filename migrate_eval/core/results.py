@@ -95,6 +95,21 @@ class CostStats(StrictModel):
         default=None,
         description="'suite', 'table <as_of>' or 'self-hosted' (where prices came from)",
     )
+    servers: int | None = Field(
+        default=None,
+        description="self-hosted: servers (GPUs) needed for the logged peak rate at the throughput",
+    )
+    peak_rps: float | None = Field(
+        default=None, description="logged peak requests per second (the busiest clock hour)"
+    )
+    throughput_rps: float | None = Field(
+        default=None,
+        description="self-hosted: requests per second one server sustains (suite or measured)",
+    )
+    cost_basis: str | None = Field(
+        default=None,
+        description="self-hosted: how the monthly cost was computed (servers, hours, rates)",
+    )
 
 
 class ErrorStats(StrictModel):

@@ -70,6 +70,10 @@ class Price(StrictModel):
         gt=0,
         description="self-hosted: requests per second it sustains (default: measured)",
     )
+    scale_to_zero: bool = Field(
+        default=False,
+        description="self-hosted: bill only the hours with traffic (default: always on)",
+    )
 
 
 class CandidateSpec(StrictModel):

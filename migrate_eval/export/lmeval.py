@@ -14,6 +14,11 @@ For each task of the suite, ``DIR/<task>/`` gets:
 ``DIR/<suite>.yaml`` is a group of all the tasks. Run them with
 ``lm-eval run --include_path DIR --tasks <group or task> --model ... [--apply_chat_template]``.
 
+The target is named by its column (``doc_to_target: target``), never rendered through a
+template: lm-eval passes a rendered target that looks like a list (``[...]``, as every tool-call
+target does) through ``ast.literal_eval``, and the list it gets back never equals the model's
+string, so a byte-identical tool-call answer scored 0 with ``exact_match``.
+
 Decisions: the prompt is the whole logged conversation (system prompt, earlier turns, tool
 calls and tool results), rendered as a role-labelled transcript ending with ``Assistant:``,
 because a ``generate_until`` task gives the model one context string; with
@@ -140,7 +145,10 @@ def task_config(name: str, data_path: Path, kind: OutputKind, description: str) 
         "test_split": "test",
         "output_type": "generate_until",
         "doc_to_text": "{{prompt}}",
-        "doc_to_target": "{{target}}",
+        # the column's name, not a "{{target}}" template: lm-eval reads a rendered template
+        # that starts with "[" and ends with "]" as a Python literal (a list), so a tool-call
+        # target reproduced byte for byte scored 0; a column name is returned as is
+        "doc_to_target": "target",
         "target_delimiter": " ",
         "generation_kwargs": {"until": [], "max_gen_toks": MAX_GEN_TOKS, "do_sample": False},
         "metric_list": _metric_list(kind),

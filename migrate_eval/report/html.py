@@ -173,6 +173,7 @@ class CandidateView:
     latency_change: str | None = None
     monthly: str | None = None
     cost_change: str | None = None
+    cost_basis: str | None = None
     ttft: str | None = None
     noise_interval: str | None = None
     extras: list[tuple[str, str]] = field(default_factory=list)
@@ -686,6 +687,7 @@ def _candidate_extras(
     if monthly is None:
         monthly = _f(_attr(c, "monthly_usd", "projected_monthly_usd"))
     view.monthly = fmt_usd(monthly) if monthly is not None else None
+    view.cost_basis = c.cost.cost_basis  # self-hosted: servers, hours, rates
     # like with like: monthly vs the baseline's monthly, else per request vs per request
     base_monthly = _f(_attr(c.cost, "baseline_monthly_usd"))
     if base_monthly is None:

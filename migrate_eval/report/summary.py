@@ -103,6 +103,8 @@ def _monthly_cell(c: CandidateResult) -> str:
         change = (monthly - base) / base * 100
         text = ">+999%" if change > 999 else f"{'+' if change >= 0 else '-'}{abs(change):.0f}%"
         cell += f" ({text} vs OpenAI {fmt_usd(base)}/month)"
+    if c.cost.servers is not None:  # self-hosted: how many servers the logged peak needs
+        cell += f", {c.cost.servers} server{'s' if c.cost.servers != 1 else ''}"
     return cell
 
 

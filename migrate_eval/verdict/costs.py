@@ -4,12 +4,18 @@ month at the logged volume and task mix. Prices come from :mod:`migrate_eval.cor
 * :func:`monthly_projection` - cost per request and requests per day, per task, to a
   month at the logged volume and task mix.
 * :func:`logged_volume_per_day` - requests per day per task, from the log's timestamps.
+* :func:`hourly_load` / :func:`self_hosted_projection` - a self-hosted model
+  (``price.per_hour_usd``) is paid per server-hour, not per request: the servers needed for the
+  logged peak rate (the busiest clock hour) at the throughput one server sustains, times the
+  hours of a month (always on; ``price.scale_to_zero`` bills only the hours with traffic).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from migrate_eval.core.prices import (
     LoggedTraffic,
@@ -19,11 +25,13 @@ from migrate_eval.core.prices import (
     logged_cost,
 )
 from migrate_eval.core.records import Exchange, ReplayResult
-from migrate_eval.core.results import CandidateResult
-from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.core.results import CandidateResult, CostStats
+from migrate_eval.core.suite import CandidateSpec, Price
 
 #: Days in an average month (365.25 / 12).
 DAYS_PER_MONTH = 30.4375
+#: Hours in an average month (730.5): what an always-on server is billed.
+HOURS_PER_MONTH = 24.0 * DAYS_PER_MONTH
 
 
 def monthly_projection(
@@ -96,7 +104,149 @@ def measured_throughput_rps(spec: CandidateSpec, rows: Iterable[ReplayResult]) -
     if not latencies:
         return None
     mean_s = sum(latencies) / len(latencies) / 1000.0
-    return spec.concurrency / mean_s
+    # Little's law: at most as many requests were in flight as there were to fetch
+    return min(spec.concurrency, len(latencies)) / mean_s
+
+
+@dataclass(frozen=True)
+class HourlyLoad:
+    """The logged traffic by clock hour (UTC; naive timestamps read as UTC).
+
+    ``counts`` holds the requests of each clock hour that had any (requests without a timestamp
+    are spread over the stamped hours in proportion); ``span_days`` is the time the log covers
+    (at least one day, as in :func:`logged_volume_per_day`). A log without timestamps is read
+    as one day of evenly spread traffic.
+    """
+
+    counts: tuple[float, ...]
+    span_days: float
+
+    @property
+    def peak_rps(self) -> float:
+        """Requests per second in the busiest clock hour (0.0 without traffic)."""
+        return max(self.counts, default=0.0) / 3600.0
+
+
+def hourly_load(
+    timestamps_by_task: Mapping[str, Iterable[datetime | None]], *, min_days: float = 1.0
+) -> HourlyLoad:
+    """The whole logged traffic (all tasks: one deployment serves them all) by clock hour."""
+    buckets: dict[datetime, int] = {}
+    total = 0
+    for stamps in timestamps_by_task.values():
+        for ts in stamps:
+            total += 1
+            if ts is None:
+                continue
+            if ts.tzinfo is not None:
+                ts = ts.astimezone(UTC).replace(tzinfo=None)
+            hour = ts.replace(minute=0, second=0, microsecond=0)
+            buckets[hour] = buckets.get(hour, 0) + 1
+    stamped = sum(buckets.values())
+    if not stamped:
+        return HourlyLoad(counts=(total / 24.0,) * 24 if total else (), span_days=min_days)
+    first, last = min(buckets), max(buckets) + timedelta(hours=1)
+    span_days = max(min_days, (last - first).total_seconds() / 86400.0)
+    scale = total / stamped
+    return HourlyLoad(counts=tuple(n * scale for n in buckets.values()), span_days=span_days)
+
+
+@dataclass(frozen=True)
+class SelfHostedCost:
+    """What a self-hosted candidate costs a month (:func:`self_hosted_projection`)."""
+
+    servers: int
+    monthly_usd: float
+    per_request_usd: float | None
+    basis: str
+
+
+def self_hosted_projection(
+    price: Price,
+    load: HourlyLoad,
+    throughput_rps: float,
+    requests_per_day: float | None,
+    *,
+    throughput_source: str = "measured",
+) -> SelfHostedCost:
+    """Servers needed, monthly cost and cost per request of a model paid per server-hour.
+
+    ``servers`` = ceil(peak rate / throughput), at least one, where the peak rate is the
+    busiest clock hour's requests per second (hourly, not per minute: a minute's burst waits in
+    the queue, and logs are often a sample in which a minute holds a handful of requests).
+    Always on (the default): ``servers x per_hour_usd x 730.5`` hours. With
+    ``price.scale_to_zero``: every clock hour with traffic is billed for the servers that hour
+    needs, hours without traffic cost nothing, scaled from the log's span to a month. Per
+    request: the monthly cost over the monthly requests (``requests_per_day x 30.44``).
+    """
+    if price.per_hour_usd is None or throughput_rps <= 0:
+        raise ValueError("a self-hosted projection needs per_hour_usd and a positive throughput")
+
+    def needed(count: float) -> int:
+        return max(1, math.ceil(count / 3600.0 / throughput_rps - 1e-9))
+
+    servers = needed(max(load.counts, default=0.0))
+    per_hour = price.per_hour_usd
+    sizing = (
+        f"sized for the logged peak of {load.peak_rps:.3g} req/s (busiest hour) "
+        f"at {throughput_rps:.3g} req/s per server ({throughput_source})"
+    )
+    if price.scale_to_zero:
+        server_hours = (
+            sum(needed(c) for c in load.counts if c > 0) * DAYS_PER_MONTH / load.span_days
+        )
+        monthly = server_hours * per_hour
+        basis = (
+            f"up to {servers} server{'s' if servers != 1 else ''} x ${per_hour:g}/h, scale to "
+            f"zero: {server_hours:.0f} server-hours/month (hours with traffic only), {sizing}"
+        )
+    else:
+        monthly = servers * per_hour * HOURS_PER_MONTH
+        basis = (
+            f"{servers} server{'s' if servers != 1 else ''} x ${per_hour:g}/h, always on "
+            f"({HOURS_PER_MONTH:g} h/month), {sizing}"
+        )
+    monthly_requests = (requests_per_day or 0.0) * DAYS_PER_MONTH
+    per_request = monthly / monthly_requests if monthly_requests > 0 else None
+    return SelfHostedCost(
+        servers=servers, monthly_usd=monthly, per_request_usd=per_request, basis=basis
+    )
+
+
+def _fill_self_hosted(
+    cost: CostStats,
+    spec: CandidateSpec,
+    price: Price,
+    rows: Sequence[ReplayResult],
+    load: HourlyLoad,
+    requests_per_day: float | None,
+) -> None:
+    cost.price_source = "self-hosted"
+    cost.peak_rps = load.peak_rps
+    # per-token figures do not apply to a model paid by the hour
+    cost.per_request_usd = cost.total_usd = cost.monthly_usd = None
+    if price.throughput_rps is not None:
+        rps: float | None = price.throughput_rps
+        source = "suite's throughput_rps"
+    else:
+        rps = measured_throughput_rps(spec, rows)
+        source = f"measured at concurrency {spec.concurrency}"
+    if rps is None:
+        cost.cost_basis = (
+            "throughput unknown (no answer measured): set price.throughput_rps in the suite"
+        )
+        return
+    projection = self_hosted_projection(
+        price, load, rps, requests_per_day, throughput_source=source
+    )
+    cost.throughput_rps = rps
+    cost.servers = projection.servers
+    cost.monthly_usd = projection.monthly_usd
+    cost.per_request_usd = projection.per_request_usd
+    cost.cost_basis = projection.basis
+    answered = sum(1 for r in rows if r.ok)
+    if projection.per_request_usd is not None:
+        cost.total_usd = projection.per_request_usd * answered
 
 
 def fill_cost_projections(
@@ -115,7 +265,10 @@ def fill_cost_projections(
     (:func:`logged_cost`), the baseline cost. Each candidate's cost per request, per task,
     is the mean cost of its answers (:func:`cost_of`); the monthly figure weighs tasks by
     their logged volume. ``total_usd`` / ``per_request_usd`` are filled when the aggregate
-    left them empty (a price from the table rather than the suite).
+    left them empty (a price from the table rather than the suite). A self-hosted price
+    (``per_hour_usd``) is projected by :func:`self_hosted_projection` instead: the servers the
+    logged peak needs, at the suite's ``throughput_rps`` or the throughput measured in this run
+    (:func:`measured_throughput_rps`, at the candidate's concurrency as the run applied it).
     """
     if not isinstance(traffic, LoggedTraffic):
         logged = LoggedTraffic()
@@ -133,6 +286,7 @@ def fill_cost_projections(
     all_baseline = [c for costs in baseline_costs.values() for c in costs]
     baseline_per_request = sum(all_baseline) / len(all_baseline) if all_baseline else None
     per_day = sum(volume.values()) if volume else None
+    load = hourly_load(stamps)
 
     by_name = {spec.name: spec for spec in specs}
     rows_by_candidate: dict[str, list[ReplayResult]] = {}
@@ -150,14 +304,16 @@ def fill_cost_projections(
         if price is None:
             continue
         rows = rows_by_candidate.get(spec.name, [])
-        rps = measured_throughput_rps(spec, rows) if is_self_hosted(price) else None
-        cost.price_source = "self-hosted" if is_self_hosted(price) else source
+        if is_self_hosted(price):
+            _fill_self_hosted(cost, spec, price, rows, load, per_day)
+            continue
+        cost.price_source = source
         per_task: dict[str, list[float]] = {}
         for row in rows:
             task = assignment.get(row.exchange_id)
             if task is None or not row.ok or row.response is None:
                 continue
-            row_cost = cost_of(row.response.usage, price, throughput_rps=rps)
+            row_cost = cost_of(row.response.usage, price)
             if row_cost is not None:
                 per_task.setdefault(task, []).append(row_cost)
         costs = [c for values in per_task.values() for c in values]

@@ -133,6 +133,25 @@ def test_lm_eval_loads_and_evaluates_the_exported_tasks(exported: Path) -> None:
         assert summ["ter,none"] > 0.0
 
 
+@pytest.mark.slow
+def test_lm_eval_scores_a_byte_identical_tool_call_answer_as_exact(exported: Path) -> None:
+    # bug: lm-eval read a target starting with "[" as a Python list, so the logged tool calls
+    # reproduced byte for byte scored 0
+    task = "migrate_eval_demo_order_assistant"
+    docs = _docs(exported, task)
+    assert all(d["target"].startswith("[") for d in docs)  # every answer is a tool call
+    assert len({d["prompt"] for d in docs}) == len(docs)
+    exact = _lm_eval_run(exported, [task], {d["prompt"]: d["target"] for d in docs})
+    assert exact["results"][task]["exact_match,none"] == pytest.approx(1.0)
+    # one answer calls the right tool with other arguments: that one is not exact
+    answers = {d["prompt"]: d["target"] for d in docs}
+    first = json.loads(docs[0]["target"])
+    first[0]["arguments"] = {"changed": True}
+    answers[docs[0]["prompt"]] = json.dumps(first, sort_keys=True)
+    partly = _lm_eval_run(exported, [task], answers)
+    assert partly["results"][task]["exact_match,none"] == pytest.approx(7 / 8)
+
+
 def test_cli_export_lm_eval_writes_the_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main, ["export", "lm-eval", str(DEMO), str(tmp_path / "out"), "--limit", "3"]

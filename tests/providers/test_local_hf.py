@@ -181,3 +181,60 @@ def test_replay_end_to_end_with_concurrency(model_dir: Path, tmp_path: Path) -> 
 def test_non_numeric_sampling_values_are_refused(model_dir: Path) -> None:
     with pytest.raises(UnsupportedRequestError, match="temperature='hot'"):
         run(spec_for(model_dir), chat(temperature="hot"))
+
+
+def test_new_weights_at_the_same_path_are_asked_again(tmp_path: Path) -> None:
+    # bug: the cache identity was the path and name, so replaced weights answered from the cache
+    folder = build_tiny_model(tmp_path / "model", seed=0)
+    exchanges = [
+        Exchange(
+            id=f"ex{i}",
+            source=Source(file="log.jsonl", line=i + 1, format="chat-jsonl"),
+            request=chat(f"question {i}", temperature=0, max_tokens=6),
+        )
+        for i in range(3)
+    ]
+    spec = spec_for(folder)
+    with ResponseCache(tmp_path / "cache.sqlite") as cache:
+        before = replay(exchanges, [spec], cache=cache)
+        assert all(r.cached for r in replay(exchanges, [spec], cache=cache))  # same weights
+        build_tiny_model(folder, seed=1)  # retrained: same files, same sizes, other values
+        after = replay(exchanges, [spec], cache=cache)
+    assert all(r.ok for r in before + after)
+    assert not any(r.cached for r in after)
+    # the new answers are the new weights' own (greedy): what a fresh cache gets
+    with ResponseCache(tmp_path / "fresh.sqlite") as fresh:
+        expected = replay(exchanges, [spec], cache=fresh)
+    assert [r.response.text for r in after if r.response] == [
+        r.response.text for r in expected if r.response
+    ]
+
+
+def test_the_weights_fingerprint_follows_content_and_large_files_by_mtime(tmp_path: Path) -> None:
+    import os
+
+    from migrate_eval.replay.providers._files import model_files_fingerprint
+
+    (tmp_path / "config.json").write_text('{"a": 1}')
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\x00" * 64)
+    (tmp_path / "README.md").write_text("notes")
+    first = model_files_fingerprint(tmp_path)
+    assert first is not None and first == model_files_fingerprint(tmp_path)
+    (tmp_path / "README.md").write_text("other notes")  # not read by the loader
+    assert model_files_fingerprint(tmp_path) == first
+    stamp = weights.stat().st_mtime_ns
+    weights.write_bytes(b"\x01" * 64)  # same size, same mtime: content tells them apart
+    os.utime(weights, ns=(stamp, stamp))
+    assert model_files_fingerprint(tmp_path) != first
+    # a file above the hash limit counts by size and mtime
+    large = model_files_fingerprint(tmp_path, hash_limit=16)
+    os.utime(weights, ns=(stamp + 1_000, stamp + 1_000))
+    assert model_files_fingerprint(tmp_path, hash_limit=16) != large
+    assert model_files_fingerprint(tmp_path / "missing") is None
+
+
+def test_the_identity_names_the_weights(model_dir: Path) -> None:
+    identity = get_provider(spec_for(model_dir)).identity()
+    assert identity["model"] == str(model_dir.resolve())
+    assert isinstance(identity["weights"], str) and identity["weights"].startswith("sha256:")

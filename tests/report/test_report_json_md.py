@@ -207,3 +207,16 @@ def test_summary_says_whether_logged_content_was_redacted(run: Run) -> None:
         "PII redaction was on: 9 value(s) replaced in 7 of 40 exchange(s) before replay."
         in render_summary_md(res)
     )
+
+
+def test_self_hosted_cost_shows_servers_and_its_basis(run: Run) -> None:
+    from migrate_eval.report import render_html_text
+
+    res = run.results.model_copy(deep=True)
+    gpu = res.candidates[0]
+    gpu.cost.monthly_usd, gpu.cost.servers = 3652.5, 2
+    gpu.cost.cost_basis = "2 servers x $2.5/h, always on (730.5 h/month), sized for the peak"
+    rows = _candidate_table(render_summary_md(res))
+    assert rows[2].endswith("| $3,652.50/month, 2 servers |")
+    html = render_html_text(res, run.scores, {}, {})
+    assert "Self-hosting" in html and "2 servers x $2.5/h, always on" in html

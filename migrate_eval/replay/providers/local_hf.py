@@ -23,6 +23,10 @@ enforced without constrained decoding: such requests raise
 :class:`~migrate_eval.replay.providers.base.UnsupportedRequestError`, like images and audio.
 ``tool_choice: "none"`` renders the prompt without the tools.
 
+The cache identity holds a fingerprint of the model's files (``weights``: content hash of the
+small files, size and mtime of the large ones; :mod:`~migrate_eval.replay.providers._files`):
+new weights saved at the same path are asked again, not answered from the cache.
+
 One model instance per candidate; generation runs in one worker thread (a queue: any
 ``concurrency`` is safe, requests are served one at a time). ``params.device`` (default
 ``cpu``) and ``params.dtype`` (e.g. ``bfloat16``) configure loading and are not part of the
@@ -46,6 +50,7 @@ from migrate_eval.core.errors import ConfigError, VendorError
 from migrate_eval.core.records import Response, ToolCall, Usage
 from migrate_eval.core.request import content_text
 from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.providers._files import model_files_fingerprint
 from migrate_eval.replay.providers._translate import (
     MessageCheck,
     check_fields,
@@ -188,15 +193,37 @@ class LocalHFProvider(Provider):
         self._tokenizer: Any = None
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._weights: str | None = None  # taken once, on the first identity()
+        self._weights_taken = False
 
     def identity(self) -> dict[str, Any]:
+        """Provider, model path or id, device, dtype and ``weights``: a fingerprint of the
+        files loaded (:func:`~migrate_eval.replay.providers._files.model_files_fingerprint`),
+        so new weights at the same path miss the cache."""
+        if not self._weights_taken:
+            self._weights = model_files_fingerprint(self._model_folder())
+            self._weights_taken = True
         return {
             "provider": self.name or self.spec.provider,
             "base_url": None,
             "model": self.source,
             "device": self.device,
             "dtype": self.dtype,
+            "weights": self._weights,
         }
+
+    def _model_folder(self) -> Path:
+        """The folder ``from_pretrained`` reads: the model's own, or its snapshot in the local
+        Hugging Face cache (looked up on disk, never downloaded)."""
+        path = Path(self.source)
+        if path.is_dir():
+            return path
+        try:
+            hub = importlib.import_module("huggingface_hub")
+            cached = hub.try_to_load_from_cache(self.source, "config.json")
+        except Exception:  # no hub library, or not a repo id: no fingerprint to take
+            return path
+        return Path(cached).parent if isinstance(cached, str) else path
 
     # -- loading (worker thread) --------------------------------------------------------
 
