@@ -20,16 +20,33 @@ from migrate_eval.score.judge import judge_session, pairwise_value, parse_grade,
 from migrate_eval.verdict.aggregate import aggregate
 
 
-def _quality(answer: str) -> int:
+def _quality(answer: str, conversation: str) -> int:
+    """``q=N`` of an answer that answers this conversation (its ``#i`` is the ``question i``);
+    1 for an answer to another question, or one cut short (no tag)."""
     m = re.search(r"q=(\d+)", answer)
-    return int(m.group(1)) if m else 5
+    tag = re.search(r"#(\d+)", answer)
+    asked = re.search(r"question (\d+)", conversation)
+    if m is None or tag is None or (asked is not None and tag.group(1) != asked.group(1)):
+        return 1
+    return min(10, max(1, int(m.group(1))))
 
 
 class JudgeServer:
-    """An OpenAI-compatible judge: prefers the answer with the higher ``q=N`` tag; grades q."""
+    """An OpenAI-compatible judge: prefers the relevant answer with the higher ``q=N`` tag
+    (:func:`_quality`), grades it q. ``biased``: always ``[[A]]``; ``grade``: always that grade;
+    ``biased_on``: always ``[[A]]`` on conversations containing one of these texts."""
 
-    def __init__(self, *, biased: bool = False, fail_on: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        biased: bool = False,
+        fail_on: str | None = None,
+        grade: int | None = None,
+        biased_on: tuple[str, ...] = (),
+    ) -> None:
         self.biased = biased
+        self.grade = grade
+        self.biased_on = biased_on
         self.fail_on = fail_on
         self.calls = 0
         self.loop = asyncio.new_event_loop()
@@ -43,15 +60,17 @@ class JudgeServer:
         user = body["messages"][-1]["content"]
         if self.fail_on and self.fail_on in user:
             return web.json_response({"error": {"message": "judge overloaded"}}, status=400)
+        conv = user.split("<conversation>")[1].split("</conversation>")[0]
         if "<answer_A>" in user:
             a = user.split("<answer_A>")[1].split("</answer_A>")[0]
             b = user.split("<answer_B>")[1].split("</answer_B>")[0]
-            qa, qb = _quality(a), _quality(b)
-            verdict = "A" if self.biased else ("A" if qa > qb else "B" if qb > qa else "C")
+            qa, qb = _quality(a, conv), _quality(b, conv)
+            biased = self.biased or any(t in conv for t in self.biased_on)
+            verdict = "A" if biased else ("A" if qa > qb else "B" if qb > qa else "C")
             text = f"Reasoning...\n[[{verdict}]]"
         else:
             ans = user.split("<answer>")[1].split("</answer>")[0]
-            text = f"Fine.\n[[{_quality(ans)}]]"
+            text = f"Fine.\n[[{self.grade or _quality(ans, conv)}]]"
         return web.json_response(
             {
                 "id": "j",
@@ -147,10 +166,13 @@ def test_verdict_parsing_and_pairwise_mapping() -> None:
         parse_grade("[[11]]")
     # first order: logged answer is A; second: candidate is A
     assert pairwise_value("B", "A") == 1.0  # candidate wins twice
+    assert pairwise_value("B", "C") == 1.0  # a win and a tie
     assert pairwise_value("C", "C") == 1.0  # tie = as good as the logged answer
-    assert pairwise_value("A", "A") == 1.0  # position bias cancels: one win, one loss
     assert pairwise_value("A", "C") == 0.5
     assert pairwise_value("A", "B") == 0.0
+    # a split (the verdict follows the position) is a tie of the two orders: 0.5, never 1
+    assert pairwise_value("A", "A") == 0.5
+    assert pairwise_value("B", "B") == 0.5
 
 
 def test_judge_scores_pairwise_and_rubric_with_cache_and_cost(
@@ -169,7 +191,16 @@ def test_judge_scores_pairwise_and_rubric_with_cache_and_cost(
     assert df["judge_prompt_tokens"].tolist() == [400] * 4
     assert df["judge_completion_tokens"].tolist() == [40] * 4
     first_calls = server.calls
-    assert first_calls == 16
+    # 4 pairs x (2 pairwise + 2 rubric) calls, plus the controls: per logged answer, pairwise
+    # vs itself (1), vs an unrelated answer (2), vs its truncation (2); rubric of the unrelated
+    # and truncated answers (2; the logged answer's grade is shared with the pairs)
+    assert first_calls == 16 + 4 * 5 + 4 * 2
+    pairwise = TASK.judge_controls and TASK.judge_controls["judge_pairwise"]
+    assert pairwise and pairwise.passed and pairwise.accuracy == 1.0 and pairwise.checks == 12
+    assert pairwise.position_bias == 0.0 and pairwise.self_agreement == 1.0
+    assert pairwise.prompt_tokens == 20 * 100 and pairwise.cost_usd is not None
+    rubric = TASK.judge_controls["judge_rubric"]
+    assert rubric.passed and rubric.accuracy == 1.0 and rubric.position_bias is None
     [res] = aggregate(
         df,
         [TASK],
@@ -188,15 +219,68 @@ def test_judge_scores_pairwise_and_rubric_with_cache_and_cost(
     assert again["judge_pairwise"].tolist() == df["judge_pairwise"].tolist()
 
 
-def test_position_biased_judge_is_cancelled_by_both_orders(tmp_path: Path) -> None:
+def test_constant_judge_fails_its_controls_and_is_not_used(tmp_path: Path) -> None:
     exs, reps = _data()
+    task = TASK.model_copy(deep=True)
     with (
-        JudgeServer(biased=True) as biased,
-        judge_session(biased.spec(), cache_path=tmp_path / "c"),
+        JudgeServer(biased=True, grade=10) as constant,
+        judge_session(constant.spec(), cache_path=tmp_path / "c"),
     ):
-        df = score(exs, [TASK], {e.id: "t" for e in exs}, reps)
-    # always "A": the candidate wins once and loses once on every exchange -> parity 1
-    assert df["judge_pairwise"].tolist() == [1.0] * 4
+        df = score(exs, [task], {e.id: "t" for e in exs}, reps)
+    # always [[A]] and [[10]]: no judgement at all
+    assert task.judge_controls is not None
+    pairwise, rubric = task.judge_controls["judge_pairwise"], task.judge_controls["judge_rubric"]
+    assert not pairwise.passed and pairwise.accuracy == 0.0 and pairwise.checks == 12
+    assert pairwise.position_bias == 1.0 and pairwise.self_agreement == 0.0
+    assert pairwise.failed == {"self": 4, "truncated": 4, "unrelated": 4}
+    assert not rubric.passed and rubric.accuracy == 0.0
+    assert (
+        pairwise.reason and "0 of 12" in pairwise.reason and "position bias 1.00" in pairwise.reason
+    )
+    # the judge's metrics are not used; the row says why; exact_match alone makes the parity
+    assert df["judge_pairwise"].isna().all() and df["judge_rubric"].isna().all()
+    assert "judge_failed_controls" in df["error"].iloc[0]
+    assert df["parity"].tolist() == df["exact_match"].tolist()
+    [res] = aggregate(
+        df, [task], [CandidateSpec(name="cand", model="m")], Thresholds(min_samples=1), Gate()
+    )
+    assert res.verdict == "cannot_judge"
+    assert [r.code for r in res.tasks[0].reasons] == ["judge_failed_controls"]
+    assert res.tasks[0].metrics["judge_pairwise"] is None
+
+
+def test_position_bias_and_self_agreement_figures(tmp_path: Path) -> None:
+    exs, reps = _data()
+    task = TASK.model_copy(deep=True)
+    # sensible, except on questions 0 and 1 where it always answers [[A]]
+    with (
+        JudgeServer(biased_on=("question 0", "question 1")) as judge,
+        judge_session(judge.spec(), cache_path=tmp_path / "c"),
+    ):
+        df = score(exs, [task], {e.id: "t" for e in exs}, reps)
+    assert task.judge_controls is not None
+    c = task.judge_controls["judge_pairwise"]
+    # per question: self (1 check), unrelated and truncated (2 pairs); 2 of 4 questions biased
+    assert (c.items, c.checks, c.correct) == (4, 12, 6)
+    assert c.accuracy == 0.5 and c.position_bias == 0.5 and c.self_agreement == 0.5
+    assert not c.passed
+    assert task.judge_controls["judge_rubric"].passed  # its grades are sensible
+    assert df["judge_rubric"].notna().all() and df["judge_pairwise"].isna().all()
+
+
+def test_split_verdicts_score_a_tie(tmp_path: Path) -> None:
+    exs, reps = _data()
+    task = TASK.model_copy(deep=True, update={"metrics": ["judge_pairwise"]})
+    with (
+        JudgeServer(biased_on=("question 0",)) as judge,
+        judge_session(
+            judge.spec(min_control_accuracy=0.5, max_position_bias=0.5), cache_path=tmp_path / "c"
+        ),
+    ):
+        df = score(exs, [task], {e.id: "t" for e in exs}, reps)
+    assert task.judge_controls and task.judge_controls["judge_pairwise"].passed
+    # question 0: the candidate (q=9) wins as A and loses as B -> 0.5, no longer 1
+    assert df["judge_pairwise"].tolist() == [0.5, 1.0, 0.0, 1.0]
 
 
 def test_judge_failures_are_nan_with_a_note_never_a_crash(tmp_path: Path) -> None:
@@ -255,3 +339,80 @@ tasks:
     )
     with pytest.raises(ConfigError, match=r"judge\.rubrik"):
         load_suite(tmp_path)
+
+
+def _suite(tmp_path: Path, judge_url: str, candidate_url: str, metric: str) -> Path:
+    import json
+
+    rows = []
+    for i in range(12):
+        rows.append(
+            {
+                "request": {
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": f"Name a capital city, case {i}."}],
+                },
+                "response": {
+                    "id": f"c{i}",
+                    "object": "chat.completion",
+                    "created": 1760000000 + i,
+                    "model": "gpt-4o-mini",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {
+                                "role": "assistant",
+                                "content": f"Case {i}: Paris is the capital of France, on the "
+                                "Seine, with about two million inhabitants in the city proper.",
+                            },
+                            "finish_reason": "stop",
+                        }
+                    ],
+                },
+                "metadata": {"feature": "qa"},
+            }
+        )
+    (tmp_path / "logs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "suite.yaml").write_text(
+        f"""
+name: judged
+logs: [logs.jsonl]
+candidates: [{{name: gibberish, provider: openai-compatible, model: m, base_url: "{candidate_url}"}}]
+judge: {{provider: openai-compatible, model: judge-m, base_url: "{judge_url}", max_retries: 0}}
+thresholds: {{min_samples: 5}}
+tasks:
+  - name: qa
+    match: {{metadata: {{feature: qa}}}}
+    metrics: [{metric}]
+    min_parity: 0.5
+""",
+        encoding="utf-8",
+    )
+    return tmp_path / "suite.yaml"
+
+
+@pytest.mark.parametrize("metric", ["judge_pairwise", "judge_rubric"])
+def test_constant_judge_never_makes_gibberish_ready(tmp_path: Path, metric: str) -> None:
+    """Bug: a judge that always answers [[A]] (or 10/10) gave a gibberish candidate parity 1.0
+    and exit 0. Its planted controls now fail: the task cannot be judged, and the gate is not 0."""
+    import json
+
+    from click.testing import CliRunner
+
+    from migrate_eval.cli import main
+    from tests.servers import LoopbackServer
+
+    with JudgeServer(biased=True, grade=10) as judge, LoopbackServer() as candidate:
+        suite = _suite(tmp_path, f"http://127.0.0.1:{judge.port}/v1", candidate.base_url, metric)
+        result = CliRunner().invoke(main, ["run", str(suite), "--out", str(tmp_path / "r"), "-q"])
+    assert result.exit_code != 0, result.output
+    data = json.loads((tmp_path / "r" / "results.json").read_text(encoding="utf-8"))
+    [cand] = data["candidates"]
+    assert cand["verdict"] != "ready"
+    assert "judge_failed_controls" in [r["code"] for r in cand["tasks"][0]["reasons"]]
+    [task] = data["tasks"]
+    controls = task["judge_controls"][metric]
+    assert controls["passed"] is False and controls["accuracy"] == 0.0
+    assert controls["items"] == 10  # min(10, n) seeded control items
+    summary = (tmp_path / "r" / "summary.md").read_text(encoding="utf-8")
+    assert "judge controls" in summary.lower()

@@ -11,6 +11,11 @@
   ``unsupported``); ``error`` holds ``"unsupported: <message>"``;
 * ``no_reference``: the candidate answered but the exchange has no logged answer to compare with.
 
+Judge metrics (:mod:`migrate_eval.score.judge`) are validated on planted controls first: each
+task's ``judge_controls`` is set (in place) to how the judge did, and a judge metric whose
+judge failed them is NaN on the task's rows, with the note ``metric <name>:
+judge_failed_controls: <why>``.
+
 A metric that raises does not stop scoring: its value is NaN and the row's ``error`` notes
 ``metric <name>: <ExceptionType>: <message>`` (notes are joined with ``"; "``); the other metrics
 still make up the parity. A metric that returns something other than None or a number in
@@ -169,6 +174,7 @@ def _score_rows(
             rows.append((r, task, "ok", [], new))
 
     prepare_errors = _run_prepares(rows, plan, infos)
+    untrusted = judge_controls(task_by_name, names)
 
     # Per task, once: each metric's column, function, weight and batch-hook failure (if any).
     steps: dict[str, list[tuple[int, MetricFn, str, float, str | None]]] = {}
@@ -180,7 +186,7 @@ def _score_rows(
                 info.func,
                 info.name,
                 float(weights.get(info.name, 1.0)),
-                prepare_errors.get(info.name),
+                prepare_errors.get(info.name) or untrusted.get((name, info.name)),
             )
             for col, info in metrics
         ]
@@ -254,6 +260,24 @@ def _score_rows(
         data[JUDGE_PROMPT_TOKENS] = zeros
         data[JUDGE_COMPLETION_TOKENS] = zeros.copy()
     return pd.DataFrame(data)
+
+
+def judge_controls(tasks: Mapping[str, TaskInfo], names: list[str]) -> dict[tuple[str, str], str]:
+    """Record on each task how the judge did on its planted controls (``TaskInfo.judge_controls``,
+    in place) and return, per (task, judge metric) the judge failed on, the row note that
+    replaces the metric's value: ``metric <name>: judge_failed_controls: <why>``."""
+    if not any(name.startswith("judge_") for name in names):
+        return {}
+    from migrate_eval.score.judge import task_controls
+
+    notes: dict[tuple[str, str], str] = {}
+    for task in tasks.values():
+        controls = {m: c for m, c in task_controls(task.name).items() if m in task.metrics}
+        task.judge_controls = controls or None
+        for metric, c in controls.items():
+            if not c.passed:
+                notes[(task.name, metric)] = f"metric {metric}: judge_failed_controls: {c.reason}"
+    return notes
 
 
 def judge_usage_columns(rows: list[_Row]) -> dict[str, object]:

@@ -14,8 +14,10 @@ Verdict rules for a task (``min_parity`` is the task's :attr:`TaskInfo.min_parit
 is the worst that any rule gives, and every rule that fires adds a reason:
 
 1. vendor error rate (status ``error``) above ``thresholds.max_error_rate`` -> ``cannot_judge``
-   (``too_many_errors``); no scored exchange -> ``cannot_judge`` (``no_scored_exchanges``). When a
-   task cannot be judged, the rules below are not applied.
+   (``too_many_errors``); no scored exchange -> ``cannot_judge`` (``no_scored_exchanges``); an
+   LLM judge that failed its planted controls on the task (``TaskInfo.judge_controls``) ->
+   ``cannot_judge`` (``judge_failed_controls``). When a task cannot be judged, the rules below
+   are not applied.
 2. mean parity below ``min_parity`` -> ``not_ready`` (``parity_below_threshold``).
 3. mean at or above ``min_parity`` but the interval's lower end below it -> ``ready_with_caveats``
    (``interval_crosses_threshold``).
@@ -203,6 +205,14 @@ def _task_result(
             "too_many_errors",
             f"{vendor} of {n_total} requests failed at the vendor ({_pct(vendor_rate)}; "
             f"{_kinds_text(vendor_kinds)}), more than the {_pct(thresholds.max_error_rate)} allowed",
+        )
+    untrusted = [c for c in (task.judge_controls or {}).values() if not c.passed]
+    if untrusted:
+        flag(
+            "cannot_judge",
+            "judge_failed_controls",
+            "; ".join(f"{c.metric}: {c.reason}" for c in untrusted)
+            + " - its metrics are not used (fix or replace the judge)",
         )
     if n == 0:
         detail = (
