@@ -23,6 +23,7 @@ from migrate_eval.report._format import (
     fmt_usd,
     gate_sentence,
     is_number,
+    judge_controls_text,
     one_line,
     task_names,
     verdict_label,
@@ -204,6 +205,14 @@ def render_summary_md(results: Results) -> str:
         out.append(
             "Cells: parity (mean of the task's metrics per exchange), scored exchanges, verdict."
         )
+        out.append("")
+
+    judged = [(t.name, c) for t in results.tasks for c in (t.judge_controls or {}).values()]
+    if judged:
+        out.append("## Judge controls")
+        out.append("")
+        for name, c in judged[:MAX_TASK_ROWS]:
+            out.append(f"- {md_escape(name)}: {md_escape(judge_controls_text(c), 400)}")
         out.append("")
 
     # Reasons
