@@ -415,4 +415,49 @@ def test_constant_judge_never_makes_gibberish_ready(tmp_path: Path, metric: str)
     assert controls["passed"] is False and controls["accuracy"] == 0.0
     assert controls["items"] == 10  # min(10, n) seeded control items
     summary = (tmp_path / "r" / "summary.md").read_text(encoding="utf-8")
-    assert "judge controls" in summary.lower()
+    assert "judge controls FAILED" in summary
+    # re-gating the run folder keeps the judge's failure: it lives in tasks.json
+    from migrate_eval.verdict.gate import regate
+
+    again = regate(tmp_path / "r")
+    assert again.results.candidates[0].verdict == "cannot_judge"
+
+
+def test_kappa_with_gold_labels_and_user_feedback(server: JudgeServer, tmp_path: Path) -> None:
+    exs, reps = _data()
+    logged_q = [8, 8, 3, 3]
+    gold = ["answer q=9 #0", "answer q=5 #1", "no", "answer q=5 #3"]  # candidate wrong on e2
+    feedback: list[object] = ["up", {"score": 1}, "thumbs down", True]
+    exs = [
+        e.model_copy(
+            update={
+                "response": Response(text=f"logged answer q={q} #{i}"),
+                "gold": g,
+                "metadata": {"feedback": f},
+            }
+        )
+        for i, (e, q, g, f) in enumerate(zip(exs, logged_q, gold, feedback, strict=True))
+    ]
+    task = TASK.model_copy(deep=True)
+    with judge_session(server.spec(), cache_path=tmp_path / "c"):
+        df = score(exs, [task], {e.id: "t" for e in exs}, reps)
+    assert df["gold_agree"].tolist() == [1.0, 1.0, 0.0, 1.0]
+    assert df["judge_pairwise"].tolist() == [1.0, 0.0, 0.0, 1.0]
+    [res] = aggregate(
+        df,
+        [task],
+        [CandidateSpec(name="cand", model="m")],
+        Thresholds(min_samples=1, pass_threshold=0.5),
+        Gate(),
+    )
+    agreement = res.tasks[0].label_agreement
+    assert agreement is not None and agreement.n == 4
+    # judge passes e0, e3; gold says e0, e1, e3: agreement 3/4, chance 1/2 -> kappa 0.5
+    assert agreement.kappa["judge_pairwise"] == pytest.approx(0.5)
+    assert agreement.kappa["exact_match"] == pytest.approx(0.0)  # passes nothing: chance
+    # rubric on the logged answers (grade >= 6 good): good, good, bad, bad; users: good, good,
+    # bad, good -> agreement 3/4, chance 1/2 -> kappa 0.5
+    assert task.judge_controls is not None
+    rubric = task.judge_controls["judge_rubric"]
+    assert rubric.feedback == {"bad": {"bad": 1}, "good": {"bad": 1, "good": 2}}
+    assert rubric.feedback_kappa == pytest.approx(0.5)

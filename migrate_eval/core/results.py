@@ -155,6 +155,16 @@ class ErrorStats(StrictModel):
     by_kind: dict[str, int] = Field(default_factory=dict)
 
 
+class LabelAgreement(StrictModel):
+    """How the metrics agree with the gold labels of the logs (docs/metrics.md)."""
+
+    n: int = Field(description="scored exchanges with a gold label")
+    kappa: dict[str, float | None] = Field(
+        description="per metric (and 'parity'), Cohen's kappa between 'passes at "
+        "pass_threshold' and 'the candidate matches the gold label'"
+    )
+
+
 class TaskResult(StrictModel):
     task: str
     n: int = Field(description="exchanges scored (status ok)")
@@ -199,6 +209,10 @@ class TaskResult(StrictModel):
     rates: dict[str, float] = Field(
         default_factory=dict,
         description="event rates, e.g. unexpected_tool_call_rate, missed_tool_call_rate, refusal_mismatch_rate",
+    )
+    label_agreement: LabelAgreement | None = Field(
+        default=None,
+        description="agreement of the judge and the metrics with the logs' gold labels",
     )
 
 

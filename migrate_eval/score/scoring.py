@@ -50,6 +50,10 @@ CANDIDATE_LABEL = "candidate_label"
 JUDGE_PROMPT_TOKENS = "judge_prompt_tokens"
 JUDGE_COMPLETION_TOKENS = "judge_completion_tokens"
 
+#: Extra column: 1 when the candidate's answer matches the exchange's gold label (normalised),
+#: 0 when not, NaN without a gold label or an answer (read by the label agreement statistics).
+GOLD_AGREE = "gold_agree"
+
 #: Status values of the scores frame.
 STATUSES = ("ok", "error", "unsupported", "no_reference")
 #: Statuses that mean the candidate did not produce a usable answer.
@@ -196,6 +200,7 @@ def _score_rows(
     parity_col = [NAN] * n
     ref_label_col = [""] * n
     cand_label_col = [""] * n
+    gold_col = [NAN] * n
     error_col = [""] * n
     latency_col = [NAN] * n
     prompt_col: list[int | None] = [None] * n
@@ -224,6 +229,10 @@ def _score_rows(
             if task.output == "classification":
                 ref_label_col[i] = normalize_label(answer_text(ctx.reference))
                 cand_label_col[i] = normalize_label(answer_text(ctx.candidate))
+            gold = ctx.exchange.gold
+            if gold is not None:
+                same = normalize_label(answer_text(ctx.candidate)) == normalize_label(gold)
+                gold_col[i] = 1.0 if same else 0.0
         if notes:
             error_col[i] = "; ".join(notes)
         latency = r.latency_ms
@@ -253,6 +262,7 @@ def _score_rows(
         data[name] = np.asarray(values, dtype=np.float64)
     data[REFERENCE_LABEL] = pd.array(ref_label_col, dtype="str")
     data[CANDIDATE_LABEL] = pd.array(cand_label_col, dtype="str")
+    data[GOLD_AGREE] = np.asarray(gold_col, dtype=np.float64)
     if any(name.startswith("judge_") for name in names):
         data.update(judge_usage_columns(rows))
     else:

@@ -75,6 +75,7 @@ from migrate_eval.score.scoring import (
     REFERENCE_LABEL,
     error_kind_of,
 )
+from migrate_eval.verdict.agreement import fill_feedback_kappa, label_agreement
 from migrate_eval.verdict.noise import NoiseFloor, TaskNoise
 from migrate_eval.verdict.stats import (
     EPS,
@@ -332,6 +333,9 @@ def _task_result(
         non_inferior=non_inferior,
         p_value=p_value,
         rates=_rates(metrics),
+        label_agreement=label_agreement(
+            task, ok_idx, frame.scores, frame.parity, thresholds.pass_threshold
+        ),
     )
 
 
@@ -427,6 +431,7 @@ def aggregate(
                 f"tasks are: {', '.join(task_names) or '(none)'}"
             )
     judged = set(task_names if gate.tasks is None else gate.tasks)
+    fill_feedback_kappa(tasks)
     frame = _Frame(scores)
     positions: dict[tuple[str, str], npt.NDArray[np.intp]] = {}
     if len(scores):
