@@ -181,10 +181,11 @@ def test_judge_scores_pairwise_and_rubric_with_cache_and_cost(
     exs, reps = _data()
     assignment = {e.id: "t" for e in exs}
     cache = tmp_path / "cache.sqlite"
+    task = TASK.model_copy(deep=True)
     with judge_session(
         server.spec(price=Price(input_per_mtok=1.0, output_per_mtok=2.0)), cache_path=cache
     ):
-        df = score(exs, [TASK], assignment, reps)
+        df = score(exs, [task], assignment, reps)
     assert df["judge_pairwise"].tolist() == [1.0, 1.0, 0.0, 1.0]
     assert df["judge_rubric"].tolist() == pytest.approx([1.0, 1.0, 0.2, 1.0])
     # 4 pairs x (2 pairwise + 2 rubric) calls, 100 + 10 tokens each
@@ -195,27 +196,29 @@ def test_judge_scores_pairwise_and_rubric_with_cache_and_cost(
     # vs itself (1), vs an unrelated answer (2), vs its truncation (2); rubric of the unrelated
     # and truncated answers (2; the logged answer's grade is shared with the pairs)
     assert first_calls == 16 + 4 * 5 + 4 * 2
-    pairwise = TASK.judge_controls and TASK.judge_controls["judge_pairwise"]
+    pairwise = task.judge_controls and task.judge_controls["judge_pairwise"]
     assert pairwise and pairwise.passed and pairwise.accuracy == 1.0 and pairwise.checks == 12
     assert pairwise.position_bias == 0.0 and pairwise.self_agreement == 1.0
     assert pairwise.prompt_tokens == 20 * 100 and pairwise.cost_usd is not None
-    rubric = TASK.judge_controls["judge_rubric"]
+    rubric = task.judge_controls["judge_rubric"]
     assert rubric.passed and rubric.accuracy == 1.0 and rubric.position_bias is None
     [res] = aggregate(
         df,
-        [TASK],
+        [task],
         [CandidateSpec(name="cand", model="m")],
         Thresholds(min_samples=1),
         Gate(),
         judge_price=Price(input_per_mtok=1.0, output_per_mtok=2.0),
     )
+    assert res.tasks[0].verdict != "cannot_judge"
     assert res.judge_cost is not None
     assert res.judge_cost.input_tokens == 1600 and res.judge_cost.output_tokens == 160
     assert res.judge_cost.total_usd == pytest.approx((1600 * 1 + 160 * 2) / 1e6)
     # re-scoring asks nothing new: everything comes from the cache (offline works too)
     with judge_session(server.spec(), cache_path=cache, offline=True):
-        again = score(exs, [TASK], assignment, reps)
-    assert server.calls == first_calls
+        again = score(exs, [task], assignment, reps)
+    assert server.calls == first_calls  # the controls were cached too
+    assert task.judge_controls and task.judge_controls["judge_pairwise"].passed
     assert again["judge_pairwise"].tolist() == df["judge_pairwise"].tolist()
 
 

@@ -747,7 +747,8 @@ def _value(kind: Kind, ctx: MetricContext) -> float | None:
 @register_metric(
     "judge_pairwise",
     description="LLM judge, candidate vs logged answer in both orders: 1 when the candidate is "
-    "at least as good, 0.5 tie/loss, 0 loss/loss (suite 'judge:').",
+    "at least as good, 0.5 tie/loss or a split (win/loss), 0 loss/loss; validated on planted "
+    "controls (suite 'judge:').",
     prepare=_prepare("pairwise"),
 )
 def judge_pairwise(ctx: MetricContext) -> float | None:
