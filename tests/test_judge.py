@@ -464,3 +464,24 @@ def test_kappa_with_gold_labels_and_user_feedback(server: JudgeServer, tmp_path:
     rubric = task.judge_controls["judge_rubric"]
     assert rubric.feedback == {"bad": {"bad": 1}, "good": {"bad": 1, "good": 2}}
     assert rubric.feedback_kappa == pytest.approx(0.5)
+
+
+def test_a_small_task_borrows_controls_and_truncation_keeps_15_percent(
+    server: JudgeServer, tmp_path: Path
+) -> None:
+    from migrate_eval.score.judge import truncate_words
+
+    assert truncate_words(" ".join(f"w{i}" for i in range(20))) == "w0 w1 w2"
+    assert truncate_words("two words") == "two"
+    assert truncate_words("one") is None  # nothing shorter to plant
+    exs, reps = _data()
+    small = TASK.model_copy(deep=True, update={"name": "small", "metrics": ["judge_pairwise"]})
+    big = TASK.model_copy(deep=True, update={"metrics": ["judge_pairwise"]})
+    assignment = {"e0": "small", "e1": "t", "e2": "t", "e3": "t"}
+    with judge_session(server.spec(), cache_path=tmp_path / "c"):
+        score(exs, [small, big], assignment, reps)
+    assert small.judge_controls and big.judge_controls
+    # one exchange of its own, two borrowed from the run: at least 3 control items
+    assert small.judge_controls["judge_pairwise"].items == 3
+    assert big.judge_controls["judge_pairwise"].items == 3
+    assert small.judge_controls["judge_pairwise"].passed

@@ -414,6 +414,8 @@ async def _judge_all(session: JudgeSession, kind: Kind, contexts: Sequence[Metri
 
 #: Share of a logged answer's words kept in the "truncated" control.
 TRUNCATE_SHARE = 0.15
+#: A task with fewer exchanges borrows logged answers of the run's other exchanges as controls.
+MIN_CONTROL_ITEMS = 3
 _METRIC_OF: dict[Kind, str] = {"pairwise": "judge_pairwise", "rubric": "judge_rubric"}
 
 
@@ -438,30 +440,47 @@ class _Item:
 def _control_items(
     spec: JudgeSpec, task: str, contexts: Sequence[MetricContext], pool: Sequence[MetricContext]
 ) -> list[_Item]:
-    """A seeded sample of the task's logged answers, each with its worse counterparts."""
+    """A seeded sample of the task's logged answers, each with its worse counterparts.
+
+    ``judge.control_items`` of the task's exchanges (all of them when it has fewer); a task with
+    fewer than :data:`MIN_CONTROL_ITEMS` exchanges borrows logged answers of other exchanges of
+    the run up to that number. The unrelated answer of an item is the logged answer of another
+    exchange of the run, seeded by the item's exchange id."""
     import random
 
-    by_id = {c.exchange.id: c for c in sorted(contexts, key=lambda c: c.exchange.id)}
-    rng = random.Random(_seed("controls", task))
-    ids = sorted(by_id)
-    chosen = rng.sample(ids, min(spec.control_items, len(ids)))
-    answers: dict[str, str] = {}
+    by_id: dict[str, MetricContext] = {}
+    for c in contexts:
+        by_id.setdefault(c.exchange.id, c)
+    everything: dict[str, MetricContext] = {}
     for c in pool:
-        answers.setdefault(c.exchange.id, render_answer(c.reference))
+        everything.setdefault(c.exchange.id, c)
+    pool_ids = sorted(everything)
+    rng = random.Random(_seed("controls", task))
+    chosen = rng.sample(sorted(by_id), min(spec.control_items, len(by_id)))
+    if len(chosen) < MIN_CONTROL_ITEMS:
+        others = [i for i in pool_ids if i not in by_id]
+        chosen += rng.sample(others, min(MIN_CONTROL_ITEMS - len(chosen), len(others)))
+    answers: dict[str, str] = {}
+
+    def answer(ex_id: str) -> str:
+        if ex_id not in answers:
+            answers[ex_id] = render_answer(everything[ex_id].reference)
+        return answers[ex_id]
+
     items: list[_Item] = []
     for ex_id in chosen:
-        ctx = by_id[ex_id]
-        logged = answers.get(ex_id) or render_answer(ctx.reference)
-        others: dict[str, str] = {}
-        unrelated = [a for i, a in sorted(answers.items()) if i != ex_id and a != logged]
-        if unrelated:
-            others["unrelated"] = unrelated[
-                random.Random(_seed("unrelated", ex_id)).randrange(len(unrelated))
-            ]
+        logged = answer(ex_id)
+        worse: dict[str, str] = {}
+        pick = random.Random(_seed("unrelated", ex_id))
+        for _ in range(32):  # a few seeded draws: another exchange whose answer differs
+            other = pool_ids[pick.randrange(len(pool_ids))]
+            if other != ex_id and answer(other) != logged:
+                worse["unrelated"] = answer(other)
+                break
         cut = truncate_words(logged)
         if cut is not None:
-            others["truncated"] = cut
-        items.append(_Item(ctx=ctx, logged=logged, others=others))
+            worse["truncated"] = cut
+        items.append(_Item(ctx=everything[ex_id], logged=logged, others=worse))
     return items
 
 
