@@ -71,8 +71,8 @@ class JudgeControls(StrictModel):
     reason: str | None = Field(default=None, description="why the judge is not trusted")
     feedback: dict[str, dict[str, int]] | None = Field(
         default=None,
-        description="rubric: control answers with end-user feedback in the logs' metadata, "
-        "counted by feedback (good/bad), then the judge's view (grade >= 6: good)",
+        description="rubric: the task's logged answers with end-user feedback in the logs' "
+        "metadata, counted by feedback (good/bad), then the judge's grade (>= 6: good)",
     )
     feedback_kappa: float | None = Field(
         default=None,

@@ -100,6 +100,8 @@ class JudgeSession:
     outcomes: dict[tuple[Kind, str], _Outcome] = field(default_factory=dict)
     #: (kind, task name) -> how the judge did on the task's planted controls
     controls: dict[tuple[Kind, str], JudgeControls] = field(default_factory=dict)
+    #: exchange id -> the rubric's grade of its logged answer (compared with user feedback)
+    logged_grades: dict[str, float] = field(default_factory=dict)
     calls: int = 0
     cache_hits: int = 0
 
@@ -371,6 +373,7 @@ async def _judge_one(caller: _Caller, kind: Kind, ctx: MetricContext) -> _Outcom
             )
             responses = [r1, r2]
             ref_grade, cand_grade = parse_grade(r1.text or ""), parse_grade(r2.text or "")
+            caller.session.logged_grades[ctx.exchange.id] = ref_grade
             out.value = min(1.0, cand_grade / ref_grade)
         for r in responses:
             p, c = _tokens(r)
@@ -548,15 +551,16 @@ async def _pairwise_controls(caller: _Caller, item: _Item, tally: _Tally) -> Non
         tally.result(check, sum(order_scores(v1, v2)) / 2 < 0.5)
 
 
-async def _rubric_controls(caller: _Caller, item: _Item, tally: _Tally) -> float | None:
+async def _rubric_controls(caller: _Caller, item: _Item, tally: _Tally) -> None:
     spec, req = caller.session.spec, item.ctx.exchange.request
     try:
         r = await caller.ask(rubric_request(spec, req, item.logged))
         tally.spent(r)
         logged_grade = parse_grade(r.text or "")
+        caller.session.logged_grades[item.ctx.exchange.id] = logged_grade
     except Exception as e:
         tally.error(e, len(item.others))
-        return None
+        return
     for check, other in item.others.items():
         try:
             r = await caller.ask(rubric_request(spec, req, other))
@@ -566,7 +570,6 @@ async def _rubric_controls(caller: _Caller, item: _Item, tally: _Tally) -> float
             tally.error(e)
             continue
         tally.result(check, logged_grade > grade)
-    return logged_grade
 
 
 #: End-user feedback values read as "the logged answer was good" / "bad".
@@ -598,8 +601,9 @@ _BAD = {
 
 def feedback_label(metadata: Mapping[str, Any]) -> bool | None:
     """End-user feedback on the logged answer in an exchange's ``metadata["feedback"]``: True
-    (good), False (bad) or None (none, or not understood). Accepted: a boolean; a number (above
-    0.5 is good: scores in [0, 1], thumbs as 1/0 or 1/-1); a word such as ``up``/``down``,
+    (good), False (bad) or None (none, or not understood). Accepted: a boolean; a number in
+    [-1, 1] (above 0.5 is good: scores in [0, 1], thumbs as 1/0 or 1/-1; ratings on other
+    scales are not read); a word such as ``up``/``down``,
     ``good``/``bad``, ``positive``/``negative``; a mapping with ``score``, ``value``, ``rating``
     or ``thumbs``."""
     value = metadata.get("feedback")
@@ -610,8 +614,8 @@ def feedback_label(metadata: Mapping[str, Any]) -> bool | None:
             )
     if isinstance(value, bool):
         return value
-    if isinstance(value, int | float):
-        return float(value) > 0.5
+    if isinstance(value, int | float):  # a score in [0, 1] or a thumb (1/0, 1/-1)
+        return float(value) > 0.5 if -1.0 <= float(value) <= 1.0 else None
     if isinstance(value, str):
         word = value.strip().lower().replace(" ", "_")
         if word in _GOOD:
@@ -622,13 +626,20 @@ def feedback_label(metadata: Mapping[str, Any]) -> bool | None:
 
 
 def _feedback_confusion(
-    items: Sequence[_Item], grades: Sequence[float | None]
+    contexts: Sequence[MetricContext], grades: Mapping[str, float]
 ) -> dict[str, dict[str, int]] | None:
-    """Counts by end-user feedback on the logged answer, then the rubric's view of it
-    (``good``: grade 6 or more); None without feedback. The verdict stage turns it into a kappa."""
+    """Over the task's exchanges with end-user feedback and a rubric grade of the logged answer:
+    counts by feedback, then the judge's view (``good``: grade 6 or more); None without any.
+    The verdict stage turns it into a kappa."""
     table: dict[str, dict[str, int]] = {}
-    for item, grade in zip(items, grades, strict=True):
-        label = feedback_label(item.ctx.exchange.metadata)
+    seen: set[str] = set()
+    for ctx in contexts:
+        ex = ctx.exchange
+        if ex.id in seen:
+            continue
+        seen.add(ex.id)
+        label = feedback_label(ex.metadata)
+        grade = grades.get(ex.id)
         if label is None or grade is None:
             continue
         row = table.setdefault("good" if label else "bad", {})
@@ -650,8 +661,8 @@ async def run_controls(
     if kind == "pairwise":
         await asyncio.gather(*(_pairwise_controls(caller, it, tally) for it in items))
     else:
-        grades = await asyncio.gather(*(_rubric_controls(caller, it, tally) for it in items))
-        feedback = _feedback_confusion(items, grades)
+        await asyncio.gather(*(_rubric_controls(caller, it, tally) for it in items))
+        feedback = _feedback_confusion(contexts, caller.session.logged_grades)
     accuracy = tally.correct / tally.checks if tally.checks else None
     bias = tally.flips / tally.pairs if kind == "pairwise" and tally.pairs else None
     self_agreement = (
@@ -714,8 +725,8 @@ async def run_controls(
 
 
 def task_controls(task: str) -> dict[str, JudgeControls]:
-    """Per judge metric, the controls of ``task`` in the active (or last) judge session."""
-    session = _ACTIVE.get() or (_LAST[0] if _LAST else None)
+    """Per judge metric, the controls of ``task`` in the active judge session ({} without one)."""
+    session = _ACTIVE.get()
     if session is None:
         return {}
     return {_METRIC_OF[kind]: ctl for (kind, name), ctl in session.controls.items() if name == task}
