@@ -31,6 +31,14 @@ def _quality(answer: str, conversation: str) -> int:
     return min(10, max(1, int(m.group(1))))
 
 
+def _overlap(answer: str, conversation: str) -> tuple[int, int]:
+    """A deterministic stand-in for judgement on real text: the answer's share of the
+    conversation's content words (longer than 3 letters), then its length."""
+    words = {w for w in re.findall(r"[a-z]{4,}", conversation.lower())}
+    found = {w for w in re.findall(r"[a-z]{4,}", answer.lower())}
+    return len(words & found), len(answer.split())
+
+
 class JudgeServer:
     """An OpenAI-compatible judge: prefers the relevant answer with the higher ``q=N`` tag
     (:func:`_quality`), grades it q. ``biased``: always ``[[A]]``; ``grade``: always that grade;
@@ -43,7 +51,9 @@ class JudgeServer:
         fail_on: str | None = None,
         grade: int | None = None,
         biased_on: tuple[str, ...] = (),
+        overlap: bool = False,
     ) -> None:
+        self.overlap = overlap
         self.biased = biased
         self.grade = grade
         self.biased_on = biased_on
@@ -64,7 +74,10 @@ class JudgeServer:
         if "<answer_A>" in user:
             a = user.split("<answer_A>")[1].split("</answer_A>")[0]
             b = user.split("<answer_B>")[1].split("</answer_B>")[0]
-            qa, qb = _quality(a, conv), _quality(b, conv)
+            if self.overlap:
+                qa, qb = _overlap(a, conv), _overlap(b, conv)
+            else:
+                qa, qb = _quality(a, conv), _quality(b, conv)
             biased = self.biased or any(t in conv for t in self.biased_on)
             verdict = "A" if biased else ("A" if qa > qb else "B" if qb > qa else "C")
             text = f"Reasoning...\n[[{verdict}]]"
@@ -485,3 +498,47 @@ def test_a_small_task_borrows_controls_and_truncation_keeps_15_percent(
     assert small.judge_controls["judge_pairwise"].items == 3
     assert big.judge_controls["judge_pairwise"].items == 3
     assert small.judge_controls["judge_pairwise"].passed
+
+
+def test_a_sensible_judge_passes_its_controls_on_real_answers(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """Real AlpacaEval answers (GPT-4 as the logged model, Claude 3.5 Sonnet as the candidate) and
+    a deterministic judge that prefers the answer covering more of the instruction's words, then
+    the longer one: it passes its controls; the constant [[A]] judge fails them on the same data."""
+    import json
+
+    logged = json.loads((shared_data / "alpaca_eval" / "gpt4_0613.json").read_text("utf-8"))[:40]
+    cand = json.loads(
+        (shared_data / "alpaca_eval" / "claude-3-5-sonnet-20240620.json").read_text("utf-8")
+    )
+    by_instruction = {r["instruction"]: r["output"] for r in cand}
+    exs = [
+        Exchange(
+            id=f"a{i}",
+            source=Source(file="alpaca", line=i, format="t"),
+            request={"model": "gpt-4", "messages": [{"role": "user", "content": r["instruction"]}]},
+            response=Response(text=r["output"]),
+        )
+        for i, r in enumerate(logged)
+    ]
+    reps = [
+        ReplayResult(
+            exchange_id=e.id,
+            candidate="claude",
+            response=Response(text=by_instruction[r["instruction"]]),
+        )
+        for e, r in zip(exs, logged, strict=True)
+    ]
+    figures = {}
+    for name, kw in {"overlap": {"overlap": True}, "constant": {"biased": True}}.items():
+        task = TASK.model_copy(deep=True, update={"metrics": ["judge_pairwise"], "n": 40})
+        with JudgeServer(**kw) as judge, judge_session(judge.spec(), cache_path=tmp_path / name):
+            score(exs, [task], {e.id: "t" for e in exs}, reps)
+        assert task.judge_controls is not None
+        figures[name] = task.judge_controls["judge_pairwise"]
+    good, constant = figures["overlap"], figures["constant"]
+    assert good.items == 10 and good.checks == 30
+    assert good.passed and good.accuracy is not None and good.accuracy >= 0.9
+    assert good.position_bias == 0.0 and good.self_agreement == 1.0
+    assert not constant.passed and constant.accuracy == 0.0 and constant.position_bias == 1.0
