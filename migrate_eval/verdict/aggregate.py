@@ -334,7 +334,7 @@ def _task_result(
         p_value=p_value,
         rates=_rates(metrics),
         label_agreement=label_agreement(
-            task, ok_idx, frame.scores, frame.parity, thresholds.pass_threshold
+            task, ok_idx, frame.metric, frame.parity, thresholds.pass_threshold
         ),
     )
 

@@ -15,11 +15,10 @@ Two sources of labels:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from migrate_eval.core.results import LabelAgreement, TaskInfo
 from migrate_eval.score.scoring import GOLD_AGREE
@@ -44,24 +43,27 @@ def fill_feedback_kappa(tasks: Sequence[TaskInfo]) -> None:
 def label_agreement(
     task: TaskInfo,
     ok_idx: npt.NDArray[np.intp],
-    scores: pd.DataFrame,
+    column: Callable[[str], npt.NDArray[np.float64] | None],
     parity: npt.NDArray[np.float64],
     pass_threshold: float,
 ) -> LabelAgreement | None:
     """Kappa of each metric (and the parity) with the gold labels on the rows ``ok_idx``;
-    None when none of them has a gold label."""
-    if GOLD_AGREE not in scores.columns or ok_idx.size == 0:
+    None when none of them has a gold label. ``column`` gives a float column of the scores
+    frame by name (None when absent)."""
+    gold_col = column(GOLD_AGREE)
+    if gold_col is None or ok_idx.size == 0:
         return None
-    gold = scores[GOLD_AGREE].to_numpy(dtype=np.float64, na_value=np.nan)[ok_idx]
+    gold = gold_col[ok_idx]
     labelled = ~np.isnan(gold)
     if not labelled.any():
         return None
-    kappa: dict[str, float | None] = {}
-    columns = {m: scores[m] for m in dict.fromkeys(task.metrics) if m in scores.columns}
-    values = {
-        m: col.to_numpy(dtype=np.float64, na_value=np.nan)[ok_idx] for m, col in columns.items()
-    }
+    values: dict[str, npt.NDArray[np.float64]] = {}
+    for m in dict.fromkeys(task.metrics):
+        col = column(m)
+        if col is not None:
+            values[m] = col[ok_idx]
     values["parity"] = parity[ok_idx]
+    kappa: dict[str, float | None] = {}
     for name, v in values.items():
         both = labelled & ~np.isnan(v)
         if not both.any():
