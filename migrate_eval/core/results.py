@@ -36,6 +36,54 @@ SCORE_COLUMNS = (
 Verdict = Literal["ready", "ready_with_caveats", "needs_evidence", "not_ready", "cannot_judge"]
 
 
+class JudgeControls(StrictModel):
+    """How the LLM judge did on the planted controls of one task, for one judge metric.
+
+    Every run that scores a judge metric plants controls (docs/metrics.md, "Judge controls"):
+    per task a seeded handful of logged answers, each judged against itself (pairwise: must be
+    a tie), against an unrelated logged answer of another exchange and against its own first
+    15% of words (both must be judged worse). A judge that fails them is not trusted: its
+    metrics on the task are NaN and the task is ``cannot_judge`` (``judge_failed_controls``).
+    """
+
+    metric: str = Field(description="judge_pairwise or judge_rubric")
+    items: int = Field(description="logged answers used as controls")
+    checks: int = Field(description="control checks the judge answered")
+    correct: int = Field(description="control checks the judge got right")
+    errors: int = Field(default=0, description="control checks the judge failed to answer")
+    failed: dict[str, int] = Field(
+        default_factory=dict,
+        description="checks got wrong, by kind: self (vs itself), unrelated, truncated",
+    )
+    accuracy: float | None = Field(description="correct / checks (None: none answered)")
+    position_bias: float | None = Field(
+        default=None,
+        description="pairwise: share of control pairs of distinct answers whose verdict "
+        "changes with the order (None for the rubric)",
+    )
+    self_agreement: float | None = Field(
+        default=None,
+        description="pairwise: share of 'logged answer vs itself' controls judged a tie",
+    )
+    min_accuracy: float = Field(description="the accuracy bar (judge.min_control_accuracy)")
+    max_position_bias: float = Field(description="the bias bar (judge.max_position_bias)")
+    passed: bool = Field(description="accuracy and position bias within their bars")
+    reason: str | None = Field(default=None, description="why the judge is not trusted")
+    feedback: dict[str, dict[str, int]] | None = Field(
+        default=None,
+        description="rubric: the task's logged answers with end-user feedback in the logs' "
+        "metadata, counted by feedback (good/bad), then the judge's grade (>= 6: good)",
+    )
+    feedback_kappa: float | None = Field(
+        default=None,
+        description="rubric: Cohen's kappa between end-user feedback and the judge (None: no "
+        "feedback)",
+    )
+    prompt_tokens: int = Field(default=0, description="judge tokens the controls spent")
+    completion_tokens: int = 0
+    cost_usd: float | None = Field(default=None, description="their price with judge.price")
+
+
 class TaskInfo(StrictModel):
     """A task the traffic performs, as the tasks stage found or the suite named it."""
 
@@ -48,6 +96,10 @@ class TaskInfo(StrictModel):
     source: Literal["suite", "metadata", "system_prompt", "fallback", "cluster"]
     metric_weights: dict[str, float] | None = Field(
         default=None, description="weight of each metric in the parity mean (default 1 each)"
+    )
+    judge_controls: dict[str, JudgeControls] | None = Field(
+        default=None,
+        description="per judge metric, how the judge did on this task's planted controls",
     )
 
 
@@ -116,6 +168,16 @@ class ErrorStats(StrictModel):
     count: int = 0
     rate: float = 0.0
     by_kind: dict[str, int] = Field(default_factory=dict)
+
+
+class LabelAgreement(StrictModel):
+    """How the metrics agree with the gold labels of the logs (docs/metrics.md)."""
+
+    n: int = Field(description="scored exchanges with a gold label")
+    kappa: dict[str, float | None] = Field(
+        description="per metric (and 'parity'), Cohen's kappa between 'passes at "
+        "pass_threshold' and 'the candidate matches the gold label'"
+    )
 
 
 class FlipTable(StrictModel):
@@ -212,6 +274,10 @@ class TaskResult(StrictModel):
         default=None,
         description="groups of exchanges sharing a conversation, user or session, when the "
         "interval was widened for them (clustered standard error)",
+    )
+    label_agreement: LabelAgreement | None = Field(
+        default=None,
+        description="agreement of the judge and the metrics with the logs' gold labels",
     )
 
 

@@ -116,6 +116,18 @@ class JudgeSpec(CandidateSpec):
     rubric: str | None = Field(default=None, description="rubric for judge_rubric grading")
     temperature: float = Field(default=0.0, ge=0, le=2, description="judge sampling temperature")
     max_tokens: int = Field(default=512, ge=1, description="judge answer length")
+    control_items: int = Field(
+        default=10, ge=3, description="logged answers planted as judge controls per task"
+    )
+    min_control_accuracy: float = Field(
+        default=0.8, ge=0, le=1, description="below this share of controls right: not trusted"
+    )
+    max_position_bias: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="above this share of control pairs flipping with the order: not trusted",
+    )
 
 
 class TaskMatch(StrictModel):

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any, TypeGuard
 
 from migrate_eval.core.records import Exchange, Response
-from migrate_eval.core.results import CandidateResult, Interval, Results, Verdict
+from migrate_eval.core.results import CandidateResult, Interval, JudgeControls, Results, Verdict
 
 VERDICT_LABELS: dict[str, str] = {
     "ready": "Ready",
@@ -90,6 +90,28 @@ def fmt_usd(x: float | None) -> str:
 
 def fmt_int(x: int | None) -> str:
     return f"{x:,}" if isinstance(x, int) else "n/a"
+
+
+def judge_controls_text(c: JudgeControls) -> str:
+    """One line on how the LLM judge did on a task's planted controls (report and summary)."""
+    parts = [
+        f"{c.correct}/{c.checks} controls right (accuracy {fmt_num(c.accuracy, 2)}, "
+        f"bar {fmt_num(c.min_accuracy, 2)})"
+    ]
+    if c.position_bias is not None:
+        parts.append(
+            f"position bias {fmt_num(c.position_bias, 2)} (bar {fmt_num(c.max_position_bias, 2)})"
+        )
+    if c.self_agreement is not None:
+        parts.append(f"self-agreement {fmt_num(c.self_agreement, 2)}")
+    if c.errors:
+        parts.append(f"{c.errors} unanswered")
+    if c.feedback_kappa is not None:
+        parts.append(f"kappa with user feedback {fmt_num(c.feedback_kappa, 2)}")
+    if c.cost_usd is not None:
+        parts.append(f"cost {fmt_usd(c.cost_usd)}")
+    status = "passed" if c.passed else "FAILED: its metric is not used"
+    return f"{c.metric}: judge controls {status}; " + ", ".join(parts)
 
 
 def confidence_pct(results: Results) -> str:

@@ -50,6 +50,7 @@ from migrate_eval.report._format import (
     gate_counts,
     gate_explanation,
     is_number,
+    judge_controls_text,
     last_user_message,
     task_names,
     tool_calls_json,
@@ -315,6 +316,7 @@ class TaskView:
     mismatches: list[tuple[str, list[FieldMismatch]]] = field(default_factory=list)
     task_extras: list[tuple[str, str, str]] = field(default_factory=list)
     comparisons: list[ComparisonRow] = field(default_factory=list)
+    judge_lines: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -891,6 +893,10 @@ def build_page(
                 source=info.source if info is not None else "",
                 rows=rows,
                 metric_rows=metric_rows,
+                judge_lines=[
+                    judge_controls_text(jc)
+                    for jc in ((info.judge_controls or {}) if info is not None else {}).values()
+                ],
                 comparisons=[
                     _comparison_row(c, alpha) for c in results.comparisons if c.task == name
                 ],

@@ -23,6 +23,7 @@ from migrate_eval.report._format import (
     fmt_usd,
     gate_sentence,
     is_number,
+    judge_controls_text,
     one_line,
     task_names,
     verdict_label,
@@ -207,6 +208,31 @@ def render_summary_md(results: Results) -> str:
         out.append(
             "Cells: parity (mean of the task's metrics per exchange), scored exchanges, verdict."
         )
+        out.append("")
+
+    judged = [(t.name, jc) for t in results.tasks for jc in (t.judge_controls or {}).values()]
+    if judged:
+        out.append("## Judge controls")
+        out.append("")
+        for name, jc in judged[:MAX_TASK_ROWS]:
+            out.append(f"- {md_escape(name)}: {md_escape(judge_controls_text(jc), 400)}")
+        out.append("")
+
+    agreement = [
+        (c.name, tr.task, tr.label_agreement)
+        for c in cands
+        for tr in c.tasks
+        if tr.label_agreement is not None
+    ]
+    if agreement:
+        out.append("## Agreement with gold labels")
+        out.append("")
+        for cand, task, la in agreement[:MAX_TASK_ROWS]:
+            figures = ", ".join(f"{m} {fmt_num(k, 2)}" for m, k in la.kappa.items())
+            out.append(
+                f"- **{md_escape(cand, 60)}** / {md_escape(task, 80)}: Cohen's kappa with the "
+                f"gold labels ({la.n} exchanges): {md_escape(figures, 400)}"
+            )
         out.append("")
 
     # Reasons

@@ -11,14 +11,27 @@ Metrics (registered as ``judge_pairwise`` and ``judge_rubric``):
 
 * ``judge_pairwise``: the judge sees the conversation and two answers, and replies ``[[A]]``,
   ``[[B]]`` or ``[[C]]`` (tie). It is asked twice, with the logged answer first and then with
-  the candidate first, to cancel position bias. Each order gives the candidate 1 (win),
-  0.5 (tie) or 0 (loss); the mean ``m`` over both orders is the candidate's preference score.
-  Parity means "at least as good as the logged answer", so the metric is ``min(1, 2 m)``:
-  win/win, win/tie, tie/tie and win/loss (position bias) score 1, tie/loss 0.5, loss/loss 0.
+  the candidate first. Each order gives the candidate 1 (win), 0.5 (tie) or 0 (loss).
+  Parity means "at least as good as the logged answer": win/win, win/tie and tie/tie score 1,
+  tie/loss 0.5, loss/loss 0. A **split** (a win in one order and a loss in the other: the
+  verdict followed the position, not the answers) is counted as a tie of the two orders and
+  scores 0.5, the midpoint between "as good" and "worse" (it used to score 1, which let a judge
+  that always answers ``[[A]]`` pass anything).
 * ``judge_rubric``: the judge grades an answer from 1 to 10 against the rubric (default:
   helpfulness, correctness, following the instructions), replying ``[[score]]``. Both the
   logged answer and the candidate are graded (the logged answer's request is identical for
   every candidate, so the cache asks it once); the metric is ``min(1, candidate / logged)``.
+
+Controls (:func:`run_controls`): in every run, per task and judge metric, a seeded handful of
+logged answers (``judge.control_items``, default 10, fewer when the task has fewer exchanges)
+are judged against themselves (pairwise: must be a tie), against the logged answer of another
+exchange of the run and against their own first 15% of words (both must be judged worse:
+pairwise, a mean preference below 0.5 over both orders; rubric, a lower grade). Control calls
+go through the same cache and are counted in :class:`JudgeControls` (tokens and price). A
+judge whose accuracy on them is below ``judge.min_control_accuracy`` (0.8) or whose position
+bias (share of control pairs whose verdict changes with the order) is above
+``judge.max_position_bias`` (0.2) fails: :func:`task_controls` reports it and scoring makes the
+metric NaN on the task with the note ``judge_failed_controls: ...``.
 
 A judge failure (vendor error, unparsable verdict, no cache entry offline) never stops the run:
 the metric is NaN on that exchange and the row's ``error`` says why (``metric judge_pairwise:
@@ -43,11 +56,22 @@ from typing import Any, Literal
 from migrate_eval.core.errors import OfflineCacheMiss, VendorError
 from migrate_eval.core.records import Response
 from migrate_eval.core.request import content_text
+from migrate_eval.core.results import JudgeControls
 from migrate_eval.core.suite import DEFAULT_RUBRIC, JudgeSpec
 from migrate_eval.score.registry import MetricContext, register_metric
 from migrate_eval.score.text import answer_text
 
-__all__ = ["DEFAULT_RUBRIC", "JudgeError", "JudgeSession", "JudgeSpec", "judge_session", "usage_of"]
+__all__ = [
+    "DEFAULT_RUBRIC",
+    "JudgeControls",
+    "JudgeError",
+    "JudgeSession",
+    "JudgeSpec",
+    "judge_session",
+    "run_controls",
+    "task_controls",
+    "usage_of",
+]
 _MAX_CHARS = 12_000
 
 
@@ -74,6 +98,10 @@ class JudgeSession:
     cache_path: Path | None = None
     offline: bool = False
     outcomes: dict[tuple[Kind, str], _Outcome] = field(default_factory=dict)
+    #: (kind, task name) -> how the judge did on the task's planted controls
+    controls: dict[tuple[Kind, str], JudgeControls] = field(default_factory=dict)
+    #: exchange id -> the rubric's grade of its logged answer (compared with user feedback)
+    logged_grades: dict[str, float] = field(default_factory=dict)
     calls: int = 0
     cache_hits: int = 0
 
@@ -230,10 +258,25 @@ def parse_grade(text: str) -> float:
     return grade
 
 
+def order_scores(first: str, second: str) -> tuple[float, float]:
+    """The candidate's score (1 win, 0.5 tie, 0 loss) in each order: first the logged answer
+    is A, then the candidate is A."""
+    return {"A": 0.0, "B": 1.0, "C": 0.5}[first], {"A": 1.0, "B": 0.0, "C": 0.5}[second]
+
+
+def is_split(first: str, second: str) -> bool:
+    """The two orders name different winners (a tie counts as its own outcome): the verdict
+    changed with the position of the answers."""
+    as_b, as_a = order_scores(first, second)
+    return as_b != as_a
+
+
 def pairwise_value(first: str, second: str) -> float:
-    """Parity from the two verdicts (logged answer = A first, then candidate = A), see above."""
-    as_b = {"A": 0.0, "B": 1.0, "C": 0.5}[first]
-    as_a = {"A": 1.0, "B": 0.0, "C": 0.5}[second]
+    """Parity from the two verdicts (logged answer = A first, then candidate = A), see above:
+    a win in one order and a loss in the other is a tie of the orders and scores 0.5."""
+    as_b, as_a = order_scores(first, second)
+    if {as_b, as_a} == {0.0, 1.0}:  # split: the judge followed the position
+        return 0.5
     return min(1.0, as_a + as_b)
 
 
@@ -330,6 +373,7 @@ async def _judge_one(caller: _Caller, kind: Kind, ctx: MetricContext) -> _Outcom
             )
             responses = [r1, r2]
             ref_grade, cand_grade = parse_grade(r1.text or ""), parse_grade(r2.text or "")
+            caller.session.logged_grades[ctx.exchange.id] = ref_grade
             out.value = min(1.0, cand_grade / ref_grade)
         for r in responses:
             p, c = _tokens(r)
@@ -354,10 +398,338 @@ async def _judge_all(session: JudgeSession, kind: Kind, contexts: Sequence[Metri
         results = await asyncio.gather(*(_judge_one(caller, kind, todo[k]) for k in keys))
         for k, r in zip(keys, results, strict=True):
             session.outcomes[(kind, k)] = r
+        by_task: dict[str, list[MetricContext]] = {}
+        for c in contexts:
+            by_task.setdefault(c.task.name, []).append(c)
+        pending = [t for t in by_task if (kind, t) not in session.controls]
+        done = await asyncio.gather(
+            *(run_controls(caller, kind, by_task[t], contexts) for t in pending)
+        )
+        for t, ctl in zip(pending, done, strict=True):
+            session.controls[(kind, t)] = ctl
     finally:
         await caller.provider.aclose()
         if cache is not None:
             cache.close()
+
+
+# --- planted controls --------------------------------------------------------------------------
+
+#: Share of a logged answer's words kept in the "truncated" control.
+TRUNCATE_SHARE = 0.15
+#: A task with fewer exchanges borrows logged answers of the run's other exchanges as controls.
+MIN_CONTROL_ITEMS = 3
+_METRIC_OF: dict[Kind, str] = {"pairwise": "judge_pairwise", "rubric": "judge_rubric"}
+
+
+def truncate_words(text: str, share: float = TRUNCATE_SHARE) -> str | None:
+    """The first ``share`` of the words of ``text`` (at least one); None when that is all of it."""
+    words = text.split()
+    k = max(1, int(len(words) * share))
+    return " ".join(words[:k]) if k < len(words) else None
+
+
+def _seed(*parts: str) -> int:
+    return int.from_bytes(hashlib.sha256("\0".join(parts).encode("utf-8")).digest()[:8], "big")
+
+
+@dataclass
+class _Item:
+    ctx: MetricContext
+    logged: str
+    others: dict[str, str]  # check kind (unrelated, truncated) -> the worse answer
+
+
+def _control_items(
+    spec: JudgeSpec, task: str, contexts: Sequence[MetricContext], pool: Sequence[MetricContext]
+) -> list[_Item]:
+    """A seeded sample of the task's logged answers, each with its worse counterparts.
+
+    ``judge.control_items`` of the task's exchanges (all of them when it has fewer); a task with
+    fewer than :data:`MIN_CONTROL_ITEMS` exchanges borrows logged answers of other exchanges of
+    the run up to that number. The unrelated answer of an item is the logged answer of another
+    exchange of the run, seeded by the item's exchange id."""
+    import random
+
+    by_id: dict[str, MetricContext] = {}
+    for c in contexts:
+        by_id.setdefault(c.exchange.id, c)
+    everything: dict[str, MetricContext] = {}
+    for c in pool:
+        everything.setdefault(c.exchange.id, c)
+    pool_ids = sorted(everything)
+    rng = random.Random(_seed("controls", task))
+    chosen = rng.sample(sorted(by_id), min(spec.control_items, len(by_id)))
+    if len(chosen) < MIN_CONTROL_ITEMS:
+        others = [i for i in pool_ids if i not in by_id]
+        chosen += rng.sample(others, min(MIN_CONTROL_ITEMS - len(chosen), len(others)))
+    answers: dict[str, str] = {}
+
+    def answer(ex_id: str) -> str:
+        if ex_id not in answers:
+            answers[ex_id] = render_answer(everything[ex_id].reference)
+        return answers[ex_id]
+
+    items: list[_Item] = []
+    for ex_id in chosen:
+        logged = answer(ex_id)
+        worse: dict[str, str] = {}
+        pick = random.Random(_seed("unrelated", ex_id))
+        for _ in range(32):  # a few seeded draws: another exchange whose answer differs
+            other = pool_ids[pick.randrange(len(pool_ids))]
+            if other != ex_id and answer(other) != logged:
+                worse["unrelated"] = answer(other)
+                break
+        cut = truncate_words(logged)
+        if cut is not None:
+            worse["truncated"] = cut
+        items.append(_Item(ctx=everything[ex_id], logged=logged, others=worse))
+    return items
+
+
+@dataclass
+class _Tally:
+    checks: int = 0
+    correct: int = 0
+    errors: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    pairs: int = 0
+    flips: int = 0
+    self_checks: int = 0
+    self_ties: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seen: set[int] = field(default_factory=set)
+    first_error: str | None = None
+
+    def error(self, e: Exception, count: int = 1) -> None:
+        self.errors += count
+        if self.first_error is None:
+            self.first_error = str(e) or type(e).__name__
+
+    def spent(self, *responses: Response) -> None:
+        for r in responses:
+            if id(r) in self.seen:  # the same request asked once (e.g. both orders of a self-pair)
+                continue
+            self.seen.add(id(r))
+            p, c = _tokens(r)
+            self.prompt_tokens += p
+            self.completion_tokens += c
+
+    def result(self, check: str, ok: bool) -> None:
+        self.checks += 1
+        if ok:
+            self.correct += 1
+        else:
+            self.failed[check] = self.failed.get(check, 0) + 1
+
+
+async def _pairwise_controls(caller: _Caller, item: _Item, tally: _Tally) -> None:
+    spec, req, logged = caller.session.spec, item.ctx.exchange.request, item.logged
+    try:
+        r = await caller.ask(pairwise_request(spec, req, logged, logged))
+        tally.spent(r)
+        verdict = parse_pairwise(r.text or "")
+        tally.self_checks += 1
+        tally.self_ties += verdict == "C"
+        tally.result("self", verdict == "C")
+    except Exception as e:
+        tally.error(e)
+    for check, other in item.others.items():
+        try:
+            r1, r2 = await asyncio.gather(
+                caller.ask(pairwise_request(spec, req, logged, other)),
+                caller.ask(pairwise_request(spec, req, other, logged)),
+            )
+            tally.spent(r1, r2)
+            v1, v2 = parse_pairwise(r1.text or ""), parse_pairwise(r2.text or "")
+        except Exception as e:
+            tally.error(e)
+            continue
+        tally.pairs += 1
+        tally.flips += is_split(v1, v2)
+        tally.result(check, sum(order_scores(v1, v2)) / 2 < 0.5)
+
+
+async def _rubric_controls(caller: _Caller, item: _Item, tally: _Tally) -> None:
+    spec, req = caller.session.spec, item.ctx.exchange.request
+    try:
+        r = await caller.ask(rubric_request(spec, req, item.logged))
+        tally.spent(r)
+        logged_grade = parse_grade(r.text or "")
+        caller.session.logged_grades[item.ctx.exchange.id] = logged_grade
+    except Exception as e:
+        tally.error(e, len(item.others))
+        return
+    for check, other in item.others.items():
+        try:
+            r = await caller.ask(rubric_request(spec, req, other))
+            tally.spent(r)
+            grade = parse_grade(r.text or "")
+        except Exception as e:
+            tally.error(e)
+            continue
+        tally.result(check, logged_grade > grade)
+
+
+#: End-user feedback values read as "the logged answer was good" / "bad".
+_GOOD = {
+    "up",
+    "thumbs_up",
+    "thumbsup",
+    "good",
+    "positive",
+    "yes",
+    "true",
+    "like",
+    "+1",
+    "\U0001f44d",
+}
+_BAD = {
+    "down",
+    "thumbs_down",
+    "thumbsdown",
+    "bad",
+    "negative",
+    "no",
+    "false",
+    "dislike",
+    "-1",
+    "\U0001f44e",
+}
+
+
+def feedback_label(metadata: Mapping[str, Any]) -> bool | None:
+    """End-user feedback on the logged answer in an exchange's ``metadata["feedback"]``: True
+    (good), False (bad) or None (none, or not understood). Accepted: a boolean; a number in
+    [-1, 1] (above 0.5 is good: scores in [0, 1], thumbs as 1/0 or 1/-1; ratings on other
+    scales are not read); a word such as ``up``/``down``,
+    ``good``/``bad``, ``positive``/``negative``; a mapping with ``score``, ``value``, ``rating``
+    or ``thumbs``."""
+    value = metadata.get("feedback")
+    for _ in range(3):
+        if isinstance(value, Mapping):
+            value = next(
+                (value[k] for k in ("score", "value", "rating", "thumbs") if k in value), None
+            )
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):  # a score in [0, 1] or a thumb (1/0, 1/-1)
+        return float(value) > 0.5 if -1.0 <= float(value) <= 1.0 else None
+    if isinstance(value, str):
+        word = value.strip().lower().replace(" ", "_")
+        if word in _GOOD:
+            return True
+        if word in _BAD:
+            return False
+    return None
+
+
+def _feedback_confusion(
+    contexts: Sequence[MetricContext], grades: Mapping[str, float]
+) -> dict[str, dict[str, int]] | None:
+    """Over the task's exchanges with end-user feedback and a rubric grade of the logged answer:
+    counts by feedback, then the judge's view (``good``: grade 6 or more); None without any.
+    The verdict stage turns it into a kappa."""
+    table: dict[str, dict[str, int]] = {}
+    seen: set[str] = set()
+    for ctx in contexts:
+        ex = ctx.exchange
+        if ex.id in seen:
+            continue
+        seen.add(ex.id)
+        label = feedback_label(ex.metadata)
+        grade = grades.get(ex.id)
+        if label is None or grade is None:
+            continue
+        row = table.setdefault("good" if label else "bad", {})
+        judged = "good" if grade >= 6 else "bad"
+        row[judged] = row.get(judged, 0) + 1
+    return table or None
+
+
+async def run_controls(
+    caller: _Caller, kind: Kind, contexts: Sequence[MetricContext], pool: Sequence[MetricContext]
+) -> JudgeControls:
+    """Plant and judge the controls of one task (``contexts``: its pairs; ``pool``: every pair
+    of the run, where unrelated answers come from). See the module docstring."""
+    spec = caller.session.spec
+    task = contexts[0].task.name
+    items = _control_items(spec, task, contexts, pool)
+    tally = _Tally()
+    feedback: dict[str, dict[str, int]] | None = None
+    if kind == "pairwise":
+        await asyncio.gather(*(_pairwise_controls(caller, it, tally) for it in items))
+    else:
+        await asyncio.gather(*(_rubric_controls(caller, it, tally) for it in items))
+        feedback = _feedback_confusion(contexts, caller.session.logged_grades)
+    accuracy = tally.correct / tally.checks if tally.checks else None
+    bias = tally.flips / tally.pairs if kind == "pairwise" and tally.pairs else None
+    self_agreement = (
+        tally.self_ties / tally.self_checks if kind == "pairwise" and tally.self_checks else None
+    )
+    eps = 1e-9
+    reasons: list[str] = []
+    if accuracy is None:
+        reasons.append(
+            f"the judge answered none of its {tally.errors} control checks, so it cannot be "
+            f"trusted (first error: {tally.first_error})"
+        )
+    elif accuracy < spec.min_control_accuracy - eps:
+        what = {
+            "self": "did not call the logged answer a tie with itself",
+            "unrelated": "did not prefer the logged answer to an unrelated answer",
+            "truncated": "did not prefer the logged answer to its first 15% of words",
+        }
+        detail = "; ".join(f"{what[k]} {v} times" for k, v in sorted(tally.failed.items()))
+        reasons.append(
+            f"the judge got {tally.correct} of {tally.checks} planted control checks right "
+            f"(accuracy {accuracy:.2f}, below the {spec.min_control_accuracy:.2f} required): "
+            f"{detail}"
+        )
+    if bias is not None and bias > spec.max_position_bias + eps:
+        reasons.append(
+            f"its verdict changed with the order of the answers on {tally.flips} of "
+            f"{tally.pairs} control pairs (position bias {bias:.2f}, above the "
+            f"{spec.max_position_bias:.2f} allowed)"
+        )
+    price = spec.price
+    cost = (
+        (
+            tally.prompt_tokens * price.input_per_mtok
+            + tally.completion_tokens * price.output_per_mtok
+        )
+        / 1e6
+        if price is not None
+        else None
+    )
+    return JudgeControls(
+        metric=_METRIC_OF[kind],
+        items=len(items),
+        checks=tally.checks,
+        correct=tally.correct,
+        errors=tally.errors,
+        failed=dict(sorted(tally.failed.items())),
+        accuracy=accuracy,
+        position_bias=bias,
+        self_agreement=self_agreement,
+        min_accuracy=spec.min_control_accuracy,
+        max_position_bias=spec.max_position_bias,
+        passed=not reasons,
+        reason="; ".join(reasons) or None,
+        feedback=feedback,
+        prompt_tokens=tally.prompt_tokens,
+        completion_tokens=tally.completion_tokens,
+        cost_usd=cost,
+    )
+
+
+def task_controls(task: str) -> dict[str, JudgeControls]:
+    """Per judge metric, the controls of ``task`` in the active judge session ({} without one)."""
+    session = _ACTIVE.get()
+    if session is None:
+        return {}
+    return {_METRIC_OF[kind]: ctl for (kind, name), ctl in session.controls.items() if name == task}
 
 
 def _run(coro: Any) -> None:
@@ -405,7 +777,8 @@ def _value(kind: Kind, ctx: MetricContext) -> float | None:
 @register_metric(
     "judge_pairwise",
     description="LLM judge, candidate vs logged answer in both orders: 1 when the candidate is "
-    "at least as good, 0.5 tie/loss, 0 loss/loss (suite 'judge:').",
+    "at least as good, 0.5 tie/loss or a split (win/loss), 0 loss/loss; validated on planted "
+    "controls (suite 'judge:').",
     prepare=_prepare("pairwise"),
 )
 def judge_pairwise(ctx: MetricContext) -> float | None:

@@ -11,6 +11,11 @@
   ``unsupported``); ``error`` holds ``"unsupported: <message>"``;
 * ``no_reference``: the candidate answered but the exchange has no logged answer to compare with.
 
+Judge metrics (:mod:`migrate_eval.score.judge`) are validated on planted controls first: each
+task's ``judge_controls`` is set (in place) to how the judge did, and a judge metric whose
+judge failed them is NaN on the task's rows, with the note ``metric <name>:
+judge_failed_controls: <why>``.
+
 A metric that raises does not stop scoring: its value is NaN and the row's ``error`` notes
 ``metric <name>: <ExceptionType>: <message>`` (notes are joined with ``"; "``); the other metrics
 still make up the parity. A metric that returns something other than None or a number in
@@ -44,6 +49,10 @@ CANDIDATE_LABEL = "candidate_label"
 #: Extra columns: tokens the LLM judge spent on the row (0 without a judge metric).
 JUDGE_PROMPT_TOKENS = "judge_prompt_tokens"
 JUDGE_COMPLETION_TOKENS = "judge_completion_tokens"
+
+#: Extra column: 1 when the candidate's answer matches the exchange's gold label (normalised),
+#: 0 when not, NaN without a gold label or an answer (read by the label agreement statistics).
+GOLD_AGREE = "gold_agree"
 
 #: Status values of the scores frame.
 STATUSES = ("ok", "error", "unsupported", "no_reference")
@@ -169,6 +178,7 @@ def _score_rows(
             rows.append((r, task, "ok", [], new))
 
     prepare_errors = _run_prepares(rows, plan, infos)
+    untrusted = judge_controls(task_by_name, names)
 
     # Per task, once: each metric's column, function, weight and batch-hook failure (if any).
     steps: dict[str, list[tuple[int, MetricFn, str, float, str | None]]] = {}
@@ -180,7 +190,7 @@ def _score_rows(
                 info.func,
                 info.name,
                 float(weights.get(info.name, 1.0)),
-                prepare_errors.get(info.name),
+                prepare_errors.get(info.name) or untrusted.get((name, info.name)),
             )
             for col, info in metrics
         ]
@@ -190,6 +200,7 @@ def _score_rows(
     parity_col = [NAN] * n
     ref_label_col = [""] * n
     cand_label_col = [""] * n
+    gold_col = [NAN] * n
     error_col = [""] * n
     latency_col = [NAN] * n
     prompt_col: list[int | None] = [None] * n
@@ -218,6 +229,10 @@ def _score_rows(
             if task.output == "classification":
                 ref_label_col[i] = normalize_label(answer_text(ctx.reference))
                 cand_label_col[i] = normalize_label(answer_text(ctx.candidate))
+            gold = ctx.exchange.gold
+            if gold is not None:
+                same = normalize_label(answer_text(ctx.candidate)) == normalize_label(gold)
+                gold_col[i] = 1.0 if same else 0.0
         if notes:
             error_col[i] = "; ".join(notes)
         latency = r.latency_ms
@@ -247,6 +262,7 @@ def _score_rows(
         data[name] = np.asarray(values, dtype=np.float64)
     data[REFERENCE_LABEL] = pd.array(ref_label_col, dtype="str")
     data[CANDIDATE_LABEL] = pd.array(cand_label_col, dtype="str")
+    data[GOLD_AGREE] = np.asarray(gold_col, dtype=np.float64)
     if any(name.startswith("judge_") for name in names):
         data.update(judge_usage_columns(rows))
     else:
@@ -254,6 +270,24 @@ def _score_rows(
         data[JUDGE_PROMPT_TOKENS] = zeros
         data[JUDGE_COMPLETION_TOKENS] = zeros.copy()
     return pd.DataFrame(data)
+
+
+def judge_controls(tasks: Mapping[str, TaskInfo], names: list[str]) -> dict[tuple[str, str], str]:
+    """Record on each task how the judge did on its planted controls (``TaskInfo.judge_controls``,
+    in place) and return, per (task, judge metric) the judge failed on, the row note that
+    replaces the metric's value: ``metric <name>: judge_failed_controls: <why>``."""
+    if not any(name.startswith("judge_") for name in names):
+        return {}
+    from migrate_eval.score.judge import task_controls
+
+    notes: dict[tuple[str, str], str] = {}
+    for task in tasks.values():
+        controls = {m: c for m, c in task_controls(task.name).items() if m in task.metrics}
+        task.judge_controls = controls or None
+        for metric, c in controls.items():
+            if not c.passed:
+                notes[(task.name, metric)] = f"metric {metric}: judge_failed_controls: {c.reason}"
+    return notes
 
 
 def judge_usage_columns(rows: list[_Row]) -> dict[str, object]:

@@ -14,8 +14,10 @@ Verdict rules for a task (``min_parity`` is the task's :attr:`TaskInfo.min_parit
 is the worst that any rule gives, and every rule that fires adds a reason:
 
 1. vendor error rate (status ``error``) above ``thresholds.max_error_rate`` -> ``cannot_judge``
-   (``too_many_errors``); no scored exchange -> ``cannot_judge`` (``no_scored_exchanges``). When a
-   task cannot be judged, the rules below are not applied.
+   (``too_many_errors``); no scored exchange -> ``cannot_judge`` (``no_scored_exchanges``); an
+   LLM judge that failed its planted controls on the task (``TaskInfo.judge_controls``) ->
+   ``cannot_judge`` (``judge_failed_controls``). When a task cannot be judged, the rules below
+   are not applied.
 2. mean parity below ``min_parity`` -> ``not_ready`` (``parity_below_threshold``).
 3. mean at or above ``min_parity`` but the interval's lower end below it -> ``ready_with_caveats``
    (``interval_crosses_threshold``).
@@ -76,6 +78,7 @@ from migrate_eval.score.scoring import (
     REFERENCE_LABEL,
     error_kind_of,
 )
+from migrate_eval.verdict.agreement import fill_feedback_kappa, label_agreement
 from migrate_eval.verdict.noise import NoiseFloor, TaskNoise
 from migrate_eval.verdict.stats import (
     EPS,
@@ -245,6 +248,14 @@ def _task_result(
             "too_many_errors",
             f"{vendor} of {n_total} requests failed at the vendor ({_pct(vendor_rate)}; "
             f"{_kinds_text(vendor_kinds)}), more than the {_pct(thresholds.max_error_rate)} allowed",
+        )
+    untrusted = [c for c in (task.judge_controls or {}).values() if not c.passed]
+    if untrusted:
+        flag(
+            "cannot_judge",
+            "judge_failed_controls",
+            "; ".join(f"{c.metric}: {c.reason}" for c in untrusted)
+            + " - its metrics are not used (fix or replace the judge)",
         )
     if n == 0 and n_total and unsupported == n_total:
         flag(
@@ -418,6 +429,9 @@ def _task_result(
         flips=flips,
         min_detectable_drop=mdd,
         clusters=cluster_count,
+        label_agreement=label_agreement(
+            task, ok_idx, frame.metric, frame.parity, thresholds.pass_threshold
+        ),
     )
 
 
@@ -671,6 +685,7 @@ def aggregate(
                 f"tasks are: {', '.join(task_names) or '(none)'}"
             )
     judged = set(task_names if gate.tasks is None else gate.tasks)
+    fill_feedback_kappa(tasks)
     frame = _Frame(scores)
     positions: dict[tuple[str, str], npt.NDArray[np.intp]] = {}
     if len(scores):

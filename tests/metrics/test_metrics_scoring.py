@@ -111,6 +111,7 @@ def test_columns_statuses_and_parity() -> None:
         "tool_call_match",
         "reference_label",
         "candidate_label",
+        "gold_agree",
         "judge_prompt_tokens",
         "judge_completion_tokens",
     ]
@@ -230,6 +231,7 @@ def test_empty_input_gives_an_empty_frame_with_all_columns() -> None:
         "exact_match",
         "reference_label",
         "candidate_label",
+        "gold_agree",
         "judge_prompt_tokens",
         "judge_completion_tokens",
     ]
