@@ -623,7 +623,7 @@ _KIND_NOTES = {
     "tool_call": "the answers call tools: same tool, JSON-equal arguments",
     "structured": "the requests ask for JSON: validity, schema validity, field parity",
     "classification": "short answers from a small set of labels: label agreement",
-    "free_text": "free text: similarity of meaning (or chrF without the embedding extra)",
+    "free_text": "free text: similarity of meaning and word overlap",
 }
 
 
@@ -726,7 +726,7 @@ def suite_text(
         lines.append(f"    metrics: {_y(t.metrics)}")
         if t.output == "free_text" and "semantic_similarity" not in t.metrics:
             lines.append(
-                "    # paraphrases score low on chrF: consider semantic_similarity (embedding extra)"
+                "    # paraphrases score low on word overlap: consider semantic_similarity"
             )
         lines.append(
             f"    min_parity: {SUGGESTED_MIN_PARITY[t.output]}        # suggested for {t.output}"

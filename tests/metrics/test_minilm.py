@@ -69,9 +69,7 @@ def test_embeddings_use_the_numpy_encoder_without_sentence_transformers(
     assert float(v[0] @ v[1]) > float(v[0] @ v[2])
 
 
-def test_no_weights_is_a_clear_user_error(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_no_weights_is_a_clear_user_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(_minilm.PATH_ENV, str(tmp_path))  # an empty folder: no model there
     monkeypatch.setattr(_minilm, "_encoder", None)
     assert _minilm.model_folder() is None and not _minilm.available()
