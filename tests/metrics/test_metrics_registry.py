@@ -28,6 +28,7 @@ BUILT_INS = {
     "gold_match",
     "length_ratio",
     "chrf",
+    "token_f1",
     "json_valid",
     "json_schema_valid",
     "json_match",
@@ -74,7 +75,7 @@ def test_built_in_metrics_are_listed_with_descriptions() -> None:
         ("tool_call", ["tool_call_match"]),
         ("structured", ["json_valid", "json_schema_valid", "json_match"]),
         ("classification", ["normalized_match"]),
-        ("free_text", ["chrf"]),  # never depends on installed extras
+        ("free_text", ["semantic_similarity", "token_f1"]),  # never depends on installed extras
     ],
 )
 def test_default_metrics_by_kind(kind: Any, expected: list[str]) -> None:
@@ -85,7 +86,7 @@ def test_default_metrics_by_kind(kind: Any, expected: list[str]) -> None:
 
 def test_default_metrics_returns_a_fresh_list() -> None:
     default_metrics("free_text").append("exact_match")
-    assert default_metrics("free_text") == ["chrf"]
+    assert default_metrics("free_text") == ["semantic_similarity", "token_f1"]
 
 
 def test_unknown_output_kind_is_a_config_error() -> None:
