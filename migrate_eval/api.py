@@ -31,7 +31,14 @@ from migrate_eval.core.paths import default_cache_path, default_run_dir, demo_su
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.results import Profile, Results
 from migrate_eval.core.run_folder import RunFolder
-from migrate_eval.core.suite import CandidateSpec, LogSpec, Suite, load_suite, parse_candidate_spec
+from migrate_eval.core.suite import (
+    CandidateSpec,
+    LogSpec,
+    Suite,
+    apply_candidate_params,
+    load_suite,
+    parse_candidate_spec,
+)
 from migrate_eval.core.version import __version__
 from migrate_eval.plan.suite_writer import rule_specs, suite_text
 from migrate_eval.plan.tasks import TaskDiscovery
@@ -59,8 +66,31 @@ def _resolve_suite(
     suite: Suite | str | Path | None,
     logs: Sequence[str | Path],
     candidates: Sequence[str | CandidateSpec],
+    candidate_params: Sequence[str] = (),
+    strict_params: bool | None = None,
+) -> Suite:
+    s = _suite_with(suite, logs, candidates)
+    cands = apply_candidate_params(list(s.candidates), candidate_params)
+    strict = s.strict_params if strict_params is None else strict_params
+    if strict:  # a run-time setting, applied once here: every candidate refuses soft gaps
+        cands = [c.model_copy(update={"strict_params": True}) for c in cands]
+    base = s.base_dir
+    s = s.model_copy(update={"candidates": cands, "strict_params": strict})
+    s.base_dir = base
+    return s
+
+
+def _suite_with(
+    suite: Suite | str | Path | None,
+    logs: Sequence[str | Path],
+    candidates: Sequence[str | CandidateSpec],
 ) -> Suite:
     specs = [c if isinstance(c, CandidateSpec) else parse_candidate_spec(c) for c in candidates]
+    if suite is None and not logs and specs:
+        raise ConfigError(
+            "--candidate without --logs (or a suite) would replay the shipped demo's simulated "
+            "traffic against your endpoint: pass --logs FILE with your own logs, or a suite file"
+        )
     if suite is None and logs:
         if not specs:
             raise ConfigError("--logs needs at least one --candidate (or a suite file)")
@@ -111,13 +141,20 @@ def run(
     progress: ProgressFn | None = None,
     command: str | None = None,
     redact: bool | None = None,
+    candidate_params: Sequence[str] = (),
+    strict_params: bool | None = None,
 ) -> RunOutcome:
     """Run the whole pipeline and write the run folder.
 
     ``suite`` is a :class:`Suite`, a path to a suite file (or its folder), or None for the shipped
     demo suite. ``logs`` and ``candidates`` (``[NAME=]PROVIDER:MODEL[@BASE_URL]`` specs) run without
-    a suite file, or override the suite's. Returns the results, the run folder and the exit code
-    the CLI uses as the gate (see :mod:`migrate_eval.core.errors`).
+    a suite file, or override the suite's; ``candidates`` without ``logs`` need a suite (the
+    demo's simulated traffic is never sent to an endpoint the user names).
+    ``candidate_params`` are ``NAME.KEY=VALUE`` assignments (parameters, price, limits: see
+    :func:`~migrate_eval.core.suite.apply_candidate_params`). ``strict_params`` (None: the
+    suite's ``strict_params``) refuses requests with soft fields a candidate has no equivalent
+    for instead of dropping them (counted). Returns the results, the run folder and the exit
+    code the CLI uses as the gate (see :mod:`migrate_eval.core.errors`).
     """
     from migrate_eval.plan.redact import redact_exchanges, redact_task_descriptions
     from migrate_eval.plan.sampling import sample_ids
@@ -127,7 +164,7 @@ def run(
     from migrate_eval.score import get_metric, score
     from migrate_eval.verdict.aggregate import aggregate, gate_outcome
 
-    s = _resolve_suite(suite, logs, candidates)
+    s = _resolve_suite(suite, logs, candidates, candidate_params, strict_params)
     for t in s.tasks:  # fail fast on unknown metrics, before any network call
         for m in t.metrics or []:
             get_metric(m)
@@ -250,6 +287,9 @@ def run(
     from migrate_eval.verdict.aggregate import fill_ttft_stats
 
     fill_ttft_stats(cand_results, replays)
+    from migrate_eval.verdict.aggregate import fill_dropped_params
+
+    fill_dropped_params(cand_results, replays, plan.assignment)
     gate, code = gate_outcome(cand_results, s.gate)
     from migrate_eval.verdict.aggregate import compare_candidates
 

@@ -198,6 +198,11 @@ class TaskResult(StrictModel):
         description="groups of exchanges sharing a conversation, user or session, when the "
         "interval was widened for them (clustered standard error)",
     )
+    dropped_params: dict[str, int] | None = Field(
+        default=None,
+        description="soft request fields the candidate's API has no equivalent for, removed "
+        "before sending: field -> exchanges of n_total (absent: none dropped)",
+    )
 
 
 class CandidateResult(StrictModel):

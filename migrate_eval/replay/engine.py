@@ -177,6 +177,8 @@ class _Work:
     request_json: str
     rows: list[int]  # indices into the results list (duplicate requests share one call)
     tokens: int = -1  # estimated tokens (tpm limit), computed when first needed
+    #: soft fields the provider has no equivalent for, removed from the request (counted)
+    dropped: tuple[str, ...] = ()
 
 
 @dataclass
@@ -227,8 +229,10 @@ class _CandidateRun:
 
     # -- bookkeeping --------------------------------------------------------------------
 
-    def _store(self, rows: list[int], **fields: Any) -> None:
+    def _store(self, rows: list[int], dropped: tuple[str, ...] = (), **fields: Any) -> None:
         name, ids, results = self.spec.name, self.exchange_ids, self.results
+        if dropped:
+            fields["dropped"] = list(dropped)
         for i in rows:
             results[i * self.n_candidates + self.column] = ReplayResult(
                 exchange_id=ids[i], candidate=name, **fields
@@ -252,9 +256,22 @@ class _CandidateRun:
             )
 
     def _error_rows(
-        self, rows: list[int], exc: VendorError, kind: str, attempts: int, emit: bool = True
+        self,
+        rows: list[int],
+        exc: VendorError,
+        kind: str,
+        attempts: int,
+        emit: bool = True,
+        dropped: tuple[str, ...] = (),
     ) -> None:
-        self._store(rows, error=str(exc), error_kind=kind, status=exc.status, attempts=attempts)
+        self._store(
+            rows,
+            dropped,
+            error=str(exc),
+            error_kind=kind,
+            status=exc.status,
+            attempts=attempts,
+        )
         self.done += len(rows)
         self.errors += len(rows)
         if emit:
@@ -274,6 +291,11 @@ class _CandidateRun:
                 no_request.append(i)
                 continue
             request = _build_request(logged, self.spec, deep=False)
+            # soft gaps (sampling parameters, seed... the vendor has no equivalent for) are
+            # dropped and counted, unless the candidate is strict: then the provider refuses
+            dropped = () if self.spec.strict_params else self.provider.soft_drops(request)
+            if dropped:
+                request = {k: v for k, v in request.items() if k not in dropped}
             try:
                 request_json = canonical_json(request)
             except (TypeError, ValueError):
@@ -282,7 +304,7 @@ class _CandidateRun:
             key = key_from_json(self.identity_json, request_json)
             item = work.get(key)
             if item is None:
-                work[key] = _Work(key, request, request_json, [i])
+                work[key] = _Work(key, request, request_json, [i], dropped=dropped)
             else:
                 item.rows.append(i)
         for rows, reason in (
@@ -303,7 +325,11 @@ class _CandidateRun:
                 misses.append(item)
                 continue
             self._store(
-                item.rows, response=entry.response, cached=True, latency_ms=entry.latency_ms
+                item.rows,
+                item.dropped,
+                response=entry.response,
+                cached=True,
+                latency_ms=entry.latency_ms,
             )  # ttft_ms travels inside the stored response
             self.done += len(item.rows)
             self.cached += len(item.rows)
@@ -311,7 +337,9 @@ class _CandidateRun:
 
     def offline_misses(self, misses: list[_Work]) -> None:
         for item in misses:
-            self._error_rows(item.rows, OfflineCacheMiss(), "offline_miss", 0, emit=False)
+            self._error_rows(
+                item.rows, OfflineCacheMiss(), "offline_miss", 0, emit=False, dropped=item.dropped
+            )
 
     # -- sending ------------------------------------------------------------------------
 
@@ -376,7 +404,7 @@ class _CandidateRun:
                         self.pause_until = max(self.pause_until, loop.time() + delay)
                     await asyncio.sleep(delay)
                     continue
-                self._error_rows(item.rows, e, vendor_error_kind(e), attempts)
+                self._error_rows(item.rows, e, vendor_error_kind(e), attempts, dropped=item.dropped)
                 return
             cache.put(
                 item.key,
@@ -390,7 +418,11 @@ class _CandidateRun:
                 raw_json=answer.raw_json,
             )
             self._store(
-                item.rows, response=answer.response, attempts=attempts, latency_ms=answer.latency_ms
+                item.rows,
+                item.dropped,
+                response=answer.response,
+                attempts=attempts,
+                latency_ms=answer.latency_ms,
             )
             self.done += len(item.rows)
             self.emit()

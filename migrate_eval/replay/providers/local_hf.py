@@ -38,13 +38,14 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
 from migrate_eval.core.errors import ConfigError, VendorError
 from migrate_eval.core.records import Response, ToolCall, Usage
-from migrate_eval.core.request import content_text
+from migrate_eval.core.request import DRAW_FIELDS, LIMIT_FIELDS, content_text
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.providers._translate import (
     MessageCheck,
@@ -55,6 +56,7 @@ from migrate_eval.replay.providers._translate import (
     parse_arguments,
     parse_response_format,
     parse_tool_choice,
+    soft_drops,
     stop_list,
     unsupported,
 )
@@ -74,12 +76,8 @@ _HANDLED = (
     "tools",
     "tool_choice",
     "response_format",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "seed",
+    *DRAW_FIELDS[:3],  # temperature, top_p, seed
+    *LIMIT_FIELDS,
     *PROVIDER_PARAMS,
 )
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
@@ -188,6 +186,9 @@ class LocalHFProvider(Provider):
         self._tokenizer: Any = None
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+
+    def soft_drops(self, request: Mapping[str, Any]) -> tuple[str, ...]:
+        return soft_drops(request, _HANDLED)
 
     def identity(self) -> dict[str, Any]:
         return {
