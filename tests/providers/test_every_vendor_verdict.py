@@ -5,7 +5,7 @@ Logged requests carry sampling parameters (the demo's ``temperature`` on every r
 ``seed`` and ``logprobs: true`` as OpenAI's stored completions and monitoring setups log them).
 A vendor without one of them is a *soft* gap: the parameter is dropped before sending and
 counted per candidate and task, and the candidate is judged. ``strict_params`` restores the
-refusal, which ends in "cannot judge" (exit 3).
+refusal: every request unsupported, the candidate cannot express the traffic (not ready).
 """
 
 from __future__ import annotations
@@ -179,9 +179,13 @@ def test_strict_params_restores_the_refusal(
     outcome = _run(suite, tmp_path, **({"strict_params": True} if via == "argument" else {}))
 
     (cand,) = outcome.results.candidates
-    assert cand.verdict == "cannot_judge"
-    assert outcome.exit_code == ExitCode.INFRASTRUCTURE
+    # every request refused as unsupported: the candidate cannot express the traffic
+    assert cand.verdict == "not_ready"
+    assert outcome.exit_code == ExitCode.NOT_READY
     assert cand.errors.by_kind == {"unsupported": cand.errors.count}
+    assert all("cannot_express_traffic" in {r.code for r in t.reasons} for t in cand.tasks), [
+        t.reasons for t in cand.tasks
+    ]
     assert all(t.dropped_params is None for t in cand.tasks)
     assert len(vendors.received) == before  # nothing was sent
 
@@ -213,4 +217,9 @@ def test_strict_params_flag_on_the_command_line(
     assert lenient.exit_code != ExitCode.INFRASTRUCTURE, lenient.output
     assert "temperature dropped on" in lenient.output
     strict = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b"), "--strict-params"])
-    assert strict.exit_code == ExitCode.INFRASTRUCTURE, strict.output
+    assert strict.exit_code == ExitCode.NOT_READY, strict.output
+    assert "dropped on" not in strict.output
+    results = json.loads((tmp_path / "b" / "results.json").read_text(encoding="utf-8"))
+    assert results["candidates"][0]["errors"]["by_kind"] == {
+        "unsupported": results["candidates"][0]["errors"]["count"]
+    }
