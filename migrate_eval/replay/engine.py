@@ -177,8 +177,6 @@ class _Work:
     request_json: str
     rows: list[int]  # indices into the results list (duplicate requests share one call)
     tokens: int = -1  # estimated tokens (tpm limit), computed when first needed
-    #: soft fields the provider has no equivalent for, removed from the request (counted)
-    dropped: tuple[str, ...] = ()
 
 
 @dataclass
@@ -207,6 +205,8 @@ class _CandidateRun:
     errors: int = 0
     cached: int = 0
     pause_until: float = 0.0
+    #: row -> soft fields the provider has no equivalent for, removed before sending (counted)
+    dropped: dict[int, tuple[str, ...]] = field(default_factory=dict)
     adaptive: AdaptiveConcurrency = field(init=False)
     rpm: RateLimiter | None = field(init=False)
     tpm: RateLimiter | None = field(init=False)
@@ -229,13 +229,15 @@ class _CandidateRun:
 
     # -- bookkeeping --------------------------------------------------------------------
 
-    def _store(self, rows: list[int], dropped: tuple[str, ...] = (), **fields: Any) -> None:
+    def _store(self, rows: list[int], **fields: Any) -> None:
         name, ids, results = self.spec.name, self.exchange_ids, self.results
-        if dropped:
-            fields["dropped"] = list(dropped)
         for i in rows:
+            dropped = self.dropped.get(i)
             results[i * self.n_candidates + self.column] = ReplayResult(
-                exchange_id=ids[i], candidate=name, **fields
+                exchange_id=ids[i],
+                candidate=name,
+                **fields,
+                **({"dropped": list(dropped)} if dropped else {}),
             )
 
     def emit(self) -> None:
@@ -262,11 +264,9 @@ class _CandidateRun:
         kind: str,
         attempts: int,
         emit: bool = True,
-        dropped: tuple[str, ...] = (),
     ) -> None:
         self._store(
             rows,
-            dropped,
             error=str(exc),
             error_kind=kind,
             status=exc.status,
@@ -294,8 +294,9 @@ class _CandidateRun:
             # soft gaps (sampling parameters, seed... the vendor has no equivalent for) are
             # dropped and counted, unless the candidate is strict: then the provider refuses
             dropped = () if self.spec.strict_params else self.provider.soft_drops(request)
-            if dropped:
+            if dropped:  # per row: equal requests may come from logs that set different ones
                 request = {k: v for k, v in request.items() if k not in dropped}
+                self.dropped[i] = dropped
             try:
                 request_json = canonical_json(request)
             except (TypeError, ValueError):
@@ -304,7 +305,7 @@ class _CandidateRun:
             key = key_from_json(self.identity_json, request_json)
             item = work.get(key)
             if item is None:
-                work[key] = _Work(key, request, request_json, [i], dropped=dropped)
+                work[key] = _Work(key, request, request_json, [i])
             else:
                 item.rows.append(i)
         for rows, reason in (
@@ -326,7 +327,6 @@ class _CandidateRun:
                 continue
             self._store(
                 item.rows,
-                item.dropped,
                 response=entry.response,
                 cached=True,
                 latency_ms=entry.latency_ms,
@@ -337,9 +337,7 @@ class _CandidateRun:
 
     def offline_misses(self, misses: list[_Work]) -> None:
         for item in misses:
-            self._error_rows(
-                item.rows, OfflineCacheMiss(), "offline_miss", 0, emit=False, dropped=item.dropped
-            )
+            self._error_rows(item.rows, OfflineCacheMiss(), "offline_miss", 0, emit=False)
 
     # -- sending ------------------------------------------------------------------------
 
@@ -404,7 +402,7 @@ class _CandidateRun:
                         self.pause_until = max(self.pause_until, loop.time() + delay)
                     await asyncio.sleep(delay)
                     continue
-                self._error_rows(item.rows, e, vendor_error_kind(e), attempts, dropped=item.dropped)
+                self._error_rows(item.rows, e, vendor_error_kind(e), attempts)
                 return
             cache.put(
                 item.key,
@@ -419,7 +417,6 @@ class _CandidateRun:
             )
             self._store(
                 item.rows,
-                item.dropped,
                 response=answer.response,
                 attempts=attempts,
                 latency_ms=answer.latency_ms,

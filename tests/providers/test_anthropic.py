@@ -283,6 +283,23 @@ def test_sampling_params_are_dropped_and_counted_unless_strict(
     assert removed.ok and removed.dropped == ["top_p"]
 
 
+def test_drops_are_counted_per_row_when_equal_requests_share_one_call(
+    server: FakeVendors, tmp_path: Any
+) -> None:
+    def ex(i: str, **extra: Any) -> Exchange:
+        request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "q"}], **extra}
+        return Exchange(
+            id=i, source=Source(file="log.jsonl", line=1, format="chat-jsonl"), request=request
+        )
+
+    exchanges = [ex("plain"), ex("seeded", seed=3), ex("warm", temperature=0.7)]
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        rows = replay(exchanges, [spec(server)], cache=cache)
+    # once the soft fields are gone the three requests are one: one call, three answers
+    assert len(server.received) == 1 and all(r.ok for r in rows)
+    assert [r.dropped for r in rows] == [None, ["seed"], ["temperature"]]
+
+
 def test_no_op_defaults_are_accepted(server: FakeVendors) -> None:
     resp = call(
         server,
