@@ -367,8 +367,9 @@ def providers_cmd(as_json: bool, names: tuple[str, ...]) -> None:
     """Feature-support matrix: which request features each provider can replay.
 
     yes = translated natively, emulated = reproduced by another mechanism of the vendor,
-    no = a logged request using it becomes an 'unsupported' error row. Give provider names
-    to show only those.
+    no = a logged request using it becomes an 'unsupported' error row (sampling, seed and
+    logprobs: replayed without them and counted, unless --strict-params). Give provider
+    names to show only those.
     """
     import json
 
