@@ -461,3 +461,23 @@ def test_stream_reassembly_rejects_broken_streams() -> None:
         reassemble_stream([{"type": "ping"}])
     with pytest.raises(VendorError, match="overloaded"):
         reassemble_stream([{"type": "error", "error": {"type": "x", "message": "overloaded"}}])
+
+
+def test_an_anthropic_judge_is_asked_without_its_temperature(
+    server: FakeVendors, tmp_path: Any
+) -> None:
+    """The judge sends ``temperature`` (JudgeSpec, default 0): a soft gap on Anthropic,
+    dropped, where it used to make every judge call an unsupported request."""
+    from migrate_eval.core.suite import JudgeSpec
+    from migrate_eval.score import score
+    from migrate_eval.score.judge import judge_session
+    from tests.test_judge import TASK, _data
+
+    server.script("anthropic", *[Reply(body=anthropic_text("Grade: [[8]]")) for _ in range(16)])
+    exs, reps = _data()
+    judge = JudgeSpec(provider="anthropic", model="claude-test", base_url=server.url)
+    with judge_session(judge, cache_path=tmp_path / "cache.sqlite"):
+        df = score(exs, [TASK], {e.id: "t" for e in exs}, reps)
+    sent = [r.body for r in server.received]
+    assert sent and all("temperature" not in body for body in sent)
+    assert df["judge_rubric"].notna().all()
