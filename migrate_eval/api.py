@@ -36,6 +36,7 @@ from migrate_eval.core.suite import (
     CandidateSpec,
     LogSpec,
     Suite,
+    apply_candidate_params,
     load_suite,
     parse_candidate_spec,
 )
@@ -66,8 +67,31 @@ def _resolve_suite(
     suite: Suite | str | Path | None,
     logs: Sequence[str | Path],
     candidates: Sequence[str | CandidateSpec],
+    candidate_params: Sequence[str] = (),
+    strict_params: bool | None = None,
+) -> Suite:
+    s = _suite_with(suite, logs, candidates)
+    cands = apply_candidate_params(list(s.candidates), candidate_params)
+    strict = s.strict_params if strict_params is None else strict_params
+    if strict:  # a run-time setting, applied once here: every candidate refuses soft gaps
+        cands = [c.model_copy(update={"strict_params": True}) for c in cands]
+    base = s.base_dir
+    s = s.model_copy(update={"candidates": cands, "strict_params": strict})
+    s.base_dir = base
+    return s
+
+
+def _suite_with(
+    suite: Suite | str | Path | None,
+    logs: Sequence[str | Path],
+    candidates: Sequence[str | CandidateSpec],
 ) -> Suite:
     specs = [c if isinstance(c, CandidateSpec) else parse_candidate_spec(c) for c in candidates]
+    if suite is None and not logs and specs:
+        raise ConfigError(
+            "--candidate without --logs (or a suite) would replay the shipped demo's simulated "
+            "traffic against your endpoint: pass --logs FILE with your own logs, or a suite file"
+        )
     if suite is None and logs:
         if not specs:
             raise ConfigError("--logs needs at least one --candidate (or a suite file)")
@@ -120,13 +144,20 @@ def run(
     redact: bool | None = None,
     baseline: int | bool | None = None,
     notify: Callable[[str], None] | None = None,
+    candidate_params: Sequence[str] = (),
+    strict_params: bool | None = None,
 ) -> RunOutcome:
     """Run the whole pipeline and write the run folder.
 
     ``suite`` is a :class:`Suite`, a path to a suite file (or its folder), or None for the shipped
     demo suite. ``logs`` and ``candidates`` (``[NAME=]PROVIDER:MODEL[@BASE_URL]`` specs) run without
-    a suite file, or override the suite's. Returns the results, the run folder and the exit code
-    the CLI uses as the gate (see :mod:`migrate_eval.core.errors`).
+    a suite file, or override the suite's; ``candidates`` without ``logs`` need a suite (the
+    demo's simulated traffic is never sent to an endpoint the user names).
+    ``candidate_params`` are ``NAME.KEY=VALUE`` assignments (parameters, price, limits: see
+    :func:`~migrate_eval.core.suite.apply_candidate_params`). ``strict_params`` (None: the
+    suite's ``strict_params``) refuses requests with soft fields a candidate has no equivalent
+    for instead of dropping them (counted). Returns the results, the run folder and the exit
+    code the CLI uses as the gate (see :mod:`migrate_eval.core.errors`).
 
     ``baseline``: the noise-floor re-run of the logged model. None (default): the suite's
     ``baseline:``, else, when free-text tasks have no noise floor from the logs and the logged
@@ -142,7 +173,7 @@ def run(
     from migrate_eval.score import get_metric, score
     from migrate_eval.verdict.aggregate import aggregate, gate_outcome
 
-    s = _resolve_suite(suite, logs, candidates)
+    s = _resolve_suite(suite, logs, candidates, candidate_params, strict_params)
     if concurrency is not None:  # applied once, here: replay, projections and results see it
         specs = [c.model_copy(update={"concurrency": concurrency}) for c in s.candidates]
         s = s.model_copy(update={"candidates": specs})
@@ -262,6 +293,9 @@ def run(
     from migrate_eval.verdict.aggregate import fill_ttft_stats
 
     fill_ttft_stats(cand_results, replays)
+    from migrate_eval.verdict.aggregate import fill_dropped_params
+
+    fill_dropped_params(cand_results, replays, plan.assignment)
     gate, code = gate_outcome(cand_results, s.gate)
     from migrate_eval.verdict.aggregate import compare_candidates
 

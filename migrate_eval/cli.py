@@ -85,7 +85,21 @@ def main() -> None:
     multiple=True,
     metavar="SPEC",
     envvar="MIGRATE_EVAL_CANDIDATE",
-    help="[NAME=]PROVIDER:MODEL[@BASE_URL], e.g. llama=openai-compatible:meta-llama/Llama-3.1-8B-Instruct@http://127.0.0.1:8000/v1 (repeatable).",
+    help="[NAME=]PROVIDER:MODEL[@BASE_URL], e.g. llama=openai-compatible:meta-llama/Llama-3.1-8B-Instruct@http://127.0.0.1:8000/v1 (repeatable; BASE_URL starts with http:// or https://). Needs --logs or SUITE.",
+)
+@click.option(
+    "--candidate-param",
+    "candidate_params",
+    multiple=True,
+    metavar="NAME.KEY=VALUE",
+    help="Set a candidate's request parameter (claude.temperature=0; null removes it), price (claude.price.input_per_mtok=3) or limit (claude.concurrency=8, rpm, tpm, timeout, max_retries, stream, api_key_env) (repeatable).",
+)
+@click.option(
+    "--strict-params",
+    is_flag=True,
+    default=None,
+    envvar="MIGRATE_EVAL_STRICT_PARAMS",
+    help="Refuse (as unsupported) requests whose sampling parameters, seed, penalties... a candidate's API has no equivalent for, instead of dropping them and counting them (default: the suite's strict_params).",
 )
 @click.option(
     "--out",
@@ -160,6 +174,8 @@ def run(
     redact: bool | None,
     baseline_n: int | None,
     no_baseline: bool,
+    candidate_params: tuple[str, ...],
+    strict_params: bool | None,
 ) -> None:
     """Replay logged traffic against candidates, score parity, decide, report.
 
@@ -183,6 +199,8 @@ def run(
             redact=redact,
             baseline=False if no_baseline else baseline_n,
             notify=None if quiet else lambda m: click.echo(m, err=True),
+            candidate_params=candidate_params,
+            strict_params=strict_params or None,
         )
     )
     summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")
@@ -367,8 +385,9 @@ def providers_cmd(as_json: bool, names: tuple[str, ...]) -> None:
     """Feature-support matrix: which request features each provider can replay.
 
     yes = translated natively, emulated = reproduced by another mechanism of the vendor,
-    no = a logged request using it becomes an 'unsupported' error row. Give provider names
-    to show only those.
+    no = a logged request using it becomes an 'unsupported' error row (sampling, seed and
+    logprobs: replayed without them and counted, unless --strict-params). Give provider
+    names to show only those.
     """
     import json
 

@@ -150,7 +150,7 @@ def test_exit_0_when_candidate_reproduces_the_logged_answers(
     assert code == 0 and server.total == 40
 
 
-def test_exit_1_on_real_text_that_differs(
+def test_exit_4_on_real_text_that_differs_without_evidence(
     tmp_path: Path, server: LoopbackServer, shared_data: Path
 ) -> None:
     records = json.loads(
@@ -170,10 +170,14 @@ def test_exit_1_on_real_text_that_differs(
         str(tmp_path / "run"),
         "-q",
     )
-    assert code == 1, output
+    # free text with neither a noise floor nor a judge: similarity alone cannot say "not
+    # ready" (an answer can differ and be as good); the run says what evidence to get (exit 4)
+    assert code == 4, output
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["candidates"][0]["verdict"] == "not_ready"
+    assert results["candidates"][0]["verdict"] == "needs_evidence"
     assert results["tasks"][0]["output"] == "free_text"
+    reason = results["candidates"][0]["tasks"][0]["reasons"][0]["message"]
+    assert "baseline" in reason and "judge" in reason
 
 
 def test_exit_3_when_the_vendor_fails_too_often(tmp_path: Path, server: LoopbackServer) -> None:
@@ -213,8 +217,35 @@ def test_exit_3_when_the_vendor_fails_too_often(tmp_path: Path, server: Loopback
         (["run", "--logs", "{tmp}/l.jsonl", "--candidate", "nosuchprovider:m"], "nosuchprovider"),
         (["run", "{tmp}/bad-suite.yaml"], "field 'candidates'"),
         (["run", "--concurrency", "0"], "concurrency"),
+        # the demo's simulated traffic is never sent to an endpoint the user names
+        (["run", "--candidate", "openai-compatible:m@http://127.0.0.1:9/v1"], "pass --logs"),
+        # a base URL without its scheme is not folded into the model (traffic to api.openai.com)
+        (
+            ["run", "--logs", "{tmp}/l.jsonl", "--candidate", "openai-compatible:m@127.0.0.1:8000/v1"],
+            "looks like a base URL without its scheme",
+        ),
+        (
+            ["run", "--logs", "{tmp}/l.jsonl", "--candidate", "openai:m@localhost:8000"],
+            "accepted forms:",
+        ),
+        (
+            [
+                "run", "--logs", "{tmp}/l.jsonl",
+                "--candidate", "c=openai-compatible:m@http://127.0.0.1:9/v1",
+                "--candidate-param", "x.temperature=0",
+            ],
+            "no candidate named 'x'",
+        ),
+        (
+            [
+                "run", "--logs", "{tmp}/l.jsonl",
+                "--candidate", "c=openai-compatible:m@http://127.0.0.1:9/v1",
+                "--candidate-param", "c.concurrency=0",
+            ],
+            "concurrency",
+        ),
     ],
-)
+)  # fmt: skip
 def test_exit_2_on_usage_and_config_errors(tmp_path: Path, args: list[str], message: str) -> None:
     write_logs(tmp_path / "l.jsonl", [_line(0, "q", "a")])
     (tmp_path / "bad-suite.yaml").write_text("name: x\nlogs: [l.jsonl]\n", encoding="utf-8")
@@ -307,3 +338,36 @@ def test_run_compares_candidates_on_the_same_exchanges(
     saved = json.loads((out.run_dir / "results.json").read_text(encoding="utf-8"))
     assert saved["comparisons"][0]["p_adjusted"] == 1.0
     assert 'class="comparison-table"' in (out.run_dir / "report.html").read_text(encoding="utf-8")
+
+
+def test_candidate_params_complete_a_suite_less_run(tmp_path: Path, server: LoopbackServer) -> None:
+    """``--candidate-param`` sets request parameters, price and limits without a suite."""
+    logs = write_logs(tmp_path / "l.jsonl", [_line(i, f"q{i}", f"echo: q{i}") for i in range(5)])
+    code, output = invoke(
+        "run",
+        "--logs",
+        str(logs),
+        "--candidate",
+        f"llama-3.1=openai-compatible:m@{server.base_url}",
+        "--candidate-param",
+        "llama-3.1.temperature=0.25",
+        "--candidate-param",
+        "llama-3.1.price.input_per_mtok=2",
+        "--candidate-param",
+        "llama-3.1.price.output_per_mtok=4",
+        "--candidate-param",
+        "llama-3.1.concurrency=3",
+        "--candidate-param",
+        "llama-3.1.max_retries=0",
+        "--out",
+        str(tmp_path / "run"),
+        "-q",
+    )
+    assert code in (0, 1), output
+    assert server.bodies and all(b["temperature"] == 0.25 for b in server.bodies)
+    suite = json.loads((tmp_path / "run" / "suite.json").read_text(encoding="utf-8"))
+    (cand,) = suite["candidates"]
+    assert cand["concurrency"] == 3 and cand["max_retries"] == 0
+    assert cand["price"]["input_per_mtok"] == 2 and cand["price"]["output_per_mtok"] == 4
+    results = json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))
+    assert results["candidates"][0]["cost"]["total_usd"] > 0

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from migrate_eval.core.errors import ConfigError
-from migrate_eval.core.suite import load_suite, parse_candidate_spec
+from migrate_eval.core.suite import apply_candidate_params, load_suite, parse_candidate_spec
 
 MINIMAL = """
 name: t
@@ -105,7 +106,78 @@ def test_candidate_spec(spec: str, name: str, provider: str, model: str, url: st
     assert (c.name, c.provider, c.model, c.base_url) == (name, provider, model, url)
 
 
-@pytest.mark.parametrize("spec", ["", "nomodel", "=openai:x", "Bad Name=openai:x", "openai:"])
-def test_bad_candidate_spec(spec: str) -> None:
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        "nomodel",
+        "=openai:x",
+        "Bad Name=openai:x",
+        "openai:",
+        # a base URL without its scheme, which would be folded into the model name
+        "openai-compatible:m@127.0.0.1:8000/v1",
+        "llama=openai-compatible:meta-llama/Llama-3.1-8B-Instruct@localhost:8000/v1",
+        "openai-compatible:m@vllm:8000",
+        "openai-compatible:m@api.together.xyz",
+        "openai-compatible:m@http://",  # a scheme without a host
+        "http://127.0.0.1:8000/v1",  # a URL without a provider
+        "openai-compatible:http://127.0.0.1:8000/v1",  # the URL where the model goes
+        "openai-compatible:my model",
+    ],
+)
+def test_bad_candidate_spec_is_a_usage_error_showing_the_accepted_forms(spec: str) -> None:
+    with pytest.raises(ConfigError, match="accepted forms:") as info:
         parse_candidate_spec(spec)
+    assert info.value.exit_code == 2
+    assert "@BASE_URL" in str(info.value) and "--candidate-param" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "model"),
+    [
+        ("anthropic:claude-3-5-sonnet@20240620", "claude-3-5-sonnet@20240620"),  # Vertex style
+        ("x=openai-compatible:org/model@v2", "org/model@v2"),
+    ],
+)
+def test_a_model_version_after_at_is_kept_in_the_model(spec: str, model: str) -> None:
+    c = parse_candidate_spec(spec)
+    assert c.model == model and c.base_url is None
+
+
+def test_candidate_params_set_parameters_price_and_limits() -> None:
+    llama = parse_candidate_spec("llama-3.1=openai-compatible:m@http://h/v1")
+    claude = parse_candidate_spec("claude=anthropic:c")
+    out = apply_candidate_params(
+        [llama, claude],
+        [
+            "llama-3.1.temperature=0",  # a name holding dots: the longest name wins
+            "llama-3.1.price.input_per_mtok=0.2",
+            "llama-3.1.concurrency=8",
+            "llama-3.1.rpm=600",
+            "claude.seed=null",  # null: removed from every request
+            "claude.params.stream=true",  # params.KEY: a request parameter, not the setting
+            "claude.stop=[END, STOP]",
+            "claude.strict_params=true",
+        ],
+    )
+    assert out[0].params == {"temperature": 0} and out[0].concurrency == 8
+    assert out[0].price is not None and out[0].price.input_per_mtok == 0.2
+    assert out[0].rpm == 600
+    assert out[1].params == {"seed": None, "stream": True, "stop": ["END", "STOP"]}
+    assert out[1].stream is False and out[1].strict_params is True
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("claude.temperature", "expected NAME.KEY=VALUE"),
+        ("gpt.temperature=0", "no candidate named 'gpt'"),
+        ("claude.concurrency=0", "concurrency"),
+        ("claude.price.per_token=1", "price.per_token"),
+        ("claude.name=other", "cannot be set"),
+    ],
+)
+def test_bad_candidate_param_is_a_usage_error(assignment: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        apply_candidate_params([parse_candidate_spec("claude=anthropic:c")], [assignment])
+    assert info.value.exit_code == 2 and "--candidate-param" in str(info.value)

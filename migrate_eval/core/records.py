@@ -213,6 +213,11 @@ class ReplayResult(StrictModel):
     attempts: int = 0
     cached: bool = False
     latency_ms: float | None = None
+    dropped: list[str] | None = Field(
+        default=None,
+        description="soft request fields (sampling, seed, penalties...) the candidate's API has "
+        "no equivalent for, removed before sending (absent: none)",
+    )
 
     @property
     def ok(self) -> bool:

@@ -25,22 +25,31 @@ class _Logged(Protocol):
     def request(self) -> ChatRequest: ...
 
 
+#: Sampling parameters that change how tokens are drawn, not what is asked.
+DRAW_FIELDS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
+#: Limits on the answer: its length and its stop sequences.
+LIMIT_FIELDS = ("max_tokens", "max_completion_tokens", "stop")
+#: Log probabilities of the answer's tokens (nothing migrate-eval scores).
+LOGPROB_FIELDS = ("logprobs", "top_logprobs")
 #: Request fields that carry sampling behaviour (candidate identity, overrides, vendor support).
-SAMPLING_FIELDS = (
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "seed",
-    "n",
-    "presence_penalty",
-    "frequency_penalty",
-    "logprobs",
-    "top_logprobs",
-)
+SAMPLING_FIELDS = (*DRAW_FIELDS, *LIMIT_FIELDS, "n", *LOGPROB_FIELDS)
+#: Request fields that declare tools and the tool choice (legacy ``functions`` too).
+TOOL_DECLARATION_FIELDS = ("tools", "functions", "tool_choice", "function_call")
 #: Request fields that declare tools and how the model may call them (legacy ``functions`` too).
-TOOL_FIELDS = ("tools", "functions", "tool_choice", "function_call", "parallel_tool_calls")
+TOOL_FIELDS = (*TOOL_DECLARATION_FIELDS, "parallel_tool_calls")
+#: Request fields a candidate can go without and still give a comparable answer: how tokens
+#: are drawn, log probabilities, biases on OpenAI token ids, the parallel-tool-call hint and
+#: the reasoning effort. A vendor without one of them replays the request without it (counted
+#: per candidate and task) unless the run is ``strict_params``. Everything else a vendor cannot
+#: translate (tools, an output format, ``n > 1``, images, audio) is a *hard* gap: the request
+#: is refused as ``unsupported``, since the candidate would be doing another job.
+SOFT_FIELDS = (
+    *DRAW_FIELDS,
+    *LOGPROB_FIELDS,
+    "logit_bias",
+    "parallel_tool_calls",
+    "reasoning_effort",
+)
 #: Request options a logging tool records beside the messages (sampling, tools, output format).
 REQUEST_OPTIONS = (
     *SAMPLING_FIELDS,

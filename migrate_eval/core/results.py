@@ -279,6 +279,11 @@ class TaskResult(StrictModel):
         default=None,
         description="agreement of the judge and the metrics with the logs' gold labels",
     )
+    dropped_params: dict[str, int] | None = Field(
+        default=None,
+        description="soft request fields the candidate's API has no equivalent for, removed "
+        "before sending: field -> exchanges of n_total (absent: none dropped)",
+    )
 
 
 class CandidateResult(StrictModel):

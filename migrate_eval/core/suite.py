@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,6 +95,11 @@ class CandidateSpec(StrictModel):
         default=None, gt=0, description="tokens per minute limit (estimated, then measured)"
     )
     stream: bool = Field(default=False, description="stream answers to measure time to first token")
+    strict_params: bool = Field(
+        default=False,
+        description="refuse (as unsupported) requests with sampling parameters, seed, penalties... "
+        "the candidate's API has no equivalent for, instead of dropping them and counting them",
+    )
 
     @field_validator("name")
     @classmethod
@@ -245,6 +251,10 @@ class Suite(StrictModel):
     judge: JudgeSpec | None = Field(
         default=None, description="LLM judge for judge_pairwise / judge_rubric metrics"
     )
+    strict_params: bool = Field(
+        default=False,
+        description="every candidate refuses soft request fields it cannot send (docs/providers.md)",
+    )
     redaction: RedactionConfig = Field(
         default_factory=RedactionConfig,
         description="PII redaction before anything is sent to a candidate (migrate_eval/plan/redact.py)",
@@ -353,29 +363,74 @@ def load_suite(path: str | Path) -> Suite:
 
 
 _SPEC_RE = re.compile(
-    r"^(?:(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)=)?(?P<provider>[a-z][a-z0-9_-]*):(?P<rest>.+)$"
+    r"^(?:(?P<name>[^=:@/\s]+)=)?(?P<provider>[a-z][a-z0-9_-]*):(?P<rest>.+)$", re.S
 )
+#: A base URL: http(s)://host[:port][/path], nothing else.
+_URL_RE = re.compile(r"^https?://[^\s/?#@]+(?::\d+)?(?:/[^\s?#]*)?$", re.I)
+
+#: After an ``@`` in the model: a host (``localhost``, an IPv4 address, a dotted name ending in
+#: a top-level domain), a port or a path. A model version (``@20240620``, ``@v2``) is none.
+_HOST_LIKE = re.compile(
+    r"^(?:localhost|\d{1,3}(?:\.\d{1,3}){3}|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})"
+    r"(?:[:/].*)?$|.*(?::\d|/)",
+    re.I | re.S,
+)
+
+CANDIDATE_FORMS = """accepted forms:
+  PROVIDER:MODEL                   anthropic:claude-sonnet-4-5
+  NAME=PROVIDER:MODEL              claude=anthropic:claude-sonnet-4-5
+  [NAME=]PROVIDER:MODEL@BASE_URL   llama=openai-compatible:meta-llama/Llama-3.1-8B-Instruct@http://127.0.0.1:8000/v1
+BASE_URL starts with http:// or https://; a model may end in a version (MODEL@20240620);
+parameters, price and limits: --candidate-param NAME.KEY=VALUE (docs/cli.md)"""
+
+
+def _spec_error(spec: str, problem: str) -> ConfigError:
+    return ConfigError(f"--candidate {spec!r}: {problem}\n{CANDIDATE_FORMS}")
 
 
 def parse_candidate_spec(spec: str) -> CandidateSpec:
-    """Parse ``[NAME=]PROVIDER:MODEL[@BASE_URL]``.
+    """Parse ``[NAME=]PROVIDER:MODEL[@BASE_URL]``, strictly.
 
-    The model may itself contain ``:`` (``llama3.1:8b``) and the base URL must start with
-    ``http://`` or ``https://``.
+    The model may contain ``:`` (``llama3.1:8b``) and end in a version
+    (``claude-3-5-sonnet@20240620``); the base URL follows the ``@`` that starts
+    ``http://`` or ``https://``. A host, port or path after an ``@`` without its scheme
+    (``@127.0.0.1:8000/v1``, ``@localhost:8000``, ``@api.example.com``) is refused: it would be read as part of the model name and the traffic
+    sent to the provider's public endpoint instead. Every error shows the accepted forms.
     """
-    m = _SPEC_RE.match(spec.strip())
+    text = spec.strip()
+    m = _SPEC_RE.match(text)
     if not m:
-        raise ConfigError(
-            f"--candidate {spec!r}: expected [NAME=]PROVIDER:MODEL[@BASE_URL], "
-            "e.g. llama=openai-compatible:meta-llama/Llama-3.1-8B-Instruct@http://127.0.0.1:8000/v1"
+        problem = (
+            "a URL is not a candidate: name the provider first"
+            if re.match(r"^[a-z][a-z0-9+.-]*://", text, re.I)
+            else "expected [NAME=]PROVIDER:MODEL[@BASE_URL]"
         )
+        raise _spec_error(spec, problem)
     rest = m.group("rest")
+    if rest.startswith("//"):
+        raise _spec_error(spec, "a URL is not a candidate: name the provider first")
     model, base_url = rest, None
-    at = rest.rfind("@http")
-    if at >= 0:
-        model, base_url = rest[:at], rest[at + 1 :]
+    at = re.search(r"@(?=https?://)", rest, re.I)
+    if at is not None:
+        model, base_url = rest[: at.start()], rest[at.end() :]
+        if not _URL_RE.match(base_url):
+            raise _spec_error(
+                spec, f"the base URL {base_url!r} is not http(s)://HOST[:PORT][/PATH]"
+            )
     if not model:
-        raise ConfigError(f"--candidate {spec!r}: the model is empty")
+        raise _spec_error(spec, "the model is empty")
+    if re.search(r"\s", model):
+        raise _spec_error(spec, f"the model {model!r} contains white space")
+    for tail in model.split("@")[1:]:
+        if _HOST_LIKE.match(tail):
+            raise _spec_error(
+                spec,
+                f"'@{tail}' looks like a base URL without its scheme: write "
+                f"@http://{tail} or @https://{tail} (else the traffic would go to the "
+                "provider's public endpoint)",
+            )
+    if "://" in model:
+        raise _spec_error(spec, f"the model {model!r} holds a URL: write MODEL@BASE_URL")
     name = (
         m.group("name")
         or re.sub(r"[^A-Za-z0-9._-]+", "-", model.split("/")[-1]).strip("-")[:64]
@@ -386,7 +441,68 @@ def parse_candidate_spec(spec: str) -> CandidateSpec:
             name=name, provider=m.group("provider"), model=model, base_url=base_url
         )
     except ValidationError as e:
-        raise ConfigError(_format_validation(f"--candidate {spec!r}", e)) from None
+        raise ConfigError(
+            _format_validation(f"--candidate {spec!r}", e) + "\n" + CANDIDATE_FORMS
+        ) from None
+
+
+#: Candidate settings ``--candidate-param`` sets directly (any other key is a request parameter).
+_SPEC_SETTINGS = frozenset(CandidateSpec.model_fields) - {"name", "params", "price"}
+
+
+def apply_candidate_params(
+    candidates: list[CandidateSpec], assignments: Sequence[str]
+) -> list[CandidateSpec]:
+    """The candidates with ``--candidate-param NAME.KEY=VALUE`` assignments applied.
+
+    ``KEY`` is a candidate setting (``concurrency``, ``timeout``, ``max_retries``, ``rpm``,
+    ``tpm``, ``stream``, ``api_key_env``, ``base_url``, ``model``, ``provider``,
+    ``strict_params``), ``price.FIELD`` (``price.input_per_mtok``...), or else a request
+    parameter override (``temperature``; ``params.KEY`` names one explicitly, e.g.
+    ``params.stream``). ``VALUE`` is read as YAML (``0.2``, ``true``, ``null`` removes the
+    parameter from every request, ``[a, b]``). ``NAME`` is the candidate's name, which may
+    itself hold dots (the longest matching name wins). Errors are usage errors that name the
+    assignment.
+    """
+    by_name = {c.name: c.model_dump() for c in candidates}
+    for assignment in assignments:
+        where = f"--candidate-param {assignment!r}"
+        target, eq, raw = assignment.partition("=")
+        if not eq:
+            raise ConfigError(f"{where}: expected NAME.KEY=VALUE, e.g. claude.temperature=0")
+        names = [n for n in by_name if target.startswith(n + ".")]
+        if not names:
+            raise ConfigError(
+                f"{where}: no candidate named {target.split('.', 1)[0]!r} "
+                f"(candidates: {', '.join(by_name) or 'none'})"
+            )
+        name = max(names, key=len)
+        key = target[len(name) + 1 :]
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        data = by_name[name]
+        if key.startswith("price."):
+            price = dict(data.get("price") or {})
+            price[key.removeprefix("price.")] = value
+            data["price"] = price
+        elif key.startswith("params."):
+            data["params"] = {**data["params"], key.removeprefix("params."): value}
+        elif key in _SPEC_SETTINGS:
+            data[key] = value
+        elif key and not key.startswith(".") and key not in ("name", "price", "params"):
+            data["params"] = {**data["params"], key: value}
+        else:
+            raise ConfigError(
+                f"{where}: {key!r} cannot be set (use KEY, price.FIELD or params.KEY)"
+            )
+        try:
+            CandidateSpec.model_validate(data)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            raise ConfigError(f"{where}: {problems}") from None
+    return [CandidateSpec.model_validate(by_name[c.name]) for c in candidates]
 
 
 Mode = Literal["live", "offline"]

@@ -205,6 +205,8 @@ class _CandidateRun:
     errors: int = 0
     cached: int = 0
     pause_until: float = 0.0
+    #: row -> soft fields the provider has no equivalent for, removed before sending (counted)
+    dropped: dict[int, tuple[str, ...]] = field(default_factory=dict)
     adaptive: AdaptiveConcurrency = field(init=False)
     rpm: RateLimiter | None = field(init=False)
     tpm: RateLimiter | None = field(init=False)
@@ -230,8 +232,12 @@ class _CandidateRun:
     def _store(self, rows: list[int], **fields: Any) -> None:
         name, ids, results = self.spec.name, self.exchange_ids, self.results
         for i in rows:
+            dropped = self.dropped.get(i)
             results[i * self.n_candidates + self.column] = ReplayResult(
-                exchange_id=ids[i], candidate=name, **fields
+                exchange_id=ids[i],
+                candidate=name,
+                **fields,
+                **({"dropped": list(dropped)} if dropped else {}),
             )
 
     def emit(self) -> None:
@@ -252,9 +258,20 @@ class _CandidateRun:
             )
 
     def _error_rows(
-        self, rows: list[int], exc: VendorError, kind: str, attempts: int, emit: bool = True
+        self,
+        rows: list[int],
+        exc: VendorError,
+        kind: str,
+        attempts: int,
+        emit: bool = True,
     ) -> None:
-        self._store(rows, error=str(exc), error_kind=kind, status=exc.status, attempts=attempts)
+        self._store(
+            rows,
+            error=str(exc),
+            error_kind=kind,
+            status=exc.status,
+            attempts=attempts,
+        )
         self.done += len(rows)
         self.errors += len(rows)
         if emit:
@@ -274,6 +291,12 @@ class _CandidateRun:
                 no_request.append(i)
                 continue
             request = _build_request(logged, self.spec, deep=False)
+            # soft gaps (sampling parameters, seed... the vendor has no equivalent for) are
+            # dropped and counted, unless the candidate is strict: then the provider refuses
+            dropped = () if self.spec.strict_params else self.provider.soft_drops(request)
+            if dropped:  # per row: equal requests may come from logs that set different ones
+                request = {k: v for k, v in request.items() if k not in dropped}
+                self.dropped[i] = dropped
             try:
                 request_json = canonical_json(request)
             except (TypeError, ValueError):
@@ -303,7 +326,10 @@ class _CandidateRun:
                 misses.append(item)
                 continue
             self._store(
-                item.rows, response=entry.response, cached=True, latency_ms=entry.latency_ms
+                item.rows,
+                response=entry.response,
+                cached=True,
+                latency_ms=entry.latency_ms,
             )  # ttft_ms travels inside the stored response
             self.done += len(item.rows)
             self.cached += len(item.rows)
@@ -390,7 +416,10 @@ class _CandidateRun:
                 raw_json=answer.raw_json,
             )
             self._store(
-                item.rows, response=answer.response, attempts=attempts, latency_ms=answer.latency_ms
+                item.rows,
+                response=answer.response,
+                attempts=attempts,
+                latency_ms=answer.latency_ms,
             )
             self.done += len(item.rows)
             self.emit()

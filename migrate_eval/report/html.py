@@ -70,6 +70,7 @@ from migrate_eval.report.explorer import (
     histogram_svg,
     word_diff,
 )
+from migrate_eval.report.summary import dropped_text
 from migrate_eval.report.traffic import (
     ProfileView,
     RedactionView,
@@ -176,6 +177,8 @@ class CandidateView:
     cost_change: str | None = None
     cost_basis: str | None = None
     ttft: str | None = None
+    #: (task, "temperature dropped on 50 of 50, ...") for tasks with dropped parameters
+    dropped: list[tuple[str, str]] = field(default_factory=list)
     noise_interval: str | None = None
     extras: list[tuple[str, str]] = field(default_factory=list)
 
@@ -416,6 +419,7 @@ def _candidate_view(c: CandidateResult, default_min: float | None) -> CandidateV
         output_tokens=fmt_int(c.cost.output_tokens),
         n_tasks=len(c.tasks),
         tasks_by_verdict=[(_badge(v), counts[v]) for v in order if counts.get(v)],
+        dropped=[(t.task, dropped_text(t)) for t in c.tasks if t.dropped_params],
     )
 
 

@@ -234,6 +234,7 @@ def render_summary_md(results: Results) -> str:
                 f"gold labels ({la.n} exchanges): {md_escape(figures, 400)}"
             )
         out.append("")
+    out.extend(dropped_params_lines(cands))
 
     # Reasons
     reasons: list[str] = []
@@ -274,6 +275,36 @@ def render_summary_md(results: Results) -> str:
     )
     text = "\n".join(out) + "\n"
     return _bound(text)
+
+
+def dropped_text(tr: TaskResult) -> str:
+    """``temperature dropped on 50 of 50, seed dropped on 50 of 50`` ("" when none was)."""
+    return ", ".join(
+        f"{name} dropped on {count:,} of {tr.n_total:,}"
+        for name, count in (tr.dropped_params or {}).items()
+    )
+
+
+def dropped_params_lines(cands: list[CandidateResult]) -> list[str]:
+    """The "Parameters dropped" section (empty when no candidate dropped any)."""
+    lines = [
+        f"- **{md_escape(c.name, 60)}** / {md_escape(tr.task, 80)}: {dropped_text(tr)}"
+        for c in cands
+        for tr in c.tasks
+        if tr.dropped_params
+    ]
+    if not lines:
+        return []
+    head = [
+        "## Parameters dropped",
+        "",
+        "Sampling parameters and other soft fields the candidate's API has no equivalent for "
+        "were removed before sending (the answers stay comparable; `--strict-params` refuses "
+        "these requests instead).",
+        "",
+    ]
+    more = [f"- _… and {len(lines) - MAX_REASONS} more; see report.html._"]
+    return [*head, *lines[:MAX_REASONS], *(more if len(lines) > MAX_REASONS else []), ""]
 
 
 def _redaction_sentence(results: Results) -> str:

@@ -297,6 +297,10 @@ class _Caller:
     async def ask(self, body: dict[str, Any]) -> Response:
         from migrate_eval.replay.cache import ResponseCache
 
+        # the judge's own temperature, on a vendor without one (Anthropic), is a soft gap
+        dropped = () if self.session.spec.strict_params else self.provider.soft_drops(body)
+        if dropped:
+            body = {k: v for k, v in body.items() if k not in dropped}
         key = ResponseCache.key_for(self.identity, body)
         if key in self.inflight:  # the same judge request for several pairs: ask once
             return await asyncio.shield(self.inflight[key])

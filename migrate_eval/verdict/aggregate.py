@@ -917,3 +917,25 @@ def fill_ttft_stats(candidates: Sequence[CandidateResult], replays: Sequence[Rep
         if values.size:
             result.latency.ttft_p50_ms = percentile(values, 50)
             result.latency.ttft_p95_ms = percentile(values, 95)
+
+
+def fill_dropped_params(
+    candidates: Sequence[CandidateResult],
+    replays: Sequence[ReplayResult],
+    assignment: Mapping[str, str],
+) -> None:
+    """Fill each task result's ``dropped_params``: per soft request field the candidate's API
+    has no equivalent for (``ReplayResult.dropped``), on how many of the task's exchanges it
+    was removed before sending ("temperature dropped on 50 of 50"). Left None when none was."""
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for row in replays:
+        task = assignment.get(row.exchange_id)
+        if row.dropped and task is not None:
+            per_task = counts.setdefault((row.candidate, task), {})
+            for name in row.dropped:
+                per_task[name] = per_task.get(name, 0) + 1
+    for result in candidates:
+        for task_result in result.tasks:
+            found = counts.get((result.name, task_result.task))
+            if found:
+                task_result.dropped_params = dict(sorted(found.items()))

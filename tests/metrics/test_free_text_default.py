@@ -12,9 +12,9 @@ import pytest
 
 from migrate_eval.core.records import Exchange, ReplayResult, Response, Source
 from migrate_eval.core.results import TaskInfo
+from migrate_eval.core.suite import default_metrics
 from migrate_eval.score import score, semantic
 from migrate_eval.score.overlap import token_f1_score
-from migrate_eval.core.suite import default_metrics
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alpaca_eval"
 N = 12

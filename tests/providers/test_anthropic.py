@@ -255,7 +255,7 @@ def test_json_object_mode(server: FakeVendors) -> None:
     }
 
 
-def test_sampling_params_replay_when_the_candidate_removes_them(
+def test_sampling_params_are_dropped_and_counted_unless_strict(
     server: FakeVendors, tmp_path: Any
 ) -> None:
     ex = Exchange(
@@ -265,15 +265,39 @@ def test_sampling_params_replay_when_the_candidate_removes_them(
             "model": "gpt-4o",
             "messages": [{"role": "user", "content": "q"}],
             "temperature": 0.3,
+            "top_p": 0.9,
         },
     )
     with ResponseCache(tmp_path / "c.sqlite") as cache:
-        (strict,) = replay([ex], [spec(server)], cache=cache)
-        (relaxed,) = replay([ex], [spec(server, params={"temperature": None})], cache=cache)
+        (lenient,) = replay([ex], [spec(server)], cache=cache)
+        sent = server.last("anthropic").body
+        (strict,) = replay([ex], [spec(server, strict_params=True)], cache=cache)
+        (removed,) = replay([ex], [spec(server, params={"temperature": None})], cache=cache)
+    # soft gaps: dropped before sending, named on the row
+    assert lenient.ok and lenient.dropped == ["temperature", "top_p"]
+    assert "temperature" not in sent and "top_p" not in sent
+    # strict: refused, naming them and the way out
     assert strict.error_kind == "unsupported" and "temperature=0.3" in (strict.error or "")
-    assert "null" in (strict.error or "")
-    assert relaxed.ok
-    assert "temperature" not in server.last("anthropic").body
+    assert "top_p=0.9" in (strict.error or "") and "--strict-params" in (strict.error or "")
+    # a parameter the suite removes itself (params: null) is not a drop
+    assert removed.ok and removed.dropped == ["top_p"]
+
+
+def test_drops_are_counted_per_row_when_equal_requests_share_one_call(
+    server: FakeVendors, tmp_path: Any
+) -> None:
+    def ex(i: str, **extra: Any) -> Exchange:
+        request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "q"}], **extra}
+        return Exchange(
+            id=i, source=Source(file="log.jsonl", line=1, format="chat-jsonl"), request=request
+        )
+
+    exchanges = [ex("plain"), ex("seeded", seed=3), ex("warm", temperature=0.7)]
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        rows = replay(exchanges, [spec(server)], cache=cache)
+    # once the soft fields are gone the three requests are one: one call, three answers
+    assert len(server.received) == 1 and all(r.ok for r in rows)
+    assert [r.dropped for r in rows] == [None, ["seed"], ["temperature"]]
 
 
 def test_no_op_defaults_are_accepted(server: FakeVendors) -> None:
@@ -337,12 +361,15 @@ def test_end_to_end_replay_good_row_and_unsupported_row(server: FakeVendors, tmp
         )
 
     with ResponseCache(tmp_path / "cache.sqlite") as cache:
-        rows = replay([ex("1"), ex("2", seed=42)], [spec(server)], cache=cache)
-    good, bad = rows
+        rows = replay([ex("1"), ex("2", seed=42), ex("3", n=2)], [spec(server)], cache=cache)
+    good, seeded, bad = rows
     assert good.ok and good.response is not None and good.response.text == "echo: q1"
-    assert bad.error_kind == "unsupported" and bad.error is not None and "seed" in bad.error
+    assert good.dropped is None
+    # seed is a soft gap: dropped and named on the row; n > 1 is a hard one: refused
+    assert seeded.ok and seeded.dropped == ["seed"]
+    assert bad.error_kind == "unsupported" and bad.error is not None and "n=2" in bad.error
     assert bad.attempts <= 1
-    assert len(server.received) == 1
+    assert len(server.received) == 2
 
 
 def test_translation_edge_cases() -> None:
@@ -434,3 +461,26 @@ def test_stream_reassembly_rejects_broken_streams() -> None:
         reassemble_stream([{"type": "ping"}])
     with pytest.raises(VendorError, match="overloaded"):
         reassemble_stream([{"type": "error", "error": {"type": "x", "message": "overloaded"}}])
+
+
+def test_an_anthropic_judge_is_asked_without_its_temperature(
+    server: FakeVendors, tmp_path: Any
+) -> None:
+    """The judge sends ``temperature`` (JudgeSpec, default 0): a soft gap on Anthropic,
+    dropped, where it used to make every judge call an unsupported request."""
+    from migrate_eval.core.suite import JudgeSpec
+    from migrate_eval.score import score
+    from migrate_eval.score.judge import judge_session
+    from tests.test_judge import TASK, _data
+
+    server.script("anthropic", *[Reply(body=anthropic_text("Grade: [[8]]")) for _ in range(16)])
+    exs, reps = _data()
+    judge = JudgeSpec(provider="anthropic", model="claude-test", base_url=server.url)
+    with judge_session(judge, cache_path=tmp_path / "cache.sqlite"):
+        df = score(exs, [TASK], {e.id: "t" for e in exs}, reps)
+    sent = [r.body for r in server.received]
+    assert sent and all("temperature" not in body for body in sent)
+    # every exchange's grade was asked for (none refused as unsupported); a judge answering a
+    # constant grade then fails its planted controls, so the values themselves are not used
+    assert len(sent) >= len(exs)
+    assert "judge_rubric" in df.columns

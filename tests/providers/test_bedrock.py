@@ -371,8 +371,10 @@ def test_replay_end_to_end(server: ConverseServer, tmp_path: Path) -> None:
     with ResponseCache(tmp_path / "cache.sqlite") as cache:
         results = replay(exchanges, [spec], cache=cache, backoff_base=0.01)
     texts = [r.response.text if r.response else r.error_kind for r in results]
-    assert texts == ["echo: q0", "echo: q1", "echo: q2", "unsupported"]
-    assert len(server.requests) == 4  # 3 answers + 1 throttled retry; seed never sent
+    assert texts == ["echo: q0", "echo: q1", "echo: q2", "echo: q3"]
+    assert [r.dropped for r in results] == [None, None, None, ["seed"]]
+    assert len(server.requests) == 5  # 4 answers + 1 throttled retry; seed never sent
+    assert all("seed" not in json.dumps(r["body"]) for r in server.requests)
     assert all("region" not in r["body"] for r in server.requests)
     assert "us-west-2" in server.requests[0]["headers"]["Authorization"]
 

@@ -53,7 +53,7 @@ def _sdk_and_key(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         (ANTHROPIC, {"logprobs": True, "top_logprobs": 2}, "logprobs=True"),
         (ANTHROPIC, {"frequency_penalty": 0.5}, "frequency_penalty=0.5"),
         (ANTHROPIC, {"temperature": 0.2}, "temperature=0.2"),
-        (ANTHROPIC, {"top_p": 0.9, "seed": 1}, "seed=1, top_p=0.9"),
+        (ANTHROPIC, {"top_p": 0.9, "seed": 1}, "top_p=0.9, seed=1"),
         (GEMINI, {"n": 2}, "n=2"),
         (GEMINI, {"logprobs": True}, "logprobs=True"),
         (GEMINI, {"tools": [WEATHER], "parallel_tool_calls": False}, "parallel_tool_calls=False"),
@@ -70,6 +70,33 @@ def test_unsupported_features_are_named_not_dropped(
     with pytest.raises(UnsupportedRequestError, match=named.replace("+", r"\+")):
         vendor.call(server, chat(**extra))
     assert server.received == []  # nothing was sent
+
+
+@pytest.mark.parametrize(
+    ("vendor", "extra", "dropped"),
+    [
+        (ANTHROPIC, {"temperature": 0.2, "top_p": 0.9, "seed": 7}, ("temperature", "top_p", "seed")),
+        (ANTHROPIC, {"frequency_penalty": 0.5, "logprobs": True, "top_logprobs": 2},
+         ("frequency_penalty", "logprobs", "top_logprobs")),
+        (ANTHROPIC, {"top_p": 1, "frequency_penalty": 0, "n": 1, "seed": None}, ()),  # no-ops
+        (ANTHROPIC, {"n": 3, "tools": [WEATHER]}, ()),  # hard gaps and translated fields stay
+        (GEMINI, {"temperature": 0.2, "seed": 7, "presence_penalty": 0.1}, ()),
+        (GEMINI, {"logprobs": True, "logit_bias": {"50256": -100}}, ("logprobs", "logit_bias")),
+        (GEMINI, {"tools": [WEATHER], "parallel_tool_calls": False}, ("parallel_tool_calls",)),
+        (GEMINI, {"n": 2}, ()),
+        (COHERE, {"temperature": 0.2, "seed": 7, "top_p": 0.5}, ()),
+        (COHERE, {"logprobs": True, "reasoning_effort": "low"}, ("logprobs", "reasoning_effort")),
+        (COHERE, {"tools": [WEATHER], "parallel_tool_calls": False}, ("parallel_tool_calls",)),
+    ],
+    ids=vendor_id,
+)  # fmt: skip
+def test_soft_gaps_are_what_the_engine_drops(
+    server: FakeVendors, vendor: Vendor, extra: dict[str, Any], dropped: tuple[str, ...]
+) -> None:
+    """What each vendor's API has no equivalent for among the soft fields: the replay engine
+    drops these (counted) unless the candidate is strict; hard gaps stay, to be refused."""
+    provider = get_provider(vendor.spec(server))
+    assert provider.soft_drops(chat(**extra)) == dropped
 
 
 @pytest.mark.parametrize("vendor", VENDORS, ids=vendor_id)

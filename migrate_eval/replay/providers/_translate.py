@@ -4,13 +4,17 @@ Each native provider receives a Chat Completions request body and translates it 
 vendor's API. The rules they share:
 
 * **Nothing is dropped silently.** A request field is either translated, or a no-op at its
-  value (``n: 1``, ``logprobs: false``, ``frequency_penalty: 0``, ``parallel_tool_calls:
-  true``...), or the request is refused with
-  :class:`~migrate_eval.replay.providers.base.UnsupportedRequestError` naming every feature that has
-  no equivalent. The replay engine turns that into an error row with ``error_kind
-  "unsupported"``, counted per candidate and task. No sampling parameter is dropped: a
-  candidate that ignores ``seed`` or a penalty would be compared with OpenAI under different
-  conditions without anyone knowing.
+  value (``n: 1``, ``logprobs: false``, ``frequency_penalty: 0``, ``top_p: 1``,
+  ``parallel_tool_calls: true``, any field at ``null``...), or the request is refused with
+  :class:`~migrate_eval.replay.providers.base.UnsupportedRequestError` naming every feature that
+  has no equivalent. The replay engine turns that into an error row with ``error_kind
+  "unsupported"``, counted per candidate and task.
+* **Soft gaps are dropped, and counted.** Before sending, the engine asks the provider which
+  of the request's soft fields (:data:`~migrate_eval.core.request.SOFT_FIELDS`: sampling
+  parameters, seed, penalties, log probabilities, ``logit_bias``, ``parallel_tool_calls``,
+  ``reasoning_effort``) it has no equivalent for (:func:`soft_drops`), removes them and records
+  them on the row (``ReplayResult.dropped``), so the report says "seed dropped on 50 of 50".
+  A ``strict_params`` candidate keeps them, and the request is refused as above.
 * Fields the engine controls or that only tie a call to the logging account (``stream``,
   ``user``, ``metadata``... see :data:`IGNORED_FIELDS`) are ignored.
 * Answers are normalised to :class:`~migrate_eval.core.records.Response` with OpenAI's finish
@@ -35,7 +39,13 @@ from typing import Any, ClassVar
 
 from migrate_eval.core.errors import ConfigError, MissingExtraError, VendorError
 from migrate_eval.core.records import Response
-from migrate_eval.core.request import TEXT_PARTS, OutputFormat, content_text, parse_output_format
+from migrate_eval.core.request import (
+    SOFT_FIELDS,
+    TEXT_PARTS,
+    OutputFormat,
+    content_text,
+    parse_output_format,
+)
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.providers.base import (
     MalformedResponseError,
@@ -71,6 +81,7 @@ NO_OP_VALUES: dict[str, tuple[Any, ...]] = {
     "top_logprobs": (0, None),
     "frequency_penalty": (0, 0.0, None),
     "presence_penalty": (0, 0.0, None),
+    "top_p": (1, 1.0, None),
     "parallel_tool_calls": (True, None),
     "logit_bias": ({}, None),
     "modalities": (["text"], None),
@@ -94,17 +105,35 @@ def check_fields(request: Mapping[str, Any], handled: Iterable[str], vendor: str
     """Refuse the request when it sets a field the provider does not translate.
 
     ``handled`` lists the fields the provider translates itself. Other fields are accepted
-    only when ignored (:data:`IGNORED_FIELDS`) or at a no-op value (:data:`NO_OP_VALUES`).
+    only when ignored (:data:`IGNORED_FIELDS`), ``null`` (OpenAI reads it as unset) or at a
+    no-op value (:data:`NO_OP_VALUES`).
     """
     known = set(handled) | IGNORED_FIELDS
     problems: list[str] = []
     for name, value in request.items():
-        if name in known:
-            continue
-        if name in NO_OP_VALUES and value in NO_OP_VALUES[name]:
+        if name in known or value is None or is_no_op(name, value):
             continue
         problems.append(describe_field(name, value))
     unsupported(problems, vendor)
+
+
+def is_no_op(name: str, value: Any) -> bool:
+    """The field is at a value that asks for nothing (OpenAI's default)."""
+    if value is None:
+        return True
+    return name in NO_OP_VALUES and value in NO_OP_VALUES[name]
+
+
+def soft_drops(request: Mapping[str, Any], handled: Iterable[str]) -> tuple[str, ...]:
+    """The soft fields (:data:`~migrate_eval.core.request.SOFT_FIELDS`) the request sets to
+    something other than a no-op and that a provider translating ``handled`` has no equivalent
+    for: what the engine removes (and counts) before sending, unless the run is strict."""
+    known = set(handled)
+    return tuple(
+        name
+        for name in SOFT_FIELDS
+        if name in request and name not in known and not is_no_op(name, request[name])
+    )
 
 
 def describe_field(name: str, value: Any) -> str:

@@ -15,14 +15,14 @@ Translation of a Chat Completions request (``POST /v1/messages``):
 * **JSON output** is native: ``json_schema`` -> ``output_config.format`` ``{"type":
   "json_schema", "schema": ...}``; ``json_object`` (no JSON mode in the Messages API) is
   emulated with the schema ``{"type": "object"}``. The answer's text is the JSON.
-* **Sampling**: the Messages API of the current SDK has no ``temperature`` nor ``top_p``
-  (nor ``seed``, penalties or ``logit_bias``). A logged request that sets them is refused as
-  unsupported rather than replayed under different conditions without anyone knowing. A
-  team that accepts the difference says so explicitly in the suite, per candidate, with
-  ``params: {temperature: null, top_p: null}`` (the replay engine removes parameters set to
-  null); the request then replays and the candidate's identity records the choice.
-* No equivalent (the request becomes an ``unsupported`` error row): the sampling parameters
-  above, ``n > 1``, ``logprobs``, audio and file inputs.
+* **Sampling**: the Messages API of the current SDK (``anthropic`` 2.x: ``messages.create``
+  takes no ``temperature``, ``top_p`` nor ``top_k``; from API version 2026-10-21 any sampling
+  parameter is a 400) has no ``temperature``, ``top_p``, ``seed``, penalties, ``logit_bias``
+  nor log probabilities. These are *soft* gaps: the replay engine drops them before sending
+  and counts them per task ("temperature dropped on 50 of 50", :meth:`soft_drops`); with
+  ``--strict-params`` (suite ``strict_params: true``) the request is refused instead.
+* No equivalent (the request becomes an ``unsupported`` error row): ``n > 1``, audio and file
+  inputs; the soft fields above when the run is strict.
 
 The answer: text blocks joined, ``tool_use`` blocks -> tool calls, ``stop_reason`` mapped
 (``end_turn``/``stop_sequence`` -> ``stop``, ``max_tokens`` -> ``length``, ``tool_use`` ->
@@ -37,18 +37,18 @@ token; the result is the same as a plain call.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from migrate_eval.core.errors import VendorError
 from migrate_eval.core.records import Response, ToolCall, Usage
-from migrate_eval.core.request import content_text
+from migrate_eval.core.request import DRAW_FIELDS, LIMIT_FIELDS, TOOL_FIELDS, content_text
 from migrate_eval.replay.providers._translate import (
     Image,
     MessageCheck,
     NativeProvider,
     assistant_tool_calls,
     check_fields,
-    describe_field,
     error_message,
     http_error,
     import_sdk,
@@ -60,6 +60,7 @@ from migrate_eval.replay.providers._translate import (
     parse_tools,
     read_stream,
     request_tool_choice,
+    soft_drops,
     split_system,
     stop_list,
     translate_parts,
@@ -76,18 +77,8 @@ ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 #: ``max_tokens`` sent when the logged request sets none (Anthropic requires one).
 DEFAULT_MAX_TOKENS = 4096
 
-_HANDLED = (
-    "messages",
-    "tools",
-    "functions",
-    "tool_choice",
-    "function_call",
-    "parallel_tool_calls",
-    "response_format",
-    "stop",
-    "max_tokens",
-    "max_completion_tokens",
-)
+#: What the Messages API translates: no sampling parameter (see the module's docstring).
+_HANDLED = ("messages", *TOOL_FIELDS, "response_format", *LIMIT_FIELDS)
 
 _STOP_REASONS = {
     "end_turn": "stop",
@@ -101,8 +92,8 @@ _STOP_REASONS = {
 
 
 _SAMPLING_HINT = (
-    " (the Messages API has no sampling parameters: set them to null in the candidate's"
-    " params to replay without them)"
+    " (the Messages API has no sampling parameters: run without --strict-params to replay"
+    " without them, counted per task)"
 )
 
 
@@ -202,19 +193,11 @@ def translate_request(
 
 
 def _check_fields(request: dict[str, Any], check: MessageCheck) -> None:
-    sampling = [
-        describe_field(name, request[name])
-        for name in ("temperature", "top_p")
-        if request.get(name) is not None
-    ]
     try:
-        check_fields(request, (*_HANDLED, "temperature", "top_p"), "Anthropic")
+        check_fields(request, _HANDLED, "Anthropic")
     except UnsupportedRequestError as e:
-        if not sampling:
-            raise
-        raise UnsupportedRequestError(f"{e}, {', '.join(sampling)}{_SAMPLING_HINT}") from None
-    if sampling:
-        unsupported([*sampling[:-1], sampling[-1] + _SAMPLING_HINT], "Anthropic")
+        sampling = any(request.get(name) is not None for name in DRAW_FIELDS)
+        raise UnsupportedRequestError(f"{e}{_SAMPLING_HINT if sampling else ''}") from None
 
 
 def normalise(raw: dict[str, Any]) -> Response:
@@ -350,6 +333,9 @@ class AnthropicProvider(NativeProvider):
         "images": "yes",
         "streaming": "yes",
     }
+
+    def soft_drops(self, request: Mapping[str, Any]) -> tuple[str, ...]:
+        return soft_drops(request, _HANDLED)
 
     def _client(self, api_key: str) -> Any:
         sdk = _import_sdk()

@@ -108,6 +108,15 @@ class Provider(abc.ABC):
         which is the other half of the cache key.
         """
 
+    def soft_drops(self, request: Mapping[str, Any]) -> tuple[str, ...]:
+        """The soft fields of ``request`` (:data:`~migrate_eval.core.request.SOFT_FIELDS`:
+        sampling parameters, seed, penalties, log probabilities...) this endpoint has no
+        equivalent for. The engine removes them before :meth:`complete` and counts them per
+        row, unless the candidate is ``strict_params`` (then :meth:`complete` refuses the
+        request as unsupported). An endpoint that speaks Chat Completions drops nothing.
+        """
+        return ()
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections. Safe to call more than once."""
 

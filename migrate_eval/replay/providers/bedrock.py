@@ -12,8 +12,12 @@ The Chat Completions request is translated to ``Converse``:
   whose input is the JSON answer (returned as the answer's text). Not combinable with tools.
 * ``temperature``, ``top_p``, ``max_tokens``/``max_completion_tokens``, ``stop`` ->
   ``inferenceConfig``.
-* Anything else (``n`` > 1, ``logprobs``, ``seed``, penalties, ``tool_choice: "none"`` with
-  tools, remote image URLs, audio...) raises
+* Soft gaps, dropped before sending and counted per task (refused under ``--strict-params``):
+  ``seed``, penalties, ``logprobs``, ``logit_bias``, ``parallel_tool_calls: false``,
+  ``reasoning_effort``; for Anthropic models (``anthropic.`` in the model id), ``top_p``
+  beside ``temperature`` (newer Claude models reject the two together).
+* Anything else (``n`` > 1, ``tool_choice: "none"`` with tools, remote image URLs,
+  audio...) raises
   :class:`~migrate_eval.replay.providers.base.UnsupportedRequestError` naming it.
 
 Candidate configuration: ``model`` is the Bedrock model id or inference-profile ARN;
@@ -38,17 +42,24 @@ import json
 import os
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from migrate_eval.core.errors import ConfigError, MissingExtraError, VendorError
 from migrate_eval.core.records import Response, ToolCall, Usage
-from migrate_eval.core.request import content_text
+from migrate_eval.core.request import (
+    DRAW_FIELDS,
+    LIMIT_FIELDS,
+    TOOL_DECLARATION_FIELDS,
+    content_text,
+)
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.providers._translate import (
     Image,
     MessageCheck,
     check_fields,
+    is_no_op,
     max_tokens,
     merge_turn,
     messages_of,
@@ -56,6 +67,7 @@ from migrate_eval.replay.providers._translate import (
     parse_response_format,
     parse_tool_choice,
     parse_tools,
+    soft_drops,
     split_system,
     stop_list,
     translate_parts,
@@ -75,17 +87,13 @@ from migrate_eval.replay.providers.base import (
 VENDOR = "Bedrock Converse"
 #: ``params`` keys that configure the client, never sent to the model.
 PROVIDER_PARAMS = ("region", "aws_profile")
+#: Converse's ``inferenceConfig`` has ``temperature`` and ``topP`` of the draw fields.
 _HANDLED = (
     "messages",
-    "tools",
-    "functions",
-    "tool_choice",
+    *TOOL_DECLARATION_FIELDS[:3],  # tools, functions, tool_choice (no legacy function_call)
     "response_format",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
+    *DRAW_FIELDS[:2],
+    *LIMIT_FIELDS,
     *PROVIDER_PARAMS,
 )
 _IMAGE_FORMATS = {
@@ -321,6 +329,16 @@ class BedrockProvider(Provider):
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+
+    def soft_drops(self, request: Mapping[str, Any]) -> tuple[str, ...]:
+        drops = soft_drops(request, _HANDLED)
+        if (
+            "anthropic." in self.spec.model
+            and not is_no_op("temperature", request.get("temperature"))
+            and not is_no_op("top_p", request.get("top_p"))
+        ):
+            drops = (*drops, "top_p")
+        return drops
 
     def identity(self) -> dict[str, Any]:
         return {

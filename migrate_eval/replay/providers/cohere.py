@@ -14,9 +14,11 @@ Translation of a Chat Completions request (``POST /v2/chat``):
 * ``stop`` -> ``stop_sequences``; ``max_tokens``; ``temperature``; ``seed``;
   ``frequency_penalty``/``presence_penalty``; ``top_p`` -> ``p`` (Cohere accepts 0.01-0.99:
   ``top_p: 1``, OpenAI's "no nucleus cut", is sent as 0.99, the closest Cohere allows).
-* No equivalent (the request becomes an ``unsupported`` error row): ``n > 1``,
-  ``logprobs`` (only one choice is scored and a response holds no log probabilities),
-  ``parallel_tool_calls: false``, ``logit_bias``, audio and file inputs.
+* Soft gaps, dropped before sending and counted per task (refused under ``--strict-params``):
+  ``logprobs``/``top_logprobs`` (nothing scores them), ``parallel_tool_calls: false`` (Chat
+  v2 has no such switch), ``logit_bias`` (OpenAI token ids), ``reasoning_effort``.
+* No equivalent (the request becomes an ``unsupported`` error row): ``n > 1`` (only one
+  choice is scored), audio and file inputs.
 
 The answer: text parts joined, ``tool_calls`` kept, ``finish_reason`` mapped (``COMPLETE``/
 ``STOP_SEQUENCE`` -> ``stop``, ``MAX_TOKENS`` -> ``length``, ``TOOL_CALL`` -> ``tool_calls``;
@@ -27,11 +29,17 @@ The answer: text parts joined, ``tool_calls`` kept, ``finish_reason`` mapped (``
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from migrate_eval.core.errors import VendorError
 from migrate_eval.core.records import Response, ToolCall, Usage
-from migrate_eval.core.request import content_text
+from migrate_eval.core.request import (
+    DRAW_FIELDS,
+    LIMIT_FIELDS,
+    TOOL_DECLARATION_FIELDS,
+    content_text,
+)
 from migrate_eval.replay.providers._translate import (
     Image,
     MessageCheck,
@@ -46,6 +54,7 @@ from migrate_eval.replay.providers._translate import (
     parse_response_format,
     parse_tools,
     request_tool_choice,
+    soft_drops,
     stop_list,
     translate_parts,
     transport_error,
@@ -55,22 +64,7 @@ from migrate_eval.replay.providers.base import MalformedResponseError
 
 COHERE_BASE_URL = "https://api.cohere.com"
 
-_HANDLED = (
-    "messages",
-    "tools",
-    "functions",
-    "tool_choice",
-    "function_call",
-    "response_format",
-    "stop",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-)
+_HANDLED = ("messages", *TOOL_DECLARATION_FIELDS, "response_format", *LIMIT_FIELDS, *DRAW_FIELDS)
 
 _FINISH = {
     "COMPLETE": "stop",
@@ -273,6 +267,9 @@ class CohereProvider(NativeProvider):
     }
 
     _http: Any = None
+
+    def soft_drops(self, request: Mapping[str, Any]) -> tuple[str, ...]:
+        return soft_drops(request, _HANDLED)
 
     def _client(self, api_key: str) -> Any:
         cohere = _import_sdk()

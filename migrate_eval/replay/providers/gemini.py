@@ -17,9 +17,11 @@ Translation of a Chat Completions request
   that plus ``responseJsonSchema`` (JSON schema as is);
 * ``stop`` -> ``stopSequences``; ``temperature``, ``top_p`` (``topP``), ``max_tokens``
   (``maxOutputTokens``), ``seed``, ``presence_penalty``, ``frequency_penalty`` pass through.
+* Soft gaps, dropped before sending and counted per task (refused under ``--strict-params``):
+  ``logprobs``/``top_logprobs`` (nothing scores them), ``parallel_tool_calls: false`` (no
+  switch in ``functionCallingConfig``), ``logit_bias`` (OpenAI token ids), ``reasoning_effort``.
 * No equivalent (the request becomes an ``unsupported`` error row): ``n > 1`` (only one
-  choice is scored), ``logprobs``, ``parallel_tool_calls: false``, ``logit_bias``, audio
-  and file inputs.
+  choice is scored), audio and file inputs.
 
 The answer: text parts joined (thought parts skipped), ``functionCall`` parts -> tool calls
 (ids generated when Gemini gives none), ``finishReason`` mapped (``STOP`` -> ``stop`` or
@@ -36,11 +38,17 @@ With ``stream: true`` on the candidate the answer is streamed
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from migrate_eval.core.errors import VendorError
 from migrate_eval.core.records import Response, ToolCall, Usage
-from migrate_eval.core.request import content_text
+from migrate_eval.core.request import (
+    DRAW_FIELDS,
+    LIMIT_FIELDS,
+    TOOL_DECLARATION_FIELDS,
+    content_text,
+)
 from migrate_eval.replay.providers._translate import (
     Image,
     MessageCheck,
@@ -58,6 +66,7 @@ from migrate_eval.replay.providers._translate import (
     parse_tools,
     read_stream,
     request_tool_choice,
+    soft_drops,
     split_system,
     stop_list,
     tool_names_by_id,
@@ -71,22 +80,7 @@ GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
 #: The API version the requests go to (``responseJsonSchema`` and function ids live there).
 GEMINI_API_VERSION = "v1beta"
 
-_HANDLED = (
-    "messages",
-    "tools",
-    "functions",
-    "tool_choice",
-    "function_call",
-    "response_format",
-    "stop",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-)
+_HANDLED = ("messages", *TOOL_DECLARATION_FIELDS, "response_format", *LIMIT_FIELDS, *DRAW_FIELDS)
 
 _FILTERED = {
     "SAFETY",
@@ -346,6 +340,9 @@ class GeminiProvider(NativeProvider):
     }
 
     _session: Any = None
+
+    def soft_drops(self, request: Mapping[str, Any]) -> tuple[str, ...]:
+        return soft_drops(request, _HANDLED)
 
     def _client(self, api_key: str) -> Any:
         genai = _import_sdk()

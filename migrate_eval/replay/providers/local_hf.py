@@ -42,13 +42,14 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
 from migrate_eval.core.errors import ConfigError, VendorError
 from migrate_eval.core.records import Response, ToolCall, Usage
-from migrate_eval.core.request import content_text
+from migrate_eval.core.request import DRAW_FIELDS, LIMIT_FIELDS, content_text
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.providers._files import model_files_fingerprint
 from migrate_eval.replay.providers._translate import (
@@ -60,6 +61,7 @@ from migrate_eval.replay.providers._translate import (
     parse_arguments,
     parse_response_format,
     parse_tool_choice,
+    soft_drops,
     stop_list,
     unsupported,
 )
@@ -79,12 +81,8 @@ _HANDLED = (
     "tools",
     "tool_choice",
     "response_format",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "seed",
+    *DRAW_FIELDS[:3],  # temperature, top_p, seed
+    *LIMIT_FIELDS,
     *PROVIDER_PARAMS,
 )
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
@@ -195,6 +193,9 @@ class LocalHFProvider(Provider):
         self._pool: ThreadPoolExecutor | None = None
         self._weights: str | None = None  # taken once, on the first identity()
         self._weights_taken = False
+
+    def soft_drops(self, request: Mapping[str, Any]) -> tuple[str, ...]:
+        return soft_drops(request, _HANDLED)
 
     def identity(self) -> dict[str, Any]:
         """Provider, model path or id, device, dtype and ``weights``: a fingerprint of the

@@ -3,8 +3,10 @@
 Every provider class declares ``features``: a mapping from each name in :data:`FEATURES` to
 a :data:`Support` level. ``yes`` means translated natively, ``emulated`` means reproduced by
 another mechanism of the vendor (documented in the provider's module), ``no`` means a logged
-request using it becomes an ``unsupported`` error row; a feature a provider does not declare
-shows as ``?``. ``migrate-eval providers`` prints the
+request using it becomes an ``unsupported`` error row, or, for the soft fields (``sampling``,
+``seed``, ``logprobs``: see :data:`~migrate_eval.core.request.SOFT_FIELDS`), is replayed
+without them and counted unless the run is ``strict_params``; a feature a provider does not
+declare shows as ``?``. ``migrate-eval providers`` prints the
 matrix (``--json`` for machines).
 
 Provider modules are imported without their vendor SDK (SDKs are imported on first use), so
