@@ -117,6 +117,18 @@ class VendorError(MigrateEvalError):
         self.retry_after = retry_after
 
 
+class CircuitOpenError(VendorError):
+    """A candidate's endpoint failed the same way too often in a row, with no success.
+
+    Its remaining requests are not sent; each gets this error (``error_kind`` is the kind of
+    the failure that opened the circuit, e.g. ``connection`` or ``http_401``).
+    """
+
+    def __init__(self, message: str, *, status: int | None, error_kind: str) -> None:
+        super().__init__(message, status=status, retryable=False)
+        self.error_kind = error_kind
+
+
 class InfrastructureError(MigrateEvalError):
     """The run could not judge a candidate because its endpoint failed too often."""
 

@@ -4,9 +4,23 @@ For every (exchange, candidate) pair, :func:`replay_async` builds the candidate'
 (:func:`build_request`), looks it up in the :class:`~migrate_eval.replay.cache.ResponseCache` and
 sends only what is not there. Each candidate has its own pool of ``concurrency`` workers,
 retries retryable failures (429, 5xx, timeouts, broken connections) with exponential backoff
-and jitter, honours ``Retry-After`` (a 429 with ``Retry-After`` pauses the whole candidate,
-not just one worker) and turns every failure into an error row: one vendor failing never
-stops the run. Answers are committed to the cache as they arrive, so a run killed at any
+and jitter, honours ``Retry-After`` (a 429 with ``Retry-After`` pauses the whole candidate:
+no request to it starts until the pause is over, whichever worker would send it) and turns
+every failure into an error row: one vendor failing never stops the run.
+
+Faults that must not stall a run:
+
+* a hung request: an attempt that takes much longer than the candidate's answers so far is
+  *hedged* (:class:`HedgePolicy`): a second attempt is sent, the first answer wins and the
+  other attempt is cancelled, which frees its concurrency slot. Hedges are capped at a small
+  share of the requests, so a vendor that is slow for everyone is not sent everything twice;
+* 429 bursts halve the concurrency once per burst and it climbs back
+  (:class:`~migrate_eval.replay.ratelimit.AdaptiveConcurrency`);
+* a dead endpoint (every attempt fails the same way: connection refused, 401, 403, 404) opens
+  a circuit breaker (:class:`CircuitBreaker`): after ``threshold`` identical failures in a row
+  and no success, the rest of the candidate's requests fail at once with that error, instead
+  of each being retried with backoff.
+ Answers are committed to the cache as they arrive, so a run killed at any
 point and started again sends only what had not been answered.
 
 Results come back in a deterministic order: exchange order, then candidate order.
@@ -18,11 +32,13 @@ import asyncio
 import contextlib
 import random
 import signal
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from migrate_eval.core.errors import (
+    CircuitOpenError,
     ConfigError,
     ExitCode,
     MigrateEvalError,
@@ -170,6 +186,86 @@ def backoff_delay(attempt: int, exc: VendorError, base: float) -> float:
     return ceiling / 2.0 + random.uniform(0.0, ceiling / 2.0)
 
 
+@dataclass(frozen=True)
+class HedgePolicy:
+    """When to send a second attempt for a request that takes too long (a hung request).
+
+    Once ``min_samples`` answers arrived, an attempt still unanswered after ``factor`` times
+    the 95th percentile of the candidate's latencies so far (at least ``min_delay`` seconds) is
+    hedged; before that, after ``initial_share`` of the candidate's timeout. At most
+    ``budget`` of the requests sent (and at least ``min_budget``) are hedged. ``enabled=False``
+    turns hedging off.
+    """
+
+    factor: float = 4.0
+    min_delay: float = 1.0
+    min_samples: int = 10
+    initial_share: float = 0.25
+    budget: float = 0.05
+    min_budget: int = 2
+    enabled: bool = True
+
+    def delay(self, latencies: Sequence[float], timeout: float) -> float | None:
+        """Seconds to wait before hedging an attempt; None: do not hedge."""
+        if not self.enabled:
+            return None
+        if len(latencies) < self.min_samples:
+            wait = max(self.min_delay, timeout * self.initial_share)
+        else:
+            ordered = sorted(latencies)
+            p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+            wait = max(self.min_delay, self.factor * p95)
+        return wait if wait < timeout else None
+
+    def allows(self, hedged: int, sent: int) -> bool:
+        return hedged < max(self.min_budget, int(self.budget * sent))
+
+
+#: Connection failures and these statuses trip the circuit breaker (a dead or refused endpoint).
+BREAKER_STATUSES = frozenset({401, 403, 404})
+
+
+@dataclass
+class CircuitBreaker:
+    """Fail fast when a candidate's endpoint is dead: every attempt fails the same way.
+
+    ``threshold`` consecutive attempts that failed with the same connection error or the same
+    401/403/404 answer, before any success, open it; from then on the candidate's other
+    requests fail at once with that error (:attr:`tripped`). One success keeps it closed for
+    the rest of the run (the endpoint works; its failures are the requests' own).
+    """
+
+    threshold: int = 8
+    successes: int = 0
+    streak: int = 0
+    signature: str | None = None
+    tripped: VendorError | None = None
+
+    def success(self) -> None:
+        self.successes += 1
+        self.streak = 0
+        self.signature = None
+
+    def failure(self, exc: VendorError) -> None:
+        if self.successes or self.tripped is not None:
+            return
+        if not isinstance(exc, VendorConnectionError) and exc.status not in BREAKER_STATUSES:
+            self.streak, self.signature = 0, None
+            return
+        signature = f"{vendor_error_kind(exc)}|{exc}"
+        if signature == self.signature:
+            self.streak += 1
+        else:
+            self.signature, self.streak = signature, 1
+        if self.streak >= self.threshold:
+            self.tripped = CircuitOpenError(
+                f"{exc} (the endpoint failed the same way {self.streak} times in a row and "
+                "never answered: the candidate's remaining requests were not sent)",
+                status=exc.status,
+                error_kind=vendor_error_kind(exc),
+            )
+
+
 @dataclass(slots=True)
 class _Work:
     key: str
@@ -199,12 +295,19 @@ class _CandidateRun:
     backoff_base: float
     abort: _Abort
     repeat: int = 0
+    hedge: HedgePolicy = field(default_factory=HedgePolicy)
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     identity: dict[str, Any] = field(init=False)
     identity_json: str = field(init=False)
     done: int = 0
     errors: int = 0
     cached: int = 0
     pause_until: float = 0.0
+    #: Attempts sent to the vendor, of which hedges (second attempts of a hung request).
+    sent: int = 0
+    hedged: int = 0
+    #: Seconds the recent answers took (the hedge delay is computed from them).
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     adaptive: AdaptiveConcurrency = field(init=False)
     rpm: RateLimiter | None = field(init=False)
     tpm: RateLimiter | None = field(init=False)
@@ -325,12 +428,23 @@ class _CandidateRun:
             if self.abort.error is None:
                 self.abort.error = e
 
-    async def _attempt(self, item: _Work) -> ProviderResponse:
-        """One call within the candidate's concurrency and rate limits."""
-        generation = await self.adaptive.acquire()
+    async def _wait_for_pause(self) -> None:
+        """Sleep while the candidate is paused (a 429 with Retry-After)."""
+        loop = asyncio.get_running_loop()
+        while (wait := self.pause_until - loop.time()) > 0:
+            await asyncio.sleep(wait)
+
+    async def _attempt(self, item: _Work, *, hedge: bool = False) -> ProviderResponse:
+        """One call within the candidate's concurrency and rate limits.
+
+        A ``hedge`` (the second attempt of a hung request) takes no concurrency slot of its
+        own: the hung attempt holds one, and whichever loses is cancelled.
+        """
+        generation = -1 if hedge else await self.adaptive.acquire()
         outcome = "other"
         charged = 0
         try:
+            await self._wait_for_pause()  # a pause may begin while this waited for a slot
             if self.rpm is not None:
                 await self.rpm.acquire(1.0)
             if self.tpm is not None:
@@ -338,6 +452,8 @@ class _CandidateRun:
                     item.tokens = estimate_request_tokens(item.request)
                 charged = item.tokens
                 await self.tpm.acquire(charged)
+            await self._wait_for_pause()
+            self.sent += 1
             try:
                 answer = await self.provider.complete(item.request)
             except VendorError as e:
@@ -345,8 +461,14 @@ class _CandidateRun:
                     outcome = "overload"
                     if self.tpm is not None:  # a rejected request used no tokens
                         self.tpm.adjust(-charged)
+                    if e.retry_after is not None:  # the endpoint asked everyone to wait
+                        until = asyncio.get_running_loop().time() + min(e.retry_after, MAX_BACKOFF)
+                        self.pause_until = max(self.pause_until, until)
+                self.breaker.failure(e)
                 raise
             outcome = "ok"
+            self.breaker.success()
+            self.latencies.append(answer.latency_ms / 1000.0)
             usage = answer.response.usage
             if self.tpm is not None and usage is not None:
                 used = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
@@ -354,7 +476,49 @@ class _CandidateRun:
                     self.tpm.adjust(used - charged)  # the estimate, corrected
             return answer
         finally:
-            self.adaptive.release(generation, outcome)
+            if not hedge:
+                self.adaptive.release(generation, outcome)
+
+    async def _hedged(self, item: _Work) -> tuple[ProviderResponse | VendorError, int]:
+        """One attempt, hedged with a second if it hangs: the first answer, and attempts made.
+
+        The attempt still running when the other answered is cancelled (its slot freed).
+        When every attempt failed, the first failure is returned.
+        """
+        tasks: list[asyncio.Task[ProviderResponse]] = [asyncio.ensure_future(self._attempt(item))]
+        first_error: VendorError | None = None
+        created = 1
+        try:
+            while True:
+                hedge_after = None
+                if len(tasks) == 1 and self.hedge.allows(self.hedged, self.sent):
+                    hedge_after = self.hedge.delay(self.latencies, self.spec.timeout)
+                done, _ = await asyncio.wait(
+                    tasks, timeout=hedge_after, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:  # hung: send a second attempt, keep the first
+                    self.hedged += 1
+                    created += 1
+                    tasks.append(asyncio.ensure_future(self._attempt(item, hedge=True)))
+                    continue
+                for task in done:
+                    exc = task.exception()
+                    if exc is None:
+                        return task.result(), created
+                    if not isinstance(exc, VendorError):
+                        raise exc
+                    if first_error is None:
+                        first_error = exc
+                tasks = [t for t in tasks if not t.done()]
+                if not tasks:
+                    assert first_error is not None
+                    return first_error, created
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            if any(not t.done() for t in tasks):
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self, item: _Work, cache: ResponseCache) -> None:
         loop = asyncio.get_running_loop()
@@ -363,21 +527,28 @@ class _CandidateRun:
         while True:
             if attempts and self.abort.error is not None:
                 return  # the run is ending: no more retries
+            if self.breaker.tripped is not None:  # a dead endpoint: do not send
+                self._error_rows(
+                    item.rows, self.breaker.tripped, vendor_error_kind(self.breaker.tripped),
+                    attempts,
+                )  # fmt: skip
+                return
             wait = self.pause_until - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            attempts += 1
-            try:
-                answer = await self._attempt(item)
-            except VendorError as e:
-                if e.retryable and attempts <= spec.max_retries:
-                    delay = backoff_delay(attempts, e, self.backoff_base)
-                    if e.retry_after is not None:  # the endpoint asked everyone to wait
-                        self.pause_until = max(self.pause_until, loop.time() + delay)
-                    await asyncio.sleep(delay)
+            outcome, made = await self._hedged(item)
+            attempts += made
+            if isinstance(outcome, VendorError):
+                e = outcome
+                if e.retryable and attempts <= spec.max_retries and self.breaker.tripped is None:
+                    if e.retry_after is not None:  # the candidate's pause: resume with it
+                        await self._wait_for_pause()
+                    else:
+                        await asyncio.sleep(backoff_delay(attempts, e, self.backoff_base))
                     continue
                 self._error_rows(item.rows, e, vendor_error_kind(e), attempts)
                 return
+            answer = outcome
             cache.put(
                 item.key,
                 self.identity,
@@ -407,12 +578,17 @@ async def replay_async(
     progress: Callable[[ProgressEvent], None] | None = None,
     backoff_base: float = 0.5,
     interruptible: bool = True,
+    hedge: HedgePolicy | None = None,
+    breaker_threshold: int = 8,
 ) -> list[ReplayResult]:
     """Replay every exchange against every candidate; one :class:`ReplayResult` per pair.
 
     ``offline=True`` serves answers from the cache only (misses become ``offline_miss``
     error rows) and opens no connection. ``concurrency`` overrides every candidate's own.
     ``backoff_base`` is the first retry's backoff in seconds (without ``Retry-After``).
+    ``hedge`` says when a hung attempt gets a second one (:class:`HedgePolicy`);
+    ``breaker_threshold`` is how many identical failures in a row, with no success, make a
+    candidate fail the rest of its requests at once (:class:`CircuitBreaker`).
 
     Each candidate sends within its ``rpm`` / ``tpm`` limits (tokens estimated with
     :mod:`migrate_eval.replay.tokens`, then corrected with the reported usage) and its concurrency
@@ -434,6 +610,8 @@ async def replay_async(
         progress=progress,
         backoff_base=backoff_base,
         interruptible=interruptible,
+        hedge=hedge,
+        breaker_threshold=breaker_threshold,
     )
 
 
@@ -448,6 +626,8 @@ async def replay_rows(
     progress: Callable[[ProgressEvent], None] | None,
     backoff_base: float,
     interruptible: bool,
+    hedge: HedgePolicy | None = None,
+    breaker_threshold: int = 8,
 ) -> list[ReplayResult]:
     specs = [
         c.model_copy(update={"concurrency": concurrency}) if concurrency else c for c in candidates
@@ -489,6 +669,8 @@ async def replay_rows(
                 backoff_base=backoff_base,
                 abort=abort,
                 repeat=repeats[column],
+                hedge=hedge or HedgePolicy(),
+                breaker=CircuitBreaker(threshold=max(1, breaker_threshold)),
             )
             runs.append(run)
             misses = run.serve_cached(run.plan(exchanges), cache)
@@ -564,6 +746,8 @@ def replay(
     progress: Callable[[ProgressEvent], None] | None = None,
     backoff_base: float = 0.5,
     interruptible: bool = True,
+    hedge: HedgePolicy | None = None,
+    breaker_threshold: int = 8,
 ) -> list[ReplayResult]:
     """Synchronous :func:`replay_async` (runs its own event loop)."""
     return asyncio.run(
@@ -576,6 +760,8 @@ def replay(
             progress=progress,
             backoff_base=backoff_base,
             interruptible=interruptible,
+            hedge=hedge,
+            breaker_threshold=breaker_threshold,
         )
     )
 
