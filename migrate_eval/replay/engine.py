@@ -308,6 +308,8 @@ class _CandidateRun:
     hedged: int = 0
     #: Seconds the recent answers took (the hedge delay is computed from them).
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=200))
+    #: Whether each of the recent attempts failed (the retry backoff scales with the share).
+    failures: deque[bool] = field(default_factory=lambda: deque(maxlen=100))
     adaptive: AdaptiveConcurrency = field(init=False)
     rpm: RateLimiter | None = field(init=False)
     tpm: RateLimiter | None = field(init=False)
@@ -428,13 +430,24 @@ class _CandidateRun:
             if self.abort.error is None:
                 self.abort.error = e
 
+    def backoff_scale(self) -> float:
+        """The first retry's backoff: ``backoff_base`` when most recent attempts failed (an
+        overloaded or broken endpoint), down to a tenth of it when few did (a request's bad
+        luck at a vendor that mostly answers: waiting long only stretches the run's tail)."""
+        if len(self.failures) < 10:
+            return self.backoff_base
+        share = sum(self.failures) / len(self.failures)
+        return self.backoff_base * max(0.1, min(1.0, 2.0 * share))
+
     async def _wait_for_pause(self) -> None:
         """Sleep while the candidate is paused (a 429 with Retry-After)."""
         loop = asyncio.get_running_loop()
         while (wait := self.pause_until - loop.time()) > 0:
             await asyncio.sleep(wait)
 
-    async def _attempt(self, item: _Work, *, hedge: bool = False) -> ProviderResponse:
+    async def _attempt(
+        self, item: _Work, *, hedge: bool = False, sent_at: list[float] | None = None
+    ) -> ProviderResponse:
         """One call within the candidate's concurrency and rate limits.
 
         A ``hedge`` (the second attempt of a hung request) takes no concurrency slot of its
@@ -453,7 +466,11 @@ class _CandidateRun:
                 charged = item.tokens
                 await self.tpm.acquire(charged)
             await self._wait_for_pause()
+            if self.breaker.tripped is not None:  # opened while this waited: do not send
+                raise self.breaker.tripped
             self.sent += 1
+            if sent_at is not None:
+                sent_at.append(asyncio.get_running_loop().time())
             try:
                 answer = await self.provider.complete(item.request)
             except VendorError as e:
@@ -465,9 +482,11 @@ class _CandidateRun:
                         until = asyncio.get_running_loop().time() + min(e.retry_after, MAX_BACKOFF)
                         self.pause_until = max(self.pause_until, until)
                 self.breaker.failure(e)
+                self.failures.append(True)
                 raise
             outcome = "ok"
             self.breaker.success()
+            self.failures.append(False)
             self.latencies.append(answer.latency_ms / 1000.0)
             usage = answer.response.usage
             if self.tpm is not None and usage is not None:
@@ -485,17 +504,34 @@ class _CandidateRun:
         The attempt still running when the other answered is cancelled (its slot freed).
         When every attempt failed, the first failure is returned.
         """
-        tasks: list[asyncio.Task[ProviderResponse]] = [asyncio.ensure_future(self._attempt(item))]
+        sent_at: list[float] = []  # when the first attempt left (after its slot and limits)
+        tasks: list[asyncio.Task[ProviderResponse]] = [
+            asyncio.ensure_future(self._attempt(item, sent_at=sent_at))
+        ]
         first_error: VendorError | None = None
         created = 1
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                hedge_after = None
+                # The hedge delay is looked at again every half second: an attempt sent
+                # before any answer arrived is judged by the latencies seen since.
+                check: float | None = None
+                hedge_now = False
                 if len(tasks) == 1 and self.hedge.allows(self.hedged, self.sent):
                     hedge_after = self.hedge.delay(self.latencies, self.spec.timeout)
-                done, _ = await asyncio.wait(
-                    tasks, timeout=hedge_after, return_when=asyncio.FIRST_COMPLETED
-                )
+                    if hedge_after is not None and not sent_at:
+                        check = 0.5  # not sent yet (waiting for a slot): nothing to hedge
+                    elif hedge_after is not None:
+                        remaining = sent_at[0] + hedge_after - loop.time()
+                        hedge_now = remaining <= 0
+                        check = min(max(remaining, 0.0), 0.5)
+                done: set[asyncio.Task[ProviderResponse]] = set()
+                if not hedge_now:
+                    done, _ = await asyncio.wait(
+                        tasks, timeout=check, return_when=asyncio.FIRST_COMPLETED
+                    )
+                if not done and not hedge_now:
+                    continue
                 if not done:  # hung: send a second attempt, keep the first
                     self.hedged += 1
                     created += 1
@@ -544,7 +580,7 @@ class _CandidateRun:
                     if e.retry_after is not None:  # the candidate's pause: resume with it
                         await self._wait_for_pause()
                     else:
-                        await asyncio.sleep(backoff_delay(attempts, e, self.backoff_base))
+                        await asyncio.sleep(backoff_delay(attempts, e, self.backoff_scale()))
                     continue
                 self._error_rows(item.rows, e, vendor_error_kind(e), attempts)
                 return
@@ -689,7 +725,9 @@ async def replay_rows(
                     pass  # not the main thread, or no signals here (Windows)
             for run, misses in pending:
                 items = iter(misses)
-                n_workers = min(run.spec.concurrency, len(misses))
+                # Twice as many workers as requests allowed in flight (the adaptive limit
+                # caps those): a worker waiting out a retry's backoff leaves no slot idle.
+                n_workers = min(2 * run.spec.concurrency, len(misses))
                 tasks.extend(
                     asyncio.ensure_future(run.worker(items, cache)) for _ in range(n_workers)
                 )
