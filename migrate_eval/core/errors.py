@@ -135,6 +135,31 @@ class InfrastructureError(MigrateEvalError):
     exit_code = ExitCode.INFRASTRUCTURE
 
 
+class DiskFullError(InfrastructureError):
+    """A write failed because the disk (or the quota) is full at ``path``."""
+
+    def __init__(self, path: object, detail: str = "") -> None:
+        super().__init__(
+            f"disk full at {path}" + (f" ({detail})" if detail else "")
+            + ": free some space (or point the option at another disk) and run the same "
+            "command again; the answers already in the response cache are kept"
+        )  # fmt: skip
+        self.path = path
+
+
+class CacheCorruptError(UserError):
+    """The response cache file has damaged pages (or is not a SQLite file at all)."""
+
+    def __init__(self, path: object, detail: str) -> None:
+        super().__init__(
+            f"{path}: the response cache is damaged ({detail}). To recover: "
+            f"`migrate-eval cache export --cache {path} saved.jsonl` writes out what is still "
+            f"readable; then move {path} aside and `migrate-eval cache import saved.jsonl` "
+            "into a new file (or run with --cache NEW_FILE and start a new cache)"
+        )
+        self.path = path
+
+
 class OfflineCacheMiss(VendorError):
     """``--offline`` was given and the cache holds no answer for a request."""
 

@@ -741,10 +741,12 @@ async def replay_rows(
         if handler_installed:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signal.SIGINT)
-        cache.flush()
-        for provider in providers:
-            with contextlib.suppress(Exception):
-                await provider.aclose()
+        try:  # connections first: a cache that cannot be written must not leak them
+            for provider in providers:
+                with contextlib.suppress(Exception):
+                    await provider.aclose()
+        finally:
+            cache.flush()
     if abort.error is not None:
         if isinstance(abort.error, ConfigError) and pending:
             # e.g. an API key that is not set: say what needed the network, and the way out
