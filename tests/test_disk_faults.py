@@ -9,7 +9,6 @@ import contextlib
 import errno
 import gc
 import json
-import os
 import sqlite3
 import subprocess
 import uuid
