@@ -9,6 +9,7 @@ import contextlib
 import errno
 import gc
 import json
+import socket
 import sqlite3
 import subprocess
 import uuid
@@ -360,3 +361,57 @@ def test_offline_run_on_a_read_only_mount(tmp_path: Path, server: LoopbackServer
         assert sorted(p.name for p in cache_dir.iterdir()) == ["c.db"]
         code, output = invoke(*args, "--out", str(tmp_path / "again"))
         assert code == 2 and "--cache" in output  # online runs need a writable cache
+
+
+# -- runs sharing one cache --------------------------------------------------------------------
+
+
+def test_two_runs_sharing_a_cache_send_each_request_once(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
+    import threading
+
+    server.delay = 0.02
+    db = tmp_path / "shared.db"
+    spec = CandidateSpec(name="c", model="m", base_url=server.base_url, concurrency=8)
+    exchanges = [exchange(i) for i in range(60)]
+    outcomes: list[list[Any]] = []
+    start = threading.Barrier(2)
+
+    def one_run() -> None:
+        with ResponseCache(db) as cache:  # each run its own cache object (its own leases)
+            start.wait()
+            outcomes.append(replay(exchanges, [spec], cache=cache, interruptible=False))
+
+    threads = [threading.Thread(target=one_run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(outcomes) == 2 and all(r.ok for rows in outcomes for r in rows)
+    assert server.total == 60  # before leases: up to 120
+    assert sum(r.cached for rows in outcomes for r in rows) == 60  # the other run's answers
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+    conn.close()
+
+
+def test_a_lease_of_a_killed_run_or_an_expired_one_is_taken_over(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    with ResponseCache(db) as a, ResponseCache(db) as b:
+        assert a.claim("k1") == "claimed"
+        assert b.claim("k1") == "held"  # a is alive and its lease is fresh
+        assert a.claim("k1") == "claimed"  # its own lease
+        assert a.claim("k2", ttl=-1.0) == "claimed"
+        assert b.claim("k2") == "claimed"  # expired
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        with sqlite3.connect(db) as conn:  # a lease of a process that no longer runs
+            conn.execute(
+                "INSERT INTO leases VALUES ('k3', 'other', ?, ?, 1e12)",
+                (gone.pid, socket.gethostname()),
+            )
+        conn.close()
+        assert b.claim("k3") == "claimed"
+        a.release(["k1"])
+        assert b.claim("k1") == "claimed"  # a's request failed: b may send it

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import queue
+import socket
 import sqlite3
 import tempfile
 import threading
@@ -67,6 +68,19 @@ CREATE TABLE IF NOT EXISTS responses (
     created    REAL NOT NULL
 )
 """
+#: Requests a run is sending now (see :meth:`ResponseCache.claim`): another run sharing the
+#: file waits for their answers instead of sending them too. Older versions ignore the table.
+_LEASES = """
+CREATE TABLE IF NOT EXISTS leases (
+    key     TEXT PRIMARY KEY,
+    owner   TEXT NOT NULL,
+    pid     INTEGER NOT NULL,
+    host    TEXT NOT NULL,
+    expires REAL NOT NULL
+)
+"""
+#: Seconds a lease holds unless renewed by the answer (a killed run's leases then lapse).
+LEASE_TTL = 300.0
 _COLUMNS = "key, identity, request, raw, response, latency_ms, created"
 _INSERT = f"INSERT OR REPLACE INTO responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _SELECT_CHUNK = 500
@@ -155,6 +169,8 @@ def _write(conn: sqlite3.Connection, rows: list[_Row]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.executemany(_INSERT, rows)
+        if rows:  # the answers are in: their leases are done
+            conn.executemany("DELETE FROM leases WHERE key = ?", [(r[0],) for r in rows])
         conn.execute("COMMIT")
     except BaseException:
         # SQLite may have rolled back by itself (a full disk does): a second ROLLBACK
@@ -195,6 +211,19 @@ def _sqlite_errors(path: Path) -> Iterator[None]:
         if mapped is None:
             raise
         raise mapped from None
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _matches(identity: dict[str, Any], flt: IdentityFilter | None) -> bool:
@@ -321,6 +350,11 @@ class ResponseCache:
                 f"made by a newer migrate-eval (cache schema {version}, this one reads "
                 f"{SCHEMA_VERSION})"
             )
+        has_leases = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'leases'"
+        ).fetchone()
+        if not has_leases:
+            conn.execute(_LEASES)
         if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -585,6 +619,72 @@ class ResponseCache:
                     self._cond.notify_all()
         finally:
             conn.close()
+
+    # -- leases: runs sharing one file do not send the same request twice ---------------
+
+    @cached_property
+    def owner(self) -> str:
+        """This cache object's lease owner id (host, pid and a random part)."""
+        return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+    def claim(self, key: str, ttl: float = LEASE_TTL) -> str:
+        """Claim ``key`` before sending its request: ``"claimed"`` (send it), ``"answered"``
+        (the answer is in the cache: use it) or ``"held"`` (another live run is sending it:
+        wait, and ask again).
+
+        A lease that expired, or whose run is gone (its process on this host is not alive),
+        is taken over. Leases end when the answer is committed (:meth:`put`) or
+        :meth:`release` is called (the request failed).
+        """
+        if self.read_only:
+            return "claimed"
+        with self._cond:
+            self._check_open()
+            if key in self._unsaved:
+                return "answered"
+        now = time.time()
+        host = socket.gethostname()
+        with self._conn_lock, _sqlite_errors(self.path):
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone():
+                    result = "answered"
+                else:
+                    row = conn.execute(
+                        "SELECT owner, pid, host, expires FROM leases WHERE key = ?", (key,)
+                    ).fetchone()
+                    if (
+                        row is None
+                        or row[0] == self.owner
+                        or row[3] < now
+                        or (row[2] == host and not _alive(row[1]))
+                    ):
+                        conn.execute(
+                            "INSERT OR REPLACE INTO leases (key, owner, pid, host, expires) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            (key, self.owner, os.getpid(), host, now + ttl),
+                        )
+                        result = "claimed"
+                    else:
+                        result = "held"
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        return result
+
+    def release(self, keys: Iterable[str]) -> None:
+        """End this cache's leases on ``keys`` (their requests failed: others may try)."""
+        if self.read_only:
+            return
+        batch = [(k, self.owner) for k in keys]
+        if not batch:
+            return
+        with self._conn_lock, _sqlite_errors(self.path):
+            self._conn.executemany("DELETE FROM leases WHERE key = ? AND owner = ?", batch)
 
     # -- recordings ---------------------------------------------------------------------
 

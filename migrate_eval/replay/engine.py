@@ -297,6 +297,11 @@ class _CandidateRun:
     repeat: int = 0
     hedge: HedgePolicy = field(default_factory=HedgePolicy)
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    #: Claim each request in the cache before sending it (runs sharing the file send once).
+    leases: bool = True
+    lease_poll: float = 0.25
+    #: Requests another run was sending when reached: taken up again at the end.
+    deferred: deque[_Work] = field(default_factory=deque)
     identity: dict[str, Any] = field(init=False)
     identity_json: str = field(init=False)
     done: int = 0
@@ -426,6 +431,10 @@ class _CandidateRun:
                 if self.abort.error is not None:
                     return
                 await self._send(item, cache)
+            while self.deferred:  # another run was sending these: wait for its answers
+                if self.abort.error is not None:
+                    return
+                await self._send(self.deferred.popleft(), cache, wait=True)
         except Exception as e:  # not a vendor failure: a configuration error or a bug
             if self.abort.error is None:
                 self.abort.error = e
@@ -556,7 +565,32 @@ class _CandidateRun:
             if any(not t.done() for t in tasks):
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _send(self, item: _Work, cache: ResponseCache) -> None:
+    async def _claim(self, item: _Work, cache: ResponseCache, *, wait: bool) -> bool:
+        """Claim the request in the cache: True to send it; False when another run answered
+        it (rows filled from the cache) or is sending it (deferred, unless ``wait``)."""
+        while True:
+            state = await asyncio.to_thread(cache.claim, item.key)
+            if state == "claimed":
+                return True
+            if state == "answered":
+                entry = cache.get(item.key)
+                if entry is None:  # pragma: no cover - answered means stored
+                    return True
+                self._store(
+                    item.rows, response=entry.response, cached=True, latency_ms=entry.latency_ms
+                )
+                self.done += len(item.rows)
+                self.cached += len(item.rows)
+                self.emit()
+                return False
+            if not wait:
+                self.deferred.append(item)
+                return False
+            await asyncio.sleep(self.lease_poll)
+
+    async def _send(self, item: _Work, cache: ResponseCache, *, wait: bool = False) -> None:
+        if self.leases and not await self._claim(item, cache, wait=wait):
+            return
         loop = asyncio.get_running_loop()
         spec = self.spec
         attempts = 0
@@ -568,10 +602,12 @@ class _CandidateRun:
                     item.rows, self.breaker.tripped, vendor_error_kind(self.breaker.tripped),
                     attempts,
                 )  # fmt: skip
+                if self.leases:
+                    await asyncio.to_thread(cache.release, [item.key])
                 return
-            wait = self.pause_until - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            paused = self.pause_until - loop.time()
+            if paused > 0:
+                await asyncio.sleep(paused)
             outcome, made = await self._hedged(item)
             attempts += made
             if isinstance(outcome, VendorError):
@@ -583,6 +619,8 @@ class _CandidateRun:
                         await asyncio.sleep(backoff_delay(attempts, e, self.backoff_scale()))
                     continue
                 self._error_rows(item.rows, e, vendor_error_kind(e), attempts)
+                if self.leases:  # no answer: another run may try it
+                    await asyncio.to_thread(cache.release, [item.key])
                 return
             answer = outcome
             cache.put(
@@ -616,6 +654,7 @@ async def replay_async(
     interruptible: bool = True,
     hedge: HedgePolicy | None = None,
     breaker_threshold: int = 8,
+    leases: bool = True,
 ) -> list[ReplayResult]:
     """Replay every exchange against every candidate; one :class:`ReplayResult` per pair.
 
@@ -624,7 +663,11 @@ async def replay_async(
     ``backoff_base`` is the first retry's backoff in seconds (without ``Retry-After``).
     ``hedge`` says when a hung attempt gets a second one (:class:`HedgePolicy`);
     ``breaker_threshold`` is how many identical failures in a row, with no success, make a
-    candidate fail the rest of its requests at once (:class:`CircuitBreaker`).
+    candidate fail the rest of its requests at once (:class:`CircuitBreaker`). With
+    ``leases``, each request is claimed in the cache before it is sent
+    (:meth:`ResponseCache.claim`): a run sharing the cache file with this one waits for
+    this one's answer instead of sending the request too (and takes over the claims of a
+    run that was killed).
 
     Each candidate sends within its ``rpm`` / ``tpm`` limits (tokens estimated with
     :mod:`migrate_eval.replay.tokens`, then corrected with the reported usage) and its concurrency
@@ -648,6 +691,7 @@ async def replay_async(
         interruptible=interruptible,
         hedge=hedge,
         breaker_threshold=breaker_threshold,
+        leases=leases,
     )
 
 
@@ -664,6 +708,7 @@ async def replay_rows(
     interruptible: bool,
     hedge: HedgePolicy | None = None,
     breaker_threshold: int = 8,
+    leases: bool = True,
 ) -> list[ReplayResult]:
     specs = [
         c.model_copy(update={"concurrency": concurrency}) if concurrency else c for c in candidates
@@ -707,6 +752,7 @@ async def replay_rows(
                 repeat=repeats[column],
                 hedge=hedge or HedgePolicy(),
                 breaker=CircuitBreaker(threshold=max(1, breaker_threshold)),
+                leases=leases,
             )
             runs.append(run)
             misses = run.serve_cached(run.plan(exchanges), cache)
@@ -788,6 +834,7 @@ def replay(
     interruptible: bool = True,
     hedge: HedgePolicy | None = None,
     breaker_threshold: int = 8,
+    leases: bool = True,
 ) -> list[ReplayResult]:
     """Synchronous :func:`replay_async` (runs its own event loop)."""
     return asyncio.run(
@@ -802,6 +849,7 @@ def replay(
             interruptible=interruptible,
             hedge=hedge,
             breaker_threshold=breaker_threshold,
+            leases=leases,
         )
     )
 
