@@ -415,3 +415,20 @@ def test_a_lease_of_a_killed_run_or_an_expired_one_is_taken_over(tmp_path: Path)
         assert b.claim("k3") == "claimed"
         a.release(["k1"])
         assert b.claim("k1") == "claimed"  # a's request failed: b may send it
+
+
+def test_a_run_that_stops_early_releases_its_claims(
+    tmp_path: Path, server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migrate_eval.core.errors import ConfigError
+
+    monkeypatch.delenv("H15_NO_SUCH_KEY", raising=False)
+    spec = CandidateSpec(
+        name="c", model="m", base_url=server.base_url, api_key_env="H15_NO_SUCH_KEY"
+    )
+    db = tmp_path / "c.db"
+    with ResponseCache(db) as cache, pytest.raises(ConfigError, match="H15_NO_SUCH_KEY"):
+        replay([exchange(i) for i in range(10)], [spec], cache=cache)
+    with sqlite3.connect(db) as conn:  # a later run (a new process) need not wait for them
+        assert conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+    conn.close()

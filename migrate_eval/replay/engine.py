@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import random
 import signal
+import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -302,6 +303,8 @@ class _CandidateRun:
     lease_poll: float = 0.25
     #: Requests another run was sending when reached: taken up again at the end.
     deferred: deque[_Work] = field(default_factory=deque)
+    #: Keys claimed and not yet answered or released (released when the run stops early).
+    claimed: set[str] = field(default_factory=set)
     identity: dict[str, Any] = field(init=False)
     identity_json: str = field(init=False)
     done: int = 0
@@ -571,6 +574,7 @@ class _CandidateRun:
         while True:
             state = await asyncio.to_thread(cache.claim, item.key)
             if state == "claimed":
+                self.claimed.add(item.key)
                 return True
             if state == "answered":
                 entry = cache.get(item.key)
@@ -603,6 +607,7 @@ class _CandidateRun:
                     attempts,
                 )  # fmt: skip
                 if self.leases:
+                    self.claimed.discard(item.key)
                     await asyncio.to_thread(cache.release, [item.key])
                 return
             paused = self.pause_until - loop.time()
@@ -620,6 +625,7 @@ class _CandidateRun:
                     continue
                 self._error_rows(item.rows, e, vendor_error_kind(e), attempts)
                 if self.leases:  # no answer: another run may try it
+                    self.claimed.discard(item.key)
                     await asyncio.to_thread(cache.release, [item.key])
                 return
             answer = outcome
@@ -634,6 +640,7 @@ class _CandidateRun:
                 request_json=item.request_json,
                 raw_json=answer.raw_json,
             )
+            self.claimed.discard(item.key)  # the lease ends when the answer is committed
             self._store(
                 item.rows, response=answer.response, attempts=attempts, latency_ms=answer.latency_ms
             )
@@ -732,11 +739,11 @@ async def replay_rows(
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(signal.SIGINT)
 
+    runs: list[_CandidateRun] = []
     try:
         for spec in specs:
             providers.append(get_provider(spec))
         pending: list[tuple[_CandidateRun, list[_Work]]] = []
-        runs: list[_CandidateRun] = []
         for column, (spec, provider) in enumerate(zip(specs, providers, strict=True)):
             run = _CandidateRun(
                 spec=spec,
@@ -791,6 +798,10 @@ async def replay_rows(
             for provider in providers:
                 with contextlib.suppress(Exception):
                     await provider.aclose()
+            for run in runs:  # stopped early (Ctrl-C, an error): others may send these now
+                if run.claimed:
+                    with contextlib.suppress(MigrateEvalError, sqlite3.Error):
+                        cache.release(run.claimed)
         finally:
             cache.flush()
     if abort.error is not None:
