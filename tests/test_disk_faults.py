@@ -192,8 +192,15 @@ def test_atomic_folder_replaces_an_old_folder_only_on_success(tmp_path: Path) ->
     assert [p.name for p in target.iterdir()] == ["old.txt"]
     with atomic_folder(target) as tmp:
         (tmp / "new.txt").write_text("new")
-    assert [p.name for p in target.iterdir()] == ["new.txt"]
+        (tmp / "old.txt").write_text("rewritten")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt", "old.txt"]
+    assert (target / "old.txt").read_text() == "rewritten"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    (target / "baseline.jsonl").write_text("kept")  # a file the next run does not write
+    with atomic_folder(target) as tmp:
+        (tmp / "new.txt").write_text("newer")
+    assert (target / "baseline.jsonl").read_text() == "kept"
+    assert (target / "new.txt").read_text() == "newer"
 
 
 # -- a full disk under the cache --------------------------------------------------------------

@@ -78,7 +78,8 @@ def atomic_folder(target: Path) -> Iterator[Path]:
     """Yield a temporary folder next to ``target``; on success it becomes ``target``.
 
     An existing ``target`` is replaced (moved aside, then removed once the new one is in
-    place). On any failure the temporary folder is removed and ``target`` is untouched; a
+    place); its files that the new folder does not have (e.g. a ``baseline.jsonl`` put there
+    for the noise floor) are carried over, as when files were overwritten in place. On any failure the temporary folder is removed and ``target`` is untouched; a
     full disk raises :class:`DiskFullError` naming the folder.
     """
     target = target.absolute()
@@ -92,6 +93,13 @@ def atomic_folder(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         old: Path | None = None
+        if target.is_dir():
+            for entry in target.iterdir():
+                if not (tmp / entry.name).exists() and not entry.name.startswith("."):
+                    if entry.is_dir():
+                        shutil.copytree(entry, tmp / entry.name)
+                    else:
+                        shutil.copy2(entry, tmp / entry.name)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.rename(target, old)
