@@ -52,6 +52,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_replay.py", *session.posargs)
     session.run("python", "benchmarks/bench_metrics.py")
     session.run("python", "benchmarks/bench_semantic.py")
+    session.run("python", "benchmarks/bench_faults.py")
 
 
 @nox.session
@@ -93,3 +94,11 @@ def bench_report(session: nox.Session) -> None:
     """Report at scale: 100,000 exchanges x 3 candidates, size and time to interactive."""
     _install_test(session)
     session.run("python", "benchmarks/bench_report.py", *session.posargs)
+
+
+@nox.session(name="bench_faults")
+def bench_faults(session: nox.Session) -> None:
+    """Soak: a flaky vendor (429/5xx, truncated bodies, hung requests) against a clean one on
+    loopback: wall-time ratio (target <= 2x), re-sent requests, peak RSS (bounded: 10 min)."""
+    _install_test(session)
+    session.run("python", "benchmarks/bench_faults.py", *session.posargs)

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from migrate_eval.core import _minilm, embeddings  # noqa: E402
 from migrate_eval.core.records import Exchange, ReplayResult, Response, Source  # noqa: E402
 from migrate_eval.core.results import TaskInfo  # noqa: E402
-from migrate_eval.score import score, semantic  # noqa: E402
 from migrate_eval.core.suite import default_metrics  # noqa: E402
+from migrate_eval.score import score, semantic  # noqa: E402
 
 ALPACA = ROOT.parent / "shared" / "data" / "alpaca_eval"
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from migrate_eval.core.errors import ConfigError, ExitCode, UserError
+from migrate_eval.core.errors import ConfigError, ExitCode, InfrastructureError, UserError
 from migrate_eval.core.paths import default_cache_path, default_run_dir, demo_suite_path
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.results import Profile, Results
@@ -177,6 +177,22 @@ def run(
     if concurrency is not None:  # applied once, here: replay, projections and results see it
         specs = [c.model_copy(update={"concurrency": concurrency}) for c in s.candidates]
         s = s.model_copy(update={"candidates": specs})
+    # Every output location is checked before the first request: a read-only or full disk
+    # is found now, not after every answer was paid for.
+    from migrate_eval.core.outputs import atomic_folder, check_writable
+
+    run_dir = Path(out) if out else default_run_dir(s.name)
+    check_writable(run_dir, "the run folder (--out)")
+    cache_path = Path(cache) if cache else default_cache_path()
+    work_parent = cache_path.parent
+    try:
+        check_writable(cache_path.parent, "the response cache (--cache)")
+    except (UserError, InfrastructureError):
+        if not offline:  # answers must be stored; --offline only reads the cache
+            raise
+        import tempfile
+
+        work_parent = Path(tempfile.gettempdir())  # read-only cache: work folders elsewhere
     for t in s.tasks:  # fail fast on unknown metrics, before any network call
         for m in t.metrics or []:
             get_metric(m)
@@ -193,8 +209,7 @@ def run(
     for spec in s.logs:
         key = json.dumps([spec.format, spec.columns], sort_keys=True)
         groups.setdefault(key, (spec.format, spec.columns, []))[2].append(s.resolve(spec.path))
-    cache_path = Path(cache) if cache else default_cache_path()
-    with work_folder(cache_path.parent, "ingest-") as workdir:
+    with work_folder(work_parent, "ingest-") as workdir:
         traffic = read_traffic(
             list(groups.values()),
             workdir,
@@ -238,7 +253,7 @@ def run(
     plan.tasks = redact_task_descriptions(plan.tasks, redaction_config)
 
     # 3. replay through the cache
-    with ResponseCache(cache_path) as rc:
+    with ResponseCache(cache_path) as rc:  # read-only where it cannot be written (--offline)
         for rec in s.recordings:
             rc.import_recordings(s.resolve(rec))
         replays = replay(
@@ -321,9 +336,25 @@ def run(
         comparisons=comparisons,
     )
 
-    # 6. the run folder
-    run_dir = Path(out) if out else default_run_dir(s.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # 6. the run folder, written next to its place and renamed into it: complete or absent
+    with atomic_folder(run_dir) as tmp_dir:
+        _write_run_folder(
+            tmp_dir, s, exchanges, plan, replays, baseline_rows, scores, traffic, results
+        )
+    return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
+
+
+def _write_run_folder(
+    run_dir: Path,
+    s: Suite,
+    exchanges: Sequence[Exchange],
+    plan: Any,
+    replays: Sequence[ReplayResult],
+    baseline_rows: Any,
+    scores: pd.DataFrame,
+    traffic: Any,
+    results: Results,
+) -> None:
     (run_dir / "suite.json").write_text(
         json.dumps(s.dump(), indent=2, ensure_ascii=False), encoding="utf-8"
     )
@@ -350,7 +381,6 @@ def run(
             for issue in traffic.skipped:
                 f.write(json.dumps(issue.__dict__, ensure_ascii=False) + "\n")
     _render(results, scores, exchanges, replays, run_dir)
-    return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
 
 
 #: Requests per free-text task the automatic noise-floor re-run sends (``run(baseline=None)``).

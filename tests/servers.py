@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -198,6 +199,44 @@ class Fault:
         return self.times > 0 and (self.match is None or self.match in user_text)
 
 
+@dataclass
+class Flaky:
+    """A vendor that misbehaves at random (seeded): each request, unless a scripted
+    :class:`Fault` applies, gets a 429 (``p429``, with ``retry_after_ms`` if set), a 503
+    (``p5xx``), a truncated JSON body with status 200 (``p_garbage``) or hangs for ``hang``
+    seconds before answering (``p_hang``); otherwise the normal answer."""
+
+    p429: float = 0.075
+    p5xx: float = 0.075
+    p_garbage: float = 0.02
+    p_hang: float = 0.01
+    hang: float = 60.0
+    retry_after_ms: int | None = None
+    seed: int = 0
+    rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def draw(self) -> Fault | None:
+        r = self.rng.random()
+        headers = {}
+        if self.retry_after_ms is not None:
+            headers["retry-after-ms"] = str(self.retry_after_ms)
+        if r < self.p429:
+            return Fault(status=429, headers=headers)
+        r -= self.p429
+        if r < self.p5xx:
+            return Fault(status=503)
+        r -= self.p5xx
+        if r < self.p_garbage:
+            return Fault(status=200, malformed=True, body='{"id": "chatcmpl-x", "choices": [{"mes')
+        r -= self.p_garbage
+        if r < self.p_hang:
+            return Fault(status=200, delay=self.hang)
+        return None
+
+
 class _Core:
     """State and request handling shared by the thread and subprocess servers."""
 
@@ -217,6 +256,7 @@ class _Core:
         self.in_flight = 0
         self.max_in_flight = 0
         self.faults: list[Fault] = []
+        self.flaky: Flaky | None = None
         self.stopping: asyncio.Event | None = None
 
     def app(self) -> web.Application:
@@ -259,6 +299,8 @@ class _Core:
             fault = next((f for f in self.faults if f.applies(user)), None)
             if fault is not None:
                 fault.times -= 1
+            elif self.flaky is not None:
+                fault = self.flaky.draw()
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             if self.record:
@@ -374,8 +416,10 @@ class LoopbackServer(Managed):
         max_requests: int = 100_000,
         lifetime: float = 600.0,
         record: bool = True,
+        flaky: Flaky | None = None,
     ) -> None:
         self._core = _Core(delay=delay, max_requests=max_requests, lifetime=lifetime, record=record)
+        self._core.flaky = flaky
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None

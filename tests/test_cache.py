@@ -160,8 +160,8 @@ def test_close_commits_and_is_idempotent(tmp_path: Path) -> None:
 def test_not_a_cache_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"this is not sqlite at all" * 100)
-    with pytest.raises(UserError, match="not a usable response cache"):
-        ResponseCache(bad)
+    with pytest.raises(UserError, match=r"damaged .*file is not a database.*cache export"):
+        ResponseCache(bad)  # exit 2, with how to recover
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -299,11 +299,24 @@ def test_400_is_not_retried(server: LoopbackServer, cache: ResponseCache) -> Non
 
 
 def test_malformed_body_gives_an_error_row(server: LoopbackServer, cache: ResponseCache) -> None:
-    server.malformed("<html>bad gateway</html>", match="question 0")
+    server.malformed('{"object": "chat.completion", "choices": []}', match="question 0")
     results = replay([exchange(0), exchange(1)], [cand(server)], cache=cache)
-    assert (results[0].error_kind, results[0].attempts) == ("malformed", 1)
+    assert (results[0].error_kind, results[0].attempts) == ("malformed", 1)  # JSON: not retried
     assert results[1].ok
     assert len(cache) == 1
+
+
+def test_truncated_or_garbled_200_body_is_retried(
+    server: LoopbackServer, cache: ResponseCache
+) -> None:
+    server.malformed('{"id": "chatcmpl-1", "object": "chat.comp', match="question 0")
+    server.malformed("<html>bad gateway</html>", match="question 1", times=10)
+    results = replay(
+        [exchange(0), exchange(1)], [cand(server, max_retries=2)], cache=cache, backoff_base=0.01
+    )
+    assert (results[0].ok, results[0].attempts) == (True, 2)
+    assert (results[1].error_kind, results[1].attempts) == ("malformed", 3)
+    assert "not JSON" in (results[1].error or "")
 
 
 def test_unreachable_candidate_does_not_stop_the_others(
@@ -609,10 +622,10 @@ def test_429s_shrink_concurrency_then_it_recovers(
     assert all(r.ok for r in results)
     seen = server.in_flight_at_arrival
     assert max(seen[:8]) == 8  # full concurrency at first
-    assert max(seen[8:20]) <= 4  # halved after the 429s
+    assert max(seen[8:12]) <= 4  # halved once (not once per 429) after the burst
     assert max(seen[-40:]) == 8  # recovered
     limits = [e.in_flight_limit for e in events if e.in_flight_limit is not None]
-    assert min(limits) <= 4 and limits[-1] == 8
+    assert limits[-1] == 8  # (the dip is too short-lived to show in progress events)
 
 
 def test_retry_after_still_pauses_with_adaptive_concurrency(

@@ -239,7 +239,8 @@ def test_a_full_disk_while_copying_the_logs_is_an_infrastructure_failure(
     res = CliRunner().invoke(
         main, ["run", "-q", "--out", str(tmp_path / "r2"), "--cache", str(blocked / "c.sqlite")]
     )
-    assert res.exit_code == 3 and "cannot make a work folder" in res.output, res.output
+    # found by the output check before anything is read or sent: a usage error
+    assert res.exit_code == 2 and "is a file, not a folder" in res.output, res.output
 
 
 def test_work_folders_of_killed_runs_are_removed_by_the_next(tmp_path: Path) -> None:

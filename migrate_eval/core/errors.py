@@ -120,10 +120,47 @@ class VendorError(MigrateEvalError):
         self.retry_after = retry_after
 
 
+class CircuitOpenError(VendorError):
+    """A candidate's endpoint failed the same way too often in a row, with no success.
+
+    Its remaining requests are not sent; each gets this error (``error_kind`` is the kind of
+    the failure that opened the circuit, e.g. ``connection`` or ``http_401``).
+    """
+
+    def __init__(self, message: str, *, status: int | None, error_kind: str) -> None:
+        super().__init__(message, status=status, retryable=False)
+        self.error_kind = error_kind
+
+
 class InfrastructureError(MigrateEvalError):
     """The run could not judge a candidate because its endpoint failed too often."""
 
     exit_code = ExitCode.INFRASTRUCTURE
+
+
+class DiskFullError(InfrastructureError):
+    """A write failed because the disk (or the quota) is full at ``path``."""
+
+    def __init__(self, path: object, detail: str = "") -> None:
+        super().__init__(
+            f"disk full at {path}" + (f" ({detail})" if detail else "")
+            + ": free some space (or point the option at another disk) and run the same "
+            "command again; the answers already in the response cache are kept"
+        )  # fmt: skip
+        self.path = path
+
+
+class CacheCorruptError(UserError):
+    """The response cache file has damaged pages (or is not a SQLite file at all)."""
+
+    def __init__(self, path: object, detail: str) -> None:
+        super().__init__(
+            f"{path}: the response cache is damaged ({detail}). To recover: "
+            f"`migrate-eval cache export --cache {path} saved.jsonl` writes out what is still "
+            f"readable; then move {path} aside and `migrate-eval cache import saved.jsonl` "
+            "into a new file (or run with --cache NEW_FILE and start a new cache)"
+        )
+        self.path = path
 
 
 class OfflineCacheMiss(VendorError):

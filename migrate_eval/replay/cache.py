@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import queue
+import socket
 import sqlite3
 import tempfile
 import threading
@@ -42,7 +43,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from migrate_eval.core.errors import InfrastructureError, UserError
+from migrate_eval.core.errors import (
+    CacheCorruptError,
+    DiskFullError,
+    InfrastructureError,
+    MigrateEvalError,
+    UserError,
+)
 from migrate_eval.core.json import canonical_json
 from migrate_eval.core.records import Response
 
@@ -61,6 +68,19 @@ CREATE TABLE IF NOT EXISTS responses (
     created    REAL NOT NULL
 )
 """
+#: Requests a run is sending now (see :meth:`ResponseCache.claim`): another run sharing the
+#: file waits for their answers instead of sending them too. Older versions ignore the table.
+_LEASES = """
+CREATE TABLE IF NOT EXISTS leases (
+    key     TEXT PRIMARY KEY,
+    owner   TEXT NOT NULL,
+    pid     INTEGER NOT NULL,
+    host    TEXT NOT NULL,
+    expires REAL NOT NULL
+)
+"""
+#: Seconds a lease holds unless renewed by the answer (a killed run's leases then lapse).
+LEASE_TTL = 300.0
 _COLUMNS = "key, identity, request, raw, response, latency_ms, created"
 _INSERT = f"INSERT OR REPLACE INTO responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _SELECT_CHUNK = 500
@@ -149,10 +169,61 @@ def _write(conn: sqlite3.Connection, rows: list[_Row]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.executemany(_INSERT, rows)
+        if rows:  # the answers are in: their leases are done
+            conn.executemany("DELETE FROM leases WHERE key = ?", [(r[0],) for r in rows])
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back by itself (a full disk does): a second ROLLBACK
+        # would fail with "cannot rollback - no transaction is active" and hide the cause.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
+
+
+_CORRUPT_MARKERS = ("malformed", "not a database", "corrupt", "encrypted")
+
+
+def cache_error(path: Path, exc: BaseException) -> MigrateEvalError | None:
+    """The user-facing error for a SQLite failure on the cache file, if it is a known kind:
+    damaged pages (:class:`CacheCorruptError`, exit 2) or a full disk
+    (:class:`DiskFullError`, exit 3)."""
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.DatabaseError) and any(m in text for m in _CORRUPT_MARKERS):
+        return CacheCorruptError(path, str(exc))
+    if (
+        "disk is full" in text
+        or "database or disk is full" in text
+        or (
+            isinstance(exc, OSError) and exc.errno in (28, 122)  # ENOSPC, EDQUOT
+        )
+    ):
+        return DiskFullError(path, str(exc))
+    return None
+
+
+@contextlib.contextmanager
+def _sqlite_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (sqlite3.Error, OSError) as e:
+        mapped = cache_error(path, e)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _matches(identity: dict[str, Any], flt: IdentityFilter | None) -> bool:
@@ -172,9 +243,16 @@ class ResponseCache:
     """
 
     def __init__(
-        self, path: str | Path, *, batch_size: int = 64, batch_interval: float = 0.05
+        self,
+        path: str | Path,
+        *,
+        batch_size: int = 64,
+        batch_interval: float = 0.05,
+        read_only: bool | None = None,
     ) -> None:
         self.path = Path(path)
+        #: Opened read-only: the file or its folder cannot be written (``None``: decide so).
+        self.read_only = self._cannot_write() if read_only is None else read_only
         self.batch_size = max(1, batch_size)
         self.batch_interval = max(0.0, batch_interval)
         # In-memory state, guarded by _cond (never held during disk I/O).
@@ -191,13 +269,67 @@ class ResponseCache:
         self._conn_lock = threading.RLock()
         if str(path) == ":memory:":
             raise ValueError("the response cache needs a file (its writer thread opens it too)")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.read_only:
+            if not self.path.exists():
+                raise UserError(f"{self.path}: no response cache here, and its folder is read-only")
+            self._conn = self._connect_read_only()
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{self.path}: cannot create the cache folder ({e})") from None
         self._conn = self._connect()
         try:
             self._setup(self._conn)
         except sqlite3.DatabaseError as e:
             self._conn.close()
+            mapped = cache_error(self.path, e)
+            if mapped is not None:
+                raise mapped from None
             raise UserError(f"{self.path}: not a usable response cache: {e}") from None
+
+    def _cannot_write(self) -> bool:
+        """The file exists and it, or its folder (SQLite's journal lives there), is read-only."""
+        if not self.path.exists():
+            return False
+        return not (
+            os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK | os.X_OK)
+        )
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """Open the file read-only; where SQLite cannot make its shared-memory file next to
+        it (a read-only folder), as an immutable file (nothing else may write it meanwhile)."""
+        from urllib.parse import quote
+
+        base = "file:" + quote(str(self.path.absolute()))
+        last: sqlite3.Error | None = None
+        for query in ("?mode=ro", "?mode=ro&immutable=1"):
+            try:
+                conn = sqlite3.connect(
+                    base + query, uri=True, isolation_level=None, check_same_thread=False
+                )
+            except sqlite3.Error as e:
+                last = e
+                continue
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                conn.execute("SELECT COUNT(*) FROM responses WHERE 0").fetchall()
+            except sqlite3.Error as e:
+                conn.close()
+                last = e
+                continue
+            if version > SCHEMA_VERSION:
+                conn.close()
+                raise UserError(
+                    f"{self.path}: not a usable response cache: made by a newer migrate-eval "
+                    f"(cache schema {version}, this one reads {SCHEMA_VERSION})"
+                )
+            return conn
+        assert last is not None
+        mapped = cache_error(self.path, last)
+        if mapped is not None:
+            raise mapped from None
+        raise UserError(f"{self.path}: cannot open the response cache read-only: {last}")
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -218,6 +350,11 @@ class ResponseCache:
                 f"made by a newer migrate-eval (cache schema {version}, this one reads "
                 f"{SCHEMA_VERSION})"
             )
+        has_leases = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'leases'"
+        ).fetchone()
+        if not has_leases:
+            conn.execute(_LEASES)
         if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -250,7 +387,7 @@ class ResponseCache:
             unsaved = self._unsaved.get(key)
         if unsaved is not None:
             return unsaved[1]
-        with self._conn_lock:
+        with self._conn_lock, _sqlite_errors(self.path):
             row = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM responses WHERE key = ?", (key,)
             ).fetchone()
@@ -268,7 +405,7 @@ class ResponseCache:
                     found[key] = unsaved[1]
                 else:
                     wanted.append(key)
-        with self._conn_lock:
+        with self._conn_lock, _sqlite_errors(self.path):
             for i in range(0, len(wanted), _SELECT_CHUNK):
                 chunk = wanted[i : i + _SELECT_CHUNK]
                 marks = ",".join("?" * len(chunk))
@@ -283,7 +420,7 @@ class ResponseCache:
 
     def __len__(self) -> int:
         self.flush()
-        with self._conn_lock:
+        with self._conn_lock, _sqlite_errors(self.path):
             count: int = self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
         return count
 
@@ -292,14 +429,14 @@ class ResponseCache:
         with self._cond:
             self._check_open()
             keys = set(self._unsaved)
-        with self._conn_lock:
+        with self._conn_lock, _sqlite_errors(self.path):
             keys.update(row[0] for row in self._conn.execute("SELECT key FROM responses"))
         return keys
 
     def entries(self, identity_filter: IdentityFilter | None = None) -> Iterator[CachedEntry]:
         """Every stored entry whose identity matches the filter, oldest first."""
         self.flush()
-        with self._conn_lock:
+        with self._conn_lock, _sqlite_errors(self.path):
             rows = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM responses ORDER BY created, key"
             ).fetchall()
@@ -308,10 +445,49 @@ class ResponseCache:
             if _matches(entry.identity, identity_filter):
                 yield entry
 
+    def readable_entries(
+        self, identity_filter: IdentityFilter | None = None
+    ) -> Iterator[CachedEntry]:
+        """:meth:`entries`, or from a damaged file every row that can still be read (rows are
+        looked up by rowid, in small ranges, then one by one where a range fails)."""
+        try:
+            yield from self.entries(identity_filter)
+            return
+        except CacheCorruptError:
+            pass
+        conn = self._conn
+
+        def rows(lo: int, hi: int) -> list[Any]:
+            return conn.execute(
+                f"SELECT {_COLUMNS} FROM responses WHERE rowid BETWEEN ? AND ?", (lo, hi)
+            ).fetchall()
+
+        with self._conn_lock:
+            try:
+                top = conn.execute("SELECT max(rowid) FROM responses").fetchone()[0] or 0
+            except sqlite3.DatabaseError:
+                top = 100 * conn.execute("PRAGMA page_count").fetchone()[0]
+            found: list[Any] = []
+            for lo in range(1, top + 1, 64):
+                hi = min(lo + 63, top)
+                try:
+                    found.extend(rows(lo, hi))
+                except sqlite3.DatabaseError:
+                    for rowid in range(lo, hi + 1):
+                        with contextlib.suppress(sqlite3.DatabaseError):
+                            found.extend(rows(rowid, rowid))
+        for row in found:
+            try:
+                entry = CachedEntry(*row)
+                if _matches(entry.identity, identity_filter):
+                    yield entry
+            except (ValueError, TypeError):
+                continue  # a row whose text was damaged
+
     def stats(self) -> list[CacheStats]:
         """Stored answers per identity (endpoint, model...), most answers first."""
         self.flush()
-        with self._conn_lock:
+        with self._conn_lock, _sqlite_errors(self.path):
             rows = self._conn.execute(
                 "SELECT identity, COUNT(*), AVG(latency_ms), MIN(created), MAX(created) "
                 "FROM responses GROUP BY identity ORDER BY COUNT(*) DESC, identity"
@@ -347,6 +523,11 @@ class ResponseCache:
         entry = CachedEntry(*row)
         # The caller's objects are already decoded: keep them for reads of unsaved rows.
         entry.__dict__["response"] = response
+        if self.read_only:
+            raise UserError(
+                f"{self.path}: the response cache is read-only here; only --offline runs "
+                "can use it (or pass --cache with a writable file)"
+            )
         with self._cond:
             self._check_open()
             self._raise_writer_error()
@@ -387,6 +568,9 @@ class ResponseCache:
     def _raise_writer_error(self) -> None:
         err = self._writer_error
         if err is not None:
+            mapped = cache_error(self.path, err)
+            if mapped is not None:
+                raise mapped
             raise InfrastructureError(f"{self.path}: cannot write the response cache: {err}")
 
     def _submit(self) -> None:
@@ -436,6 +620,72 @@ class ResponseCache:
         finally:
             conn.close()
 
+    # -- leases: runs sharing one file do not send the same request twice ---------------
+
+    @cached_property
+    def owner(self) -> str:
+        """This cache object's lease owner id (host, pid and a random part)."""
+        return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+    def claim(self, key: str, ttl: float = LEASE_TTL) -> str:
+        """Claim ``key`` before sending its request: ``"claimed"`` (send it), ``"answered"``
+        (the answer is in the cache: use it) or ``"held"`` (another live run is sending it:
+        wait, and ask again).
+
+        A lease that expired, or whose run is gone (its process on this host is not alive),
+        is taken over. Leases end when the answer is committed (:meth:`put`) or
+        :meth:`release` is called (the request failed).
+        """
+        if self.read_only:
+            return "claimed"
+        with self._cond:
+            self._check_open()
+            if key in self._unsaved:
+                return "answered"
+        now = time.time()
+        host = socket.gethostname()
+        with self._conn_lock, _sqlite_errors(self.path):
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone():
+                    result = "answered"
+                else:
+                    row = conn.execute(
+                        "SELECT owner, pid, host, expires FROM leases WHERE key = ?", (key,)
+                    ).fetchone()
+                    if (
+                        row is None
+                        or row[0] == self.owner
+                        or row[3] < now
+                        or (row[2] == host and not _alive(row[1]))
+                    ):
+                        conn.execute(
+                            "INSERT OR REPLACE INTO leases (key, owner, pid, host, expires) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            (key, self.owner, os.getpid(), host, now + ttl),
+                        )
+                        result = "claimed"
+                    else:
+                        result = "held"
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        return result
+
+    def release(self, keys: Iterable[str]) -> None:
+        """End this cache's leases on ``keys`` (their requests failed: others may try)."""
+        if self.read_only:
+            return
+        batch = [(k, self.owner) for k in keys]
+        if not batch:
+            return
+        with self._conn_lock, _sqlite_errors(self.path):
+            self._conn.executemany("DELETE FROM leases WHERE key = ? AND owner = ?", batch)
+
     # -- recordings ---------------------------------------------------------------------
 
     def export_recordings(
@@ -452,16 +702,20 @@ class ResponseCache:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-                for entry in self.entries(identity_filter):
-                    out.write(
-                        '{"identity":' + entry._identity_json
-                        + ',"request":' + entry._request_json
-                        + ',"response":' + entry._raw_json
-                        + ',"latency_ms":' + json.dumps(entry.latency_ms)
-                        + ',"ttft_ms":' + json.dumps(entry.response.ttft_ms)
-                        + ',"normalized":' + entry._response_json
-                        + "}\n"
-                    )  # fmt: skip
+                for entry in self.readable_entries(identity_filter):
+                    try:
+                        line = (
+                            '{"identity":' + entry._identity_json
+                            + ',"request":' + entry._request_json
+                            + ',"response":' + entry._raw_json
+                            + ',"latency_ms":' + json.dumps(entry.latency_ms)
+                            + ',"ttft_ms":' + json.dumps(entry.response.ttft_ms)
+                            + ',"normalized":' + entry._response_json
+                            + "}\n"
+                        )  # fmt: skip
+                    except (ValueError, TypeError):
+                        continue  # a damaged row (only a damaged file has them)
+                    out.write(line)
                     count += 1
             os.replace(tmp, target)
         except BaseException:
@@ -492,8 +746,16 @@ class ResponseCache:
             except UnicodeDecodeError as e:
                 raise UserError(f"{src}: not UTF-8 text ({e.reason})") from None
         self.flush()
+        if rows and self.read_only:
+            missing = [r for r in rows if r[0] not in self.get_many(r[0] for r in rows)]
+            if missing:
+                raise UserError(
+                    f"{self.path}: cannot import {src} into a read-only response cache "
+                    f"({len(missing)} recordings are not in it)"
+                )
+            return len(rows)
         if rows:
-            with self._conn_lock:
+            with self._conn_lock, _sqlite_errors(self.path):
                 _write(self._conn, rows)
         return len(rows)
 

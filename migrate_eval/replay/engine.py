@@ -4,9 +4,23 @@ For every (exchange, candidate) pair, :func:`replay_async` builds the candidate'
 (:func:`build_request`), looks it up in the :class:`~migrate_eval.replay.cache.ResponseCache` and
 sends only what is not there. Each candidate has its own pool of ``concurrency`` workers,
 retries retryable failures (429, 5xx, timeouts, broken connections) with exponential backoff
-and jitter, honours ``Retry-After`` (a 429 with ``Retry-After`` pauses the whole candidate,
-not just one worker) and turns every failure into an error row: one vendor failing never
-stops the run. Answers are committed to the cache as they arrive, so a run killed at any
+and jitter, honours ``Retry-After`` (a 429 with ``Retry-After`` pauses the whole candidate:
+no request to it starts until the pause is over, whichever worker would send it) and turns
+every failure into an error row: one vendor failing never stops the run.
+
+Faults that must not stall a run:
+
+* a hung request: an attempt that takes much longer than the candidate's answers so far is
+  *hedged* (:class:`HedgePolicy`): a second attempt is sent, the first answer wins and the
+  other attempt is cancelled, which frees its concurrency slot. Hedges are capped at a small
+  share of the requests, so a vendor that is slow for everyone is not sent everything twice;
+* 429 bursts halve the concurrency once per burst and it climbs back
+  (:class:`~migrate_eval.replay.ratelimit.AdaptiveConcurrency`);
+* a dead endpoint (every attempt fails the same way: connection refused, 401, 403, 404) opens
+  a circuit breaker (:class:`CircuitBreaker`): after ``threshold`` identical failures in a row
+  and no success, the rest of the candidate's requests fail at once with that error, instead
+  of each being retried with backoff.
+ Answers are committed to the cache as they arrive, so a run killed at any
 point and started again sends only what had not been answered.
 
 Results come back in a deterministic order: exchange order, then candidate order.
@@ -18,11 +32,14 @@ import asyncio
 import contextlib
 import random
 import signal
+import sqlite3
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from migrate_eval.core.errors import (
+    CircuitOpenError,
     ConfigError,
     ExitCode,
     MigrateEvalError,
@@ -170,6 +187,86 @@ def backoff_delay(attempt: int, exc: VendorError, base: float) -> float:
     return ceiling / 2.0 + random.uniform(0.0, ceiling / 2.0)
 
 
+@dataclass(frozen=True)
+class HedgePolicy:
+    """When to send a second attempt for a request that takes too long (a hung request).
+
+    Once ``min_samples`` answers arrived, an attempt still unanswered after ``factor`` times
+    the 95th percentile of the candidate's latencies so far (at least ``min_delay`` seconds) is
+    hedged; before that, after ``initial_share`` of the candidate's timeout. At most
+    ``budget`` of the requests sent (and at least ``min_budget``) are hedged. ``enabled=False``
+    turns hedging off.
+    """
+
+    factor: float = 4.0
+    min_delay: float = 1.0
+    min_samples: int = 10
+    initial_share: float = 0.25
+    budget: float = 0.05
+    min_budget: int = 2
+    enabled: bool = True
+
+    def delay(self, latencies: Sequence[float], timeout: float) -> float | None:
+        """Seconds to wait before hedging an attempt; None: do not hedge."""
+        if not self.enabled:
+            return None
+        if len(latencies) < self.min_samples:
+            wait = max(self.min_delay, timeout * self.initial_share)
+        else:
+            ordered = sorted(latencies)
+            p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+            wait = max(self.min_delay, self.factor * p95)
+        return wait if wait < timeout else None
+
+    def allows(self, hedged: int, sent: int) -> bool:
+        return hedged < max(self.min_budget, int(self.budget * sent))
+
+
+#: Connection failures and these statuses trip the circuit breaker (a dead or refused endpoint).
+BREAKER_STATUSES = frozenset({401, 403, 404})
+
+
+@dataclass
+class CircuitBreaker:
+    """Fail fast when a candidate's endpoint is dead: every attempt fails the same way.
+
+    ``threshold`` consecutive attempts that failed with the same connection error or the same
+    401/403/404 answer, before any success, open it; from then on the candidate's other
+    requests fail at once with that error (:attr:`tripped`). One success keeps it closed for
+    the rest of the run (the endpoint works; its failures are the requests' own).
+    """
+
+    threshold: int = 8
+    successes: int = 0
+    streak: int = 0
+    signature: str | None = None
+    tripped: VendorError | None = None
+
+    def success(self) -> None:
+        self.successes += 1
+        self.streak = 0
+        self.signature = None
+
+    def failure(self, exc: VendorError) -> None:
+        if self.successes or self.tripped is not None:
+            return
+        if not isinstance(exc, VendorConnectionError) and exc.status not in BREAKER_STATUSES:
+            self.streak, self.signature = 0, None
+            return
+        signature = f"{vendor_error_kind(exc)}|{exc}"
+        if signature == self.signature:
+            self.streak += 1
+        else:
+            self.signature, self.streak = signature, 1
+        if self.streak >= self.threshold:
+            self.tripped = CircuitOpenError(
+                f"{exc} (the endpoint failed the same way {self.streak} times in a row and "
+                "never answered: the candidate's remaining requests were not sent)",
+                status=exc.status,
+                error_kind=vendor_error_kind(exc),
+            )
+
+
 @dataclass(slots=True)
 class _Work:
     key: str
@@ -199,6 +296,15 @@ class _CandidateRun:
     backoff_base: float
     abort: _Abort
     repeat: int = 0
+    hedge: HedgePolicy = field(default_factory=HedgePolicy)
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    #: Claim each request in the cache before sending it (runs sharing the file send once).
+    leases: bool = True
+    lease_poll: float = 0.25
+    #: Requests another run was sending when reached: taken up again at the end.
+    deferred: deque[_Work] = field(default_factory=deque)
+    #: Keys claimed and not yet answered or released (released when the run stops early).
+    claimed: set[str] = field(default_factory=set)
     identity: dict[str, Any] = field(init=False)
     identity_json: str = field(init=False)
     done: int = 0
@@ -207,6 +313,13 @@ class _CandidateRun:
     pause_until: float = 0.0
     #: row -> soft fields the provider has no equivalent for, removed before sending (counted)
     dropped: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    #: Attempts sent to the vendor, of which hedges (second attempts of a hung request).
+    sent: int = 0
+    hedged: int = 0
+    #: Seconds the recent answers took (the hedge delay is computed from them).
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=200))
+    #: Whether each of the recent attempts failed (the retry backoff scales with the share).
+    failures: deque[bool] = field(default_factory=lambda: deque(maxlen=100))
     adaptive: AdaptiveConcurrency = field(init=False)
     rpm: RateLimiter | None = field(init=False)
     tpm: RateLimiter | None = field(init=False)
@@ -347,16 +460,42 @@ class _CandidateRun:
                 if self.abort.error is not None:
                     return
                 await self._send(item, cache)
+            while self.deferred:  # another run was sending these: wait for its answers
+                if self.abort.error is not None:
+                    return
+                await self._send(self.deferred.popleft(), cache, wait=True)
         except Exception as e:  # not a vendor failure: a configuration error or a bug
             if self.abort.error is None:
                 self.abort.error = e
 
-    async def _attempt(self, item: _Work) -> ProviderResponse:
-        """One call within the candidate's concurrency and rate limits."""
-        generation = await self.adaptive.acquire()
+    def backoff_scale(self) -> float:
+        """The first retry's backoff: ``backoff_base`` when most recent attempts failed (an
+        overloaded or broken endpoint), down to a tenth of it when few did (a request's bad
+        luck at a vendor that mostly answers: waiting long only stretches the run's tail)."""
+        if len(self.failures) < 10:
+            return self.backoff_base
+        share = sum(self.failures) / len(self.failures)
+        return self.backoff_base * max(0.1, min(1.0, 2.0 * share))
+
+    async def _wait_for_pause(self) -> None:
+        """Sleep while the candidate is paused (a 429 with Retry-After)."""
+        loop = asyncio.get_running_loop()
+        while (wait := self.pause_until - loop.time()) > 0:
+            await asyncio.sleep(wait)
+
+    async def _attempt(
+        self, item: _Work, *, hedge: bool = False, sent_at: list[float] | None = None
+    ) -> ProviderResponse:
+        """One call within the candidate's concurrency and rate limits.
+
+        A ``hedge`` (the second attempt of a hung request) takes no concurrency slot of its
+        own: the hung attempt holds one, and whichever loses is cancelled.
+        """
+        generation = -1 if hedge else await self.adaptive.acquire()
         outcome = "other"
         charged = 0
         try:
+            await self._wait_for_pause()  # a pause may begin while this waited for a slot
             if self.rpm is not None:
                 await self.rpm.acquire(1.0)
             if self.tpm is not None:
@@ -364,6 +503,12 @@ class _CandidateRun:
                     item.tokens = estimate_request_tokens(item.request)
                 charged = item.tokens
                 await self.tpm.acquire(charged)
+            await self._wait_for_pause()
+            if self.breaker.tripped is not None:  # opened while this waited: do not send
+                raise self.breaker.tripped
+            self.sent += 1
+            if sent_at is not None:
+                sent_at.append(asyncio.get_running_loop().time())
             try:
                 answer = await self.provider.complete(item.request)
             except VendorError as e:
@@ -371,8 +516,16 @@ class _CandidateRun:
                     outcome = "overload"
                     if self.tpm is not None:  # a rejected request used no tokens
                         self.tpm.adjust(-charged)
+                    if e.retry_after is not None:  # the endpoint asked everyone to wait
+                        until = asyncio.get_running_loop().time() + min(e.retry_after, MAX_BACKOFF)
+                        self.pause_until = max(self.pause_until, until)
+                self.breaker.failure(e)
+                self.failures.append(True)
                 raise
             outcome = "ok"
+            self.breaker.success()
+            self.failures.append(False)
+            self.latencies.append(answer.latency_ms / 1000.0)
             usage = answer.response.usage
             if self.tpm is not None and usage is not None:
                 used = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
@@ -380,30 +533,128 @@ class _CandidateRun:
                     self.tpm.adjust(used - charged)  # the estimate, corrected
             return answer
         finally:
-            self.adaptive.release(generation, outcome)
+            if not hedge:
+                self.adaptive.release(generation, outcome)
 
-    async def _send(self, item: _Work, cache: ResponseCache) -> None:
+    async def _hedged(self, item: _Work) -> tuple[ProviderResponse | VendorError, int]:
+        """One attempt, hedged with a second if it hangs: the first answer, and attempts made.
+
+        The attempt still running when the other answered is cancelled (its slot freed).
+        When every attempt failed, the first failure is returned.
+        """
+        sent_at: list[float] = []  # when the first attempt left (after its slot and limits)
+        tasks: list[asyncio.Task[ProviderResponse]] = [
+            asyncio.ensure_future(self._attempt(item, sent_at=sent_at))
+        ]
+        first_error: VendorError | None = None
+        created = 1
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                # The hedge delay is looked at again every half second: an attempt sent
+                # before any answer arrived is judged by the latencies seen since.
+                check: float | None = None
+                hedge_now = False
+                if len(tasks) == 1 and self.hedge.allows(self.hedged, self.sent):
+                    hedge_after = self.hedge.delay(self.latencies, self.spec.timeout)
+                    if hedge_after is not None and not sent_at:
+                        check = 0.5  # not sent yet (waiting for a slot): nothing to hedge
+                    elif hedge_after is not None:
+                        remaining = sent_at[0] + hedge_after - loop.time()
+                        hedge_now = remaining <= 0
+                        check = min(max(remaining, 0.0), 0.5)
+                done: set[asyncio.Task[ProviderResponse]] = set()
+                if not hedge_now:
+                    done, _ = await asyncio.wait(
+                        tasks, timeout=check, return_when=asyncio.FIRST_COMPLETED
+                    )
+                if not done and not hedge_now:
+                    continue
+                if not done:  # hung: send a second attempt, keep the first
+                    self.hedged += 1
+                    created += 1
+                    tasks.append(asyncio.ensure_future(self._attempt(item, hedge=True)))
+                    continue
+                for task in done:
+                    exc = task.exception()
+                    if exc is None:
+                        return task.result(), created
+                    if not isinstance(exc, VendorError):
+                        raise exc
+                    if first_error is None:
+                        first_error = exc
+                tasks = [t for t in tasks if not t.done()]
+                if not tasks:
+                    assert first_error is not None
+                    return first_error, created
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            if any(not t.done() for t in tasks):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _claim(self, item: _Work, cache: ResponseCache, *, wait: bool) -> bool:
+        """Claim the request in the cache: True to send it; False when another run answered
+        it (rows filled from the cache) or is sending it (deferred, unless ``wait``)."""
+        while True:
+            state = await asyncio.to_thread(cache.claim, item.key)
+            if state == "claimed":
+                self.claimed.add(item.key)
+                return True
+            if state == "answered":
+                entry = cache.get(item.key)
+                if entry is None:  # pragma: no cover - answered means stored
+                    return True
+                self._store(
+                    item.rows, response=entry.response, cached=True, latency_ms=entry.latency_ms
+                )
+                self.done += len(item.rows)
+                self.cached += len(item.rows)
+                self.emit()
+                return False
+            if not wait:
+                self.deferred.append(item)
+                return False
+            await asyncio.sleep(self.lease_poll)
+
+    async def _send(self, item: _Work, cache: ResponseCache, *, wait: bool = False) -> None:
+        if self.leases and not await self._claim(item, cache, wait=wait):
+            return
         loop = asyncio.get_running_loop()
         spec = self.spec
         attempts = 0
         while True:
             if attempts and self.abort.error is not None:
                 return  # the run is ending: no more retries
-            wait = self.pause_until - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            attempts += 1
-            try:
-                answer = await self._attempt(item)
-            except VendorError as e:
-                if e.retryable and attempts <= spec.max_retries:
-                    delay = backoff_delay(attempts, e, self.backoff_base)
-                    if e.retry_after is not None:  # the endpoint asked everyone to wait
-                        self.pause_until = max(self.pause_until, loop.time() + delay)
-                    await asyncio.sleep(delay)
+            if self.breaker.tripped is not None:  # a dead endpoint: do not send
+                self._error_rows(
+                    item.rows, self.breaker.tripped, vendor_error_kind(self.breaker.tripped),
+                    attempts,
+                )  # fmt: skip
+                if self.leases:
+                    self.claimed.discard(item.key)
+                    await asyncio.to_thread(cache.release, [item.key])
+                return
+            paused = self.pause_until - loop.time()
+            if paused > 0:
+                await asyncio.sleep(paused)
+            outcome, made = await self._hedged(item)
+            attempts += made
+            if isinstance(outcome, VendorError):
+                e = outcome
+                if e.retryable and attempts <= spec.max_retries and self.breaker.tripped is None:
+                    if e.retry_after is not None:  # the candidate's pause: resume with it
+                        await self._wait_for_pause()
+                    else:
+                        await asyncio.sleep(backoff_delay(attempts, e, self.backoff_scale()))
                     continue
                 self._error_rows(item.rows, e, vendor_error_kind(e), attempts)
+                if self.leases:  # no answer: another run may try it
+                    self.claimed.discard(item.key)
+                    await asyncio.to_thread(cache.release, [item.key])
                 return
+            answer = outcome
             cache.put(
                 item.key,
                 self.identity,
@@ -415,6 +666,7 @@ class _CandidateRun:
                 request_json=item.request_json,
                 raw_json=answer.raw_json,
             )
+            self.claimed.discard(item.key)  # the lease ends when the answer is committed
             self._store(
                 item.rows,
                 response=answer.response,
@@ -436,12 +688,22 @@ async def replay_async(
     progress: Callable[[ProgressEvent], None] | None = None,
     backoff_base: float = 0.5,
     interruptible: bool = True,
+    hedge: HedgePolicy | None = None,
+    breaker_threshold: int = 8,
+    leases: bool = True,
 ) -> list[ReplayResult]:
     """Replay every exchange against every candidate; one :class:`ReplayResult` per pair.
 
     ``offline=True`` serves answers from the cache only (misses become ``offline_miss``
     error rows) and opens no connection. ``concurrency`` overrides every candidate's own.
     ``backoff_base`` is the first retry's backoff in seconds (without ``Retry-After``).
+    ``hedge`` says when a hung attempt gets a second one (:class:`HedgePolicy`);
+    ``breaker_threshold`` is how many identical failures in a row, with no success, make a
+    candidate fail the rest of its requests at once (:class:`CircuitBreaker`). With
+    ``leases``, each request is claimed in the cache before it is sent
+    (:meth:`ResponseCache.claim`): a run sharing the cache file with this one waits for
+    this one's answer instead of sending the request too (and takes over the claims of a
+    run that was killed).
 
     Each candidate sends within its ``rpm`` / ``tpm`` limits (tokens estimated with
     :mod:`migrate_eval.replay.tokens`, then corrected with the reported usage) and its concurrency
@@ -463,6 +725,9 @@ async def replay_async(
         progress=progress,
         backoff_base=backoff_base,
         interruptible=interruptible,
+        hedge=hedge,
+        breaker_threshold=breaker_threshold,
+        leases=leases,
     )
 
 
@@ -477,6 +742,9 @@ async def replay_rows(
     progress: Callable[[ProgressEvent], None] | None,
     backoff_base: float,
     interruptible: bool,
+    hedge: HedgePolicy | None = None,
+    breaker_threshold: int = 8,
+    leases: bool = True,
 ) -> list[ReplayResult]:
     specs = [
         c.model_copy(update={"concurrency": concurrency}) if concurrency else c for c in candidates
@@ -500,11 +768,11 @@ async def replay_rows(
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(signal.SIGINT)
 
+    runs: list[_CandidateRun] = []
     try:
         for spec in specs:
             providers.append(get_provider(spec))
         pending: list[tuple[_CandidateRun, list[_Work]]] = []
-        runs: list[_CandidateRun] = []
         for column, (spec, provider) in enumerate(zip(specs, providers, strict=True)):
             run = _CandidateRun(
                 spec=spec,
@@ -518,6 +786,9 @@ async def replay_rows(
                 backoff_base=backoff_base,
                 abort=abort,
                 repeat=repeats[column],
+                hedge=hedge or HedgePolicy(),
+                breaker=CircuitBreaker(threshold=max(1, breaker_threshold)),
+                leases=leases,
             )
             runs.append(run)
             misses = run.serve_cached(run.plan(exchanges), cache)
@@ -536,7 +807,9 @@ async def replay_rows(
                     pass  # not the main thread, or no signals here (Windows)
             for run, misses in pending:
                 items = iter(misses)
-                n_workers = min(run.spec.concurrency, len(misses))
+                # Twice as many workers as requests allowed in flight (the adaptive limit
+                # caps those): a worker waiting out a retry's backoff leaves no slot idle.
+                n_workers = min(2 * run.spec.concurrency, len(misses))
                 tasks.extend(
                     asyncio.ensure_future(run.worker(items, cache)) for _ in range(n_workers)
                 )
@@ -550,10 +823,16 @@ async def replay_rows(
         if handler_installed:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signal.SIGINT)
-        cache.flush()
-        for provider in providers:
-            with contextlib.suppress(Exception):
-                await provider.aclose()
+        try:  # connections first: a cache that cannot be written must not leak them
+            for provider in providers:
+                with contextlib.suppress(Exception):
+                    await provider.aclose()
+            for run in runs:  # stopped early (Ctrl-C, an error): others may send these now
+                if run.claimed:
+                    with contextlib.suppress(MigrateEvalError, sqlite3.Error):
+                        cache.release(run.claimed)
+        finally:
+            cache.flush()
     if abort.error is not None:
         if isinstance(abort.error, ConfigError) and pending:
             # e.g. an API key that is not set: say what needed the network, and the way out
@@ -593,6 +872,9 @@ def replay(
     progress: Callable[[ProgressEvent], None] | None = None,
     backoff_base: float = 0.5,
     interruptible: bool = True,
+    hedge: HedgePolicy | None = None,
+    breaker_threshold: int = 8,
+    leases: bool = True,
 ) -> list[ReplayResult]:
     """Synchronous :func:`replay_async` (runs its own event loop)."""
     return asyncio.run(
@@ -605,6 +887,9 @@ def replay(
             progress=progress,
             backoff_base=backoff_base,
             interruptible=interruptible,
+            hedge=hedge,
+            breaker_threshold=breaker_threshold,
+            leases=leases,
         )
     )
 

@@ -8,9 +8,12 @@
   the usage an endpoint reports.
 * :class:`AdaptiveConcurrency` - AIMD: a request rejected for overload (HTTP 429) halves the
   number of requests the candidate may have in flight (once per "generation", so a burst of
-  429s from requests sent together counts once), never below 1; each success adds
-  ``1/limit``, so the limit grows by about one per round of requests, up to the configured
-  ``concurrency``.
+  429s from requests sent together counts once), never below 1. Recovery is fast up to where
+  the limit was before the last decrease (each success adds 1, so the limit doubles per round
+  of requests, like TCP's slow start), then additive (each success adds ``1/limit``, about
+  one per round), up to the configured ``concurrency``. Without the fast phase, a vendor that
+  answers a steady few percent of requests with 429 held the run at 1-2 requests in flight:
+  each round had a 429, and climbing back from 1 to 32 took about 500 successes.
 
 Both take a :class:`Clock` so that tests can run them on a fake clock.
 """
@@ -119,7 +122,7 @@ class RateLimiter:
 
 @dataclass
 class AdaptiveConcurrency:
-    """AIMD limit on requests in flight: halve on overload, +1 per round of successes.
+    """AIMD limit on requests in flight: halve on overload, then recover (see the module).
 
     Waiters are served first come, first served. Cheap when no one waits (the common case):
     no lock, no wake-up.
@@ -131,6 +134,10 @@ class AdaptiveConcurrency:
     limit: float = field(init=False)
     in_flight: int = field(default=0, init=False)
     generation: int = field(default=0, init=False)
+    #: The limit before the last decrease: successes climb back to it fast (+1 each).
+    ceiling: float = field(default=0.0, init=False)
+    #: Decreases applied so far (one per burst of 429s).
+    decreases: int = field(default=0, init=False)
     #: The in-flight limit after each change (capped at 10,000 entries), for reports and tests.
     history: list[int] = field(default_factory=list, init=False)
     _waiters: deque[asyncio.Future[None]] = field(default_factory=deque, init=False, repr=False)
@@ -139,6 +146,7 @@ class AdaptiveConcurrency:
         self.maximum = max(1, self.maximum)
         self.minimum = max(1, min(self.minimum, self.maximum))
         self.limit = float(self.maximum)
+        self.ceiling = self.limit
 
     @property
     def current(self) -> int:
@@ -166,11 +174,18 @@ class AdaptiveConcurrency:
         self.in_flight -= 1
         before = self.current
         if outcome == "overload":
-            if generation == self.generation:  # one decrease per round of requests
+            # One decrease per round of requests: the 429s of requests that were in flight
+            # when the first one came back belong to the same burst.
+            if generation == self.generation:
+                self.ceiling = self.limit
                 self.limit = max(float(self.minimum), self.limit * self.decrease)
                 self.generation += 1
+                self.decreases += 1
         elif outcome == "ok" and self.limit < self.maximum:
-            self.limit = min(float(self.maximum), self.limit + 1.0 / max(self.limit, 1.0))
+            if self.limit < self.ceiling:  # climbing back to where it was: +1 a success
+                self.limit = min(self.ceiling, self.limit + 1.0)
+            else:  # probing beyond: about +1 a round
+                self.limit = min(float(self.maximum), self.limit + 1.0 / max(self.limit, 1.0))
         if self.current != before and len(self.history) < 10_000:
             self.history.append(self.current)
         if self._waiters:

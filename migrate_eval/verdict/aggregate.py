@@ -177,6 +177,16 @@ class _Frame:
             by_kind[kind] = by_kind.get(kind, 0) + 1
         return dict(sorted(by_kind.items()))
 
+    def examples(self, idx: npt.NDArray[np.intp]) -> dict[str, str]:
+        """The first error message of each kind among the rows ``idx`` (the vendor's text)."""
+        first: dict[str, str] = {}
+        for text in self.error[idx]:
+            kind = error_kind_of(text if isinstance(text, str) else None)
+            if kind not in first and isinstance(text, str):
+                message = text[len(kind) + 1 :].strip() if text.startswith(f"{kind}:") else text
+                first[kind] = message if len(message) <= 240 else message[:239] + "…"
+        return first
+
     def errors(self, idx: npt.NDArray[np.intp]) -> ErrorStats:
         failed = idx[self.failed[idx]]
         n_total = int(idx.size)
@@ -195,9 +205,13 @@ def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
-def _kinds_text(by_kind: dict[str, int]) -> str:
+def _kinds_text(by_kind: dict[str, int], examples: dict[str, str] | None = None) -> str:
+    """``connection: 80, http_500: 3``; with ``examples``, each kind's first message once:
+    ``connection: 80 (e.g. "connection failed: Cannot connect to host ...")``."""
+    examples = examples or {}
     return ", ".join(
-        f"{k}: {v}" for k, v in sorted(by_kind.items(), key=lambda kv: (-kv[1], kv[0]))
+        f"{k}: {v}" + (f' (e.g. "{examples[k]}")' if examples.get(k) else "")
+        for k, v in sorted(by_kind.items(), key=lambda kv: (-kv[1], kv[0]))
     )
 
 
@@ -241,13 +255,14 @@ def _task_result(
             verdict = v
         reasons.append(Reason(code=code, message=message))
 
-    vendor_kinds = frame.kinds(idx[status == "error"])
+    vendor_idx = idx[status == "error"]
+    vendor_kinds = frame.kinds(vendor_idx)
     if n_total and vendor_rate > thresholds.max_error_rate + EPS:
         flag(
             "cannot_judge",
             "too_many_errors",
             f"{vendor} of {n_total} requests failed at the vendor ({_pct(vendor_rate)}; "
-            f"{_kinds_text(vendor_kinds)}), more than the {_pct(thresholds.max_error_rate)} allowed",
+            f"{_kinds_text(vendor_kinds, frame.examples(vendor_idx))}), more than the {_pct(thresholds.max_error_rate)} allowed",
         )
     untrusted = [c for c in (task.judge_controls or {}).values() if not c.passed]
     if untrusted:
@@ -371,7 +386,7 @@ def _task_result(
                 "ready_with_caveats",
                 "vendor_errors",
                 f"{vendor} of {n_total} requests ({_pct(vendor_rate)}) failed at the vendor "
-                f"({_kinds_text(vendor_kinds)})",
+                f"({_kinds_text(vendor_kinds, frame.examples(vendor_idx))})",
             )
 
     pass_rate = (

@@ -45,10 +45,14 @@ class VendorConnectionError(VendorError):
 
 
 class MalformedResponseError(VendorError):
-    """The endpoint answered 2xx with a body that is not a usable chat completion."""
+    """The endpoint answered 2xx with a body that is not a usable chat completion.
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message, status=status, retryable=False)
+    ``retryable`` when the body is not even JSON (truncated, or a proxy's page): sending the
+    request again is likely to get a whole answer.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
+        super().__init__(message, status=status, retryable=retryable)
 
 
 class UnsupportedRequestError(VendorError):

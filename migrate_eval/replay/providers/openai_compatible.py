@@ -208,8 +208,12 @@ class OpenAICompatibleProvider(Provider):
         }
 
     def _open(self) -> aiohttp.ClientSession:
+        # The engine caps requests in flight; room for one hedge per request (a second
+        # attempt of a hung request) on top.
         connector = aiohttp.TCPConnector(
-            limit=max(1, self.spec.concurrency), ttl_dns_cache=300, enable_cleanup_closed=False
+            limit=2 * max(1, self.spec.concurrency) + 2,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=False,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -277,6 +281,7 @@ class OpenAICompatibleProvider(Provider):
                                 f"HTTP {status}: a streamed event is not JSON: "
                                 f"{redact(event[:_ERROR_SNIPPET], self._api_key)!r}",
                                 status=status,
+                                retryable=True,
                             ) from None
                         if not isinstance(chunk, dict):
                             continue
@@ -332,6 +337,7 @@ class OpenAICompatibleProvider(Provider):
             raise MalformedResponseError(
                 f"HTTP {status} with a body that is not JSON: {redact(snippet, self._api_key)!r}",
                 status=status,
+                retryable=True,  # truncated or garbled on the way: a retry gets a whole one
             ) from None
         if not isinstance(raw, dict):
             raise MalformedResponseError(
