@@ -146,7 +146,7 @@ def latency_phrase(c: CandidateResult, logged_p50: float | None) -> str:
     if ch is None:
         if not is_number(c.latency.p50_ms):
             return "latency unknown (no answer timed)"
-        return f"latency p50 {fmt_ms(c.latency.p50_ms)} (the logs record no latency to compare)"
+        return f"latency p50 {fmt_ms(c.latency.p50_ms)}"
     return f"latency {ch} ({fmt_ms(c.latency.p50_ms)} vs {fmt_ms(logged_p50)} logged, median)"
 
 

@@ -175,3 +175,17 @@ def test_requests_per_day_agree_between_cost_and_traffic_profile() -> None:
     avg = next(s.value for s in view.headline if s.label == "Per day")
     # 100 / 2.2 days = 45, the figure the cost projection uses; not 100 / 3 dates = 33
     assert avg == f"{per_day:,.0f} on average" == "45 on average"
+
+
+def test_summary_md_states_the_decision_and_why_a_cost_is_missing(run: Run) -> None:
+    from migrate_eval.report.summary import render_summary_md
+
+    res = _all_ready(run, CANDIDATES[1])
+    res.candidates[0].cost.per_request_usd = None
+    res.candidates[0].cost.total_usd = None
+    res.candidates[0].cost.monthly_usd = None
+    text = render_summary_md(res)
+    assert text.splitlines()[0].startswith("# migrate-eval: gate FAIL")  # what CI reads
+    decision = next(line for line in text.splitlines() if line.startswith("**Decision:**"))
+    assert f"{CANDIDATES[1]} can take all 3 tasks" in decision
+    assert "n/a (unknown: no price for" in text
