@@ -17,15 +17,33 @@ import click
 from migrate_eval.core.errors import ExitCode, MigrateEvalError
 from migrate_eval.core.version import __version__
 
-EXIT_CODES_HELP = """\b
-Exit codes:
-  0  every candidate is ready (the gate passes)
-  1  a candidate is not ready (the gate fails)
-  2  usage or configuration error (bad option, suite, log file, missing extra)
-  3  infrastructure failure (too many vendor errors to judge a candidate)
-  4  needs evidence (similarity alone cannot decide: add a noise floor or a judge)
-  70 internal error (a bug in migrate-eval)
-"""
+#: Every exit code a command may return, with its meaning; each command lists only its own.
+EXIT_CODE_MEANINGS: dict[int, str] = {
+    0: "every candidate is ready (the gate passes)",
+    1: "a candidate is not ready (the gate fails)",
+    2: "usage or configuration error (bad option, suite, log file, missing extra)",
+    3: "infrastructure failure (too many vendor errors to judge a candidate)",
+    4: "needs evidence (similarity alone cannot decide: add a noise floor or a judge)",
+    70: "internal error (a bug in migrate-eval)",
+    130: "interrupted (Ctrl-C): answers so far are cached, the same command resumes",
+}
+
+
+def exit_codes_help(*codes: int, ok: str | None = None) -> str:
+    """The ``Exit codes:`` epilog of a command: only the codes it can return."""
+    lines = ["\b", "Exit codes:"]
+    for code in codes:
+        meaning = ok if code == 0 and ok is not None else EXIT_CODE_MEANINGS[code]
+        lines.append(f"  {code:<2} {meaning}")
+    return "\n".join(lines) + "\n"
+
+
+#: run: the gate's codes, and 130 (Ctrl-C during replay).
+RUN_EXIT_CODES = exit_codes_help(0, 1, 2, 3, 4, 70, 130)
+#: report / gate: the gate's codes (nothing is replayed, so no 130).
+EXIT_CODES_HELP = exit_codes_help(0, 1, 2, 3, 4, 70)
+#: commands that judge nothing (profile, init, cache, export).
+PLAIN_EXIT_CODES = exit_codes_help(0, 2, 70, ok="done")
 
 
 def _fail(err: BaseException) -> NoReturn:
@@ -69,7 +87,7 @@ def main() -> None:
     """
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(epilog=RUN_EXIT_CODES)
 @click.argument("suite", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--logs",
@@ -202,7 +220,7 @@ def report(run_dir: Path) -> None:
     sys.exit(results.exit_code)
 
 
-@main.command("profile", epilog=EXIT_CODES_HELP)
+@main.command("profile", epilog=PLAIN_EXIT_CODES)
 @click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--format", "fmt", default="auto", show_default=True, help="Log format name.")
@@ -221,7 +239,7 @@ def profile_cmd(logs: tuple[Path, ...], as_json: bool, fmt: str, strict: bool) -
         click.echo(render_text(prof), nl=False)
 
 
-@main.command("init", epilog=EXIT_CODES_HELP)
+@main.command("init", epilog=PLAIN_EXIT_CODES)
 @click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--out",
@@ -405,7 +423,7 @@ _CACHE_OPTION = click.option(
 )
 
 
-@cache_group.command("export", epilog=EXIT_CODES_HELP)
+@cache_group.command("export", epilog=PLAIN_EXIT_CODES)
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
     "--candidate",
@@ -430,7 +448,7 @@ def cache_export(
     click.echo(f"{count} answers written to {path}")
 
 
-@cache_group.command("import", epilog=EXIT_CODES_HELP)
+@cache_group.command("import", epilog=PLAIN_EXIT_CODES)
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 @_CACHE_OPTION
 def cache_import(path: Path, cache_path: Path | None) -> None:
@@ -441,7 +459,7 @@ def cache_import(path: Path, cache_path: Path | None) -> None:
     click.echo(f"{count} answers imported from {path}")
 
 
-@cache_group.command("stats", epilog=EXIT_CODES_HELP)
+@cache_group.command("stats", epilog=PLAIN_EXIT_CODES)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_CACHE_OPTION
 def cache_stats(as_json: bool, cache_path: Path | None) -> None:
@@ -471,7 +489,7 @@ def export_group() -> None:
     """Export a suite's logged traffic to other evaluation tools."""
 
 
-@export_group.command("lm-eval", epilog=EXIT_CODES_HELP)
+@export_group.command("lm-eval", epilog=PLAIN_EXIT_CODES)
 @click.argument("suite", type=click.Path(path_type=Path, exists=True))
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many documents per task.")

@@ -287,6 +287,33 @@ def test_help_documents_exit_codes() -> None:
         "3  infrastructure",
     ):
         assert line in output
+    # run can be interrupted during replay: 130 is documented there
+    assert "130 interrupted (Ctrl-C)" in output and "70 internal error" in output
+
+
+@pytest.mark.parametrize(
+    "command", [["profile"], ["init"], ["cache", "stats"], ["export", "lm-eval"]]
+)
+def test_commands_that_judge_nothing_list_only_their_own_exit_codes(command: list[str]) -> None:
+    code, output = invoke(*command, "--help")
+    assert code == 0
+    epilog = output[output.index("Exit codes:") :]
+    codes = [line.split()[0] for line in epilog.splitlines()[1:] if line.strip()]
+    assert codes == ["0", "2", "70"]
+    assert "candidate is not ready" not in epilog and "130" not in epilog
+
+
+def test_readme_and_cli_docs_list_every_exit_code_run_can_return() -> None:
+    from migrate_eval.cli import EXIT_CODE_MEANINGS
+
+    for doc in ("README.md", "docs/cli.md"):
+        text = (REPO / doc).read_text(encoding="utf-8")
+        table = {
+            line.split("|")[1].strip()
+            for line in text.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+        }
+        assert {str(c) for c in EXIT_CODE_MEANINGS} <= table, doc
 
 
 def test_run_compares_candidates_on_the_same_exchanges(
