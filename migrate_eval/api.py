@@ -145,7 +145,11 @@ def run(
     s = _resolve_suite(suite, logs, candidates)
     for t in s.tasks:  # fail fast on unknown metrics, before any network call
         for m in t.metrics or []:
-            get_metric(m)
+            try:
+                get_metric(m)
+            except ConfigError as e:
+                where = str(suite) if isinstance(suite, str | Path) else "the suite"
+                raise ConfigError(f"{where}: task {t.name!r}: metrics: {e}") from None
     from migrate_eval.replay.providers import get_provider
 
     # an unknown provider or a missing extra is a usage error now, not 1,000 error rows later

@@ -192,6 +192,21 @@ def test_exit_3_when_the_vendor_fails_too_often(tmp_path: Path, server: Loopback
     assert results["candidates"][0]["errors"]["count"] == 10
 
 
+def test_a_misspelt_metric_names_the_suite_file_the_task_and_the_fix(tmp_path: Path) -> None:
+    write_logs(tmp_path / "l.jsonl", [_line(0, "q", "a")])
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: x\nlogs: [l.jsonl]\n"
+        "candidates: [{name: c, provider: openai-compatible, model: m, "
+        "base_url: 'http://127.0.0.1:9/v1'}]\n"
+        "tasks: [{name: faq, output: free_text, metrics: [chrff]}]\n",
+        encoding="utf-8",
+    )
+    code, output = invoke("run", str(suite), "--offline")
+    assert code == 2, output
+    assert f"{suite}: task 'faq': metrics: unknown metric 'chrff' (did you mean 'chrf'?)" in output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
