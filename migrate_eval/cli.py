@@ -58,6 +58,82 @@ def _fail(err: BaseException) -> NoReturn:
     sys.exit(int(ExitCode.INTERNAL))
 
 
+class _Reading:
+    """While the logs are read, before any other progress: ``reading the logs: 45,000
+    exchanges, 12 s`` on stderr, redrawn in place on a terminal (every half second), one line
+    every :attr:`LINE_EVERY` seconds otherwise. Call it with the count read so far; a
+    background thread keeps the time moving between counts; :meth:`stop` clears it."""
+
+    LINE_EVERY = 5.0
+    REDRAW_EVERY = 0.5
+
+    def __init__(
+        self,
+        enabled: bool,
+        *,
+        tty: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        write: Callable[[str], None] | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.clock = clock
+        self.write = write or (lambda text: click.echo(text, err=True, nl=False))
+        self.start = self.last = clock()
+        self.count = 0
+        self.done = False
+        self.drawn = False
+        self._thread: Any = None
+        self._stop: Any = None
+
+    def __call__(self, count: int) -> None:
+        self.count = count
+        self.tick()
+
+    def tick(self) -> None:
+        if not self.enabled or self.done:
+            return
+        now = self.clock()
+        if now - self.last < (self.REDRAW_EVERY if self.tty else self.LINE_EVERY):
+            return
+        self.last = now
+        counted = f"{self.count:,} exchanges, " if self.count else ""
+        text = f"reading the logs: {counted}{now - self.start:.0f} s"
+        if self.tty:
+            self.write("\r" + text + "\x1b[K")
+            self.drawn = True
+        else:
+            self.write(text + "\n")
+
+    def stop(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._stop is not None:
+            self._stop.set()
+        if self.drawn:
+            self.write("\r\x1b[K")
+
+    def __enter__(self) -> _Reading:
+        if self.enabled:
+            import threading
+
+            self._stop = threading.Event()
+
+            def beat() -> None:
+                while not self._stop.wait(0.25):
+                    self.tick()
+
+            self._thread = threading.Thread(target=beat, name="reading-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+
+
 class _Progress:
     """Per-candidate progress on stderr: done/total, cached, errors, live rate, ETA,
     concurrency after 429s, time spent rate-limited (see migrate_eval.replay.progress.ProgressBoard).
@@ -185,24 +261,37 @@ def run(
     """
     from migrate_eval.api import run as run_pipeline
 
-    outcome = _guard(
-        lambda: run_pipeline(
-            suite,
-            logs=logs,
-            candidates=candidates,
-            out=out,
-            offline=offline,
-            concurrency=concurrency,
-            limit=limit,
-            cache=cache,
-            strict=strict,
-            progress=_Progress(not quiet and sys.stderr.isatty()),
-            command=_command_line(),
-            redact=redact,
-            baseline=False if no_baseline else baseline_n,
-            notify=None if quiet else lambda m: click.echo(m, err=True),
+    replay_progress = _Progress(not quiet and sys.stderr.isatty())
+    reading = _Reading(not quiet)
+
+    def progress(event: Any) -> None:
+        reading.stop()  # the replay's own progress takes over
+        replay_progress(event)
+
+    def notify(message: str) -> None:
+        reading.stop()
+        click.echo(message, err=True)
+
+    with reading:
+        outcome = _guard(
+            lambda: run_pipeline(
+                suite,
+                logs=logs,
+                candidates=candidates,
+                out=out,
+                offline=offline,
+                concurrency=concurrency,
+                limit=limit,
+                cache=cache,
+                strict=strict,
+                progress=progress,
+                command=_command_line(),
+                redact=redact,
+                baseline=False if no_baseline else baseline_n,
+                notify=None if quiet else notify,
+                on_read=reading,
+            )
         )
-    )
     summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")
     click.echo(summary)
     click.echo(f"Report: {outcome.run_dir / 'report.html'}")
@@ -227,12 +316,24 @@ def report(run_dir: Path) -> None:
 @click.option(
     "--strict", is_flag=True, help="A bad log line is an error (exit 2) instead of being skipped."
 )
-def profile_cmd(logs: tuple[Path, ...], as_json: bool, fmt: str, strict: bool) -> None:
+@click.option(
+    "--skipped",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write every skipped line to this file (JSONL: file, line, field, reason).",
+)
+def profile_cmd(
+    logs: tuple[Path, ...], as_json: bool, fmt: str, strict: bool, skipped: Path | None
+) -> None:
     """Profile logged traffic: volume, tasks, features, tokens, duplicates, errors."""
     from migrate_eval.api import profile as profile_logs
     from migrate_eval.plan.profile import render_text
 
-    prof = _guard(lambda: profile_logs(list(logs), format=fmt, strict=strict))
+    with _Reading(True) as reading:
+        prof = _guard(
+            lambda: profile_logs(
+                list(logs), format=fmt, strict=strict, on_read=reading, skipped_out=skipped
+            )
+        )
     if as_json:
         click.echo(prof.model_dump_json())
     else:
