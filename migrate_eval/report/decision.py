@@ -152,6 +152,7 @@ def latency_phrase(c: CandidateResult, logged_p50: float | None) -> str:
 
 def _blocker(tr: TaskResult) -> str:
     why = tr.reasons[0].message if tr.reasons else _BLOCK_WORDS.get(tr.verdict, tr.verdict)
+    why = why.replace("min_parity", "minimum parity")  # the suite key, in words
     return f"{tr.task} ({_BLOCK_WORDS.get(tr.verdict, tr.verdict)}): {why}"
 
 

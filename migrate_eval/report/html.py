@@ -399,6 +399,16 @@ def _task_bar(tr: TaskResult) -> float | None:
     return v if v is not None else _f(tr.min_parity)
 
 
+def bar_sentence(explained: str | None) -> str:
+    """``bar_explained`` as the start of a sentence: "The bar 0.900 (the task's minimum ...)"."""
+    text = (explained or "").strip().replace("min_parity", "minimum parity")
+    if not text:
+        return ""
+    if text.lower().startswith("the bar"):
+        return "The bar" + text[len("the bar") :]
+    return "The bar: " + text
+
+
 def log_root(files: Sequence[str]) -> str | None:
     """The folder the logs were named from: the common folder of the files read."""
     dirs = [os.path.dirname(f) for f in files if f]
@@ -912,7 +922,7 @@ def build_page(
                     n_total=tr.n_total,
                     errors=f"{tr.errors.count} ({fmt_pct(tr.errors.rate)})",
                     reasons=[(r.code, r.message) for r in tr.reasons],
-                    bar_explained=tr.bar_explained or "",
+                    bar_explained=bar_sentence(tr.bar_explained),
                 )
             )
         metric_names: list[str] = list(info.metrics) if info is not None else []
@@ -928,7 +938,7 @@ def build_page(
             if info is not None
             else next((tr.min_parity for tr in trs if tr is not None), min_parity_default)
         )
-        bars = [(_task_bar(tr), tr.bar_explained) for tr in trs if tr is not None]
+        bars = [(_task_bar(tr), bar_sentence(tr.bar_explained)) for tr in trs if tr is not None]
         task_bar = next((b for b, _ in bars if b is not None), _f(task_min))
         explained = sorted({e for _, e in bars if e})
         matrix.append(

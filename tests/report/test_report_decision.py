@@ -114,6 +114,7 @@ def test_one_bar_per_task_explained_in_words(run: Run) -> None:
     ]
     assert first_task.count("the baseline&#39;s agreement with itself 0.800") == 1
     assert "bar 0.750" in evidence and "minimum parity 0.85" not in evidence
+    assert "The bar 0.750 (the baseline" in evidence and "The bar: the bar" not in evidence
     # raw internals only behind a details toggle
     for raw in ("p_value", "non_inferior", "effective_threshold"):
         for m in re.finditer(raw, html):
@@ -136,6 +137,8 @@ def test_regression_labels_follow_parity_and_logged_answer_is_the_reference(run:
     # the candidate's differences are not "good" (green), the logged answer is not "wrong" (red)
     assert "ready" not in rules["ins"] and "line-through" not in rules["del"]
     assert "notready" not in rules["del"]
+    logged_box = re.search(r"\.answer-logged \{([^}]*)\}", css)
+    assert logged_box is not None and "ready" not in logged_box.group(1)
 
 
 def test_regression_source_is_relative_to_where_the_logs_were_named(run: Run) -> None:
