@@ -146,6 +146,7 @@ def run(
     notify: Callable[[str], None] | None = None,
     candidate_params: Sequence[str] = (),
     strict_params: bool | None = None,
+    on_read: Callable[[int], None] | None = None,
 ) -> RunOutcome:
     """Run the whole pipeline and write the run folder.
 
@@ -163,7 +164,8 @@ def run(
     ``baseline:``, else, when free-text tasks have no noise floor from the logs and the logged
     model is reachable (``OPENAI_API_KEY`` set, not ``offline``), a small re-run of those tasks
     (:data:`AUTO_BASELINE_SAMPLE` requests each; ``notify`` is told the cost before it is spent);
-    an int: that many requests per such task; False: never.
+    an int: that many requests per such task; False: never. ``on_read`` hears the number of
+    exchanges read so far while the logs are read (before any replay progress).
     """
     from migrate_eval.plan.redact import redact_exchanges, redact_task_descriptions
     from migrate_eval.plan.sampling import sample_ids
@@ -195,7 +197,11 @@ def run(
         work_parent = Path(tempfile.gettempdir())  # read-only cache: work folders elsewhere
     for t in s.tasks:  # fail fast on unknown metrics, before any network call
         for m in t.metrics or []:
-            get_metric(m)
+            try:
+                get_metric(m)
+            except ConfigError as e:
+                where = str(suite) if isinstance(suite, str | Path) else "the suite"
+                raise ConfigError(f"{where}: task {t.name!r}: metrics: {e}") from None
     from migrate_eval.replay.providers import get_provider
 
     # an unknown provider or a missing extra is a usage error now, not 1,000 error rows later
@@ -218,6 +224,7 @@ def run(
             thresholds=s.thresholds,
             auto=s.auto_tasks,
             dedupe=s.sampling.dedupe,
+            on_read=on_read,
         )
         if not traffic.exchanges:
             from migrate_eval.ingest import explain_nothing_read
@@ -460,8 +467,20 @@ def rerender(run_dir: str | Path) -> Results:
     return loaded.results
 
 
-def profile(paths: Sequence[str | Path], *, format: str = "auto", strict: bool = False) -> Profile:
+def profile(
+    paths: Sequence[str | Path],
+    *,
+    format: str = "auto",
+    strict: bool = False,
+    on_read: Callable[[int], None] | None = None,
+    skipped_out: str | Path | None = None,
+) -> Profile:
     """Read logs, discover their tasks and profile them (``migrate-eval profile``).
+
+    ``on_read`` hears the number of exchanges read so far, every
+    :data:`~migrate_eval.plan.traffic.READ_PROGRESS_EVERY`. The first five skipped lines are
+    listed in the profile (``skipped_examples``); ``skipped_out`` writes every skipped line there as JSONL (``file``, ``line``,
+    ``field``, ``reason``: the shape of a run's ``skipped.jsonl``).
 
     The logs are streamed: each exchange is counted (:class:`~migrate_eval.plan.profile.TrafficTally`,
     :class:`TaskDiscovery`) and dropped, so memory does not grow with the number of exchanges
@@ -473,6 +492,7 @@ def profile(paths: Sequence[str | Path], *, format: str = "auto", strict: bool =
     from migrate_eval.core.errors import UserError
     from migrate_eval.ingest import stream_logs
     from migrate_eval.plan.profile import TrafficTally
+    from migrate_eval.plan.traffic import READ_PROGRESS_EVERY
 
     stream = stream_logs(list(paths), format=format, strict=strict)
     tally = TrafficTally()
@@ -483,6 +503,8 @@ def profile(paths: Sequence[str | Path], *, format: str = "auto", strict: bool =
         for ex in stream:
             tally.add(ex)
             discovery.add(ex)
+            if on_read is not None and not tally.total % READ_PROGRESS_EVERY:
+                on_read(tally.total)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -490,6 +512,10 @@ def profile(paths: Sequence[str | Path], *, format: str = "auto", strict: bool =
         from migrate_eval.ingest import explain_nothing_read
 
         raise UserError(explain_nothing_read(stream.files, stream.skipped, sniffed=stream.sniffed))
+    if skipped_out is not None and stream.skipped:
+        with Path(skipped_out).open("w", encoding="utf-8") as f:
+            for issue in stream.skipped:
+                f.write(json.dumps(issue.__dict__, ensure_ascii=False) + "\n")
     return tally.profile(discovery.plan(), stream.summary())
 
 

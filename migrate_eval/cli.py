@@ -17,15 +17,33 @@ import click
 from migrate_eval.core.errors import ExitCode, MigrateEvalError
 from migrate_eval.core.version import __version__
 
-EXIT_CODES_HELP = """\b
-Exit codes:
-  0  every candidate is ready (the gate passes)
-  1  a candidate is not ready (the gate fails)
-  2  usage or configuration error (bad option, suite, log file, missing extra)
-  3  infrastructure failure (too many vendor errors to judge a candidate)
-  4  needs evidence (similarity alone cannot decide: add a noise floor or a judge)
-  70 internal error (a bug in migrate-eval)
-"""
+#: Every exit code a command may return, with its meaning; each command lists only its own.
+EXIT_CODE_MEANINGS: dict[int, str] = {
+    0: "every candidate is ready (the gate passes)",
+    1: "a candidate is not ready (the gate fails)",
+    2: "usage or configuration error (bad option, suite, log file, missing extra)",
+    3: "infrastructure failure (too many vendor errors to judge a candidate)",
+    4: "needs evidence (similarity alone cannot decide: add a noise floor or a judge)",
+    70: "internal error (a bug in migrate-eval)",
+    130: "interrupted (Ctrl-C): answers so far are cached, the same command resumes",
+}
+
+
+def exit_codes_help(*codes: int, ok: str | None = None) -> str:
+    """The ``Exit codes:`` epilog of a command: only the codes it can return."""
+    lines = ["\b", "Exit codes:"]
+    for code in codes:
+        meaning = ok if code == 0 and ok is not None else EXIT_CODE_MEANINGS[code]
+        lines.append(f"  {code:<2} {meaning}")
+    return "\n".join(lines) + "\n"
+
+
+#: run: the gate's codes, and 130 (Ctrl-C during replay).
+RUN_EXIT_CODES = exit_codes_help(0, 1, 2, 3, 4, 70, 130)
+#: report / gate: the gate's codes (nothing is replayed, so no 130).
+EXIT_CODES_HELP = exit_codes_help(0, 1, 2, 3, 4, 70)
+#: commands that judge nothing (profile, init, cache, export).
+PLAIN_EXIT_CODES = exit_codes_help(0, 2, 70, ok="done")
 
 
 def _fail(err: BaseException) -> NoReturn:
@@ -38,6 +56,82 @@ def _fail(err: BaseException) -> NoReturn:
         err=True,
     )
     sys.exit(int(ExitCode.INTERNAL))
+
+
+class _Reading:
+    """While the logs are read, before any other progress: ``reading the logs: 45,000
+    exchanges, 12 s`` on stderr, redrawn in place on a terminal (every half second), one line
+    every :attr:`LINE_EVERY` seconds otherwise. Call it with the count read so far; a
+    background thread keeps the time moving between counts; :meth:`stop` clears it."""
+
+    LINE_EVERY = 5.0
+    REDRAW_EVERY = 0.5
+
+    def __init__(
+        self,
+        enabled: bool,
+        *,
+        tty: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        write: Callable[[str], None] | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.clock = clock
+        self.write = write or (lambda text: click.echo(text, err=True, nl=False))
+        self.start = self.last = clock()
+        self.count = 0
+        self.done = False
+        self.drawn = False
+        self._thread: Any = None
+        self._stop: Any = None
+
+    def __call__(self, count: int) -> None:
+        self.count = count
+        self.tick()
+
+    def tick(self) -> None:
+        if not self.enabled or self.done:
+            return
+        now = self.clock()
+        if now - self.last < (self.REDRAW_EVERY if self.tty else self.LINE_EVERY):
+            return
+        self.last = now
+        counted = f"{self.count:,} exchanges, " if self.count else ""
+        text = f"reading the logs: {counted}{now - self.start:.0f} s"
+        if self.tty:
+            self.write("\r" + text + "\x1b[K")
+            self.drawn = True
+        else:
+            self.write(text + "\n")
+
+    def stop(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._stop is not None:
+            self._stop.set()
+        if self.drawn:
+            self.write("\r\x1b[K")
+
+    def __enter__(self) -> _Reading:
+        if self.enabled:
+            import threading
+
+            self._stop = threading.Event()
+
+            def beat() -> None:
+                while not self._stop.wait(0.25):
+                    self.tick()
+
+            self._thread = threading.Thread(target=beat, name="reading-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
 
 
 class _Progress:
@@ -69,7 +163,7 @@ def main() -> None:
     """
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(epilog=RUN_EXIT_CODES)
 @click.argument("suite", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--logs",
@@ -183,26 +277,39 @@ def run(
     """
     from migrate_eval.api import run as run_pipeline
 
-    outcome = _guard(
-        lambda: run_pipeline(
-            suite,
-            logs=logs,
-            candidates=candidates,
-            out=out,
-            offline=offline,
-            concurrency=concurrency,
-            limit=limit,
-            cache=cache,
-            strict=strict,
-            progress=_Progress(not quiet and sys.stderr.isatty()),
-            command=_command_line(),
-            redact=redact,
-            baseline=False if no_baseline else baseline_n,
-            notify=None if quiet else lambda m: click.echo(m, err=True),
-            candidate_params=candidate_params,
-            strict_params=strict_params or None,
+    replay_progress = _Progress(not quiet and sys.stderr.isatty())
+    reading = _Reading(not quiet)
+
+    def progress(event: Any) -> None:
+        reading.stop()  # the replay's own progress takes over
+        replay_progress(event)
+
+    def notify(message: str) -> None:
+        reading.stop()
+        click.echo(message, err=True)
+
+    with reading:
+        outcome = _guard(
+            lambda: run_pipeline(
+                suite,
+                logs=logs,
+                candidates=candidates,
+                out=out,
+                offline=offline,
+                concurrency=concurrency,
+                limit=limit,
+                cache=cache,
+                strict=strict,
+                progress=progress,
+                command=_command_line(),
+                redact=redact,
+                baseline=False if no_baseline else baseline_n,
+                notify=None if quiet else notify,
+                candidate_params=candidate_params,
+                strict_params=strict_params or None,
+                on_read=reading,
+            )
         )
-    )
     summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")
     click.echo(summary)
     click.echo(f"Report: {outcome.run_dir / 'report.html'}")
@@ -220,26 +327,38 @@ def report(run_dir: Path) -> None:
     sys.exit(results.exit_code)
 
 
-@main.command("profile", epilog=EXIT_CODES_HELP)
+@main.command("profile", epilog=PLAIN_EXIT_CODES)
 @click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--format", "fmt", default="auto", show_default=True, help="Log format name.")
 @click.option(
     "--strict", is_flag=True, help="A bad log line is an error (exit 2) instead of being skipped."
 )
-def profile_cmd(logs: tuple[Path, ...], as_json: bool, fmt: str, strict: bool) -> None:
+@click.option(
+    "--skipped",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write every skipped line to this file (JSONL: file, line, field, reason).",
+)
+def profile_cmd(
+    logs: tuple[Path, ...], as_json: bool, fmt: str, strict: bool, skipped: Path | None
+) -> None:
     """Profile logged traffic: volume, tasks, features, tokens, duplicates, errors."""
     from migrate_eval.api import profile as profile_logs
     from migrate_eval.plan.profile import render_text
 
-    prof = _guard(lambda: profile_logs(list(logs), format=fmt, strict=strict))
+    with _Reading(True) as reading:
+        prof = _guard(
+            lambda: profile_logs(
+                list(logs), format=fmt, strict=strict, on_read=reading, skipped_out=skipped
+            )
+        )
     if as_json:
         click.echo(prof.model_dump_json())
     else:
         click.echo(render_text(prof), nl=False)
 
 
-@main.command("init", epilog=EXIT_CODES_HELP)
+@main.command("init", epilog=PLAIN_EXIT_CODES)
 @click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--out",
@@ -424,7 +543,7 @@ _CACHE_OPTION = click.option(
 )
 
 
-@cache_group.command("export", epilog=EXIT_CODES_HELP)
+@cache_group.command("export", epilog=PLAIN_EXIT_CODES)
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
     "--candidate",
@@ -449,7 +568,7 @@ def cache_export(
     click.echo(f"{count} answers written to {path}")
 
 
-@cache_group.command("import", epilog=EXIT_CODES_HELP)
+@cache_group.command("import", epilog=PLAIN_EXIT_CODES)
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 @_CACHE_OPTION
 def cache_import(path: Path, cache_path: Path | None) -> None:
@@ -460,7 +579,7 @@ def cache_import(path: Path, cache_path: Path | None) -> None:
     click.echo(f"{count} answers imported from {path}")
 
 
-@cache_group.command("stats", epilog=EXIT_CODES_HELP)
+@cache_group.command("stats", epilog=PLAIN_EXIT_CODES)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_CACHE_OPTION
 def cache_stats(as_json: bool, cache_path: Path | None) -> None:
@@ -490,7 +609,7 @@ def export_group() -> None:
     """Export a suite's logged traffic to other evaluation tools."""
 
 
-@export_group.command("lm-eval", epilog=EXIT_CODES_HELP)
+@export_group.command("lm-eval", epilog=PLAIN_EXIT_CODES)
 @click.argument("suite", type=click.Path(path_type=Path, exists=True))
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many documents per task.")

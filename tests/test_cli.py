@@ -196,6 +196,21 @@ def test_exit_3_when_the_vendor_fails_too_often(tmp_path: Path, server: Loopback
     assert results["candidates"][0]["errors"]["count"] == 10
 
 
+def test_a_misspelt_metric_names_the_suite_file_the_task_and_the_fix(tmp_path: Path) -> None:
+    write_logs(tmp_path / "l.jsonl", [_line(0, "q", "a")])
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: x\nlogs: [l.jsonl]\n"
+        "candidates: [{name: c, provider: openai-compatible, model: m, "
+        "base_url: 'http://127.0.0.1:9/v1'}]\n"
+        "tasks: [{name: faq, output: free_text, metrics: [chrff]}]\n",
+        encoding="utf-8",
+    )
+    code, output = invoke("run", str(suite), "--offline")
+    assert code == 2, output
+    assert f"{suite}: task 'faq': metrics: unknown metric 'chrff' (did you mean 'chrf'?)" in output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -318,6 +333,33 @@ def test_help_documents_exit_codes() -> None:
         "3  infrastructure",
     ):
         assert line in output
+    # run can be interrupted during replay: 130 is documented there
+    assert "130 interrupted (Ctrl-C)" in output and "70 internal error" in output
+
+
+@pytest.mark.parametrize(
+    "command", [["profile"], ["init"], ["cache", "stats"], ["export", "lm-eval"]]
+)
+def test_commands_that_judge_nothing_list_only_their_own_exit_codes(command: list[str]) -> None:
+    code, output = invoke(*command, "--help")
+    assert code == 0
+    epilog = output[output.index("Exit codes:") :]
+    codes = [line.split()[0] for line in epilog.splitlines()[1:] if line.strip()]
+    assert codes == ["0", "2", "70"]
+    assert "candidate is not ready" not in epilog and "130" not in epilog
+
+
+def test_readme_and_cli_docs_list_every_exit_code_run_can_return() -> None:
+    from migrate_eval.cli import EXIT_CODE_MEANINGS
+
+    for doc in ("README.md", "docs/cli.md"):
+        text = (REPO / doc).read_text(encoding="utf-8")
+        table = {
+            line.split("|")[1].strip()
+            for line in text.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+        }
+        assert {str(c) for c in EXIT_CODE_MEANINGS} <= table, doc
 
 
 def test_run_compares_candidates_on_the_same_exchanges(

@@ -225,3 +225,71 @@ def test_the_terminal_volume_table_stays_short_on_long_logs() -> None:
     assert sum(int(r.split()[-1]) for r in rows) == 200
     short = render_text(profile(exchanges[:10], assign_tasks(exchanges[:10])))
     assert "Volume by day" in short and "2025-01-10" in short
+
+
+def test_cli_profile_lists_the_first_skipped_lines_and_writes_them_all(tmp_path: Path) -> None:
+    logs = tmp_path / "t.jsonl"
+    _write_logs(logs)
+    with logs.open("a", encoding="utf-8") as f:
+        f.writelines("{broken\n" for _ in range(12))  # 13 bad lines in all
+    out = tmp_path / "skipped.jsonl"
+    res = CliRunner().invoke(main, ["profile", str(logs), "--skipped", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "skipped lines: 13" in res.output
+    listed = [line.strip() for line in res.output.splitlines() if "t.jsonl:" in line]
+    assert len(listed) == 5 and listed[0].startswith(f"{logs}:7: ")
+    assert "... and 8 more: `migrate-eval profile ... --skipped FILE`" in res.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in rows] == list(range(7, 20))
+    assert set(rows[0]) == {"file", "line", "field", "reason"}
+
+
+def test_profile_reports_progress_while_reading(tmp_path: Path) -> None:
+    import migrate_eval
+    from migrate_eval.plan.traffic import READ_PROGRESS_EVERY
+
+    logs = tmp_path / "many.jsonl"
+    line = json.dumps(
+        {
+            "request": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            "response": {"choices": [{"message": {"role": "assistant", "content": "yo"}}]},
+        }
+    )
+    logs.write_text((line + "\n") * (2 * READ_PROGRESS_EVERY + 5), encoding="utf-8")
+    heard: list[int] = []
+    migrate_eval.profile([logs], on_read=heard.append)
+    assert heard == [READ_PROGRESS_EVERY, 2 * READ_PROGRESS_EVERY]
+
+
+def test_reading_indicator_redraws_on_a_terminal_and_prints_lines_otherwise() -> None:
+    from migrate_eval.cli import _Reading
+
+    now = [0.0]
+    out: list[str] = []
+    piped = _Reading(True, tty=False, clock=lambda: now[0], write=out.append)
+    for t, count in [(1.0, 1000), (4.0, 2000), (5.5, 3000), (7.0, 4000), (10.6, 5000)]:
+        now[0] = t
+        piped(count)
+    # one line every 5 s of the (fake) clock, never a carriage return
+    assert out == [
+        "reading the logs: 3,000 exchanges, 6 s\n",
+        "reading the logs: 5,000 exchanges, 11 s\n",
+    ]
+    out.clear()
+    now[0] = 0.0
+    tty = _Reading(True, tty=True, clock=lambda: now[0], write=out.append)
+    now[0] = 0.6
+    tty.tick()  # the background beat, before any count: the time still moves
+    now[0] = 1.2
+    tty(1000)
+    tty.stop()
+    assert out == [
+        "\rreading the logs: 1 s\x1b[K",
+        "\rreading the logs: 1,000 exchanges, 1 s\x1b[K",
+        "\r\x1b[K",
+    ]
+    tty(2000)  # after stop: silent
+    assert len(out) == 3
+    quiet = _Reading(False, tty=True, clock=lambda: 99.0, write=out.append)
+    quiet(5)
+    assert len(out) == 3

@@ -461,6 +461,10 @@ class Profile(StrictModel):
     formats: dict[str, int] = Field(default_factory=dict)
     skipped: dict[str, int] = Field(default_factory=dict, description="skipped lines by reason")
     skipped_total: int = 0
+    skipped_examples: list[str] = Field(
+        default_factory=list,
+        description="the first skipped lines, 'file:line: field 'f': reason' (profile lists them)",
+    )
     first: str | None = Field(default=None, description="earliest timestamp (ISO 8601)")
     last: str | None = None
     by_day: dict[str, int] = Field(default_factory=dict, description="exchanges per UTC day")

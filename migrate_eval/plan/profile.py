@@ -245,6 +245,7 @@ class TrafficTally:
             formats=dict(ingest.formats) if ingest else {},
             skipped=dict(ingest.skipped_by_reason) if ingest else {},
             skipped_total=ingest.skipped if ingest else 0,
+            skipped_examples=list(ingest.examples) if ingest else [],
             first=self.first.isoformat() if self.first is not None else None,
             last=self.last.isoformat() if self.last is not None else None,
             by_day=dict(sorted(self.by_day.items())),
@@ -402,6 +403,14 @@ def render_text(p: Profile) -> str:
         f"skipped lines: {p.skipped_total:,}"
         + (" (" + ", ".join(f"{k} {v:,}" for k, v in p.skipped.items()) + ")" if p.skipped else "")
     )
+    for example in p.skipped_examples:
+        lines.append(f"  {example}")
+    rest = p.skipped_total - len(p.skipped_examples)
+    if p.skipped_examples and rest > 0:
+        lines.append(
+            f"  ... and {rest:,} more: `migrate-eval profile ... --skipped FILE` writes every "
+            "skipped line (JSONL: file, line, field, reason)"
+        )
     n = max(p.exchanges, 1)
     table(
         "Tasks",

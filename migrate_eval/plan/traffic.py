@@ -26,7 +26,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -145,6 +145,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: ``read_traffic(on_read=...)`` / ``profile(on_read=...)`` hear every this many exchanges.
+READ_PROGRESS_EVERY = 1000
+
+
 def read_traffic(
     groups: Sequence[LogGroup],
     workdir: Path,
@@ -154,6 +158,7 @@ def read_traffic(
     thresholds: Thresholds | None = None,
     auto: bool = True,
     dedupe: bool = False,
+    on_read: Callable[[int], None] | None = None,
 ) -> Traffic:
     """Read every group of logs (files of one format and column mapping, read together so
     that e.g. Batch input and output files join) into a dataset file in ``workdir`` and gather
@@ -199,6 +204,8 @@ def read_traffic(
             for row, ex in iter_file_exchanges(target):
                 digest = request_digest(ex)  # duplicates in the profile, deduplication
                 tally.add(ex, digest)
+                if on_read is not None and not tally.total % READ_PROGRESS_EVERY:
+                    on_read(tally.total)
                 if ex.response is None or ex.error is not None:
                     continue
                 discovery.add(ex)

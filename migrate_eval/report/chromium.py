@@ -45,6 +45,8 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage",
     "--mute-audio",
 )
+#: The first screen a report is judged by (a laptop browser window), in CSS pixels.
+FIRST_SCREEN = (1400, 900)
 _NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 
@@ -148,8 +150,10 @@ class Page:
         await self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
         await self.send("Input.insertText", text=text)
 
-    async def screenshot(self, path: Path, width: int = 1280, height: int = 900) -> None:
-        """A PNG of the viewport (the first screen)."""
+    async def set_viewport(
+        self, width: int = FIRST_SCREEN[0], height: int = FIRST_SCREEN[1]
+    ) -> None:
+        """Emulate a window of ``width`` x ``height`` CSS pixels (scale 1, desktop)."""
         await self.send(
             "Emulation.setDeviceMetricsOverride",
             width=width,
@@ -157,6 +161,12 @@ class Page:
             deviceScaleFactor=1,
             mobile=False,
         )
+
+    async def screenshot(
+        self, path: Path, width: int = FIRST_SCREEN[0], height: int = FIRST_SCREEN[1]
+    ) -> None:
+        """A PNG of the viewport (the first screen)."""
+        await self.set_viewport(width, height)
         await asyncio.sleep(0.2)
         res = await self.send("Page.captureScreenshot", format="png")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,21 +263,15 @@ async def _devtools_port(profile: Path, proc: asyncio.subprocess.Process) -> int
 async def _screenshot(report: Path, out: Path) -> None:
     async with Chromium.launch() as browser:
         page = await browser.new_page()
-        await page.send(
-            "Emulation.setDeviceMetricsOverride",
-            width=1280,
-            height=900,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
+        await page.set_viewport()
         await page.goto(report.resolve().as_uri())
         await page.wait_for("window.__ready === true", timeout=30)
         await page.screenshot(out)
 
 
 def screenshot(report: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
-    """Write a PNG of a report's first screen (1280 x 900)."""
+    """Write a PNG of a report's first screen (:data:`FIRST_SCREEN`, 1400 x 900)."""
     asyncio.run(_screenshot(Path(report), Path(out)))
 
 
-__all__ = ["CHROMIUM_FLAGS", "Chromium", "Page", "find_chromium", "screenshot"]
+__all__ = ["CHROMIUM_FLAGS", "FIRST_SCREEN", "Chromium", "Page", "find_chromium", "screenshot"]

@@ -59,6 +59,7 @@ from migrate_eval.report._format import (
     visible_controls,
 )
 from migrate_eval.report._io import write_text_atomic
+from migrate_eval.report.decision import Decision, build_decision, cost_missing_reason
 from migrate_eval.report.explorer import (
     Confusion,
     FieldMismatch,
@@ -181,6 +182,7 @@ class CandidateView:
     dropped: list[tuple[str, str]] = field(default_factory=list)
     noise_interval: str | None = None
     extras: list[tuple[str, str]] = field(default_factory=list)
+    cost_note: str = ""
 
 
 @dataclass
@@ -234,6 +236,7 @@ class RegressionView:
     candidate: AnswerView
     status: str = "ok"
     severity: str = "low"
+    outcome: str = ""
 
 
 @dataclass
@@ -259,6 +262,7 @@ class TaskSummaryRow:
     n_total: int
     errors: str
     reasons: list[tuple[str, str]]
+    bar_explained: str = ""
 
 
 @dataclass
@@ -320,6 +324,8 @@ class TaskView:
     task_extras: list[tuple[str, str, str]] = field(default_factory=list)
     comparisons: list[ComparisonRow] = field(default_factory=list)
     judge_lines: list[str] = field(default_factory=list)
+    bar: str = ""
+    bar_explained: str = ""
 
 
 @dataclass
@@ -371,6 +377,8 @@ class Page:
     sampling: SamplingView | None = None
     redaction: RedactionView | None = None
     extras: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
+    decision: Decision | None = None
+    badges: dict[str, Badge] = field(default_factory=lambda: {v: _badge(v) for v in VERDICT_ICONS})
 
 
 # --------------------------------------------------------------------------- building
@@ -391,6 +399,45 @@ def _threshold(results: Results, key: str) -> Any:
     return results.thresholds.get(key)
 
 
+def _task_bar(tr: TaskResult) -> float | None:
+    """THE bar of a task's verdict: the effective threshold, else the task's minimum parity."""
+    v = _f(tr.effective_threshold)
+    return v if v is not None else _f(tr.min_parity)
+
+
+def bar_sentence(explained: str | None) -> str:
+    """``bar_explained`` as the start of a sentence: "The bar 0.900 (the task's minimum ...)"."""
+    text = (explained or "").strip().replace("min_parity", "minimum parity")
+    if not text:
+        return ""
+    if text.lower().startswith("the bar"):
+        return "The bar" + text[len("the bar") :]
+    return "The bar: " + text
+
+
+def log_root(files: Sequence[str]) -> str | None:
+    """The folder the logs were named from: the common folder of the files read."""
+    dirs = [os.path.dirname(f) for f in files if f]
+    if not dirs:
+        return None
+    try:
+        return os.path.commonpath(dirs)
+    except ValueError:  # mixed absolute and relative, or different drives
+        return None
+
+
+def display_path(file: str, root: str | None) -> str:
+    """A log file as a reader knows it: relative to where the logs were named, else its name."""
+    if root is not None:
+        try:
+            rel = os.path.relpath(file, root)
+        except ValueError:
+            rel = ""
+        if rel and not rel.startswith(".."):
+            return rel
+    return os.path.basename(file) or file
+
+
 def _candidate_view(c: CandidateResult, default_min: float | None) -> CandidateView:
     counts: dict[str, int] = {}
     for t in c.tasks:
@@ -404,7 +451,7 @@ def _candidate_view(c: CandidateResult, default_min: float | None) -> CandidateV
         badge=_badge(c.verdict),
         parity=fmt_num(c.parity.mean),
         ci=fmt_ci(c.parity),
-        bar=_bar(c.parity, default_min),
+        bar=_bar(c.parity, None),
         noise_floor=fmt_num(c.noise_floor) if is_number(c.noise_floor) else None,
         reasons=[(r.code, r.message) for r in c.reasons],
         error_rate=fmt_pct(c.errors.rate),
@@ -414,6 +461,7 @@ def _candidate_view(c: CandidateResult, default_min: float | None) -> CandidateV
         p95=fmt_ms(c.latency.p95_ms),
         p99=fmt_ms(c.latency.p99_ms),
         per_request=fmt_usd(c.cost.per_request_usd),
+        cost_note=cost_missing_reason(c),
         total_cost=fmt_usd(c.cost.total_usd),
         input_tokens=fmt_int(c.cost.input_tokens),
         output_tokens=fmt_int(c.cost.output_tokens),
@@ -498,6 +546,7 @@ def _regression_view(
     exchanges: Mapping[str, Exchange],
     replays: Mapping[tuple[str, str], ReplayResult],
     pass_threshold: float | None,
+    root: str | None = None,
 ) -> RegressionView:
     ex_id = str(row.get("exchange_id"))
     cand = str(row.get("candidate"))
@@ -505,7 +554,11 @@ def _regression_view(
     user = last_user_message(ex) if ex is not None else None
     user_text, user_cut = truncate(user, MAX_TEXT_CHARS) if user is not None else (None, 0)
     msgs = ex.request.get("messages") if ex is not None else None
-    source = f"{ex.source.file}:{ex.source.line} ({ex.source.format})" if ex is not None else None
+    source = (
+        f"{display_path(ex.source.file, root)}:{ex.source.line} ({ex.source.format})"
+        if ex is not None
+        else None
+    )
     mvals = [
         (m, fmt_num(_f(row.get(m)))) for m in metrics if m in row and _f(row.get(m)) is not None
     ]
@@ -516,6 +569,7 @@ def _regression_view(
         severity = "low"
     else:
         severity = "mid"
+    outcome = _outcome(parity, pass_threshold)
     logged = _logged_answer(ex)
     candidate = _candidate_answer(replays.get((ex_id, cand)), row)
     if logged.text and candidate.text:
@@ -532,7 +586,19 @@ def _regression_view(
         logged=logged,
         candidate=candidate,
         status=_s(row.get("status")) or "ok",
+        outcome=outcome,
     )
+
+
+def _outcome(parity: float | None, pass_threshold: float | None) -> str:
+    """A scored answer in words, following its parity (a returned call is not "OK" by itself)."""
+    if parity is None:
+        return "not scored"
+    if parity >= 1.0 - 1e-9:
+        return "same as logged"
+    if pass_threshold is not None and parity >= pass_threshold:
+        return "close to logged"
+    return "differs from logged"
 
 
 def _groups(scores: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
@@ -554,6 +620,7 @@ def _regression_group(
     exchanges: Mapping[str, Exchange],
     replays: Mapping[tuple[str, str], ReplayResult],
     pass_threshold: float | None,
+    root: str | None = None,
 ) -> RegressionGroup:
     tr = _task_result(cand, task)
     items: list[RegressionView] = []
@@ -577,7 +644,7 @@ def _regression_group(
         low = ok[ok["_p"] < 1.0 - 1e-9].sort_values(["_p", "_id"], kind="mergesort")
         below_one = len(low)
         for row in low.head(MAX_REGRESSIONS).to_dict("records"):
-            items.append(_regression_view(row, metrics, exchanges, replays, pass_threshold))
+            items.append(_regression_view(row, metrics, exchanges, replays, pass_threshold, root))
         failed = group[status != "ok"]
         if "exchange_id" in failed.columns:
             failed = failed.assign(_id=failed["exchange_id"].astype(str)).sort_values(
@@ -585,7 +652,9 @@ def _regression_group(
             )
         failure_total = len(failed)
         for row in failed.head(MAX_FAILURES).to_dict("records"):
-            failures.append(_regression_view(row, metrics, exchanges, replays, pass_threshold))
+            failures.append(
+                _regression_view(row, metrics, exchanges, replays, pass_threshold, root)
+            )
     return RegressionGroup(
         candidate=cand.name,
         badge=_badge(tr.verdict) if tr is not None else None,
@@ -622,7 +691,7 @@ _KNOWN_CANDIDATE = {
 }  # fmt: skip
 _KNOWN_TASK = {
     "task", "n", "n_total", "verdict", "reasons", "parity", "pass_rate", "min_parity", "metrics",
-    "errors", "confusion",
+    "errors", "confusion", "bar_explained",
 }  # fmt: skip
 #: Mismatch analysis and confusion matrices read at most this many exchanges per task/candidate.
 MAX_ANALYSED = 20_000
@@ -821,6 +890,7 @@ def build_page(
     names = task_names(results)
     anchors = {n: _slug_anchor("task", i) for i, n in enumerate(names)}
     groups = _groups(scores)
+    root = log_root(results.ingest.files)
     confidence = _threshold(results, "confidence")
     alpha = 1.0 - (float(confidence) if is_number(confidence) else 0.95)
 
@@ -854,12 +924,13 @@ def build_page(
                     badge=_badge(tr.verdict),
                     parity=fmt_num(tr.parity.mean),
                     ci=fmt_ci(tr.parity),
-                    bar=_bar(tr.parity, tr.min_parity),
+                    bar=_bar(tr.parity, _task_bar(tr)),
                     pass_rate=fmt_pct(tr.pass_rate),
                     n=tr.n,
                     n_total=tr.n_total,
                     errors=f"{tr.errors.count} ({fmt_pct(tr.errors.rate)})",
                     reasons=[(r.code, r.message) for r in tr.reasons],
+                    bar_explained=bar_sentence(tr.bar_explained),
                 )
             )
         metric_names: list[str] = list(info.metrics) if info is not None else []
@@ -875,6 +946,9 @@ def build_page(
             if info is not None
             else next((tr.min_parity for tr in trs if tr is not None), min_parity_default)
         )
+        bars = [(_task_bar(tr), bar_sentence(tr.bar_explained)) for tr in trs if tr is not None]
+        task_bar = next((b for b, _ in bars if b is not None), _f(task_min))
+        explained = sorted({e for _, e in bars if e})
         matrix.append(
             MatrixRow(
                 name=name,
@@ -893,6 +967,8 @@ def build_page(
                 output=info.output if info is not None else "",
                 metrics=metric_names,
                 min_parity=fmt_num(task_min, 2),
+                bar=fmt_num(task_bar),
+                bar_explained=explained[0] if len(explained) == 1 else "",
                 n=fmt_int(info.n) if info is not None else "n/a",
                 source=info.source if info is not None else "",
                 rows=rows,
@@ -913,6 +989,7 @@ def build_page(
                         exchanges,
                         replays,
                         pass_threshold,
+                        root,
                     )
                     for c, tr in zip(cands, trs, strict=True)
                     if tr is not None or (name, c.name) in groups
@@ -967,7 +1044,7 @@ def build_page(
             groups,
             exchanges,
             replays,
-            info.min_parity if info is not None else min_parity_default,
+            float(tv.bar) if tv.bar != "n/a" else None,
         )
     blob, limit, n_blob = exchange_blob(results, scores, exchanges, replays)
     extras: list[tuple[str, list[tuple[str, str]]]] = []
@@ -1021,6 +1098,7 @@ def build_page(
         sampling=sampling_view(results.sampling, anchors),
         redaction=redaction_view(results.redaction),
         extras=extras,
+        decision=build_decision(results, logged_p50),
         legend=[
             _badge(v)
             for v in ("ready", "ready_with_caveats", "needs_evidence", "not_ready", "cannot_judge")

@@ -29,6 +29,7 @@ from migrate_eval.report._format import (
     verdict_label,
 )
 from migrate_eval.report._io import write_text_atomic
+from migrate_eval.report.decision import build_decision, cost_missing_reason
 
 #: At most this many task rows in the task x candidate table.
 MAX_TASK_ROWS = 30
@@ -54,6 +55,10 @@ VERDICT_ICONS: dict[str, str] = {
 # Markdown punctuation that can start emphasis, links, code, headings, strike-through, tables,
 # plus the HTML specials (GitHub renders inline HTML in job summaries).
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+
+
+#: Candidates given a line of their own under the decision (the table below has them all).
+MAX_DECISION_LINES = 10
 
 
 def md_escape(text: object, limit: int = MAX_CELL_CHARS) -> str:
@@ -88,7 +93,7 @@ def _code_span(code: str) -> str:
 def _cost_cell(c: CandidateResult) -> str:
     per_req, total = c.cost.per_request_usd, c.cost.total_usd
     if not is_number(per_req) and not is_number(total):
-        return "n/a"
+        return f"n/a ({md_escape(cost_missing_reason(c))})"
     if is_number(per_req) and is_number(total):
         return f"{fmt_usd(per_req)}/req ({fmt_usd(total)} total)"
     return f"{fmt_usd(per_req)}/req" if is_number(per_req) else f"{fmt_usd(total)} total"
@@ -98,7 +103,8 @@ def _monthly_cell(c: CandidateResult) -> str:
     """Projected monthly cost and its change against the logged OpenAI model's, when known."""
     monthly, base = c.cost.monthly_usd, c.cost.baseline_monthly_usd
     if monthly is None or not is_number(monthly):
-        return "n/a"
+        why = cost_missing_reason(c)
+        return f"n/a ({md_escape(why)})" if why else "n/a"
     cell = f"{fmt_usd(monthly)}/month"
     if base is not None and is_number(base) and base > 0:
         change = (monthly - base) / base * 100
@@ -144,6 +150,25 @@ def render_summary_md(results: Results) -> str:
         f"(exit code {results.exit_code}) · {len(results.tasks)} task(s) · "
         f"{results.ingest.exchanges:,} exchange(s) · migrate-eval {md_escape(results.tool_version)}"
     )
+    out.append("")
+
+    # The decision in words before the tables (the gate above is what CI reads).
+    decision = build_decision(results, logged_p50=None)
+    out.append(f"**Decision:** {md_escape(decision.sentence, 1000)}")
+    out.append("")
+    for d in decision.candidates[:MAX_DECISION_LINES]:
+        line = f"- **{md_escape(d.name)}** ({_verdict_cell(d.verdict)}): {md_escape(d.takes)}; "
+        line += f"{md_escape(d.cost)}. How sure: {md_escape(d.sure)}."
+        out.append(line)
+        for b in d.blockers:
+            out.append(f"  - {md_escape(b, 400)}")
+        if d.blockers_more:
+            out.append(f"  - … and {d.blockers_more} more")
+    if len(decision.candidates) > MAX_DECISION_LINES:
+        out.append(f"- … and {len(decision.candidates) - MAX_DECISION_LINES} more candidate(s)")
+    if decision.prices:
+        out.append("")
+        out.append(f"_{md_escape(decision.prices, 600)}_")
     out.append("")
 
     # Candidates

@@ -23,6 +23,7 @@ from markupsafe import Markup, escape
 from migrate_eval.core.results import IngestSummary, Profile, RedactionSummary, SamplingSummary
 from migrate_eval.plan.profile import volume_buckets as profile_volume_buckets
 from migrate_eval.report._format import fmt_int, fmt_pct, is_number, truncate
+from migrate_eval.verdict.costs import span_days
 
 #: At most this many rows per table; the rest are counted in a "N more" line.
 MAX_ROWS = 50
@@ -387,10 +388,16 @@ def _period(p: Profile) -> list[Stat]:
     dated = sum(c for _, c in by_day)
     if days > 1 and dated > 0:
         peak_day, peak = by_day[0]
+        # the same figure the cost projection uses (verdict.costs.span_days): every exchange
+        # over the time from the first to the last timestamp
+        try:
+            per_day = _int(p.exchanges) / span_days(first, last)
+        except TypeError:  # one naive and one aware timestamp
+            per_day = dated / days
         out.append(
             Stat(
                 "Per day",
-                f"{dated / days:,.0f} on average",
+                f"{per_day:,.0f} on average",
                 f"busiest {_name(peak_day)}: {fmt_int(peak)}",
             )
         )

@@ -28,7 +28,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from migrate_eval.core.errors import ConfigError
-from migrate_eval.core.plugins import import_target
+from migrate_eval.core.plugins import did_you_mean, import_target
 from migrate_eval.core.records import Exchange, OutputKind, Response
 from migrate_eval.core.results import TaskInfo
 from migrate_eval.score._json import parse_json_answer
@@ -164,10 +164,12 @@ def get_metric(name: str) -> MetricInfo:
     found = _from_entry_point(name)
     if found is None:
         if ":" not in name:
+            names = set(_REGISTRY) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
             known = ", ".join(sorted(_REGISTRY))
             raise ConfigError(
-                f"unknown metric {name!r}: not a built-in metric ({known}), not an entry point in "
-                f"group {ENTRY_POINT_GROUP!r}, and not a 'module:function' name"
+                f"unknown metric {name!r}{did_you_mean(name, names)}: not a built-in metric "
+                f"({known}), not an entry point in group {ENTRY_POINT_GROUP!r}, and not a "
+                "'module:function' name"
             )
         found = _from_import_path(name)
     _RESOLVED[name] = found

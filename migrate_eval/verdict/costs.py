@@ -58,6 +58,16 @@ def monthly_projection(
     return total * 1.0 if any_volume else None
 
 
+def span_days(first: datetime | None, last: datetime | None, *, min_days: float = 1.0) -> float:
+    """Days a log spans, earliest to latest timestamp, at least ``min_days``.
+
+    The one definition of "per day" that the cost projection and the traffic profile share.
+    """
+    if first is None or last is None:
+        return min_days
+    return max(min_days, (last - first).total_seconds() / 86400.0)
+
+
 def logged_volume_per_day(
     timestamps_by_task: Mapping[str, Iterable[datetime | None]], *, min_days: float = 1.0
 ) -> dict[str, float]:
@@ -85,10 +95,8 @@ def logged_volume_per_day(
             except TypeError:
                 continue
         counts[task] = n
-    span_days = min_days
-    if first is not None and last is not None:
-        span_days = max(min_days, (last - first).total_seconds() / 86400.0)
-    return {task: n / span_days for task, n in counts.items()}
+    days = span_days(first, last, min_days=min_days)
+    return {task: n / days for task, n in counts.items()}
 
 
 def measured_throughput_rps(spec: CandidateSpec, rows: Iterable[ReplayResult]) -> float | None:

@@ -231,3 +231,71 @@ def test_planted_scripts_never_execute(chromium_binary: str, tmp_path: Path) -> 
     assert got["dialogs"] == []
     assert got["requests"] == [report.resolve().as_uri()]
     assert got["visible"]  # shown to the reader as text
+
+
+def test_first_screen_holds_the_decision_verdicts_and_cost_latency(
+    chromium_binary: str, demo_report: Path
+) -> None:
+    """At 1400x900, without scrolling: the decision sentence, every candidate's verdict and
+    its cost and latency change are inside the viewport."""
+
+    async def scenario(page: Page) -> dict[str, Any]:
+        await page.set_viewport(1400, 900)
+        await page.evaluate("window.scrollTo(0, 0)")
+        return dict(
+            await page.evaluate(
+                """(() => {
+                  const h = window.innerHeight, w = window.innerWidth;
+                  const seen = (el) => { const r = el.getBoundingClientRect();
+                    return r.height > 0 && r.top >= 0 && r.bottom <= h && r.right <= w; };
+                  const all = (sel) => Array.from(document.querySelectorAll(sel));
+                  return {
+                    viewport: [w, h],
+                    sentence: document.getElementById('decision-sentence').innerText,
+                    sentence_seen: seen(document.getElementById('decision-sentence')),
+                    cands: all('.decision-cand').map((li) => ({
+                      name: li.dataset.candidate,
+                      verdict: li.querySelector('.badge').innerText,
+                      verdict_seen: seen(li.querySelector('.badge')),
+                      cost: li.querySelector('.decision-cost').innerText,
+                      cost_seen: seen(li.querySelector('.decision-cost')),
+                      latency: li.querySelector('.decision-latency').innerText,
+                      latency_seen: seen(li.querySelector('.decision-latency')),
+                    })),
+                    red_gate: all('.gate-fail').length,
+                  };
+                })()"""
+            )
+        )
+
+    got = in_browser(chromium_binary, demo_report, scenario)
+    assert got["viewport"] == [1400, 900]
+    assert got["sentence_seen"] and "can take" in got["sentence"]
+    results = json.loads((demo_report.parent / "results.json").read_text(encoding="utf-8"))
+    assert sorted(c["name"] for c in got["cands"]) == sorted(
+        c["name"] for c in results["candidates"]
+    )
+    for c in got["cands"]:
+        assert c["verdict_seen"] and c["cost_seen"] and c["latency_seen"], c
+        assert c["cost"].startswith("cost ") and "%" in c["cost"]
+        assert c["latency"].startswith("latency ") and "%" in c["latency"]
+    assert got["red_gate"] == 0  # the gate is not a red headline above the decision
+
+
+def test_exchange_browser_labels_follow_parity(chromium_binary: str, demo_report: Path) -> None:
+    """A returned answer with low parity reads "differs from logged", never "ok"."""
+
+    async def scenario(page: Page) -> list[list[str]]:
+        return list(
+            await page.evaluate(
+                """Array.from(document.querySelectorAll('#xb-table tbody tr')).map(
+                  (tr) => [tr.children[3].innerText, tr.children[4].innerText])"""
+            )
+        )
+
+    rows = in_browser(chromium_binary, demo_report, scenario)
+    assert rows
+    for parity, label in rows:
+        assert label.lower() != "ok"
+        if parity != "n/a" and float(parity) < 0.5:
+            assert label == "differs from logged"

@@ -99,6 +99,11 @@ def test_unknown_metric_name_is_a_config_error_naming_it() -> None:
         get_metric("bleurt_xxl")
 
 
+def test_a_misspelt_metric_suggests_the_closest_name() -> None:
+    with pytest.raises(ConfigError, match=r"unknown metric 'chrff' \(did you mean 'chrf'\?\)"):
+        get_metric("chrff")
+
+
 def test_custom_module_function_metric_from_a_loaded_module() -> None:
     info = get_metric(f"{__name__}:length_parity")
     assert info.func is length_parity

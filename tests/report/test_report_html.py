@@ -92,8 +92,10 @@ def test_file_written_and_self_describing(html: str) -> None:
     # both verdicts of the fixture, and the legend with every label
     for label in VERDICT_LABELS.values():
         assert label in html
-    assert "Gate: FAIL" in html
-    assert "1 of 2 candidates not ready" in html
+    # the gate is said after the decision, not as a red headline before it
+    assert "CI gate: FAIL (exit code 1), 1 of 2 candidates not ready" in html
+    assert html.index("decision-sentence") < html.index("CI gate: FAIL")
+    assert "Gate: FAIL" not in html and 'class="gate gate-fail"' not in html
     for section in ("verdict", "tasks", "evidence", "cost", "ingest", "method"):
         assert f'id="{section}"' in html
 
@@ -269,7 +271,7 @@ def test_all_perfect_and_other_verdicts(run: Run) -> None:
     scores.loc[scores.status == "ok", "parity"] = 1.0
     text = render_html_text(res, scores, run.exchanges, run.replays)
     assert "No scored exchange below parity 1.000" in text
-    assert "Gate: ERROR" in text
+    assert "CI gate: ERROR (exit code 3)" in text
     verdict = text[text.index('id="verdict"') : text.index('id="tasks"')]
     assert "badge v-ready" in verdict and "badge v-cannot-judge" in verdict
     assert "Cannot judge" in verdict and "</span> Ready</span>" in verdict

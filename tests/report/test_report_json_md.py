@@ -153,7 +153,9 @@ def test_summary_candidates_show_noise_floor_and_monthly_cost(run: Run) -> None:
     cheap.cost.baseline_monthly_usd = None
     dear.cost.monthly_usd = None
     rows = _candidate_table(render_summary_md(res))
-    assert rows[2].endswith("| $1,232.00/month |") and rows[3].endswith("| n/a |")
+    assert rows[2].endswith("| $1,232.00/month |") and rows[3].endswith(
+        "| n/a (no monthly figure: the logs give no volume to project) |"
+    )
 
     # neither figure anywhere: the table keeps its original columns
     cheap.cost.monthly_usd = None

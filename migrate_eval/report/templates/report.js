@@ -169,6 +169,15 @@
       page = 0;
       render();
     }
+    // What a reader sees for a scored answer follows its parity, not the call's status:
+    // a call that returned (status "ok") with parity 0 is "differs", never "OK".
+    function outcome(s, p) {
+      if (s !== "ok") { return s === "error" ? "failed call" : s; }
+      if (p === null) { return "not scored"; }
+      if (p >= 1 - 1e-9) { return "same as logged"; }
+      if (p >= pass) { return "close to logged"; }
+      return "differs from logged";
+    }
     function render() {
       var c = parseInt(candSel.value || "0", 10);
       var pages = Math.max(1, Math.ceil(view.length / PAGE));
@@ -184,7 +193,7 @@
         tr.appendChild(el("td", "xb-user", u.length > 140 ? u.slice(0, 139) + "…" : u));
         var p = D.parity[c][i];
         tr.appendChild(el("td", "num", p === null ? "n/a" : p.toFixed(3)));
-        tr.appendChild(el("td", null, D.statuses[D.status[c][i]]));
+        tr.appendChild(el("td", "xb-outcome", outcome(D.statuses[D.status[c][i]], p)));
         tr.addEventListener("click", function () { show(i); });
         tr.addEventListener("keydown", function (ev) { if (ev.key === "Enter") { show(i); } });
         tbody.appendChild(tr);
@@ -201,13 +210,13 @@
       detail.appendChild(el("pre", "content", D.user[i] || "(none)"));
       var grid = el("div", "xb-answers");
       var logged = el("div", "answer answer-logged");
-      logged.appendChild(el("h5", null, "Logged OpenAI answer"));
+      logged.appendChild(el("h5", null, "Logged OpenAI answer (the reference)"));
       logged.appendChild(el("pre", "content", D.logged[i]));
       grid.appendChild(logged);
       D.candidates.forEach(function (name, c) {
         var box = el("div", "answer answer-candidate");
         var p = D.parity[c][i];
-        box.appendChild(el("h5", null, name + " - parity " + (p === null ? "n/a" : p.toFixed(3)) + " - " + D.statuses[D.status[c][i]]));
+        box.appendChild(el("h5", null, name + " - parity " + (p === null ? "n/a" : p.toFixed(3)) + " - " + outcome(D.statuses[D.status[c][i]], p)));
         var pre = el("pre", "content diff");
         var d = wordDiff(D.logged[i] || "", D.answer[c][i] || "");
         if (d) { fillDiff(pre, d[1], "ins"); } else { pre.textContent = D.answer[c][i]; }
@@ -215,7 +224,7 @@
         grid.appendChild(box);
       });
       detail.appendChild(grid);
-      detail.appendChild(el("p", "muted small", "Highlighted: words of the candidate's answer that are not in the logged answer."));
+      detail.appendChild(el("p", "muted small", "Marked: where the candidate's answer differs from the logged answer (a difference, not necessarily an error; parity says how much it matters)."));
       detail.scrollIntoView({ block: "nearest" });
     }
     [taskSel, candSel, outcomeSel, verdictSel, orderSel].forEach(function (s) { s.addEventListener("change", apply); });
