@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import nox
 
-nox.options.default_venv_backend = "venv"
+# virtualenv (a nox dependency) seeds pip itself: unlike `python -m venv`, it works on Debian's
+# and Ubuntu's system Python without the python3-venv package.
+nox.options.default_venv_backend = "virtualenv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 
 def _install_test(session: nox.Session) -> None:
+    # pip's own output (each package as it is collected and installed), not minutes of silence
     # the CPU torch first, so that nothing the extras need pulls a CUDA build
-    session.install("torch==2.13.0")
-    session.install("-e", ".[test]")
+    session.install("torch==2.13.0", silent=False)
+    session.install("-e", ".[test]", silent=False)
 
 
 @nox.session
