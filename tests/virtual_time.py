@@ -16,7 +16,6 @@ in for an endpoint, built by the replay engine in place of the real provider
 from __future__ import annotations
 
 import asyncio
-import re
 import selectors
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -179,10 +178,3 @@ def use_fake_vendor(monkeypatch: pytest.MonkeyPatch, vendor: FakeVendor) -> None
     monkeypatch.setattr(
         migrate_eval.replay, "get_provider", lambda spec: _FakeProvider(spec, vendor)
     )
-
-
-def question_number(body: dict[str, Any]) -> int:
-    """``n`` of the ``question n`` a request asks."""
-    found = re.search(r"question (\d+)", body["messages"][-1]["content"])
-    assert found is not None
-    return int(found.group(1))
