@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import nox
 
-nox.options.default_venv_backend = "venv"
+# virtualenv (a nox dependency) seeds pip itself: unlike `python -m venv`, it works on Debian's
+# and Ubuntu's system Python without the python3-venv package.
+nox.options.default_venv_backend = "virtualenv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 
 def _install_test(session: nox.Session) -> None:
-    # the CPU torch first, so that nothing the extras need pulls a CUDA build
-    session.install("torch==2.13.0")
-    session.install("-e", ".[test]")
+    # pip's own output (each package as it is collected and installed), not minutes of silence.
+    # torch first and pinned: where pip can see the CPU build (CI's find-links, or
+    # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu) it takes 2.13.0+cpu and nothing
+    # the extras need pulls a CUDA build; PyPI alone has only the CUDA build for Linux x86_64.
+    session.install("torch==2.13.0", silent=False)
+    session.install("-e", ".[test]", silent=False)
 
 
 @nox.session

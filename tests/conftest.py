@@ -8,13 +8,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+#: Why a test that reads the shared real data skips without it (no path the user lacks).
+NO_SHARED_DATA = "real public data folder (shared/data, beside the clone in CI) not present"
+
+
+def shown(path: Path) -> str:
+    """``path`` as ``shared/data/...`` for a skip message, never an absolute path."""
+    try:
+        return "shared/data/" + path.resolve().relative_to(SHARED_DATA).as_posix()
+    except ValueError:
+        return path.name
 
 
 @pytest.fixture
 def shared_data() -> Path:
     """The shared real-data folder; tests that need it skip with a clear message without it."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the checkout in CI)")
+        pytest.skip(NO_SHARED_DATA)
     return SHARED_DATA
 
 

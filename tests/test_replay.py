@@ -17,17 +17,20 @@ from typing import Any
 import pytest
 
 from migrate_eval.core.errors import ConfigError
-from migrate_eval.core.records import Exchange, Source
+from migrate_eval.core.records import Exchange, ReplayResult, Source
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.cache import ResponseCache
 from migrate_eval.replay.engine import (
     DROPPED_FIELDS,
+    HedgePolicy,
     ProgressEvent,
     backoff_delay,
     build_request,
     replay,
+    replay_async,
 )
 from tests.servers import LoopbackServer, body_hash
+from tests.virtual_time import FakeVendor, run_virtual, use_fake_vendor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,6 +78,28 @@ def cache(tmp_path: Path) -> Iterator[ResponseCache]:
 def cand(server: LoopbackServer, name: str = "local", **kw: Any) -> CandidateSpec:
     kw.setdefault("model", "llama-3.1-8b")
     return CandidateSpec(name=name, base_url=server.base_url, **kw)
+
+
+@pytest.fixture
+def vendor(monkeypatch: pytest.MonkeyPatch) -> FakeVendor:
+    """An in-loop endpoint for the timing tests, which run on virtual time (see
+    tests/virtual_time.py): exact times, whatever the machine's load."""
+    fake = FakeVendor()
+    use_fake_vendor(monkeypatch, fake)
+    return fake
+
+
+def replay_virtual(
+    exchanges: list[Exchange], candidates: list[CandidateSpec], **kw: Any
+) -> tuple[list[ReplayResult], float]:
+    """``replay`` on virtual time: the results and the virtual seconds the run took.
+
+    Hedging of hung attempts and cache leases are off here (these tests time the limiter,
+    Retry-After and AIMD; tests/test_faults.py tests both): leases are claimed in a worker
+    thread, which a virtual clock cannot wait for, and hedging polls on timers."""
+    kw.setdefault("hedge", HedgePolicy(enabled=False))
+    kw.setdefault("leases", False)
+    return run_virtual(replay_async(exchanges, candidates, interruptible=False, **kw))
 
 
 def dead_url() -> str:
@@ -208,37 +233,36 @@ def test_duplicate_requests_are_sent_once(server: LoopbackServer, cache: Respons
     assert results[0].response == results[1].response
 
 
-def test_429_retry_after_is_honoured(server: LoopbackServer, cache: ResponseCache) -> None:
-    server.fail(429, retry_after="1", match="question 0")
-    start = time.monotonic()
-    (result,) = replay([exchange(0)], [cand(server)], cache=cache)
-    elapsed = time.monotonic() - start
+def test_429_retry_after_is_honoured(vendor: FakeVendor, cache: ResponseCache) -> None:
+    vendor.fail(429, retry_after=1.0, match="question 0")
+    (result,), _ = replay_virtual([exchange(0)], [CandidateSpec(name="c", model="m")], cache=cache)
     assert result.ok and result.attempts == 2
-    assert elapsed >= 1.0  # the retry waited for Retry-After, not the short default backoff
-    assert server.total == 2
+    assert vendor.total == 2
+    # The retry waited for Retry-After (plus at most 0.11 s of jitter), not the short default
+    # backoff (0.25-0.5 s).
+    assert 1.0 <= vendor.arrivals[1] - vendor.arrivals[0] <= 1.11
 
 
 def test_429_retry_after_pauses_the_whole_candidate(
-    server: LoopbackServer, cache: ResponseCache
+    vendor: FakeVendor, cache: ResponseCache
 ) -> None:
-    server.delay = 0.05
-    server.fail(429, retry_after_ms="500", match="question 0")
-    results = replay(
+    vendor.delay = 0.05
+    vendor.fail(429, retry_after=0.5, match="question 0")
+    results, _ = replay_virtual(
         [exchange(i) for i in range(40)],
-        [cand(server, concurrency=4)],
+        [CandidateSpec(name="c", model="m", concurrency=4)],
         cache=cache,
         backoff_base=0.001,
     )
     assert all(r.ok for r in results)
     assert results[0].attempts == 2
-    bodies, arrivals = server.bodies, server.arrivals
-    first_429 = next(t for b, t in zip(bodies, arrivals, strict=True) if "question 0" in str(b))
-    answered_429 = first_429 + 0.05
-    # Once the 429 came back, no worker of the candidate sent anything for the 500 ms it asked
-    # (requests already on their way when it came back may arrive just after it).
-    since = [t - answered_429 for t in arrivals]
-    assert not [d for d in since if 0.15 < d < 0.45]
-    assert max(since) >= 0.45
+    assert vendor.arrivals[:4] == pytest.approx([0.0] * 4, abs=1e-6)  # question 0 among them
+    before = [t for t in vendor.arrivals if t < 0.051]
+    assert len(before) == 4
+    # The 429 came back at 0.05 s: no worker of the candidate sent anything for the 500 ms it
+    # asked, then all of them went on.
+    assert not [t for t in vendor.arrivals if 0.051 < t < 0.549]
+    assert sum(1 for t in vendor.arrivals if t >= 0.549) == 41 - len(before)
 
 
 def test_5xx_is_retried_then_succeeds(server: LoopbackServer, cache: ResponseCache) -> None:
@@ -277,17 +301,17 @@ def test_retries_exhausted_give_an_error_row_and_the_run_goes_on(
 
 
 def test_timeout_gives_an_error_row(server: LoopbackServer, cache: ResponseCache) -> None:
-    server.slow(5.0, times=5, match="question 1")
-    start = time.monotonic()
+    # A timeout well above a loopback answer's time even on a busy machine, far below the
+    # slow answer's: a request that waited for the answer would have succeeded.
+    server.slow(60.0, times=5, match="question 1")
     results = replay(
         [exchange(0), exchange(1)],
-        [cand(server, timeout=0.3, max_retries=1)],
+        [cand(server, timeout=1.0, max_retries=1)],
         cache=cache,
         backoff_base=0.01,
     )
     assert results[0].ok
     assert (results[1].error_kind, results[1].attempts) == ("timeout", 2)
-    assert time.monotonic() - start < 3
 
 
 def test_400_is_not_retried(server: LoopbackServer, cache: ResponseCache) -> None:
@@ -439,11 +463,9 @@ def test_a_config_error_stops_every_candidate(server: LoopbackServer, cache: Res
     server.delay = 0.05
     good = cand(server, "good", concurrency=1)
     keyless = cand(server, "keyless", api_key_env="MIGRATE_EVAL_TEST_NOT_SET")
-    start = time.monotonic()
     with pytest.raises(ConfigError):
         replay([exchange(i) for i in range(40)], [good, keyless], cache=cache)
-    assert time.monotonic() - start < 1.0  # not the 2 s the good candidate alone would take
-    assert server.total <= 2
+    assert server.total <= 2  # the good candidate stopped too, not after its 40 requests
 
 
 def test_answers_received_before_a_fatal_error_are_kept(
@@ -471,7 +493,7 @@ def test_answers_received_before_a_fatal_error_are_kept(
 _CHILD = """
 import sys
 from migrate_eval.replay.cache import ResponseCache
-from migrate_eval.core.records import Exchange, Source
+from migrate_eval.core.records import Exchange, ReplayResult, Source
 from migrate_eval.replay.engine import replay
 from migrate_eval.core.suite import CandidateSpec
 
@@ -570,57 +592,55 @@ def test_sigkill_at_any_point_loses_nothing_committed_and_resends_only_the_rest(
 
 
 def test_requests_per_minute_limit_spaces_the_requests(
-    server: LoopbackServer, cache: ResponseCache
+    vendor: FakeVendor, cache: ResponseCache
 ) -> None:
-    # 3,000 a minute = 50/s with bursts of 50: 80 requests need at least 30/50 s after the burst.
-    results = replay([exchange(i) for i in range(80)], [cand(server, rpm=3000)], cache=cache)
+    # 3,000 a minute = 50/s with bursts of 50: after the burst, one request every 20 ms.
+    results, _ = replay_virtual(
+        [exchange(i) for i in range(80)], [CandidateSpec(name="c", model="m", rpm=3000)],
+        cache=cache,
+    )  # fmt: skip
     assert all(r.ok for r in results)
-    arrivals = sorted(server.arrivals)
-    assert arrivals[-1] - arrivals[0] >= 0.5
+    arrivals = sorted(vendor.arrivals)
+    assert arrivals == pytest.approx([0.0] * 50 + [0.02 * (i + 1) for i in range(30)], abs=1e-6)
     # No window of one second holds more than the burst plus one second's worth.
-    assert all(sum(1 for a in arrivals if t <= a < t + 1.0) <= 101 for t in arrivals)
+    assert all(sum(1 for a in arrivals if t <= a < t + 1.0) <= 100 for t in arrivals)
 
 
 def test_tokens_per_minute_limit_throttles_on_estimates_then_usage(
-    server: LoopbackServer, cache: ResponseCache
+    vendor: FakeVendor, cache: ResponseCache
 ) -> None:
     # Each request is estimated at ~1,016 tokens (max_tokens=1000 counts as output): at
     # 120,000 a minute (2,000/s, bursts of 4,096) four go at once and the next two are due
-    # after ~0.5 s and ~1 s. The first four answer after 0.3 s reporting ~10 tokens each:
+    # after ~0.5 s and ~1 s. The first four answer after 0.3 s reporting 8 tokens each:
     # the difference is given back and the two waiting requests leave at once.
-    server.delay = 0.3
+    vendor.delay = 0.3
     events: list[ProgressEvent] = []
-    start = time.monotonic()
-    results = replay(
+    results, took = replay_virtual(
         [exchange(i, max_tokens=1000) for i in range(6)],
-        [cand(server, tpm=120_000, concurrency=6)],
+        [CandidateSpec(name="c", model="m", tpm=120_000, concurrency=6)],
         cache=cache,
         progress=events.append,
     )
-    elapsed = time.monotonic() - start
-    assert all(r.ok for r in results) and server.total == 6
-    arrivals = sorted(server.arrivals)
-    assert arrivals[4] - arrivals[0] >= 0.25  # the fifth waited for the first answers...
-    assert arrivals[5] - arrivals[0] < 0.45  # ...and not for its estimate (~1 s)
-    assert 0.4 <= events[-1].throttled_s <= 1.0
-    assert elapsed < 1.1
+    assert all(r.ok for r in results) and vendor.total == 6
+    # The fifth and sixth waited for the first answers, and not for their estimates.
+    assert vendor.arrivals == pytest.approx([0.0] * 4 + [0.3] * 2, abs=1e-6)
+    assert events[-1].throttled_s == pytest.approx(0.6)  # 0.3 s each
+    assert took == pytest.approx(0.6)  # not the ~1.3 s the estimates alone would take
 
 
-def test_429s_shrink_concurrency_then_it_recovers(
-    server: LoopbackServer, cache: ResponseCache
-) -> None:
-    server.delay = 0.02
-    server.fail(429, times=8)  # the first round of requests is rejected, without Retry-After
+def test_429s_shrink_concurrency_then_it_recovers(vendor: FakeVendor, cache: ResponseCache) -> None:
+    vendor.delay = 0.02
+    vendor.fail(429, times=8)  # the first round of requests is rejected, without Retry-After
     events: list[ProgressEvent] = []
-    results = replay(
+    results, _ = replay_virtual(
         [exchange(i) for i in range(160)],
-        [cand(server, concurrency=8)],
+        [CandidateSpec(name="c", model="m", concurrency=8)],
         cache=cache,
         backoff_base=0.01,
         progress=events.append,
     )
     assert all(r.ok for r in results)
-    seen = server.in_flight_at_arrival
+    seen = vendor.in_flight_at_arrival
     assert max(seen[:8]) == 8  # full concurrency at first
     assert max(seen[8:12]) <= 4  # halved once (not once per 429) after the burst
     assert max(seen[-40:]) == 8  # recovered
@@ -629,13 +649,12 @@ def test_429s_shrink_concurrency_then_it_recovers(
 
 
 def test_retry_after_still_pauses_with_adaptive_concurrency(
-    server: LoopbackServer, cache: ResponseCache
+    vendor: FakeVendor, cache: ResponseCache
 ) -> None:
-    server.fail(429, times=1, retry_after="0.3")
-    start = time.monotonic()
-    results = replay([exchange(0)], [cand(server)], cache=cache)
+    vendor.fail(429, times=1, retry_after=0.3)
+    results, _ = replay_virtual([exchange(0)], [CandidateSpec(name="c", model="m")], cache=cache)
     assert results[0].ok and results[0].attempts == 2
-    assert time.monotonic() - start >= 0.3
+    assert vendor.arrivals[1] - vendor.arrivals[0] >= 0.3
 
 
 # -- streaming ------------------------------------------------------------------------------
@@ -768,7 +787,7 @@ def test_baseline_repeats_are_fresh_calls_then_cached(
 _SIGINT_CHILD = """
 import sys
 from migrate_eval.replay.cache import ResponseCache
-from migrate_eval.core.records import Exchange, Source
+from migrate_eval.core.records import Exchange, ReplayResult, Source
 from migrate_eval.replay.engine import ReplayInterrupted, replay
 from migrate_eval.core.suite import CandidateSpec
 

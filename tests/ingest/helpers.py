@@ -10,22 +10,22 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import NO_SHARED_DATA, shown
+
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 
 def data_dir() -> Path:
     """The shared real-data folder beside the checkout, or skip the test."""
     if not DATA.is_dir():
-        pytest.skip(
-            f"real data folder {DATA.resolve()} is absent (it sits beside the checkout in CI)"
-        )
+        pytest.skip(NO_SHARED_DATA)
     return DATA
 
 
 def data_file(*parts: str) -> Path:
     path = data_dir().joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data file {path} is absent")
+        pytest.skip(f"real data file {shown(path)} not present")
     return path
 
 
@@ -121,5 +121,5 @@ def cassette_pairs(pattern: str) -> list[dict[str, Any]]:
                 }
             )
     if not rows:
-        pytest.skip(f"no cassette matches {pattern} in {folder}")
+        pytest.skip(f"no cassette matches {pattern} in {shown(folder)}")
     return rows

@@ -12,6 +12,7 @@ import pytest
 from migrate_eval.core.records import Exchange, ReplayResult, Response, Source
 from migrate_eval.core.results import TaskInfo
 from migrate_eval.score import score
+from tests.conftest import NO_SHARED_DATA, shown
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alpaca_eval"
 N = 100
@@ -28,7 +29,8 @@ TASK = TaskInfo(
 def _load(name: str) -> list[dict[str, Any]]:
     path = DATA / name
     if not path.exists():
-        pytest.skip(f"real data not available: {path} (see /work/shared/data/SOURCES.md)")
+        reason = f"real data file {shown(path)} not present" if DATA.parent.is_dir() else ""
+        pytest.skip(reason or NO_SHARED_DATA)
     rows: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
     return rows[:N]
 

