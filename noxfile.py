@@ -29,10 +29,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint and format check."""
-    session.install("ruff>=0.6")
+    """ruff (lint and format check) and the import contracts of docs/architecture.md."""
+    session.install("ruff>=0.6", "import-linter>=2.1")
     session.run("ruff", "check", "migrate_eval", "tests", "benchmarks", "noxfile.py")
     session.run("ruff", "format", "--check", "migrate_eval")
+    # the package is analysed from the source tree: no install needed
+    session.run("lint-imports", env={"PYTHONPATH": str(session.invoked_from)})
 
 
 @nox.session
