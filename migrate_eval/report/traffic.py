@@ -88,6 +88,9 @@ ENTITY_LABELS: dict[str, str] = {
     "nino": "UK national insurance numbers",
     "ip": "IP addresses",
     "phone": "Phone numbers",
+    "passport": "Passport numbers",
+    "dob": "Dates of birth",
+    "address": "Postal addresses",
     "person": "Person names",
     "location": "Places and street addresses",
 }
