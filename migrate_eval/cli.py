@@ -144,7 +144,7 @@ def main() -> None:
     "--redact/--no-redact",
     default=None,
     envvar="MIGRATE_EVAL_REDACT",
-    help="Replace PII and secrets before anything is sent to a candidate (default: the suite's redaction.enabled).",
+    help="Replace PII and secrets before anything is sent to a candidate (default: the suite's redaction.enabled). Person names are found by heuristics only unless the suite says names: true (presidio extra).",
 )
 def run(
     suite: Path | None,
@@ -188,6 +188,14 @@ def run(
     summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")
     click.echo(summary)
     click.echo(f"Report: {outcome.run_dir / 'report.html'}")
+    red = outcome.results.redaction
+    if red is not None and red.enabled and red.names == "heuristic":
+        click.echo(
+            "warning: person names were redacted by heuristics only (after a title, greeting or "
+            "sign-off, a list of common first names, name fields); other names reached the "
+            "candidates. For more, set redaction.names: true in the suite (presidio extra).",
+            err=True,
+        )
     sys.exit(int(outcome.exit_code))
 
 

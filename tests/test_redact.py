@@ -434,3 +434,68 @@ def test_cli_redact_flag(tmp_path: Path) -> None:
         sent = json.dumps(server.bodies, ensure_ascii=False)
     assert res.exit_code in (0, 1), res.output
     assert server.total == 6 and EMAIL2 not in sent and "<EMAIL_1>" in sent
+    assert "person names were redacted by heuristics only" in res.output
+
+
+def test_profile_counts_pii_per_kind_without_values(tmp_path: Path) -> None:
+    """With redaction off, the profile says how much the logs hold, so the choice is informed."""
+    logs = tmp_path / "canary.jsonl"
+    _canary_logs(logs)
+    prof = migrate_eval.profile([logs])
+    assert prof.pii is not None and not prof.pii.sampled
+    assert prof.pii.examined == 6 and prof.pii.exchanges_with_pii == 6
+    assert {"email", "card", "iban", "phone", "person", "dob", "passport", "address"} <= set(
+        prof.pii.by_kind
+    )
+    dumped = prof.model_dump_json()
+    assert [v for v in PLANTED if v in dumped] == []
+
+
+def test_pii_counter_samples_big_logs() -> None:
+    from migrate_eval.plan.redact import PiiCounter
+
+    counter = PiiCounter(full=10, stride=5)
+    for i in range(50):
+        counter.add(_exchange().model_copy(update={"id": f"e{i}"}))
+    counts = counter.counts()
+    # 10, then 1 in 5 of the 40 others
+    assert counts.sampled and counts.examined == 18 and counts.exchanges_with_pii == 18
+    assert counts.by_kind["email"] == 18 * 6
+
+
+def test_report_and_summary_say_what_the_logs_hold_when_redaction_is_off(tmp_path: Path) -> None:
+    logs = tmp_path / "canary.jsonl"
+    _canary_logs(logs)
+    with LoopbackServer() as server:
+        outcome = migrate_eval.run(
+            logs=[logs],
+            candidates=[f"c=openai-compatible:test-model@{server.base_url}"],
+            out=tmp_path / "run",
+            cache=tmp_path / "cache.sqlite",
+        )
+    results = json.loads((outcome.run_dir / "results.json").read_text(encoding="utf-8"))
+    assert results["profile"]["pii"]["exchanges_with_pii"] == 6
+    summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "PII redaction was off" in summary
+    assert "personal data or secrets in 6 of 6 exchange(s) examined (" in summary
+    html = (outcome.run_dir / "report.html").read_text(encoding="utf-8")
+    assert "Found in the logs (not replaced)" in html and "Dates of birth" in html
+
+
+def test_heuristic_names_are_said_loudly(tmp_path: Path) -> None:
+    logs = tmp_path / "canary.jsonl"
+    _canary_logs(logs)
+    with LoopbackServer() as server:
+        outcome = migrate_eval.run(
+            logs=[logs],
+            candidates=[f"c=openai-compatible:test-model@{server.base_url}"],
+            out=tmp_path / "run",
+            cache=tmp_path / "cache.sqlite",
+            redact=True,
+        )
+    assert outcome.results.redaction is not None
+    assert outcome.results.redaction.names == "heuristic"
+    summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "Person names were looked for by heuristics only" in summary
+    html = (outcome.run_dir / "report.html").read_text(encoding="utf-8")
+    assert "by heuristics only" in html

@@ -68,7 +68,7 @@ from typing import Any
 
 from migrate_eval.core.errors import ConfigError, MissingExtraError, UserError
 from migrate_eval.core.records import Exchange, Response, ToolCall
-from migrate_eval.core.results import RedactionSummary
+from migrate_eval.core.results import PiiCounts, RedactionSummary
 from migrate_eval.core.suite import ENTITIES, NAME_ENTITIES, RedactionConfig
 
 _LABELS = {
@@ -213,6 +213,17 @@ _ADDRESS = (
     + r")\s+\d{5}(?:-\d{4})?\b"
 )
 
+#: Substrings one of which a text must hold for a rule to be tried (cheap pre-checks: most
+#: text holds none of them); for ``email`` in the text as is, for the others lower-cased.
+_HINTS: dict[str, tuple[str, ...]] = {
+    "secret": ("-----begin", "eyj", "sk-", "akia", "asia", "agpa", "aida", "aroa", "ghp_",
+               "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox"),
+    "email": ("@",),
+    "dob": ("born", "birth", "dob", "d.o.b"),
+    "passport": ("passport",),
+}  # fmt: skip
+_ASSIGNMENT_HINTS = ("key", "secret", "token", "passw", "pwd", "credential", "auth")
+
 _RULES: list[_Rule] = [
     ("secret", re.compile("|".join(_SECRET_PATTERNS)), None, _same),
     (
@@ -323,7 +334,7 @@ _NOT_NAMES = frozenset(
 _NAME_WORD = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
 _TITLE = r"(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Madam|Mme|Mlle|Herr|Frau|Señor|Señora)\.?"
 _CUE = (
-    r"(?:(?<![\w])(?:Dear|Hi|Hello|Hey|Thanks|Thank\s+you|Regards|Best|Cheers|Sincerely|"
+    r"\b(?:(?:Dear|Hi|Hello|Hey|Thanks|Thank\s+you|Regards|Best|Cheers|Sincerely|"
     r"Yours|Love)\b[,!]?\s+"
     r"|(?i:my\s+name\s+is|name\s+is|I\s+am|I'm|this\s+is|signed|named|called)\s+)"
 )
@@ -384,7 +395,7 @@ def _person_names(text: str, sc: _Scope) -> str:
 
 _ASSIGNMENT = re.compile(
     r"""(?ix)
-    (?P<key>["']?[\w.-]*(?:api[_-]?key|secret|token|passw(?:or)?d|pwd|credential|access[_-]?key|auth)[\w.-]*["']?)
+    (?<![\w.-])(?P<key>["']?[\w.-]*(?:api[_-]?key|secret|token|passw(?:or)?d|pwd|credential|access[_-]?key|auth)[\w.-]*["']?)
     (?P<sep>\s*[:=]\s*["']?)
     (?P<value>[^\s"',;<>]{12,})
     """
@@ -437,9 +448,13 @@ class Redactor:
     def redact_text(self, text: str, scope: _Scope | None = None) -> str:
         """Redact one string (a fresh placeholder scope unless one is given)."""
         sc = scope if scope is not None else _Scope()
-        if "secret" in self.entities:
+        low = text.lower()
+        if "secret" in self.entities and any(h in low for h in _ASSIGNMENT_HINTS):
             text = _ASSIGNMENT.sub(lambda m: self._assignment(m, sc), text)
         for entity, pattern, valid, norm in self._rules:
+            hints = _HINTS.get(entity)
+            if hints is not None and not any(h in low for h in hints):
+                continue
 
             def repl(
                 m: re.Match[str],
@@ -613,6 +628,78 @@ def _presidio_analyzer() -> Any:
         ) from None
 
 
+class PiiCounter:
+    """Counts personal data and secrets in logged exchanges, per kind, without keeping any
+    value (the profile's ``pii``). Only text is examined (messages, system prompts, tool
+    arguments and results, logged answers), with the regex and heuristic detectors of
+    :class:`Redactor` (never presidio). To keep profiling cheap on big logs, every exchange is
+    examined up to ``full`` of them, then one in ``stride``."""
+
+    def __init__(self, full: int = 1_000, stride: int = 100) -> None:
+        self._redactor = Redactor()
+        self.full = full
+        self.stride = stride
+        self.seen = 0
+        self.examined = 0
+        self.with_pii = 0
+        self.by_kind: Counter[str] = Counter()
+
+    def add(self, exchange: Exchange) -> None:
+        self.seen += 1
+        if self.seen > self.full and self.seen % self.stride:
+            return
+        self.examined += 1
+        sc = _Scope()
+        for text in _texts(exchange):
+            self._redactor.redact_text(text, sc)
+        if sc.occurrences:
+            self.with_pii += 1
+            self.by_kind.update(sc.occurrences)
+
+    def counts(self) -> PiiCounts:
+        return PiiCounts(
+            examined=self.examined,
+            sampled=self.examined < self.seen,
+            exchanges_with_pii=self.with_pii,
+            by_kind=dict(self.by_kind.most_common()),
+        )
+
+
+def _texts(exchange: Exchange) -> Iterable[str]:
+    """The text of an exchange: what redaction would look at (JSON strings as they are)."""
+    req = exchange.request
+    for key in ("prompt", "input", "instructions"):
+        yield from _strings(req.get(key))
+    messages = req.get("messages")
+    if isinstance(messages, list):
+        for m in messages:
+            if not isinstance(m, dict):
+                continue
+            yield from _strings(m.get("content"))
+            for call in m.get("tool_calls") or ():
+                if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                    yield from _strings(call["function"].get("arguments"))
+    response = exchange.response
+    if response is not None:
+        if response.text:
+            yield response.text
+        for tc in response.tool_calls:
+            yield tc.arguments
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        if value:
+            yield value
+    elif isinstance(value, list):
+        for v in value:
+            if isinstance(v, str):
+                yield v
+            elif isinstance(v, dict):
+                text = v.get("text") or v.get("content")
+                yield from _strings(text)
+
+
 def redact_exchanges(
     exchanges: Sequence[Exchange], config: RedactionConfig
 ) -> tuple[list[Exchange], RedactionSummary]:
@@ -641,6 +728,13 @@ def redact_exchanges(
         values=sum(distinct.values()),
         by_entity=dict(distinct.most_common()),
         occurrences_by_entity=dict(occurrences.most_common()),
+        names=(
+            "presidio"
+            if "person" in redactor.name_entities
+            else "heuristic"
+            if "person" in redactor.entities
+            else None
+        ),
     )
 
 

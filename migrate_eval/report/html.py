@@ -1007,7 +1007,9 @@ def build_page(
         logged_p50=fmt_ms(logged_p50),
         traffic=profile_view(results.profile, anchors, results.ingest),
         sampling=sampling_view(results.sampling, anchors),
-        redaction=redaction_view(results.redaction),
+        redaction=redaction_view(
+            results.redaction, results.profile.pii if results.profile is not None else None
+        ),
         extras=extras,
         legend=[
             _badge(v)
