@@ -5,6 +5,7 @@ Every option can also be set through an environment variable named ``MIGRATE_EVA
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -58,6 +59,32 @@ class _Progress:
     def __call__(self, event: Any) -> None:
         if self.enabled:
             self.board(event)
+
+
+def _set_max_line_bytes(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--max-line-bytes``: checked now, handed to the readers (and to their worker
+    processes) through ``MIGRATE_EVAL_MAX_LINE_BYTES``."""
+    if value is None:
+        return
+    from migrate_eval.core.errors import ConfigError
+    from migrate_eval.ingest._jsonl import MAX_LINE_BYTES_ENV, parse_size
+
+    try:
+        size = parse_size(value, "--max-line-bytes")
+    except ConfigError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[1], ctx=ctx, param=param) from None
+    os.environ[MAX_LINE_BYTES_ENV] = str(size)
+
+
+max_line_bytes_option = click.option(
+    "--max-line-bytes",
+    metavar="SIZE",
+    envvar="MIGRATE_EVAL_MAX_LINE_BYTES",
+    expose_value=False,
+    callback=_set_max_line_bytes,
+    help="Longest log line read (default 16M; e.g. 64M): a longer line is skipped and counted "
+    "as 'line too long', naming its file and line. Bounds memory per line.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -123,6 +150,7 @@ def main() -> None:
     envvar="MIGRATE_EVAL_STRICT",
     help="A bad log line is an error (exit 2) instead of being skipped and counted.",
 )
+@max_line_bytes_option
 @click.option(
     "--quiet", "-q", is_flag=True, envvar="MIGRATE_EVAL_QUIET", help="No progress display."
 )
@@ -217,6 +245,7 @@ def report(run_dir: Path) -> None:
 @click.option(
     "--strict", is_flag=True, help="A bad log line is an error (exit 2) instead of being skipped."
 )
+@max_line_bytes_option
 def profile_cmd(logs: tuple[Path, ...], as_json: bool, fmt: str, strict: bool) -> None:
     """Profile logged traffic: volume, tasks, features, tokens, duplicates, errors."""
     from migrate_eval.api import profile as profile_logs
@@ -246,6 +275,7 @@ def profile_cmd(logs: tuple[Path, ...], as_json: bool, fmt: str, strict: bool) -
 )
 @click.option("--format", "fmt", default="auto", show_default=True, help="Log format name.")
 @click.option("--strict", is_flag=True, help="A bad log line is an error (exit 2).")
+@max_line_bytes_option
 @click.option("--force", is_flag=True, help="Overwrite an existing suite file.")
 def init_cmd(
     logs: tuple[Path, ...],
