@@ -355,10 +355,13 @@ _DOB_FIELD = re.compile(r"(?i)^(?:dob|d_o_b|date_?of_?birth|birth_?date|birthday
 _PASSPORT_FIELD = re.compile(r"(?i)^passport(?:_?(?:number|no|num|id))?$")
 
 
+_UPPER = re.compile(r"[A-Z]")
+
+
 def _person_names(text: str, sc: _Scope) -> str:
     """Person names found by :data:`_PERSON_AFTER_TITLE`, :data:`_PERSON_AFTER_CUE` and the
     first-name list (the title or greeting stays, the name becomes ``<PERSON_n>``)."""
-    if not any(c.isupper() for c in text):
+    if _UPPER.search(text) is None:
         return text
 
     def cued(m: re.Match[str]) -> str:
@@ -628,12 +631,17 @@ def _presidio_analyzer() -> Any:
         ) from None
 
 
+#: Characters of one exchange's text the profile's PII count examines, at most.
+PII_TEXT_CHARS = 100_000
+
+
 class PiiCounter:
     """Counts personal data and secrets in logged exchanges, per kind, without keeping any
     value (the profile's ``pii``). Only text is examined (messages, system prompts, tool
     arguments and results, logged answers), with the regex and heuristic detectors of
     :class:`Redactor` (never presidio). To keep profiling cheap on big logs, every exchange is
-    examined up to ``full`` of them, then one in ``stride``."""
+    examined up to ``full`` of them, then one in ``stride``; and of an exchange, the first
+    :data:`PII_TEXT_CHARS` characters of its text (a 50 MB prompt is not scanned whole)."""
 
     def __init__(self, full: int = 1_000, stride: int = 100) -> None:
         self._redactor = Redactor()
@@ -650,8 +658,14 @@ class PiiCounter:
             return
         self.examined += 1
         sc = _Scope()
+        left = PII_TEXT_CHARS
         for text in _texts(exchange):
+            if len(text) > left:
+                text = text[:left]
             self._redactor.redact_text(text, sc)
+            left -= len(text)
+            if left <= 0:
+                break
         if sc.occurrences:
             self.with_pii += 1
             self.by_kind.update(sc.occurrences)
