@@ -43,7 +43,7 @@ Entities (``redaction.entities`` in a suite; all of them by default):
              Chinese or free-form ones are not) pass through
 ``person``   person names, by heuristics (no model): a capitalised name after a title
              (Mr, Mrs, Ms, Dr, Prof...), a greeting or sign-off (Hi, Dear, Thanks, Regards...),
-             "my name is" / "I am"; a first name from a built-in list of about 300 common
+             "my name is" / "I am"; a first name from a built-in list of about 270 common
              English and European first names followed by a capitalised surname; and the
              value of name fields in JSON (``full_name``, ``customer_name``, ``first_name``...).
              Its recall is modest: a lone first name in running text, names outside the list
@@ -301,19 +301,19 @@ _FIRST_NAMES = frozenset(
     """
     Aaron Adam Adrian Ahmed Aisha Alan Albert Alejandro Alex Alexander Alexandra Alice Alicia
     Ali Allison Amanda Amelia Amy Ana Andrea Andreas Andrew Angela Anita Ann Anna Anne Anthony
-    Antonio Arjun Arthur Ashley Barbara Ben Benjamin Bernard Beth Betty Bill Bob Brandon Brian
+    Antonio Arjun Arthur Ashley Barbara Ben Benjamin Bernard Beth Betty  Bob Brandon Brian
     Bruce Bruno Carl Carla Carlos Carmen Carol Caroline Catherine Charles Charlie Charlotte
     Chen Chloe Chris Christian Christina Christine Christopher Claire Clara Daniel Daniela
     David Deborah Dennis Diana Diego Dimitri Donald Donna Dorothy Douglas Edward Elena Eli
     Elizabeth Ella Ellen Emily Emma Eric Erik Eva Evelyn Fatima Felix Fernando Fiona Florian
     Frances Francesca Francis Francisco Frank Franz Gabriel Gabriela Gary George Gerald
-    Giovanni Giulia Grace Greg Gregory Hannah Hans Harold Harry Heather Helen Henry Hugo Ian
-    Ingrid Isabel Isabella Ivan Jack Jacob Jake James Jan Jane Janet Jason Javier Jean Jeffrey
+    Giovanni Giulia  Greg Gregory Hannah Hans Harold Harry Heather Helen Henry Hugo Ian
+    Ingrid Isabel Isabella Ivan Jack Jacob Jake James  Jane Janet Jason Javier Jean Jeffrey
     Jennifer Jens Jeremy Jerry Jessica Jim Joan Joe John Jonathan Jorge Jose Joseph Joshua
     Juan Judith Julia Julian Julie Justin Karen Karl Katherine Kathleen Kelly Kenneth Kevin
     Kim Klaus Kyle Lars Laura Lauren Laurent Leo Liam Linda Lisa Lucas Lucia Luis Luke Lukas
-    Madison Magnus Marco Margaret Maria Marie Mario Mark Martha Martin Mary Matteo Matthew
-    Max Maya Megan Mehmet Melissa Mia Michael Michelle Miguel Mohammed Muhammad Nancy Natalie
+    Madison Magnus Marco Margaret Maria Marie Mario Martha Martin Mary Matteo Matthew
+    Maya Megan Mehmet Melissa Mia Michael Michelle Miguel Mohammed Muhammad Nancy Natalie
     Nathan Nicholas Nicole Nikolai Noah Nora Olga Olivia Omar Oscar Pablo Pamela Patricia
     Patrick Paul Paula Pedro Peter Philip Pierre Priya Rachel Rahul Raj Ralph Randy Raymond
     Rebecca Richard Rita Robert Roberto Roger Ronald Rosa Ruth Ryan Samantha Samuel Sandra
@@ -334,8 +334,10 @@ _NOT_NAMES = frozenset(
 _NAME_WORD = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
 _TITLE = r"(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Madam|Mme|Mlle|Herr|Frau|Señor|Señora)\.?"
 _CUE = (
-    r"\b(?:(?:Dear|Hi|Hello|Hey|Thanks|Thank\s+you|Regards|Best|Cheers|Sincerely|"
-    r"Yours|Love)\b[,!]?\s+"
+    # greetings: "Hi Maya", "Dear Anna Kowalski,"; sign-offs need their comma: "Best, Tom"
+    r"\b(?:(?:Dear|Hi|Hello|Hey|Thanks|Thank\s+you)[,!]?[ \t]+"
+    r"|(?:Regards|Best|Cheers|Sincerely|Yours(?:\s+truly)?|Love|(?:Best|Kind|Warm)\s+regards)"
+    r",\s+"
     r"|(?i:my\s+name\s+is|name\s+is|I\s+am|I'm|this\s+is|signed|named|called)\s+)"
 )
 _PERSON_AFTER_TITLE = re.compile(
