@@ -664,7 +664,7 @@ class PiiCounter:
         for text in _texts(exchange):
             if len(text) > left:
                 text = text[:left]
-            self._redactor.redact_text(text, sc)
+            self._redactor._walk(text, sc)  # JSON text (tool arguments) by field, as redaction
             left -= len(text)
             if left <= 0:
                 break
