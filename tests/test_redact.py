@@ -101,6 +101,7 @@ def test_validators() -> None:
         (f"pay to {IBAN_LOWER} please", "IBAN"),
         (f"call me on {BARE_PHONE}", "PHONE"),
         (BARE_PHONE, "PHONE"),
+        (f"I paid {BARE_PHONE}", "PHONE"),  # "paid" is not "id"
         ("ring 07911123456 after six", "PHONE"),
         ("Hi Maya, your order shipped", "PERSON"),
         (f"Dear Mr. {PERSON},", "PERSON"),

@@ -130,8 +130,8 @@ def _ip_ok(s: str) -> bool:
 
 _BARE_PHONE = re.compile(r"1?[2-9]\d\d[2-9]\d{6}|0[1-9]\d{9}")
 _NOT_PHONE_BEFORE = re.compile(
-    r"(?i)(?:order|tracking|invoice|ticket|case|ref(?:erence)?|sku|part|serial|account|acct|"
-    r"id|no\.?|#)\s*(?:number|no\.?|#|:)?\s*[:#]?\s*$"
+    r"(?i)(?:\b(?:order|tracking|invoice|ticket|case|ref(?:erence)?|sku|part|serial|account|"
+    r"acct|id|no\.?)|#)\s*(?:number|no\.?|#|:)?\s*[:#]?\s*$"
 )
 
 
