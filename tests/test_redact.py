@@ -500,3 +500,17 @@ def test_heuristic_names_are_said_loudly(tmp_path: Path) -> None:
     assert "Person names were looked for by heuristics only" in summary
     html = (outcome.run_dir / "report.html").read_text(encoding="utf-8")
     assert "by heuristics only" in html
+
+
+def test_cli_profile_prints_pii_counts(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from migrate_eval.cli import main
+
+    logs = tmp_path / "canary.jsonl"
+    _canary_logs(logs)
+    res = CliRunner().invoke(main, ["profile", str(logs)])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("Personal data and secrets"))
+    assert "6 of 6 exchanges (100.0%) hold some: " in line and "email " in line
+    assert [v for v in PLANTED if v in res.output] == []
