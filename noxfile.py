@@ -109,3 +109,20 @@ def bench_faults(session: nox.Session) -> None:
     loopback: wall-time ratio (target <= 2x), re-sent requests, peak RSS (bounded: 10 min)."""
     _install_test(session)
     session.run("python", "benchmarks/bench_faults.py", *session.posargs)
+
+
+@nox.session(name="bench_run_memory")
+def bench_run_memory(session: nox.Session) -> None:
+    """Peak RSS of `migrate-eval run` (and `profile`) at 10,000 and 50,000 exchanges against a
+    loopback server (`-- --n 1000 5000` for a quick run)."""
+    _install_test(session)
+    session.run("python", "benchmarks/bench_run_memory.py", *session.posargs)
+
+
+@nox.session(name="bench_bigline")
+def bench_bigline(session: nox.Session) -> None:
+    """Peak RSS and time of reading a log with one 50 MB line (skipped over the line limit;
+    `-- --accept` to raise the limit and parse it)."""
+    _install_test(session)
+    session.run("python", "benchmarks/bench_bigline.py", *session.posargs)
+    session.run("python", "benchmarks/bench_pii_profile.py", "--n", "30000")

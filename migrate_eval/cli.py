@@ -5,6 +5,7 @@ Every option can also be set through an environment variable named ``MIGRATE_EVA
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -154,6 +155,32 @@ class _Progress:
             self.board(event)
 
 
+def _set_max_line_bytes(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--max-line-bytes``: checked now, handed to the readers (and to their worker
+    processes) through ``MIGRATE_EVAL_MAX_LINE_BYTES``."""
+    if value is None:
+        return
+    from migrate_eval.core.errors import ConfigError
+    from migrate_eval.ingest._jsonl import MAX_LINE_BYTES_ENV, parse_size
+
+    try:
+        size = parse_size(value, "--max-line-bytes")
+    except ConfigError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[1], ctx=ctx, param=param) from None
+    os.environ[MAX_LINE_BYTES_ENV] = str(size)
+
+
+max_line_bytes_option = click.option(
+    "--max-line-bytes",
+    metavar="SIZE",
+    envvar="MIGRATE_EVAL_MAX_LINE_BYTES",
+    expose_value=False,
+    callback=_set_max_line_bytes,
+    help="Longest log line read (default 16M; e.g. 64M): a longer line is skipped and counted "
+    "as 'line too long', naming its file and line. Bounds memory per line.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="migrate-eval")
 def main() -> None:
@@ -231,6 +258,7 @@ def main() -> None:
     envvar="MIGRATE_EVAL_STRICT",
     help="A bad log line is an error (exit 2) instead of being skipped and counted.",
 )
+@max_line_bytes_option
 @click.option(
     "--quiet", "-q", is_flag=True, envvar="MIGRATE_EVAL_QUIET", help="No progress display."
 )
@@ -252,7 +280,7 @@ def main() -> None:
     "--redact/--no-redact",
     default=None,
     envvar="MIGRATE_EVAL_REDACT",
-    help="Replace PII and secrets before anything is sent to a candidate (default: the suite's redaction.enabled).",
+    help="Replace PII and secrets before anything is sent to a candidate (default: the suite's redaction.enabled). Person names are found by heuristics only unless the suite says names: true (presidio extra).",
 )
 def run(
     suite: Path | None,
@@ -313,6 +341,14 @@ def run(
     summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")
     click.echo(summary)
     click.echo(f"Report: {outcome.run_dir / 'report.html'}")
+    red = outcome.results.redaction
+    if red is not None and red.enabled and red.names == "heuristic":
+        click.echo(
+            "warning: person names were redacted by heuristics only (after a title, greeting or "
+            "sign-off, a list of common first names, name fields); other names reached the "
+            "candidates. For more, set redaction.names: true in the suite (presidio extra).",
+            err=True,
+        )
     sys.exit(int(outcome.exit_code))
 
 
@@ -339,6 +375,7 @@ def report(run_dir: Path) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write every skipped line to this file (JSONL: file, line, field, reason).",
 )
+@max_line_bytes_option
 def profile_cmd(
     logs: tuple[Path, ...], as_json: bool, fmt: str, strict: bool, skipped: Path | None
 ) -> None:
@@ -375,6 +412,7 @@ def profile_cmd(
 )
 @click.option("--format", "fmt", default="auto", show_default=True, help="Log format name.")
 @click.option("--strict", is_flag=True, help="A bad log line is an error (exit 2).")
+@max_line_bytes_option
 @click.option("--force", is_flag=True, help="Overwrite an existing suite file.")
 def init_cmd(
     logs: tuple[Path, ...],

@@ -38,11 +38,21 @@ GITHUB = "ghp_0123456789abcdefghijABCDEFGHIJklmnop"
 SLACK = "xoxb-123456789012-1234567890123-AbCdEfGhIjKl"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
 GENERIC_SECRET = "Zq8#Lm2$Rt6vWx9pK3"
+IBAN_LOWER = "gb82west12345698765432"
+BARE_PHONE = "4155552671"
+PERSON = "Maya Lindqvist"
+PERSON2 = "Jonathan Okafor"
+DOB = "12 March 1985"
+PASSPORT = "C01X00T47"
+STREET = "221B Baker Street"
+POSTCODE = "NW1 6XE"
 PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
 
 PLANTED = [
     EMAIL, EMAIL2, CARD, CARD2, IBAN, IBAN2, PHONE, PHONE2, SSN, NINO, IPV4, IPV6,
     OPENAI_KEY, AWS_KEY, GITHUB, SLACK, JWT, GENERIC_SECRET, "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+    IBAN_LOWER, BARE_PHONE, PERSON, "Lindqvist", PERSON2, "Okafor", DOB, PASSPORT, STREET,
+    POSTCODE,
 ]  # fmt: skip
 
 
@@ -86,6 +96,30 @@ def test_validators() -> None:
         (f"{PEM}\nafter", "SECRET"),
         (f"db_password={GENERIC_SECRET}", "SECRET"),
         (f'"api_key": "{GENERIC_SECRET}"', "SECRET"),
+        # issue 15: let through before
+        (f"the server is {IPV4}.", "IP"),
+        (f"pay to {IBAN_LOWER} please", "IBAN"),
+        (f"call me on {BARE_PHONE}", "PHONE"),
+        (BARE_PHONE, "PHONE"),
+        (f"I paid {BARE_PHONE}", "PHONE"),  # "paid" is not "id"
+        ("ring 07911123456 after six", "PHONE"),
+        ("Hi Maya, your order shipped", "PERSON"),
+        (f"Dear Mr. {PERSON},", "PERSON"),
+        (f"Regards,\n{PERSON}", "PERSON"),
+        (f"my name is {PERSON}", "PERSON"),
+        (f"I spoke to {PERSON2} yesterday", "PERSON"),
+        (f"born on {DOB}", "DOB"),
+        ("DOB: 1985-03-12", "DOB"),
+        ("date of birth 03/12/1985", "DOB"),
+        ("birthday is March 12, 1985", "DOB"),
+        (f"passport number {PASSPORT}", "PASSPORT"),
+        ("passport: 123456789", "PASSPORT"),
+        (f"I live at {STREET}, London", "ADDRESS"),
+        ("1600 Pennsylvania Ave NW, Washington", "ADDRESS"),
+        ("Hauptstraße 5, Berlin", "ADDRESS"),
+        ("12 rue de la Paix, Paris", "ADDRESS"),
+        (f"London {POSTCODE}", "ADDRESS"),
+        ("Washington, DC 20500", "ADDRESS"),
     ],
 )
 def test_each_entity_is_redacted(text: str, entity: str) -> None:
@@ -103,10 +137,38 @@ def test_each_entity_is_redacted(text: str, entity: str) -> None:
         "version 1.2.3 and ratio 3.14159; std::vector and 10:30:00",
         "token=aaaaaaaaaaaaaaaa is low entropy",
         "Northwind Outfitters ships tents to Maya in Oslo.",
+        "Hello World, I am Happy to help. This is Northwind support.",
+        "invoice 4155552671 and order #4155552671 are paid",
+        "the release of 2024-05-01 and the 3 Main tasks",
     ],
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:
     assert Redactor().redact_text(text) == text
+
+
+def test_ipv4_before_a_full_stop_keeps_the_stop() -> None:
+    assert Redactor().redact_text(f"Blocked {IPV4}. Retry.") == "Blocked <IP_1>. Retry."
+
+
+def test_fields_holding_names_birth_dates_and_passports_are_redacted_whole() -> None:
+    args = {"full_name": "Zbigniew Brzęczyszczykiewicz", "dob": "1985-03-12",
+            "passport_no": "X1234567", "name": "Tent X2"}  # fmt: skip
+    ex = _exchange().model_copy(
+        update={"response": Response(tool_calls=[ToolCall.from_raw("book", args)])}
+    )
+    red, _, _ = Redactor().redact_exchange(ex)
+    assert red.response is not None
+    assert red.response.tool_calls[0].parsed_arguments == {
+        "full_name": "<PERSON_1>", "dob": "<DOB_1>", "passport_no": "<PASSPORT_1>",
+        "name": "Tent X2",
+    }  # fmt: skip
+
+
+def test_person_names_without_the_presidio_extra() -> None:
+    """Names are looked for from a default install (heuristics), not only with presidio."""
+    r = Redactor()
+    assert "person" in r.entities and r.name_entities == []
+    assert PERSON not in r.redact_text(f"Thanks, {PERSON}")
 
 
 def test_entities_can_be_chosen() -> None:
@@ -206,7 +268,18 @@ def _canary_logs(path: Path) -> None:
     the logged answers, next to ordinary text that must still reach the candidate."""
     rows: list[dict[str, Any]] = []
     for i in range(6):
-        args = json.dumps({"customer_email": EMAIL, "iban": IBAN, "ip": IPV4, "order": f"NW-{i}"})
+        args = json.dumps(
+            {
+                "customer_email": EMAIL,
+                "iban": IBAN,
+                "ip": IPV4,
+                "order": f"NW-{i}",
+                "full_name": PERSON2,
+                "dob": "1985-03-12",
+                "address": f"{STREET}, London {POSTCODE}",
+                "note": f"passport {PASSPORT}, callback {BARE_PHONE}",
+            }
+        )
         rows.append(
             {
                 "request": {
@@ -215,7 +288,8 @@ def _canary_logs(path: Path) -> None:
                         {
                             "role": "system",
                             "content": f"You are the billing helper. Admin key {OPENAI_KEY}; "
-                            f"aws {AWS_KEY}; on-call {PHONE2}.",
+                            f"aws {AWS_KEY}; on-call {PHONE2}. Escalate to Dr. {PERSON}, "
+                            f"{STREET}, London {POSTCODE}; backup host {IPV4}.",
                         },
                         {
                             "role": "user",
@@ -249,6 +323,12 @@ def _canary_logs(path: Path) -> None:
                             ),
                         },
                         {"role": "user", "content": f"Also my key:\n{PEM}\nThanks!"},
+                        {
+                            "role": "user",
+                            "content": f"My name is {PERSON2}, born on {DOB}, passport number "
+                            f"{PASSPORT}. Call me on {BARE_PHONE} or pay {IBAN_LOWER}. "
+                            f"Regards, {PERSON}",
+                        },
                     ],
                     "tools": [
                         {
@@ -302,13 +382,20 @@ def test_canary_no_planted_value_reaches_the_candidate(tmp_path: Path) -> None:
     assert "billing helper" in sent and "<EMAIL_1>" in sent and "<IBAN_1>" in sent
     assert "<CARD_2>" in sent and "<SECRET_" in sent and "<SSN_1>" in sent
     # nothing planted reached the run folder's replayed exchanges either
-    for f in outcome.run_dir.iterdir():
-        if f.suffix in (".json", ".jsonl", ".md", ".html", ".xml"):
-            stored = f.read_text(encoding="utf-8")
+    for f in sorted(outcome.run_dir.rglob("*")):
+        if f.is_file():
+            stored = f.read_bytes().decode("utf-8", "replace")
             assert [v for v in PLANTED if v in stored] == [], f.name
+    # ... nor the cache (every table, every byte of the file)
+    for f in tmp_path.glob("cache.sqlite*"):
+        cache = f.read_bytes().decode("utf-8", "replace")
+        assert [v for v in PLANTED if v in cache] == [], f.name
     red = outcome.results.redaction
     assert red is not None and red.enabled and red.exchanges_affected == 6
-    assert {"email", "card", "iban", "phone", "ssn", "nino", "ip", "secret"} <= set(red.by_entity)
+    assert {
+        "email", "card", "iban", "phone", "ssn", "nino", "ip", "secret",
+        "person", "dob", "passport", "address",
+    } <= set(red.by_entity)  # fmt: skip
 
 
 def test_without_redaction_values_are_sent(tmp_path: Path) -> None:
@@ -323,7 +410,9 @@ def test_without_redaction_values_are_sent(tmp_path: Path) -> None:
             cache=tmp_path / "cache.sqlite",
         )
         sent = json.dumps(server.bodies, ensure_ascii=False)
-    assert EMAIL in sent and IBAN2 in sent
+    assert EMAIL in sent and IBAN2 in sent and PERSON2 in sent
+    cache = b"".join(f.read_bytes() for f in tmp_path.glob("cache.sqlite*"))
+    assert PERSON2.encode() in cache  # the cache check of the canary can see a leak
     assert outcome.results.redaction is not None and not outcome.results.redaction.enabled
 
 
@@ -346,3 +435,82 @@ def test_cli_redact_flag(tmp_path: Path) -> None:
         sent = json.dumps(server.bodies, ensure_ascii=False)
     assert res.exit_code in (0, 1), res.output
     assert server.total == 6 and EMAIL2 not in sent and "<EMAIL_1>" in sent
+    assert "person names were redacted by heuristics only" in res.output
+
+
+def test_profile_counts_pii_per_kind_without_values(tmp_path: Path) -> None:
+    """With redaction off, the profile says how much the logs hold, so the choice is informed."""
+    logs = tmp_path / "canary.jsonl"
+    _canary_logs(logs)
+    prof = migrate_eval.profile([logs])
+    assert prof.pii is not None and not prof.pii.sampled
+    assert prof.pii.examined == 6 and prof.pii.exchanges_with_pii == 6
+    assert {"email", "card", "iban", "phone", "person", "dob", "passport", "address"} <= set(
+        prof.pii.by_kind
+    )
+    dumped = prof.model_dump_json()
+    assert [v for v in PLANTED if v in dumped] == []
+
+
+def test_pii_counter_samples_big_logs() -> None:
+    from migrate_eval.plan.redact import PiiCounter
+
+    counter = PiiCounter(full=10, stride=5)
+    for i in range(50):
+        counter.add(_exchange().model_copy(update={"id": f"e{i}"}))
+    counts = counter.counts()
+    # 10, then 1 in 5 of the 40 others
+    assert counts.sampled and counts.examined == 18 and counts.exchanges_with_pii == 18
+    assert counts.by_kind["email"] == 18 * 6
+
+
+def test_report_and_summary_say_what_the_logs_hold_when_redaction_is_off(tmp_path: Path) -> None:
+    logs = tmp_path / "canary.jsonl"
+    _canary_logs(logs)
+    with LoopbackServer() as server:
+        outcome = migrate_eval.run(
+            logs=[logs],
+            candidates=[f"c=openai-compatible:test-model@{server.base_url}"],
+            out=tmp_path / "run",
+            cache=tmp_path / "cache.sqlite",
+        )
+    results = json.loads((outcome.run_dir / "results.json").read_text(encoding="utf-8"))
+    assert results["profile"]["pii"]["exchanges_with_pii"] == 6
+    summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "PII redaction was off" in summary
+    assert "personal data or secrets in 6 of 6 exchange(s) examined (" in summary
+    html = (outcome.run_dir / "report.html").read_text(encoding="utf-8")
+    assert "Found in the logs (not replaced)" in html and "Dates of birth" in html
+
+
+def test_heuristic_names_are_said_loudly(tmp_path: Path) -> None:
+    logs = tmp_path / "canary.jsonl"
+    _canary_logs(logs)
+    with LoopbackServer() as server:
+        outcome = migrate_eval.run(
+            logs=[logs],
+            candidates=[f"c=openai-compatible:test-model@{server.base_url}"],
+            out=tmp_path / "run",
+            cache=tmp_path / "cache.sqlite",
+            redact=True,
+        )
+    assert outcome.results.redaction is not None
+    assert outcome.results.redaction.names == "heuristic"
+    summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "Person names were looked for by heuristics only" in summary
+    html = (outcome.run_dir / "report.html").read_text(encoding="utf-8")
+    assert "by heuristics only" in html
+
+
+def test_cli_profile_prints_pii_counts(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from migrate_eval.cli import main
+
+    logs = tmp_path / "canary.jsonl"
+    _canary_logs(logs)
+    res = CliRunner().invoke(main, ["profile", str(logs)])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("Personal data and secrets"))
+    assert "6 of 6 exchanges (100.0%) hold some: " in line and "email " in line
+    assert [v for v in PLANTED if v in res.output] == []

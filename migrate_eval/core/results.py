@@ -386,6 +386,11 @@ class RedactionSummary(StrictModel):
     occurrences_by_entity: dict[str, int] = Field(
         default_factory=dict, description="occurrences replaced, by entity type"
     )
+    names: str | None = Field(
+        default=None,
+        description="how person names were looked for: 'heuristic' (titles, greetings, a "
+        "first-name list: modest recall), 'presidio', or None when they were not",
+    )
 
 
 class TaskSampling(StrictModel):
@@ -452,6 +457,22 @@ class LoggedErrors(StrictModel):
     by_kind: dict[str, int] = Field(default_factory=dict)
 
 
+class PiiCounts(StrictModel):
+    """Personal data and secrets in the logs, counted per kind (never the values), with the
+    detectors of ``--redact`` (``migrate_eval.plan.redact``), so that running without redaction
+    is an informed choice."""
+
+    examined: int = Field(description="exchanges whose text was examined")
+    sampled: bool = Field(
+        default=False,
+        description="examined is a sample (every exchange up to a bound, then 1 in n)",
+    )
+    exchanges_with_pii: int = Field(default=0, description="examined exchanges holding any")
+    by_kind: dict[str, int] = Field(
+        default_factory=dict, description="occurrences in the examined exchanges, by entity kind"
+    )
+
+
 class Profile(StrictModel):
     """A traffic profile (``migrate-eval profile --json`` prints one)."""
 
@@ -478,3 +499,6 @@ class Profile(StrictModel):
     duplicates: Duplicates = Field(default_factory=Duplicates)
     errors: LoggedErrors = Field(default_factory=LoggedErrors)
     notes: list[str] = Field(default_factory=list)
+    pii: PiiCounts | None = Field(
+        default=None, description="personal data and secrets found, per kind (no values)"
+    )

@@ -18,9 +18,22 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from migrate_eval.core.errors import ConfigError
 from migrate_eval.core.records import OutputKind, StrictModel
 
-ENTITIES = ("secret", "email", "iban", "card", "ssn", "nino", "ip", "phone")
+ENTITIES = (
+    "secret",
+    "email",
+    "iban",
+    "card",
+    "ssn",
+    "nino",
+    "passport",
+    "dob",
+    "ip",
+    "phone",
+    "address",
+    "person",
+)
 
-
+#: What presidio adds with ``names: true`` (``person`` is also found without it, by heuristics).
 NAME_ENTITIES = ("person", "location")
 
 
@@ -32,7 +45,8 @@ class RedactionConfig(StrictModel):
         default_factory=lambda: list(ENTITIES), description="entity types to redact"
     )
     names: bool = Field(
-        default=False, description="also person names and places (needs the presidio extra)"
+        default=False,
+        description="also presidio's person names and places (needs the presidio extra)",
     )
 
     @field_validator("entities")
@@ -42,7 +56,7 @@ class RedactionConfig(StrictModel):
         if unknown:
             raise ValueError(
                 f"unknown entity type(s) {', '.join(unknown)}; "
-                f"known: {', '.join(ENTITIES + NAME_ENTITIES)}"
+                f"known: {', '.join(dict.fromkeys(ENTITIES + NAME_ENTITIES))}"
             )
         return v
 

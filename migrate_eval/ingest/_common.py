@@ -34,6 +34,7 @@ BAD_RESPONSE = "malformed logged response"
 NO_BATCH_INPUT = "no matching batch input line"
 DUPLICATE_CUSTOM_ID = "duplicate custom_id"
 TRUNCATED_FILE = "truncated file"
+LINE_TOO_LONG = "line too long"
 WRONG_FORMAT = "not this log format"
 
 #: At most this many distinct system prompts are kept for sharing (then the cache restarts).

@@ -4,6 +4,13 @@ explaining why a line does not parse.
 Lines are read as bytes and parsed once, with ``orjson`` when it is installed (several times
 faster) and the standard library otherwise. Decoding is per line, so one line of bad bytes is
 one skipped line.
+
+A line longer than :func:`max_line_bytes` (16 MiB unless ``--max-line-bytes`` or the
+``MIGRATE_EVAL_MAX_LINE_BYTES`` variable says otherwise) is not parsed: it is skipped as a
+``line too long`` line issue naming the file and line, like any other bad line. Parsing a line
+takes many times its size in memory (every string and number becomes a Python object, then an
+exchange, then a row), so the limit is what bounds memory per line; a line is read once (its
+own size) before it is measured and dropped.
 """
 
 from __future__ import annotations
@@ -11,13 +18,56 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from migrate_eval.core.errors import LogFormatError, MissingExtraError
-from migrate_eval.ingest._common import INVALID_JSON, NOT_UTF8, RecordError
+from migrate_eval.core.errors import ConfigError, LogFormatError, MissingExtraError
+from migrate_eval.ingest._common import INVALID_JSON, LINE_TOO_LONG, NOT_UTF8, RecordError
+
+#: The longest log line parsed, by default (bytes).
+MAX_LINE_BYTES = 16 << 20
+#: The environment variable that sets it (``--max-line-bytes`` sets it too).
+MAX_LINE_BYTES_ENV = "MIGRATE_EVAL_MAX_LINE_BYTES"
+
+
+def max_line_bytes() -> int:
+    """The longest log line parsed: ``MIGRATE_EVAL_MAX_LINE_BYTES`` (bytes; a ``K``, ``M`` or
+    ``G`` suffix multiplies by 1024s) or :data:`MAX_LINE_BYTES`."""
+    raw = os.environ.get(MAX_LINE_BYTES_ENV, "").strip()
+    if not raw:
+        return MAX_LINE_BYTES
+    return parse_size(raw, MAX_LINE_BYTES_ENV)
+
+
+def parse_size(raw: str, what: str) -> int:
+    """A byte count such as ``16777216``, ``64K``, ``16M``, ``16MiB`` or ``1G``."""
+    text = raw.strip().upper().removesuffix("IB").removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    number = text[:-1] if scale > 1 else text
+    try:
+        value = int(number) * scale
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{what}: {raw!r} is not a positive byte count (e.g. 16777216 or 16M)")
+    return value
+
+
+def too_long(size: int, limit: int) -> RecordError:
+    """The issue of a line of ``size`` bytes over the ``limit``."""
+    return RecordError(
+        "",
+        LINE_TOO_LONG,
+        f"{size:,} bytes, over the {_mib(limit)} limit on one line (not read; raise it with "
+        f"--max-line-bytes or {MAX_LINE_BYTES_ENV} if such lines are real traffic)",
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n:,} bytes"
 
 
 def _json_loads(raw: bytes) -> Any:
@@ -146,8 +196,11 @@ def parse_error(raw: bytes, exc: Exception) -> RecordError:
     return RecordError("", INVALID_JSON, detail)
 
 
-def parse_line(raw: bytes, first: bool) -> Any:
-    """Parse one line; raises RecordError. Used on the slow path and for sniffing."""
+def parse_line(raw: bytes, first: bool, limit: int | None = None) -> Any:
+    """Parse one line; raises RecordError (also for a line over ``limit`` bytes, by default
+    :func:`max_line_bytes`). Used on the slow path and for sniffing."""
+    if len(raw) > (max_line_bytes() if limit is None else limit):
+        raise too_long(len(raw), max_line_bytes() if limit is None else limit)
     try:
         return loads(raw)
     except ValueError as e:

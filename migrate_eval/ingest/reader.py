@@ -83,8 +83,10 @@ from migrate_eval.ingest._jsonl import (
     ZSTD_MAGIC,
     head_bytes,
     loads,
+    max_line_bytes,
     open_lines,
     parse_line,
+    too_long,
 )
 from migrate_eval.ingest._rows import Row, exchange_row
 from migrate_eval.ingest.formats import chat_jsonl, openai_batch
@@ -305,6 +307,8 @@ class LogStream:
         self._started = False
         self._workdir: Path | None = None
         self._batch_rows = _builder.MAX_ROWS
+        #: longer lines are skipped unread (``line too long``): what bounds memory per line
+        self.max_line_bytes = max_line_bytes()
 
     def __iter__(self) -> Iterator[Exchange]:
         return self._iterate(as_rows=False)  # type: ignore[return-value]
@@ -417,7 +421,7 @@ class LogStream:
             )
             return None
         try:
-            record = parse_line(raw, lineno == 1)
+            record = parse_line(raw, lineno == 1, self.max_line_bytes)
         except RecordError as e:
             self.skip(e.issue(name, lineno))
             return None
@@ -591,12 +595,16 @@ class LogStream:
         count = 0
         read = 0
         lineno = 0
+        limit = self.max_line_bytes
         fh = open_lines(path)
         try:
             for lineno, raw in enumerate(fh, 1):
                 if raw.isspace():
                     continue
                 read += 1
+                if len(raw) > limit:
+                    self.skip(too_long(len(raw), limit).issue(name, lineno))
+                    continue
                 try:
                     record = loads(raw)
                     if type(record) is not dict:
@@ -749,11 +757,21 @@ class LogStream:
         count = 0  # rows and non-blank lines read here, not by the builder
         read = 0
         lineno = first_line - 1
+        limit = self.max_line_bytes
         fh = open_lines(path)
         try:
             if start:
                 fh.seek(start)
-            for first, lines in _line_chunks(fh, first_line, -1 if end is None else end - start):
+            chunks = _line_chunks(fh, first_line, -1 if end is None else end - start)
+            for first, lines in _apart_long_lines(chunks, limit):
+                if len(lines) == 1 and len(lines[0]) > limit:
+                    # neither the builder (compiled or not) nor the parser sees it
+                    lineno = first
+                    if lines[0].isspace():
+                        continue
+                    read += 1
+                    self.skip(too_long(len(lines[0]), limit).issue(name, lineno))
+                    continue
                 i = 0
                 n = len(lines)
                 while i < n:
@@ -939,6 +957,26 @@ def _line_chunks(fh: Any, first_line: int, limit: int) -> Iterator[tuple[int, li
         raise
     if lines:
         yield first_line, lines
+
+
+def _apart_long_lines(
+    chunks: Iterator[tuple[int, list[bytes]]], limit: int
+) -> Iterator[tuple[int, list[bytes]]]:
+    """The chunks of :func:`_line_chunks` with each line over ``limit`` bytes in a chunk of
+    its own (so that the caller can skip it before the builder sees it)."""
+    for first, lines in chunks:
+        if max(map(len, lines), default=0) <= limit:
+            yield first, lines
+            continue
+        start = 0
+        for i, raw in enumerate(lines):
+            if len(raw) > limit:
+                if i > start:
+                    yield first + start, lines[start:i]
+                yield first + i, [raw]
+                start = i + 1
+        if start < len(lines):
+            yield first + start, lines[start:]
 
 
 def _read_range_worker(args: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,9 @@ request features in use (tools, parallel tool calls, JSON schema / JSON mode, im
 streaming, multi-turn, ``n > 1``, logprobs, tool results in the history); prompt and completion
 token distributions (from the logged ``usage``; estimated at 4 characters a token where it is
 absent, and counted as estimated); identical requests; errors in the logs by kind; and the
-ingest summary (formats, skipped lines by reason). ``migrate-eval profile`` prints it.
+ingest summary (formats, skipped lines by reason); and the personal data and secrets the
+text holds, counted per kind with the ``--redact`` detectors (no values kept;
+:class:`~migrate_eval.plan.redact.PiiCounter`). ``migrate-eval profile`` prints it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from migrate_eval.core.results import (
     Duplicates,
     FeatureUse,
     LoggedErrors,
+    PiiCounts,
     Profile,
     TaskVolume,
 )
+from migrate_eval.plan.redact import PiiCounter
 
 if TYPE_CHECKING:
     from migrate_eval.core.results import IngestSummary
@@ -152,7 +156,7 @@ class TrafficTally:
     any size are profiled in bounded memory: counters, two token counts an exchange (8 bytes
     each) and a 16-byte digest of each distinct request (for duplicates)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, count_pii: bool = True) -> None:
         self.total = 0
         self.by_day: Counter[str] = Counter()
         self.by_model: Counter[str] = Counter()
@@ -169,6 +173,7 @@ class TrafficTally:
         self._seen: set[bytes] = set()
         self._repeated: set[bytes] = set()
         self.duplicates = 0
+        self.pii = PiiCounter() if count_pii else None
 
     def add(self, ex: Exchange, digest: bytes | None = None) -> None:
         """Count one exchange (``digest``: its :func:`~migrate_eval.plan.sampling.request_digest`,
@@ -185,6 +190,8 @@ class TrafficTally:
             self.undated += 1
         self.by_model[ex.model or "(none)"] += 1
         self.features.update(request_features(ex))
+        if self.pii is not None:
+            self.pii.add(ex)
         if ex.error is not None:
             self.errors[logged_error_kind(ex.error)] += 1
         if digest is None:
@@ -273,6 +280,7 @@ class TrafficTally:
                 by_kind=dict(self.errors.most_common()),
             ),
             notes=notes,
+            pii=self.pii.counts() if self.pii is not None else None,
         )
 
 
@@ -458,6 +466,23 @@ def render_text(p: Profile) -> str:
         lines.append(
             "Finish reasons: " + ", ".join(f"{k} {v:,}" for k, v in p.finish_reasons.items())
         )
+    if p.pii is not None:
+        lines.append(pii_sentence(p.pii))
     for note in p.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines) + "\n"
+
+
+def pii_sentence(pii: PiiCounts) -> str:
+    """One line on the personal data and secrets the logs hold (counts, never values)."""
+    where = (
+        f"a sample of {pii.examined:,} exchanges" if pii.sampled else f"{pii.examined:,} exchanges"
+    )
+    if not pii.exchanges_with_pii:
+        return f"Personal data and secrets: none found in {where} (--redact detectors)"
+    kinds = ", ".join(f"{k} {v:,}" for k, v in pii.by_kind.items())
+    share = pii.exchanges_with_pii / max(pii.examined, 1)
+    return (
+        f"Personal data and secrets: {pii.exchanges_with_pii:,} of {where} ({100 * share:.1f}%) "
+        f"hold some: {kinds} (--redact replaces them before replay)"
+    )

@@ -1096,7 +1096,9 @@ def build_page(
         logged_p50=fmt_ms(logged_p50),
         traffic=profile_view(results.profile, anchors, results.ingest),
         sampling=sampling_view(results.sampling, anchors),
-        redaction=redaction_view(results.redaction),
+        redaction=redaction_view(
+            results.redaction, results.profile.pii if results.profile is not None else None
+        ),
         extras=extras,
         decision=build_decision(results, logged_p50),
         legend=[

@@ -339,10 +339,26 @@ def _redaction_sentence(results: Results) -> str:
     if r is None:
         return ""
     if not r.enabled:
-        return "PII redaction was off: candidates got the logged content as logged. "
+        profile = getattr(results, "profile", None)
+        pii = getattr(profile, "pii", None)
+        held = ""
+        if pii is not None and pii.exchanges_with_pii:
+            kinds = ", ".join(f"{k} {v:,}" for k, v in list(pii.by_kind.items())[:6])
+            sample = "a sample of " if pii.sampled else ""
+            held = (
+                f"; the logs hold personal data or secrets in {pii.exchanges_with_pii:,} of "
+                f"{sample}{pii.examined:,} exchange(s) examined ({kinds})"
+            )
+        return f"PII redaction was off: candidates got the logged content as logged{held}. "
+    names = (
+        " Person names were looked for by heuristics only (modest recall: some reached the "
+        "candidates)."
+        if getattr(r, "names", None) == "heuristic"
+        else ""
+    )
     return (
         f"PII redaction was on: {r.values:,} value(s) replaced in {r.exchanges_affected:,} of "
-        f"{r.exchanges:,} exchange(s) before replay. "
+        f"{r.exchanges:,} exchange(s) before replay.{names} "
     )
 
 

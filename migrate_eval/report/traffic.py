@@ -20,7 +20,13 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from migrate_eval.core.results import IngestSummary, Profile, RedactionSummary, SamplingSummary
+from migrate_eval.core.results import (
+    IngestSummary,
+    PiiCounts,
+    Profile,
+    RedactionSummary,
+    SamplingSummary,
+)
 from migrate_eval.plan.profile import volume_buckets as profile_volume_buckets
 from migrate_eval.report._format import fmt_int, fmt_pct, is_number, truncate
 from migrate_eval.verdict.costs import span_days
@@ -89,6 +95,9 @@ ENTITY_LABELS: dict[str, str] = {
     "nino": "UK national insurance numbers",
     "ip": "IP addresses",
     "phone": "Phone numbers",
+    "passport": "Passport numbers",
+    "dob": "Dates of birth",
+    "address": "Postal addresses",
     "person": "Person names",
     "location": "Places and street addresses",
 }
@@ -200,6 +209,11 @@ class RedactionView:
     lead: str = ""
     looked_for: str | None = None
     rows: list[tuple[str, str, str]] = field(default_factory=list)
+    #: with redaction off: what the logs hold (from the profile), counts per kind
+    found: str | None = None
+    found_rows: list[tuple[str, str]] = field(default_factory=list)
+    #: how person names were looked for, when only by heuristics
+    names_note: str | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -624,13 +638,45 @@ def _entity_list(entities: Iterable[str]) -> str:
     return ", ".join(_lower_first(n) for n in names)
 
 
-def redaction_view(redaction: RedactionSummary | None) -> RedactionView | None:
-    """What redaction did before replay, or None when the results do not say."""
+NAMES_NOTE = (
+    "Person names were looked for by heuristics only (after a title, a greeting or sign-off, "
+    '"my name is", a list of common first names, name fields): their recall is modest and '
+    "some names reached the candidates. names: true with the presidio extra finds more."
+)
+
+
+def _found(pii: PiiCounts | None) -> tuple[str | None, list[tuple[str, str]]]:
+    if pii is None or not pii.examined:
+        return None, []
+    where = (
+        f"a sample of {_plural(pii.examined, 'logged exchange')}"
+        if pii.sampled
+        else _plural(pii.examined, "logged exchange")
+    )
+    if not pii.exchanges_with_pii:
+        return f"The redaction detectors found no personal data or secrets in {where}.", []
+    share = pii.exchanges_with_pii / pii.examined
+    sentence = (
+        f"The redaction detectors found personal data or secrets in "
+        f"{fmt_int(pii.exchanges_with_pii)} of {where} ({100 * share:.1f}%)."
+    )
+    rows = [(ENTITY_LABELS.get(k, _name(k)), fmt_int(_int(v))) for k, v in pii.by_kind.items()]
+    return sentence, rows[:MAX_ROWS]
+
+
+def redaction_view(
+    redaction: RedactionSummary | None, pii: PiiCounts | None = None
+) -> RedactionView | None:
+    """What redaction did before replay (with it off, what the logs hold: ``pii``, the
+    profile's counts), or None when the results do not say."""
     if redaction is None:
         return None
     r = redaction
     if not r.enabled:
+        found, found_rows = _found(pii)
         return RedactionView(
+            found=found,
+            found_rows=found_rows,
             enabled=False,
             lead="Redaction was off:",
             sentence=(
@@ -652,6 +698,7 @@ def redaction_view(redaction: RedactionSummary | None) -> RedactionView | None:
     return RedactionView(
         enabled=True,
         sentence=sentence,
+        names_note=NAMES_NOTE if r.names == "heuristic" else None,
         looked_for=_entity_list(r.entities) if r.entities else None,
         rows=[
             (
