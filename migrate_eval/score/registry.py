@@ -21,14 +21,14 @@ Any failure (unknown name, import error, missing attribute, not callable) raises
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from importlib.metadata import entry_points
 from typing import Any
 
 from migrate_eval.core.errors import ConfigError
-from migrate_eval.core.plugins import did_you_mean, import_target
+from migrate_eval.core.plugins import Registry, did_you_mean, import_target
 from migrate_eval.core.records import Exchange, OutputKind, Response
 from migrate_eval.core.results import TaskInfo
 from migrate_eval.score._json import parse_json_answer
@@ -132,18 +132,24 @@ def _check_callable(name: str, obj: Any, where: str) -> MetricInfo:
     return MetricInfo(name=name, func=obj, kinds=kinds, description=description)
 
 
+def _check_entry_point(name: str, obj: object) -> MetricInfo:
+    if not callable(obj):
+        raise TypeError(f"is a {type(obj).__name__}, not a function")
+    return _check_callable(name, obj, "entry point")
+
+
+#: Metrics that packages declare in the ``migrate_eval.metrics`` entry-point group: the plugin
+#: policy every registry shares (core/plugins.py): built-in names win, a plugin that fails is
+#: an error when a suite names it and is left out (with a warning) when metrics are listed.
+ENTRY_POINTS: Registry[MetricInfo] = Registry(
+    "metric", ENTRY_POINT_GROUP, _check_entry_point, logger=logging.getLogger(__name__)
+)
+
+
 def _from_entry_point(name: str) -> MetricInfo | None:
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name != name:
-            continue
-        try:
-            obj = ep.load()
-        except Exception as e:
-            raise ConfigError(
-                f"metric {name!r}: entry point {ep.value!r} cannot be loaded: {type(e).__name__}: {e}"
-            ) from e
-        return _check_callable(name, obj, f"entry point {ep.value!r}")
-    return None
+    if name in _REGISTRY or name not in ENTRY_POINTS:
+        return None
+    return ENTRY_POINTS.get(name)
 
 
 def _from_import_path(name: str) -> MetricInfo:
@@ -164,7 +170,7 @@ def get_metric(name: str) -> MetricInfo:
     found = _from_entry_point(name)
     if found is None:
         if ":" not in name:
-            names = set(_REGISTRY) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+            names = set(_REGISTRY) | set(ENTRY_POINTS.names())
             known = ", ".join(sorted(_REGISTRY))
             raise ConfigError(
                 f"unknown metric {name!r}{did_you_mean(name, names)}: not a built-in metric "
@@ -177,10 +183,10 @@ def get_metric(name: str) -> MetricInfo:
 
 
 def list_metrics(*, include_entry_points: bool = True) -> list[MetricInfo]:
-    """Registered metrics (and, by default, those that packages declare as entry points), by name."""
+    """Registered metrics (and, by default, those that packages declare as entry points and
+    that load), by name."""
     out = dict(_REGISTRY)
     if include_entry_points:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name not in out:
-                out[ep.name] = get_metric(ep.name)
+        for name, info in ENTRY_POINTS.load_all().items():
+            out.setdefault(name, info)
     return [out[k] for k in sorted(out)]
