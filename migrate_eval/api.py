@@ -954,7 +954,9 @@ def watch(
         }
 
     past = read_history(folder, suite=results.suite)
-    past = past[past["kind"] == "watch"]
+    # the last watch that scored something (one the vendor refused outright compares nothing)
+    scored = past[(past["kind"] == "watch") & (past["n"].fillna(0) > 0)]
+    past = past[past["run_id"].isin(set(scored["run_id"]))]
     previous_run_id = str(past["run_id"].iloc[-1]) if len(past) else None
     drifts: list[Any] = []
     if previous_run_id is not None:

@@ -234,6 +234,19 @@ def test_history_ignores_a_killed_write_and_survives_two_writers(tmp_path: Path)
     assert len(df) == 31 and df["run_id"].is_unique
 
 
+def test_history_compacts_many_small_files_and_loses_no_record(tmp_path: Path) -> None:
+    folder = tmp_path / "history"
+    for i in range(7):
+        append_history(folder, records(f"r{i}"), compact_after=3)
+    (folder / "bad.parquet").write_bytes(b"junk")  # a damaged file is left where it is
+    append_history(folder, records("r7"), compact_after=3)
+    assert len(history_files(folder)) <= 4
+    with pytest.warns(UserWarning, match="bad.parquet"):
+        df = read_history(folder)
+    assert sorted(df["run_id"]) == [f"r{i}" for i in range(8)]
+    assert (folder / "bad.parquet").exists()
+
+
 def test_a_corrupt_or_foreign_history_file_is_named_and_loses_nothing_else(
     tmp_path: Path,
 ) -> None:
@@ -274,3 +287,48 @@ def test_every_run_appends_to_the_history_and_the_cli_lists_it(tmp_path: Path) -
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         migrate_eval.history(tmp_path / "nothing-here")  # no folder: an empty history
+
+
+def test_watch_cli_exit_codes_stable_drift_and_infrastructure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = write_logs(tmp_path / "logs.jsonl", per_task=8)
+    state = {"changed": False}
+    original = servers.make_completion
+
+    def vendor(body: dict[str, Any]) -> dict[str, Any]:
+        out = original(body)
+        if state["changed"] and "alpha" in servers.last_user_text(body):
+            out["choices"][0]["message"]["content"] = "something else entirely"
+        return out
+
+    monkeypatch.setattr(servers, "make_completion", vendor)
+    runner = CliRunner()
+    with LoopbackServer() as server:
+        suite_file = tmp_path / "suite.yaml"
+        suite_file.write_text(json.dumps(make_suite(logs, server.base_url).dump()))
+        args = ["watch", str(suite_file), "--probe", "8", "--cache", str(tmp_path / "c.sqlite")]
+        first = runner.invoke(main, args)
+        assert first.exit_code == 0, first.output
+        assert "first watch" in first.output
+        second = runner.invoke(main, args)
+        assert second.exit_code == 0, second.output
+        assert "c / alpha: stable" in second.output and "80% power" in second.output
+        state["changed"] = True
+        third = runner.invoke(main, args)
+        assert third.exit_code == 1, third.output
+        assert "c / alpha: DRIFT 1.000 -> 0.000" in third.output
+        assert "c / beta: stable" in third.output
+        server.fail(400, times=1000)  # the vendor refuses everything: nothing to judge
+        fourth = runner.invoke(main, args)
+        assert fourth.exit_code == 3, fourth.output
+    listed = runner.invoke(main, ["history", "--suite", "watched", "--json"])
+    assert listed.exit_code == 0
+    alpha = [r for r in json.loads(listed.output) if r["task"] == "alpha"]
+    assert [r["drift"] for r in alpha] == [None, False, True, False]
+    assert [r["n"] for r in alpha] == [8, 8, 8, 0]
+    # the next watch compares with the last one that scored something, not the refused one
+    with LoopbackServer() as server:
+        suite_file.write_text(json.dumps(make_suite(logs, server.base_url).dump()))
+        fifth = runner.invoke(main, args)
+    assert fifth.exit_code == 0 and "c / alpha: stable 0.000 -> 0.000" in fifth.output

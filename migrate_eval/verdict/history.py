@@ -185,11 +185,56 @@ def item_records(scores: pd.DataFrame, pass_threshold: float) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _write_atomic(df: pd.DataFrame, target: Path) -> Path:
+def _arrow_schema() -> Any:
+    import pyarrow as pa
+
+    ints = {"n", "n_total", "probe"}
+    bools = {"drift", "fingerprint_changed"}
+    strings = {
+        "run_id",
+        "created",
+        "suite",
+        "kind",
+        "candidate",
+        "provider",
+        "model",
+        "task",
+        "response_models",
+        "system_fingerprints",
+    }
+    return pa.schema(
+        [
+            (
+                c,
+                pa.int64()
+                if c in ints
+                else pa.bool_()
+                if c in bools
+                else pa.string()
+                if c in strings
+                else pa.float64(),
+            )
+            for c in HISTORY_COLUMNS
+        ]
+    )
+
+
+def _write_atomic(df: pd.DataFrame, target: Path, *, records: bool = False) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:6]}.tmp"
     try:
-        df.to_parquet(tmp, index=False)
+        if records:  # one schema for every record file: they concatenate without casts
+            pq.write_table(
+                pa.Table.from_pandas(
+                    _typed(df[list(HISTORY_COLUMNS)]), schema=_arrow_schema(), preserve_index=False
+                ),
+                tmp,
+            )
+        else:
+            df.to_parquet(tmp, index=False)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -197,8 +242,17 @@ def _write_atomic(df: pd.DataFrame, target: Path) -> Path:
     return target
 
 
+#: More record files than this, and :func:`append_history` merges them into one (reading many
+#: small files costs a fraction of a millisecond each).
+COMPACT_AFTER = 256
+
+
 def append_history(
-    folder: str | Path, records: pd.DataFrame, items: pd.DataFrame | None = None
+    folder: str | Path,
+    records: pd.DataFrame,
+    items: pd.DataFrame | None = None,
+    *,
+    compact_after: int | None = COMPACT_AFTER,
 ) -> Path:
     """Write one run's records (and, for a watch, its items) into the history folder."""
     run_ids = set(records["run_id"])
@@ -208,7 +262,30 @@ def append_history(
     folder = Path(folder)
     if items is not None:  # items first: a record never points at items that are not there
         _write_atomic(items, folder / ITEMS_DIRNAME / f"{run_id}.parquet")
-    return _write_atomic(_typed(records[list(HISTORY_COLUMNS)]), folder / f"{run_id}.parquet")
+    path = _write_atomic(records, folder / f"{run_id}.parquet", records=True)
+    if compact_after is not None and len(history_files(folder)) > compact_after:
+        compact_history(folder)
+    return path
+
+
+def compact_history(folder: str | Path) -> Path | None:
+    """Merge the history's record files into one (written atomically, then the merged files
+    removed; a reader in between sees a record twice and :func:`read_history` drops the copy).
+    Damaged or foreign files are left where they are. Returns the merged file, if any."""
+    folder = Path(folder)
+    tables, used = _read_tables(history_files(folder), strict=False, warn=False)
+    if len(used) < 2:
+        return None
+    import pyarrow as pa
+
+    merged = pa.concat_tables(tables)
+    df = merged.to_pandas().drop_duplicates(["run_id", "candidate", "task"])
+    target = folder / f"{new_run_id(datetime.now(UTC).isoformat())}-compacted.parquet"
+    _write_atomic(df, target, records=True)
+    for p in used:
+        if p != target:
+            p.unlink(missing_ok=True)
+    return target
 
 
 def history_files(folder: str | Path) -> list[Path]:
@@ -219,19 +296,45 @@ def history_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
 
 
-def read_history_file(path: Path) -> pd.DataFrame:
-    """One record file; :class:`HistoryError` naming it when corrupt or not a history file."""
+def _read_table(path: Path) -> Any:
+    import pyarrow.parquet as pq
+
     try:
-        df = pd.read_parquet(path)
+        table = pq.ParquetFile(path).read()
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise HistoryError(f"{path}: not a readable Parquet file ({e})") from None
-    missing = [c for c in HISTORY_COLUMNS if c not in df.columns]
+    missing = [c for c in HISTORY_COLUMNS if c not in table.schema.names]
     if missing:
         shown = ", ".join(missing[:5]) + (
             f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         )
         raise HistoryError(f"{path}: not a migrate-eval history record (missing columns: {shown})")
-    return _typed(df[list(HISTORY_COLUMNS)])
+    schema = _arrow_schema()
+    try:
+        return table.select(list(HISTORY_COLUMNS)).cast(schema)
+    except Exception as e:
+        raise HistoryError(f"{path}: a history column has the wrong type ({e})") from None
+
+
+def _read_tables(
+    paths: Sequence[Path], *, strict: bool, warn: bool = True
+) -> tuple[list[Any], list[Path]]:
+    tables, used = [], []
+    for path in paths:
+        try:
+            tables.append(_read_table(path))
+            used.append(path)
+        except HistoryError as e:
+            if strict:
+                raise
+            if warn:
+                warnings.warn(f"skipped {e}", stacklevel=3)
+    return tables, used
+
+
+def read_history_file(path: Path) -> pd.DataFrame:
+    """One record file; :class:`HistoryError` naming it when corrupt or not a history file."""
+    return _typed(_read_table(path).to_pandas())
 
 
 def read_history(
@@ -242,17 +345,13 @@ def read_history(
     A corrupt or foreign file is skipped with a warning naming it (``strict``: raises
     :class:`HistoryError`); the other files are read all the same.
     """
-    frames = []
-    for path in history_files(folder):
-        try:
-            frames.append(read_history_file(path))
-        except HistoryError as e:
-            if strict:
-                raise
-            warnings.warn(f"skipped {e}", stacklevel=2)
-    if not frames:
+    tables, _ = _read_tables(history_files(folder), strict=strict)
+    if not tables:
         return _typed(pd.DataFrame(columns=list(HISTORY_COLUMNS)))
-    df = pd.concat(frames, ignore_index=True)
+    import pyarrow as pa
+
+    df = _typed(pa.concat_tables(tables).to_pandas())
+    df = df.drop_duplicates(["run_id", "candidate", "task"])  # a compaction under way
     if suite is not None:
         df = df[df["suite"] == suite]
     return df.sort_values(["created", "run_id"], kind="stable").reset_index(drop=True)
