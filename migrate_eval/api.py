@@ -377,7 +377,7 @@ def _append_run_history(
     )
 
     folder = Path(history) if isinstance(history, str | Path) else default_history_dir()
-    records = history_records(results, scores, replays, run_id=new_run_id(results.created))
+    records = history_records(results, scores, replays, run_id=new_run_id())
     try:
         append_history(folder, records)
     except OSError as e:
@@ -940,7 +940,7 @@ def watch(
     )
     loaded = load_run(outcome.run_dir)
     results = loaded.results
-    run_id = new_run_id(results.created)
+    run_id = new_run_id()
     records = history_records(
         results, loaded.scores, loaded.responses, run_id=run_id, kind="watch", probe=probe
     )
@@ -986,6 +986,12 @@ def watch(
                 tasks=n_keys,
             )
     append_history(folder, records, items)
+    # the watch's own report: its drift lines (summary.md) and the "Over time" section
+    from migrate_eval.report.over_time import add_drift_lines, add_over_time
+
+    if previous_run_id is not None:
+        add_drift_lines(outcome.run_dir / "summary.md", records)
+    add_over_time(outcome.run_dir / "report.html", read_history(folder, suite=results.suite))
     if results.gate == "error":
         code = int(ExitCode.INFRASTRUCTURE)
     elif any(d.drift for d in drifts) or (

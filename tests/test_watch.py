@@ -117,6 +117,16 @@ def test_watch_flags_drift_on_the_changed_task_at_the_right_watch(
     assert row["response_models"] == "x-2025-new" and row["system_fingerprints"] == "fp_new"
     assert row["parity"] == 0.0 and row["kind"] == "watch" and row["probe"] == 12
     assert changed.min_detectable[("c", "alpha")] is not None
+    summary = (changed.run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "- DRIFT: c / beta: parity now 0.000" in summary and "DRIFT: c / alpha" not in summary
+    assert "fingerprint changed: c / alpha: now x-2025-new fp_new" in summary
+    assert "no drift, no fingerprint change" in (stable.run_dir / "summary.md").read_text()
+    page = (after.run_dir / "report.html").read_text(encoding="utf-8")
+    assert (
+        '<section id="over-time">' in page and page.count('<svg role="img" aria-label="c / ') == 2
+    )
+    assert page.count('fill="#c0392b"') == 1  # the one drift event, on beta's line
+    assert "now answers as x-2025-new fp_new" in page
 
 
 def test_stable_vendor_within_noise_raises_at_most_one_false_alarm_in_20_watches() -> None:

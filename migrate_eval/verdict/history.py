@@ -69,13 +69,10 @@ def default_history_dir() -> Path:
     return Path(os.environ.get("MIGRATE_EVAL_REPORTS_DIR", DEFAULT_REPORTS_DIR)) / HISTORY_DIRNAME
 
 
-def new_run_id(created: str) -> str:
-    """A sortable, collision-free id: the run's time, then a random part."""
-    try:
-        stamp = datetime.fromisoformat(created).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    except ValueError:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+def new_run_id() -> str:
+    """A collision-free id that sorts in the order the runs were recorded: the UTC time to the
+    microsecond (``created`` has whole seconds: two watches may share one), then a random part."""
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}"
 
 
 def _percentile(values: pd.Series, q: float) -> float | None:
@@ -280,7 +277,7 @@ def compact_history(folder: str | Path) -> Path | None:
 
     merged = pa.concat_tables(tables)
     df = merged.to_pandas().drop_duplicates(["run_id", "candidate", "task"])
-    target = folder / f"{new_run_id(datetime.now(UTC).isoformat())}-compacted.parquet"
+    target = folder / f"{new_run_id()}-compacted.parquet"
     _write_atomic(df, target, records=True)
     for p in used:
         if p != target:
@@ -340,7 +337,7 @@ def read_history_file(path: Path) -> pd.DataFrame:
 def read_history(
     folder: str | Path, *, strict: bool = False, suite: str | None = None
 ) -> pd.DataFrame:
-    """Every record of the history folder, oldest first.
+    """Every record of the history folder, in the order the runs were recorded (run id).
 
     A corrupt or foreign file is skipped with a warning naming it (``strict``: raises
     :class:`HistoryError`); the other files are read all the same.
@@ -354,7 +351,7 @@ def read_history(
     df = df.drop_duplicates(["run_id", "candidate", "task"])  # a compaction under way
     if suite is not None:
         df = df[df["suite"] == suite]
-    return df.sort_values(["created", "run_id"], kind="stable").reset_index(drop=True)
+    return df.sort_values(["run_id"], kind="stable").reset_index(drop=True)
 
 
 def read_items(folder: str | Path, run_id: str) -> pd.DataFrame:
