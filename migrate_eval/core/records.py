@@ -94,9 +94,6 @@ class Response(StrictModel):
     finish_reason: str | None = None
     usage: Usage | None = None
     model: str | None = None
-    system_fingerprint: str | None = Field(
-        default=None, description="the vendor's backend configuration id, when it sends one"
-    )
     latency_ms: float | None = None
     ttft_ms: float | None = Field(default=None, description="time to first token, if streamed")
 
@@ -125,9 +122,6 @@ class Response(StrictModel):
             finish_reason=choice.get("finish_reason"),
             usage=usage_from_dict(body.get("usage")),
             model=body.get("model"),
-            system_fingerprint=fp
-            if isinstance(fp := body.get("system_fingerprint"), str)
-            else None,
             latency_ms=latency_ms,
         )
 
@@ -223,6 +217,11 @@ class ReplayResult(StrictModel):
         default=None,
         description="soft request fields (sampling, seed, penalties...) the candidate's API has "
         "no equivalent for, removed before sending (absent: none)",
+    )
+    system_fingerprint: str | None = Field(
+        default=None,
+        description="the vendor's backend configuration id of a live answer, when it sends one "
+        "(OpenAI's system_fingerprint; absent for cached answers)",
     )
 
     @property

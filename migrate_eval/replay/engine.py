@@ -671,11 +671,15 @@ class _CandidateRun:
                 raw_json=answer.raw_json,
             )
             self.claimed.discard(item.key)  # the lease ends when the answer is committed
+            fingerprint = (
+                answer.raw.get("system_fingerprint") if isinstance(answer.raw, dict) else None
+            )
             self._store(
                 item.rows,
                 response=answer.response,
                 attempts=attempts,
                 latency_ms=answer.latency_ms,
+                system_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
             )
             self.done += len(item.rows)
             self.emit()

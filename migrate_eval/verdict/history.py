@@ -134,7 +134,7 @@ def history_records(
                     "refusal_rate": (sum(1 for a in ok if a.refusal) / len(ok) if ok else None),
                     "response_models": ",".join(sorted({a.model for a in ok if a.model})),
                     "system_fingerprints": ",".join(
-                        sorted({a.system_fingerprint for a in ok if a.system_fingerprint})
+                        sorted({r.system_fingerprint for r in mine if r.system_fingerprint})
                     ),
                     "probe": probe,
                     "drift": None,
