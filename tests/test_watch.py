@@ -342,3 +342,50 @@ def test_watch_cli_exit_codes_stable_drift_and_infrastructure(
         suite_file.write_text(json.dumps(make_suite(logs, server.base_url).dump()))
         fifth = runner.invoke(main, args)
     assert fifth.exit_code == 0 and "c / alpha: stable 0.000 -> 0.000" in fifth.output
+
+
+def test_two_processes_appending_at_once_lose_no_record(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder = tmp_path / "history"
+    script = (
+        "import sys, pandas as pd\n"
+        "from migrate_eval.verdict.history import HISTORY_COLUMNS, append_history\n"
+        "for i in range(20):\n"
+        "    row = dict.fromkeys(HISTORY_COLUMNS)\n"
+        "    row.update(run_id=f'{sys.argv[2]}-{i:02d}', created='2026-01-01T00:00:00+00:00',\n"
+        "               suite='s', kind='run', candidate='c', provider='p', model='m', task='t',\n"
+        "               response_models='m', system_fingerprints='')\n"
+        "    append_history(sys.argv[1], pd.DataFrame([row]), compact_after=8)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(folder), tag], cwd=root)
+        for tag in ("a", "b")
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    df = read_history(folder, strict=True)  # compactions ran concurrently too
+    assert sorted(df["run_id"]) == sorted(f"{t}-{i:02d}" for t in "ab" for i in range(20))
+
+
+def test_a_file_removed_by_a_compaction_while_listing_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migrate_eval.verdict import history as h
+
+    folder = tmp_path / "history"
+    append_history(folder, records("r1"))
+    real = h.history_files
+    calls = {"n": 0}
+
+    def stale_then_real(f: str | Path) -> list[Path]:
+        calls["n"] += 1
+        files = real(f)
+        return [*files, Path(f) / "gone-by-now.parquet"] if calls["n"] == 1 else files
+
+    monkeypatch.setattr(h, "history_files", stale_then_real)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: a vanished file is not a damaged one
+        df = read_history(folder, strict=True)
+    assert list(df["run_id"]) == ["r1"] and calls["n"] == 2

@@ -298,6 +298,8 @@ def _read_table(path: Path) -> Any:
 
     try:
         table = pq.ParquetFile(path).read()
+    except FileNotFoundError:
+        raise  # removed by a compaction since the folder was listed: the caller lists again
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise HistoryError(f"{path}: not a readable Parquet file ({e})") from None
     missing = [c for c in HISTORY_COLUMNS if c not in table.schema.names]
@@ -321,6 +323,9 @@ def _read_tables(
         try:
             tables.append(_read_table(path))
             used.append(path)
+        except FileNotFoundError:
+            if warn:  # a reader: its listing is stale, list again (read_history)
+                raise
         except HistoryError as e:
             if strict:
                 raise
@@ -342,7 +347,15 @@ def read_history(
     A corrupt or foreign file is skipped with a warning naming it (``strict``: raises
     :class:`HistoryError`); the other files are read all the same.
     """
-    tables, _ = _read_tables(history_files(folder), strict=strict)
+    for attempt in range(5):  # a compaction may remove files between listing and reading
+        try:
+            tables, _ = _read_tables(history_files(folder), strict=strict)
+            break
+        except FileNotFoundError:
+            if attempt == 4:
+                raise HistoryError(
+                    f"{folder}: files keep disappearing while the history is read"
+                ) from None
     if not tables:
         return _typed(pd.DataFrame(columns=list(HISTORY_COLUMNS)))
     import pyarrow as pa
