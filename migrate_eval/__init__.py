@@ -30,6 +30,9 @@ _EXPORTS: dict[str, str] = {
     "cache_export": "migrate_eval.api",
     "cache_import": "migrate_eval.api",
     "provider_matrix": "migrate_eval.api",
+    "watch": "migrate_eval.api",
+    "history": "migrate_eval.api",
+    "WatchOutcome": "migrate_eval.api",
     "RunOutcome": "migrate_eval.api",
     "Run": "migrate_eval.api",
     # what the commands take and give
@@ -74,6 +77,7 @@ __all__ = [
     "Suite",
     "UserError",
     "VendorError",
+    "WatchOutcome",
     "__version__",
     "cache_export",
     "cache_import",
@@ -81,6 +85,7 @@ __all__ = [
     "compare",
     "export_lm_eval",
     "gate",
+    "history",
     "init",
     "load_run",
     "load_suite",
@@ -91,24 +96,28 @@ __all__ = [
     "register_provider",
     "rerender",
     "run",
+    "watch",
 ]
 
 if TYPE_CHECKING:
     from migrate_eval.api import (
         Run,
         RunOutcome,
+        WatchOutcome,
         cache_export,
         cache_import,
         cache_stats,
         compare,
         export_lm_eval,
         gate,
+        history,
         init,
         load_run,
         profile,
         provider_matrix,
         rerender,
         run,
+        watch,
     )
     from migrate_eval.core.errors import (
         ConfigError,

@@ -147,6 +147,8 @@ def run(
     candidate_params: Sequence[str] = (),
     strict_params: bool | None = None,
     on_read: Callable[[int], None] | None = None,
+    history: str | Path | bool | None = None,
+    cache_salt: str | None = None,
 ) -> RunOutcome:
     """Run the whole pipeline and write the run folder.
 
@@ -166,6 +168,10 @@ def run(
     (:data:`AUTO_BASELINE_SAMPLE` requests each; ``notify`` is told the cost before it is spent);
     an int: that many requests per such task; False: never. ``on_read`` hears the number of
     exchanges read so far while the logs are read (before any replay progress).
+
+    ``history``: the run history folder a record per (candidate, task) is appended to (None:
+    ``<reports>/history``; False: none; see :mod:`migrate_eval.verdict.history`).
+    ``cache_salt`` asks every candidate again instead of reusing cached answers (``watch``).
     """
     from migrate_eval.plan.redact import redact_exchanges, redact_task_descriptions
     from migrate_eval.plan.sampling import sample_ids
@@ -269,6 +275,7 @@ def run(
             cache=rc,
             offline=offline,
             progress=progress,
+            cache_salt=cache_salt,
         )
         baseline_rows = None
         planned = _plan_baseline(s, plan, exchanges, pairs, baseline, offline, notify)
@@ -348,7 +355,39 @@ def run(
         _write_run_folder(
             tmp_dir, s, exchanges, plan, replays, baseline_rows, scores, traffic, results
         )
+    if history is not False:
+        _append_run_history(results, scores, replays, history, notify)
     return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
+
+
+def _append_run_history(
+    results: Results,
+    scores: pd.DataFrame,
+    replays: Sequence[ReplayResult],
+    history: str | Path | bool | None,
+    notify: Callable[[str], None] | None,
+) -> None:
+    """A run's record in the history; a history that cannot be written costs a warning, not
+    the paid-for run (the run folder is already complete)."""
+    from migrate_eval.verdict.history import (
+        append_history,
+        default_history_dir,
+        history_records,
+        new_run_id,
+    )
+
+    folder = Path(history) if isinstance(history, str | Path) else default_history_dir()
+    records = history_records(results, scores, replays, run_id=new_run_id())
+    try:
+        append_history(folder, records)
+    except OSError as e:
+        msg = f"warning: the run history in {folder} was not written: {e}"
+        if notify is not None:
+            notify(msg)
+        else:
+            import warnings
+
+            warnings.warn(msg, stacklevel=3)
 
 
 def _write_run_folder(
@@ -802,3 +841,171 @@ def cache_import(path: str | Path, *, cache: str | Path | None = None) -> int:
     with _open_cache(cache, must_exist=False) as rc:
         count: int = rc.import_recordings(Path(path))
     return count
+
+
+# --- the run history and the drift watch ----------------------------------------------------------
+
+
+def history(
+    folder: str | Path | None = None, *, suite: str | None = None, strict: bool = False
+) -> pd.DataFrame:
+    """Every record of the run history, oldest first (``migrate-eval history``): one row per
+    (run, candidate, task). A corrupt or foreign file is skipped with a warning naming it
+    (``strict``: :class:`~migrate_eval.core.errors.HistoryError`)."""
+    from migrate_eval.verdict.history import default_history_dir, read_history
+
+    return read_history(folder or default_history_dir(), strict=strict, suite=suite)
+
+
+@dataclass
+class WatchOutcome:
+    """What a watch found (:func:`watch`)."""
+
+    results: Results
+    run_dir: Path
+    run_id: str
+    previous_run_id: str | None
+    drifts: list[Any]  # verdict.drift.TaskDrift, one per (candidate, task)
+    min_detectable: dict[tuple[str, str], float | None]
+    exit_code: int
+
+    @property
+    def drifted(self) -> list[Any]:
+        return [d for d in self.drifts if d.drift]
+
+    @property
+    def fingerprint_changes(self) -> list[Any]:
+        return [d for d in self.drifts if d.fingerprint_changed]
+
+
+def watch(
+    suite: Suite | str | Path | None = None,
+    *,
+    probe: int = 20,
+    logs: Sequence[str | Path] = (),
+    candidates: Sequence[str | CandidateSpec] = (),
+    out: str | Path | None = None,
+    cache: str | Path | None = None,
+    history: str | Path | None = None,
+    alpha: float | None = None,
+    fail_on_fingerprint: bool = False,
+    concurrency: int | None = None,
+    progress: ProgressFn | None = None,
+    command: str | None = None,
+    salt: str | None = None,
+) -> WatchOutcome:
+    """Re-ask a fixed probe of the suite's traffic and compare it with the previous watch
+    (``migrate-eval watch``, docs/watch.md).
+
+    The probe is the run's seeded sample with at most ``probe`` requests per task (the suite's
+    ``sampling.seed``: the same requests every time). Every candidate is asked again (the cache
+    is salted with the watch, ``salt``, default: the time and a random part), scored against
+    the logged answers like a run, and paired per item with the previous watch of the same
+    suite in the history: drift per (candidate, task) where the Holm-adjusted paired test is
+    below ``alpha`` (:mod:`migrate_eval.verdict.drift`). Exit code: 0 stable, 1 drift (or a
+    changed model fingerprint with ``fail_on_fingerprint``), 3 when the vendor failed too often
+    to judge.
+    """
+    import uuid
+
+    from migrate_eval.verdict.drift import DRIFT_ALPHA, detect_drift, min_detectable_drop
+    from migrate_eval.verdict.history import (
+        append_history,
+        default_history_dir,
+        history_records,
+        item_records,
+        new_run_id,
+        read_history,
+        read_items,
+    )
+
+    if probe < 1:
+        raise ConfigError(f"--probe {probe}: the probe needs at least 1 request per task")
+    level = DRIFT_ALPHA if alpha is None else alpha
+    folder = Path(history) if history is not None else default_history_dir()
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    outcome = run(
+        suite,
+        logs=logs,
+        candidates=candidates,
+        out=out,
+        cache=cache,
+        limit=probe,
+        baseline=False,
+        history=False,
+        cache_salt=salt or f"{stamp}-{uuid.uuid4().hex[:8]}",
+        concurrency=concurrency,
+        progress=progress,
+        command=command or "migrate-eval watch " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+    )
+    loaded = load_run(outcome.run_dir)
+    results = loaded.results
+    run_id = new_run_id()
+    records = history_records(
+        results, loaded.scores, loaded.responses, run_id=run_id, kind="watch", probe=probe
+    )
+    pass_threshold = float(results.thresholds.get("pass_threshold", 0.5))
+    items = item_records(loaded.scores, pass_threshold)
+
+    def prints(df: pd.DataFrame) -> dict[tuple[str, str], str]:
+        return {
+            (str(r.candidate), str(r.task)): f"{r.response_models}|{r.system_fingerprints}"
+            for r in df.itertuples()
+        }
+
+    past = read_history(folder, suite=results.suite)
+    # the last watch that scored something (one the vendor refused outright compares nothing)
+    scored = past[(past["kind"] == "watch") & (past["n"].fillna(0) > 0)]
+    past = past[past["run_id"].isin(set(scored["run_id"]))]
+    previous_run_id = str(past["run_id"].iloc[-1]) if len(past) else None
+    drifts: list[Any] = []
+    if previous_run_id is not None:
+        before = read_items(folder, previous_run_id)
+        drifts = detect_drift(
+            before,
+            items,
+            fingerprints_before=prints(past[past["run_id"] == previous_run_id]),
+            fingerprints_after=prints(records),
+            alpha=level,
+        )
+        by_key = {(d.candidate, d.task): d for d in drifts}
+        for i, r in enumerate(records.itertuples()):
+            d = by_key.get((str(r.candidate), str(r.task)))
+            if d is not None:
+                records.loc[i, "drift"] = d.drift
+                records.loc[i, "drift_p"] = d.p_adjusted
+                records.loc[i, "fingerprint_changed"] = d.fingerprint_changed
+    n_keys = max(1, len(records))
+    mdd: dict[tuple[str, str], float | None] = {}
+    for c in results.candidates:
+        for t in c.tasks:
+            mdd[(c.name, t.task)] = min_detectable_drop(
+                t.n,
+                t.pass_rate if t.pass_rate is not None else 1.0,
+                alpha=level,
+                tasks=n_keys,
+            )
+    append_history(folder, records, items)
+    # the watch's own report: its drift lines (summary.md) and the "Over time" section
+    from migrate_eval.report.over_time import add_drift_lines, add_over_time
+
+    if previous_run_id is not None:
+        add_drift_lines(outcome.run_dir / "summary.md", records)
+    add_over_time(outcome.run_dir / "report.html", read_history(folder, suite=results.suite))
+    if results.gate == "error":
+        code = int(ExitCode.INFRASTRUCTURE)
+    elif any(d.drift for d in drifts) or (
+        fail_on_fingerprint and any(d.fingerprint_changed for d in drifts)
+    ):
+        code = int(ExitCode.NOT_READY)
+    else:
+        code = int(ExitCode.READY)
+    return WatchOutcome(
+        results=results,
+        run_dir=outcome.run_dir,
+        run_id=run_id,
+        previous_run_id=previous_run_id,
+        drifts=drifts,
+        min_detectable=mdd,
+        exit_code=code,
+    )

@@ -535,6 +535,134 @@ def gate_cmd(
     sys.exit(int(report.exit_code))
 
 
+#: watch: stable, drift, and the usual failures.
+WATCH_EXIT_CODES = (
+    exit_codes_help(0, 1, 2, 3, 70, 130)
+    .replace(EXIT_CODE_MEANINGS[0], "stable: no drift against the previous watch")
+    .replace(EXIT_CODE_MEANINGS[1], "drift: a task changed beyond its noise (see docs/watch.md)")
+)
+
+
+@main.command("watch", epilog=WATCH_EXIT_CODES)
+@click.argument("suite", type=click.Path(path_type=Path))
+@click.option(
+    "--probe",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Requests per task in the fixed, seeded probe.",
+)
+@click.option(
+    "--history",
+    "history_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="History folder (default: <reports>/history).",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="The watch's run folder."
+)
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Response cache file.")
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Drift level after Holm across tasks (default 0.01).",
+)
+@click.option(
+    "--fail-on-fingerprint",
+    is_flag=True,
+    help="Exit 1 when a model fingerprint changed, even with scores that hold.",
+)
+def watch_cmd(
+    suite: Path,
+    probe: int,
+    history_dir: Path | None,
+    out: Path | None,
+    cache: Path | None,
+    alpha: float | None,
+    fail_on_fingerprint: bool,
+) -> None:
+    """Re-ask a fixed probe of SUITE's traffic and flag drift against the previous watch."""
+    from migrate_eval import api
+
+    o = _guard(
+        lambda: api.watch(
+            suite,
+            probe=probe,
+            history=history_dir,
+            out=out,
+            cache=cache,
+            alpha=alpha,
+            fail_on_fingerprint=fail_on_fingerprint,
+            command=_command_line(),
+        )
+    )
+    if o.previous_run_id is None:
+        click.echo("first watch of this suite: recorded, nothing to compare with yet")
+    for d in o.drifts:
+        mdd = o.min_detectable.get((d.candidate, d.task))
+        status = "DRIFT" if d.drift else "stable"
+        before = "-" if d.mean_before is None else f"{d.mean_before:.3f}"
+        after = "-" if d.mean_after is None else f"{d.mean_after:.3f}"
+        p = "-" if d.p_adjusted is None else f"{d.p_adjusted:.4f}"
+        line = f"{d.candidate} / {d.task}: {status} {before} -> {after} ({d.test}, p_holm={p}, n={d.n_paired})"
+        if mdd is not None:
+            line += f", detects a drop of {mdd:.0%} at 80% power"
+        click.echo(line)
+        if d.fingerprint_changed:
+            click.echo(f"  fingerprint changed: {d.fingerprint_before} -> {d.fingerprint_after}")
+    click.echo(f"run folder: {o.run_dir}")
+    sys.exit(o.exit_code)
+
+
+@main.command("history", epilog=PLAIN_EXIT_CODES)
+@click.option(
+    "--dir",
+    "history_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="History folder (default: <reports>/history).",
+)
+@click.option("--suite", default=None, help="Only this suite's records.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@click.option(
+    "--parquet",
+    "parquet_out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write every record to one Parquet file.",
+)
+def history_cmd(
+    history_dir: Path | None, suite: str | None, as_json: bool, parquet_out: Path | None
+) -> None:
+    """List the run history: one record per run (or watch), candidate and task."""
+    import json
+    import warnings
+
+    from migrate_eval import api
+
+    if as_json and parquet_out is not None:
+        click.echo("error: --json and --parquet are exclusive", err=True)
+        sys.exit(int(ExitCode.USAGE))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = _guard(lambda: api.history(history_dir, suite=suite))
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    if parquet_out is not None:
+        df.to_parquet(parquet_out, index=False)
+        click.echo(f"{len(df)} records written to {parquet_out}")
+    elif as_json:
+        click.echo(json.dumps(json.loads(df.to_json(orient="records")), indent=2))
+    elif not len(df):
+        click.echo("no history yet")
+    else:
+        cols = ["created", "kind", "suite", "candidate", "task", "n", "parity", "drift"]
+        click.echo(df[cols].to_string(index=False))
+    sys.exit(0)
+
+
 @main.command("providers")
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as one JSON object.")
 @click.argument("names", nargs=-1)

@@ -132,6 +132,7 @@ def test_public_api_is_what_all_says() -> None:
         "Suite",
         "UserError",
         "VendorError",
+        "WatchOutcome",
         "__version__",
         "cache_export",
         "cache_import",
@@ -139,6 +140,7 @@ def test_public_api_is_what_all_says() -> None:
         "compare",
         "export_lm_eval",
         "gate",
+        "history",
         "init",
         "load_run",
         "load_suite",
@@ -149,6 +151,7 @@ def test_public_api_is_what_all_says() -> None:
         "register_provider",
         "rerender",
         "run",
+        "watch",
     }
     for name in names:
         assert getattr(migrate_eval, name) is not None, name
@@ -179,6 +182,8 @@ def test_every_command_has_a_function() -> None:
         "cache_import": "cache_import",
         "cache_stats": "cache_stats",
         "export_lm_eval": "export_lm_eval",
+        "watch": "watch",
+        "history": "history",
     }
     assert sorted(commands) == sorted(wanted)
     for command, function in wanted.items():

@@ -138,6 +138,10 @@ class InfrastructureError(MigrateEvalError):
     exit_code = ExitCode.INFRASTRUCTURE
 
 
+class HistoryError(UserError):
+    """A file of the run history (``reports/history/``) is corrupt or not a history record."""
+
+
 class DiskFullError(InfrastructureError):
     """A write failed because the disk (or the quota) is full at ``path``."""
 

@@ -218,6 +218,11 @@ class ReplayResult(StrictModel):
         description="soft request fields (sampling, seed, penalties...) the candidate's API has "
         "no equivalent for, removed before sending (absent: none)",
     )
+    system_fingerprint: str | None = Field(
+        default=None,
+        description="the vendor's backend configuration id of a live answer, when it sends one "
+        "(OpenAI's system_fingerprint; absent for cached answers)",
+    )
 
     @property
     def ok(self) -> bool:

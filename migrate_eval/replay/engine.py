@@ -296,6 +296,8 @@ class _CandidateRun:
     backoff_base: float
     abort: _Abort
     repeat: int = 0
+    #: a watch's salt: its own cache entries, so the live answer is asked again (see watch)
+    salt: str | None = None
     hedge: HedgePolicy = field(default_factory=HedgePolicy)
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     #: Claim each request in the cache before sending it (runs sharing the file send once).
@@ -328,6 +330,8 @@ class _CandidateRun:
         self.identity = self.provider.identity()
         if self.repeat:  # a baseline repeat: its own cache entries (see replay_baseline)
             self.identity = {**self.identity, "repeat": self.repeat}
+        if self.salt:
+            self.identity = {**self.identity, "watch": self.salt}
         self.identity_json = canonical_json(self.identity)
         self.adaptive = AdaptiveConcurrency(maximum=self.spec.concurrency)
         if self.spec.tpm:
@@ -667,11 +671,15 @@ class _CandidateRun:
                 raw_json=answer.raw_json,
             )
             self.claimed.discard(item.key)  # the lease ends when the answer is committed
+            fingerprint = (
+                answer.raw.get("system_fingerprint") if isinstance(answer.raw, dict) else None
+            )
             self._store(
                 item.rows,
                 response=answer.response,
                 attempts=attempts,
                 latency_ms=answer.latency_ms,
+                system_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
             )
             self.done += len(item.rows)
             self.emit()
@@ -691,6 +699,7 @@ async def replay_async(
     hedge: HedgePolicy | None = None,
     breaker_threshold: int = 8,
     leases: bool = True,
+    cache_salt: str | None = None,
 ) -> list[ReplayResult]:
     """Replay every exchange against every candidate; one :class:`ReplayResult` per pair.
 
@@ -713,7 +722,9 @@ async def replay_async(
     API key variable that is not set) is raised once the answers received so far are
     committed to the cache. With ``interruptible`` (and in the main thread), SIGINT
     (Ctrl-C) stops sending, cancels the requests in flight, commits the cache and raises
-    :class:`ReplayInterrupted`; a second Ctrl-C interrupts at once.
+    :class:`ReplayInterrupted`; a second Ctrl-C interrupts at once. ``cache_salt`` (a watch)
+    adds ``"watch": salt`` to every cache identity: no earlier answer is reused, and the live
+    answers are stored apart from a run's.
     """
     return await replay_rows(
         exchanges,
@@ -728,6 +739,7 @@ async def replay_async(
         hedge=hedge,
         breaker_threshold=breaker_threshold,
         leases=leases,
+        cache_salt=cache_salt,
     )
 
 
@@ -745,6 +757,7 @@ async def replay_rows(
     hedge: HedgePolicy | None = None,
     breaker_threshold: int = 8,
     leases: bool = True,
+    cache_salt: str | None = None,
 ) -> list[ReplayResult]:
     specs = [
         c.model_copy(update={"concurrency": concurrency}) if concurrency else c for c in candidates
@@ -786,6 +799,7 @@ async def replay_rows(
                 backoff_base=backoff_base,
                 abort=abort,
                 repeat=repeats[column],
+                salt=cache_salt,
                 hedge=hedge or HedgePolicy(),
                 breaker=CircuitBreaker(threshold=max(1, breaker_threshold)),
                 leases=leases,
@@ -875,6 +889,7 @@ def replay(
     hedge: HedgePolicy | None = None,
     breaker_threshold: int = 8,
     leases: bool = True,
+    cache_salt: str | None = None,
 ) -> list[ReplayResult]:
     """Synchronous :func:`replay_async` (runs its own event loop)."""
     return asyncio.run(
@@ -890,6 +905,7 @@ def replay(
             hedge=hedge,
             breaker_threshold=breaker_threshold,
             leases=leases,
+            cache_salt=cache_salt,
         )
     )
 

@@ -1,0 +1,391 @@
+"""The run history and the drift watch (docs/watch.md)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import migrate_eval
+from migrate_eval.cli import main
+from migrate_eval.core.errors import HistoryError
+from migrate_eval.core.suite import CandidateSpec, LogSpec, Sampling, Suite, TaskMatch, TaskSpec
+from migrate_eval.verdict.drift import detect_drift, min_detectable_drop
+from migrate_eval.verdict.history import (
+    HISTORY_COLUMNS,
+    append_history,
+    history_files,
+    read_history,
+    read_history_file,
+)
+from tests import servers
+from tests.servers import LoopbackServer
+
+TASKS = ("alpha", "beta")
+
+
+def write_logs(path: Path, per_task: int = 16) -> Path:
+    rows = []
+    for task in TASKS:
+        for i in range(per_task):
+            q = f"{task} question {i}"
+            rows.append(
+                {
+                    "request": {"model": "m", "messages": [{"role": "user", "content": q}]},
+                    "response": {
+                        "choices": [{"message": {"role": "assistant", "content": f"echo: {q}"}}]
+                    },
+                    "metadata": {"feature": task},
+                }
+            )
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def make_suite(logs: Path, base_url: str) -> Suite:
+    return Suite(
+        name="watched",
+        logs=[LogSpec(path=str(logs))],
+        candidates=[CandidateSpec(name="c", model="x", base_url=base_url)],
+        tasks=[
+            TaskSpec(name=t, match=TaskMatch(metadata={"feature": t}), metrics=["exact_match"])
+            for t in TASKS
+        ],
+        sampling=Sampling(seed=5),
+    )
+
+
+def test_watch_flags_drift_on_the_changed_task_at_the_right_watch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A vendor whose answers on one task degrade (and whose fingerprint changes) after the
+    2nd watch: drift on that task only, at the 3rd watch; the 4th (same behaviour) is stable."""
+    logs = write_logs(tmp_path / "logs.jsonl")
+    state = {"changed": False}
+    original = servers.make_completion
+
+    def vendor(body: dict[str, Any]) -> dict[str, Any]:
+        out = original(body)
+        if state["changed"]:
+            out["model"] = "x-2025-new"
+            out["system_fingerprint"] = "fp_new"
+            if "beta" in servers.last_user_text(body):
+                out["choices"][0]["message"]["content"] = "I cannot help with that."
+        else:
+            out["system_fingerprint"] = "fp_old"
+        return out
+
+    monkeypatch.setattr(servers, "make_completion", vendor)
+    history = tmp_path / "history"
+    outcomes = []
+    with LoopbackServer() as server:
+        suite = make_suite(logs, server.base_url)
+        for k in range(4):
+            state["changed"] = k >= 2
+            outcomes.append(
+                migrate_eval.watch(
+                    suite,
+                    probe=12,
+                    out=tmp_path / f"w{k}",
+                    cache=tmp_path / "c.sqlite",
+                    history=history,
+                )
+            )
+        # every watch asked the vendor again (the cache was bypassed): 4 x 2 tasks x 12
+        assert server.total == 4 * 2 * 12
+    first, stable, changed, after = outcomes
+    assert first.previous_run_id is None and first.drifts == [] and first.exit_code == 0
+    assert stable.exit_code == 0 and not stable.drifted and not stable.fingerprint_changes
+    assert changed.exit_code == 1
+    assert [(d.candidate, d.task) for d in changed.drifted] == [("c", "beta")]
+    assert {d.task for d in changed.fingerprint_changes} == {"alpha", "beta"}
+    assert after.exit_code == 0 and not after.drifted and not after.fingerprint_changes
+    # the same probe requests every time
+    ids = [set(migrate_eval.load_run(o.run_dir).scores["exchange_id"]) for o in outcomes]
+    assert ids[0] == ids[1] == ids[2] == ids[3]
+    df = migrate_eval.history(history)
+    assert len(df) == 8 and list(df.columns) == list(HISTORY_COLUMNS)
+    row = df[(df["run_id"] == changed.run_id) & (df["task"] == "beta")].iloc[0]
+    assert bool(row["drift"]) and bool(row["fingerprint_changed"])
+    assert row["response_models"] == "x-2025-new" and row["system_fingerprints"] == "fp_new"
+    assert row["parity"] == 0.0 and row["kind"] == "watch" and row["probe"] == 12
+    assert changed.min_detectable[("c", "alpha")] is not None
+    summary = (changed.run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "- DRIFT: c / beta: parity now 0.000" in summary and "DRIFT: c / alpha" not in summary
+    assert "fingerprint changed: c / alpha: now x-2025-new fp_new" in summary
+    assert "no drift, no fingerprint change" in (stable.run_dir / "summary.md").read_text()
+    page = (after.run_dir / "report.html").read_text(encoding="utf-8")
+    assert (
+        '<section id="over-time">' in page and page.count('<svg role="img" aria-label="c / ') == 2
+    )
+    assert page.count('fill="#c0392b"') == 1  # the one drift event, on beta's line
+    assert "now answers as x-2025-new fp_new" in page
+
+
+def test_stable_vendor_within_noise_raises_at_most_one_false_alarm_in_20_watches() -> None:
+    """A vendor that fails ~15% of items at random each watch (its noise): 20 seeded watches,
+    each compared with the one before, Holm over two tasks, at most one drift flagged."""
+    rng = np.random.default_rng(19)
+    n = 40
+
+    def watch_items() -> pd.DataFrame:
+        rows = [
+            {
+                "candidate": "c",
+                "task": t,
+                "exchange_id": f"{t}{i}",
+                "parity": float(rng.random() > 0.15),
+            }
+            for t in TASKS
+            for i in range(n)
+        ]
+        return pd.DataFrame(rows)
+
+    previous = watch_items()
+    alarms = 0
+    for _ in range(19):
+        current = watch_items()
+        alarms += sum(d.drift for d in detect_drift(previous, current))
+        previous = current
+    assert alarms <= 1
+    # and a real drop on one task is caught
+    degraded = previous.copy()
+    beta = degraded["task"] == "beta"
+    degraded.loc[beta, "parity"] = np.where(rng.random(int(beta.sum())) < 0.5, 0.0, 1.0)
+    flagged = [d.task for d in detect_drift(previous, degraded) if d.drift]
+    assert flagged == ["beta"]
+
+
+def test_continuous_parities_use_the_paired_wilcoxon_test() -> None:
+    before = pd.DataFrame(
+        {"candidate": "c", "task": "t", "exchange_id": [f"e{i}" for i in range(30)]}
+    )
+    before["parity"] = np.linspace(0.6, 0.9, 30)
+    after = before.copy()
+    after["parity"] = before["parity"] - 0.2
+    (d,) = detect_drift(before, after)
+    assert d.test == "wilcoxon" and d.drift and d.mean_after < d.mean_before  # type: ignore[operator]
+
+
+def test_min_detectable_drop_holds_its_power_by_simulation() -> None:
+    n, pass_rate = 50, 0.9
+    drop = min_detectable_drop(n, pass_rate)
+    assert drop is not None and 0 < drop < pass_rate
+    smaller = min_detectable_drop(200, pass_rate)
+    assert smaller is not None and smaller < drop  # a larger probe sees smaller drops
+    # simulate: each passing item fails with probability drop / pass_rate; detected >= 80%
+    rng = np.random.default_rng(7)
+    passing = round(pass_rate * n)
+    base = np.array([1.0] * passing + [0.0] * (n - passing))
+    before = pd.DataFrame(
+        {"candidate": "c", "task": "t", "exchange_id": [f"e{i}" for i in range(n)], "parity": base}
+    )
+    hits = 0
+    trials = 300
+    for _ in range(trials):
+        after = before.copy()
+        fail = (rng.random(n) < drop * n / passing) & (base == 1.0)
+        after.loc[fail, "parity"] = 0.0
+        hits += detect_drift(before, after)[0].drift
+    assert hits / trials >= 0.75  # 80% power, less simulation error
+    assert min_detectable_drop(5, 0.9) is None  # too small a probe to see anything
+
+
+def records(run_id: str, created: str = "2026-01-01T00:00:00+00:00") -> pd.DataFrame:
+    row: dict[str, Any] = dict.fromkeys(HISTORY_COLUMNS)
+    row.update(
+        run_id=run_id,
+        created=created,
+        suite="s",
+        kind="run",
+        candidate="c",
+        provider="openai-compatible",
+        model="x",
+        task="t",
+        n=10,
+        n_total=10,
+        parity=0.9,
+        response_models="x",
+        system_fingerprints="",
+    )
+    return pd.DataFrame([row])
+
+
+def test_history_ignores_a_killed_write_and_survives_two_writers(tmp_path: Path) -> None:
+    folder = tmp_path / "history"
+    append_history(folder, records("r1"))
+    # a run killed mid-write leaves only its hidden temporary file: never read
+    (folder / ".r2.parquet.123-abcdef.tmp").write_bytes(b"PAR1 half a file")
+    assert [p.name for p in history_files(folder)] == ["r1.parquet"]
+    # two writers at once, many records each: every record is there, none torn
+    errors: list[BaseException] = []
+
+    def writer(tag: str) -> None:
+        try:
+            for i in range(15):
+                append_history(folder, records(f"{tag}-{i:02d}"))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    df = read_history(folder, strict=True)
+    assert len(df) == 31 and df["run_id"].is_unique
+
+
+def test_history_compacts_many_small_files_and_loses_no_record(tmp_path: Path) -> None:
+    folder = tmp_path / "history"
+    for i in range(7):
+        append_history(folder, records(f"r{i}"), compact_after=3)
+    (folder / "bad.parquet").write_bytes(b"junk")  # a damaged file is left where it is
+    append_history(folder, records("r7"), compact_after=3)
+    assert len(history_files(folder)) <= 4
+    with pytest.warns(UserWarning, match="bad.parquet"):
+        df = read_history(folder)
+    assert sorted(df["run_id"]) == [f"r{i}" for i in range(8)]
+    assert (folder / "bad.parquet").exists()
+
+
+def test_a_corrupt_or_foreign_history_file_is_named_and_loses_nothing_else(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "history"
+    append_history(folder, records("r1"))
+    append_history(folder, records("r3"))
+    (folder / "r2.parquet").write_bytes(b"not parquet at all")
+    pd.DataFrame({"x": [1]}).to_parquet(folder / "foreign.parquet")
+    with pytest.raises(HistoryError, match=r"r2\.parquet: not a readable Parquet file"):
+        read_history_file(folder / "r2.parquet")
+    with pytest.raises(HistoryError, match=r"foreign\.parquet: not a migrate-eval history"):
+        read_history(folder, strict=True)
+    with pytest.warns(UserWarning) as caught:
+        df = read_history(folder)
+    assert set(df["run_id"]) == {"r1", "r3"}
+    text = " ".join(str(w.message) for w in caught)
+    assert "r2.parquet" in text and "foreign.parquet" in text and "missing columns" in text
+
+
+def test_every_run_appends_to_the_history_and_the_cli_lists_it(tmp_path: Path) -> None:
+    logs = write_logs(tmp_path / "logs.jsonl", per_task=4)
+    with LoopbackServer() as server:
+        suite = make_suite(logs, server.base_url)
+        migrate_eval.run(suite, out=tmp_path / "run", cache=tmp_path / "c.sqlite")
+    df = migrate_eval.history()  # the reports folder's history (MIGRATE_EVAL_REPORTS_DIR)
+    assert sorted(df["task"]) == ["alpha", "beta"] and set(df["kind"]) == {"run"}
+    assert df["latency_p50_ms"].notna().all() and (df["error_rate"] == 0).all()
+    runner = CliRunner()
+    res = runner.invoke(main, ["history", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert len(rows) == 2 and rows[0]["suite"] == "watched"
+    out = tmp_path / "all.parquet"
+    res = runner.invoke(main, ["history", "--parquet", str(out)])
+    assert res.exit_code == 0 and len(pd.read_parquet(out)) == 2
+    res = runner.invoke(main, ["history"])
+    assert res.exit_code == 0 and "alpha" in res.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        migrate_eval.history(tmp_path / "nothing-here")  # no folder: an empty history
+
+
+def test_watch_cli_exit_codes_stable_drift_and_infrastructure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = write_logs(tmp_path / "logs.jsonl", per_task=8)
+    state = {"changed": False}
+    original = servers.make_completion
+
+    def vendor(body: dict[str, Any]) -> dict[str, Any]:
+        out = original(body)
+        if state["changed"] and "alpha" in servers.last_user_text(body):
+            out["choices"][0]["message"]["content"] = "something else entirely"
+        return out
+
+    monkeypatch.setattr(servers, "make_completion", vendor)
+    runner = CliRunner()
+    with LoopbackServer() as server:
+        suite_file = tmp_path / "suite.yaml"
+        suite_file.write_text(json.dumps(make_suite(logs, server.base_url).dump()))
+        args = ["watch", str(suite_file), "--probe", "8", "--cache", str(tmp_path / "c.sqlite")]
+        first = runner.invoke(main, args)
+        assert first.exit_code == 0, first.output
+        assert "first watch" in first.output
+        second = runner.invoke(main, args)
+        assert second.exit_code == 0, second.output
+        assert "c / alpha: stable" in second.output and "80% power" in second.output
+        state["changed"] = True
+        third = runner.invoke(main, args)
+        assert third.exit_code == 1, third.output
+        assert "c / alpha: DRIFT 1.000 -> 0.000" in third.output
+        assert "c / beta: stable" in third.output
+        server.fail(400, times=1000)  # the vendor refuses everything: nothing to judge
+        fourth = runner.invoke(main, args)
+        assert fourth.exit_code == 3, fourth.output
+    listed = runner.invoke(main, ["history", "--suite", "watched", "--json"])
+    assert listed.exit_code == 0
+    alpha = [r for r in json.loads(listed.output) if r["task"] == "alpha"]
+    assert [r["drift"] for r in alpha] == [None, False, True, False]
+    assert [r["n"] for r in alpha] == [8, 8, 8, 0]
+    # the next watch compares with the last one that scored something, not the refused one
+    with LoopbackServer() as server:
+        suite_file.write_text(json.dumps(make_suite(logs, server.base_url).dump()))
+        fifth = runner.invoke(main, args)
+    assert fifth.exit_code == 0 and "c / alpha: stable 0.000 -> 0.000" in fifth.output
+
+
+def test_two_processes_appending_at_once_lose_no_record(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder = tmp_path / "history"
+    script = (
+        "import sys, pandas as pd\n"
+        "from migrate_eval.verdict.history import HISTORY_COLUMNS, append_history\n"
+        "for i in range(20):\n"
+        "    row = dict.fromkeys(HISTORY_COLUMNS)\n"
+        "    row.update(run_id=f'{sys.argv[2]}-{i:02d}', created='2026-01-01T00:00:00+00:00',\n"
+        "               suite='s', kind='run', candidate='c', provider='p', model='m', task='t',\n"
+        "               response_models='m', system_fingerprints='')\n"
+        "    append_history(sys.argv[1], pd.DataFrame([row]), compact_after=8)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(folder), tag], cwd=root)
+        for tag in ("a", "b")
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    df = read_history(folder, strict=True)  # compactions ran concurrently too
+    assert sorted(df["run_id"]) == sorted(f"{t}-{i:02d}" for t in "ab" for i in range(20))
+
+
+def test_a_file_removed_by_a_compaction_while_listing_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migrate_eval.verdict import history as h
+
+    folder = tmp_path / "history"
+    append_history(folder, records("r1"))
+    real = h.history_files
+    calls = {"n": 0}
+
+    def stale_then_real(f: str | Path) -> list[Path]:
+        calls["n"] += 1
+        files = real(f)
+        return [*files, Path(f) / "gone-by-now.parquet"] if calls["n"] == 1 else files
+
+    monkeypatch.setattr(h, "history_files", stale_then_real)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: a vanished file is not a damaged one
+        df = read_history(folder, strict=True)
+    assert list(df["run_id"]) == ["r1"] and calls["n"] == 2
