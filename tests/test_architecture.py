@@ -179,6 +179,7 @@ def test_every_command_has_a_function() -> None:
         "cache_import": "cache_import",
         "cache_stats": "cache_stats",
         "export_lm_eval": "export_lm_eval",
+        "adapt": "adapt",
     }
     assert sorted(commands) == sorted(wanted)
     for command, function in wanted.items():
