@@ -187,6 +187,8 @@ def test_adapt_finds_the_schema_hint_and_the_verdict_flips(tmp_path: Path) -> No
     n = again.results[0].cost
     assert n.cached == n.optimiser_requests + n.candidate_requests
     assert again.results[0].system_prompt_after == r.system_prompt_after
+    summary = (run_dir / "summary.md").read_text("utf-8")
+    assert summary.count("## Prompt adaptation") == 1  # replaced, not appended again
 
 
 @pytest.mark.slow
@@ -210,6 +212,18 @@ def test_a_budget_too_small_skips_with_the_reason(tmp_path: Path) -> None:
     (r,) = result.results
     assert r.status == "skipped" and r.reason is not None and "budget" in r.reason
     assert OptimiserStandIn.seen == []  # nothing was sent
+
+
+@pytest.mark.slow
+def test_a_tight_budget_asks_for_fewer_proposals(tmp_path: Path) -> None:
+    from migrate_eval.api import adapt
+
+    run_dir = _run(tmp_path, "schema-follower")
+    result = adapt(run_dir, optimiser=OPTIMISER, cache=tmp_path / "cache.db", budget=41)
+    (r,) = result.results
+    assert result.planned_requests <= 41
+    assert r.cost.optimiser_requests == 1 and len(OptimiserStandIn.seen) == 1
+    assert r.cost.optimiser_requests + r.cost.candidate_requests <= 41
 
 
 def _exchanges(run_dir: Path) -> list[Exchange]:
