@@ -27,7 +27,9 @@ from migrate_eval.replay.providers.registry import register_provider
 
 SYSTEM = "You answer customer questions."
 HINT = 'Answer only with a JSON object with the keys: "reply".'
+LANG_HINT = "Answer in the customer's language."
 N = 40
+LABELS = {"refund": "remboursement", "delivery": "livraison", "invoice": "facture"}
 
 
 def _user(body: dict[str, Any]) -> str:
@@ -55,6 +57,15 @@ class SchemaFollower(Provider):
         return {"provider": self.name, "model": self.spec.model}
 
 
+class LanguageFollower(SchemaFollower):
+    """Picks the right label, but in the customer's language only when told to."""
+
+    async def complete(self, request: dict[str, Any]) -> ProviderResponse:
+        topic = next(t for t in LABELS if t in _user(request))
+        text = LABELS[topic] if LANG_HINT in _system(request) else topic
+        return ProviderResponse(response=Response(text=text), raw={}, latency_ms=1.0)
+
+
 class Hopeless(SchemaFollower):
     """Ignores every instruction."""
 
@@ -71,18 +82,22 @@ class OptimiserStandIn(Provider):
         OptimiserStandIn.seen.append(json.dumps(request, ensure_ascii=False))
         shown = json.loads(_user(request))
         keys: list[str] = []
+        other_words = False
         for f in shown["failures"]:
             try:
                 doc = json.loads(f["expected_answer"])
             except ValueError:
+                other_words = other_words or f["expected_answer"] != f["new_model_answer"]
                 continue
             keys += [k for k in doc if k not in keys]
         attempt = shown["attempt"]
         prompt = shown["current_system_prompt"]
-        if keys and attempt > 0:  # the first proposal is a useless one: the best is picked
-            prompt += "\n" + 'Answer only with a JSON object with the keys: "reply".'
-        else:
+        if attempt == 0:  # the first proposal is a useless one: the best is picked
             prompt += "\nBe concise."
+        elif keys:
+            prompt += "\n" + 'Answer only with a JSON object with the keys: "reply".'
+        elif other_words:
+            prompt += "\n" + LANG_HINT
         text = json.dumps({"system_prompt": prompt})
         return ProviderResponse(response=Response(text=text), raw={}, latency_ms=1.0)
 
@@ -95,14 +110,21 @@ def _providers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry.PROVIDERS, "_entries", dict(registry.PROVIDERS._entries))
     register_provider("schema-follower")(SchemaFollower)
     register_provider("hopeless")(Hopeless)
+    register_provider("language-follower")(LanguageFollower)
     register_provider("optimiser-standin")(OptimiserStandIn)
     OptimiserStandIn.seen.clear()
 
 
-def _log(path: Path) -> Path:
+def _log(path: Path, french: bool = False) -> Path:
+    topics = list(LABELS)
     with path.open("w", encoding="utf-8") as f:
         for i in range(N):
             user = f"question zq{i:03d}"
+            answer = json.dumps({"reply": _answer_for(user)})
+            if french:
+                topic = topics[i % len(topics)]
+                user = f"Bonjour, un {topic} pour la commande zq{i:03d} svp"
+                answer = LABELS[topic]
             request = {
                 "model": "gpt-4o",
                 "messages": [
@@ -118,7 +140,7 @@ def _log(path: Path) -> Path:
                         "index": 0,
                         "message": {
                             "role": "assistant",
-                            "content": json.dumps({"reply": _answer_for(user)}),
+                            "content": answer,
                         },
                         "finish_reason": "stop",
                     }
@@ -128,12 +150,12 @@ def _log(path: Path) -> Path:
     return path
 
 
-def _run(tmp_path: Path, provider: str) -> Path:
+def _run(tmp_path: Path, provider: str, french: bool = False) -> Path:
     from migrate_eval.api import run
 
     suite = Suite(
         name="adapt",
-        logs=[LogSpec(path=str(_log(tmp_path / "log.jsonl")))],
+        logs=[LogSpec(path=str(_log(tmp_path / "log.jsonl", french)))],
         candidates=[CandidateSpec(name="cand", provider=provider, model="m")],
         thresholds=Thresholds(min_samples=10),
         base_dir=tmp_path,
@@ -189,6 +211,28 @@ def test_adapt_finds_the_schema_hint_and_the_verdict_flips(tmp_path: Path) -> No
     assert again.results[0].system_prompt_after == r.system_prompt_after
     summary = (run_dir / "summary.md").read_text("utf-8")
     assert summary.count("## Prompt adaptation") == 1  # replaced, not appended again
+
+
+@pytest.mark.slow
+def test_adapt_tells_the_candidate_to_answer_in_the_customers_language(tmp_path: Path) -> None:
+    from migrate_eval.api import adapt
+
+    run_dir = _run(tmp_path, "language-follower", french=True)
+    result = adapt(run_dir, optimiser=OPTIMISER, cache=tmp_path / "cache.db")
+    (r,) = result.results
+    assert r.gain == "reliable_gain" and r.ready_after, r
+    assert "+" + LANG_HINT in r.prompt_diff
+    # classification: both sets carry every label (stratified split)
+    by_id = {e.id: e for e in _exchanges(run_dir)}
+
+    def labels(ids: list[str]) -> set[str]:
+        return {by_id[x].response.text or "" for x in ids if by_id[x].response is not None}
+
+    assert labels(r.held_out_ids) == labels(r.adaptation_ids) == set(LABELS.values())
+    shown = "\n".join(OptimiserStandIn.seen)
+    for ex_id in r.held_out_ids:  # no held-out order number reached the optimiser
+        assert _user(by_id[ex_id].request.body).split()[-2] not in shown
+    assert any(_user(by_id[x].request.body) in shown for x in r.adaptation_ids)
 
 
 @pytest.mark.slow
