@@ -20,7 +20,7 @@ from migrate_eval.adapt import (
     split_exchanges,
     with_system_prompt,
 )
-from migrate_eval.core.records import Exchange, Response, Source
+from migrate_eval.core.records import Exchange, Response, Source, ToolCall
 from migrate_eval.core.suite import CandidateSpec, LogSpec, Suite, Thresholds
 from migrate_eval.replay.providers import Provider, ProviderResponse, registry
 from migrate_eval.replay.providers.registry import register_provider
@@ -28,6 +28,11 @@ from migrate_eval.replay.providers.registry import register_provider
 SYSTEM = "You answer customer questions."
 HINT = 'Answer only with a JSON object with the keys: "reply".'
 LANG_HINT = "Answer in the customer's language."
+TOOL_HINT = "Use it when the customer gives an order number."
+TOOLS = [
+    {"type": "function", "function": {"name": n, "description": d, "parameters": {}}}
+    for n, d in (("search_faq", "Search the FAQ."), ("lookup_order", "Look up an order."))
+]
 N = 40
 LABELS = {"refund": "remboursement", "delivery": "livraison", "invoice": "facture"}
 
@@ -66,6 +71,22 @@ class LanguageFollower(SchemaFollower):
         return ProviderResponse(response=Response(text=text), raw={}, latency_ms=1.0)
 
 
+class ToolPicker(SchemaFollower):
+    """Calls lookup_order only when its description says when to use it; else search_faq."""
+
+    async def complete(self, request: dict[str, Any]) -> ProviderResponse:
+        descriptions = {
+            t["function"]["name"]: t["function"]["description"] for t in request["tools"]
+        }
+        name = "lookup_order" if TOOL_HINT in descriptions["lookup_order"] else "search_faq"
+        arguments = json.dumps({"order": _user(request).split()[-1]})
+        call = ToolCall(
+            id="c1", name=name, arguments=arguments, parsed_arguments=json.loads(arguments)
+        )
+        response = Response(tool_calls=[call], finish_reason="tool_calls")
+        return ProviderResponse(response=response, raw={}, latency_ms=1.0)
+
+
 class Hopeless(SchemaFollower):
     """Ignores every instruction."""
 
@@ -83,11 +104,17 @@ class OptimiserStandIn(Provider):
         shown = json.loads(_user(request))
         keys: list[str] = []
         other_words = False
+        tools: dict[str, str] = {}
         for f in shown["failures"]:
             try:
                 doc = json.loads(f["expected_answer"])
             except ValueError:
                 other_words = other_words or f["expected_answer"] != f["new_model_answer"]
+                continue
+            if isinstance(doc, list):  # tool calls: say when to use the expected tool
+                for call in doc:
+                    name = call["name"]
+                    tools[name] = shown["tool_descriptions"][name] + " " + TOOL_HINT
                 continue
             keys += [k for k in doc if k not in keys]
         attempt = shown["attempt"]
@@ -98,7 +125,10 @@ class OptimiserStandIn(Provider):
             prompt += "\n" + 'Answer only with a JSON object with the keys: "reply".'
         elif other_words:
             prompt += "\n" + LANG_HINT
-        text = json.dumps({"system_prompt": prompt})
+        answer: dict[str, Any] = {"system_prompt": prompt}
+        if tools and attempt > 0:
+            answer = {"tool_descriptions": tools}
+        text = json.dumps(answer)
         return ProviderResponse(response=Response(text=text), raw={}, latency_ms=1.0)
 
     def identity(self) -> dict[str, Any]:
@@ -111,11 +141,12 @@ def _providers(monkeypatch: pytest.MonkeyPatch) -> None:
     register_provider("schema-follower")(SchemaFollower)
     register_provider("hopeless")(Hopeless)
     register_provider("language-follower")(LanguageFollower)
+    register_provider("tool-picker")(ToolPicker)
     register_provider("optimiser-standin")(OptimiserStandIn)
     OptimiserStandIn.seen.clear()
 
 
-def _log(path: Path, french: bool = False) -> Path:
+def _log(path: Path, french: bool = False, tools: bool = False) -> Path:
     topics = list(LABELS)
     with path.open("w", encoding="utf-8") as f:
         for i in range(N):
@@ -125,24 +156,36 @@ def _log(path: Path, french: bool = False) -> Path:
                 topic = topics[i % len(topics)]
                 user = f"Bonjour, un {topic} pour la commande zq{i:03d} svp"
                 answer = LABELS[topic]
-            request = {
+            request: dict[str, Any] = {
                 "model": "gpt-4o",
                 "messages": [
                     {"role": "system", "content": SYSTEM},
                     {"role": "user", "content": user},
                 ],
             }
+            message: dict[str, Any] = {"role": "assistant", "content": answer}
+            if tools:
+                request["tools"] = TOOLS
+                arguments = json.dumps({"order": user.split()[-1]})
+                message = {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": f"call_{i}",
+                            "type": "function",
+                            "function": {"name": "lookup_order", "arguments": arguments},
+                        }
+                    ],
+                }
             response = {
                 "object": "chat.completion",
                 "model": "gpt-4o",
                 "choices": [
                     {
                         "index": 0,
-                        "message": {
-                            "role": "assistant",
-                            "content": answer,
-                        },
-                        "finish_reason": "stop",
+                        "message": message,
+                        "finish_reason": "tool_calls" if tools else "stop",
                     }
                 ],
             }
@@ -150,12 +193,12 @@ def _log(path: Path, french: bool = False) -> Path:
     return path
 
 
-def _run(tmp_path: Path, provider: str, french: bool = False) -> Path:
+def _run(tmp_path: Path, provider: str, french: bool = False, tools: bool = False) -> Path:
     from migrate_eval.api import run
 
     suite = Suite(
         name="adapt",
-        logs=[LogSpec(path=str(_log(tmp_path / "log.jsonl", french)))],
+        logs=[LogSpec(path=str(_log(tmp_path / "log.jsonl", french, tools)))],
         candidates=[CandidateSpec(name="cand", provider=provider, model="m")],
         thresholds=Thresholds(min_samples=10),
         base_dir=tmp_path,
@@ -233,6 +276,22 @@ def test_adapt_tells_the_candidate_to_answer_in_the_customers_language(tmp_path:
     for ex_id in r.held_out_ids:  # no held-out order number reached the optimiser
         assert _user(by_id[ex_id].request.body).split()[-2] not in shown
     assert any(_user(by_id[x].request.body) in shown for x in r.adaptation_ids)
+
+
+@pytest.mark.slow
+def test_adapt_rewrites_a_tool_description_the_candidate_reads_differently(
+    tmp_path: Path,
+) -> None:
+    from migrate_eval.api import adapt
+
+    run_dir = _run(tmp_path, "tool-picker", tools=True)
+    result = adapt(run_dir, optimiser=OPTIMISER, cache=tmp_path / "cache.db")
+    (r,) = result.results
+    assert r.gain == "reliable_gain" and r.ready_after, r
+    assert r.tool_descriptions_after == {"lookup_order": "Look up an order. " + TOOL_HINT}
+    assert "+++ " + r.task + "/tools/lookup_order/description (adapted)" in r.prompt_diff
+    assert "+Look up an order. " + TOOL_HINT in r.prompt_diff
+    assert r.system_prompt_after == SYSTEM
 
 
 @pytest.mark.slow

@@ -58,7 +58,10 @@ OPTIMISER_INSTRUCTIONS = (
     "expected logged answer, the new model's answer) and examples of expected answers. Write "
     "an edited system prompt: add instructions, output format hints (the exact JSON shape, the "
     "language, the length) and, where useful, few-shot examples taken from the expected "
-    'answers. Answer with one JSON object: {"system_prompt": "<the whole new system prompt>"}.'
+    "answers. Where the application offers tools and the new model picks the wrong one, you may "
+    "also rewrite tool descriptions (say when to use each tool). Answer with one JSON object: "
+    '{"system_prompt": "<the whole new system prompt>", "tool_descriptions": {"<tool name>": '
+    '"<new description>"}} (tool_descriptions is optional).'
 )
 
 GainLabel = Literal["reliable_gain", "no_reliable_gain", "worse"]
@@ -69,6 +72,9 @@ class Proposal(StrictModel):
 
     index: int
     system_prompt: str
+    tool_descriptions: dict[str, str] = Field(
+        default_factory=dict, description="new description per tool name (others unchanged)"
+    )
     adaptation_parity: float | None = Field(
         description="mean parity on the adaptation set's replay with this prompt"
     )
@@ -115,6 +121,9 @@ class TaskAdaptation(StrictModel):
     )
     system_prompt_before: str = ""
     system_prompt_after: str | None = None
+    tool_descriptions_after: dict[str, str] = Field(
+        default_factory=dict, description="tool descriptions the adapted requests carry"
+    )
     prompt_diff: str = Field(default="", description="unified diff of the system prompt")
     proposals: list[Proposal] = Field(default_factory=list)
     cost: AdaptCost
@@ -166,20 +175,39 @@ def split_exchanges(
 # --- proposals ------------------------------------------------------------------------------
 
 
-def with_system_prompt(ex: Exchange, prompt: str) -> Exchange:
-    """The exchange with its system message replaced by ``prompt`` (prepended if none)."""
+def with_system_prompt(
+    ex: Exchange, prompt: str, tool_descriptions: Mapping[str, str] | None = None
+) -> Exchange:
+    """The exchange with its system message replaced by ``prompt`` (prepended if none) and the
+    named tools' descriptions replaced (tools the request does not have are ignored)."""
     body = json.loads(json.dumps(ex.request.body))
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     rest = [m for m in messages if m.get("role") not in ("system", "developer")]
     body["messages"] = [{"role": "system", "content": prompt}, *rest]
+    for tool in body.get("tools") or []:
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and fn.get("name") in (tool_descriptions or {}):
+            fn["description"] = (tool_descriptions or {})[fn["name"]]
     return ex.model_copy(update={"request": ChatRequest(body)})
+
+
+def tool_descriptions(exchanges: Sequence[Exchange]) -> dict[str, str]:
+    """Each tool the requests offer, by name: its description (the first one seen)."""
+    out: dict[str, str] = {}
+    for ex in exchanges:
+        for tool in ex.request.body.get("tools") or []:
+            fn = tool.get("function") if isinstance(tool, dict) else None
+            if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+                out.setdefault(fn["name"], str(fn.get("description") or ""))
+    return out
 
 
 def _answer_text(r: Any) -> str:
     if r is None:
         return "(no answer)"
     if getattr(r, "tool_calls", None):
-        return json.dumps([c.model_dump(mode="json") for c in r.tool_calls], ensure_ascii=False)
+        calls = [{"name": c.name, "arguments": c.arguments} for c in r.tool_calls]
+        return json.dumps(calls, ensure_ascii=False)
     return str(r.text or "")
 
 
@@ -189,11 +217,13 @@ def optimiser_request(
     failures: Sequence[tuple[Exchange, ReplayResult | None]],
     examples: Sequence[Exchange],
     attempt: int,
+    tools: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The request the optimiser gets: adaptation-set material only."""
     shown = {
         "attempt": attempt,
         "current_system_prompt": current_prompt,
+        "tool_descriptions": dict(tools or {}),
         "failures": [
             {
                 "request": [
@@ -219,6 +249,22 @@ def optimiser_request(
     }
 
 
+def parse_tool_descriptions(text: str | None) -> dict[str, str]:
+    """The ``tool_descriptions`` object of the optimiser's answer (empty when absent)."""
+    s = (text or "").strip()
+    start, end = s.find("{"), s.rfind("}")
+    if start < 0 or end <= start:
+        return {}
+    try:
+        doc = json.loads(s[start : end + 1])
+    except ValueError:
+        return {}
+    tools = doc.get("tool_descriptions") if isinstance(doc, dict) else None
+    if not isinstance(tools, dict):
+        return {}
+    return {str(k): v for k, v in tools.items() if isinstance(v, str) and v.strip()}
+
+
 def parse_proposal(text: str | None) -> str | None:
     """The system prompt in the optimiser's answer (a JSON object, or the bare text)."""
     if not text or not text.strip():
@@ -238,13 +284,14 @@ def parse_proposal(text: str | None) -> str | None:
     return s
 
 
-def prompt_diff(before: str, after: str, task: str) -> str:
-    """A unified diff of the system prompt a developer can paste (or apply with ``patch``)."""
+def prompt_diff(before: str, after: str, task: str, what: str = "system_prompt") -> str:
+    """A unified diff of the system prompt (or of ``what``: a tool's description) a developer
+    can paste (or apply with ``patch``)."""
     lines = difflib.unified_diff(
         before.splitlines(keepends=True),
         after.splitlines(keepends=True),
-        fromfile=f"{task}/system_prompt (before)",
-        tofile=f"{task}/system_prompt (adapted)",
+        fromfile=f"{task}/{what} (before)",
+        tofile=f"{task}/{what} (adapted)",
     )
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
@@ -551,33 +598,47 @@ def _adapt_one(
     passing = [ex for ex in adapt_ex if ex not in failing]
     shown_failures = [(ex, answers.get((spec.name, ex.id))) for ex in failing[:max_failures]]
     examples = (passing + failing)[:max_examples]
+    tools_before = tool_descriptions(adapt_ex)
 
     # 1. the proposals (each a distinct, cached request)
     opt_ex = [
         Exchange(
             id=f"adapt:{b.task}:{spec.name}:{i}",
             source=adapt_ex[0].source,
-            request=optimiser_request(opt, b.system_prompt_before, shown_failures, examples, i),
+            request=optimiser_request(
+                opt, b.system_prompt_before, shown_failures, examples, i, tools_before
+            ),
         )
         for i in range(k)
     ]
     opt_rows = replay(opt_ex, [opt], cache=cache, offline=offline, interruptible=False)
     ledger.add(opt_rows, opt, "optimiser")
-    prompts: list[str] = []
+    prompts: list[tuple[str, dict[str, str]]] = []
     for r in opt_rows:
-        text = parse_proposal(r.response.text if r.ok and r.response is not None else None)
-        if text and text not in prompts:
-            prompts.append(text)
+        raw = r.response.text if r.ok and r.response is not None else None
+        tools = {k: v for k, v in parse_tool_descriptions(raw).items() if k in tools_before}
+        text = parse_proposal(raw)
+        if text is not None and text.lstrip().startswith("{") and tools:
+            text = b.system_prompt_before  # only tool descriptions were proposed
+        if text and (text, tools) not in prompts:
+            prompts.append((text, tools))
 
     # 2. each proposal on the adaptation set; the best one is kept
     replay_ids = b.adaptation_ids[: p["n"] or len(b.adaptation_ids)]
     tried: list[Proposal] = []
-    for i, prompt in enumerate(prompts):
-        edited = [with_system_prompt(exchanges[x], prompt) for x in replay_ids]
+    for i, (prompt, tools) in enumerate(prompts):
+        edited = [with_system_prompt(exchanges[x], prompt, tools) for x in replay_ids]
         rows = replay(edited, [spec], cache=cache, offline=offline, interruptible=False)
         ledger.add(rows, spec, "candidate")
         frame = score(edited, [info], {x: b.task for x in replay_ids}, rows)
-        tried.append(Proposal(index=i, system_prompt=prompt, adaptation_parity=_mean(frame)))
+        tried.append(
+            Proposal(
+                index=i,
+                system_prompt=prompt,
+                tool_descriptions=tools,
+                adaptation_parity=_mean(frame),
+            )
+        )
     cost = AdaptCost(
         planned_requests=plan_requests(len(replay_ids), len(b.held_out_ids), k),
         optimiser_requests=ledger.optimiser,
@@ -592,7 +653,10 @@ def _adapt_one(
     best = max(tried, key=lambda t: -1.0 if t.adaptation_parity is None else t.adaptation_parity)
 
     # 3. the held-out set with the best proposal, scored and judged like the run
-    held_ex = [with_system_prompt(exchanges[x], best.system_prompt) for x in b.held_out_ids]
+    held_ex = [
+        with_system_prompt(exchanges[x], best.system_prompt, best.tool_descriptions)
+        for x in b.held_out_ids
+    ]
     held_rows = replay(held_ex, [spec], cache=cache, offline=offline, interruptible=False)
     ledger.add(held_rows, spec, "candidate")
     after = score(held_ex, [info], {x: b.task for x in b.held_out_ids}, held_rows)
@@ -634,7 +698,12 @@ def _adapt_one(
             "ready_after": gain == "reliable_gain"
             and _is_ready(tr_after.verdict, suite.gate.allow_caveats),
             "system_prompt_after": best.system_prompt,
-            "prompt_diff": prompt_diff(b.system_prompt_before, best.system_prompt, b.task),
+            "tool_descriptions_after": best.tool_descriptions,
+            "prompt_diff": prompt_diff(b.system_prompt_before, best.system_prompt, b.task)
+            + "".join(
+                prompt_diff(tools_before.get(name, ""), desc, b.task, f"tools/{name}/description")
+                for name, desc in sorted(best.tool_descriptions.items())
+            ),
             "proposals": tried,
             "cost": cost,
         }
