@@ -361,6 +361,11 @@ def test_a_proposal_replaces_or_prepends_the_system_message() -> None:
     assert ex.request.body["messages"][0]["role"] == "user"  # the original is untouched
     again = with_system_prompt(edited, "Be kind.")
     assert [m["role"] for m in again.request.body["messages"]] == ["system", "user"]
+    # a request whose own system prompt differs from the one the optimiser saw keeps it
+    kept = with_system_prompt(edited, "New.", base="Shared prompt.")
+    assert [m["content"] for m in kept.request.body["messages"][:2]] == ["New.", "Be brief."]
+    replaced = with_system_prompt(edited, "New.", base="Be brief.")
+    assert [m["role"] for m in replaced.request.body["messages"]] == ["system", "user"]
 
 
 def test_proposals_are_read_from_json_or_bare_text_and_diffed() -> None:

@@ -176,13 +176,27 @@ def split_exchanges(
 
 
 def with_system_prompt(
-    ex: Exchange, prompt: str, tool_descriptions: Mapping[str, str] | None = None
+    ex: Exchange,
+    prompt: str,
+    tool_descriptions: Mapping[str, str] | None = None,
+    *,
+    base: str | None = None,
 ) -> Exchange:
     """The exchange with its system message replaced by ``prompt`` (prepended if none) and the
-    named tools' descriptions replaced (tools the request does not have are ignored)."""
+    named tools' descriptions replaced (tools the request does not have are ignored).
+
+    With ``base`` (the system prompt the optimiser saw) and an exchange whose own system prompt
+    differs from it (a per-request template: context, the user's data), its system messages are
+    kept and ``prompt`` is prepended, so that nothing of the request is lost.
+    """
     body = json.loads(json.dumps(ex.request.body))
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
-    rest = [m for m in messages if m.get("role") not in ("system", "developer")]
+    keep_own = base is not None and ex.system_prompt not in ("", base)
+    rest = (
+        messages
+        if keep_own
+        else [m for m in messages if m.get("role") not in ("system", "developer")]
+    )
     body["messages"] = [{"role": "system", "content": prompt}, *rest]
     for tool in body.get("tools") or []:
         fn = tool.get("function") if isinstance(tool, dict) else None
@@ -627,7 +641,10 @@ def _adapt_one(
     replay_ids = b.adaptation_ids[: p["n"] or len(b.adaptation_ids)]
     tried: list[Proposal] = []
     for i, (prompt, tools) in enumerate(prompts):
-        edited = [with_system_prompt(exchanges[x], prompt, tools) for x in replay_ids]
+        edited = [
+            with_system_prompt(exchanges[x], prompt, tools, base=b.system_prompt_before)
+            for x in replay_ids
+        ]
         rows = replay(edited, [spec], cache=cache, offline=offline, interruptible=False)
         ledger.add(rows, spec, "candidate")
         frame = score(edited, [info], {x: b.task for x in replay_ids}, rows)
@@ -654,7 +671,9 @@ def _adapt_one(
 
     # 3. the held-out set with the best proposal, scored and judged like the run
     held_ex = [
-        with_system_prompt(exchanges[x], best.system_prompt, best.tool_descriptions)
+        with_system_prompt(
+            exchanges[x], best.system_prompt, best.tool_descriptions, base=b.system_prompt_before
+        )
         for x in b.held_out_ids
     ]
     held_rows = replay(held_ex, [spec], cache=cache, offline=offline, interruptible=False)
