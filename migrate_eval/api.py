@@ -349,6 +349,20 @@ def run(
         _write_run_folder(
             tmp_dir, s, exchanges, plan, replays, baseline_rows, scores, traffic, results
         )
+    if s.adapt is not None:  # `adapt:` in the suite; the run's gate outcome stays as it is
+        try:
+            adapt(
+                run_dir,
+                optimiser=s.adapt.optimiser,
+                budget=s.adapt.budget,
+                proposals=s.adapt.proposals,
+                cache=cache_path,
+                offline=offline,
+                notify=notify,
+            )
+        except (UserError, InfrastructureError) as e:  # the run folder is complete
+            if notify is not None:
+                notify(f"adaptation not done: {e}")
     return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
 
 

@@ -408,3 +408,29 @@ def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="not a run folder"):
         adapt(tmp_path, cache=tmp_path / "c.db")
+
+
+@pytest.mark.slow
+def test_adapt_in_the_suite_runs_after_the_run(tmp_path: Path) -> None:
+    from migrate_eval.api import run
+    from migrate_eval.core.suite import AdaptSpec
+
+    suite = Suite(
+        name="adapt",
+        logs=[LogSpec(path=str(_log(tmp_path / "log.jsonl")))],
+        candidates=[CandidateSpec(name="cand", provider="schema-follower", model="m")],
+        thresholds=Thresholds(min_samples=10),
+        adapt=AdaptSpec(optimiser=OPTIMISER),
+        base_dir=tmp_path,
+    )
+    told: list[str] = []
+    outcome = run(
+        suite, out=tmp_path / "run", cache=tmp_path / "c.db", baseline=False, notify=told.append
+    )
+    assert int(outcome.exit_code) != 0  # the run's own gate outcome is unchanged
+    saved = Adaptation.model_validate_json((outcome.run_dir / "adaptation.json").read_text("utf-8"))
+    assert saved.results[0].ready_after
+    assert any("adaptation plan" in m for m in told)
+    doc = suite.dump()
+    assert Suite.model_validate({**doc, "adapt": True}).adapt == AdaptSpec()
+    assert Suite.model_validate({**doc, "adapt": False}).adapt is None
