@@ -46,6 +46,7 @@ from migrate_eval.plan.tasks import TaskDiscovery
 from migrate_eval.verdict.gate import GateReport, VerdictChange
 
 if TYPE_CHECKING:
+    from migrate_eval.adapt import Adaptation
     from migrate_eval.export.lmeval import ExportedTask
     from migrate_eval.replay.cache import ResponseCache
     from migrate_eval.report.compare import Comparison
@@ -357,6 +358,20 @@ def run(
         )
     if history is not False:
         _append_run_history(results, scores, replays, history, notify)
+    if s.adapt is not None:  # `adapt:` in the suite; the run's gate outcome stays as it is
+        try:
+            adapt(
+                run_dir,
+                optimiser=s.adapt.optimiser,
+                budget=s.adapt.budget,
+                proposals=s.adapt.proposals,
+                cache=cache_path,
+                offline=offline,
+                notify=notify,
+            )
+        except (UserError, InfrastructureError) as e:  # the run folder is complete
+            if notify is not None:
+                notify(f"adaptation not done: {e}")
     return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
 
 
@@ -725,6 +740,53 @@ def load_run(run_dir: str | Path) -> Run:
 
 
 # --- the other commands, as functions -------------------------------------------------------------
+
+
+def adapt(
+    run_dir: str | Path,
+    *,
+    tasks: Sequence[str] | None = None,
+    candidates: Sequence[str] | None = None,
+    optimiser: str | CandidateSpec | None = None,
+    budget: int | None = None,
+    proposals: int = 3,
+    held_out_fraction: float = 0.5,
+    seed: int | None = None,
+    cache: str | Path | None = None,
+    offline: bool = False,
+    notify: Callable[[str], None] | None = None,
+    write: bool = True,
+) -> Adaptation:
+    """Adapt the system prompts of a run's not-ready tasks to each candidate and prove it on
+    held-out exchanges (:mod:`migrate_eval.adapt`); writes ``adaptation.json`` (and a section
+    of ``summary.md``) into the run folder unless ``write`` is False. ``optimiser``: a
+    ``[NAME=]PROVIDER:MODEL[@BASE_URL]`` spec or a :class:`CandidateSpec` (default: each
+    candidate itself). ``notify`` hears the plan (requests, money) before anything is sent.
+    """
+    from migrate_eval.adapt import adapt_run, summary_lines, write_adaptation
+
+    opt = parse_candidate_spec(optimiser) if isinstance(optimiser, str) else optimiser
+    result = adapt_run(
+        run_dir,
+        cache_path=Path(cache) if cache else default_cache_path(),
+        tasks=tasks,
+        candidates=candidates,
+        optimiser=opt,
+        budget=budget,
+        proposals=proposals,
+        held_out_fraction=held_out_fraction,
+        seed=seed,
+        offline=offline,
+        notify=notify,
+    )
+    if write:
+        write_adaptation(result, run_dir)
+        summary = Path(run_dir) / "summary.md"
+        if summary.is_file():
+            text = summary.read_text(encoding="utf-8").split("\n## Prompt adaptation\n")[0]
+            section = "\n".join(summary_lines(result))
+            summary.write_text(text.rstrip("\n") + "\n\n" + section + "\n", encoding="utf-8")
+    return result
 
 
 def gate(

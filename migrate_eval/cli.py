@@ -363,6 +363,57 @@ def report(run_dir: Path) -> None:
     sys.exit(results.exit_code)
 
 
+@main.command("adapt", epilog=PLAIN_EXIT_CODES)
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--task", "tasks", multiple=True, help="Adapt only this task (repeatable).")
+@click.option(
+    "--candidate", "candidates", multiple=True, help="Adapt only this candidate (repeatable)."
+)
+@click.option(
+    "--optimiser",
+    metavar="SPEC",
+    help="[NAME=]PROVIDER:MODEL[@BASE_URL] that proposes the edits (default: the candidate).",
+)
+@click.option("--budget", type=click.IntRange(1), help="At most this many requests in all.")
+@click.option("--proposals", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    help="Response cache (default: the one `run` uses).",
+)
+@click.option("--offline", is_flag=True, help="Answers from the cache only.")
+def adapt_cmd(
+    run_dir: Path,
+    tasks: tuple[str, ...],
+    candidates: tuple[str, ...],
+    optimiser: str | None,
+    budget: int | None,
+    proposals: int,
+    cache: Path | None,
+    offline: bool,
+) -> None:
+    """Adapt the system prompt of each not-ready task to its candidate; prove it on held-out
+    exchanges (writes RUN_DIR/adaptation.json)."""
+    from migrate_eval.adapt import summary_lines
+    from migrate_eval.api import adapt
+
+    result = _guard(
+        lambda: adapt(
+            run_dir,
+            tasks=tasks or None,
+            candidates=candidates or None,
+            optimiser=optimiser,
+            budget=budget,
+            proposals=proposals,
+            cache=cache,
+            offline=offline,
+            notify=lambda m: click.echo(m, err=True),
+        )
+    )
+    click.echo("\n".join(summary_lines(result)))
+    click.echo(f"Details: {run_dir / 'adaptation.json'}")
+
+
 @main.command("profile", epilog=PLAIN_EXIT_CODES)
 @click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")

@@ -134,6 +134,7 @@ def test_public_api_is_what_all_says() -> None:
         "VendorError",
         "WatchOutcome",
         "__version__",
+        "adapt",
         "cache_export",
         "cache_import",
         "cache_stats",
@@ -184,6 +185,7 @@ def test_every_command_has_a_function() -> None:
         "export_lm_eval": "export_lm_eval",
         "watch": "watch",
         "history": "history",
+        "adapt": "adapt",
     }
     assert sorted(commands) == sorted(wanted)
     for command, function in wanted.items():

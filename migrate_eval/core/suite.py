@@ -150,6 +150,19 @@ class JudgeSpec(CandidateSpec):
     )
 
 
+class AdaptSpec(StrictModel):
+    """The suite's ``adapt:`` section: adapt not-ready tasks' prompts after the run (docs/adapt.md).
+
+    ``adapt: true`` takes the defaults.
+    """
+
+    optimiser: CandidateSpec | None = Field(
+        default=None, description="the endpoint that proposes edits (default: each candidate)"
+    )
+    budget: int | None = Field(default=None, ge=1, description="at most this many requests")
+    proposals: int = Field(default=3, ge=1, le=20, description="edits asked for per task")
+
+
 class TaskMatch(StrictModel):
     """Rules that put an exchange in a task. All given rules must hold."""
 
@@ -269,6 +282,9 @@ class Suite(StrictModel):
         default=False,
         description="every candidate refuses soft request fields it cannot send (docs/providers.md)",
     )
+    adapt: AdaptSpec | None = Field(
+        default=None, description="after the run, adapt the prompts of not-ready tasks (true)"
+    )
     redaction: RedactionConfig = Field(
         default_factory=RedactionConfig,
         description="PII redaction before anything is sent to a candidate (migrate_eval/plan/redact.py)",
@@ -276,6 +292,15 @@ class Suite(StrictModel):
     base_dir: Path = Field(
         default=Path("."), exclude=True, description="folder relative paths resolve against"
     )
+
+    @field_validator("adapt", mode="before")
+    @classmethod
+    def _adapt_flag(cls, v: Any) -> Any:
+        if v is True:
+            return {}
+        if v is False:
+            return None
+        return v
 
     @field_validator("logs", mode="before")
     @classmethod
