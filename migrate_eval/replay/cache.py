@@ -234,6 +234,10 @@ def _matches(identity: dict[str, Any], flt: IdentityFilter | None) -> bool:
     return all(identity.get(k) == v for k, v in flt.items())
 
 
+#: Times a cache that another run is opening at the same moment is opened again.
+_OPEN_RETRIES = 20
+
+
 class ResponseCache:
     """SQLite response cache (see the module docstring). Usable as a context manager.
 
@@ -278,15 +282,29 @@ class ResponseCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"{self.path}: cannot create the cache folder ({e})") from None
-        self._conn = self._connect()
-        try:
-            self._setup(self._conn)
-        except sqlite3.DatabaseError as e:
-            self._conn.close()
-            mapped = cache_error(self.path, e)
-            if mapped is not None:
-                raise mapped from None
-            raise UserError(f"{self.path}: not a usable response cache: {e}") from None
+        # Two runs opening one cache at once: SQLite answers "database is locked" at once,
+        # without waiting, to the one that loses the race to switch the file to WAL or to
+        # create the tables (its busy handler would deadlock there). Open again, a few times.
+        for attempt in range(_OPEN_RETRIES + 1):
+            self._conn = self._connect()
+            try:
+                self._setup(self._conn)
+                break
+            except sqlite3.OperationalError as e:
+                self._conn.close()
+                if "locked" in str(e) and attempt < _OPEN_RETRIES:
+                    time.sleep(0.02 * (attempt + 1))
+                    continue
+                mapped = cache_error(self.path, e)
+                if mapped is not None:
+                    raise mapped from None
+                raise UserError(f"{self.path}: not a usable response cache: {e}") from None
+            except sqlite3.DatabaseError as e:
+                self._conn.close()
+                mapped = cache_error(self.path, e)
+                if mapped is not None:
+                    raise mapped from None
+                raise UserError(f"{self.path}: not a usable response cache: {e}") from None
 
     def _cannot_write(self) -> bool:
         """The file exists and it, or its folder (SQLite's journal lives there), is read-only."""
