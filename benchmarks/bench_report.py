@@ -34,6 +34,7 @@ import pandas as pd
 
 from migrate_eval.core.records import Exchange, ReplayResult, Response, Source, ToolCall, Usage
 from migrate_eval.core.results import (
+    SCORE_COLUMNS,
     CandidateResult,
     CostStats,
     ErrorStats,
@@ -104,21 +105,7 @@ def build(
     cands = [f"candidate-{c}" for c in range(n_candidates)]
     exchanges: dict[str, Exchange] = {}
     replays: dict[tuple[str, str], ReplayResult] = {}
-    cols: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "exchange_id",
-            "task",
-            "candidate",
-            "status",
-            "error",
-            "parity",
-            "latency_ms",
-            "prompt_tokens",
-            "completion_tokens",
-            "cached",
-        )
-    }
+    cols: dict[str, list[Any]] = {k: [] for k in SCORE_COLUMNS}
     src = Source(file="logs/prod.jsonl", line=1, format="chat-jsonl")
     for i in range(n_exchanges):
         t = i % n_tasks
