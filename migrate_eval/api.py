@@ -150,6 +150,8 @@ def run(
     on_read: Callable[[int], None] | None = None,
     history: str | Path | bool | None = None,
     cache_salt: str | None = None,
+    executor: str | None = None,
+    ray_address: str | None = None,
 ) -> RunOutcome:
     """Run the whole pipeline and write the run folder.
 
@@ -173,6 +175,9 @@ def run(
     ``history``: the run history folder a record per (candidate, task) is appended to (None:
     ``<reports>/history``; False: none; see :mod:`migrate_eval.verdict.history`).
     ``cache_salt`` asks every candidate again instead of reusing cached answers (``watch``).
+
+    ``executor``: ``local`` (this process) or ``ray`` (replay on a Ray cluster at
+    ``ray_address``; docs/scale.md); None: ``MIGRATE_EVAL_EXECUTOR``, else the suite's.
     """
     from migrate_eval.plan.redact import redact_exchanges, redact_task_descriptions
     from migrate_eval.plan.sampling import sample_ids
@@ -183,6 +188,11 @@ def run(
     from migrate_eval.verdict.aggregate import aggregate, gate_outcome
 
     s = _resolve_suite(suite, logs, candidates, candidate_params, strict_params)
+    from migrate_eval.core.executor import import_ray, resolve_executor
+
+    run_executor = resolve_executor(executor, s.executor)  # applied once, here
+    if run_executor == "ray":
+        import_ray()  # a missing extra is a usage error now, before the logs are read
     if concurrency is not None:  # applied once, here: replay, projections and results see it
         specs = [c.model_copy(update={"concurrency": concurrency}) for c in s.candidates]
         s = s.model_copy(update={"candidates": specs})
@@ -270,14 +280,28 @@ def run(
     with ResponseCache(cache_path) as rc:  # read-only where it cannot be written (--offline)
         for rec in s.recordings:
             rc.import_recordings(s.resolve(rec))
-        replays = replay(
-            exchanges,
-            s.candidates,
-            cache=rc,
-            offline=offline,
-            progress=progress,
-            cache_salt=cache_salt,
-        )
+        if run_executor == "ray":  # workers share the cache file; exchanges are redacted
+            from migrate_eval.replay.cluster import replay_on_ray
+
+            rc.flush()
+            replays = replay_on_ray(
+                exchanges,
+                s.candidates,
+                cache_path=cache_path,
+                offline=offline,
+                progress=progress,
+                cache_salt=cache_salt,
+                address=ray_address,
+            )
+        else:
+            replays = replay(
+                exchanges,
+                s.candidates,
+                cache=rc,
+                offline=offline,
+                progress=progress,
+                cache_salt=cache_salt,
+            )
         baseline_rows = None
         planned = _plan_baseline(s, plan, exchanges, pairs, baseline, offline, notify)
         if planned is not None:  # the noise floor: the logged model re-run (baseline.jsonl)

@@ -282,6 +282,21 @@ def main() -> None:
     envvar="MIGRATE_EVAL_REDACT",
     help="Replace PII and secrets before anything is sent to a candidate (default: the suite's redaction.enabled). Person names are found by heuristics only unless the suite says names: true (presidio extra).",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="Where replay runs: this process (local, the default) or a Ray cluster (ray; the "
+    "migrate-eval[ray] extra, docs/scale.md). Default: MIGRATE_EVAL_EXECUTOR, else the suite's "
+    "executor.",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDRESS",
+    envvar="MIGRATE_EVAL_RAY_ADDRESS",
+    help="The Ray cluster of --executor ray: auto, or ray://HOST:10001 (default: RAY_ADDRESS, "
+    "else a local cluster started for the run).",
+)
 def run(
     suite: Path | None,
     logs: tuple[Path, ...],
@@ -298,6 +313,8 @@ def run(
     no_baseline: bool,
     candidate_params: tuple[str, ...],
     strict_params: bool | None,
+    executor: str | None,
+    ray_address: str | None,
 ) -> None:
     """Replay logged traffic against candidates, score parity, decide, report.
 
@@ -336,6 +353,8 @@ def run(
                 candidate_params=candidate_params,
                 strict_params=strict_params or None,
                 on_read=reading,
+                executor=executor,
+                ray_address=ray_address,
             )
         )
     summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")

@@ -289,6 +289,10 @@ class Suite(StrictModel):
         default_factory=RedactionConfig,
         description="PII redaction before anything is sent to a candidate (migrate_eval/plan/redact.py)",
     )
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="where replay runs: this process (local) or a Ray cluster (docs/scale.md)",
+    )
     base_dir: Path = Field(
         default=Path("."), exclude=True, description="folder relative paths resolve against"
     )

@@ -36,7 +36,7 @@ import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from migrate_eval.core.errors import (
     CircuitOpenError,
@@ -267,6 +267,29 @@ class CircuitBreaker:
             )
 
 
+class SharedLimits(Protocol):
+    """A candidate's limits held outside this process (a cluster's limiter actor, see
+    :mod:`migrate_eval.replay.cluster`): concurrency, rpm, tpm and Retry-After pauses for every
+    worker of the run together. Replaces the candidate's own limiters when given."""
+
+    async def acquire(self, tokens: int, hedge: bool) -> int:
+        """Wait for a slot (none for a ``hedge``), the rate limits and any pause; returns the
+        lease to pass to :meth:`release`."""
+        ...
+
+    def release(
+        self, lease: int, outcome: str, token_delta: int, retry_after: float | None
+    ) -> None:
+        """Give the slot back (``outcome`` as :meth:`AdaptiveConcurrency.release`), correct the
+        token charge by ``token_delta`` and pause everyone ``retry_after`` seconds (a 429)."""
+        ...
+
+    @property
+    def in_flight_limit(self) -> int | None:
+        """The cluster's in-flight limit as last heard (None: not known yet)."""
+        ...
+
+
 @dataclass(slots=True)
 class _Work:
     key: str
@@ -302,6 +325,8 @@ class _CandidateRun:
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     #: Claim each request in the cache before sending it (runs sharing the file send once).
     leases: bool = True
+    #: The cluster's limits (a Ray run), instead of this process's own.
+    shared: SharedLimits | None = None
     lease_poll: float = 0.25
     #: Requests another run was sending when reached: taken up again at the end.
     deferred: deque[_Work] = field(default_factory=deque)
@@ -369,7 +394,11 @@ class _CandidateRun:
                     self.total,
                     self.errors,
                     self.cached,
-                    in_flight_limit=self.adaptive.current,
+                    in_flight_limit=(
+                        self.adaptive.current
+                        if self.shared is None
+                        else self.shared.in_flight_limit
+                    ),
                     throttled_s=throttled,
                 )
             )
@@ -495,6 +524,8 @@ class _CandidateRun:
         A ``hedge`` (the second attempt of a hung request) takes no concurrency slot of its
         own: the hung attempt holds one, and whichever loses is cancelled.
         """
+        if self.shared is not None:
+            return await self._attempt_shared(item, self.shared, hedge=hedge, sent_at=sent_at)
         generation = -1 if hedge else await self.adaptive.acquire()
         outcome = "other"
         charged = 0
@@ -539,6 +570,55 @@ class _CandidateRun:
         finally:
             if not hedge:
                 self.adaptive.release(generation, outcome)
+
+    async def _attempt_shared(
+        self,
+        item: _Work,
+        shared: SharedLimits,
+        *,
+        hedge: bool,
+        sent_at: list[float] | None,
+    ) -> ProviderResponse:
+        """:meth:`_attempt` under the cluster's limits: the slot, the rate limits and the
+        pauses are leased from ``shared``; what happened is reported back to it."""
+        charged = 0
+        if self.spec.tpm:
+            if item.tokens < 0:
+                item.tokens = estimate_request_tokens(item.request)
+            charged = item.tokens
+        lease = await shared.acquire(charged, hedge)
+        outcome, delta, retry_after = "other", 0, None
+        try:
+            await self._wait_for_pause()  # this process's own view of a pause
+            if self.breaker.tripped is not None:
+                raise self.breaker.tripped
+            self.sent += 1
+            if sent_at is not None:
+                sent_at.append(asyncio.get_running_loop().time())
+            try:
+                answer = await self.provider.complete(item.request)
+            except VendorError as e:
+                if e.status == 429:
+                    outcome, delta = "overload", -charged
+                    if e.retry_after is not None:
+                        retry_after = min(e.retry_after, MAX_BACKOFF)
+                        until = asyncio.get_running_loop().time() + retry_after
+                        self.pause_until = max(self.pause_until, until)
+                self.breaker.failure(e)
+                self.failures.append(True)
+                raise
+            outcome = "ok"
+            self.breaker.success()
+            self.failures.append(False)
+            self.latencies.append(answer.latency_ms / 1000.0)
+            usage = answer.response.usage
+            if charged and usage is not None:
+                used = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
+                if used:
+                    delta = used - charged
+            return answer
+        finally:
+            shared.release(lease, outcome, delta, retry_after)
 
     async def _hedged(self, item: _Work) -> tuple[ProviderResponse | VendorError, int]:
         """One attempt, hedged with a second if it hangs: the first answer, and attempts made.
@@ -758,6 +838,7 @@ async def replay_rows(
     breaker_threshold: int = 8,
     leases: bool = True,
     cache_salt: str | None = None,
+    shared_limits: Sequence[SharedLimits | None] | None = None,
 ) -> list[ReplayResult]:
     specs = [
         c.model_copy(update={"concurrency": concurrency}) if concurrency else c for c in candidates
@@ -803,6 +884,7 @@ async def replay_rows(
                 hedge=hedge or HedgePolicy(),
                 breaker=CircuitBreaker(threshold=max(1, breaker_threshold)),
                 leases=leases,
+                shared=shared_limits[column] if shared_limits else None,
             )
             runs.append(run)
             misses = run.serve_cached(run.plan(exchanges), cache)

@@ -1,0 +1,430 @@
+"""Replay on a Ray cluster (``--executor ray``): the same rows as :func:`replay`, sent by workers.
+
+How the work is split, and what stays true of a local run:
+
+* **Partitions.** Each candidate's exchanges are split into shards, one Ray task per (candidate,
+  shard). Identical logged requests land in the same shard (the shard is a hash of the
+  request), so a request asked twice is sent once, as in a local run. Each task runs the
+  local engine (:func:`~migrate_eval.replay.engine.replay_rows`) over its shard: requests,
+  retries, hedges, the circuit breaker and the error rows are the local ones.
+* **Limits for the cluster as a whole.** One limiter actor per candidate holds the
+  candidate's concurrency (AIMD on 429), rpm and tpm limits and Retry-After pauses
+  (:class:`~migrate_eval.replay.ratelimit.AdaptiveConcurrency`,
+  :class:`~migrate_eval.replay.ratelimit.RateLimiter`); every worker leases each request's
+  slot and rate from it and reports what happened (429, the tokens used) back. Two workers
+  therefore never send more than one process would.
+* **The cache is the source of truth.** Workers open the run's response cache file (on a
+  cluster: a path every node sees, see docs/scale.md) and claim each request in it before
+  sending (:meth:`~migrate_eval.replay.cache.ResponseCache.claim`). A worker that dies is
+  retried by Ray: its answers already committed are served from the cache, its claims are
+  taken over, nothing answered is sent again. A driver started again resumes the same way.
+* **One progress board.** Workers report their counts to a small actor; the driver polls it
+  and calls ``progress`` with one :class:`~migrate_eval.replay.engine.ProgressEvent` per
+  candidate for the whole cluster.
+* **Data.** Workers receive the exchanges the driver hands over: already sampled and, with
+  ``--redact``, already redacted (the run redacts before replay, on the driver).
+
+Ray is imported only here, and only when a run asks for it
+(:func:`~migrate_eval.core.executor.ensure_ray`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from migrate_eval.core.errors import MigrateEvalError
+from migrate_eval.core.executor import ensure_ray
+from migrate_eval.core.records import Exchange, ReplayResult
+from migrate_eval.core.request import request_key
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.engine import HedgePolicy, ProgressEvent, ReplayInterrupted
+from migrate_eval.replay.ratelimit import AdaptiveConcurrency, RateLimiter
+
+#: Seconds between two progress reports of one worker (and between two polls of the driver).
+PROGRESS_EVERY = 0.25
+#: Times Ray runs a shard's task again when its worker dies (the cache makes that cheap).
+TASK_RETRIES = 3
+#: How long workers wait for the cache writer: short, a killed worker loses few answers.
+WORKER_BATCH_INTERVAL = 0.01
+
+
+def shard_of(exchange: Exchange, shards: int) -> int:
+    """The shard of an exchange: equal logged requests share one (they are sent once)."""
+    return int.from_bytes(request_key(exchange)[:8], "big") % shards
+
+
+def shard_rows(exchanges: Sequence[Exchange], shards: int) -> list[list[int]]:
+    """Row indices per shard (each in exchange order); empty shards left out."""
+    out: list[list[int]] = [[] for _ in range(max(1, shards))]
+    for i, ex in enumerate(exchanges):
+        out[shard_of(ex, len(out))].append(i)
+    return [rows for rows in out if rows]
+
+
+# -- actors (plain classes here; made Ray actors by _remotes) ------------------------------
+
+
+class Limiter:
+    """A candidate's limits for the whole cluster (one actor per candidate and run).
+
+    Leases are held per shard; a shard's task started again (its worker died) gives back
+    what the dead attempt held (:meth:`begin`), so a killed worker leaks no slot.
+    """
+
+    def __init__(self, concurrency: int, rpm: float | None, tpm: float | None) -> None:
+        self.adaptive = AdaptiveConcurrency(maximum=concurrency)
+        self.rpm = RateLimiter(rpm) if rpm else None
+        self.tpm = RateLimiter(tpm, burst=max(tpm / 60.0, 4096.0)) if tpm else None
+        self.pause_until = 0.0
+        self.epochs: dict[int, int] = {}
+        self.leases: dict[int, tuple[int, int, int]] = {}  # lease -> shard, epoch, generation
+        self.next_lease = 0
+        self.sent = 0
+
+    async def begin(self, shard: int) -> int:
+        """A shard's task (or its retry) starts: the earlier attempt's slots are freed."""
+        epoch = self.epochs.get(shard, 0) + 1
+        self.epochs[shard] = epoch
+        stale = [k for k, (s, _, _) in self.leases.items() if s == shard]
+        for lease in stale:
+            _, _, generation = self.leases.pop(lease)
+            self.adaptive.release(generation, "other")
+        return epoch
+
+    async def _wait_for_pause(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (wait := self.pause_until - loop.time()) > 0:
+            await asyncio.sleep(wait)
+
+    async def acquire(self, shard: int, epoch: int, tokens: int, hedge: bool) -> tuple[int, int]:
+        """Wait for a slot (not for a hedge), the rate limits and any pause: (lease, the
+        in-flight limit now). The lease is -1 for a hedge and for a dead attempt's call."""
+        generation = -1 if hedge else await self.adaptive.acquire()
+        lease = -1
+        if not hedge:
+            if self.epochs.get(shard) != epoch:  # the attempt that asked is gone
+                self.adaptive.release(generation, "other")
+                return -1, self.adaptive.current
+            lease = self.next_lease
+            self.next_lease += 1
+            self.leases[lease] = (shard, epoch, generation)
+        try:
+            await self._wait_for_pause()
+            if self.rpm is not None:
+                await self.rpm.acquire(1.0)
+            if self.tpm is not None and tokens:
+                await self.tpm.acquire(tokens)
+            await self._wait_for_pause()
+        except BaseException:
+            self._release(lease, "other", -tokens, None)
+            raise
+        self.sent += 1
+        return lease, self.adaptive.current
+
+    async def release(
+        self, lease: int, outcome: str, token_delta: int, retry_after: float | None
+    ) -> None:
+        """The request ended: free its slot, correct its tokens, pause on Retry-After."""
+        self._release(lease, outcome, token_delta, retry_after)
+
+    def _release(
+        self, lease: int, outcome: str, token_delta: int, retry_after: float | None
+    ) -> None:
+        if retry_after is not None and retry_after > 0:
+            try:
+                now = asyncio.get_running_loop().time()
+            except RuntimeError:  # pragma: no cover - actor methods run in its loop
+                now = time.monotonic()
+            self.pause_until = max(self.pause_until, now + retry_after)
+        if token_delta and self.tpm is not None:
+            self.tpm.adjust(token_delta)
+        held = self.leases.pop(lease, None)
+        if held is not None:
+            self.adaptive.release(held[2], outcome)
+
+    async def stats(self) -> dict[str, Any]:
+        """What the limiter saw: requests let through, the limit now, its changes, waits."""
+        return {
+            "sent": self.sent,
+            "in_flight_limit": self.adaptive.current,
+            "in_flight": self.adaptive.in_flight,
+            "decreases": self.adaptive.decreases,
+            "throttled_s": (self.rpm.waited if self.rpm else 0.0)
+            + (self.tpm.waited if self.tpm else 0.0),
+        }
+
+
+class Board:
+    """The progress of every worker, polled by the driver (one board per run)."""
+
+    def __init__(self) -> None:
+        self.events: dict[tuple[int, int], tuple[int, int, int, int | None, float]] = {}
+        self.pids: dict[tuple[int, int], int] = {}
+
+    def report(
+        self, column: int, shard: int, event: tuple[int, int, int, int | None, float]
+    ) -> None:
+        self.events[(column, shard)] = event
+
+    def started(self, column: int, shard: int, pid: int) -> None:
+        self.pids[(column, shard)] = pid
+        self.events.pop((column, shard), None)  # a retried shard counts again from zero
+
+    def snapshot(
+        self,
+    ) -> tuple[
+        dict[tuple[int, int], tuple[int, int, int, int | None, float]], dict[tuple[int, int], int]
+    ]:
+        return dict(self.events), dict(self.pids)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What one worker task is asked to do (everything picklable)."""
+
+    spec: CandidateSpec
+    column: int
+    shard: int
+    cache_path: str
+    offline: bool
+    cache_salt: str | None
+    backoff_base: float
+    hedge: HedgePolicy | None
+    breaker_threshold: int
+    limiter: Any  # the candidate's Limiter actor handle
+    board: Any  # the run's Board actor handle
+
+
+class _ActorLimits:
+    """:class:`~migrate_eval.replay.engine.SharedLimits` backed by a :class:`Limiter` actor."""
+
+    def __init__(self, limiter: Any, shard: int, epoch: int) -> None:
+        self._limiter = limiter
+        self._shard = shard
+        self._epoch = epoch
+        self._limit: int | None = None
+
+    async def acquire(self, tokens: int, hedge: bool) -> int:
+        lease, limit = await self._limiter.acquire.remote(self._shard, self._epoch, tokens, hedge)
+        self._limit = int(limit)
+        return int(lease)
+
+    def release(
+        self, lease: int, outcome: str, token_delta: int, retry_after: float | None
+    ) -> None:
+        if lease < 0 and not token_delta and retry_after is None:
+            return  # a hedge with nothing to report
+        self._limiter.release.remote(lease, outcome, token_delta, retry_after)
+
+    @property
+    def in_flight_limit(self) -> int | None:
+        return self._limit
+
+
+def run_shard(job: ShardJob, exchanges: list[Exchange]) -> list[ReplayResult]:
+    """A worker's task: replay one shard for one candidate through the shared cache."""
+    return asyncio.run(_run_shard(job, exchanges))
+
+
+async def _run_shard(job: ShardJob, exchanges: list[Exchange]) -> list[ReplayResult]:
+    from migrate_eval.replay.cache import ResponseCache
+    from migrate_eval.replay.engine import replay_rows
+
+    board = job.board
+    board.started.remote(job.column, job.shard, os.getpid())
+    epoch = await job.limiter.begin.remote(job.shard)
+    limits = _ActorLimits(job.limiter, job.shard, int(epoch))
+    last = [0.0]
+
+    def report(event: ProgressEvent, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - last[0] < PROGRESS_EVERY and event.done < event.total:
+            return
+        last[0] = now
+        payload = (event.done, event.errors, event.cached, event.in_flight_limit, 0.0)
+        board.report.remote(job.column, job.shard, payload)
+
+    with ResponseCache(job.cache_path, batch_interval=WORKER_BATCH_INTERVAL) as cache:
+        rows = await replay_rows(
+            exchanges,
+            [job.spec],
+            [0],
+            cache=cache,
+            offline=job.offline,
+            concurrency=None,
+            progress=report,
+            backoff_base=job.backoff_base,
+            interruptible=False,
+            hedge=job.hedge,
+            breaker_threshold=job.breaker_threshold,
+            leases=True,
+            cache_salt=job.cache_salt,
+            shared_limits=[limits],
+        )
+    done = len(rows)
+    errors = sum(1 for r in rows if not r.ok)
+    cached = sum(1 for r in rows if r.cached)
+    await board.report.remote(
+        job.column, job.shard, (done, errors, cached, limits.in_flight_limit, 0.0)
+    )
+    return rows
+
+
+@dataclass
+class _Remotes:
+    limiter: Any
+    board: Any
+    shard: Any
+
+
+def _remotes(ray: Any) -> _Remotes:
+    return _Remotes(
+        limiter=ray.remote(num_cpus=0, max_concurrency=100_000)(Limiter),
+        board=ray.remote(num_cpus=0)(Board),
+        shard=ray.remote(max_retries=TASK_RETRIES)(run_shard),
+    )
+
+
+def replay_on_ray(
+    exchanges: Sequence[Exchange],
+    candidates: Sequence[CandidateSpec],
+    *,
+    cache_path: str | Path,
+    offline: bool = False,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    cache_salt: str | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    backoff_base: float = 0.5,
+    hedge: HedgePolicy | None = None,
+    breaker_threshold: int = 8,
+    on_workers: Callable[[dict[tuple[int, int], int]], None] | None = None,
+) -> list[ReplayResult]:
+    """:func:`~migrate_eval.replay.engine.replay` on a Ray cluster (see the module).
+
+    ``workers``: shards per candidate (default: the cluster's CPUs). ``cache_path`` must be
+    the same file for every worker (a local cluster's workers share this machine's). Returns
+    the rows in the local order (exchange, then candidate). ``on_workers`` hears the worker
+    process ids by (candidate column, shard) whenever progress is polled.
+    """
+    ray = ensure_ray(address)
+    if workers is None:
+        workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    n_cand = len(candidates)
+    shards = shard_rows(exchanges, workers)
+    remote = _remotes(ray)
+    board = remote.board.remote()
+    # every task runs at once: replay waits on the network, not on a CPU
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    per_task = min(1.0, max(0.01, cpus / max(1, len(shards) * n_cand)))
+    payloads = [ray.put([exchanges[i] for i in rows]) for rows in shards]
+    refs: list[Any] = []
+    placed: list[tuple[int, list[int]]] = []
+    limiters = []
+    for column, spec in enumerate(candidates):
+        limiter = remote.limiter.remote(spec.concurrency, spec.rpm, spec.tpm)
+        limiters.append(limiter)
+        for shard, (rows, payload) in enumerate(zip(shards, payloads, strict=True)):
+            job = ShardJob(
+                spec=spec,
+                column=column,
+                shard=shard,
+                cache_path=str(Path(cache_path).resolve()),
+                offline=offline,
+                cache_salt=cache_salt,
+                backoff_base=backoff_base,
+                hedge=hedge,
+                breaker_threshold=breaker_threshold,
+                limiter=limiter,
+                board=board,
+            )
+            refs.append(remote.shard.options(num_cpus=per_task).remote(job, payload))
+            placed.append((column, rows))
+    results: list[ReplayResult | None] = [None] * (len(exchanges) * n_cand)
+    pending = list(refs)
+    try:
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=PROGRESS_EVERY)
+            if progress is not None or on_workers is not None:
+                _poll(ray, board, candidates, len(exchanges), progress, on_workers)
+        for (column, rows), ref in zip(placed, refs, strict=True):
+            for i, row in zip(rows, _get(ray, ref), strict=True):
+                results[i * n_cand + column] = row
+    except KeyboardInterrupt:
+        for ref in refs:
+            ray.cancel(ref)
+        answered = 0
+        for (column, rows), ref in zip(placed, refs, strict=True):
+            try:
+                out = ray.get(ref, timeout=0)
+            except Exception:
+                continue
+            for i, row in zip(rows, out, strict=True):
+                results[i * n_cand + column] = row
+                answered += row.ok
+        missing = 0
+        for i, r in enumerate(results):
+            if r is None:
+                missing += 1
+                results[i] = ReplayResult(
+                    exchange_id=exchanges[i // n_cand].id,
+                    candidate=candidates[i % n_cand].name,
+                    error="interrupted before an answer arrived",
+                    error_kind="interrupted",
+                )
+        raise ReplayInterrupted(
+            [r for r in results if r is not None], answered=answered, missing=missing
+        ) from None
+    if progress is not None:
+        _poll(ray, board, candidates, len(exchanges), progress, None)
+    for actor in (board, *limiters):
+        ray.kill(actor)
+    return [r for r in results if r is not None]
+
+
+def _get(ray: Any, ref: Any) -> list[ReplayResult]:
+    """A task's rows; a migrate-eval error raised in a worker is raised here as it is."""
+    try:
+        out: list[ReplayResult] = ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, MigrateEvalError):
+            raise cause from None
+        raise
+    return out
+
+
+def _poll(
+    ray: Any,
+    board: Any,
+    candidates: Sequence[CandidateSpec],
+    total: int,
+    progress: Callable[[ProgressEvent], None] | None,
+    on_workers: Callable[[dict[tuple[int, int], int]], None] | None,
+) -> None:
+    events, pids = ray.get(board.snapshot.remote())
+    if on_workers is not None:
+        on_workers(pids)
+    if progress is None:
+        return
+    for column, spec in enumerate(candidates):
+        mine = [e for (c, _), e in events.items() if c == column]
+        if not mine:
+            continue
+        limits = [e[3] for e in mine if e[3] is not None]
+        progress(
+            ProgressEvent(
+                spec.name,
+                done=sum(e[0] for e in mine),
+                total=total,
+                errors=sum(e[1] for e in mine),
+                cached=sum(e[2] for e in mine),
+                in_flight_limit=min(limits) if limits else None,
+            )
+        )
