@@ -28,6 +28,23 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def ray(session: nox.Session) -> None:
+    """The Ray executor's tests (`pytest -m ray`): a local 2-CPU Ray cluster, loopback vendors."""
+    _install_test(session)
+    session.install("-e", ".[test,ray]", silent=False)
+    session.run("pytest", "-m", "ray", *(session.posargs or ["-q"]))
+
+
+@nox.session(name="bench_ray")
+def bench_ray(session: nox.Session) -> None:
+    """20,000 exchanges against a 100 ms loopback vendor, concurrency 256: --executor ray with
+    2 workers vs the local executor vs the bare N*L/C limit, and the driver CPU Ray adds."""
+    _install_test(session)
+    session.install("-e", ".[test,ray]", silent=False)
+    session.run("python", "benchmarks/bench_ray.py", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format check) and the import contracts of docs/architecture.md."""
     session.install("ruff>=0.6", "import-linter>=2.1")

@@ -1,0 +1,182 @@
+"""`--executor ray`: a local Ray cluster (2 CPUs, started once for this module) replays what a
+local run replays, holds each candidate's limits for the cluster as a whole, and survives a
+worker killed mid-replay without sending an answered request again (`nox -s ray`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (nox -s ray installs it)")
+
+import migrate_eval  # noqa: E402
+from migrate_eval.core.executor import ensure_ray  # noqa: E402
+from migrate_eval.core.records import Exchange, Source  # noqa: E402
+from migrate_eval.core.suite import CandidateSpec  # noqa: E402
+from migrate_eval.replay.cluster import replay_on_ray, shard_rows  # noqa: E402
+from tests.servers import LoopbackServer, last_user_text  # noqa: E402
+from tests.test_cli import _line, write_logs  # noqa: E402
+
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.slow,
+    # Ray's own start-up warnings (token authentication, deprecations) are not ours
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> Iterator[None]:
+    """One small local cluster for the module: 2 CPUs, no dashboard, loopback only."""
+    os.environ.pop("RAY_ADDRESS", None)
+    ensure_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def _untimed(value: Any) -> Any:
+    """``value`` without timings: ``latency`` objects and ``*_ms`` fields."""
+    if isinstance(value, dict):
+        return {
+            k: _untimed(v) for k, v in value.items() if k != "latency" and not k.endswith("_ms")
+        }
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
+def _comparable(run_dir: Path) -> dict[str, Any]:
+    """results.json without what differs between two runs of the same thing: when, how, and
+    how long the vendor took."""
+    data: dict[str, Any] = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    for key in ("created", "command"):
+        data.pop(key, None)
+    untimed: dict[str, Any] = _untimed(data)
+    return untimed
+
+
+def _exchanges(n: int, prefix: str = "q") -> list[Exchange]:
+    return [
+        Exchange(
+            id=f"ex{i}",
+            source=Source(file="log.jsonl", line=i + 1, format="test"),
+            request={
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"{prefix} {i}"}],
+            },
+        )
+        for i in range(n)
+    ]
+
+
+def test_demo_suite_on_ray_equals_the_local_run(tmp_path: Path, demo_run_dir: Path) -> None:
+    out = migrate_eval.run(out=tmp_path / "run", cache=tmp_path / "cache.sqlite", executor="ray")
+    assert _comparable(out.run_dir) == _comparable(demo_run_dir)
+    for name in ("results.json", "report.html", "junit.xml", "summary.md"):
+        assert (out.run_dir / name).stat().st_size > 0, name
+    assert (out.run_dir / "responses.jsonl").read_bytes() == (
+        demo_run_dir / "responses.jsonl"
+    ).read_bytes()
+
+
+def test_live_replay_on_ray_equals_the_local_run(tmp_path: Path) -> None:
+    rows = [_line(i, f"question {i % 45}", f"echo: question {i % 45}") for i in range(60)]
+    logs = write_logs(tmp_path / "l.jsonl", rows)
+    runs = {}
+    with LoopbackServer() as server:
+        for executor in ("local", "ray"):
+            events: list[Any] = []
+            runs[executor] = migrate_eval.run(
+                logs=[logs],
+                candidates=[f"c=openai-compatible:m@{server.base_url}"],
+                out=tmp_path / executor,
+                cache=tmp_path / f"{executor}.sqlite",  # each its own cache: both send
+                executor=executor,
+                progress=events.append,
+            )
+            assert events and events[-1].done == events[-1].total == 60  # one board
+        counts = Counter(last_user_text(b) for b in server.bodies)
+    assert _comparable(runs["ray"].run_dir) == _comparable(runs["local"].run_dir)
+    # 45 distinct requests, each sent once per run (duplicates are answered together)
+    assert len(counts) == 45 and set(counts.values()) == {2}
+
+
+def test_equal_requests_share_a_shard() -> None:
+    exchanges = _exchanges(30) + _exchanges(30)  # every request twice
+    shards = shard_rows(exchanges, 4)
+    assert sorted(i for rows in shards for i in rows) == list(range(60))
+    for rows in shards:
+        texts = Counter(last_user_text(dict(exchanges[i].request)) for i in rows)
+        assert set(texts.values()) == {2}
+
+
+def test_rate_limit_holds_for_the_cluster_not_per_worker(tmp_path: Path) -> None:
+    # 1,200 rpm: 20 a second with a burst of 20. Two workers with limits of their own would
+    # let up to 80 through in a second; one limit for the cluster lets at most 40.
+    spec = CandidateSpec(
+        name="c", provider="openai-compatible", model="m", concurrency=32, rpm=1200
+    )
+    pids: set[int] = set()
+    with LoopbackServer() as server:
+        spec = spec.model_copy(update={"base_url": server.base_url})
+        rows = replay_on_ray(
+            _exchanges(140),
+            [spec],
+            cache_path=tmp_path / "cache.sqlite",
+            workers=2,
+            on_workers=lambda seen: pids.update(seen.values()),
+        )
+        arrivals = sorted(server.arrivals)
+    assert len(rows) == 140 and all(r.ok for r in rows)
+    assert len(pids) == 2  # two workers sent
+    window = 1.0
+    most = max(
+        sum(1 for t in arrivals[i:] if t < start + window) for i, start in enumerate(arrivals)
+    )
+    assert most <= 40 + 1, most  # rate x window + burst, one request of tolerance
+
+
+def test_killed_worker_resumes_without_resending_answered_requests(tmp_path: Path) -> None:
+    cache = tmp_path / "cache.sqlite"
+    spec = CandidateSpec(name="c", provider="openai-compatible", model="m", concurrency=6)
+    n = 240
+    killed: list[int] = []
+    answered_before: set[str] = set()
+    with LoopbackServer(delay=0.05) as server:
+        spec = spec.model_copy(update={"base_url": server.base_url})
+
+        def kill_one(pids: dict[tuple[int, int], int]) -> None:
+            if killed or server.total < 60 or (0, 0) not in pids:
+                return
+            with sqlite3.connect(cache) as conn:  # what is answered (committed) now
+                for (request,) in conn.execute("SELECT request FROM responses"):
+                    answered_before.add(last_user_text(json.loads(request)))
+            killed.append(pids[(0, 0)])
+            os.kill(pids[(0, 0)], signal.SIGKILL)
+
+        rows = replay_on_ray(
+            _exchanges(n), [spec], cache_path=cache, workers=2, on_workers=kill_one
+        )
+        counts = Counter(last_user_text(b) for b in server.bodies)
+    assert killed and answered_before
+    # every exchange accounted for, answered
+    assert [r.exchange_id for r in rows] == [f"ex{i}" for i in range(n)]
+    assert all(r.ok for r in rows), Counter(r.error_kind for r in rows)
+    assert len(counts) == n
+    # nothing committed before the kill was sent again
+    assert all(counts[text] == 1 for text in answered_before)
+    # only what was in flight (or not yet committed) in the killed worker went twice
+    resent = sum(c - 1 for c in counts.values())
+    assert resent <= 2 * spec.concurrency, resent
