@@ -242,6 +242,7 @@ def run(
             auto=s.auto_tasks,
             dedupe=s.sampling.dedupe,
             on_read=on_read,
+            write_group=_ray_group_writer(ray_address) if run_executor == "ray" else None,
         )
         if not traffic.exchanges:
             from migrate_eval.ingest import explain_nothing_read
@@ -397,6 +398,13 @@ def run(
             if notify is not None:
                 notify(f"adaptation not done: {e}")
     return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
+
+
+def _ray_group_writer(address: str | None) -> Any:
+    """Log files read in parallel Ray tasks (``--executor ray``)."""
+    from migrate_eval.ingest.parallel import ray_group_writer
+
+    return ray_group_writer(address)
 
 
 def _append_run_history(

@@ -180,3 +180,46 @@ def test_killed_worker_resumes_without_resending_answered_requests(tmp_path: Pat
     # only what was in flight (or not yet committed) in the killed worker went twice
     resent = sum(c - 1 for c in counts.values())
     assert resent <= 2 * spec.concurrency, resent
+
+
+def _read(groups: list[Any], workdir: Path, writer: Any) -> Any:
+    from migrate_eval.plan.traffic import read_traffic
+
+    workdir.mkdir()
+    return read_traffic(groups, workdir, write_group=writer)
+
+
+def _same_traffic(a: Any, b: Any) -> None:
+    assert a.summary == b.summary
+    assert a.skipped == b.skipped  # the same per-line errors, in file order
+    assert a.order == b.order
+    assert a.plan.assignment == b.plan.assignment
+    assert a.profile == b.profile
+    assert a.load(a.order) == b.load(b.order)
+
+
+@pytest.mark.parametrize("clash", [False, True])
+def test_ingest_reads_files_in_parallel_with_the_local_result(tmp_path: Path, clash: bool) -> None:
+    from migrate_eval.ingest.parallel import ray_group_writer
+
+    paths = []
+    for f in range(3):
+        rows = [json.dumps(_line(100 * f + i, f"f{f} q{i}", f"a{i}")) for i in range(20)]
+        rows.insert(5, '{"request": {"messages": "not a list"}}')  # a bad line in each file
+        rows.insert(9, "not json at all")
+        path = tmp_path / f"part-{f}.jsonl"
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        paths.append(path)
+    if clash:  # the same id in two files: renamed in reading order, as one stream does
+        extra = dict(_line(0, "again", "a"), id="dup")
+        for path in paths[:2]:
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(extra) + "\n")
+    groups = [("auto", None, paths)]
+    local = _read(groups, tmp_path / "local", None)
+    on_ray = _read(groups, tmp_path / "ray", ray_group_writer())
+    _same_traffic(local, on_ray)
+    assert len(local.skipped) == 6 and local.summary.exchanges == 60 + 2 * clash
+    arrows = sorted(p.name for p in (tmp_path / "ray").iterdir())
+    # one Arrow file per log file when they could be read apart; the group's one otherwise
+    assert arrows == (["logs-0.arrow"] if clash else [f"logs-0-{i}.arrow" for i in range(3)])

@@ -37,11 +37,11 @@ from migrate_eval.core.records import Exchange
 from migrate_eval.core.request import request_digest, request_key
 from migrate_eval.core.results import IngestSummary, Profile
 from migrate_eval.core.suite import TaskSpec, Thresholds
+from migrate_eval.ingest.parallel import LogGroup, WriteGroup
 from migrate_eval.plan.profile import TrafficTally
 from migrate_eval.plan.tasks import TaskDiscovery, TaskPlan
 
-#: One group of logs read together: (format, columns, files).
-LogGroup = tuple[str, dict[str, str] | None, Sequence[str | Path]]
+__all__ = ["LogGroup", "Traffic", "duplicate_pairs", "read_traffic", "work_folder"]
 
 
 @dataclass
@@ -159,13 +159,17 @@ def read_traffic(
     auto: bool = True,
     dedupe: bool = False,
     on_read: Callable[[int], None] | None = None,
+    write_group: WriteGroup | None = None,
 ) -> Traffic:
     """Read every group of logs (files of one format and column mapping, read together so
     that e.g. Batch input and output files join) into a dataset file in ``workdir`` and gather
-    the :class:`Traffic`. Raises what :func:`~migrate_eval.ingest.read_logs` raises."""
-    from migrate_eval.ingest import stream_logs
-    from migrate_eval.ingest.dataset import iter_file_exchanges, write_arrow
+    the :class:`Traffic`. Raises what :func:`~migrate_eval.ingest.read_logs` raises.
+    ``write_group`` reads a group into Arrow files (default: here, one file per group;
+    :func:`~migrate_eval.ingest.parallel.ray_group_writer`: the files in parallel on Ray)."""
+    from migrate_eval.ingest.parallel import write_group as write_here
     from migrate_eval.ingest.reader import summarize
+
+    write = write_group or write_here
 
     tally = TrafficTally()
     discovery = TaskDiscovery(specs, thresholds=thresholds, auto=auto)
@@ -183,38 +187,18 @@ def read_traffic(
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of short-lived acyclic objects: nothing for the collector to free
     try:
-        for number, (fmt, columns, paths) in enumerate(groups):
-            stream = stream_logs(list(paths), format=fmt, strict=strict, columns=columns)
-            stream.seen_ids = seen  # ids unique across the groups too (``-2``, ``-3``...)
-            target = workdir / f"logs-{number}.arrow"
-            try:
-                write_arrow(stream, target)
-            except OSError as e:  # the disk is full, the folder is not writable...
-                raise InfrastructureError(
-                    f"cannot write {target}, the Arrow copy of the logs: {e} (it takes about "
-                    "as much space as the logs; it goes next to the response cache: --cache "
-                    "elsewhere moves it)"
-                ) from e
-            arrow_files.append(target)
-            files += stream.files
-            skipped += stream.skipped
-            lines_read += stream.lines_read
-            for name, count in stream.formats.items():
-                formats[name] = formats.get(name, 0) + count
-            for row, ex in iter_file_exchanges(target):
-                digest = request_digest(ex)  # duplicates in the profile, deduplication
-                tally.add(ex, digest)
-                if on_read is not None and not tally.total % READ_PROGRESS_EVERY:
-                    on_read(tally.total)
-                if ex.response is None or ex.error is not None:
-                    continue
-                discovery.add(ex)
-                order.append(ex.id)
-                where[ex.id] = (number, row)
-                if fingerprints is not None:
-                    fingerprints[ex.id] = digest
-                keys.append((ex.id, request_key(ex), ex.timestamp))
-                costs.append(logged_cost(ex))
+        for number, group in enumerate(groups):
+            for part in write(number, group, workdir, strict, seen):
+                arrow_files.append(part.arrow)
+                files += part.files
+                skipped += part.skipped
+                lines_read += part.lines_read
+                for name, count in part.formats.items():
+                    formats[name] = formats.get(name, 0) + count
+                _tally_file(
+                    part.arrow, len(arrow_files) - 1, tally, discovery, order, where,
+                    fingerprints, keys, costs, on_read,
+                )  # fmt: skip
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -237,6 +221,37 @@ def read_traffic(
         _where=where,
         _files=arrow_files,
     )
+
+
+def _tally_file(
+    arrow: Path,
+    number: int,
+    tally: TrafficTally,
+    discovery: TaskDiscovery,
+    order: list[str],
+    where: dict[str, tuple[int, int]],
+    fingerprints: dict[str, bytes] | None,
+    keys: list[tuple[str, bytes, datetime | None]],
+    costs: list[float | None],
+    on_read: Callable[[int], None] | None,
+) -> None:
+    """What :func:`read_traffic` gathers of every exchange of one Arrow file."""
+    from migrate_eval.ingest.dataset import iter_file_exchanges
+
+    for row, ex in iter_file_exchanges(arrow):
+        digest = request_digest(ex)  # duplicates in the profile, deduplication
+        tally.add(ex, digest)
+        if on_read is not None and not tally.total % READ_PROGRESS_EVERY:
+            on_read(tally.total)
+        if ex.response is None or ex.error is not None:
+            continue
+        discovery.add(ex)
+        order.append(ex.id)
+        where[ex.id] = (number, row)
+        if fingerprints is not None:
+            fingerprints[ex.id] = digest
+        keys.append((ex.id, request_key(ex), ex.timestamp))
+        costs.append(logged_cost(ex))
 
 
 #: Duplicate pairs scored per task for the noise floor, at most (a seeded sample beyond).
