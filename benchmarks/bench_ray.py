@@ -16,7 +16,8 @@ Prints wall times against the bare limit ``N * delay / concurrency`` (no client 
 better with that many requests in flight), and the driver's CPU seconds per exchange of each
 run: for Ray, everything the driver does is what Ray adds (sharding, shipping exchanges and
 rows, polling the progress board; the requests are sent by the workers). Target: under 1 ms
-per exchange. Exits 0 whether or not the target is met; the JSON line's ``pass`` says.
+per exchange. Then ``--semantic`` texts are embedded (caches off) locally and with 1 and 2 Ray
+workers (:func:`migrate_eval.score.cluster.ray_embedder`). Exits 0 whether or not the target is met; the JSON line's ``pass`` says.
 """
 
 from __future__ import annotations
@@ -72,12 +73,54 @@ def run_ray(spec: CandidateSpec, n: int, tag: str, workers: int) -> tuple[float,
     return wall, cpu
 
 
+def semantic_times(n: int, worker_counts: list[int]) -> dict[int, float]:
+    """Seconds to embed ``n`` distinct texts (embedding caches off) with 0 (local) and with
+    each count of Ray workers; each run with its actors started and the model loaded first."""
+    import numpy as np
+
+    from migrate_eval.score import semantic
+    from migrate_eval.score.cluster import ray_embedder
+
+    os.environ["MIGRATE_EVAL_EMBEDDING_CACHE"] = "off"
+    words = [
+        "order",
+        "shipping",
+        "refund",
+        "boots",
+        "tent",
+        "jacket",
+        "size",
+        "colour",
+        "warranty",
+        "return",
+    ]
+    out: dict[int, float] = {}
+    for workers in [0, *worker_counts]:
+        texts = [
+            f"[{workers}] " + " ".join(words[(i * 7 + j) % len(words)] for j in range(5 + i % 40))
+            for i in range(n)
+        ]
+        embed = ray_embedder(workers=workers) if workers else None
+        with semantic.embedding_backend(embed):
+            semantic._MEMORY.clear()
+            semantic.embed_texts(["warm up the model", "and the actors"] * max(1, workers))
+            start = time.perf_counter()
+            vectors = semantic.embed_texts(texts)
+            out[workers] = time.perf_counter() - start
+        if vectors.shape[0] != n or not np.isfinite(vectors).all():
+            raise RuntimeError("semantic: bad vectors")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--n", type=int, default=20_000, help="distinct requests per run")
     parser.add_argument("--concurrency", type=int, default=256, help="in flight, in total")
     parser.add_argument("--delay", type=float, default=0.1, help="server answer delay (s)")
     parser.add_argument("--workers", type=int, default=2, help="Ray workers (CPUs, shards)")
+    parser.add_argument(
+        "--semantic", type=int, default=2000, help="texts embedded with 1 and 2 workers (0: skip)"
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
 
@@ -99,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         run_ray(spec, warm, "warm-ray", args.workers)
         local_s, local_cpu = run_local(spec, args.n, "local")
         ray_s, ray_cpu = run_ray(spec, args.n, "ray", args.workers)
+    semantic = semantic_times(args.semantic, [1, 2]) if args.semantic else {}
     ray.shutdown()
     per_ex_ms = 1000.0 * ray_cpu / args.n
     out = {
@@ -116,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         "local_driver_cpu_ms_per_exchange": round(1000.0 * local_cpu / args.n, 4),
         "ray_driver_cpu_ms_per_exchange": round(per_ex_ms, 4),
         "ray_start_s": round(ray_start, 2),
+        "semantic_texts": args.semantic,
+        "semantic_s": {
+            ("local" if k == 0 else f"ray_{k}"): round(v, 3) for k, v in semantic.items()
+        },
         "target": {"ray_driver_cpu_ms_per_exchange_max": 1.0},
         "pass": per_ex_ms < 1.0,
     }
@@ -135,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{'--executor ray':<28}{ray_s:>8.2f} s{ray_s / bare:>9.2f}"
             f"{per_ex_ms:>19.3f} ms   (target < 1 ms)"
         )
+        for workers, seconds in semantic.items():
+            what = "local (this process)" if workers == 0 else f"{workers} Ray worker(s)"
+            print(f"semantic, {args.semantic} texts, {what:<22}{seconds:>8.2f} s")
     print(json.dumps(out))
     return 0
 
