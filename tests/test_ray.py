@@ -92,7 +92,10 @@ def test_demo_suite_on_ray_equals_the_local_run(tmp_path: Path, demo_run_dir: Pa
 
 
 def test_live_replay_on_ray_equals_the_local_run(tmp_path: Path) -> None:
-    rows = [_line(i, f"question {i % 45}", f"echo: question {i % 45}") for i in range(60)]
+    rows = [
+        _line(i, f"question {i % 45} from jane.doe{i % 3}@example.com", f"echo: question {i % 45}")
+        for i in range(60)
+    ]
     logs = write_logs(tmp_path / "l.jsonl", rows)
     runs = {}
     with LoopbackServer() as server:
@@ -105,10 +108,12 @@ def test_live_replay_on_ray_equals_the_local_run(tmp_path: Path) -> None:
                 cache=tmp_path / f"{executor}.sqlite",  # each its own cache: both send
                 executor=executor,
                 progress=events.append,
+                redact=True,  # redacted on the driver, before anything reaches a worker
             )
             assert events and events[-1].done == events[-1].total == 60  # one board
         counts = Counter(last_user_text(b) for b in server.bodies)
     assert _comparable(runs["ray"].run_dir) == _comparable(runs["local"].run_dir)
+    assert not any("@example.com" in text for text in counts)
     # 45 distinct requests, each sent once per run (duplicates are answered together)
     assert len(counts) == 45 and set(counts.values()) == {2}
 
@@ -170,6 +175,10 @@ def test_killed_worker_resumes_without_resending_answered_requests(tmp_path: Pat
             _exchanges(n), [spec], cache_path=cache, workers=2, on_workers=kill_one
         )
         counts = Counter(last_user_text(b) for b in server.bodies)
+        # a driver started again on the same cache sends nothing: everything is answered
+        again = replay_on_ray(_exchanges(n), [spec], cache_path=cache, workers=2)
+        assert server.total == sum(counts.values())
+    assert all(r.ok and r.cached for r in again)
     assert killed and answered_before
     # every exchange accounted for, answered
     assert [r.exchange_id for r in rows] == [f"ex{i}" for i in range(n)]
