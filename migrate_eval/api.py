@@ -296,6 +296,10 @@ def run(
     apply_metric_weights(plan.tasks, s.tasks)
     with judge_session(s.judge, cache_path=cache_path, offline=offline):
         scores = score(exchanges, plan.tasks, plan.assignment, replays)
+    from migrate_eval.score.semantic import missing_weights_notice
+
+    if notify is not None and (notice := missing_weights_notice([t.metrics for t in plan.tasks])):
+        notify(notice)
     chance = chance_levels(exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed)
     noise_floor = noise_floor_for_run(
         exchanges,
