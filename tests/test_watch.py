@@ -389,3 +389,121 @@ def test_a_file_removed_by_a_compaction_while_listing_is_read_again(
         warnings.simplefilter("error")  # no warning: a vanished file is not a damaged one
         df = read_history(folder, strict=True)
     assert list(df["run_id"]) == ["r1"] and calls["n"] == 2
+
+
+# --- vendor version headers in the model fingerprint ----------------------------------------------
+
+#: What OpenAI sends with an answer: two version headers among ids and rate-limit counters.
+OPENAI_HEADERS = {
+    "openai-model": "gpt-4o-2024-08-06",
+    "openai-version": "2020-10-01",
+    "openai-processing-ms": "231",
+    "x-request-id": "req_0123456789abcdef",
+    "x-ratelimit-remaining-requests": "4999",
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_allow_listed_version_headers_are_captured_and_nothing_else(stream: bool) -> None:
+    from tests.providers.calls import call
+
+    with LoopbackServer() as server:
+        server.response_headers = OPENAI_HEADERS
+        spec = CandidateSpec(name="c", model="x", base_url=server.base_url, stream=stream)
+        answer = call(spec, {"model": "x", "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.version_headers == {
+        "openai-model": "gpt-4o-2024-08-06",
+        "openai-version": "2020-10-01",
+    }  # no request id, timing or rate-limit counter: they change on every call
+
+
+def test_azure_adds_its_deployment_and_model_session_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.providers.calls import call
+    from tests.providers.test_azure import AzureServer
+
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-test-key-123456")
+    with AzureServer() as server:
+        server.response_headers = {
+            "x-ms-deployment-name": "gpt-4o-paygo",
+            "azureml-model-session": "d089-20240815073451",
+            "apim-request-id": "9a705e27-2f04-4bd6-abd8-01848165ebbf",
+            "x-ms-region": "East US",
+        }
+        spec = CandidateSpec(name="az", provider="azure", model="gpt-4o", base_url=server.endpoint)
+        answer = call(spec, {"model": "x", "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.version_headers == {
+        "x-ms-deployment-name": "gpt-4o-paygo",
+        "azureml-model-session": "d089-20240815073451",
+    }
+
+
+def test_a_changed_version_header_alone_is_a_fingerprint_change(tmp_path: Path) -> None:
+    """Same answers, same body ``model`` and ``system_fingerprint``: only ``openai-model``
+    moves (a server-side reroute). The watch flags a fingerprint change and no drift; the
+    history, the summary and the CLI name the new header value."""
+    logs = write_logs(tmp_path / "logs.jsonl", per_task=6)
+    history = tmp_path / "history"
+    outcomes = []
+    with LoopbackServer() as server:
+        suite = make_suite(logs, server.base_url)
+        for k, served in enumerate(["gpt-4o-2024-08-06", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20"]):
+            server.response_headers = {**OPENAI_HEADERS, "openai-model": served}
+            outcomes.append(
+                migrate_eval.watch(
+                    suite,
+                    probe=6,
+                    out=tmp_path / f"w{k}",
+                    cache=tmp_path / "c.sqlite",
+                    history=history,
+                )
+            )
+    _, same, rerouted = outcomes
+    assert not same.fingerprint_changes and same.exit_code == 0
+    assert {d.task for d in rerouted.fingerprint_changes} == set(TASKS)
+    assert not rerouted.drifted and rerouted.exit_code == 0  # scores held
+    change = rerouted.fingerprint_changes[0]
+    assert "gpt-4o-2024-08-06" in change.fingerprint_before
+    assert "openai-model=gpt-4o-2024-11-20" in change.fingerprint_after
+    df = migrate_eval.history(history)
+    last = df[df["run_id"] == rerouted.run_id]
+    assert set(last["version_headers"]) == {
+        "openai-model=gpt-4o-2024-11-20; openai-version=2020-10-01"
+    }
+    assert last["fingerprint_changed"].all() and not last["drift"].any()
+    summary = (rerouted.run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "[openai-model=gpt-4o-2024-11-20; openai-version=2020-10-01]" in summary
+    answers = migrate_eval.load_run(rerouted.run_dir).responses
+    assert answers[0].version_headers == {
+        "openai-model": "gpt-4o-2024-11-20",
+        "openai-version": "2020-10-01",
+    }
+
+
+def test_a_history_from_before_version_headers_reads_and_raises_no_false_change(
+    tmp_path: Path,
+) -> None:
+    """Record and item files written without the ``version_headers`` column (an older
+    migrate-eval): the history reads them (the column empty), and the first watch that records
+    headers compares with them on model and system fingerprint only."""
+    logs = write_logs(tmp_path / "logs.jsonl", per_task=6)
+    history = tmp_path / "history"
+    with LoopbackServer() as server:
+        suite = make_suite(logs, server.base_url)
+        old = migrate_eval.watch(
+            suite, probe=6, out=tmp_path / "w0", cache=tmp_path / "c.sqlite", history=history
+        )
+        # rewrite the record file as an older version wrote it: no version_headers column
+        path = history / f"{old.run_id}.parquet"
+        pd.read_parquet(path).drop(columns=["version_headers"]).to_parquet(path, index=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # not a damaged or foreign file
+            before = read_history(history, strict=True)
+        assert before["version_headers"].isna().all() and len(before) == 2
+        server.response_headers = OPENAI_HEADERS
+        new = migrate_eval.watch(
+            suite, probe=6, out=tmp_path / "w1", cache=tmp_path / "c.sqlite", history=history
+        )
+    assert new.previous_run_id == old.run_id
+    assert not new.fingerprint_changes and new.exit_code == 0
