@@ -507,3 +507,77 @@ def test_a_history_from_before_version_headers_reads_and_raises_no_false_change(
         )
     assert new.previous_run_id == old.run_id
     assert not new.fingerprint_changes and new.exit_code == 0
+
+
+# --- false alarms of a stable loopback vendor -----------------------------------------------------
+
+
+def test_a_loopback_vendor_within_its_noise_raises_at_most_one_alarm_in_20_watches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20 real watches (live answers, cache bypassed) of a vendor that is stable but noisy:
+    on ``alpha`` (exact match, McNemar) it gets each item wrong with probability 0.15, drawn
+    anew every watch; on ``beta`` (token F1, Wilcoxon) it picks one of four paraphrases that
+    score close to the logged answer. Draws are seeded by (watch, request): deterministic
+    whatever order the requests arrive in. At most one drift alarm over the 19 comparisons."""
+    import hashlib
+
+    logs = tmp_path / "logs.jsonl"
+    write_logs(logs, per_task=20)
+    paraphrases = ("{q}", "the {q}", "{q} here", "so {q}")
+    state = {"watch": 0}
+    original = servers.make_completion
+
+    def draw(user: str, salt: str) -> float:
+        digest = hashlib.sha256(f"19:{state['watch']}:{salt}:{user}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    def vendor(body: dict[str, Any]) -> dict[str, Any]:
+        out = original(body)
+        user = servers.last_user_text(body)
+        if user.startswith("alpha"):
+            text = f"echo: {user}" if draw(user, "flip") >= 0.15 else f"echo: {user}?"
+        else:
+            text = "echo: " + paraphrases[int(draw(user, "pick") * 4)].format(q=user)
+        out["choices"][0]["message"]["content"] = text
+        return out
+
+    monkeypatch.setattr(servers, "make_completion", vendor)
+    history = tmp_path / "history"
+    outcomes = []
+    with LoopbackServer(record=False) as server:
+        suite = Suite(
+            name="noisy",
+            logs=[LogSpec(path=str(logs))],
+            candidates=[CandidateSpec(name="c", model="x", base_url=server.base_url)],
+            tasks=[
+                TaskSpec(name=t, match=TaskMatch(metadata={"feature": t}), metrics=[metric])
+                for t, metric in (("alpha", "exact_match"), ("beta", "token_f1"))
+            ],
+            sampling=Sampling(seed=5),
+        )
+        for k in range(20):
+            state["watch"] = k
+            outcomes.append(
+                migrate_eval.watch(
+                    suite,
+                    probe=20,
+                    out=tmp_path / f"w{k:02d}",
+                    cache=tmp_path / "c.sqlite",
+                    history=history,
+                )
+            )
+        assert server.total == 20 * 2 * 20  # every watch asked again: nothing from the cache
+    alarms = [(i, d.task) for i, o in enumerate(outcomes) for d in o.drifted]
+    assert len(alarms) <= 1, alarms
+    assert all(o.exit_code in (0, 1) for o in outcomes)
+    assert sum(o.exit_code == 1 for o in outcomes) == len({i for i, _ in alarms})
+    # the vendor did move within its noise: flips on alpha, other paraphrases on beta
+    df = migrate_eval.history(history)
+    assert len(df) == 40 and (df["kind"] == "watch").all()
+    alpha = df[df["task"] == "alpha"]["parity"]
+    beta = df[df["task"] == "beta"]["parity"]
+    assert alpha.nunique() > 3 and 0.7 < alpha.mean() < 0.95
+    assert beta.nunique() > 3 and beta.min() > 0.7
+    compared = [d for o in outcomes[1:] for d in o.drifts]
+    assert {d.test for d in compared} == {"mcnemar", "wilcoxon"} and len(compared) == 38
