@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ from migrate_eval.verdict.drift import detect_drift, min_detectable_drop
 from migrate_eval.verdict.history import (
     HISTORY_COLUMNS,
     append_history,
+    compact_history,
     history_files,
     read_history,
     read_history_file,
@@ -581,3 +583,176 @@ def test_a_loopback_vendor_within_its_noise_raises_at_most_one_alarm_in_20_watch
     assert beta.nunique() > 3 and beta.min() > 0.7
     compared = [d for o in outcomes[1:] for d in o.drifts]
     assert {d.test for d in compared} == {"mcnemar", "wilcoxon"} and len(compared) == 38
+
+
+# --- a history writer killed for real -------------------------------------------------------------
+
+#: The child: appends one run to the history, stopped by a hook at the chosen step (the marker
+#: file written, then it waits to be killed); or, with ``loop``, run after run named after the
+#: marker, printing each one's number once it is written.
+KILLED_WRITER = r"""
+import io, os, pathlib, sys, time
+import pandas as pd
+import pyarrow.parquet as pq
+from migrate_eval.verdict.history import HISTORY_COLUMNS, ITEM_COLUMNS, append_history
+
+folder, point, marker = sys.argv[1:4]
+
+def block(*args, **kwargs):
+    pathlib.Path(marker).write_text("stopped")
+    while True:
+        time.sleep(1)  # SIGKILLed here
+
+def record(run_id):
+    row = dict.fromkeys(HISTORY_COLUMNS)
+    row.update(run_id=run_id, created="2026-01-01T00:00:00+00:00", suite="s", kind="watch",
+               candidate="c", provider="p", model="m", task="t", n=3, parity=0.5,
+               response_models="m", system_fingerprints="", version_headers="")
+    return pd.DataFrame([row])
+
+items = pd.DataFrame([{"candidate": "c", "task": "t", "exchange_id": "e1", "parity": 1.0,
+                       "passed": True}], columns=list(ITEM_COLUMNS))
+if point == "loop":
+    for i in range(10_000):
+        append_history(folder, record(f"{pathlib.Path(marker).name}-{i:05d}"), items,
+                       compact_after=4)
+        print(i, flush=True)
+    sys.exit(0)
+if point == "mid-write":  # half the file's bytes on disk, then killed
+    real = pq.write_table
+    def half(table, where, **kwargs):
+        buffer = io.BytesIO()
+        real(table, buffer, **kwargs)
+        data = buffer.getvalue()
+        with open(where, "wb") as f:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+        block()
+    pq.write_table = half
+elif point == "before-rename":  # the temporary file complete, not renamed yet
+    os.replace = block
+elif point == "after-items":  # the watch's items in place, its record not yet
+    real_replace = os.replace
+    calls = []
+    def second_blocks(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            block()
+        real_replace(src, dst)
+    os.replace = second_blocks
+elif point == "mid-compaction":  # merged file renamed in, merged-away files not yet removed
+    pathlib.Path.unlink = block
+append_history(folder, record("killed"), items if point == "after-items" else None,
+               compact_after=3 if point == "mid-compaction" else None)
+print("not stopped", flush=True)
+"""
+
+
+def _child_env(root: Path) -> dict[str, str]:
+    """The child imports this checkout's migrate_eval (a script's folder, not the working
+    directory, heads ``sys.path``)."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+def _wait_for(path: Path, proc: Any) -> None:
+    import time
+
+    for _ in range(1200):  # a guard against a child that never gets there, not a timing
+        if path.exists() or proc.poll() is not None:
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("point", ["mid-write", "before-rename", "after-items", "mid-compaction"])
+def test_history_survives_a_writer_killed_at_each_step(tmp_path: Path, point: str) -> None:
+    """A real process appending to the history is SIGKILLed at one step of the write: the
+    history then reads back (strictly, no warning) with every earlier record intact and the
+    killed run either whole or absent, never half; the next append and compaction work."""
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "history"
+    for i in range(3):
+        append_history(folder, records(f"r{i}"))
+    script = tmp_path / "writer.py"
+    script.write_text(KILLED_WRITER, encoding="utf-8")
+    marker = tmp_path / "stopped"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(folder), point, str(marker)],
+        cwd=root,
+        env=_child_env(root),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(marker, proc)
+        assert marker.exists(), f"the writer ended before the step: {proc.communicate()}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(60)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a killed write is no damaged file
+        df = read_history(folder, strict=True)
+    expected = ["r0", "r1", "r2"] + (["killed"] if point == "mid-compaction" else [])
+    assert sorted(df["run_id"]) == sorted(expected) and df["run_id"].is_unique
+    if point in ("mid-write", "before-rename"):  # killed with its temporary file on disk
+        assert [p.name.split(".")[1] for p in folder.glob(".*.tmp")] == ["killed"]
+    if point == "after-items":  # its items were written first: harmless without a record
+        assert (folder / "items" / "killed.parquet").exists()
+    # the history goes on: another append, a compaction, nothing lost, leftovers never read
+    append_history(folder, records("r3"))
+    compact_history(folder)
+    df = read_history(folder, strict=True)
+    assert sorted(df["run_id"]) == sorted([*expected, "r3"]) and df["run_id"].is_unique
+
+
+def test_history_survives_a_busy_writer_killed_at_arbitrary_moments(tmp_path: Path) -> None:
+    """A real process appending run after run (with its items, compacting every few files) is
+    SIGKILLed right after it reports its k-th append, wherever the next append then is: the
+    history reads back strictly as an unbroken prefix of its runs, nothing torn, no copy."""
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "history"
+    script = tmp_path / "writer.py"
+    script.write_text(KILLED_WRITER, encoding="utf-8")
+    root = Path(__file__).resolve().parent.parent
+    kills = {"first": 3, "second": 11}
+    for tag, k in kills.items():
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(folder), "loop", str(tmp_path / tag)],
+            cwd=root,
+            env=_child_env(root),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        reported = -1
+        for line in proc.stdout:
+            reported = int(line)
+            if reported == k:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        proc.wait(60)
+        proc.stdout.close()
+        assert reported == k and proc.returncode == -signal.SIGKILL
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a killed write is no damaged file
+        df = read_history(folder, strict=True)
+    assert df["run_id"].is_unique
+    for tag, k in kills.items():
+        landed = sorted(int(r.split("-")[1]) for r in df["run_id"] if r.startswith(tag))
+        # runs 0..k were reported written; run k+1 was under way: whole or absent
+        assert landed == list(range(len(landed))) and k + 1 <= len(landed) <= k + 2
