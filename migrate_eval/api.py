@@ -1013,11 +1013,31 @@ def watch(
     pass_threshold = float(results.thresholds.get("pass_threshold", 0.5))
     items = item_records(loaded.scores, pass_threshold)
 
-    def prints(df: pd.DataFrame) -> dict[tuple[str, str], str]:
+    def prints(df: pd.DataFrame) -> dict[tuple[str, str], tuple[str, str | None]]:
+        """Per (candidate, task): ``model|system_fingerprint``, and the version headers (None:
+        not recorded, a record from before they were)."""
         return {
-            (str(r.candidate), str(r.task)): f"{r.response_models}|{r.system_fingerprints}"
+            (str(r.candidate), str(r.task)): (
+                f"{r.response_models}|{r.system_fingerprints}",
+                r.version_headers if isinstance(r.version_headers, str) else None,
+            )
             for r in df.itertuples()
         }
+
+    def fingerprints(
+        before: dict[tuple[str, str], tuple[str, str | None]],
+        after: dict[tuple[str, str], tuple[str, str | None]],
+    ) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], str]]:
+        """The compared texts: version headers count only where both watches recorded them."""
+        fb: dict[tuple[str, str], str] = {}
+        fa: dict[tuple[str, str], str] = {}
+        for key, (core, headers) in after.items():
+            old_core, old_headers = before.get(key, ("", None))
+            both = headers is not None and old_headers is not None
+            fa[key] = f"{core}|{headers}" if both else core
+            if key in before:
+                fb[key] = f"{old_core}|{old_headers}" if both else old_core
+        return fb, fa
 
     past = read_history(folder, suite=results.suite)
     # the last watch that scored something (one the vendor refused outright compares nothing)
@@ -1027,11 +1047,14 @@ def watch(
     drifts: list[Any] = []
     if previous_run_id is not None:
         before = read_items(folder, previous_run_id)
+        prints_before, prints_after = fingerprints(
+            prints(past[past["run_id"] == previous_run_id]), prints(records)
+        )
         drifts = detect_drift(
             before,
             items,
-            fingerprints_before=prints(past[past["run_id"] == previous_run_id]),
-            fingerprints_after=prints(records),
+            fingerprints_before=prints_before,
+            fingerprints_after=prints_after,
             alpha=level,
         )
         by_key = {(d.candidate, d.task): d for d in drifts}

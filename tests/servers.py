@@ -243,6 +243,7 @@ class _Core:
     def __init__(self, *, delay: float, max_requests: int, lifetime: float, record: bool) -> None:
         self.delay = delay
         self.chunk_delay = 0.0  # seconds between streamed chunks
+        self.response_headers: dict[str, str] = {}  # sent with every answer (vendor headers)
         self.in_flight_at_arrival: list[int] = []  # requests in flight when each one arrived
         self.max_requests = max_requests
         self.deadline = time.monotonic() + lifetime
@@ -334,14 +335,19 @@ class _Core:
                 content_type="application/json",
                 headers=fault.headers,
             )
-        return web.json_response(make_completion(body))
+        return web.json_response(make_completion(body), headers=dict(self.response_headers))
 
     async def _stream(
         self, request: web.Request, body: dict[str, Any], fault: Fault | None
     ) -> web.StreamResponse:
         await self._sleep(fault.delay if fault is not None and fault.delay else self.delay)
         resp = web.StreamResponse(
-            status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            status=200,
+            headers={
+                **self.response_headers,
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+            },
         )
         await resp.prepare(request)
         for i, chunk in enumerate(stream_chunks(body)):
@@ -512,6 +518,17 @@ class LoopbackServer(Managed):
     @chunk_delay.setter
     def chunk_delay(self, seconds: float) -> None:
         self._core.chunk_delay = seconds
+
+    @property
+    def response_headers(self) -> dict[str, str]:
+        """Headers sent with every answer (e.g. a vendor's ``openai-model``); a copy."""
+        with self._core.lock:
+            return dict(self._core.response_headers)
+
+    @response_headers.setter
+    def response_headers(self, headers: dict[str, str]) -> None:
+        with self._core.lock:
+            self._core.response_headers = dict(headers)
 
     def count_for(self, body: dict[str, Any]) -> int:
         with self._core.lock:

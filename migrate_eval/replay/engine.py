@@ -680,6 +680,7 @@ class _CandidateRun:
                 attempts=attempts,
                 latency_ms=answer.latency_ms,
                 system_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+                version_headers=answer.version_headers or None,
             )
             self.done += len(item.rows)
             self.emit()
