@@ -237,6 +237,19 @@ def test_adapt_finds_the_schema_hint_and_the_verdict_flips(tmp_path: Path) -> No
     saved = Adaptation.model_validate_json((run_dir / "adaptation.json").read_text("utf-8"))
     assert saved.results[0].ready_after
     assert "ready after adaptation" in (run_dir / "summary.md").read_text("utf-8")
+    # results.json and report.html carry it too (re-rendered in the run folder)
+    from migrate_eval.api import load_run
+
+    carried = load_run(run_dir).results.adaptation
+    assert carried is not None and carried.rounds == 3
+    (entry,) = carried.results
+    assert entry.outcome == "ready_after_adaptation" and entry.changes == ["system_prompt"]
+    assert entry.paired is not None and entry.paired.wilcoxon_p == r.paired.wilcoxon_p
+    assert entry.prompt_diff == r.prompt_diff and entry.rounds == 1  # nothing left to fix
+    assert entry.cost == r.cost
+    page = (run_dir / "report.html").read_text("utf-8")
+    assert 'id="adaptation"' in page and "ready after adaptation" in page
+    assert "+" + HINT.replace('"', "&#34;") in page  # the diff, escaped
 
     # the held-out set is provably unseen: none of its requests or answers reached the optimiser
     assert set(r.held_out_ids).isdisjoint(r.adaptation_ids)
