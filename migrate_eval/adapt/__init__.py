@@ -402,9 +402,10 @@ def parse_response_format(text: str | None) -> dict[str, Any] | None:
     for (``text``, ``json_object``, ``json_schema`` with a schema); else None."""
     doc = _json_object(text)
     value = doc.get("response_format") if doc is not None else None
-    if not isinstance(value, dict) or parse_output_format(value).kind == "invalid":
+    if not isinstance(value, dict):
         return None
-    return value
+    fmt = parse_output_format(value)
+    return None if fmt.kind == "invalid" or fmt.problem is not None else value
 
 
 def parse_tool_choice(text: str | None, tools: Sequence[str]) -> str | dict[str, Any] | None:
@@ -650,16 +651,16 @@ def adapt_run(
         for p in plans
     )
     if budget is not None:
-        # fewer proposals a round first, then fewer rounds, then a smaller adaptation replay
+        # fewer rounds first, then fewer proposals a round, then a smaller adaptation replay
         remaining = budget
         for p in plans:
             b: TaskAdaptation = p["base"]
             n_a, n_h = len(b.adaptation_ids), len(b.held_out_ids)
             k, r = p["k"], p["r"]
-            while k > 1 and plan_requests(n_a, n_h, k, r) > remaining:
-                k -= 1
             while r > 1 and plan_requests(n_a, n_h, k, r) > remaining:
                 r -= 1
+            while k > 1 and plan_requests(n_a, n_h, k, r) > remaining:
+                k -= 1
             n_replay = n_a
             while n_replay > 1 and plan_requests(n_replay, n_h, k, r) > remaining:
                 n_replay -= 1
