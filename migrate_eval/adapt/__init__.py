@@ -6,21 +6,27 @@ For each task and candidate of a finished run that is not ready (:func:`adapt_ru
    by the logged label where the task has labels, disjoint); the held-out set is never shown to
    the optimiser;
 2. the optimiser (any provider: the suite's candidate itself by default) is shown failures from
-   the adaptation set (request, logged answer, candidate answer) and a few logged answers as
-   examples, and asked for an edited system prompt; a few proposals are asked for;
+   the adaptation set (request, logged answer, candidate answer), a few logged answers as
+   examples and the current request options, and asked for an edited system prompt and,
+   where they help, tool descriptions, ``response_format`` and ``tool_choice``; a few
+   proposals are asked for;
 3. each proposal is applied to the adaptation set's requests (the system message replaced, or
-   prepended when there is none) and replayed; the best one on the adaptation set is kept;
-4. the held-out set is replayed with the best proposal and scored with the run's metrics, then
-   aggregated with the run's thresholds, gate and noise floor, before (the run's own answers
-   on those exchanges) and after; the paired test (one-sided Wilcoxon signed-rank, after better)
-   says whether the gain is reliable. A gain within noise is "no reliable gain" and never makes
-   a task ready.
+   prepended when there is none; the options set) and replayed; the round's best one is the
+   start of the next round, which is shown the adaptation-set failures it still leaves (up to
+   ``rounds`` rounds; it stops when none is left or a round does not improve). The best of
+   all rounds is kept;
+4. the held-out set is replayed once, with the kept proposal, and scored with the run's
+   metrics, then aggregated with the run's thresholds, gate and noise floor, before (the run's
+   own answers on those exchanges) and after; the paired test (one-sided Wilcoxon signed-rank,
+   after better) says whether the gain is reliable. A gain within noise is "no reliable gain"
+   and never makes a task ready.
 
 Every call (optimiser and candidate) goes through the response cache and
 :func:`~migrate_eval.replay.engine.replay`, so an interrupted adaptation resumes where it
 stopped. The plan (requests and money) is known before the first request and handed to
-``notify``; a ``budget`` in requests shrinks the plan (fewer proposals, a smaller adaptation
-replay) or skips a pair with the reason.
+``notify``; a ``budget`` in requests covers every round and shrinks the plan (fewer rounds,
+fewer proposals, a smaller adaptation replay) or skips a pair with the reason.
+:meth:`Adaptation.summary` is what ``results.json`` carries (``Results.adaptation``).
 """
 
 from __future__ import annotations
