@@ -101,19 +101,9 @@ def _log(path: Path) -> Path:
 def test_adapt_over_http_finds_the_edits_in_two_rounds_and_the_verdicts_flip(
     tmp_path: Path, candidate: LoopbackServer, optimiser: LoopbackServer
 ) -> None:
-    from migrate_eval.api import adapt, load_run, run
+    from migrate_eval.api import adapt, load_run
 
-    suite = Suite(
-        name="adapt-e2e",
-        logs=[LogSpec(path=str(_log(tmp_path / "log.jsonl")))],
-        candidates=[CandidateSpec(name="cand", model="m", base_url=candidate.base_url)],
-        thresholds=Thresholds(min_samples=10),
-        base_dir=tmp_path,
-    )
-    outcome = run(suite, out=tmp_path / "run", cache=tmp_path / "cache.db", baseline=False)
-    by_task = {t.task: t.verdict for c in outcome.results.candidates for t in c.tasks}
-    assert len(by_task) == 2 and set(by_task.values()) == {"not_ready"}, by_task
-    run_dir = outcome.run_dir
+    run_dir = _run(tmp_path, candidate)
     sent_by_the_run = candidate.total
 
     opt = CandidateSpec(name="opt", model="o", base_url=optimiser.base_url)
@@ -185,6 +175,51 @@ def test_adapt_over_http_finds_the_edits_in_two_rounds_and_the_verdicts_flip(
     again = adapt(run_dir, optimiser=opt, proposals=2, cache=tmp_path / "cache.db")
     assert (optimiser.total, candidate.total) == (before_opt, before_cand)
     assert [r.prompt_diff for r in again.results] == [r.prompt_diff for r in result.results]
+
+
+def _run(tmp_path: Path, candidate: LoopbackServer) -> Path:
+    from migrate_eval.api import run
+
+    suite = Suite(
+        name="adapt-e2e",
+        logs=[LogSpec(path=str(_log(tmp_path / "log.jsonl")))],
+        candidates=[CandidateSpec(name="cand", model="m", base_url=candidate.base_url)],
+        thresholds=Thresholds(min_samples=10),
+        base_dir=tmp_path,
+    )
+    outcome = run(suite, out=tmp_path / "run", cache=tmp_path / "cache.db", baseline=False)
+    by_task = {t.task: t.verdict for c in outcome.results.candidates for t in c.tasks}
+    assert len(by_task) == 2 and set(by_task.values()) == {"not_ready"}, by_task
+    return outcome.run_dir
+
+
+@pytest.mark.slow
+def test_an_interrupted_adaptation_resumes_from_the_cache(
+    tmp_path: Path, candidate: LoopbackServer, optimiser: LoopbackServer
+) -> None:
+    """The optimiser fails in the second round (the attempt ends on round one's best); once it
+    is back, a second attempt sends only what the first did not get answered."""
+    from migrate_eval.api import adapt
+
+    run_dir = _run(tmp_path, candidate)
+    opt = CandidateSpec(name="opt", model="o", base_url=optimiser.base_url, max_retries=0)
+    optimiser.fail(500, times=1000, match='"round": 1,')
+    first = adapt(run_dir, optimiser=opt, proposals=2, cache=tmp_path / "cache.db")
+    assert optimiser.total == 8  # 2 tasks x 2 rounds x 2 proposals, round two failed
+    for r in first.results:
+        assert {p.round for p in r.proposals} == {0} and not r.ready_after
+
+    optimiser.reset()
+    sent = candidate.total
+    again = adapt(run_dir, optimiser=opt, proposals=2, cache=tmp_path / "cache.db")
+    assert optimiser.total == 4  # round one came from the cache: only round two was asked
+    for r in again.results:
+        assert r.rounds == 2 and r.ready_after, r
+        assert r.cost.cached >= r.cost.optimiser_requests // 2
+    # the candidate: round two's proposals on the adaptation set and the new held-out replay
+    adaptation_n = sum(len(r.adaptation_ids) for r in again.results)
+    held_n = sum(len(r.held_out_ids) for r in again.results)
+    assert candidate.total - sent == 2 * adaptation_n + held_n
 
 
 def _token(body: dict[str, Any]) -> str | None:
