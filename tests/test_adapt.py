@@ -454,6 +454,11 @@ def test_adapt_in_the_suite_runs_after_the_run(tmp_path: Path) -> None:
     saved = Adaptation.model_validate_json((outcome.run_dir / "adaptation.json").read_text("utf-8"))
     assert saved.results[0].ready_after
     assert any("adaptation plan" in m for m in told)
+    # the run folder's reports were re-rendered with it
+    assert 'id="adaptation"' in (outcome.run_dir / "report.html").read_text("utf-8")
+    results = json.loads((outcome.run_dir / "results.json").read_text("utf-8"))
+    assert results["adaptation"]["results"][0]["outcome"] == "ready_after_adaptation"
+    assert results["exit_code"] == int(outcome.exit_code)  # the gate outcome is unchanged
     doc = suite.dump()
     assert Suite.model_validate({**doc, "adapt": True}).adapt == AdaptSpec()
     assert Suite.model_validate({**doc, "adapt": False}).adapt is None
