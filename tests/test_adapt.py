@@ -397,6 +397,11 @@ def test_proposals_are_read_from_json_or_bare_text_and_diffed() -> None:
     assert parse_proposal('Answer like {"reply": "..."}') == 'Answer like {"reply": "..."}'
     diff = prompt_diff("a\n", "a\nb\n", "t")
     assert "+b" in diff and diff.startswith("--- t/system_prompt (before)")
+    # a line appended to a prompt without a final line break is one added line
+    appended = prompt_diff("You help.", "You help.\nBe brief.", "t")
+    assert [x for x in appended.splitlines() if x[:1] in "+-" and x[:3] not in ("+++", "---")] == [
+        "+Be brief."
+    ]
 
 
 @pytest.mark.slow

@@ -451,10 +451,17 @@ _EDIT_KEYS = {"system_prompt", "tool_descriptions", "response_format", "tool_cho
 
 def prompt_diff(before: str, after: str, task: str, what: str = "system_prompt") -> str:
     """A unified diff of the system prompt (or of ``what``: a tool's description, a request
-    option as JSON) a developer can paste (or apply with ``patch``)."""
+    option as JSON) a developer can paste (or apply with ``patch``).
+
+    Both texts are read as ending with a line break, so that a line appended to a prompt shows
+    as one added line (not as its last line removed and added again)."""
+
+    def lines_of(text: str) -> list[str]:
+        return (text if not text or text.endswith("\n") else text + "\n").splitlines(True)
+
     lines = difflib.unified_diff(
-        before.splitlines(keepends=True),
-        after.splitlines(keepends=True),
+        lines_of(before),
+        lines_of(after),
         fromfile=f"{task}/{what} (before)",
         tofile=f"{task}/{what} (adapted)",
     )
