@@ -29,7 +29,7 @@ import pandas as pd
 from migrate_eval.core.errors import ConfigError, ExitCode, InfrastructureError, UserError
 from migrate_eval.core.paths import default_cache_path, default_run_dir, demo_suite_path
 from migrate_eval.core.records import Exchange, ReplayResult
-from migrate_eval.core.results import Profile, Results
+from migrate_eval.core.results import SCHEMA_VERSION, Profile, Results
 from migrate_eval.core.run_folder import RunFolder
 from migrate_eval.core.suite import (
     BaselineSpec,
@@ -788,7 +788,10 @@ def adapt(
     if write:
         write_adaptation(result, run_dir)
         loaded = load_run(run_dir)
-        results = loaded.results.model_copy(update={"adaptation": result.summary()})
+        # the file now holds a 1.2 field: an older run's results.json is labelled as such
+        results = loaded.results.model_copy(
+            update={"adaptation": result.summary(), "schema_version": SCHEMA_VERSION}
+        )
         _render(results, loaded.scores, loaded.exchanges, loaded.responses, loaded.path)
     return result
 

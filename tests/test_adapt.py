@@ -257,6 +257,16 @@ def test_adapt_finds_the_schema_hint_and_the_verdict_flips(tmp_path: Path) -> No
 
     rerender(run_dir)  # a later re-render keeps the section: it comes from results.json
     assert 'id="adaptation"' in (run_dir / "report.html").read_text("utf-8")
+    # an older run's results.json gets the version of the field it now holds
+    from migrate_eval.core.results import SCHEMA_VERSION
+
+    doc = json.loads((run_dir / "results.json").read_text("utf-8"))
+    (run_dir / "results.json").write_text(
+        json.dumps({**doc, "schema_version": "1.1", "adaptation": None}), "utf-8"
+    )
+    adapt(run_dir, optimiser=OPTIMISER, cache=tmp_path / "cache.db")
+    doc = json.loads((run_dir / "results.json").read_text("utf-8"))
+    assert doc["schema_version"] == SCHEMA_VERSION and doc["adaptation"] is not None
 
     # the held-out set is provably unseen: none of its requests or answers reached the optimiser
     assert set(r.held_out_ids).isdisjoint(r.adaptation_ids)
