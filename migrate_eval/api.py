@@ -29,7 +29,7 @@ import pandas as pd
 from migrate_eval.core.errors import ConfigError, ExitCode, InfrastructureError, UserError
 from migrate_eval.core.paths import default_cache_path, default_run_dir, demo_suite_path
 from migrate_eval.core.records import Exchange, ReplayResult
-from migrate_eval.core.results import Profile, Results
+from migrate_eval.core.results import SCHEMA_VERSION, Profile, Results
 from migrate_eval.core.run_folder import RunFolder
 from migrate_eval.core.suite import (
     BaselineSpec,
@@ -369,6 +369,7 @@ def run(
                 optimiser=s.adapt.optimiser,
                 budget=s.adapt.budget,
                 proposals=s.adapt.proposals,
+                rounds=s.adapt.rounds,
                 cache=cache_path,
                 offline=offline,
                 notify=notify,
@@ -754,6 +755,7 @@ def adapt(
     optimiser: str | CandidateSpec | None = None,
     budget: int | None = None,
     proposals: int = 3,
+    rounds: int | None = None,
     held_out_fraction: float = 0.5,
     seed: int | None = None,
     cache: str | Path | None = None,
@@ -761,13 +763,16 @@ def adapt(
     notify: Callable[[str], None] | None = None,
     write: bool = True,
 ) -> Adaptation:
-    """Adapt the system prompts of a run's not-ready tasks to each candidate and prove it on
-    held-out exchanges (:mod:`migrate_eval.adapt`); writes ``adaptation.json`` (and a section
-    of ``summary.md``) into the run folder unless ``write`` is False. ``optimiser``: a
-    ``[NAME=]PROVIDER:MODEL[@BASE_URL]`` spec or a :class:`CandidateSpec` (default: each
-    candidate itself). ``notify`` hears the plan (requests, money) before anything is sent.
+    """Adapt the requests (system prompt, tool descriptions, ``response_format``,
+    ``tool_choice``) of a run's not-ready tasks to each candidate, in up to ``rounds`` rounds
+    (default :data:`~migrate_eval.adapt.DEFAULT_ROUNDS`), and prove it on held-out exchanges
+    (:mod:`migrate_eval.adapt`). Unless ``write`` is False, writes ``adaptation.json`` and
+    re-renders ``results.json`` (its ``adaptation``), ``summary.md`` and ``report.html`` in the
+    run folder, each file atomically. ``optimiser``: a ``[NAME=]PROVIDER:MODEL[@BASE_URL]`` spec
+    or a :class:`CandidateSpec` (default: each candidate itself). ``notify`` hears the plan
+    (requests, money) before anything is sent.
     """
-    from migrate_eval.adapt import adapt_run, summary_lines, write_adaptation
+    from migrate_eval.adapt import DEFAULT_ROUNDS, adapt_run, write_adaptation
 
     opt = parse_candidate_spec(optimiser) if isinstance(optimiser, str) else optimiser
     result = adapt_run(
@@ -778,6 +783,7 @@ def adapt(
         optimiser=opt,
         budget=budget,
         proposals=proposals,
+        rounds=DEFAULT_ROUNDS if rounds is None else rounds,
         held_out_fraction=held_out_fraction,
         seed=seed,
         offline=offline,
@@ -785,11 +791,12 @@ def adapt(
     )
     if write:
         write_adaptation(result, run_dir)
-        summary = Path(run_dir) / "summary.md"
-        if summary.is_file():
-            text = summary.read_text(encoding="utf-8").split("\n## Prompt adaptation\n")[0]
-            section = "\n".join(summary_lines(result))
-            summary.write_text(text.rstrip("\n") + "\n\n" + section + "\n", encoding="utf-8")
+        loaded = load_run(run_dir)
+        # the file now holds a 1.2 field: an older run's results.json is labelled as such
+        results = loaded.results.model_copy(
+            update={"adaptation": result.summary(), "schema_version": SCHEMA_VERSION}
+        )
+        _render(results, loaded.scores, loaded.exchanges, loaded.responses, loaded.path)
     return result
 
 

@@ -161,6 +161,9 @@ class AdaptSpec(StrictModel):
     )
     budget: int | None = Field(default=None, ge=1, description="at most this many requests")
     proposals: int = Field(default=3, ge=1, le=20, description="edits asked for per task")
+    rounds: int | None = Field(
+        default=None, ge=1, le=10, description="rounds of proposals (default 3)"
+    )
 
 
 class TaskMatch(StrictModel):

@@ -59,6 +59,7 @@ from migrate_eval.report._format import (
     visible_controls,
 )
 from migrate_eval.report._io import write_text_atomic
+from migrate_eval.report.adaptation import AdaptationView, adaptation_view
 from migrate_eval.report.decision import Decision, build_decision, cost_missing_reason
 from migrate_eval.report.explorer import (
     Confusion,
@@ -378,6 +379,7 @@ class Page:
     redaction: RedactionView | None = None
     extras: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
     decision: Decision | None = None
+    adaptation: AdaptationView | None = None
     badges: dict[str, Badge] = field(default_factory=lambda: {v: _badge(v) for v in VERDICT_ICONS})
 
 
@@ -683,7 +685,7 @@ def _value_text(v: Any) -> str:
 _KNOWN_RESULTS = {
     "schema_version", "tool_version", "suite", "simulated", "created", "command", "thresholds",
     "ingest", "tasks", "candidates", "gate", "exit_code", "profile", "sampling", "redaction",
-    "comparisons",
+    "comparisons", "adaptation",
 }  # fmt: skip
 _KNOWN_CANDIDATE = {
     "name", "provider", "model", "base_url", "verdict", "reasons", "parity", "noise_floor",
@@ -1101,6 +1103,7 @@ def build_page(
         ),
         extras=extras,
         decision=build_decision(results, logged_p50),
+        adaptation=adaptation_view(results.adaptation, anchors),
         legend=[
             _badge(v)
             for v in ("ready", "ready_with_caveats", "needs_evidence", "not_ready", "cannot_judge")
