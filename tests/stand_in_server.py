@@ -32,7 +32,7 @@ from pathlib import Path
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from servers import make_completion  # noqa: E402
+from servers import make_completion
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--die-after", type=int, default=0)
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--ignore-term", action="store_true")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds each answer waits")
     parser.add_argument("--lifetime", type=float, default=120.0)
     args = parser.parse_args(argv)
     models: list[str] = args.model or ["stand-in"]
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         model = body.get("model")
         if model not in models:
             return web.json_response({"error": {"message": f"no model {model}"}}, status=404)
+        if args.delay:
+            await asyncio.sleep(args.delay)
         completion = make_completion(body)
         if model != models[0]:
             message = completion["choices"][0]["message"]

@@ -170,6 +170,8 @@ class ManagedServer:
                     )
                     self.pgid = self.proc.pid
                     _LIVE.add(self)
+                log.write(f"[migrate-eval] server pid {self.proc.pid}\n".encode())
+                log.flush()
             except OSError as e:
                 raise ServerError(
                     f"{launch.kind} server for {launch.label}: cannot run {self.argv[0]!r}: {e}",
@@ -249,10 +251,12 @@ class ManagedServer:
         if self.log_path is None:
             return ""
         try:
-            lines = self.log_path.read_text("utf-8", "replace").splitlines()[1:]
+            lines = self.log_path.read_text("utf-8", "replace").splitlines()
         except OSError:
             return ""
-        tail = [line for line in lines if line.strip()][-LOG_TAIL_LINES:]
+        ours = ("$ ", "[migrate-eval] ")
+        tail = [line for line in lines if line.strip() and not line.startswith(ours)]
+        tail = tail[-LOG_TAIL_LINES:]
         return ("\n  | " + "\n  | ".join(tail)) if tail else ""
 
     def died_error(self, code: int) -> ServerError:
