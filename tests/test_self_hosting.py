@@ -451,5 +451,12 @@ def test_fit_and_gpu_cost_in_results(tmp_path: Path) -> None:
     assert cost.monthly_usd == pytest.approx(0.805 * HOURS_PER_MONTH)
     assert cost.throughput_rps is not None and cost.throughput_tokens_per_s is not None
     assert cost.price_source is not None and "GPU table" in cost.price_source
+    assert "a server is 1 x L4 at $0.805/GPU-hour" in (cost.cost_basis or "")
     saved = json.loads((outcome.run_dir / "results.json").read_text("utf-8"))
     assert saved["candidates"][0]["hardware"]["gpu"] == "L4"
+    summary = (outcome.run_dir / "summary.md").read_text("utf-8")
+    assert "## Hardware fit" in summary and "fits one L4" in summary
+    assert "1 server (1 x L4)" in summary
+    assert "answer tokens/s per server" in summary
+    html = (outcome.run_dir / "report.html").read_text("utf-8")
+    assert "Hardware fit" in html and "fits one L4" in html

@@ -298,6 +298,12 @@ def _fill_self_hosted(
     cost.monthly_usd = projection.monthly_usd
     cost.per_request_usd = projection.per_request_usd
     cost.cost_basis = projection.basis
+    if cost.gpu is not None and cost.gpu_hour_usd is not None:
+        cost.cost_basis += (
+            f"; a server is {gpus_per_server} x {cost.gpu} at ${cost.gpu_hour_usd:g}/GPU-hour"
+        )
+    if cost.throughput_tokens_per_s is not None:
+        cost.cost_basis += f"; {cost.throughput_tokens_per_s:.3g} answer tokens/s per server"
     answered = sum(1 for r in rows if r.ok)
     if projection.per_request_usd is not None:
         cost.total_usd = projection.per_request_usd * answered
