@@ -31,6 +31,7 @@ from migrate_eval.core.hardware import (
     normalise_quantization,
 )
 from migrate_eval.core.suite import CandidateSpec, LogSpec, Suite
+from migrate_eval.replay import servers
 from migrate_eval.replay.engine import ReplayInterrupted
 from migrate_eval.replay.providers import managed
 from migrate_eval.replay.servers import group_members
@@ -160,6 +161,7 @@ def test_a_server_that_never_becomes_healthy_is_an_infrastructure_error(tmp_path
     assert isinstance(e.value.log, Path) and str(e.value.log) in str(e.value)
     assert_stopped(e.value.log)
     assert not (tmp_path / "run").exists()  # no run folder from a run that could not replay
+    assert servers._POOL == {}  # a later run starts afresh
 
 
 def test_a_server_that_dies_mid_run_exits_3_keeps_the_answers_and_leaves_no_process(
@@ -183,6 +185,7 @@ def test_a_server_that_dies_mid_run_exits_3_keeps_the_answers_and_leaves_no_proc
     assert "exited with code 7 during the replay" in result.output
     assert "answers received before are cached" in result.output
     assert "| dying after 3 answers" in result.output  # the end of the server's log
+    assert servers._POOL == {}
     stats = migrate_eval.cache_stats(cache)
     assert sum(row["answers"] for row in stats["identities"]) == 3
     logs = list((tmp_path / "servers").glob("llama-*.log"))
@@ -460,3 +463,14 @@ def test_fit_and_gpu_cost_in_results(tmp_path: Path) -> None:
     assert "answer tokens/s per server" in summary
     html = (outcome.run_dir / "report.html").read_text("utf-8")
     assert "Hardware fit" in html and "fits one L4" in html
+
+
+def test_options_are_set_from_the_command_line() -> None:
+    from migrate_eval.core.suite import apply_candidate_params, parse_candidate_spec
+
+    spec = parse_candidate_spec("llama=vllm:meta-llama/Llama-3.1-8B-Instruct")
+    (done,) = apply_candidate_params(
+        [spec], ["llama.options.gpu=L4", "llama.options.max_model_len=8192", "llama.temperature=0"]
+    )
+    assert done.options == {"gpu": "L4", "max_model_len": 8192}
+    assert done.params == {"temperature": 0}  # a request parameter, never an option

@@ -31,7 +31,12 @@ from typing import Any, ClassVar
 
 from pydantic import Field, ValidationError, field_validator
 
-from migrate_eval.core.errors import ConfigError, ServerUnavailableError, VendorError
+from migrate_eval.core.errors import (
+    ConfigError,
+    MigrateEvalError,
+    ServerUnavailableError,
+    VendorError,
+)
 from migrate_eval.core.records import StrictModel
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.providers._files import model_files_fingerprint
@@ -181,6 +186,7 @@ class ManagedServerProvider(Provider):
         self._server: ManagedServer | None = None
         self._inner: OpenAICompatibleProvider | None = None
         self._lock: asyncio.Lock | None = None
+        self._failed: MigrateEvalError | None = None
 
     # -- what to run ----------------------------------------------------------------------
 
@@ -242,10 +248,16 @@ class ManagedServerProvider(Provider):
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
+            if self._failed is not None:  # one start per provider: its failure stands
+                raise self._failed
             if self._server is None:
                 self.check_available()
-                self._acquired = True
-                self._server = await acquire(self.launch)
+                self._acquired = True  # released once, in aclose, whatever happens
+                try:
+                    self._server = await acquire(self.launch)
+                except MigrateEvalError as e:
+                    self._failed = e
+                    raise
                 inner_spec = self.spec.model_copy(
                     update={
                         "provider": "openai-compatible",
