@@ -474,3 +474,57 @@ def test_options_are_set_from_the_command_line() -> None:
     )
     assert done.options == {"gpu": "L4", "max_model_len": 8192}
     assert done.params == {"temperature": 0}  # a request parameter, never an option
+
+
+def write_gguf(path: Path, meta: dict[str, Any], padding: int = 0) -> Path:
+    """A GGUF v3 header with ``meta`` (ints as uint32, strings, lists of strings), no tensors."""
+    import struct
+
+    def string(text: str) -> bytes:
+        data = text.encode()
+        return struct.pack("<Q", len(data)) + data
+
+    body = b""
+    for key, value in meta.items():
+        body += string(key)
+        if isinstance(value, str):
+            body += struct.pack("<I", 8) + string(value)
+        elif isinstance(value, list):
+            body += struct.pack("<IIQ", 9, 8, len(value)) + b"".join(string(v) for v in value)
+        else:
+            body += struct.pack("<II", 4, value)
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, len(meta))
+    path.write_bytes(header + body + b"\0" * padding)
+    return path
+
+
+def test_a_gguf_file_sizes_itself_from_its_metadata(tmp_path: Path) -> None:
+    from migrate_eval.replay.fit import candidate_fit
+
+    gguf = write_gguf(
+        tmp_path / "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf",
+        {
+            "general.architecture": "llama",
+            "general.file_type": 15,
+            "llama.block_count": 32,
+            "llama.embedding_length": 4096,
+            "llama.feed_forward_length": 14336,
+            "llama.attention.head_count": 32,
+            "llama.attention.head_count_kv": 8,
+            "llama.context_length": 131072,
+            "tokenizer.ggml.tokens": [f"t{i}" for i in range(40)],
+        },
+        padding=4096,
+    )
+    spec = CandidateSpec(
+        name="g", provider="llama-server", model=str(gguf), options={"gpu": "L4"}, concurrency=4
+    )
+    fit = candidate_fit(spec, [1000, 2000])
+    assert fit.quantization == "q4_k_m"
+    assert fit.weights_bytes == gguf.stat().st_size  # the weights are the file
+    assert fit.kv_bytes_per_token == 128 * 1024  # Llama 3.1 8B's, from the metadata
+    assert fit.kv_cache_bytes == 128 * 1024 * 2000 * 4
+    assert fit.fits is True
+    (tmp_path / "bad.gguf").write_bytes(b"GGML\0\0\0\0")
+    with pytest.raises(migrate_eval.ConfigError, match="not a readable GGUF file"):
+        candidate_fit(spec.model_copy(update={"model": str(tmp_path / "bad.gguf")}), [10])

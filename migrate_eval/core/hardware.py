@@ -69,6 +69,8 @@ _BLOCKS_ONLY = frozenset({"fp8", "int8", "int4", "awq", "gptq"})
 #: Aliases found in configs and on command lines.
 _ALIASES = {
     "float16": "fp16",
+    "f16": "fp16",
+    "f32": "fp32",
     "half": "fp16",
     "bfloat16": "bf16",
     "float32": "fp32",
@@ -439,3 +441,99 @@ def estimate(
             "requests at the longest context: the rest would queue"
         )
     return fit
+
+
+# -- GGUF files: the shape from the file's own metadata ----------------------------------------
+
+#: GGUF metadata value types (the GGUF specification): struct format of the fixed-size ones.
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+                 10: "<Q", 11: "<q", 12: "<d"}  # fmt: skip
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+#: ``general.file_type`` -> quantisation (llama.cpp's ``llama_ftype``).
+GGUF_FILE_TYPES = {0: "fp32", 1: "fp16", 2: "q4_0", 7: "q8_0", 15: "q4_k_m", 17: "q5_k_m",
+                   18: "q6_k", 32: "bf16"}  # fmt: skip
+_MAX_GGUF_STRING = 1 << 24
+
+
+def read_gguf_metadata(path: Path) -> dict[str, Any]:
+    """The metadata key/values of a GGUF file (arrays as their length, except short ones).
+
+    Only the header is read (the tensors are not). A file that is not GGUF, or is cut short,
+    is a :class:`ConfigError` naming it.
+    """
+    import struct
+
+    def fail(why: str) -> ConfigError:
+        return ConfigError(f"{path}: not a readable GGUF file ({why})")
+
+    with path.open("rb") as f:
+
+        def take(n: int) -> bytes:
+            data = f.read(n)
+            if len(data) != n:
+                raise fail("cut short")
+            return data
+
+        def scalar(kind: int) -> Any:
+            fmt = _GGUF_SCALARS[kind]
+            return struct.unpack(fmt, take(struct.calcsize(fmt)))[0]
+
+        def string() -> str:
+            (n,) = struct.unpack("<Q", take(8))
+            if n > _MAX_GGUF_STRING:
+                raise fail("a string of implausible length")
+            return take(n).decode("utf-8", "replace")
+
+        def value(kind: int) -> Any:
+            if kind in _GGUF_SCALARS:
+                return scalar(kind)
+            if kind == _GGUF_STRING:
+                return string()
+            if kind == _GGUF_ARRAY:
+                (item, count) = struct.unpack("<IQ", take(12))
+                items = [value(item) for _ in range(count)]
+                return items if count <= 16 else count
+            raise fail(f"unknown value type {kind}")
+
+        if take(4) != b"GGUF":
+            raise fail("no GGUF magic")
+        (version,) = struct.unpack("<I", take(4))
+        if version < 2:
+            raise fail(f"version {version} (GGUF v2 or later is read)")
+        _tensors, n_kv = struct.unpack("<QQ", take(16))
+        meta: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = string()
+            (kind,) = struct.unpack("<I", take(4))
+            meta[key] = value(kind)
+    return meta
+
+
+def gguf_shape(path: Path) -> tuple[ModelShape, str | None]:
+    """The :class:`ModelShape` a GGUF file describes, and its quantisation (``general.file_type``)."""
+    meta = read_gguf_metadata(path)
+    arch = meta.get("general.architecture")
+    if not isinstance(arch, str):
+        raise ConfigError(f"{path}: GGUF metadata has no general.architecture")
+
+    def get(name: str) -> Any:
+        return meta.get(f"{arch}.{name}")
+
+    tokens = meta.get("tokenizer.ggml.tokens")
+    vocab = get("vocab_size") or (len(tokens) if isinstance(tokens, list) else tokens)
+    config = {
+        "model_type": arch,
+        "hidden_size": get("embedding_length"),
+        "num_hidden_layers": get("block_count"),
+        "num_attention_heads": get("attention.head_count"),
+        "num_key_value_heads": get("attention.head_count_kv"),
+        "head_dim": get("attention.key_length"),
+        "intermediate_size": get("feed_forward_length"),
+        "vocab_size": vocab,
+        "num_local_experts": get("expert_count"),
+        "moe_intermediate_size": get("expert_feed_forward_length"),
+        "max_position_embeddings": get("context_length"),
+    }
+    shape = parse_model_config({k: v for k, v in config.items() if v is not None}, source=str(path))
+    file_type = meta.get("general.file_type")
+    return shape, GGUF_FILE_TYPES.get(file_type) if isinstance(file_type, int) else None

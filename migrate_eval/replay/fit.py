@@ -22,6 +22,7 @@ from migrate_eval.core.hardware import (
     ModelShape,
     estimate,
     find_model_config,
+    gguf_shape,
     load_model_shape,
 )
 from migrate_eval.core.prices import SELF_HOSTED_PROVIDERS
@@ -75,12 +76,16 @@ def candidate_fit(spec: CandidateSpec, contexts: Sequence[int]) -> HardwareFit:
             weights_bytes = gguf.stat().st_size  # the weights are the file
     shape: ModelShape | None = None
     config = find_model_config(base, _option(spec, "config", str))
-    if config is None:
+    if config is None and weights_bytes is not None:  # a GGUF file describes itself
+        shape, file_quant = gguf_shape(Path(base).expanduser())
+        quant = quant or file_quant
+        config = Path(base).expanduser()
+    elif config is None:
         notes.append(
             f"no config.json found for {base} (a model folder, the local Hugging Face cache or "
             "options.config): memory not estimated"
         )
-    else:
+    if shape is None and config is not None:
         shape = load_model_shape(config)
         quant = quant or shape.quant_method or shape.torch_dtype
     return estimate(
