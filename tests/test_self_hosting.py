@@ -528,3 +528,43 @@ def test_a_gguf_file_sizes_itself_from_its_metadata(tmp_path: Path) -> None:
     (tmp_path / "bad.gguf").write_bytes(b"GGML\0\0\0\0")
     with pytest.raises(migrate_eval.ConfigError, match="not a readable GGUF file"):
         candidate_fit(spec.model_copy(update={"model": str(tmp_path / "bad.gguf")}), [10])
+
+
+def test_a_server_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
+    from migrate_eval.replay.servers import LaunchSpec, ManagedServer, collect_logs
+
+    launch = LaunchSpec(
+        kind="vllm",
+        argv=stand_in("--child", "--ignore-term"),
+        model="m",
+        served=["m"],
+        label="stubborn",
+        startup_timeout=60,
+        stop_timeout=1,
+    )
+    server = ManagedServer(launch)
+    with collect_logs(tmp_path) as logs:
+        server.start()
+    assert server.exit_code() is None  # healthy and running
+    server.stop()
+    assert server.exit_code() == -signal.SIGKILL  # SIGTERM was ignored: killed
+    assert_stopped(logs[0][1])
+    server.stop()  # a second stop does nothing
+
+
+def test_a_model_that_needs_two_gpus_is_priced_for_two(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from migrate_eval.verdict.costs import gpu_price
+
+    shape = shape_of(tmp_path, "llama8b", LLAMA_31_8B)
+    fit = estimate(shape, quantization="bf16", context_tokens=4096, concurrency=16, gpu="L4")
+    spec = candidate(gpu="L4")
+    found = gpu_price(spec, SimpleNamespace(hardware=fit))  # type: ignore[arg-type]
+    assert found is not None
+    price, source, gpu, per_server, per_gpu = found
+    assert (gpu, per_server, per_gpu) == ("L4", 2, pytest.approx(0.805))
+    assert price.per_hour_usd == pytest.approx(2 * 0.805)
+    assert source.startswith("GPU table 2024-12-01: AWS g6.xlarge")
+    own = gpu_price(candidate(gpu="L4", gpu_hour_usd=0.5), SimpleNamespace(hardware=None))  # type: ignore[arg-type]
+    assert own is not None and own[0].per_hour_usd == 0.5 and own[1] == "options.gpu_hour_usd"
