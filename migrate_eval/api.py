@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -266,8 +267,21 @@ def run(
     exchanges, redaction_summary = redact_exchanges(exchanges, redaction_config)
     plan.tasks = redact_task_descriptions(plan.tasks, redaction_config)
 
-    # 3. replay through the cache
-    with ResponseCache(cache_path) as rc:  # read-only where it cannot be written (--offline)
+    # self-hosted candidates: will the model fit the GPU at the logged contexts? (before any
+    # server starts; docs/self-hosting.md)
+    from migrate_eval.replay.fit import hardware_fits
+    from migrate_eval.replay.servers import collect_logs
+
+    fits = hardware_fits(s.candidates, exchanges)
+    for name, fit in fits.items():
+        if notify is not None:
+            notify(f"hardware fit: {name}: {fit.summary()}")
+
+    # 3. replay through the cache (servers a candidate starts log into work_parent/servers)
+    with (
+        ResponseCache(cache_path) as rc,  # read-only where it cannot be written (--offline)
+        collect_logs(work_parent / "servers") as server_logs,
+    ):
         for rec in s.recordings:
             rc.import_recordings(s.resolve(rec))
         replays = replay(
@@ -323,6 +337,8 @@ def run(
     )
     from migrate_eval.verdict.costs import fill_cost_projections
 
+    for result in cand_results:
+        result.hardware = fits.get(result.name)
     fill_cost_projections(cand_results, s.candidates, replays, traffic_assignment, traffic.logged)
     from migrate_eval.verdict.aggregate import fill_ttft_stats
 
@@ -360,6 +376,10 @@ def run(
         _write_run_folder(
             tmp_dir, s, exchanges, plan, replays, baseline_rows, scores, traffic, results
         )
+        for label, log in server_logs:  # the servers' logs, as servers/<candidate>.log
+            if log.is_file():
+                (tmp_dir / "servers").mkdir(exist_ok=True)
+                shutil.copyfile(log, tmp_dir / "servers" / f"{label}.log")
     if history is not False:
         _append_run_history(results, scores, replays, history, notify)
     if s.adapt is not None:  # `adapt:` in the suite; the run's gate outcome stays as it is

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from migrate_eval.core.hardware import HardwareFit
 from migrate_eval.core.records import OutputKind, StrictModel
 
 SCHEMA_VERSION = "1.2"
@@ -162,6 +163,17 @@ class CostStats(StrictModel):
         default=None,
         description="self-hosted: how the monthly cost was computed (servers, hours, rates)",
     )
+    throughput_tokens_per_s: float | None = Field(
+        default=None,
+        description="self-hosted: answer tokens per second one server produced (measured)",
+    )
+    gpu: str | None = Field(default=None, description="self-hosted: the GPU it is priced on")
+    gpus: int | None = Field(
+        default=None, description="self-hosted: GPUs needed in all (servers x GPUs per server)"
+    )
+    gpu_hour_usd: float | None = Field(
+        default=None, description="self-hosted: the price of one GPU-hour used"
+    )
 
 
 class ErrorStats(StrictModel):
@@ -303,6 +315,10 @@ class CandidateResult(StrictModel):
     tasks: list[TaskResult]
     judge_cost: CostStats | None = Field(
         default=None, description="tokens (and price) the LLM judge spent on this candidate"
+    )
+    hardware: HardwareFit | None = Field(
+        default=None,
+        description="self-hosted: memory needed at the logged contexts and whether it fits a GPU",
     )
 
 

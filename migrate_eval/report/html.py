@@ -178,6 +178,7 @@ class CandidateView:
     monthly: str | None = None
     cost_change: str | None = None
     cost_basis: str | None = None
+    hardware: str | None = None
     ttft: str | None = None
     #: (task, "temperature dropped on 50 of 50, ...") for tasks with dropped parameters
     dropped: list[tuple[str, str]] = field(default_factory=list)
@@ -765,6 +766,8 @@ def _candidate_extras(
         monthly = _f(_attr(c, "monthly_usd", "projected_monthly_usd"))
     view.monthly = fmt_usd(monthly) if monthly is not None else None
     view.cost_basis = c.cost.cost_basis  # self-hosted: servers, hours, rates
+    if c.hardware is not None:  # self-hosted: memory needed, fit on the named GPU
+        view.hardware = "; ".join([c.hardware.summary(), *c.hardware.notes])
     # like with like: monthly vs the baseline's monthly, else per request vs per request
     base_monthly = _f(_attr(c.cost, "baseline_monthly_usd"))
     if base_monthly is None:

@@ -113,7 +113,28 @@ def _monthly_cell(c: CandidateResult) -> str:
         cell += f" ({text} vs OpenAI {fmt_usd(base)}/month)"
     if c.cost.servers is not None:  # self-hosted: how many servers the logged peak needs
         cell += f", {c.cost.servers} server{'s' if c.cost.servers != 1 else ''}"
+        if c.cost.gpus is not None and c.cost.gpu:
+            cell += f" ({c.cost.gpus} x {md_escape(c.cost.gpu, 40)})"
     return cell
+
+
+def hardware_lines(cands: list[CandidateResult]) -> list[str]:
+    """The hardware fit of self-hosted candidates (docs/self-hosting.md), when any has one."""
+    fitted = [c for c in cands if c.hardware is not None]
+    if not fitted:
+        return []
+    out = ["## Hardware fit", ""]
+    for c in fitted:
+        assert c.hardware is not None
+        text = "; ".join([c.hardware.summary(), *c.hardware.notes])
+        out.append(f"- **{md_escape(c.name)}**: {md_escape(text, 600)}")
+        if c.cost.throughput_tokens_per_s is not None and c.cost.throughput_rps is not None:
+            out.append(
+                f"  measured {c.cost.throughput_rps:.3g} req/s, "
+                f"{c.cost.throughput_tokens_per_s:.3g} answer tokens/s per server"
+            )
+    out.append("")
+    return out
 
 
 def _task_severity(name: str, candidates: list[CandidateResult]) -> tuple[int, float, str]:
@@ -203,6 +224,7 @@ def render_summary_md(results: Results) -> str:
             f"_{len(cands) - MAX_CANDIDATE_ROWS} more candidate(s) not shown; see report.html._"
         )
     out.append("")
+    out.extend(hardware_lines(listed))
 
     # Task x candidate
     names = task_names(results)
