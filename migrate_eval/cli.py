@@ -26,7 +26,7 @@ EXIT_CODE_MEANINGS: dict[int, str] = {
     3: "infrastructure failure (too many vendor errors to judge a candidate)",
     4: "needs evidence (similarity alone cannot decide: add a noise floor or a judge)",
     70: "internal error (a bug in migrate-eval)",
-    130: "interrupted (Ctrl-C): answers so far are cached, the same command resumes",
+    130: "interrupted (Ctrl-C or SIGTERM): answers so far are cached, the same command resumes",
 }
 
 

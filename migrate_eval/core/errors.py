@@ -22,7 +22,7 @@ code  meaning
 4     a verdict needs evidence the run did not have (free-text similarity with neither a
       noise floor nor a judge); the output names the setting that gets it
 70    internal error (a bug: please report it with the traceback)
-130   interrupted (Ctrl-C); the answers received are cached, the same command resumes
+130   interrupted (Ctrl-C or SIGTERM); the answers received are cached, the same command resumes
 ====  ==========================================================================
 """
 
