@@ -756,3 +756,28 @@ def test_history_survives_a_busy_writer_killed_at_arbitrary_moments(tmp_path: Pa
         landed = sorted(int(r.split("-")[1]) for r in df["run_id"] if r.startswith(tag))
         # runs 0..k were reported written; run k+1 was under way: whole or absent
         assert landed == list(range(len(landed))) and k + 1 <= len(landed) <= k + 2
+
+
+def test_a_watch_whose_answers_all_failed_is_not_a_fingerprint_change() -> None:
+    from migrate_eval.verdict.drift import TaskDrift
+
+    def drift(before: str, after: str) -> TaskDrift:
+        return TaskDrift(
+            candidate="c",
+            task="t",
+            n_paired=0,
+            test="none",
+            mean_before=None,
+            mean_after=None,
+            p_value=None,
+            p_adjusted=None,
+            drift=False,
+            fingerprint_before=before,
+            fingerprint_after=after,
+        )
+
+    # every answer failed: no model, no system_fingerprint, no headers recorded
+    assert not drift("gpt-4o-2024-08-06|fp_1", "|").fingerprint_changed
+    assert not drift("gpt-4o-2024-08-06|fp_1|openai-version=2020-10-01", "||").fingerprint_changed
+    assert not drift("|", "gpt-4o-2024-08-06|fp_1").fingerprint_changed
+    assert drift("gpt-4o-2024-08-06|fp_1", "gpt-4o-2024-11-20|fp_2").fingerprint_changed
