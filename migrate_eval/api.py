@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import pandas as pd
 from migrate_eval.core.errors import ConfigError, ExitCode, InfrastructureError, UserError
 from migrate_eval.core.paths import default_cache_path, default_run_dir, demo_suite_path
 from migrate_eval.core.records import Exchange, ReplayResult
-from migrate_eval.core.results import Profile, Results
+from migrate_eval.core.results import SCHEMA_VERSION, Profile, Results
 from migrate_eval.core.run_folder import RunFolder
 from migrate_eval.core.suite import (
     BaselineSpec,
@@ -193,6 +194,9 @@ def run(
     run_executor = resolve_executor(executor, s.executor)  # applied once, here
     if run_executor == "ray":
         import_ray()  # a missing extra is a usage error now, before the logs are read
+        from migrate_eval.replay.cluster import check_candidates
+
+        check_candidates(s.candidates)
     if concurrency is not None:  # applied once, here: replay, projections and results see it
         specs = [c.model_copy(update={"concurrency": concurrency}) for c in s.candidates]
         s = s.model_copy(update={"candidates": specs})
@@ -277,8 +281,21 @@ def run(
     exchanges, redaction_summary = redact_exchanges(exchanges, redaction_config)
     plan.tasks = redact_task_descriptions(plan.tasks, redaction_config)
 
-    # 3. replay through the cache
-    with ResponseCache(cache_path) as rc:  # read-only where it cannot be written (--offline)
+    # self-hosted candidates: will the model fit the GPU at the logged contexts? (before any
+    # server starts; docs/self-hosting.md)
+    from migrate_eval.replay.fit import hardware_fits
+    from migrate_eval.replay.servers import collect_logs
+
+    fits = hardware_fits(s.candidates, exchanges)
+    for name, fit in fits.items():
+        if notify is not None:
+            notify(f"hardware fit: {name}: {fit.summary()}")
+
+    # 3. replay through the cache (servers a candidate starts log into work_parent/servers)
+    with (
+        ResponseCache(cache_path) as rc,  # read-only where it cannot be written (--offline)
+        collect_logs(work_parent / "servers") as server_logs,
+    ):
         for rec in s.recordings:
             rc.import_recordings(s.resolve(rec))
         if run_executor == "ray":  # workers share the cache file; exchanges are redacted
@@ -321,6 +338,10 @@ def run(
     apply_metric_weights(plan.tasks, s.tasks)
     with judge_session(s.judge, cache_path=cache_path, offline=offline):
         scores = score(exchanges, plan.tasks, plan.assignment, replays)
+    from migrate_eval.score.semantic import missing_weights_notice
+
+    if notify is not None and (notice := missing_weights_notice([t.metrics for t in plan.tasks])):
+        notify(notice)
     chance = chance_levels(exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed)
     noise_floor = noise_floor_for_run(
         exchanges,
@@ -344,6 +365,8 @@ def run(
     )
     from migrate_eval.verdict.costs import fill_cost_projections
 
+    for result in cand_results:
+        result.hardware = fits.get(result.name)
     fill_cost_projections(cand_results, s.candidates, replays, traffic_assignment, traffic.logged)
     from migrate_eval.verdict.aggregate import fill_ttft_stats
 
@@ -381,6 +404,10 @@ def run(
         _write_run_folder(
             tmp_dir, s, exchanges, plan, replays, baseline_rows, scores, traffic, results
         )
+        for label, log in server_logs:  # the servers' logs, as servers/<candidate>.log
+            if log.is_file():
+                (tmp_dir / "servers").mkdir(exist_ok=True)
+                shutil.copyfile(log, tmp_dir / "servers" / f"{label}.log")
     if history is not False:
         _append_run_history(results, scores, replays, history, notify)
     if s.adapt is not None:  # `adapt:` in the suite; the run's gate outcome stays as it is
@@ -390,6 +417,7 @@ def run(
                 optimiser=s.adapt.optimiser,
                 budget=s.adapt.budget,
                 proposals=s.adapt.proposals,
+                rounds=s.adapt.rounds,
                 cache=cache_path,
                 offline=offline,
                 notify=notify,
@@ -782,6 +810,7 @@ def adapt(
     optimiser: str | CandidateSpec | None = None,
     budget: int | None = None,
     proposals: int = 3,
+    rounds: int | None = None,
     held_out_fraction: float = 0.5,
     seed: int | None = None,
     cache: str | Path | None = None,
@@ -789,13 +818,16 @@ def adapt(
     notify: Callable[[str], None] | None = None,
     write: bool = True,
 ) -> Adaptation:
-    """Adapt the system prompts of a run's not-ready tasks to each candidate and prove it on
-    held-out exchanges (:mod:`migrate_eval.adapt`); writes ``adaptation.json`` (and a section
-    of ``summary.md``) into the run folder unless ``write`` is False. ``optimiser``: a
-    ``[NAME=]PROVIDER:MODEL[@BASE_URL]`` spec or a :class:`CandidateSpec` (default: each
-    candidate itself). ``notify`` hears the plan (requests, money) before anything is sent.
+    """Adapt the requests (system prompt, tool descriptions, ``response_format``,
+    ``tool_choice``) of a run's not-ready tasks to each candidate, in up to ``rounds`` rounds
+    (default :data:`~migrate_eval.adapt.DEFAULT_ROUNDS`), and prove it on held-out exchanges
+    (:mod:`migrate_eval.adapt`). Unless ``write`` is False, writes ``adaptation.json`` and
+    re-renders ``results.json`` (its ``adaptation``), ``summary.md`` and ``report.html`` in the
+    run folder, each file atomically. ``optimiser``: a ``[NAME=]PROVIDER:MODEL[@BASE_URL]`` spec
+    or a :class:`CandidateSpec` (default: each candidate itself). ``notify`` hears the plan
+    (requests, money) before anything is sent.
     """
-    from migrate_eval.adapt import adapt_run, summary_lines, write_adaptation
+    from migrate_eval.adapt import DEFAULT_ROUNDS, adapt_run, write_adaptation
 
     opt = parse_candidate_spec(optimiser) if isinstance(optimiser, str) else optimiser
     result = adapt_run(
@@ -806,6 +838,7 @@ def adapt(
         optimiser=opt,
         budget=budget,
         proposals=proposals,
+        rounds=DEFAULT_ROUNDS if rounds is None else rounds,
         held_out_fraction=held_out_fraction,
         seed=seed,
         offline=offline,
@@ -813,11 +846,12 @@ def adapt(
     )
     if write:
         write_adaptation(result, run_dir)
-        summary = Path(run_dir) / "summary.md"
-        if summary.is_file():
-            text = summary.read_text(encoding="utf-8").split("\n## Prompt adaptation\n")[0]
-            section = "\n".join(summary_lines(result))
-            summary.write_text(text.rstrip("\n") + "\n\n" + section + "\n", encoding="utf-8")
+        loaded = load_run(run_dir)
+        # the file now holds a 1.2 field: an older run's results.json is labelled as such
+        results = loaded.results.model_copy(
+            update={"adaptation": result.summary(), "schema_version": SCHEMA_VERSION}
+        )
+        _render(results, loaded.scores, loaded.exchanges, loaded.responses, loaded.path)
     return result
 
 
@@ -1041,11 +1075,31 @@ def watch(
     pass_threshold = float(results.thresholds.get("pass_threshold", 0.5))
     items = item_records(loaded.scores, pass_threshold)
 
-    def prints(df: pd.DataFrame) -> dict[tuple[str, str], str]:
+    def prints(df: pd.DataFrame) -> dict[tuple[str, str], tuple[str, str | None]]:
+        """Per (candidate, task): ``model|system_fingerprint``, and the version headers (None:
+        not recorded, a record from before they were)."""
         return {
-            (str(r.candidate), str(r.task)): f"{r.response_models}|{r.system_fingerprints}"
+            (str(r.candidate), str(r.task)): (
+                f"{r.response_models}|{r.system_fingerprints}",
+                r.version_headers if isinstance(r.version_headers, str) else None,
+            )
             for r in df.itertuples()
         }
+
+    def fingerprints(
+        before: dict[tuple[str, str], tuple[str, str | None]],
+        after: dict[tuple[str, str], tuple[str, str | None]],
+    ) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], str]]:
+        """The compared texts: version headers count only where both watches recorded them."""
+        fb: dict[tuple[str, str], str] = {}
+        fa: dict[tuple[str, str], str] = {}
+        for key, (core, headers) in after.items():
+            old_core, old_headers = before.get(key, ("", None))
+            both = headers is not None and old_headers is not None
+            fa[key] = f"{core}|{headers}" if both else core
+            if key in before:
+                fb[key] = f"{old_core}|{old_headers}" if both else old_core
+        return fb, fa
 
     past = read_history(folder, suite=results.suite)
     # the last watch that scored something (one the vendor refused outright compares nothing)
@@ -1055,11 +1109,14 @@ def watch(
     drifts: list[Any] = []
     if previous_run_id is not None:
         before = read_items(folder, previous_run_id)
+        prints_before, prints_after = fingerprints(
+            prints(past[past["run_id"] == previous_run_id]), prints(records)
+        )
         drifts = detect_drift(
             before,
             items,
-            fingerprints_before=prints(past[past["run_id"] == previous_run_id]),
-            fingerprints_after=prints(records),
+            fingerprints_before=prints_before,
+            fingerprints_after=prints_after,
             alpha=level,
         )
         by_key = {(d.candidate, d.task): d for d in drifts}

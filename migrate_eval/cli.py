@@ -26,7 +26,7 @@ EXIT_CODE_MEANINGS: dict[int, str] = {
     3: "infrastructure failure (too many vendor errors to judge a candidate)",
     4: "needs evidence (similarity alone cannot decide: add a noise floor or a judge)",
     70: "internal error (a bug in migrate-eval)",
-    130: "interrupted (Ctrl-C): answers so far are cached, the same command resumes",
+    130: "interrupted (Ctrl-C or SIGTERM): answers so far are cached, the same command resumes",
 }
 
 
@@ -396,6 +396,13 @@ def report(run_dir: Path) -> None:
 @click.option("--budget", type=click.IntRange(1), help="At most this many requests in all.")
 @click.option("--proposals", type=click.IntRange(1, 20), default=3, show_default=True)
 @click.option(
+    "--rounds",
+    type=click.IntRange(1, 10),
+    default=3,
+    show_default=True,
+    help="Rounds of proposals; each learns from the failures the last best one leaves.",
+)
+@click.option(
     "--cache",
     type=click.Path(path_type=Path),
     help="Response cache (default: the one `run` uses).",
@@ -408,13 +415,15 @@ def adapt_cmd(
     optimiser: str | None,
     budget: int | None,
     proposals: int,
+    rounds: int,
     cache: Path | None,
     offline: bool,
 ) -> None:
-    """Adapt the system prompt of each not-ready task to its candidate; prove it on held-out
-    exchanges (writes RUN_DIR/adaptation.json)."""
-    from migrate_eval.adapt import summary_lines
+    """Adapt the requests of each not-ready task to its candidate (system prompt, tool
+    descriptions, response_format, tool_choice); prove it on held-out exchanges (writes
+    RUN_DIR/adaptation.json, re-renders results.json, summary.md and report.html)."""
     from migrate_eval.api import adapt
+    from migrate_eval.report.summary import adaptation_lines
 
     result = _guard(
         lambda: adapt(
@@ -424,13 +433,15 @@ def adapt_cmd(
             optimiser=optimiser,
             budget=budget,
             proposals=proposals,
+            rounds=rounds,
             cache=cache,
             offline=offline,
             notify=lambda m: click.echo(m, err=True),
         )
     )
-    click.echo("\n".join(summary_lines(result)))
+    click.echo("\n".join(adaptation_lines(result.summary())))
     click.echo(f"Details: {run_dir / 'adaptation.json'}")
+    click.echo(f"Report: {run_dir / 'report.html'}")
 
 
 @main.command("profile", epilog=PLAIN_EXIT_CODES)

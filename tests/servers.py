@@ -23,6 +23,10 @@ Two ways to run it:
 * :class:`SubprocessServer` - in its own process (``python tests/servers.py --delay 0.1``),
   for benchmarks and for tests that kill processes; ``GET /_stats`` gives its counts.
 
+A ``behaviour`` (a function from the request body to the ``chat.completion``) replaces the
+echo: :func:`instruction_follower` (a candidate that follows some instructions only when the
+request gives them) and :func:`prompt_optimiser` (an optimiser stand-in for ``adapt``).
+
 Both are bounded: ``max_requests`` (then 503) and ``lifetime`` seconds (then 503, and the
 subprocess exits). Only 127.0.0.1 is ever bound. This file only imports the standard library
 and aiohttp, so that it runs as a script.
@@ -141,6 +145,133 @@ def make_completion(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# --- behaviours for ``migrate-eval adapt`` -----------------------------------------------------
+
+#: What :func:`instruction_follower` needs to be told.
+LANGUAGE_HINT = "Answer in the customer's language."
+ORDER_TOOL_HINT = "Use it when the customer gives an order number."
+FRENCH_GREETING = "Bonjour"
+
+
+def _completion(body: dict[str, Any], message: dict[str, Any], finish: str) -> dict[str, Any]:
+    out = make_completion({"model": body.get("model", "unknown"), "messages": []})
+    out["choices"][0].update({"message": message, "finish_reason": finish})
+    return out
+
+
+def _system_text(body: dict[str, Any]) -> str:
+    return "\n".join(
+        _text(m.get("content"))
+        for m in body.get("messages") or []
+        if isinstance(m, dict) and m.get("role") in ("system", "developer")
+    )
+
+
+def _schema_keys(body: dict[str, Any]) -> list[str]:
+    """The keys a JSON answer must have, when the request says: a json_schema
+    ``response_format`` or ``JSON object with the keys: "a", "b"`` in the system prompt."""
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema") or {}
+        return [str(k) for k in (schema.get("properties") or {})]
+    system = _system_text(body)
+    marker = "JSON object with the keys:"
+    if marker in system:
+        tail = system.split(marker, 1)[1].split("\n", 1)[0]
+        return [k.strip(' ".') for k in tail.split(",") if k.strip(' ".')]
+    return []
+
+
+def instruction_follower(body: dict[str, Any]) -> dict[str, Any]:
+    """A candidate that reads instructions literally (``adapt``'s end-to-end test).
+
+    * Text: ``answer to <last word>``, or ``réponse à <last word>`` for a customer who writes
+      French, but only when the system prompt says :data:`LANGUAGE_HINT`; as a JSON object with
+      the expected keys only when the schema is given (:func:`_schema_keys`).
+    * Tools: it calls a tool only when ``tool_choice`` requires one; ``lookup_order`` only when
+      its description says :data:`ORDER_TOOL_HINT` and the customer gives an order number,
+      otherwise the first tool (``search_faq``).
+    """
+    user = last_user_text(body)
+    last = user.split()[-1] if user.split() else ""
+    tools = [t.get("function") or {} for t in body.get("tools") or [] if isinstance(t, dict)]
+    if tools:
+        choice = body.get("tool_choice")
+        if choice != "required" and not isinstance(choice, dict):
+            message = {"role": "assistant", "content": "Let me check that for you."}
+            return _completion(body, message, "stop")
+        by_name = {str(t.get("name")): str(t.get("description") or "") for t in tools}
+        use_order = ORDER_TOOL_HINT in by_name.get("lookup_order", "") and "order" in user
+        name = "lookup_order" if use_order else str(tools[0].get("name"))
+        arguments = {"order": last} if name == "lookup_order" else {"query": user}
+        call = {
+            "id": f"call_{body_hash(body)[:8]}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)},
+        }
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        return _completion(body, message, "tool_calls")
+    french = user.startswith(FRENCH_GREETING) and LANGUAGE_HINT in _system_text(body)
+    text = f"réponse à {last}" if french else f"answer to {last}"
+    keys = _schema_keys(body)
+    content = json.dumps({k: text for k in keys}, ensure_ascii=False) if keys else text
+    return _completion(body, {"role": "assistant", "content": content}, "stop")
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def prompt_optimiser(body: dict[str, Any]) -> dict[str, Any]:
+    """An optimiser stand-in for ``adapt``: reads the failures it is shown (the JSON of the
+    last user message) and proposes one fix, for the first kind of failure it finds:
+
+    1. the expected answers are JSON objects and the new model's are not: a json_schema
+       ``response_format`` with the expected keys;
+    2. a tool call is expected and the new model called none: ``tool_choice: required``;
+    3. the new model called another tool than expected: the expected tool's description says
+       :data:`ORDER_TOOL_HINT`;
+    4. otherwise (the words differ): :data:`LANGUAGE_HINT` in the system prompt.
+
+    Attempt 0 of every round proposes a useless edit, so that the best proposal must be picked.
+    """
+    shown = _loads(last_user_text(body))
+    if not isinstance(shown, dict):
+        return _completion(body, {"role": "assistant", "content": "no idea"}, "stop")
+    prompt = str(shown.get("current_system_prompt") or "")
+    proposal: dict[str, Any]
+    if shown.get("attempt") == 0:
+        proposal = {"system_prompt": prompt + "\nBe concise."}
+    else:
+        proposal = {"system_prompt": prompt + "\n" + LANGUAGE_HINT}
+        for f in shown.get("failures") or []:
+            expected = _loads(str(f.get("expected_answer")))
+            got = _loads(str(f.get("new_model_answer")))
+            if isinstance(expected, dict) and not isinstance(got, dict):
+                schema = {
+                    "type": "object",
+                    "properties": {k: {"type": "string"} for k in expected},
+                    "required": list(expected),
+                }
+                fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+                proposal = {"response_format": fmt}
+                break
+            if isinstance(expected, list) and not isinstance(got, list):
+                proposal = {"tool_choice": "required"}
+                break
+            if isinstance(expected, list) and isinstance(got, list) and expected and got:
+                name = str(expected[0].get("name"))
+                if name != got[0].get("name"):
+                    old = str((shown.get("tool_descriptions") or {}).get(name) or "")
+                    proposal = {"tool_descriptions": {name: f"{old} {ORDER_TOOL_HINT}".strip()}}
+                    break
+    message = {"role": "assistant", "content": json.dumps(proposal, ensure_ascii=False)}
+    return _completion(body, message, "stop")
+
+
 def _fragments(text: str, parts: int = 3) -> list[str]:
     size = max(1, -(-len(text) // parts))
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
@@ -240,9 +371,19 @@ class Flaky:
 class _Core:
     """State and request handling shared by the thread and subprocess servers."""
 
-    def __init__(self, *, delay: float, max_requests: int, lifetime: float, record: bool) -> None:
+    def __init__(
+        self,
+        *,
+        delay: float,
+        max_requests: int,
+        lifetime: float,
+        record: bool,
+        behaviour: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self.behaviour = behaviour or make_completion
         self.delay = delay
         self.chunk_delay = 0.0  # seconds between streamed chunks
+        self.response_headers: dict[str, str] = {}  # sent with every answer (vendor headers)
         self.in_flight_at_arrival: list[int] = []  # requests in flight when each one arrived
         self.max_requests = max_requests
         self.deadline = time.monotonic() + lifetime
@@ -334,14 +475,19 @@ class _Core:
                 content_type="application/json",
                 headers=fault.headers,
             )
-        return web.json_response(make_completion(body))
+        return web.json_response(self.behaviour(body), headers=dict(self.response_headers))
 
     async def _stream(
         self, request: web.Request, body: dict[str, Any], fault: Fault | None
     ) -> web.StreamResponse:
         await self._sleep(fault.delay if fault is not None and fault.delay else self.delay)
         resp = web.StreamResponse(
-            status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            status=200,
+            headers={
+                **self.response_headers,
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+            },
         )
         await resp.prepare(request)
         for i, chunk in enumerate(stream_chunks(body)):
@@ -407,6 +553,7 @@ class LoopbackServer(Managed):
 
     ``delay``: seconds every answer waits. ``record``: keep every body and Authorization
     header (turn off for throughput). ``max_requests`` / ``lifetime``: bounds, then 503.
+    ``behaviour``: what a request is answered (default: the echo of :func:`make_completion`).
     """
 
     def __init__(
@@ -417,8 +564,15 @@ class LoopbackServer(Managed):
         lifetime: float = 600.0,
         record: bool = True,
         flaky: Flaky | None = None,
+        behaviour: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
-        self._core = _Core(delay=delay, max_requests=max_requests, lifetime=lifetime, record=record)
+        self._core = _Core(
+            delay=delay,
+            max_requests=max_requests,
+            lifetime=lifetime,
+            record=record,
+            behaviour=behaviour,
+        )
         self._core.flaky = flaky
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -512,6 +666,17 @@ class LoopbackServer(Managed):
     @chunk_delay.setter
     def chunk_delay(self, seconds: float) -> None:
         self._core.chunk_delay = seconds
+
+    @property
+    def response_headers(self) -> dict[str, str]:
+        """Headers sent with every answer (e.g. a vendor's ``openai-model``); a copy."""
+        with self._core.lock:
+            return dict(self._core.response_headers)
+
+    @response_headers.setter
+    def response_headers(self, headers: dict[str, str]) -> None:
+        with self._core.lock:
+            self._core.response_headers = dict(headers)
 
     def count_for(self, body: dict[str, Any]) -> int:
         with self._core.lock:

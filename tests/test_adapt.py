@@ -16,6 +16,9 @@ import pytest
 from migrate_eval.adapt import (
     Adaptation,
     parse_proposal,
+    parse_response_format,
+    parse_tool_choice,
+    plan_requests,
     prompt_diff,
     split_exchanges,
     with_system_prompt,
@@ -237,6 +240,33 @@ def test_adapt_finds_the_schema_hint_and_the_verdict_flips(tmp_path: Path) -> No
     saved = Adaptation.model_validate_json((run_dir / "adaptation.json").read_text("utf-8"))
     assert saved.results[0].ready_after
     assert "ready after adaptation" in (run_dir / "summary.md").read_text("utf-8")
+    # results.json and report.html carry it too (re-rendered in the run folder)
+    from migrate_eval.api import load_run
+
+    carried = load_run(run_dir).results.adaptation
+    assert carried is not None and carried.rounds == 3
+    (entry,) = carried.results
+    assert entry.outcome == "ready_after_adaptation" and entry.changes == ["system_prompt"]
+    assert entry.paired is not None and entry.paired.wilcoxon_p == r.paired.wilcoxon_p
+    assert entry.prompt_diff == r.prompt_diff and entry.rounds == 1  # nothing left to fix
+    assert entry.cost == r.cost
+    page = (run_dir / "report.html").read_text("utf-8")
+    assert 'id="adaptation"' in page and "ready after adaptation" in page
+    assert "+" + HINT.replace('"', "&#34;") in page  # the diff, escaped
+    from migrate_eval.api import rerender
+
+    rerender(run_dir)  # a later re-render keeps the section: it comes from results.json
+    assert 'id="adaptation"' in (run_dir / "report.html").read_text("utf-8")
+    # an older run's results.json gets the version of the field it now holds
+    from migrate_eval.core.results import SCHEMA_VERSION
+
+    doc = json.loads((run_dir / "results.json").read_text("utf-8"))
+    (run_dir / "results.json").write_text(
+        json.dumps({**doc, "schema_version": "1.1", "adaptation": None}), "utf-8"
+    )
+    adapt(run_dir, optimiser=OPTIMISER, cache=tmp_path / "cache.db")
+    doc = json.loads((run_dir / "results.json").read_text("utf-8"))
+    assert doc["schema_version"] == SCHEMA_VERSION and doc["adaptation"] is not None
 
     # the held-out set is provably unseen: none of its requests or answers reached the optimiser
     assert set(r.held_out_ids).isdisjoint(r.adaptation_ids)
@@ -372,8 +402,16 @@ def test_proposals_are_read_from_json_or_bare_text_and_diffed() -> None:
     assert parse_proposal('```json\n{"system_prompt": "A"}\n```') == "A"
     assert parse_proposal("Just this prompt") == "Just this prompt"
     assert parse_proposal("  ") is None
+    # options only: the prompt stays; a bare prompt that shows a JSON example is a prompt
+    assert parse_proposal('{"tool_choice": "required"}') is None
+    assert parse_proposal('Answer like {"reply": "..."}') == 'Answer like {"reply": "..."}'
     diff = prompt_diff("a\n", "a\nb\n", "t")
     assert "+b" in diff and diff.startswith("--- t/system_prompt (before)")
+    # a line appended to a prompt without a final line break is one added line
+    appended = prompt_diff("You help.", "You help.\nBe brief.", "t")
+    assert [x for x in appended.splitlines() if x[:1] in "+-" and x[:3] not in ("+++", "---")] == [
+        "+Be brief."
+    ]
 
 
 @pytest.mark.slow
@@ -431,6 +469,62 @@ def test_adapt_in_the_suite_runs_after_the_run(tmp_path: Path) -> None:
     saved = Adaptation.model_validate_json((outcome.run_dir / "adaptation.json").read_text("utf-8"))
     assert saved.results[0].ready_after
     assert any("adaptation plan" in m for m in told)
+    # the run folder's reports were re-rendered with it
+    assert 'id="adaptation"' in (outcome.run_dir / "report.html").read_text("utf-8")
+    results = json.loads((outcome.run_dir / "results.json").read_text("utf-8"))
+    assert results["adaptation"]["results"][0]["outcome"] == "ready_after_adaptation"
+    assert results["exit_code"] == int(outcome.exit_code)  # the gate outcome is unchanged
     doc = suite.dump()
     assert Suite.model_validate({**doc, "adapt": True}).adapt == AdaptSpec()
     assert Suite.model_validate({**doc, "adapt": False}).adapt is None
+
+
+def test_request_options_are_read_only_when_a_vendor_can_take_them() -> None:
+    schema = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+    assert parse_response_format(json.dumps({"response_format": schema})) == schema
+    assert parse_response_format('{"response_format": {"type": "json_object"}}') == {
+        "type": "json_object"
+    }
+    assert parse_response_format('{"response_format": {"type": "yaml"}}') is None
+    assert parse_response_format('{"response_format": {"type": "json_schema"}}') is None
+    assert parse_tool_choice('{"tool_choice": "required"}', ["a"]) == "required"
+    named = {"type": "function", "function": {"name": "a"}}
+    assert parse_tool_choice(json.dumps({"tool_choice": named}), ["a"]) == named
+    assert parse_tool_choice('{"tool_choice": {"function": {"name": "zz"}}}', ["a"]) is None
+    assert parse_tool_choice('{"tool_choice": "always"}', ["a"]) is None
+
+
+def test_options_are_set_on_the_request_tool_choice_only_where_tools_are() -> None:
+    fmt = {"type": "json_object"}
+    plain = with_system_prompt(_ex(1, "x"), "P", response_format=fmt, tool_choice="required")
+    assert plain.request.body["response_format"] == fmt
+    assert "tool_choice" not in plain.request.body  # a request without tools gets none
+    with_tools = Exchange(
+        id="t",
+        source=Source(file="f", line=1, format="chat-jsonl"),
+        request={"model": "m", "messages": [{"role": "user", "content": "q"}], "tools": TOOLS},
+    )
+    edited = with_system_prompt(with_tools, "P", {"lookup_order": "New."}, tool_choice="required")
+    assert edited.request.body["tool_choice"] == "required"
+    assert [t["function"]["description"] for t in edited.request.body["tools"]] == [
+        "Search the FAQ.",
+        "New.",
+    ]
+    assert TOOLS[1]["function"]["description"] == "Look up an order."  # the original untouched
+
+
+def test_the_plan_counts_every_round_and_the_held_out_set_once() -> None:
+    # per round: 3 proposals and their replays on 20 exchanges; then 20 held out, once
+    assert plan_requests(20, 20, 3, 2) == 2 * (3 + 60) + 20
+    assert plan_requests(20, 20, 3) == 3 + 60 + 20
+
+
+@pytest.mark.slow
+def test_a_budget_for_one_round_runs_one_round(tmp_path: Path) -> None:
+    from migrate_eval.api import adapt
+
+    run_dir = _run(tmp_path, "schema-follower")
+    result = adapt(run_dir, optimiser=OPTIMISER, cache=tmp_path / "cache.db", budget=83, rounds=3)
+    (r,) = result.results
+    assert result.planned_requests == 83 and r.cost.planned_requests == 83  # 1 round of 3
+    assert r.rounds == 1 and r.ready_after

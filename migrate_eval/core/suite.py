@@ -100,6 +100,11 @@ class CandidateSpec(StrictModel):
         default=None, description="name of the environment variable that holds the API key"
     )
     params: dict[str, Any] = Field(default_factory=dict, description="request parameter overrides")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="provider settings, never sent in a request (a managed server's launch "
+        "options, the GPU it runs on: docs/self-hosting.md)",
+    )
     concurrency: int = Field(default=16, ge=1, le=4096)
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=20)
@@ -161,6 +166,9 @@ class AdaptSpec(StrictModel):
     )
     budget: int | None = Field(default=None, ge=1, description="at most this many requests")
     proposals: int = Field(default=3, ge=1, le=20, description="edits asked for per task")
+    rounds: int | None = Field(
+        default=None, ge=1, le=10, description="rounds of proposals (default 3)"
+    )
 
 
 class TaskMatch(StrictModel):
@@ -490,7 +498,7 @@ def parse_candidate_spec(spec: str) -> CandidateSpec:
 
 
 #: Candidate settings ``--candidate-param`` sets directly (any other key is a request parameter).
-_SPEC_SETTINGS = frozenset(CandidateSpec.model_fields) - {"name", "params", "price"}
+_SPEC_SETTINGS = frozenset(CandidateSpec.model_fields) - {"name", "params", "price", "options"}
 
 
 def apply_candidate_params(
@@ -500,7 +508,8 @@ def apply_candidate_params(
 
     ``KEY`` is a candidate setting (``concurrency``, ``timeout``, ``max_retries``, ``rpm``,
     ``tpm``, ``stream``, ``api_key_env``, ``base_url``, ``model``, ``provider``,
-    ``strict_params``), ``price.FIELD`` (``price.input_per_mtok``...), or else a request
+    ``strict_params``), ``price.FIELD`` (``price.input_per_mtok``...), ``options.KEY`` (a
+    provider setting: ``options.gpu=L4``), or else a request
     parameter override (``temperature``; ``params.KEY`` names one explicitly, e.g.
     ``params.stream``). ``VALUE`` is read as YAML (``0.2``, ``true``, ``null`` removes the
     parameter from every request, ``[a, b]``). ``NAME`` is the candidate's name, which may
@@ -532,13 +541,15 @@ def apply_candidate_params(
             data["price"] = price
         elif key.startswith("params."):
             data["params"] = {**data["params"], key.removeprefix("params."): value}
+        elif key.startswith("options."):
+            data["options"] = {**data["options"], key.removeprefix("options."): value}
         elif key in _SPEC_SETTINGS:
             data[key] = value
         elif key and not key.startswith(".") and key not in ("name", "price", "params"):
             data["params"] = {**data["params"], key: value}
         else:
             raise ConfigError(
-                f"{where}: {key!r} cannot be set (use KEY, price.FIELD or params.KEY)"
+                f"{where}: {key!r} cannot be set (use KEY, price.FIELD, options.KEY or params.KEY)"
             )
         try:
             CandidateSpec.model_validate(data)

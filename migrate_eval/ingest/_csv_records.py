@@ -88,14 +88,41 @@ def csv_reader(
     """A ``read_file`` giving each row of a CSV/TSV export to a record ``reader``."""
 
     def read_file(path: Path, ctx: LineContext) -> Iterator[Exchange | LineIssue]:
-        yield from _rows(path, ctx, reader)
+        yield from _records(path, ctx, reader)
 
     return read_file
 
 
-def _rows(
+def _records(
     path: Path, ctx: LineContext, reader: Callable[[dict[str, Any], LineContext], Exchange]
 ) -> Iterator[Exchange | LineIssue]:
+    for row in csv_rows(path, ctx, strip_header=True):
+        if isinstance(row, LineIssue):
+            yield row
+            continue
+        record = {key: cell_value(cell) for key, cell in row.items()}
+        try:
+            yield reader(record, ctx)
+        except RecordError as e:
+            yield e.issue(ctx.file, ctx.line)
+        except ValueError as e:
+            yield LineIssue(ctx.file, ctx.line, "", f"{INVALID_VALUE}: {e}")
+
+
+def csv_rows(
+    path: Path,
+    ctx: LineContext,
+    *,
+    strip_header: bool = False,
+    on_header: Callable[[list[str]], None] | None = None,
+) -> Iterator[dict[str, str] | LineIssue]:
+    """The rows of a CSV/TSV file (``.gz``/``.zst`` too) as header -> cell text, streaming.
+
+    ``ctx.line`` is set to each row's first line (the header is line 1). Blank rows are
+    skipped; a row with the wrong number of cells, a cell that is not UTF-8 or a malformed
+    row is a :class:`LineIssue` and the rows after it are still read. ``on_header`` sees the
+    header first (and may raise, e.g. when a needed column is missing).
+    """
     if csv.field_size_limit() < CSV_FIELD_LIMIT:
         csv.field_size_limit(CSV_FIELD_LIMIT)
     delimiter = "\t" if _base_name(path).endswith(".tsv") else ","
@@ -110,11 +137,15 @@ def _rows(
     try:
         rows = csv.reader(text, delimiter=delimiter)
         try:
-            header = [h.strip() for h in next(rows)]
+            header = next(rows)
         except StopIteration:
             return
+        if strip_header:
+            header = [h.strip() for h in header]
         if header and header[0].startswith("\ufeff"):
             header[0] = header[0][1:]
+        if on_header is not None:
+            on_header(header)
         line = rows.line_num + 1
         while True:
             try:
@@ -122,6 +153,7 @@ def _rows(
             except StopIteration:
                 return
             except csv.Error as e:
+                ctx.line = line
                 yield LineIssue(ctx.file, line, "", f"{INVALID_VALUE}: {e}")
                 line = rows.line_num + 1
                 continue
@@ -136,28 +168,25 @@ def _rows(
                     f"{INVALID_VALUE}: {len(cells)} cells, the header has {len(header)}",
                 )
                 continue
-            record: dict[str, Any] = {}
-            bad = None
-            for key, cell in zip(header, cells, strict=True):
-                try:
-                    cell.encode("utf-8")
-                except UnicodeEncodeError:
-                    bad = key
-                    break
-                record[key] = cell_value(cell)
+            row = dict(zip(header, cells, strict=True))
+            bad = next((key for key, cell in row.items() if not _is_utf8(cell)), None)
             if bad is not None:
                 yield LineIssue(ctx.file, ctx.line, bad, f"{NOT_UTF8}: the cell is not UTF-8 text")
                 continue
-            try:
-                yield reader(record, ctx)
-            except RecordError as e:
-                yield e.issue(ctx.file, ctx.line)
-            except ValueError as e:
-                yield LineIssue(ctx.file, ctx.line, "", f"{INVALID_VALUE}: {e}")
+            yield row
     except EOFError:
         yield LineIssue(ctx.file, line, "", "truncated file: the compressed stream ends early")
     finally:
         text.close()
+
+
+def _is_utf8(cell: str) -> bool:
+    """False for a cell read with ``surrogateescape`` from bytes that are not UTF-8."""
+    try:
+        cell.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- Parquet exports
@@ -213,7 +242,7 @@ def export_reader(
         with open(path, "rb") as fh:
             magic = fh.read(4)
         if magic != PARQUET_MAGIC:
-            yield from _rows(path, ctx, reader)
+            yield from _records(path, ctx, reader)
             return
         import pyarrow.parquet as pq
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migrate_eval.core.errors import MigrateEvalError
+from migrate_eval.core.errors import ConfigError, MigrateEvalError
 from migrate_eval.core.executor import ensure_ray
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.request import request_key
@@ -313,6 +313,7 @@ def replay_on_ray(
     the rows in the local order (exchange, then candidate). ``on_workers`` hears the worker
     process ids by (candidate column, shard) whenever progress is polled.
     """
+    check_candidates(candidates)
     ray = ensure_ray(address)
     if workers is None:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -386,6 +387,22 @@ def replay_on_ray(
     for actor in (board, *limiters):
         ray.kill(actor)
     return [r for r in results if r is not None]
+
+
+def check_candidates(candidates: Sequence[CandidateSpec]) -> None:
+    """A candidate whose server the run starts (``vllm:``...) cannot be split across workers:
+    each would start its own server. A usage error, before anything starts."""
+    from migrate_eval.replay.providers import get_provider
+    from migrate_eval.replay.providers.managed import ManagedServerProvider
+
+    for spec in candidates:
+        if isinstance(get_provider(spec), ManagedServerProvider):
+            raise ConfigError(
+                f"candidate {spec.name!r} ({spec.provider}:) is a model server the run starts on "
+                "this machine; --executor ray would start one per worker: replay it with "
+                "--executor local, or serve it on the cluster and name it as "
+                "openai-compatible:MODEL@URL"
+            )
 
 
 def _get(ray: Any, ref: Any) -> list[ReplayResult]:

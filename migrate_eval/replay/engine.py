@@ -133,8 +133,14 @@ class ProgressEvent:
     throttled_s: float = field(default=0.0, compare=False)
 
 
+#: Signals that stop a replay cleanly: Ctrl-C, and SIGTERM (a CI job cancelled, a pod stopped).
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)
+)
+
+
 class ReplayInterrupted(MigrateEvalError):
-    """The replay was stopped (Ctrl-C / SIGINT) before every request was answered.
+    """The replay was stopped (Ctrl-C / SIGINT, or SIGTERM) before every request was answered.
 
     Raised once the answers received so far are committed to the cache: running the same
     command again sends only the rest. :attr:`results` holds one row per (exchange,
@@ -760,6 +766,7 @@ class _CandidateRun:
                 attempts=attempts,
                 latency_ms=answer.latency_ms,
                 system_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+                version_headers=answer.version_headers or None,
             )
             self.done += len(item.rows)
             self.emit()
@@ -801,7 +808,7 @@ async def replay_async(
     Vendor failures become error rows. A configuration problem found while sending (an
     API key variable that is not set) is raised once the answers received so far are
     committed to the cache. With ``interruptible`` (and in the main thread), SIGINT
-    (Ctrl-C) stops sending, cancels the requests in flight, commits the cache and raises
+    (Ctrl-C) or SIGTERM stops sending, cancels the requests in flight, commits the cache and raises
     :class:`ReplayInterrupted`; a second Ctrl-C interrupts at once. ``cache_salt`` (a watch)
     adds ``"watch": salt`` to every cache identity: no earlier answer is reused, and the live
     answers are stored apart from a run's.
@@ -858,9 +865,10 @@ async def replay_rows(
         interrupted = True
         for task in tasks:
             task.cancel()
-        # A second Ctrl-C interrupts at once (Python's default handler).
-        with contextlib.suppress(Exception):
-            loop.remove_signal_handler(signal.SIGINT)
+        # A second Ctrl-C (or SIGTERM) interrupts at once (Python's default handler).
+        for sig in _STOP_SIGNALS:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
 
     runs: list[_CandidateRun] = []
     try:
@@ -897,7 +905,8 @@ async def replay_rows(
         if pending:
             if interruptible:
                 try:
-                    loop.add_signal_handler(signal.SIGINT, on_sigint)
+                    for sig in _STOP_SIGNALS:
+                        loop.add_signal_handler(sig, on_sigint)
                     handler_installed = True
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass  # not the main thread, or no signals here (Windows)
@@ -917,8 +926,9 @@ async def replay_rows(
                     raise outcome
     finally:
         if handler_installed:
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(signal.SIGINT)
+            for sig in _STOP_SIGNALS:
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
         try:  # connections first: a cache that cannot be written must not leak them
             for provider in providers:
                 with contextlib.suppress(Exception):

@@ -59,6 +59,7 @@ from migrate_eval.report._format import (
     visible_controls,
 )
 from migrate_eval.report._io import write_text_atomic
+from migrate_eval.report.adaptation import AdaptationView, adaptation_view
 from migrate_eval.report.decision import Decision, build_decision, cost_missing_reason
 from migrate_eval.report.explorer import (
     Confusion,
@@ -177,6 +178,7 @@ class CandidateView:
     monthly: str | None = None
     cost_change: str | None = None
     cost_basis: str | None = None
+    hardware: str | None = None
     ttft: str | None = None
     #: (task, "temperature dropped on 50 of 50, ...") for tasks with dropped parameters
     dropped: list[tuple[str, str]] = field(default_factory=list)
@@ -378,6 +380,7 @@ class Page:
     redaction: RedactionView | None = None
     extras: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
     decision: Decision | None = None
+    adaptation: AdaptationView | None = None
     badges: dict[str, Badge] = field(default_factory=lambda: {v: _badge(v) for v in VERDICT_ICONS})
 
 
@@ -683,7 +686,7 @@ def _value_text(v: Any) -> str:
 _KNOWN_RESULTS = {
     "schema_version", "tool_version", "suite", "simulated", "created", "command", "thresholds",
     "ingest", "tasks", "candidates", "gate", "exit_code", "profile", "sampling", "redaction",
-    "comparisons",
+    "comparisons", "adaptation",
 }  # fmt: skip
 _KNOWN_CANDIDATE = {
     "name", "provider", "model", "base_url", "verdict", "reasons", "parity", "noise_floor",
@@ -763,6 +766,8 @@ def _candidate_extras(
         monthly = _f(_attr(c, "monthly_usd", "projected_monthly_usd"))
     view.monthly = fmt_usd(monthly) if monthly is not None else None
     view.cost_basis = c.cost.cost_basis  # self-hosted: servers, hours, rates
+    if c.hardware is not None:  # self-hosted: memory needed, fit on the named GPU
+        view.hardware = "; ".join([c.hardware.summary(), *c.hardware.notes])
     # like with like: monthly vs the baseline's monthly, else per request vs per request
     base_monthly = _f(_attr(c.cost, "baseline_monthly_usd"))
     if base_monthly is None:
@@ -1101,6 +1106,7 @@ def build_page(
         ),
         extras=extras,
         decision=build_decision(results, logged_p50),
+        adaptation=adaptation_view(results.adaptation, anchors),
         legend=[
             _badge(v)
             for v in ("ready", "ready_with_caveats", "needs_evidence", "not_ready", "cannot_judge")

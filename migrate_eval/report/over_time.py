@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -68,7 +69,7 @@ def over_time_html(history: pd.DataFrame) -> str:
     if len(changes):
         parts.append("<h3>Model fingerprint changes</h3><ul>")
         for r in changes.itertuples():
-            fp = f"{r.response_models} {r.system_fingerprints}".strip()
+            fp = _fingerprint_text(r.response_models, r.system_fingerprints, r.version_headers)
             parts.append(
                 f"<li>{html.escape(str(r.created))}: {html.escape(str(r.candidate))} / "
                 f"{html.escape(str(r.task))} now answers as {html.escape(fp)}</li>"
@@ -76,6 +77,14 @@ def over_time_html(history: pd.DataFrame) -> str:
         parts.append("</ul>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def _fingerprint_text(models: Any, fingerprints: Any, headers: Any) -> str:
+    """``model system_fingerprint [version headers]`` for display (empty parts left out)."""
+    parts = [str(v) for v in (models, fingerprints) if isinstance(v, str) and v]
+    if isinstance(headers, str) and headers:
+        parts.append(f"[{headers}]")
+    return " ".join(parts)
 
 
 def add_over_time(report_path: Path, history: pd.DataFrame) -> None:
@@ -103,7 +112,9 @@ def drift_markdown(rows: pd.DataFrame) -> str:
             )
             events += 1
         if r["fingerprint_changed"] is True:
-            fp = f"{r['response_models']} {r['system_fingerprints']}".strip()
+            fp = _fingerprint_text(
+                r["response_models"], r["system_fingerprints"], r.get("version_headers")
+            )
             lines.append(f"- fingerprint changed: {r['candidate']} / {r['task']}: now {fp}")
             events += 1
     if not events:

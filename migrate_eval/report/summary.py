@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from migrate_eval.core.results import CandidateResult, Results, TaskResult
+from migrate_eval.core.results import AdaptationSummary, CandidateResult, Results, TaskResult
 from migrate_eval.report._format import (
     VERDICT_SEVERITY,
     confidence_pct,
@@ -26,6 +26,7 @@ from migrate_eval.report._format import (
     judge_controls_text,
     one_line,
     task_names,
+    truncate,
     verdict_label,
 )
 from migrate_eval.report._io import write_text_atomic
@@ -112,7 +113,28 @@ def _monthly_cell(c: CandidateResult) -> str:
         cell += f" ({text} vs OpenAI {fmt_usd(base)}/month)"
     if c.cost.servers is not None:  # self-hosted: how many servers the logged peak needs
         cell += f", {c.cost.servers} server{'s' if c.cost.servers != 1 else ''}"
+        if c.cost.gpus is not None and c.cost.gpu:
+            cell += f" ({c.cost.gpus} x {md_escape(c.cost.gpu, 40)})"
     return cell
+
+
+def hardware_lines(cands: list[CandidateResult]) -> list[str]:
+    """The hardware fit of self-hosted candidates (docs/self-hosting.md), when any has one."""
+    fitted = [c for c in cands if c.hardware is not None]
+    if not fitted:
+        return []
+    out = ["## Hardware fit", ""]
+    for c in fitted:
+        assert c.hardware is not None
+        text = "; ".join([c.hardware.summary(), *c.hardware.notes])
+        out.append(f"- **{md_escape(c.name)}**: {md_escape(text, 600)}")
+        if c.cost.throughput_tokens_per_s is not None and c.cost.throughput_rps is not None:
+            out.append(
+                f"  measured {c.cost.throughput_rps:.3g} req/s, "
+                f"{c.cost.throughput_tokens_per_s:.3g} answer tokens/s per server"
+            )
+    out.append("")
+    return out
 
 
 def _task_severity(name: str, candidates: list[CandidateResult]) -> tuple[int, float, str]:
@@ -202,6 +224,7 @@ def render_summary_md(results: Results) -> str:
             f"_{len(cands) - MAX_CANDIDATE_ROWS} more candidate(s) not shown; see report.html._"
         )
     out.append("")
+    out.extend(hardware_lines(listed))
 
     # Task x candidate
     names = task_names(results)
@@ -292,6 +315,10 @@ def render_summary_md(results: Results) -> str:
             out.append(f"- _… and {len(reasons) - MAX_REASONS} more; see report.html._")
         out.append("")
 
+    if results.adaptation is not None:
+        out.extend(adaptation_lines(results.adaptation))
+        out.append("")
+
     ing = results.ingest
     skipped = f", {ing.skipped:,} skipped" if ing.skipped else ""
     out.append(
@@ -374,9 +401,72 @@ def _bound(text: str) -> str:
     return text[: max(cut, 0)] + "\n\n_Summary truncated; see report.html for everything._\n"
 
 
+#: The outcome of an adaptation, in words (``summary.md``, ``report.html``, the CLI).
+ADAPTATION_OUTCOMES = {
+    "ready_after_adaptation": "ready after adaptation",
+    "no_reliable_gain": "no reliable gain",
+    "not_ready_after_adaptation": "not ready after adaptation",
+    "not_adapted": "not adapted",
+}
+#: At most this many characters of one prompt diff in ``summary.md`` (report.html has it all).
+MAX_DIFF_CHARS = 2000
+
+
+def _p_text(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
+
+
+def adaptation_lines(adaptation: AdaptationSummary) -> list[str]:
+    """The "Prompt adaptation" section: one line per task and candidate, then each diff."""
+    lines = ["## Prompt adaptation", ""]
+    lines.append(
+        f"Held-out share {adaptation.held_out_fraction:g}, up to {adaptation.rounds} round(s), "
+        f"a gain is reliable below p={adaptation.alpha:g} (details: `{adaptation.details}`)."
+    )
+    lines.append("")
+    for r in adaptation.results:
+        where = f"**{md_escape(r.candidate, 60)}** / {md_escape(r.task, 80)}"
+        outcome = ADAPTATION_OUTCOMES.get(r.outcome, r.outcome)
+        if r.outcome == "not_adapted":
+            lines.append(f"- {where}: {outcome} ({md_escape(r.reason or '', 300)})")
+            continue
+        before = "n/a" if r.parity_before is None else f"{r.parity_before:.3f}"
+        after = "n/a" if r.parity_after is None else f"{r.parity_after:.3f}"
+        p = r.paired.wilcoxon_p if r.paired is not None else None
+        cost = r.cost.optimiser_requests + r.cost.candidate_requests
+        money = "" if r.cost.cost_usd is None else f", ${r.cost.cost_usd:.4f}"
+        changes = ", ".join(r.changes) or "nothing"
+        lines.append(
+            f"- {where}: **{outcome}**; held-out parity {before} -> {after} "
+            f"(n={r.n_held_out}, paired p={_p_text(p)}); verdict {r.verdict_before} -> "
+            f"{r.verdict_after}; changes: {md_escape(changes, 300)}; {r.rounds} round(s), "
+            f"{cost} requests ({r.cost.cached} cached){money}"
+        )
+    for r in adaptation.results:
+        if not r.prompt_diff:
+            continue
+        diff, cut = truncate(r.prompt_diff, MAX_DIFF_CHARS)
+        fence = "`" * max(3, _longest_backtick_run(diff) + 1)
+        lines.append("")
+        lines.append(f"Diff for {md_escape(r.candidate, 60)} / {md_escape(r.task, 80)}:")
+        lines.append("")
+        lines.append(f"{fence}diff")
+        lines.append(diff.rstrip("\n") + ("\n… (cut; report.html has it all)" if cut else ""))
+        lines.append(fence)
+    return lines
+
+
+def _longest_backtick_run(text: str) -> int:
+    longest = run = 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    return longest
+
+
 def write_summary_md(results: Results, path: str | os.PathLike[str]) -> None:
     """Write ``summary.md`` (UTF-8); its first line states the gate outcome."""
     write_text_atomic(Path(path), render_summary_md(results))
 
 
-__all__ = ["md_escape", "render_summary_md", "write_summary_md"]
+__all__ = ["adaptation_lines", "md_escape", "render_summary_md", "write_summary_md"]

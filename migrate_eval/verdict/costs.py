@@ -21,6 +21,7 @@ from migrate_eval.core.prices import (
     LoggedTraffic,
     candidate_price,
     cost_of,
+    gpu_hour_price,
     is_self_hosted,
     logged_cost,
 )
@@ -221,6 +222,48 @@ def self_hosted_projection(
     )
 
 
+def measured_tokens_per_s(rps: float, rows: Iterable[ReplayResult]) -> float | None:
+    """Answer tokens per second at ``rps`` requests per second: ``rps`` times the mean answer
+    length (completion tokens) of the answers fetched in this run (cached ones when none was)."""
+    fetched = [r for r in rows if r.ok and r.response is not None and r.response.usage]
+    fresh = [r for r in fetched if not r.cached] or fetched
+    lengths = [
+        r.response.usage.completion_tokens
+        for r in fresh
+        if r.response is not None
+        and r.response.usage is not None
+        and r.response.usage.completion_tokens is not None
+    ]
+    if not lengths:
+        return None
+    return rps * sum(lengths) / len(lengths)
+
+
+def gpu_price(
+    spec: CandidateSpec, result: CandidateResult
+) -> tuple[Price, str, str | None, int, float] | None:
+    """A self-hosted candidate's price per server-hour from its GPU (``options.gpu`` with the
+    GPU table, or ``options.gpu_hour_usd``): ``(price, source, gpu, GPUs per server, per GPU)``.
+
+    GPUs per server: ``options.gpus``, or as many as the hardware fit needs (tensor parallel).
+    """
+    found = gpu_hour_price(spec)
+    if found is None:
+        return None
+    per_gpu, gpu, source = found
+    own = spec.options.get("gpus")
+    per_server = own if isinstance(own, int) and not isinstance(own, bool) and own > 0 else 1
+    fit = result.hardware
+    if fit is not None and fit.gpus_needed is not None:
+        per_server = max(per_server, fit.gpus_needed)
+    price = Price(
+        per_hour_usd=per_gpu * per_server,
+        throughput_rps=spec.price.throughput_rps if spec.price is not None else None,
+        scale_to_zero=bool(spec.price.scale_to_zero) if spec.price is not None else False,
+    )
+    return price, source, gpu, per_server, per_gpu
+
+
 def _fill_self_hosted(
     cost: CostStats,
     spec: CandidateSpec,
@@ -228,8 +271,9 @@ def _fill_self_hosted(
     rows: Sequence[ReplayResult],
     load: HourlyLoad,
     requests_per_day: float | None,
+    gpus_per_server: int = 1,
 ) -> None:
-    cost.price_source = "self-hosted"
+    cost.price_source = cost.price_source or "self-hosted"
     cost.peak_rps = load.peak_rps
     # per-token figures do not apply to a model paid by the hour
     cost.per_request_usd = cost.total_usd = cost.monthly_usd = None
@@ -248,10 +292,18 @@ def _fill_self_hosted(
         price, load, rps, requests_per_day, throughput_source=source
     )
     cost.throughput_rps = rps
+    cost.throughput_tokens_per_s = measured_tokens_per_s(rps, rows)
     cost.servers = projection.servers
+    cost.gpus = projection.servers * gpus_per_server
     cost.monthly_usd = projection.monthly_usd
     cost.per_request_usd = projection.per_request_usd
     cost.cost_basis = projection.basis
+    if cost.gpu is not None and cost.gpu_hour_usd is not None:
+        cost.cost_basis += (
+            f"; a server is {gpus_per_server} x {cost.gpu} at ${cost.gpu_hour_usd:g}/GPU-hour"
+        )
+    if cost.throughput_tokens_per_s is not None:
+        cost.cost_basis += f"; {cost.throughput_tokens_per_s:.3g} answer tokens/s per server"
     answered = sum(1 for r in rows if r.ok)
     if projection.per_request_usd is not None:
         cost.total_usd = projection.per_request_usd * answered
@@ -309,10 +361,18 @@ def fill_cost_projections(
         if spec is None:
             continue
         price, source = candidate_price(spec)
+        rows = rows_by_candidate.get(spec.name, [])
+        priced_gpu = gpu_price(spec, result) if price is None or is_self_hosted(price) else None
+        if priced_gpu is not None and (price is None or price.per_hour_usd is None):
+            price, source, cost.gpu, per_server, cost.gpu_hour_usd = priced_gpu
+            cost.price_source = f"self-hosted on {per_server} x {cost.gpu or 'GPU'} ({source})"
+            _fill_self_hosted(cost, spec, price, rows, load, per_day, per_server)
+            continue
         if price is None:
             continue
-        rows = rows_by_candidate.get(spec.name, [])
         if is_self_hosted(price):
+            if priced_gpu is not None:
+                cost.gpu = priced_gpu[2]
             _fill_self_hosted(cost, spec, price, rows, load, per_day)
             continue
         cost.price_source = source

@@ -40,7 +40,18 @@ class TaskDrift:
 
     @property
     def fingerprint_changed(self) -> bool:
-        return bool(self.fingerprint_before) and self.fingerprint_before != self.fingerprint_after
+        """Both watches recorded a fingerprint and they differ. A watch whose answers all
+        failed records none (no model, no ``system_fingerprint``): that is not a change."""
+        return (
+            _recorded(self.fingerprint_before)
+            and _recorded(self.fingerprint_after)
+            and self.fingerprint_before != self.fingerprint_after
+        )
+
+
+def _recorded(fingerprint: str) -> bool:
+    """Whether a compared fingerprint text (``models|fingerprints[|headers]``) holds anything."""
+    return bool(fingerprint.replace("|", "").strip())
 
 
 def paired_p(before: np.ndarray, after: np.ndarray) -> tuple[str, float | None]:

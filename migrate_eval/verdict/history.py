@@ -11,6 +11,7 @@ a random part). ``watch`` also keeps, per run, the per-item parities of its prob
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 import warnings
@@ -53,11 +54,16 @@ HISTORY_COLUMNS = (
     "refusal_rate",
     "response_models",
     "system_fingerprints",
+    "version_headers",
     "probe",
     "drift",
     "drift_p",
     "fingerprint_changed",
 )
+
+#: Columns added after the first release: a record file without them is still a history file
+#: (read with the column empty: "not recorded", which never counts as a fingerprint change).
+OPTIONAL_COLUMNS = frozenset({"version_headers"})
 
 ITEM_COLUMNS = ("candidate", "task", "exchange_id", "parity", "passed")
 
@@ -73,6 +79,17 @@ def new_run_id() -> str:
     """A collision-free id that sorts in the order the runs were recorded: the UTC time to the
     microsecond (``created`` has whole seconds: two watches may share one), then a random part."""
     return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}"
+
+
+def version_headers_text(answers: Sequence[ReplayResult]) -> str:
+    """The answers' version headers as one stable text: per header name (sorted), its distinct
+    values (sorted, ``|``-joined): ``openai-model=gpt-4o-2024-08-06; openai-version=2020-10-01``.
+    Empty when no answer carried one."""
+    values: dict[str, set[str]] = {}
+    for r in answers:
+        for name, value in (r.version_headers or {}).items():
+            values.setdefault(name, set()).add(value)
+    return "; ".join(f"{k}={'|'.join(sorted(v))}" for k, v in sorted(values.items()))
 
 
 def _percentile(values: pd.Series, q: float) -> float | None:
@@ -136,6 +153,7 @@ def history_records(
                     "system_fingerprints": ",".join(
                         sorted({r.system_fingerprint for r in mine if r.system_fingerprint})
                     ),
+                    "version_headers": version_headers_text(mine),
                     "probe": probe,
                     "drift": None,
                     "drift_p": None,
@@ -182,6 +200,7 @@ def item_records(scores: pd.DataFrame, pass_threshold: float) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+@functools.cache
 def _arrow_schema() -> Any:
     import pyarrow as pa
 
@@ -198,6 +217,7 @@ def _arrow_schema() -> Any:
         "task",
         "response_models",
         "system_fingerprints",
+        "version_headers",
     }
     return pa.schema(
         [
@@ -293,22 +313,34 @@ def history_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
 
 
+_THREADED_ROWS = 10_000
+
+
 def _read_table(path: Path) -> Any:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.ParquetFile(path).read()
+        parquet = pq.ParquetFile(path)
+        # threads pay off on a merged file only: on a one-run file they double the CPU time
+        table = parquet.read(use_threads=parquet.metadata.num_rows > _THREADED_ROWS)
     except FileNotFoundError:
         raise  # removed by a compaction since the folder was listed: the caller lists again
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise HistoryError(f"{path}: not a readable Parquet file ({e})") from None
-    missing = [c for c in HISTORY_COLUMNS if c not in table.schema.names]
+    missing = [
+        c for c in HISTORY_COLUMNS if c not in table.schema.names and c not in OPTIONAL_COLUMNS
+    ]
     if missing:
         shown = ", ".join(missing[:5]) + (
             f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         )
         raise HistoryError(f"{path}: not a migrate-eval history record (missing columns: {shown})")
     schema = _arrow_schema()
+    if table.schema.equals(schema):  # as append_history writes it: nothing to select or cast
+        return table
+    for c in OPTIONAL_COLUMNS - set(table.schema.names):  # an older record file
+        table = table.append_column(c, pa.nulls(table.num_rows, schema.field(c).type))
     try:
         return table.select(list(HISTORY_COLUMNS)).cast(schema)
     except Exception as e:

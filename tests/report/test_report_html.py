@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from markupsafe import escape
 
+from migrate_eval.core.results import SCHEMA_VERSION
 from migrate_eval.report import VERDICT_LABELS, render_html, render_html_text
 from migrate_eval.report.html import MAX_REGRESSIONS, build_page
 
@@ -226,7 +227,7 @@ def test_ingest_and_method(html: str) -> None:
     assert "migrate-eval run suites/demo --out reports/demo" in method
     assert "percentile bootstrap" in method
     assert "mean of the task&#39;s metrics" in method or "mean of the task's metrics" in method
-    assert "Results schema" in method and "1.1" in method
+    assert "Results schema" in method and SCHEMA_VERSION in method
     assert "min_samples" in method
 
 

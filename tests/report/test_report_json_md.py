@@ -24,7 +24,7 @@ def test_results_json_round_trips(run: Run, tmp_path: Path) -> None:
     path = tmp_path / "deep" / "results.json"
     write_results_json(run.results, path)
     text = path.read_text(encoding="utf-8")
-    assert text.endswith("\n") and text.startswith('{\n  "schema_version": "1.1"')
+    assert text.endswith("\n") and text.startswith('{\n  "schema_version": "1.2"')
     again = Results.model_validate(json.loads(text))
     assert again == run.results
     assert read_results_json(path) == run.results

@@ -28,8 +28,6 @@ Parquet needs ``pyarrow`` (installed with ``datasets``).
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,13 +37,13 @@ from migrate_eval.core.records import Exchange, Response
 from migrate_eval.ingest._common import (
     INVALID_VALUE,
     MISSING_FIELD,
-    NOT_UTF8,
     LineContext,
     RecordError,
     check_messages,
     gold_text,
 )
-from migrate_eval.ingest._jsonl import loads, open_lines
+from migrate_eval.ingest._csv_records import csv_rows
+from migrate_eval.ingest._jsonl import loads
 from migrate_eval.ingest._responses import logged_response
 from migrate_eval.ingest.registry import LogFormat, never, no_line_reader
 
@@ -177,73 +175,20 @@ def _issue(ctx: LineContext, e: Exception) -> LineIssue:
     return LineIssue(ctx.file, ctx.line, "", f"{INVALID_VALUE}: {e}")
 
 
-#: The largest CSV cell read (the csv module's default, 128 KiB, is less than real prompts).
-CSV_FIELD_LIMIT = 1 << 30
-
-
 def _read_csv(path: Path, ctx: LineContext) -> Iterator[Exchange | LineIssue]:
-    if csv.field_size_limit() < CSV_FIELD_LIMIT:
-        csv.field_size_limit(CSV_FIELD_LIMIT)
-    delimiter = "\t" if _base_name(path).endswith(".tsv") else ","
-    fh = open_lines(path)
-    text = io.TextIOWrapper(
-        fh,  # type: ignore[type-var]
-        encoding="utf-8",
-        errors="surrogateescape",
-        newline="",
-    )
-    try:
-        reader = csv.reader(text, delimiter=delimiter)
+    cols: dict[str, str] = {}
+
+    def columns(header: list[str]) -> None:
+        cols.update(resolve_columns(header, ctx.options.get("columns"), ctx.file))
+
+    for row in csv_rows(path, ctx, on_header=columns):
+        if isinstance(row, LineIssue):
+            yield row
+            continue
         try:
-            header = next(reader)
-        except StopIteration:
-            return
-        if header and header[0].startswith("\ufeff"):
-            header[0] = header[0][1:]
-        cols = resolve_columns(header, ctx.options.get("columns"), ctx.file)
-        line = reader.line_num + 1
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                ctx.line = line
-                yield LineIssue(ctx.file, line, "", f"{INVALID_VALUE}: {e}")
-                line = reader.line_num + 1
-                continue
-            ctx.line, line = line, reader.line_num + 1
-            if not cells or all(not c for c in cells):
-                continue
-            if len(cells) != len(header):
-                yield LineIssue(
-                    ctx.file,
-                    ctx.line,
-                    "",
-                    f"{INVALID_VALUE}: {len(cells)} cells, the header has {len(header)}",
-                )
-                continue
-            row = dict(zip(header, cells, strict=True))
-            bad = next((k for k, v in row.items() if _has_surrogates(v)), None)
-            if bad is not None:
-                yield LineIssue(ctx.file, ctx.line, bad, f"{NOT_UTF8}: the cell is not UTF-8 text")
-                continue
-            try:
-                yield row_exchange(row, cols, ctx)
-            except (RecordError, ValueError) as e:
-                yield _issue(ctx, e)
-    except EOFError:
-        yield LineIssue(ctx.file, line, "", "truncated file: the compressed stream ends early")
-    finally:
-        text.close()
-
-
-def _has_surrogates(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+            yield row_exchange(row, cols, ctx)
+        except (RecordError, ValueError) as e:
+            yield _issue(ctx, e)
 
 
 def _read_parquet(path: Path, ctx: LineContext) -> Iterator[Exchange | LineIssue]:

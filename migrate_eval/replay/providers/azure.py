@@ -68,6 +68,15 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
 
     #: The feature matrix (:mod:`migrate_eval.replay.providers.matrix`): Chat Completions itself.
     features: ClassVar[dict[str, str]] = dict(CHAT_COMPLETIONS_FEATURES)
+    #: OpenAI's, plus Azure's ``x-ms-deployment-name`` (the deployment that served the request:
+    #: another one when spillover moved it off a provisioned deployment) and
+    #: ``azureml-model-session`` (the model's serving session, e.g. ``turbo-0613-07015ca4``).
+    #: ``apim-request-id``, ``x-ms-region`` and the rate-limit headers are not versions.
+    version_header_names: ClassVar[tuple[str, ...]] = (
+        *OpenAICompatibleProvider.version_header_names,
+        "x-ms-deployment-name",
+        "azureml-model-session",
+    )
 
     def __init__(self, spec: CandidateSpec) -> None:
         endpoint = spec.base_url or os.environ.get(ENDPOINT_ENV)

@@ -16,7 +16,7 @@ import abc
 import email.utils
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from types import TracebackType
@@ -75,6 +75,10 @@ class ProviderResponse:
     status: int = 200
     #: The raw body's JSON text as received, when the provider has it (saves re-serialising).
     raw_json: str | None = None
+    #: The response headers that name the model or version that served the answer (the
+    #: provider's :attr:`Provider.version_header_names`, lowercase names); None when the
+    #: provider does not read headers.
+    version_headers: dict[str, str] | None = None
 
 
 class Provider(abc.ABC):
@@ -92,6 +96,10 @@ class Provider(abc.ABC):
 
     #: Registered provider name (e.g. ``openai-compatible``).
     name: ClassVar[str] = ""
+    #: Response headers (lowercase) by which this vendor says which model or version served
+    #: the answer: part of the model fingerprint a watch compares (docs/watch.md). Request ids,
+    #: regions and rate-limit headers are left out: they change on every call or route.
+    version_header_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: CandidateSpec) -> None:
         self.spec = spec
@@ -134,6 +142,20 @@ class Provider(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def pick_headers(headers: Mapping[str, str], names: Iterable[str]) -> dict[str, str] | None:
+    """The allow-listed ``names`` found in ``headers`` (case-insensitive: aiohttp's mapping, or
+    lowercase keys), values stripped and cut at 200 characters; None when ``names`` is empty."""
+    wanted = tuple(names)
+    if not wanted:
+        return None
+    found: dict[str, str] = {}
+    for name in wanted:
+        value = headers.get(name)
+        if isinstance(value, str) and value.strip():
+            found[name] = value.strip()[:200]
+    return found
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:

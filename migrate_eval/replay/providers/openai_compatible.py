@@ -41,6 +41,7 @@ from migrate_eval.replay.providers.base import (
     VendorTimeout,
     is_retryable_status,
     parse_retry_after,
+    pick_headers,
     redact,
 )
 from migrate_eval.replay.providers.matrix import CHAT_COMPLETIONS_FEATURES
@@ -160,6 +161,11 @@ class OpenAICompatibleProvider(Provider):
     """Chat Completions over HTTP against ``spec.base_url`` (default: OpenAI's)."""
 
     default_base_url: ClassVar[str | None] = None
+    #: OpenAI's: ``openai-model``, the model that actually served the request (OpenAI's own
+    #: Codex client reads it to notice a server-side reroute), and ``openai-version``, the REST
+    #: API version (documented with the other response headers). OpenAI-compatible servers
+    #: (vLLM, SGLang, TGI, Ollama...) send neither; the body's ``model`` is all they say.
+    version_header_names: ClassVar[tuple[str, ...]] = ("openai-model", "openai-version")
     #: Feature-support matrix entry (``migrate-eval providers``): requests pass through as is.
     features: ClassVar[dict[str, str]] = CHAT_COMPLETIONS_FEATURES
 
@@ -237,9 +243,12 @@ class OpenAICompatibleProvider(Provider):
                 body = await resp.read()
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers) if status >= 400 else None
+                versions = pick_headers(resp.headers, self.version_header_names)
         latency_ms = (time.perf_counter() - start) * 1000.0
         self._raise_for_status(status, body, retry_after)
-        return self._parse(body, status, latency_ms)
+        answer = self._parse(body, status, latency_ms)
+        answer.version_headers = versions
+        return answer
 
     async def complete_streaming(self, request: dict[str, Any]) -> ProviderResponse:
         """:meth:`complete` with ``stream: true``: reassembled answer and time to first token."""
@@ -263,6 +272,7 @@ class OpenAICompatibleProvider(Provider):
         with self._transport_errors():
             async with session.post(self._url, data=data, allow_redirects=False) as resp:
                 status = resp.status
+                versions = pick_headers(resp.headers, self.version_header_names)
                 if status >= 300 or "event-stream" not in resp.headers.get("Content-Type", ""):
                     # An error, or a server that ignored ``stream``: a plain JSON body.
                     raw_body = await resp.read()
@@ -296,7 +306,9 @@ class OpenAICompatibleProvider(Provider):
         latency_ms = (time.perf_counter() - start) * 1000.0
         self._raise_for_status(status, raw_body, retry_after)
         if raw_body:
-            return self._parse(raw_body, status, latency_ms)
+            answer = self._parse(raw_body, status, latency_ms)
+            answer.version_headers = versions
+            return answer
         if not chunks:
             raise MalformedResponseError(f"HTTP {status}: an empty event stream", status=status)
         raw = reassemble_stream(chunks)
@@ -306,7 +318,13 @@ class OpenAICompatibleProvider(Provider):
         problem = ": the streamed answer is not a chat completion"
         response = _chat_response(raw, status, latency_ms, problem)
         response.ttft_ms = ttft_ms if ttft_ms is not None else latency_ms
-        return ProviderResponse(response=response, raw=raw, latency_ms=latency_ms, status=status)
+        return ProviderResponse(
+            response=response,
+            raw=raw,
+            latency_ms=latency_ms,
+            status=status,
+            version_headers=versions,
+        )
 
     @contextlib.contextmanager
     def _transport_errors(self) -> Iterator[None]:

@@ -30,6 +30,7 @@ from migrate_eval.replay.providers.base import (
     VendorTimeout,
     is_retryable_status,
     parse_retry_after,
+    pick_headers,
     redact,
 )
 from migrate_eval.replay.providers.openai_compatible import OpenAICompatibleProvider
@@ -99,6 +100,7 @@ class OpenAISDKProvider(OpenAICompatibleProvider):
             )
             body: bytes = raw_response.http_response.content
             status = int(raw_response.http_response.status_code)
+            versions = pick_headers(raw_response.http_response.headers, self.version_header_names)
         except sdk.APIConnectionError as e:
             if isinstance(e, sdk.APITimeoutError) and not _refused(e):
                 raise VendorTimeout(f"no answer within {self.spec.timeout:g} s") from None
@@ -115,7 +117,9 @@ class OpenAISDKProvider(OpenAICompatibleProvider):
                 ),
             ) from None
         latency_ms = (time.perf_counter() - start) * 1000.0
-        return self._parse(body, status, latency_ms)
+        answer = self._parse(body, status, latency_ms)
+        answer.version_headers = versions
+        return answer
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

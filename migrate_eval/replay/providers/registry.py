@@ -70,6 +70,10 @@ PROVIDERS.add_lazy(  # "google" first: find_spec("google.genai") raises without 
     requires=[("google", "gemini"), ("google.genai", "gemini")],
 )
 PROVIDERS.add_lazy("cohere", f"{_PKG}.cohere:CohereProvider", requires=[("cohere", "cohere")])
+# Model servers the run starts and stops (docs/self-hosting.md).
+PROVIDERS.add_lazy("vllm", f"{_PKG}.managed:VLLMProvider")
+PROVIDERS.add_lazy("sglang", f"{_PKG}.managed:SGLangProvider")
+PROVIDERS.add_lazy("llama-server", f"{_PKG}.managed:LlamaServerProvider")
 for _name in ("hf-local", "transformers"):
     PROVIDERS.add_lazy(
         _name,
