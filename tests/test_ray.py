@@ -128,8 +128,7 @@ def test_equal_requests_share_a_shard() -> None:
 
 
 def test_rate_limit_holds_for_the_cluster_not_per_worker(tmp_path: Path) -> None:
-    # 1,200 rpm: 20 a second with a burst of 20. Two workers with limits of their own would
-    # let up to 80 through in a second; one limit for the cluster lets at most 40.
+    # 1,200 rpm: 20 a second with a burst of 20, one limit for the whole cluster.
     spec = CandidateSpec(
         name="c", provider="openai-compatible", model="m", concurrency=32, rpm=1200
     )
@@ -146,11 +145,14 @@ def test_rate_limit_holds_for_the_cluster_not_per_worker(tmp_path: Path) -> None
         arrivals = sorted(server.arrivals)
     assert len(rows) == 140 and all(r.ok for r in rows)
     assert len(pids) == 2  # two workers sent
-    window = 1.0
+    # In any 2 s: at most 20/s x 2 s + the burst of 20 = 60, plus 5 (a quarter of a second at
+    # the rate: how late a grant may reach the server on a loaded machine). Limits per worker
+    # would let 2 x 60 = 120 through.
+    window = 2.0
     most = max(
         sum(1 for t in arrivals[i:] if t < start + window) for i, start in enumerate(arrivals)
     )
-    assert most <= 40 + 1, most  # rate x window + burst, one request of tolerance
+    assert most <= 60 + 5, most
 
 
 def test_killed_worker_resumes_without_resending_answered_requests(tmp_path: Path) -> None:
