@@ -334,7 +334,7 @@ def test_help_documents_exit_codes() -> None:
     ):
         assert line in output
     # run can be interrupted during replay: 130 is documented there
-    assert "130 interrupted (Ctrl-C)" in output and "70 internal error" in output
+    assert "130 interrupted (Ctrl-C or SIGTERM)" in output and "70 internal error" in output
 
 
 @pytest.mark.parametrize(
