@@ -232,12 +232,6 @@ class LlamaCppProvider(Provider):
         if grammar is not None:
             self._grammars.move_to_end(key)
             return grammar
-        remote = _remote_ref(schema)
-        if remote is not None:
-            raise UnsupportedRequestError(
-                f"{VENDOR} has no equivalent for: a JSON schema $ref to another document "
-                f"({remote[:80]}); only local '#/...' references are resolved"
-            )
         llama_grammar = importlib.import_module("llama_cpp.llama_grammar")
         try:
             if not key:
@@ -308,6 +302,12 @@ class LlamaCppProvider(Provider):
             schema = fmt.schema
         elif fmt.kind != "json_object":
             constrained = False
+        remote = _remote_ref(schema) if constrained else None
+        if remote is not None:
+            raise UnsupportedRequestError(
+                f"{VENDOR} has no equivalent for: a JSON schema $ref to another document "
+                f"({remote[:80]}); only local '#/...' references are resolved"
+            )
         template_tools = raw_tools if choice is None or choice.mode != "none" else None
 
         with self._lock:
