@@ -143,7 +143,12 @@ def llama_cpp(session: nox.Session) -> None:
     """The llama-cpp provider's tests (marker llama_cpp): a tiny GGUF model written by the
     tests, replayed through llama-cpp-python (installed here: it builds from source)."""
     _install_llama_cpp(session)
-    session.run("pytest", "-m", "llama_cpp", *(session.posargs or ["-q", "tests"]))
+    # llama.cpp's OpenMP threads spin between tokens by default: on a busy 2-core machine
+    # that made these tests several times slower
+    session.run(
+        "pytest", "-m", "llama_cpp", *(session.posargs or ["-q", "tests"]),
+        env={"OMP_WAIT_POLICY": "passive"},
+    )  # fmt: skip
 
 
 @nox.session(name="bench_llama_cpp")
