@@ -143,3 +143,34 @@ def bench_bigline(session: nox.Session) -> None:
     _install_test(session)
     session.run("python", "benchmarks/bench_bigline.py", *session.posargs)
     session.run("python", "benchmarks/bench_pii_profile.py", "--n", "30000")
+
+
+def _install_llama_cpp(session: nox.Session) -> None:
+    # llama-cpp-python has no wheel on PyPI: pip builds llama.cpp from source (CPU, several
+    # minutes on 2 cores). Its multimodal library (mtmd) is left out: replay never loads it.
+    _install_test(session)
+    session.install(
+        "-e", ".[test,llama-cpp]", "gguf", silent=False,
+        env={"CMAKE_ARGS": "-DLLAVA_BUILD=OFF"},
+    )  # fmt: skip
+
+
+@nox.session(name="llama_cpp")
+def llama_cpp(session: nox.Session) -> None:
+    """The llama-cpp provider's tests (marker llama_cpp): a tiny GGUF model written by the
+    tests, replayed through llama-cpp-python (installed here: it builds from source)."""
+    _install_llama_cpp(session)
+    # llama.cpp's OpenMP threads spin between tokens by default: on a busy 2-core machine
+    # that made these tests several times slower
+    session.run(
+        "pytest", "-m", "llama_cpp", *(session.posargs or ["-q", "tests"]),
+        env={"OMP_WAIT_POLICY": "passive"},
+    )  # fmt: skip
+
+
+@nox.session(name="bench_llama_cpp")
+def bench_llama_cpp(session: nox.Session) -> None:
+    """Tokens/s of the llama-cpp candidate through the replay engine vs llama-cpp-python called
+    bare on the same tiny GGUF model, in the same process: overhead ratio (target <= 1.10)."""
+    _install_llama_cpp(session)
+    session.run("python", "benchmarks/bench_llama_cpp.py", *session.posargs)

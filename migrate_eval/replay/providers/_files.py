@@ -16,6 +16,9 @@ suffixes of :data:`MODEL_FILE_SUFFIXES`):
   download writes a new mtime. A copy that keeps the old mtime (``cp -p``, ``rsync -a``) of
   different weights of the same size is not noticed.
 
+A model that is one file (``llama-cpp``: a GGUF file) is fingerprinted the same way by
+:func:`model_file_fingerprint`.
+
 The fingerprint changes the cache key, so replaced weights miss the cache and are asked again.
 """
 
@@ -47,6 +50,26 @@ MODEL_FILE_SUFFIXES = (
 HASH_LIMIT = 64 * 1024 * 1024
 
 
+def _entry(path: Path, hash_limit: int) -> str | None:
+    """One file's line of the fingerprint: its content hash, or its size and mtime when it is
+    larger than ``hash_limit``; None when it is not a regular file or cannot be read."""
+    try:
+        st = path.stat()  # follows links: the Hugging Face cache links snapshots to blobs
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        if st.st_size <= hash_limit:
+            with path.open("rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            return f"{path.name}\0content\0{digest}"
+        return f"{path.name}\0stat\0{st.st_size}\0{st.st_mtime_ns}"
+    except OSError:
+        return None
+
+
+def _digest(entries: list[str]) -> str:
+    return "sha256:" + hashlib.sha256("\n".join(entries).encode("utf-8")).hexdigest()
+
+
 def model_files_fingerprint(folder: Path, *, hash_limit: int = HASH_LIMIT) -> str | None:
     """``sha256:<hex>`` over the model files of ``folder`` (see the module docstring), or None
     when ``folder`` is not a folder or holds none of them."""
@@ -58,18 +81,16 @@ def model_files_fingerprint(folder: Path, *, hash_limit: int = HASH_LIMIT) -> st
     for path in paths:
         if path.name.startswith(".") or path.suffix.lower() not in MODEL_FILE_SUFFIXES:
             continue
-        try:
-            st = path.stat()  # follows links: the Hugging Face cache links snapshots to blobs
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            if st.st_size <= hash_limit:
-                with path.open("rb") as f:
-                    digest = hashlib.file_digest(f, "sha256").hexdigest()
-                entries.append(f"{path.name}\0content\0{digest}")
-            else:
-                entries.append(f"{path.name}\0stat\0{st.st_size}\0{st.st_mtime_ns}")
-        except OSError:
-            continue
+        entry = _entry(path, hash_limit)
+        if entry is not None:
+            entries.append(entry)
     if not entries:
         return None
-    return "sha256:" + hashlib.sha256("\n".join(entries).encode("utf-8")).hexdigest()
+    return _digest(entries)
+
+
+def model_file_fingerprint(path: Path, *, hash_limit: int = HASH_LIMIT) -> str | None:
+    """The same fingerprint for a model that is one file (a GGUF file: weights, tokenizer and
+    chat template in one), or None when ``path`` is not a readable regular file."""
+    entry = _entry(path, hash_limit)
+    return None if entry is None else _digest([entry])

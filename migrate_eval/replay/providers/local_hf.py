@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
-import re
 import threading
 import time
 import uuid
@@ -48,17 +46,18 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from migrate_eval.core.errors import ConfigError, VendorError
-from migrate_eval.core.records import Response, ToolCall, Usage
-from migrate_eval.core.request import DRAW_FIELDS, LIMIT_FIELDS, content_text
+from migrate_eval.core.records import Response, Usage
+from migrate_eval.core.request import DRAW_FIELDS, LIMIT_FIELDS
 from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay.providers._chat_template import (
+    parse_tool_calls,
+    template_messages,
+    tool_message,
+)
 from migrate_eval.replay.providers._files import model_files_fingerprint
 from migrate_eval.replay.providers._translate import (
-    MessageCheck,
     check_fields,
-    content_parts,
     max_tokens,
-    messages_of,
-    parse_arguments,
     parse_response_format,
     parse_tool_choice,
     soft_drops,
@@ -85,71 +84,6 @@ _HANDLED = (
     *LIMIT_FIELDS,
     *PROVIDER_PARAMS,
 )
-_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
-
-
-def parse_tool_calls(text: str) -> tuple[str | None, list[ToolCall]]:
-    """Split generated text into content and Hermes/Qwen ``<tool_call>{json}</tool_call>`` calls.
-
-    A block whose JSON has no ``name`` string is left in the text (not a call).
-    ``arguments`` (or ``parameters``) may be an object or a JSON string.
-    """
-    calls: list[ToolCall] = []
-    kept: list[str] = []
-    pos = 0
-    for m in _TOOL_CALL.finditer(text):
-        try:
-            payload = json.loads(m.group(1))
-        except ValueError:
-            payload = None
-        name = payload.get("name") if isinstance(payload, dict) else None
-        if not isinstance(payload, dict) or not isinstance(name, str):
-            continue
-        kept.append(text[pos : m.start()])
-        pos = m.end()
-        args = payload.get("arguments", payload.get("parameters", {}))
-        arguments = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-        calls.append(ToolCall.from_raw(name, arguments, f"call_{uuid.uuid4().hex[:24]}"))
-    kept.append(text[pos:])
-    content = "".join(kept).strip()
-    return (content or None), calls
-
-
-def _template_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
-    """Chat Completions messages in the shape chat templates expect (text content)."""
-    check = MessageCheck()
-    out: list[dict[str, Any]] = []
-    for m in messages_of(request):
-        for part in content_parts(m.get("content")):
-            check.part(part, images=False)
-        role = m.get("role")
-        msg: dict[str, Any] = {"role": "system" if role == "developer" else role}
-        msg["content"] = content_text(m.get("content"))
-        if role == "assistant" and m.get("tool_calls"):
-            calls = []
-            for tc in m["tool_calls"]:
-                fn = tc.get("function") if isinstance(tc, dict) else None
-                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                    check.problems.append("an assistant tool call without a function name")
-                    continue
-                calls.append(
-                    {
-                        "id": tc.get("id"),
-                        "type": "function",
-                        "function": {
-                            "name": fn["name"],
-                            "arguments": parse_arguments(fn.get("arguments")),
-                        },
-                    }
-                )
-            msg["tool_calls"] = calls
-        if role == "tool":
-            msg["tool_call_id"] = m.get("tool_call_id")
-        if role not in ("system", "developer", "user", "assistant", "tool"):
-            check.problems.append(f"messages with role {role!r}")
-        out.append(msg)
-    unsupported(check.problems, VENDOR)
-    return out
 
 
 class LocalHFProvider(Provider):
@@ -280,7 +214,7 @@ class LocalHFProvider(Provider):
         unsupported(problems, VENDOR)
         if choice is not None and choice.mode == "none":
             tools = None
-        messages = _template_messages(request)
+        messages = template_messages(request, VENDOR)
         limit = max_tokens(request) or self.default_max_new_tokens
         stops = stop_list(request.get("stop"))
         temperature = request.get("temperature", 1.0)
@@ -352,13 +286,7 @@ class LocalHFProvider(Provider):
             completion_tokens=len(new_ids),
             total_tokens=n_prompt + len(new_ids),
         )
-        message: dict[str, Any] = {"role": "assistant", "content": content}
-        if calls:
-            message["tool_calls"] = [
-                {"id": c.id, "type": "function",
-                 "function": {"name": c.name, "arguments": c.arguments}}
-                for c in calls
-            ]  # fmt: skip
+        message = tool_message(calls, content)
         raw = {
             "id": f"chatcmpl-local-{uuid.uuid4().hex[:16]}",
             "object": "chat.completion",

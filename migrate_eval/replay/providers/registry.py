@@ -81,6 +81,11 @@ for _name in ("hf-local", "transformers"):
         requires=[("transformers", "local"), ("torch", "local")],
     )
 
+# A GGUF file in process through llama.cpp (llama-cpp-python builds llama.cpp from source).
+PROVIDERS.add_lazy(
+    "llama-cpp", f"{_PKG}.llamacpp:LlamaCppProvider", requires=[("llama_cpp", "llama-cpp")]
+)
+
 
 def register_provider(
     name: str, *, requires: Sequence[tuple[str, str] | Requirement] = ()
