@@ -82,6 +82,9 @@ def measure(
         cmd += ["--max-line-bytes", max_line]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("OPENAI_API_KEY", None)
+    # A fresh embeddings cache per measurement (by default it is shared, beside the replay
+    # cache's default place): a text embedded by an earlier measurement would cost nothing.
+    env["MIGRATE_EVAL_EMBEDDING_CACHE"] = str(path.parent / f"embeddings-{path.stem}.sqlite")
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
     assert proc.stdout is not None

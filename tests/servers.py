@@ -6,7 +6,9 @@ when ``response_format`` asks for JSON), calls a tool when the request has tools
 ``tool_choice`` is ``"required"`` or names a function, and reports usage.
 
 Every request is counted by the hash of its body (:func:`body_hash`) and its
-``Authorization`` header is recorded, so tests can assert exactly what was sent. Faults can
+``Authorization`` header is recorded, so tests can assert exactly what was sent; so is every
+successful answer (a complete chat completion written to a client still connected), so that
+tests can assert that no request was answered twice. Faults can
 be scripted: HTTP errors (429 with ``Retry-After``, 500, 503...), slow answers (timeouts) and
 malformed bodies, each for a number of requests, optionally only for requests whose last user
 message contains a given text. ``delay`` makes every answer wait.
@@ -333,9 +335,13 @@ class Fault:
 @dataclass
 class Flaky:
     """A vendor that misbehaves at random (seeded): each request, unless a scripted
-    :class:`Fault` applies, gets a 429 (``p429``, with ``retry_after_ms`` if set), a 503
-    (``p5xx``), a truncated JSON body with status 200 (``p_garbage``) or hangs for ``hang``
-    seconds before answering (``p_hang``); otherwise the normal answer."""
+    :class:`Fault` applies, gets a 429 (``p429``, with ``retry_after_ms`` / ``retry_after``
+    if set), a 503 (``p5xx``), a truncated JSON body with status 200 (``p_garbage``) or hangs
+    for ``hang`` seconds before answering (``p_hang``); otherwise the normal answer.
+
+    ``keyed``: the draw depends only on the seed, the request body and how many times that
+    body arrived before (not on the order in which concurrent requests arrive), so the
+    same requests misbehave the same way whatever the scheduling."""
 
     p429: float = 0.075
     p5xx: float = 0.075
@@ -343,29 +349,42 @@ class Flaky:
     p_hang: float = 0.01
     hang: float = 60.0
     retry_after_ms: int | None = None
+    retry_after: str | None = None
     seed: int = 0
+    keyed: bool = False
     rng: random.Random = field(init=False, repr=False)
+    arrivals: Counter[str] = field(init=False, repr=False, default_factory=Counter)
+    #: Faults drawn so far, by kind ("429", "5xx", "garbage", "hang").
+    drawn: Counter[str] = field(init=False, repr=False, default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
-    def draw(self) -> Fault | None:
-        r = self.rng.random()
+    def draw(self, key: str = "") -> Fault | None:
+        """The fault for the next request (``key``: its body hash, used when ``keyed``)."""
+        if self.keyed:
+            self.arrivals[key] += 1
+            r = random.Random(f"{self.seed}:{key}:{self.arrivals[key]}").random()
+        else:
+            r = self.rng.random()
         headers = {}
         if self.retry_after_ms is not None:
             headers["retry-after-ms"] = str(self.retry_after_ms)
+        if self.retry_after is not None:
+            headers["Retry-After"] = self.retry_after
+        fault: Fault | None = None
         if r < self.p429:
-            return Fault(status=429, headers=headers)
-        r -= self.p429
-        if r < self.p5xx:
-            return Fault(status=503)
-        r -= self.p5xx
-        if r < self.p_garbage:
-            return Fault(status=200, malformed=True, body='{"id": "chatcmpl-x", "choices": [{"mes')
-        r -= self.p_garbage
-        if r < self.p_hang:
-            return Fault(status=200, delay=self.hang)
-        return None
+            fault, kind = Fault(status=429, headers=headers), "429"
+        elif (r := r - self.p429) < self.p5xx:
+            fault, kind = Fault(status=503), "5xx"
+        elif (r := r - self.p5xx) < self.p_garbage:
+            body = '{"id": "chatcmpl-x", "choices": [{"mes'
+            fault, kind = Fault(status=200, malformed=True, body=body), "garbage"
+        elif r - self.p_garbage < self.p_hang:
+            fault, kind = Fault(status=200, delay=self.hang), "hang"
+        if fault is not None:
+            self.drawn[kind] += 1
+        return fault
 
 
 class _Core:
@@ -390,6 +409,10 @@ class _Core:
         self.record = record
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
+        #: Successful answers per body hash: a complete chat completion (or stream) written
+        #: to a client that was still connected (a hung attempt abandoned by its client and
+        #: an answer to a killed run that never read it are not counted).
+        self.successes: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
         self.auth_headers: list[str | None] = []
         self.arrivals: list[float] = []  # time.monotonic() of each recorded request
@@ -432,7 +455,8 @@ class _Core:
                     {"error": {"message": "test server budget exhausted"}}, status=503
                 )
             self.total += 1
-            self.counts[body_hash(body)] += 1
+            digest = body_hash(body)
+            self.counts[digest] += 1
             if self.record:
                 self.bodies.append(body)
                 self.auth_headers.append(request.headers.get("Authorization"))
@@ -441,7 +465,7 @@ class _Core:
             if fault is not None:
                 fault.times -= 1
             elif self.flaky is not None:
-                fault = self.flaky.draw()
+                fault = self.flaky.draw(digest)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             if self.record:
@@ -450,13 +474,15 @@ class _Core:
             if body.get("stream") is True and (
                 fault is None or (fault.status < 300 and not fault.malformed)
             ):
-                return await self._stream(request, body, fault)
-            return await self._answer(body, fault)
+                return await self._stream(request, body, fault, digest)
+            return await self._answer(request, body, fault, digest)
         finally:
             with self.lock:
                 self.in_flight -= 1
 
-    async def _answer(self, body: dict[str, Any], fault: Fault | None) -> web.StreamResponse:
+    async def _answer(
+        self, request: web.Request, body: dict[str, Any], fault: Fault | None, digest: str
+    ) -> web.StreamResponse:
         await self._sleep(fault.delay if fault is not None and fault.delay else self.delay)
         if fault is not None and fault.malformed:
             text = (
@@ -475,10 +501,23 @@ class _Core:
                 content_type="application/json",
                 headers=fault.headers,
             )
-        return web.json_response(self.behaviour(body), headers=dict(self.response_headers))
+        # Written here (not by aiohttp after the handler returns) to know it reached a client
+        # still connected: writing to a closed connection raises.
+        resp = web.json_response(self.behaviour(body), headers=dict(self.response_headers))
+        try:
+            await resp.prepare(request)
+            await resp.write_eof()
+        except ConnectionError:  # the client is gone (it gave up, or was killed)
+            return resp
+        self._succeeded(digest)
+        return resp
+
+    def _succeeded(self, digest: str) -> None:
+        with self.lock:
+            self.successes[digest] += 1
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], fault: Fault | None
+        self, request: web.Request, body: dict[str, Any], fault: Fault | None, digest: str
     ) -> web.StreamResponse:
         await self._sleep(fault.delay if fault is not None and fault.delay else self.delay)
         resp = web.StreamResponse(
@@ -496,11 +535,18 @@ class _Core:
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
+        self._succeeded(digest)
         return resp
 
     async def handle_stats(self, request: web.Request) -> web.StreamResponse:
         with self.lock:
-            return web.json_response({"total": self.total, "counts": dict(self.counts)})
+            return web.json_response(
+                {
+                    "total": self.total,
+                    "counts": dict(self.counts),
+                    "successes": dict(self.successes),
+                }
+            )
 
 
 class Managed:
@@ -649,6 +695,8 @@ class LoopbackServer(Managed):
     total = _Snapshot(int)
     #: Requests received per :func:`body_hash` (a copy).
     counts = _Snapshot(Counter[str])
+    #: Successful answers per :func:`body_hash` (a copy): complete, to a connected client.
+    successes = _Snapshot(Counter[str])
     bodies = _Snapshot(list[dict[str, Any]])
     auth_headers = _Snapshot(list[str | None])
     #: ``time.monotonic()`` when each recorded request arrived (same order as bodies).
@@ -723,6 +771,7 @@ class LoopbackServer(Managed):
         """Forget counts, recorded requests and faults."""
         with self._core.lock:
             self._core.counts.clear()
+            self._core.successes.clear()
             self._core.bodies.clear()
             self._core.auth_headers.clear()
             self._core.arrivals.clear()

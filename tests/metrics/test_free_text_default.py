@@ -95,3 +95,20 @@ def test_default_parity_orders_real_candidates(parity: dict[str, float]) -> None
     assert parity["near"] > parity["weak"] > parity["unrelated"] > parity["gibberish"]
     # measured on 200 instructions: near 0.72, llama-2-7b 0.60, unrelated 0.14
     assert parity["near"] > 0.6 and parity["unrelated"] < 0.3 and parity["gibberish"] < 0.2
+
+
+def test_token_f1_of_a_long_answer_takes_a_fraction_of_its_size_in_memory() -> None:
+    import tracemalloc
+
+    words = "the customer asks where the order is and when it ships "
+    text = words * (4_000_000 // len(words))  # 4 MB, 800,000 words
+    tracemalloc.start()
+    try:
+        f1 = token_f1_score("the order ships", text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    precision = 3 / len(text.split())  # each reference word is found; recall is 1
+    assert f1 == pytest.approx(2 * precision / (precision + 1.0))
+    # Counted a piece at a time: before, the list of its words took 13x the text.
+    assert peak < len(text)
