@@ -600,7 +600,7 @@ def _adapt_one(
     by_id = {str(r["exchange_id"]): r for r in task_rows.to_dict("records")}
     pass_at = suite.thresholds.pass_threshold
 
-    # failures from the adaptation set only (the run's answers are in responses.jsonl)
+    # failures from the adaptation set only (the run's answers are in responses/)
     adapt_ex = [exchanges[i] for i in b.adaptation_ids]
     failing = [
         ex
