@@ -130,9 +130,9 @@ def _chrf_unit(reference: str, prediction: str, value: float) -> float:
 
 def chrf_score(reference: str, prediction: str) -> float:
     """Sentence-level chrF of one pair in [0, 1] (both empty: 1): sacrebleu's chrF, as lm-eval's
-    registered ``chrf`` aggregation computes it, to the last bit (:mod:`~migrate_eval.score._chrf`
+    registered ``chrf`` aggregation computes it, to the last bit (:mod:`~migrate_eval.core._chrf`
     computes it without the per-call overhead)."""
-    from migrate_eval.score._chrf import chrf_many
+    from migrate_eval.core._chrf import chrf_many
 
     return _chrf_unit(reference, prediction, chrf_many([(reference, prediction)])[0])
 
@@ -140,7 +140,7 @@ def chrf_score(reference: str, prediction: str) -> float:
 def chrf_scores(pairs: Sequence[tuple[str, str]]) -> list[float]:
     """:func:`chrf_score` of many ``(reference, prediction)`` pairs, in batches (over the
     machine's cores when there are enough pairs to pay for worker processes)."""
-    from migrate_eval.score._chrf import chrf_batch
+    from migrate_eval.core._chrf import chrf_batch
 
     values = chrf_batch(pairs)
     return [_chrf_unit(r, p, v) for (r, p), v in zip(pairs, values, strict=True)]

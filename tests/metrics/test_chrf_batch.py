@@ -7,9 +7,10 @@ import random
 
 import pytest
 
+from migrate_eval.core import _chrf
 from migrate_eval.core.records import Exchange, ReplayResult, Response, Source
 from migrate_eval.core.results import TaskInfo
-from migrate_eval.score import _chrf, score
+from migrate_eval.score import score
 from migrate_eval.score.text import chrf_score, chrf_scores, lm_eval_chrf
 
 _ALPHABET = "ab cdé\tfg\nhi  ,.!?日本-Ωx"
