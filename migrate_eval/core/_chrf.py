@@ -100,12 +100,19 @@ def chrf_many(pairs: Sequence[tuple[str, str]]) -> list[float]:
     return out
 
 
+#: Environment variable capping the worker processes (``1``: never start any).
+WORKERS_ENV = "MIGRATE_EVAL_SCORE_WORKERS"
+
+
 def workers_for(n_pairs: int) -> int:
-    """Worker processes worth starting for ``n_pairs`` pairs (1: score in this process)."""
+    """Worker processes worth starting for ``n_pairs`` pairs (1: score in this process): one
+    per usable core, at most one per :data:`CHUNK` pairs, none below :data:`PARALLEL_MIN`."""
     if n_pairs < PARALLEL_MIN:
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cpus or 1, n_pairs // CHUNK))
+    n = max(1, min(cpus or 1, n_pairs // CHUNK))
+    cap = os.environ.get(WORKERS_ENV, "").strip()
+    return min(n, max(1, int(cap))) if cap.isdigit() else n
 
 
 def chrf_batch(pairs: Sequence[tuple[str, str]], *, workers: int | None = None) -> list[float]:
@@ -116,12 +123,18 @@ def chrf_batch(pairs: Sequence[tuple[str, str]], *, workers: int | None = None) 
         return chrf_many(pairs)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     chunks = [list(pairs[i : i + CHUNK]) for i in range(0, len(pairs), CHUNK)]
     # "spawn": a fresh interpreter that imports only this module (no fork of a process that
     # may hold threads and locks: the replay's event loop, SQLite, a judge's client)
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        out: list[float] = []
-        for part in pool.map(chrf_many, chunks):
-            out += part
-    return out
+    try:
+        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+            out: list[float] = []
+            for part in pool.map(chrf_many, chunks):
+                out += part
+        return out
+    except (OSError, AssertionError, BrokenProcessPool):
+        # no worker processes here (a daemonic process, a sandbox without fork/exec, a worker
+        # killed): the same values, computed in this process
+        return chrf_many(pairs)

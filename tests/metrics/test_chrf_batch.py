@@ -44,10 +44,24 @@ def test_chrf_batch_in_worker_processes_keeps_order(monkeypatch: pytest.MonkeyPa
     assert _chrf.chrf_batch(pairs, workers=2) == _chrf.chrf_many(pairs)
 
 
-def test_workers_only_for_large_batches() -> None:
+def test_workers_only_for_large_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _chrf.workers_for(10) == 1
     assert _chrf.workers_for(_chrf.PARALLEL_MIN - 1) == 1
     assert _chrf.workers_for(10 * _chrf.PARALLEL_MIN) >= 1
+    monkeypatch.setenv(_chrf.WORKERS_ENV, "1")
+    assert _chrf.workers_for(10 * _chrf.PARALLEL_MIN) == 1
+
+
+def test_no_worker_processes_means_the_same_values_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    import concurrent.futures
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("no processes here")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", refuse)
+    monkeypatch.setattr(_chrf, "CHUNK", 50)
+    pairs = _pairs(120, seed=9)
+    assert _chrf.chrf_batch(pairs, workers=2) == _chrf.chrf_many(pairs)
 
 
 def _exchange(i: int, text: str) -> Exchange:
