@@ -4,8 +4,8 @@
     python benchmarks/bench_scale.py [--n 10000 100000] [--concurrency 64] [--json]
     BENCH_SCALE_1M=1 python benchmarks/bench_scale.py      # adds 1,000,000 (long on 2 cores)
 
-For each size: writes ``bench_ingest``'s realistic ``chat-jsonl`` log of ``n`` distinct
-exchanges (about 1.35 KB a line), starts the loopback OpenAI-compatible server
+For each size: writes ``bench_ingest``'s realistic ``chat-jsonl`` log of ``n`` exchanges
+(about 1.35 KB a line), every request made distinct (no answer comes from the cache), starts the loopback OpenAI-compatible server
 (``tests/servers.py``, answering at once) in its own process, then, against the same server:
 
 1. the bare replay loop, in this process: one aiohttp session and ``--concurrency`` workers
@@ -103,6 +103,19 @@ def child(args: list[str], tmp: Path) -> tuple[float, float, int]:
     return time.perf_counter() - start, cpu, usage.ru_maxrss * 1024
 
 
+def write_log(path: Path, n: int) -> None:
+    """``bench_ingest``'s log of ``n`` lines with every request made distinct (its questions
+    repeat: the run would answer the repeats from its cache while the bare loop sends them)."""
+    raw = path.with_suffix(".raw")
+    generate(raw, n)
+    with raw.open("rb") as src, path.open("wb") as dst:
+        for i, line in enumerate(src):
+            row = json.loads(line)
+            row["request"]["messages"][-1]["content"] += f" (ticket {i})"
+            dst.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+    raw.unlink()
+
+
 def write_suite(folder: Path, log: Path, base_url: str, metrics: str, candidates: int) -> Path:
     """The bench suite: the log's seven ``feature-N`` tasks (free text), scored by ``metrics``
     (``default``: the free-text defaults), and ``candidates`` candidates on the loopback server."""
@@ -136,7 +149,7 @@ def write_suite(folder: Path, log: Path, base_url: str, metrics: str, candidates
 def measure(n: int, concurrency: int, metrics: str, candidates: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "logs.jsonl"
-        generate(log, n)
+        write_log(log, n)
         with SubprocessServer(max_requests=10 * n * candidates + 10_000, lifetime=7200) as server:
             bare_s = 0.0
             for c in range(candidates):  # the bare loop sends every candidate's requests too
