@@ -5,8 +5,9 @@
     BENCH_SCALE_1M=1 python benchmarks/bench_scale.py      # adds 1,000,000 (long on 2 cores)
 
 For each size: writes ``bench_ingest``'s realistic ``chat-jsonl`` log of ``n`` exchanges
-(about 1.35 KB a line), every request made distinct (no answer comes from the cache), starts the loopback OpenAI-compatible server
-(``tests/servers.py``, answering at once) in its own process, then, against the same server:
+(about 1.35 KB a line), every request made distinct (no answer comes from the cache), starts
+the loopback OpenAI-compatible server (``tests/servers.py``, answering at once) in its own
+process, then, against the same server:
 
 1. the bare replay loop, in this process: one aiohttp session and ``--concurrency`` workers
    that read the log line by line, ``json.loads`` it, POST its request, read and ``json.loads``
