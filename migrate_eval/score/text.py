@@ -166,7 +166,8 @@ def _prepare_chrf(contexts: Sequence[MetricContext]) -> None:
 )
 def chrf(ctx: MetricContext) -> float | None:
     pair = (answer_text(ctx.reference), answer_text(ctx.candidate))
-    value = _CHRF_BATCH.get(pair)
+    # taken out once read: the table empties as scoring goes (a repeated pair is recomputed)
+    value = _CHRF_BATCH.pop(pair, None)
     return chrf_score(*pair) if value is None else value
 
 

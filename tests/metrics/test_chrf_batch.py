@@ -75,6 +75,7 @@ def _exchange(i: int, text: str) -> Exchange:
 
 def test_chrf_metric_scores_through_its_batch_hook() -> None:
     pairs = _pairs(40, seed=11)
+    pairs += pairs[6:9]  # the same pair on several rows: each row gets its value
     exchanges = [_exchange(i, ref) for i, (ref, _) in enumerate(pairs)]
     replays = [
         ReplayResult(exchange_id=f"e{i}", candidate="c", response=Response(text=hyp))
