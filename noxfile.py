@@ -113,6 +113,15 @@ def bench_traffic(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_traffic.py", *session.posargs)
 
 
+@nox.session(name="bench_scale")
+def bench_scale(session: nox.Session) -> None:
+    """The whole `migrate-eval run` at 10k and 100k exchanges against an instant loopback vendor:
+    wall, per exchange, peak RSS, ratio to a bare replay loop (BENCH_SCALE_1M=1 adds 1,000,000;
+    `nox -s bench_scale -- --n 10000` for a quick run; docs/performance.md)."""
+    _install_test(session)
+    session.run("python", "benchmarks/bench_scale.py", *session.posargs)
+
+
 @nox.session(name="bench_report")
 def bench_report(session: nox.Session) -> None:
     """Report at scale: 100,000 exchanges x 3 candidates, size and time to interactive."""

@@ -123,13 +123,6 @@ def _suite_with(
     return s
 
 
-def _write_jsonl(path: Path, rows: Sequence[Any]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(r.model_dump_json(exclude_none=True))
-            f.write("\n")
-
-
 def run(
     suite: Suite | str | Path | None = None,
     *,
@@ -479,7 +472,9 @@ def _write_run_folder(
     (run_dir / "suite.json").write_text(
         json.dumps(s.dump(), indent=2, ensure_ascii=False), encoding="utf-8"
     )
-    _write_jsonl(run_dir / "exchanges.jsonl", exchanges)
+    from migrate_eval.core.run_folder import write_records
+
+    write_records(run_dir, "exchanges", exchanges)
     (run_dir / "tasks.json").write_text(
         json.dumps(
             {
@@ -491,7 +486,7 @@ def _write_run_folder(
         ),
         encoding="utf-8",
     )
-    _write_jsonl(run_dir / "responses.jsonl", replays)
+    write_records(run_dir, "responses", replays)
     if baseline_rows is not None:
         from migrate_eval.replay.baseline import BASELINE_FILE, write_baseline
 

@@ -47,8 +47,12 @@ def test_load_run_gives_typed_results_and_frames(run_dir: Path) -> None:
 def test_load_run_names_what_is_wrong(tmp_path: Path, run_dir: Path) -> None:
     with pytest.raises(UserError, match="not a run folder"):
         migrate_eval.load_run(tmp_path / "nothing")
+    shutil.rmtree(run_dir / "responses")  # a run folder of the earlier layout
     (run_dir / "responses.jsonl").write_text("{not json\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"responses.jsonl:1: not a valid record"):
+        migrate_eval.load_run(run_dir)
+    (run_dir / "responses.jsonl").unlink()
+    with pytest.raises(UserError, match=r"no responses/ or responses.jsonl"):
         migrate_eval.load_run(run_dir)
 
 

@@ -86,8 +86,8 @@ def test_demo_runs_offline_and_writes_every_output(tmp_path: Path) -> None:
         "results.json",
         "summary.md",
         "scores.parquet",
-        "exchanges.jsonl",
-        "responses.jsonl",
+        "exchanges/data-00000-of-00001.arrow",
+        "responses/data-00000-of-00001.arrow",
     ):
         assert (d / name).stat().st_size > 0, name
     results = Results.model_validate_json((d / "results.json").read_text(encoding="utf-8"))

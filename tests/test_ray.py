@@ -22,6 +22,7 @@ from migrate_eval.core.executor import ensure_ray  # noqa: E402
 from migrate_eval.core.records import Exchange, Source  # noqa: E402
 from migrate_eval.core.suite import CandidateSpec  # noqa: E402
 from migrate_eval.replay.cluster import replay_on_ray, shard_rows  # noqa: E402
+from tests.run_rows import response_rows  # noqa: E402
 from tests.servers import LoopbackServer, last_user_text  # noqa: E402
 from tests.test_cli import _line, write_logs  # noqa: E402
 
@@ -86,9 +87,7 @@ def test_demo_suite_on_ray_equals_the_local_run(tmp_path: Path, demo_run_dir: Pa
     assert _comparable(out.run_dir) == _comparable(demo_run_dir)
     for name in ("results.json", "report.html", "junit.xml", "summary.md"):
         assert (out.run_dir / name).stat().st_size > 0, name
-    assert (out.run_dir / "responses.jsonl").read_bytes() == (
-        demo_run_dir / "responses.jsonl"
-    ).read_bytes()
+    assert response_rows(out.run_dir) == response_rows(demo_run_dir)
 
 
 def test_live_replay_on_ray_equals_the_local_run(tmp_path: Path) -> None:

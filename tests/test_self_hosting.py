@@ -36,6 +36,7 @@ from migrate_eval.replay.engine import ReplayInterrupted
 from migrate_eval.replay.providers import managed
 from migrate_eval.replay.servers import group_members
 from migrate_eval.verdict.costs import HOURS_PER_MONTH
+from tests.run_rows import response_rows
 
 STAND_IN = Path(__file__).resolve().parent / "stand_in_server.py"
 
@@ -215,10 +216,7 @@ def test_a_base_model_and_its_lora_adapter_share_one_server(tmp_path: Path) -> N
     base = candidate("base", "m", **options)
     adapter = candidate("sql", "m@sql", **options)
     outcome = run(tmp_path, make_suite(tmp_path, [base, adapter]))
-    rows = [
-        json.loads(line)
-        for line in (outcome.run_dir / "responses.jsonl").read_text("utf-8").splitlines()
-    ]
+    rows = response_rows(outcome.run_dir)
     texts: dict[str, set[bool]] = {}
     for row in rows:
         content = (row.get("response") or {}).get("text") or ""

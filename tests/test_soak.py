@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.run_rows import response_rows
 from tests.servers import Flaky, LoopbackServer, body_hash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,8 +45,8 @@ RUN_FILES = (
     "results.json",
     "summary.md",
     "scores.parquet",
-    "exchanges.jsonl",
-    "responses.jsonl",
+    "exchanges/state.json",  # the Arrow datasets of the run's exchanges and answers
+    "responses/state.json",
     "suite.json",
     "tasks.json",
 )
@@ -236,7 +237,7 @@ def test_soak_flaky_vendor_kill_full_disk_and_concurrent_runs_lose_and_repeat_no
     assert len(bodies) == N
     assert set(successes) == bodies  # every answer the vendor gave is in the cache
     for out in outs:
-        rows = [json.loads(x) for x in (out / "responses.jsonl").read_text().splitlines()]
+        rows = response_rows(out)
         assert len(rows) == N and len({r["exchange_id"] for r in rows}) == N, out
         assert all(r.get("error") is None and r.get("response") for r in rows), out
         results = json.loads((out / "results.json").read_text())

@@ -832,7 +832,7 @@ def _adapt_one(
     def failed(row: Mapping[Any, Any] | None) -> bool:
         return row is None or row.get("status") != "ok" or float(row.get("parity") or 0.0) < pass_at
 
-    # round 0 is shown the run's own failures on the adaptation set (responses.jsonl)
+    # round 0 is shown the run's own failures on the adaptation set (the run's responses/)
     adapt_ex = [exchanges[i] for i in b.adaptation_ids]
     failing = [ex for ex in adapt_ex if failed(by_id.get(ex.id))]
     passing = [ex for ex in adapt_ex if ex not in failing]

@@ -17,9 +17,9 @@ DEFAULT_REPORTS_DIR = Path("reports")
 
 RUN_FILES = (
     "suite.json",
-    "exchanges.jsonl",
+    "exchanges",
     "tasks.json",
-    "responses.jsonl",
+    "responses",
     "scores.parquet",
     "results.json",
     "summary.md",

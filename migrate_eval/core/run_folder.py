@@ -2,11 +2,20 @@
 
 Used by ``rerender``, ``gate``, ``compare`` and :func:`migrate_eval.load_run`. Every error is
 a :class:`~migrate_eval.core.errors.UserError` naming the file.
+
+A run's exchanges and responses are Arrow datasets (:func:`write_records`): the folders
+``exchanges/`` and ``responses/`` in Hugging Face ``datasets``' ``save_to_disk`` layout (Arrow
+stream files, ``state.json``, ``dataset_info.json``), so ``datasets.load_from_disk``,
+``pyarrow`` (and from it pandas and DuckDB) open them directly. Each row has a few plain columns
+to query (ids, candidate, model...) and ``record``: the whole record as JSON, exactly what
+``exchanges.jsonl``/``responses.jsonl`` held one a line in run folders written before (those are
+still read: :meth:`RunFolder.exchanges` takes whichever layout the folder has).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +29,97 @@ from migrate_eval.core.results import Results, TaskInfo
 from migrate_eval.core.suite import Suite
 
 M = TypeVar("M", bound=BaseModel)
+
+#: Rows per Arrow record batch written (memory while writing stays bounded by one batch).
+BATCH_ROWS = 2_000
+_DATA_FILE = "data-00000-of-00001.arrow"
+_DTYPES = {"string": "string", "int64": "int64", "double": "float64", "bool": "bool"}
+
+
+def _exchange_columns(ex: Any) -> dict[str, Any]:
+    model = ex.request.get("model") if isinstance(ex.request, dict) else None
+    return {
+        "id": ex.id,
+        "file": ex.source.file,
+        "line": ex.source.line,
+        "model": model if isinstance(model, str) else None,
+    }
+
+
+def _response_columns(r: Any) -> dict[str, Any]:
+    return {
+        "exchange_id": r.exchange_id,
+        "candidate": r.candidate,
+        "ok": r.error is None and r.response is not None,
+        "error_kind": r.error_kind,
+        "latency_ms": r.latency_ms,
+    }
+
+
+#: The plain columns of each record dataset (``record`` is added after them).
+RECORD_COLUMNS: dict[str, tuple[dict[str, str], Callable[[Any], dict[str, Any]]]] = {
+    "exchanges": (
+        {"id": "string", "file": "string", "line": "int64", "model": "string"},
+        _exchange_columns,
+    ),
+    "responses": (
+        {
+            "exchange_id": "string",
+            "candidate": "string",
+            "ok": "bool",
+            "error_kind": "string",
+            "latency_ms": "double",
+        },
+        _response_columns,
+    ),
+}
+
+
+def write_records(folder: Path, name: str, records: Iterable[BaseModel]) -> Path:
+    """Write ``records`` (exchanges or replay results) as the Arrow dataset ``folder/name``, a
+    batch of :data:`BATCH_ROWS` at a time; returns the dataset's folder."""
+    import pyarrow as pa
+
+    types, columns_of = RECORD_COLUMNS[name]
+    fields = [pa.field(c, pa.type_for_alias(t)) for c, t in types.items()]
+    schema = pa.schema([*fields, pa.field("record", pa.string())])
+    out = folder / name
+    out.mkdir(parents=True, exist_ok=True)
+
+    def flush(rows: list[BaseModel], sink: Any) -> None:
+        cols: dict[str, list[Any]] = {c: [] for c in types}
+        blobs: list[str] = []
+        for r in rows:
+            for c, v in columns_of(r).items():
+                cols[c].append(v)
+            blobs.append(r.model_dump_json(exclude_none=True))
+        arrays = [pa.array(cols[c], type=f.type) for c, f in zip(types, fields, strict=True)]
+        sink.write_batch(pa.record_batch([*arrays, pa.array(blobs, pa.string())], schema=schema))
+
+    with pa.OSFile(str(out / _DATA_FILE), "wb") as fh, pa.ipc.new_stream(fh, schema) as sink:
+        batch: list[BaseModel] = []
+        for r in records:
+            batch.append(r)
+            if len(batch) >= BATCH_ROWS:
+                flush(batch, sink)
+                batch = []
+        if batch:
+            flush(batch, sink)
+    features = {c: {"dtype": _DTYPES[t], "_type": "Value"} for c, t in types.items()}
+    features["record"] = {"dtype": "string", "_type": "Value"}
+    info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
+    state: dict[str, Any] = {
+        "_data_files": [{"filename": _DATA_FILE}],
+        "_fingerprint": f"migrate-eval-{name}",
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    (out / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    (out / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+    return out
 
 
 @dataclass(frozen=True)
@@ -57,6 +157,45 @@ class RunFolder:
                         raise UserError(f"{p}:{n}: not a valid record: {e}") from None
         return out
 
+    def _arrow(self, name: str, model: type[M]) -> list[M]:
+        """The records of the Arrow dataset ``name/`` (see the module docstring)."""
+        import pyarrow as pa
+
+        folder = self.path / name
+        try:
+            state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+            files = [folder / f["filename"] for f in state["_data_files"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{folder / 'state.json'}: not a dataset's state: {e}") from None
+        out: list[M] = []
+        for f in files:
+            try:
+                with pa.memory_map(str(f), "r") as src:
+                    reader = pa.ipc.open_stream(src)
+                    for batch in reader:
+                        for blob in batch.column("record").to_pylist():
+                            try:
+                                out.append(model.model_validate_json(blob))
+                            except ValidationError as e:
+                                raise UserError(
+                                    f"{f}: row {len(out) + 1}: not a valid record: {e}"
+                                ) from None
+            except (OSError, pa.ArrowException, KeyError) as e:
+                raise UserError(f"{f}: not a readable Arrow file: {e}") from None
+        return out
+
+    def _records(self, name: str, model: type[M]) -> list[M]:
+        """``name/`` (Arrow dataset) where the folder has it, else ``name.jsonl`` (older runs)."""
+        if (self.path / name).is_dir():
+            return self._arrow(name, model)
+        if not (self.path / f"{name}.jsonl").is_file():
+            raise UserError(f"{self.path}: not a complete run folder (no {name}/ or {name}.jsonl)")
+        return self._jsonl(f"{name}.jsonl", model)
+
+    def has_records(self, name: str) -> bool:
+        """Whether the folder has its ``exchanges``/``responses`` (either layout)."""
+        return (self.path / name).is_dir() or self.has(f"{name}.jsonl")
+
     def results(self) -> Results:
         return read_results(self.path / "results.json")
 
@@ -88,10 +227,10 @@ class RunFolder:
         return (self.path / name).is_file()
 
     def exchanges(self) -> list[Exchange]:
-        return self._jsonl("exchanges.jsonl", Exchange)
+        return self._records("exchanges", Exchange)
 
     def responses(self) -> list[ReplayResult]:
-        return self._jsonl("responses.jsonl", ReplayResult)
+        return self._records("responses", ReplayResult)
 
 
 def read_results(path: str | Path) -> Results:

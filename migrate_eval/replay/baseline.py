@@ -95,7 +95,7 @@ def write_baseline(path: str | Path, results: Sequence[BaselineResult]) -> None:
     (``exchange_id``, ``candidate``, ``response`` - a normalised
     :class:`~migrate_eval.core.records.Response` -, ``error``, ``error_kind``, ``status``,
     ``attempts``, ``cached``, ``latency_ms``; absent when null) plus ``repeat`` (0-based).
-    Compare each ``response`` with the exchange's logged response (``exchanges.jsonl``) and
+    Compare each ``response`` with the exchange's logged response (``exchanges/``) and
     with the other repeats of the same ``exchange_id`` to measure the noise floor.
     """
     with Path(path).open("w", encoding="utf-8") as f:

@@ -75,7 +75,7 @@ def _evidence(
     from migrate_eval.verdict.noise import chance_levels, noise_floor_for_run
 
     folder = RunFolder(run_dir)
-    if not folder.has("exchanges.jsonl"):
+    if not folder.has_records("exchanges"):
         return {"noise_floor": None}
     exchanges = folder.exchanges()
     chance = chance_levels(exchanges, tasks, assignment, seed=seed)

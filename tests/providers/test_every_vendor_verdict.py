@@ -141,11 +141,8 @@ def test_demo_against_every_native_vendor_gets_a_verdict_with_drops_counted(
     assert results["candidates"][0]["tasks"][0]["dropped_params"][DROPPED[provider][0]] == (
         first.n_total
     )
-    rows = [
-        json.loads(x)
-        for x in (outcome.run_dir / "responses.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
-    assert rows and all(sorted(r["dropped"]) == DROPPED[provider] for r in rows)
+    rows = migrate_eval.load_run(outcome.run_dir).responses
+    assert rows and all(sorted(r.dropped or []) == DROPPED[provider] for r in rows)
 
 
 def test_dropped_parameters_never_reach_the_vendor(

@@ -27,6 +27,7 @@ from migrate_eval.replay.engine import replay
 from migrate_eval.replay.providers import ProviderResponse, UnsupportedRequestError, get_provider
 from migrate_eval.replay.providers.llamacpp import LlamaCppProvider
 from migrate_eval.replay.providers.matrix import provider_features
+from tests.run_rows import response_rows
 
 SCHEMA = {
     "type": "object",
@@ -389,10 +390,7 @@ def test_migrate_eval_run_with_a_llama_cpp_candidate(gguf_path: Path, tmp_path: 
     )
     (candidate,) = outcome.results.candidates
     assert candidate.name == "tiny" and candidate.errors.count == 0
-    answers = [
-        json.loads(line)
-        for line in (outcome.run_dir / "responses.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
+    answers = response_rows(outcome.run_dir)
     assert len(answers) == 6 and all(a["candidate"] == "tiny" for a in answers)
 
     def follows_schema(answer: dict[str, Any]) -> bool:

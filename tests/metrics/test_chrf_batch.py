@@ -1,0 +1,89 @@
+"""The batched chrF kernel equals lm-eval's registered ``chrf`` (sacrebleu) to the last bit, one
+pair at a time, in batches and in worker processes; the metric scores through its batch hook."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from migrate_eval.core import _chrf
+from migrate_eval.core.records import Exchange, ReplayResult, Response, Source
+from migrate_eval.core.results import TaskInfo
+from migrate_eval.score import score
+from migrate_eval.score.text import chrf_score, chrf_scores, lm_eval_chrf
+
+_ALPHABET = "ab cdé\tfg\nhi  ,.!?日本-Ωx"
+
+
+def _pairs(n: int, seed: int = 7) -> list[tuple[str, str]]:
+    rnd = random.Random(seed)
+    out = [("", ""), ("", "abc"), ("abc", ""), ("a", "a"), ("   ", "x"), ("ab", "abcdefgh")]
+    while len(out) < n:
+        a = "".join(rnd.choice(_ALPHABET) for _ in range(rnd.randint(0, 40)))
+        b = a[: rnd.randint(0, len(a))] + "".join(rnd.choice(_ALPHABET) for _ in range(5))
+        out.append((a, b) if rnd.random() < 0.5 else (b, a))
+    return out
+
+
+def test_chrf_kernel_equals_sacrebleu_exactly() -> None:
+    pairs = _pairs(600)
+    fn = lm_eval_chrf()
+    assert _chrf.chrf_many(pairs) == [float(fn([pair])) for pair in pairs]
+
+
+def test_chrf_score_and_batch_agree() -> None:
+    pairs = _pairs(200, seed=3)
+    assert chrf_scores(pairs) == [chrf_score(r, p) for r, p in pairs]
+    assert chrf_score("", "") == 1.0
+
+
+def test_chrf_batch_in_worker_processes_keeps_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_chrf, "CHUNK", 50)
+    pairs = _pairs(230, seed=5)
+    assert _chrf.chrf_batch(pairs, workers=2) == _chrf.chrf_many(pairs)
+
+
+def test_workers_only_for_large_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _chrf.workers_for(10) == 1
+    assert _chrf.workers_for(_chrf.PARALLEL_MIN - 1) == 1
+    assert _chrf.workers_for(10 * _chrf.PARALLEL_MIN) >= 1
+    monkeypatch.setenv(_chrf.WORKERS_ENV, "1")
+    assert _chrf.workers_for(10 * _chrf.PARALLEL_MIN) == 1
+
+
+def test_no_worker_processes_means_the_same_values_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    import concurrent.futures
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("no processes here")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", refuse)
+    monkeypatch.setattr(_chrf, "CHUNK", 50)
+    pairs = _pairs(120, seed=9)
+    assert _chrf.chrf_batch(pairs, workers=2) == _chrf.chrf_many(pairs)
+
+
+def _exchange(i: int, text: str) -> Exchange:
+    return Exchange(
+        id=f"e{i}",
+        source=Source(file="t", line=i + 1, format="t"),
+        request={"model": "m", "messages": [{"role": "user", "content": "q"}]},
+        response=Response(text=text),
+    )
+
+
+def test_chrf_metric_scores_through_its_batch_hook() -> None:
+    pairs = _pairs(40, seed=11)
+    pairs += pairs[6:9]  # the same pair on several rows: each row gets its value
+    exchanges = [_exchange(i, ref) for i, (ref, _) in enumerate(pairs)]
+    replays = [
+        ReplayResult(exchange_id=f"e{i}", candidate="c", response=Response(text=hyp))
+        for i, (_, hyp) in enumerate(pairs)
+    ]
+    task = TaskInfo(
+        name="t", output="free_text", metrics=["chrf"], min_parity=0.5, n=len(pairs), source="suite"
+    )
+    df = score(exchanges, [task], {ex.id: "t" for ex in exchanges}, replays)
+    want = [chrf_score(r, p) for r, p in pairs]
+    assert df["chrf"].tolist() == want
