@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from migrate_eval.verdict.stats import holm, mcnemar, wilcoxon_two_sided
+from migrate_eval.verdict.stats import binomial_sf, holm, mcnemar, wilcoxon_two_sided
 
 DRIFT_ALPHA = 0.01
 
@@ -125,8 +125,6 @@ def min_detectable_drop(
     items, ``pass_rate * n`` of them) with ``P(b >= k*) >= power``, as a share of all items.
     None when even failing every passing item would not be detected.
     """
-    from scipy.stats import binom
-
     level = alpha / max(1, tasks)
     k_star = 1
     while mcnemar(k_star, 0) >= level:
@@ -138,6 +136,6 @@ def min_detectable_drop(
         return None
     for flips in range(k_star, passing + 1):
         q = flips / passing
-        if float(binom.sf(k_star - 1, passing, q)) >= power:
+        if binomial_sf(k_star, passing, q) >= power:
             return flips / n
     return None

@@ -167,16 +167,98 @@ def mcnemar(b: int, c: int, *, mid_p: bool = True) -> float:
     hypothesis the ``b + c`` discordant pairs split Binomial(b + c, 1/2). The mid-p version
     (default) subtracts half the probability of the observed split, which keeps the test's size
     close to nominal without the exact test's conservatism (Fagerland et al., 2013).
+    Computed exactly in integers (no SciPy import on a run's path).
     """
-    from scipy.stats import binom
-
     n = b + c
     if n == 0:
         return 1.0
     k = min(b, c)
-    p = 2.0 * float(binom.cdf(k, n, 0.5))
+    total = 1 << n
+    p = 2.0 * (sum(math.comb(n, i) for i in range(k + 1)) / total)
     if mid_p:
-        p -= float(binom.pmf(k, n, 0.5))
+        p -= math.comb(n, k) / total
+    return min(1.0, max(0.0, p))
+
+
+def binomial_sf(k: int, n: int, q: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, q), summed in log space (stable for large ``n``)."""
+    if k <= 0:
+        return 1.0
+    if k > n or q <= 0.0:
+        return 0.0
+    if q >= 1.0:
+        return 1.0
+    log_q, log_r = math.log(q), math.log1p(-q)
+    log_n = math.lgamma(n + 1)
+    total = 0.0
+    for i in range(k, n + 1):
+        total += math.exp(
+            log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_q + (n - i) * log_r
+        )
+    return min(1.0, total)
+
+
+# --- Wilcoxon signed-rank ---------------------------------------------------------------------
+# The same test as SciPy's ``wilcoxon(d, zero_method="wilcox", method="auto")`` (which the
+# tests compare against), without importing SciPy (about a second on every run): up to 50
+# differences without ties, the exact null distribution of the positive rank sum; with ties
+# and at most 13 differences, all 2**n sign patterns (an exact permutation test); otherwise the
+# normal approximation with the tie correction and no continuity correction.
+
+_EXACT_MAX = 50
+_PERMUTATION_MAX = 13
+
+
+def _average_ranks(values: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Ranks 1..n of ``values`` (ties get their average rank) and the size of each tie group."""
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    sizes = np.diff(np.r_[starts, ordered.size]).astype(np.float64)
+    averages = starts + (sizes + 1.0) / 2.0  # 1-based average rank of each tie group
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.repeat(averages, sizes.astype(np.int64))
+    return ranks, sizes
+
+
+def _signed_rank_null(n: int) -> FloatArray:
+    """P(T+ = t), t = 0..n(n+1)/2, for n differences without ties under the null."""
+    dist = np.ones(1, dtype=np.float64)
+    for rank in range(1, n + 1):
+        grown = np.zeros(dist.size + rank, dtype=np.float64)
+        grown[: dist.size] += 0.5 * dist  # this rank's difference is negative
+        grown[rank:] += 0.5 * dist  # ... or positive
+        dist = grown
+    return dist
+
+
+def _normal_sf(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def _wilcoxon(d: FloatArray, alternative: str) -> float:
+    n = d.size
+    ranks, ties = _average_ranks(np.abs(d))
+    r_plus = float(ranks[d > 0].sum())
+    has_ties = bool(np.any(ties > 1))
+    if n <= _EXACT_MAX and not has_ties:
+        dist = _signed_rank_null(n)
+        t = round(r_plus)
+        upper = float(dist[t:].sum())  # P(T+ >= t)
+        lower = float(dist[: t + 1].sum())  # P(T+ <= t)
+        p = upper if alternative == "greater" else 2.0 * min(upper, lower)
+    elif n <= _PERMUTATION_MAX:
+        signs = (np.arange(1 << n)[:, None] >> np.arange(n)) & 1  # every sign pattern
+        null = signs.astype(np.float64) @ ranks
+        tol = abs(np.finfo(np.float64).eps * 100 * r_plus)
+        upper = float(np.count_nonzero(null >= r_plus - tol)) / null.size
+        lower = float(np.count_nonzero(null <= r_plus + tol)) / null.size
+        p = upper if alternative == "greater" else 2.0 * min(upper, lower)
+    else:
+        mean = n * (n + 1) / 4.0
+        var = (n * (n + 1.0) * (2.0 * n + 1.0) - float(np.sum(ties**3 - ties)) / 2.0) / 24.0
+        z = (r_plus - mean) / math.sqrt(var)
+        p = _normal_sf(z) if alternative == "greater" else 2.0 * _normal_sf(abs(z))
     return min(1.0, max(0.0, p))
 
 
@@ -185,15 +267,12 @@ def wilcoxon_greater(differences: npt.NDArray[Any] | Sequence[float]) -> float |
 
     Zero differences are dropped (Wilcox's method); None when nothing is left.
     """
-    from scipy.stats import wilcoxon
-
     d = np.asarray(differences, dtype=np.float64)
     d = d[~np.isnan(d)]
     d = d[np.abs(d) > EPS]
     if d.size == 0:
         return None
-    res = wilcoxon(d, alternative="greater", zero_method="wilcox")
-    return float(res.pvalue)
+    return _wilcoxon(d, "greater")
 
 
 def paired_bootstrap_ci(
@@ -278,8 +357,6 @@ def wilcoxon_two_sided(differences: npt.NDArray[Any] | Sequence[float]) -> float
     Zero differences are dropped (Wilcox's method); when every difference is zero there is no
     evidence of a difference and the p-value is 1. None when there are no differences at all.
     """
-    from scipy.stats import wilcoxon
-
     d = np.asarray(differences, dtype=np.float64)
     d = d[~np.isnan(d)]
     if d.size == 0:
@@ -287,8 +364,7 @@ def wilcoxon_two_sided(differences: npt.NDArray[Any] | Sequence[float]) -> float
     d = d[np.abs(d) > EPS]
     if d.size == 0:
         return 1.0
-    res = wilcoxon(d, alternative="two-sided", zero_method="wilcox")
-    return float(res.pvalue)
+    return _wilcoxon(d, "two-sided")
 
 
 # --- the noise floor ---------------------------------------------------------------------------
