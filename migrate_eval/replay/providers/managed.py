@@ -323,8 +323,8 @@ class VLLMProvider(ManagedServerProvider):
             argv += ["--enable-lora"]
             if o.lora_modules:
                 argv += ["--lora-modules", *(f"{n}={p}" for n, p in o.lora_modules.items())]
-        if o.device == "cpu":
-            argv += ["--device", "cpu"]
+        # no --device: vLLM removed it in 0.10 (a CPU build of vLLM runs on the CPU by itself);
+        # options.device: cpu only skips the GPU check
         return argv
 
     def missing(self) -> str | None:
