@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from migrate_eval.core.errors import ConfigError, ExitCode, InfrastructureError, UserError
+from migrate_eval.core.errors import (
+    ConfigError,
+    ExitCode,
+    InfrastructureError,
+    MigrateEvalError,
+    UserError,
+)
 from migrate_eval.core.paths import default_cache_path, default_run_dir, demo_suite_path
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.results import SCHEMA_VERSION, Profile, Results
@@ -567,6 +573,38 @@ def _render(
         {(r.exchange_id, r.candidate): r for r in replays},
         run_dir / "report.html",
     )
+    if (run_dir / WATCH_MARKER).is_file():
+        _rerender_watch_sections(run_dir)
+
+
+#: A watch's run folder names its history here, so a re-render keeps the watch's sections.
+WATCH_MARKER = "watch.json"
+
+
+def _rerender_watch_sections(run_dir: Path) -> None:
+    """A watch's drift lines (summary.md) and "Over time" section (report.html), as of that
+    watch: the history up to its own record. A history gone since is a warning, not an error."""
+    import warnings
+
+    from migrate_eval.report.over_time import add_drift_lines, add_over_time
+    from migrate_eval.verdict.history import read_history
+
+    try:
+        marker = json.loads((run_dir / WATCH_MARKER).read_text(encoding="utf-8"))
+        folder, run_id = Path(marker["history"]), str(marker["run_id"])
+        history = read_history(folder, suite=marker.get("suite"))
+    except (OSError, ValueError, KeyError, TypeError, MigrateEvalError) as e:
+        warnings.warn(
+            f"{run_dir / WATCH_MARKER}: the watch's history cannot be read ({e}); the report "
+            "is re-rendered without its Over time section",
+            stacklevel=3,
+        )
+        return
+    if len(history):
+        history = history[history["run_id"].astype(str) <= run_id]
+    if marker.get("previous_run_id") is not None and len(history):
+        add_drift_lines(run_dir / "summary.md", history[history["run_id"] == run_id])
+    add_over_time(run_dir / "report.html", history)
 
 
 def rerender(run_dir: str | Path) -> Results:
@@ -1138,6 +1176,16 @@ def watch(
     if previous_run_id is not None:
         add_drift_lines(outcome.run_dir / "summary.md", records)
     add_over_time(outcome.run_dir / "report.html", read_history(folder, suite=results.suite))
+    # what a later re-render (rerender, adapt) needs to add the watch's own sections again
+    marker = {
+        "history": str(folder),
+        "run_id": run_id,
+        "previous_run_id": previous_run_id,
+        "suite": results.suite,
+    }
+    tmp = outcome.run_dir / ".watch.json.tmp"
+    tmp.write_text(json.dumps(marker, indent=2), encoding="utf-8")
+    os.replace(tmp, outcome.run_dir / WATCH_MARKER)
     if results.gate == "error":
         code = int(ExitCode.INFRASTRUCTURE)
     elif any(d.drift for d in drifts) or (

@@ -129,6 +129,15 @@ def test_watch_flags_drift_on_the_changed_task_at_the_right_watch(
     )
     assert page.count('fill="#c0392b"') == 1  # the one drift event, on beta's line
     assert "now answers as x-2025-new fp_new" in page
+    # a re-render (rerender, adapt) keeps a watch's own sections, as of that watch
+    summary_before = (changed.run_dir / "summary.md").read_text(encoding="utf-8")
+    page_before = (changed.run_dir / "report.html").read_text(encoding="utf-8")
+    migrate_eval.rerender(changed.run_dir)
+    assert (changed.run_dir / "summary.md").read_text(encoding="utf-8") == summary_before
+    page_again = (changed.run_dir / "report.html").read_text(encoding="utf-8")
+    assert '<section id="over-time">' in page_again
+    over_time = page_again[page_again.index('<section id="over-time">') :]
+    assert over_time == page_before[page_before.index('<section id="over-time">') :]
 
 
 def test_stable_vendor_within_noise_raises_at_most_one_false_alarm_in_20_watches() -> None:
