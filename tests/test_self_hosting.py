@@ -12,7 +12,9 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from migrate_eval.verdict.costs import HOURS_PER_MONTH
 from tests.run_rows import response_rows
 
 STAND_IN = Path(__file__).resolve().parent / "stand_in_server.py"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _line(i: int) -> dict[str, Any]:
@@ -566,3 +569,51 @@ def test_a_model_that_needs_two_gpus_is_priced_for_two(tmp_path: Path) -> None:
     assert source.startswith("GPU table 2024-12-01: AWS g6.xlarge")
     own = gpu_price(candidate(gpu="L4", gpu_hour_usd=0.5), SimpleNamespace(hardware=None))  # type: ignore[arg-type]
     assert own is not None and own[0].per_hour_usd == 0.5 and own[1] == "options.gpu_hour_usd"
+
+
+_OWNER = """
+import sys
+from pathlib import Path
+from migrate_eval.replay.servers import LaunchSpec, ManagedServer, collect_logs
+
+argv = sys.argv[2:]
+launch = LaunchSpec(kind="vllm", argv=argv, model="m", served=["m"], label="orphan",
+                    startup_timeout=60, stop_timeout=1)
+server = ManagedServer(launch)
+with collect_logs(Path(sys.argv[1])) as logs:
+    server.start()
+print(logs[0][1], flush=True)
+sys.stdin.read()  # until the test kills this process
+"""
+
+
+def test_a_killed_migrate_eval_leaves_no_server_running(tmp_path: Path) -> None:
+    """SIGKILL skips every cleanup of migrate-eval's own: the reaper started beside the server
+    stops it (SIGTERM, then SIGKILL for one that ignores it), so no server is left orphaned."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER, str(tmp_path), *stand_in("--child", "--ignore-term")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert owner.stdout is not None
+        log = Path(owner.stdout.readline().strip())
+        text = log.read_text(encoding="utf-8")
+        pid = int(re.search(r"^\[migrate-eval\] server pid (\d+)$", text, re.M).group(1))  # type: ignore[union-attr]
+        assert alive(pid)
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 60  # a bound on waiting, not a timing assertion
+        while group_members(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert_stopped(log)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        for pipe in (owner.stdin, owner.stdout):
+            if pipe is not None:
+                pipe.close()

@@ -33,6 +33,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -127,6 +128,8 @@ class ManagedServer:
         self.launch = launch
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        #: stops the server if this process dies without stopping it (SIGKILL): _reaper.py
+        self.reaper: subprocess.Popen[bytes] | None = None
         self.pgid: int | None = None
         self.log_path: Path | None = None
         self.argv: list[str] = []
@@ -170,6 +173,7 @@ class ManagedServer:
                     )
                     self.pgid = self.proc.pid
                     _LIVE.add(self)
+                    self.reaper = _start_reaper(self.pgid, launch.stop_timeout)
                 log.write(f"[migrate-eval] server pid {self.proc.pid}\n".encode())
                 log.flush()
             except OSError as e:
@@ -291,6 +295,34 @@ class ManagedServer:
                     deadline = time.monotonic() + grace
                 time.sleep(0.05)
             _LIVE.discard(self)
+            if self.reaper is not None:  # it exits once the group is gone
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.reaper.wait(5)
+
+
+def _start_reaper(pgid: int, grace: float) -> subprocess.Popen[bytes] | None:
+    """The watcher that stops the group ``pgid`` should this process die without doing it."""
+    if os.name != "posix":
+        return None
+    argv = [sys.executable, "-m", "migrate_eval.replay._reaper", str(os.getpid()), str(pgid)]
+    try:
+        return subprocess.Popen(
+            [*argv, str(grace)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # outside the server's group and this terminal's Ctrl-C
+            env={**os.environ, "PYTHONPATH": _package_root()},
+        )
+    except OSError:
+        return None
+
+
+def _package_root() -> str:
+    """The folder holding this ``migrate_eval``, first on the reaper's import path."""
+    root = str(Path(__file__).resolve().parents[2])
+    rest = os.environ.get("PYTHONPATH")
+    return f"{root}{os.pathsep}{rest}" if rest else root
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
