@@ -11,14 +11,17 @@ compares them). Each distinct text is cut into n-grams once per batch (a referen
 every candidate), and a large batch is spread over the machine's cores in worker processes.
 
 Only the standard library is imported here, and ``migrate_eval.core`` imports nothing: a worker
-process (started fresh, "spawn") imports this module and no more.
+process (``python -m migrate_eval.core._chrf``, fed through a pipe) imports this module and no
+more.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 CHAR_ORDER = 6
 BETA = 2
@@ -117,24 +120,67 @@ def workers_for(n_pairs: int) -> int:
 
 def chrf_batch(pairs: Sequence[tuple[str, str]], *, workers: int | None = None) -> list[float]:
     """:func:`chrf_many`, in worker processes when the batch is large enough to pay for them
-    (``workers``: None chooses by :func:`workers_for`; 1 never starts any)."""
+    (``workers``: None chooses by :func:`workers_for`; 1 never starts any).
+
+    The workers are plain ``python -m migrate_eval.core._chrf`` processes fed through a pipe,
+    not a :mod:`multiprocessing` pool: a pool's fresh interpreters import the caller's main
+    script again, which in a user's script without an ``if __name__ == "__main__"`` guard
+    starts the whole run over (and lost every chrF value of a large batch). Anything going
+    wrong with a worker gives the same values computed in this process.
+    """
     n = workers_for(len(pairs)) if workers is None else workers
     if n <= 1 or len(pairs) <= CHUNK:
         return chrf_many(pairs)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    chunks = [list(pairs[i : i + CHUNK]) for i in range(0, len(pairs), CHUNK)]
-    # "spawn": a fresh interpreter that imports only this module (no fork of a process that
-    # may hold threads and locks: the replay's event loop, SQLite, a judge's client)
+    share = -(-len(pairs) // n)  # contiguous parts, one a worker: the order is kept
+    parts = [list(pairs[i : i + share]) for i in range(0, len(pairs), share)]
     try:
-        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-            out: list[float] = []
-            for part in pool.map(chrf_many, chunks):
-                out += part
-        return out
-    except (OSError, AssertionError, BrokenProcessPool):
-        # no worker processes here (a daemonic process, a sandbox without fork/exec, a worker
-        # killed): the same values, computed in this process
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(parts)) as threads:  # one thread feeds and reads each worker
+            results = list(threads.map(_in_worker, parts))
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError):
         return chrf_many(pairs)
+    out: list[float] = []
+    for part, scores in zip(parts, results, strict=True):
+        if len(scores) != len(part):
+            return chrf_many(pairs)
+        out += scores
+    return out
+
+
+def _in_worker(part: list[tuple[str, str]]) -> list[float]:
+    """``chrf_many(part)`` in a fresh ``python -m migrate_eval.core._chrf`` process."""
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding this migrate_eval
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "migrate_eval.core._chrf"],
+        input=pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL),
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise OSError(f"chrF worker exited with {done.returncode}: {done.stderr[-500:]!r}")
+    scores = pickle.loads(done.stdout)
+    if not isinstance(scores, list):
+        raise ValueError("chrF worker answered no list")
+    return [float(x) for x in scores]
+
+
+def _worker_main() -> None:
+    """Read pickled pairs on stdin, write their chrF scores (a pickled list) on stdout."""
+    import sys
+
+    part = pickle.loads(sys.stdin.buffer.read())
+    sys.stdout.buffer.write(pickle.dumps(chrf_many(part), protocol=pickle.HIGHEST_PROTOCOL))
+    sys.stdout.buffer.flush()
+
+
+if __name__ == "__main__":
+    _worker_main()

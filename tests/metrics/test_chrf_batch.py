@@ -3,7 +3,9 @@ pair at a time, in batches and in worker processes; the metric scores through it
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 import pytest
 
@@ -53,15 +55,49 @@ def test_workers_only_for_large_batches(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_no_worker_processes_means_the_same_values_here(monkeypatch: pytest.MonkeyPatch) -> None:
-    import concurrent.futures
+    import subprocess
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError("no processes here")
 
-    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", refuse)
+    monkeypatch.setattr(subprocess, "run", refuse)
     monkeypatch.setattr(_chrf, "CHUNK", 50)
     pairs = _pairs(120, seed=9)
     assert _chrf.chrf_batch(pairs, workers=2) == _chrf.chrf_many(pairs)
+
+
+_UNGUARDED = """
+import json, sys
+from migrate_eval.core import _chrf
+print("script started", file=sys.stderr)  # a multiprocessing child would run this again
+_chrf.CHUNK = 50
+pairs = json.loads(sys.argv[1])
+print(json.dumps([_chrf.chrf_batch(pairs, workers=2), _chrf.chrf_many(pairs)]))
+"""
+
+
+def test_worker_processes_never_rerun_a_users_unguarded_script(tmp_path: Path) -> None:
+    """A user's script calling the run without ``if __name__ == "__main__"``: a multiprocessing
+    pool's children import it again (it started the whole run over and lost every chrF value
+    of a large batch); the workers run only this module."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "user_script.py"
+    script.write_text(_UNGUARDED, encoding="utf-8")
+    pairs = _pairs(160, seed=11)
+    done = subprocess.run(
+        [sys.executable, str(script), json.dumps(pairs)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    in_workers, here = json.loads(done.stdout)
+    assert in_workers == here and len(here) == len(pairs)
+    assert done.stderr.count("script started") == 1
 
 
 def _exchange(i: int, text: str) -> Exchange:
