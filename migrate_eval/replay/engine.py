@@ -133,6 +133,14 @@ class ProgressEvent:
     throttled_s: float = field(default=0.0, compare=False)
 
 
+def _tokens_used(answer: ProviderResponse) -> int:
+    """Prompt + completion tokens an answer reports (0 when it reports none)."""
+    usage = answer.response.usage
+    if usage is None:
+        return 0
+    return (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
+
+
 #: Signals that stop a replay cleanly: Ctrl-C, and SIGTERM (a CI job cancelled, a pod stopped).
 _STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)
@@ -522,6 +530,30 @@ class _CandidateRun:
         while (wait := self.pause_until - loop.time()) > 0:
             await asyncio.sleep(wait)
 
+    async def _call(self, item: _Work, sent_at: list[float] | None) -> ProviderResponse:
+        """The call itself, once its slot and limits are taken, and what it tells about the
+        candidate's health: the circuit breaker, the failure share, the latencies and a pause
+        asked for by a 429's Retry-After. Vendor errors are raised."""
+        if self.breaker.tripped is not None:  # opened while this waited: do not send
+            raise self.breaker.tripped
+        self.sent += 1
+        loop = asyncio.get_running_loop()
+        if sent_at is not None:
+            sent_at.append(loop.time())
+        try:
+            answer = await self.provider.complete(item.request)
+        except VendorError as e:
+            if e.status == 429 and e.retry_after is not None:  # the endpoint asked all to wait
+                until = loop.time() + min(e.retry_after, MAX_BACKOFF)
+                self.pause_until = max(self.pause_until, until)
+            self.breaker.failure(e)
+            self.failures.append(True)
+            raise
+        self.breaker.success()
+        self.failures.append(False)
+        self.latencies.append(answer.latency_ms / 1000.0)
+        return answer
+
     async def _attempt(
         self, item: _Work, *, hedge: bool = False, sent_at: list[float] | None = None
     ) -> ProviderResponse:
@@ -545,33 +577,18 @@ class _CandidateRun:
                 charged = item.tokens
                 await self.tpm.acquire(charged)
             await self._wait_for_pause()
-            if self.breaker.tripped is not None:  # opened while this waited: do not send
-                raise self.breaker.tripped
-            self.sent += 1
-            if sent_at is not None:
-                sent_at.append(asyncio.get_running_loop().time())
             try:
-                answer = await self.provider.complete(item.request)
+                answer = await self._call(item, sent_at)
             except VendorError as e:
                 if e.status == 429:
                     outcome = "overload"
                     if self.tpm is not None:  # a rejected request used no tokens
                         self.tpm.adjust(-charged)
-                    if e.retry_after is not None:  # the endpoint asked everyone to wait
-                        until = asyncio.get_running_loop().time() + min(e.retry_after, MAX_BACKOFF)
-                        self.pause_until = max(self.pause_until, until)
-                self.breaker.failure(e)
-                self.failures.append(True)
                 raise
             outcome = "ok"
-            self.breaker.success()
-            self.failures.append(False)
-            self.latencies.append(answer.latency_ms / 1000.0)
-            usage = answer.response.usage
-            if self.tpm is not None and usage is not None:
-                used = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
-                if used:
-                    self.tpm.adjust(used - charged)  # the estimate, corrected
+            used = _tokens_used(answer)
+            if self.tpm is not None and used:
+                self.tpm.adjust(used - charged)  # the estimate, corrected
             return answer
         finally:
             if not hedge:
@@ -596,32 +613,18 @@ class _CandidateRun:
         outcome, delta, retry_after = "other", 0, None
         try:
             await self._wait_for_pause()  # this process's own view of a pause
-            if self.breaker.tripped is not None:
-                raise self.breaker.tripped
-            self.sent += 1
-            if sent_at is not None:
-                sent_at.append(asyncio.get_running_loop().time())
             try:
-                answer = await self.provider.complete(item.request)
+                answer = await self._call(item, sent_at)
             except VendorError as e:
                 if e.status == 429:
                     outcome, delta = "overload", -charged
                     if e.retry_after is not None:
                         retry_after = min(e.retry_after, MAX_BACKOFF)
-                        until = asyncio.get_running_loop().time() + retry_after
-                        self.pause_until = max(self.pause_until, until)
-                self.breaker.failure(e)
-                self.failures.append(True)
                 raise
             outcome = "ok"
-            self.breaker.success()
-            self.failures.append(False)
-            self.latencies.append(answer.latency_ms / 1000.0)
-            usage = answer.response.usage
-            if charged and usage is not None:
-                used = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
-                if used:
-                    delta = used - charged
+            used = _tokens_used(answer)
+            if charged and used:
+                delta = used - charged
             return answer
         finally:
             shared.release(lease, outcome, delta, retry_after)
