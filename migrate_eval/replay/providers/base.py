@@ -13,10 +13,12 @@ them into error rows and never lets them stop a run.
 from __future__ import annotations
 
 import abc
+import asyncio
 import email.utils
 import re
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC
 from types import TracebackType
@@ -142,6 +144,40 @@ class Provider(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class InProcessProvider(Provider):
+    """A model run in this process (``hf-local``, ``llama-cpp``): :meth:`_generate` answers one
+    request, blocking, on a worker thread of the provider's own (one at a time), so that the
+    event loop never waits on it."""
+
+    #: the worker thread's name (seen in thread dumps and profiles)
+    thread_name: ClassVar[str] = "in-process-model"
+
+    def __init__(self, spec: CandidateSpec) -> None:
+        super().__init__(spec)
+        self._pool: ThreadPoolExecutor | None = None
+
+    @abc.abstractmethod
+    def _generate(self, request: dict[str, Any]) -> ProviderResponse:
+        """Answer one request (blocking; runs on the provider's thread)."""
+
+    async def complete(self, request: dict[str, Any]) -> ProviderResponse:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.thread_name)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._generate, request)
+
+    async def aclose(self) -> None:
+        """Stop the worker thread (after the call it is running, if any); then
+        :meth:`_release` drops the model."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
+        self._release()
+
+    def _release(self) -> None:
+        """Drop the loaded model. Safe to call more than once."""
 
 
 def pick_headers(headers: Mapping[str, str], names: Iterable[str]) -> dict[str, str] | None:

@@ -45,7 +45,6 @@ interrupted mid-answer).
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import threading
@@ -53,7 +52,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -79,7 +77,7 @@ from migrate_eval.replay.providers._translate import (
     unsupported,
 )
 from migrate_eval.replay.providers.base import (
-    Provider,
+    InProcessProvider,
     ProviderResponse,
     UnsupportedRequestError,
     VendorTimeout,
@@ -135,8 +133,10 @@ def _remote_ref(schema: Any) -> str | None:
     return None
 
 
-class LlamaCppProvider(Provider):
+class LlamaCppProvider(InProcessProvider):
     """A GGUF model loaded in process by llama-cpp-python."""
+
+    thread_name = "llama-cpp"
 
     #: The feature matrix (:mod:`migrate_eval.replay.providers.matrix`).
     features: ClassVar[dict[str, str]] = {
@@ -167,7 +167,6 @@ class LlamaCppProvider(Provider):
         self.default_max_new_tokens = DEFAULT_MAX_NEW_TOKENS if new is None else new
         self._llm: Any = None
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
         self._grammars: OrderedDict[str, Any] = OrderedDict()
         self._weights: str | None = None  # taken once, on the first identity()
         self._weights_taken = False
@@ -416,16 +415,7 @@ class LlamaCppProvider(Provider):
         )
         return ProviderResponse(response=response, raw=raw, latency_ms=latency_ms)
 
-    async def complete(self, request: dict[str, Any]) -> ProviderResponse:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._generate, request)
-
-    async def aclose(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
+    def _release(self) -> None:
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()

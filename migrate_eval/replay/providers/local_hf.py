@@ -35,13 +35,11 @@ request.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import threading
 import time
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -65,7 +63,7 @@ from migrate_eval.replay.providers._translate import (
     unsupported,
 )
 from migrate_eval.replay.providers.base import (
-    Provider,
+    InProcessProvider,
     ProviderResponse,
     UnsupportedRequestError,
     VendorTimeout,
@@ -86,8 +84,10 @@ _HANDLED = (
 )
 
 
-class LocalHFProvider(Provider):
+class LocalHFProvider(InProcessProvider):
     """A transformers causal LM loaded from a local folder or the local HF cache."""
+
+    thread_name = "hf-local"
 
     #: The feature matrix (:mod:`migrate_eval.replay.providers.matrix`).
     features: ClassVar[dict[str, str]] = {
@@ -124,7 +124,6 @@ class LocalHFProvider(Provider):
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
         self._weights: str | None = None  # taken once, on the first identity()
         self._weights_taken = False
 
@@ -309,14 +308,5 @@ class LocalHFProvider(Provider):
         )
         return ProviderResponse(response=response, raw=raw, latency_ms=latency_ms)
 
-    async def complete(self, request: dict[str, Any]) -> ProviderResponse:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-local")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._generate, request)
-
-    async def aclose(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
+    def _release(self) -> None:
         self._model = self._tokenizer = None
