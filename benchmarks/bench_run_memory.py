@@ -34,9 +34,12 @@ from bench_ingest import generate  # noqa: E402
 from tests.servers import SubprocessServer  # noqa: E402
 
 
-def child(args: list[str]) -> tuple[float, int, int]:
-    """Run ``migrate-eval ARGS`` in a fresh interpreter: (seconds, peak RSS bytes, exit code)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def child(
+    args: list[str], env_extra: dict[str, str] | None = None
+) -> tuple[float, float, int, int]:
+    """Run ``migrate-eval ARGS`` in a fresh interpreter (``env_extra`` added to its environment):
+    (seconds, CPU seconds, peak RSS bytes, exit code)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
     env.pop("OPENAI_API_KEY", None)  # never a real vendor
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -52,7 +55,8 @@ def child(args: list[str]) -> tuple[float, int, int]:
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 1, 4):
         raise SystemExit(f"migrate-eval {args[0]} failed ({code}): {err[-2000:]}")
-    return time.perf_counter() - start, usage.ru_maxrss * 1024, code
+    cpu = usage.ru_utime + usage.ru_stime
+    return time.perf_counter() - start, cpu, usage.ru_maxrss * 1024, code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             log = Path(tmp) / "logs.jsonl"
             generate(log, n)
             with SubprocessServer(max_requests=10 * n + 1000, lifetime=3600) as server:
-                run_s, run_rss, code = child(
+                run_s, _, run_rss, code = child(
                     [
                         "run", "--logs", str(log),
                         "--candidate", f"c=openai-compatible:bench-model@{server.base_url}",
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                         "--concurrency", str(args.concurrency), "--no-baseline", "-q",
                     ]
                 )  # fmt: skip
-            prof_s, prof_rss, _ = child(["profile", str(log), "--json"])
+            prof_s, _, prof_rss, _ = child(["profile", str(log), "--json"])
         rows.append(
             {
                 "exchanges": n,

@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ for p in (REPO, REPO / "benchmarks"):
         sys.path.insert(0, str(p))
 
 from bench_ingest import generate  # noqa: E402
+from bench_run_memory import child as run_child  # noqa: E402
 
 from tests.servers import SubprocessServer  # noqa: E402
 
@@ -77,31 +77,16 @@ async def bare_loop(base_url: str, log: Path, concurrency: int, model: str) -> f
 
 
 def child(args: list[str], tmp: Path) -> tuple[float, float, int]:
-    """``migrate-eval ARGS`` in a fresh interpreter: (seconds, CPU seconds, peak RSS bytes). Its run history
-    and embedding cache live in ``tmp`` (nothing is reused from an earlier bench)."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "MIGRATE_EVAL_REPORTS_DIR": str(tmp / "reports"),
-        "MIGRATE_EVAL_EMBEDDING_CACHE": str(tmp / "embeddings.sqlite"),
-    }
-    env.pop("OPENAI_API_KEY", None)  # never a real vendor
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "migrate_eval.cli", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    """``migrate-eval ARGS`` in a fresh interpreter: (seconds, CPU seconds, peak RSS bytes). Its
+    run history and embedding cache live in ``tmp`` (nothing is reused from an earlier bench)."""
+    seconds, cpu, rss, _ = run_child(
+        args,
+        {
+            "MIGRATE_EVAL_REPORTS_DIR": str(tmp / "reports"),
+            "MIGRATE_EVAL_EMBEDDING_CACHE": str(tmp / "embeddings.sqlite"),
+        },
     )
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code not in (0, 1, 4):
-        raise SystemExit(f"migrate-eval {args[0]} failed ({code}): {err[-2000:]}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return time.perf_counter() - start, cpu, usage.ru_maxrss * 1024
+    return seconds, cpu, rss
 
 
 def write_log(path: Path, n: int) -> None:
