@@ -107,6 +107,8 @@ def semantic_times(n: int, worker_counts: list[int]) -> dict[int, float]:
             start = time.perf_counter()
             vectors = semantic.embed_texts(texts)
             out[workers] = time.perf_counter() - start
+        if embed is not None:
+            embed.close()  # its actors hold a CPU each
         if vectors.shape[0] != n or not np.isfinite(vectors).all():
             raise RuntimeError("semantic: bad vectors")
     return out

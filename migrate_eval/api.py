@@ -13,6 +13,7 @@ vendor again (:func:`rerender`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -335,7 +336,10 @@ def run(
     from migrate_eval.verdict.noise import chance_levels, noise_floor_for_run
 
     apply_metric_weights(plan.tasks, s.tasks)
-    with judge_session(s.judge, cache_path=cache_path, offline=offline):
+    with (
+        judge_session(s.judge, cache_path=cache_path, offline=offline),
+        _scoring_on(run_executor, ray_address),
+    ):
         scores = score(exchanges, plan.tasks, plan.assignment, replays)
     from migrate_eval.score.semantic import missing_weights_notice
 
@@ -425,6 +429,15 @@ def run(
             if notify is not None:
                 notify(f"adaptation not done: {e}")
     return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
+
+
+def _scoring_on(executor: str, address: str | None) -> contextlib.AbstractContextManager[None]:
+    """Where scoring computes what its caches miss: this process, or the Ray cluster."""
+    if executor != "ray":
+        return contextlib.nullcontext()
+    from migrate_eval.score.cluster import ray_scoring
+
+    return ray_scoring(address)
 
 
 def _ray_group_writer(address: str | None) -> Any:

