@@ -1,7 +1,7 @@
 """The whole ``migrate-eval run`` as the number of exchanges grows, against a bare replay loop
 (issue 17, "One machine").
 
-    python benchmarks/bench_scale.py [--n 10000 100000] [--concurrency 64] [--json]
+    python benchmarks/bench_scale.py [--n 10000 100000] [--concurrency 64] [--delay 0.1] [--json]
     BENCH_SCALE_1M=1 python benchmarks/bench_scale.py      # adds 1,000,000 (long on 2 cores)
 
 For each size: writes ``bench_ingest``'s realistic ``chat-jsonl`` log of ``n`` exchanges
@@ -132,11 +132,15 @@ def write_suite(folder: Path, log: Path, base_url: str, metrics: str, candidates
     return path
 
 
-def measure(n: int, concurrency: int, metrics: str, candidates: int) -> dict[str, float]:
+def measure(
+    n: int, concurrency: int, metrics: str, candidates: int, delay: float = 0.0
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "logs.jsonl"
         write_log(log, n)
-        with SubprocessServer(max_requests=10 * n * candidates + 10_000, lifetime=7200) as server:
+        with SubprocessServer(
+            delay=delay, max_requests=10 * n * candidates + 10_000, lifetime=7200
+        ) as server:
             bare_s = 0.0
             for c in range(candidates):  # the bare loop sends every candidate's requests too
                 bare_s += asyncio.run(bare_loop(server.base_url, log, concurrency, f"bench-{c}"))
@@ -166,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--candidates", type=int, default=1)
     ap.add_argument(
+        "--delay",
+        type=float,
+        default=0.0,
+        help="the vendor's latency in seconds (goal at 0.1: 1.1x)",
+    )
+    ap.add_argument(
         "--metrics",
         default="chrf",
         help="the free-text tasks' metrics (comma-separated; 'default': the free-text defaults, "
@@ -179,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print("| exchanges | wall | per exchange | peak RSS | run / bare replay loop |")
         print("|---|---|---|---|---|")
     for n in sizes:
-        row = measure(n, args.concurrency, args.metrics, args.candidates)
+        row = measure(n, args.concurrency, args.metrics, args.candidates, args.delay)
         rows.append(row)
         if not args.json:
             print(
@@ -195,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 "concurrency": args.concurrency,
                 "metrics": args.metrics,
                 "candidates": args.candidates,
+                "delay": args.delay,
                 "rows": rows,
             }
         )

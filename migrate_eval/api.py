@@ -302,6 +302,7 @@ def run(
             from migrate_eval.replay.cluster import replay_on_ray
 
             rc.flush()
+            early_chrf: dict[tuple[str, str], float] = {}
             replays = replay_on_ray(
                 exchanges,
                 s.candidates,
@@ -312,14 +313,23 @@ def run(
                 address=ray_address,
             )
         else:
-            replays = replay(
-                exchanges,
-                s.candidates,
-                cache=rc,
-                offline=offline,
-                progress=progress,
-                cache_salt=cache_salt,
-            )
+            from migrate_eval.score.early import EarlyChrf
+
+            early = EarlyChrf(exchanges, plan.tasks, plan.assignment)  # while the replay waits
+            try:
+                replays = replay(
+                    exchanges,
+                    s.candidates,
+                    cache=rc,
+                    offline=offline,
+                    progress=progress,
+                    cache_salt=cache_salt,
+                    on_result=early.add if early.references else None,
+                )
+            except BaseException:
+                early.close()
+                raise
+            early_chrf = early.finish()
         baseline_rows = None
         planned = _plan_baseline(s, plan, exchanges, pairs, baseline, offline, notify)
         if planned is not None:  # the noise floor: the logged model re-run (baseline.jsonl)
@@ -332,6 +342,7 @@ def run(
     # 4. score (LLM judge calls, if any, happen here), 5. noise floor, aggregate + verdict
     from migrate_eval.score.judge import judge_session
     from migrate_eval.score.scoring import apply_metric_weights
+    from migrate_eval.score.text import known_chrf
     from migrate_eval.verdict.aggregate import clusters_of
     from migrate_eval.verdict.noise import chance_levels, noise_floor_for_run
 
@@ -339,6 +350,7 @@ def run(
     with (
         judge_session(s.judge, cache_path=cache_path, offline=offline),
         _scoring_on(run_executor, ray_address),
+        known_chrf(early_chrf),
     ):
         scores = score(exchanges, plan.tasks, plan.assignment, replays)
     from migrate_eval.score.semantic import missing_weights_notice

@@ -137,7 +137,7 @@ def chrf_batch(pairs: Sequence[tuple[str, str]], *, workers: int | None = None) 
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(len(parts)) as threads:  # one thread feeds and reads each worker
-            results = list(threads.map(_in_worker, parts))
+            results = list(threads.map(chrf_in_worker, parts))
     except (OSError, ValueError, EOFError, pickle.UnpicklingError):
         return chrf_many(pairs)
     out: list[float] = []
@@ -148,7 +148,7 @@ def chrf_batch(pairs: Sequence[tuple[str, str]], *, workers: int | None = None) 
     return out
 
 
-def _in_worker(part: list[tuple[str, str]]) -> list[float]:
+def chrf_in_worker(part: list[tuple[str, str]]) -> list[float]:
     """``chrf_many(part)`` in a fresh ``python -m migrate_eval.core._chrf`` process."""
     import subprocess
     import sys

@@ -222,7 +222,6 @@ class MiniLM:
             out[rows] = self._forward(ids, mask)
         return out
 
-
     def order(self, texts: Sequence[str]) -> list[int]:
         """The order :meth:`encode` computes ``texts`` in (by token count, stable): its
         batches are runs of this order."""

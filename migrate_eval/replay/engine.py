@@ -341,6 +341,8 @@ class _CandidateRun:
     leases: bool = True
     #: The cluster's limits (a Ray run), instead of this process's own.
     shared: SharedLimits | None = None
+    #: Hears each result as it is stored (scoring work started during the replay).
+    on_result: Callable[[ReplayResult], None] | None = None
     lease_poll: float = 0.25
     #: Requests another run was sending when reached: taken up again at the end.
     deferred: deque[_Work] = field(default_factory=deque)
@@ -389,12 +391,14 @@ class _CandidateRun:
         name, ids, results = self.spec.name, self.exchange_ids, self.results
         for i in rows:
             dropped = self.dropped.get(i)
-            results[i * self.n_candidates + self.column] = ReplayResult(
+            result = results[i * self.n_candidates + self.column] = ReplayResult(
                 exchange_id=ids[i],
                 candidate=name,
                 **fields,
                 **({"dropped": list(dropped)} if dropped else {}),
             )
+            if self.on_result is not None:
+                self.on_result(result)
 
     def emit(self) -> None:
         if self.progress is not None:
@@ -790,6 +794,7 @@ async def replay_async(
     breaker_threshold: int = 8,
     leases: bool = True,
     cache_salt: str | None = None,
+    on_result: Callable[[ReplayResult], None] | None = None,
 ) -> list[ReplayResult]:
     """Replay every exchange against every candidate; one :class:`ReplayResult` per pair.
 
@@ -814,7 +819,8 @@ async def replay_async(
     (Ctrl-C) or SIGTERM stops sending, cancels the requests in flight, commits the cache and raises
     :class:`ReplayInterrupted`; a second Ctrl-C interrupts at once. ``cache_salt`` (a watch)
     adds ``"watch": salt`` to every cache identity: no earlier answer is reused, and the live
-    answers are stored apart from a run's.
+    answers are stored apart from a run's. ``on_result`` hears each result as it is stored (in
+    the event loop: it must not block).
     """
     return await replay_rows(
         exchanges,
@@ -830,6 +836,7 @@ async def replay_async(
         breaker_threshold=breaker_threshold,
         leases=leases,
         cache_salt=cache_salt,
+        on_result=on_result,
     )
 
 
@@ -849,6 +856,7 @@ async def replay_rows(
     leases: bool = True,
     cache_salt: str | None = None,
     shared_limits: Sequence[SharedLimits | None] | None = None,
+    on_result: Callable[[ReplayResult], None] | None = None,
 ) -> list[ReplayResult]:
     specs = [
         c.model_copy(update={"concurrency": concurrency}) if concurrency else c for c in candidates
@@ -896,6 +904,7 @@ async def replay_rows(
                 breaker=CircuitBreaker(threshold=max(1, breaker_threshold)),
                 leases=leases,
                 shared=shared_limits[column] if shared_limits else None,
+                on_result=on_result,
             )
             runs.append(run)
             misses = run.serve_cached(run.plan(exchanges), cache)
@@ -985,6 +994,7 @@ def replay(
     breaker_threshold: int = 8,
     leases: bool = True,
     cache_salt: str | None = None,
+    on_result: Callable[[ReplayResult], None] | None = None,
 ) -> list[ReplayResult]:
     """Synchronous :func:`replay_async` (runs its own event loop)."""
     return asyncio.run(
@@ -1001,6 +1011,7 @@ def replay(
             breaker_threshold=breaker_threshold,
             leases=leases,
             cache_salt=cache_salt,
+            on_result=on_result,
         )
     )
 

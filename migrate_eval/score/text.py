@@ -6,11 +6,13 @@ produced no text, the refusal message stands in for it; an answer with neither i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import unicodedata
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from functools import cache, lru_cache
 
 from migrate_eval.core.records import Response
@@ -119,7 +121,7 @@ def lm_eval_chrf() -> ChrfAggregation:
     return chrf_fn
 
 
-def _chrf_unit(reference: str, prediction: str, value: float) -> float:
+def chrf_unit(reference: str, prediction: str, value: float) -> float:
     if not reference and not prediction:
         return 1.0
     value /= 100.0
@@ -134,7 +136,7 @@ def chrf_score(reference: str, prediction: str) -> float:
     computes it without the per-call overhead)."""
     from migrate_eval.core._chrf import chrf_many
 
-    return _chrf_unit(reference, prediction, chrf_many([(reference, prediction)])[0])
+    return chrf_unit(reference, prediction, chrf_many([(reference, prediction)])[0])
 
 
 def chrf_scores(pairs: Sequence[tuple[str, str]]) -> list[float]:
@@ -143,11 +145,26 @@ def chrf_scores(pairs: Sequence[tuple[str, str]]) -> list[float]:
     from migrate_eval.core._chrf import chrf_batch
 
     values = chrf_batch(pairs)
-    return [_chrf_unit(r, p, v) for (r, p), v in zip(pairs, values, strict=True)]
+    return [chrf_unit(r, p, v) for (r, p), v in zip(pairs, values, strict=True)]
 
 
 # The batch hook's results for the rows being scored: (reference, prediction) -> chrF.
 _CHRF_BATCH: dict[tuple[str, str], float] = {}
+# Values computed before scoring (during the replay: score/early.py), by pair.
+_CHRF_KNOWN: ContextVar[Mapping[tuple[str, str], float] | None] = ContextVar(
+    "migrate_eval_chrf_known", default=None
+)
+
+
+@contextlib.contextmanager
+def known_chrf(values: Mapping[tuple[str, str], float]) -> Iterator[None]:
+    """Within the block, the chrF batch hook takes these (reference, prediction) values as
+    computed (:class:`~migrate_eval.score.early.EarlyChrf`) and computes only the others."""
+    token = _CHRF_KNOWN.set(values)
+    try:
+        yield
+    finally:
+        _CHRF_KNOWN.reset(token)
 
 
 def _prepare_chrf(contexts: Sequence[MetricContext]) -> None:
@@ -155,7 +172,10 @@ def _prepare_chrf(contexts: Sequence[MetricContext]) -> None:
     pairs = list(
         dict.fromkeys((answer_text(c.reference), answer_text(c.candidate)) for c in contexts)
     )
-    _CHRF_BATCH.update(zip(pairs, chrf_scores(pairs), strict=True))
+    known = _CHRF_KNOWN.get() or {}
+    todo = [pair for pair in pairs if pair not in known]
+    _CHRF_BATCH.update((pair, known[pair]) for pair in pairs if pair in known)
+    _CHRF_BATCH.update(zip(todo, chrf_scores(todo), strict=True))
 
 
 @register_metric(

@@ -1,0 +1,121 @@
+"""Scoring work done while the replay waits on the vendors.
+
+A replay mostly waits: at 100 ms a request and 64 in flight, one core is nearly idle for the
+whole replay, and the scoring stage that follows used to start from nothing. :class:`EarlyChrf`
+hears each answer as the replay stores it (``replay(on_result=...)``) and computes the chrF of
+the answered (logged answer, candidate answer) pairs in ``python -m migrate_eval.core._chrf``
+worker processes, a chunk at a time, while the replay goes on. The scoring stage then finds
+those values (:func:`~migrate_eval.score.text.known_chrf`) and computes only the rest.
+
+chrF of a pair is a pure function of the two texts, so the scores are the same whichever pairs
+were done early: results.json does not depend on timing. (Embeddings are not computed early:
+a vector changes in its last bits with the other texts of its batch, see
+:func:`migrate_eval.core.embeddings.plan`.)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from migrate_eval.core.records import Exchange, ReplayResult
+from migrate_eval.core.results import TaskInfo
+from migrate_eval.score.text import answer_text
+
+Pair = tuple[str, str]
+
+#: Pairs sent to a worker at once (a worker process costs about 70 ms to start).
+CHUNK = 2_000
+#: Fewer expected pairs than this are not worth a worker: scoring does them in a blink.
+MINIMUM = 2_000
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class EarlyChrf:
+    """chrF of answered pairs in worker processes during the replay (module docstring).
+
+    ``exchanges`` are the run's, ``tasks`` the planned tasks (their resolved ``metrics``),
+    ``assignment`` exchange id -> task name. Idle (and free) when no task scores chrF or the
+    run has fewer than :data:`MINIMUM` such exchanges a candidate.
+    """
+
+    def __init__(
+        self,
+        exchanges: Iterable[Exchange],
+        tasks: Iterable[TaskInfo],
+        assignment: Mapping[str, str],
+        *,
+        chunk: int | None = None,
+        minimum: int | None = None,
+        workers: int | None = None,
+    ) -> None:
+        chrf_tasks = {t.name for t in tasks if "chrf" in t.metrics}
+        self.references: dict[str, str] = {}
+        if chrf_tasks:
+            for ex in exchanges:
+                if ex.response is not None and assignment.get(ex.id) in chrf_tasks:
+                    self.references[ex.id] = answer_text(ex.response)
+        if len(self.references) < (MINIMUM if minimum is None else minimum):
+            self.references = {}
+        self.chunk = CHUNK if chunk is None else chunk
+        self.workers = workers or max(1, _cores() - 1)  # one core stays with the replay
+        self._pending: list[Pair] = []
+        self._seen: set[Pair] = set()
+        self._futures: list[tuple[list[Pair], Future[list[float]]]] = []
+        self._pool: ThreadPoolExecutor | None = None
+
+    def add(self, result: ReplayResult) -> None:
+        """Hear one stored result (called in the replay's event loop: never blocks)."""
+        ref = self.references.get(result.exchange_id)
+        if ref is None or result.response is None or result.error is not None:
+            return
+        pair = (ref, answer_text(result.response))
+        if pair in self._seen:
+            return
+        self._seen.add(pair)
+        self._pending.append(pair)
+        if len(self._pending) >= self.chunk:
+            self._submit()
+
+    def _submit(self) -> None:
+        from migrate_eval.core._chrf import chrf_in_worker
+
+        part, self._pending = self._pending, []
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="migrate-eval chrF")
+        self._futures.append((part, self._pool.submit(chrf_in_worker, part)))
+
+    def finish(self) -> dict[Pair, float]:
+        """The chrF values (0-1) computed so far, once the workers are done; the pairs still
+        waiting for a full chunk are left to the scoring stage. A worker that failed leaves
+        its pairs to the scoring stage too."""
+        from migrate_eval.score.text import chrf_unit
+
+        out: dict[Pair, float] = {}
+        try:
+            for part, future in self._futures:
+                try:
+                    values = future.result()
+                except Exception:  # a worker that failed: scoring computes its pairs
+                    continue
+                if len(values) == len(part):
+                    out.update(
+                        (pair, chrf_unit(pair[0], pair[1], v))
+                        for pair, v in zip(part, values, strict=True)
+                    )
+        finally:
+            self.close()
+        return out
+
+    def close(self) -> None:
+        """Stop: nothing more is started (workers running finish their chunk)."""
+        self._futures = []
+        self._pending = []
+        self._seen = set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,123 @@
+"""chrF computed while the replay waits (score/early.py): the same scores as the scoring stage
+computes, whichever pairs were done early."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import migrate_eval
+from migrate_eval.core.records import Exchange, ReplayResult, Response, Source
+from migrate_eval.core.results import TaskInfo
+from migrate_eval.score import early, text
+from tests.servers import LoopbackServer
+from tests.test_cli import _line, write_logs
+
+
+def _task(metrics: list[str]) -> TaskInfo:
+    return TaskInfo(
+        name="t", output="free_text", metrics=metrics, min_parity=0.5, n=1, source="suite"
+    )
+
+
+def _exchange(i: int, answer: str) -> Exchange:
+    return Exchange(
+        id=f"e{i}",
+        source=Source(file="f", line=i, format="t"),
+        request={"model": "gpt-4o", "messages": [{"role": "user", "content": f"q {i}"}]},
+        response=Response(text=answer),
+    )
+
+
+def test_full_chunks_are_scored_in_workers_and_equal_the_scoring_stage() -> None:
+    exchanges = [_exchange(i, f"the parcel {i} left the depot on monday") for i in range(7)]
+    scorer = early.EarlyChrf(exchanges, [_task(["chrf"])], {e.id: "t" for e in exchanges},
+                             chunk=3, minimum=0, workers=1)  # fmt: skip
+    answers = [f"parcel {i} left on tuesday" for i in range(7)]
+    for i, answer in enumerate(answers):
+        scorer.add(ReplayResult(exchange_id=f"e{i}", candidate="c", response=Response(text=answer)))
+    scorer.add(ReplayResult(exchange_id="e0", candidate="c", response=Response(text=answers[0])))
+    scorer.add(ReplayResult(exchange_id="e1", candidate="c", error="boom", error_kind="server"))
+    scorer.add(ReplayResult(exchange_id="unknown", candidate="c", response=Response(text="x")))
+    values = scorer.finish()
+    pairs = [(exchanges[i].response.text or "", answers[i]) for i in range(6)]  # 2 full chunks
+    assert list(values) == pairs  # the 7th waits for a chunk: left to the scoring stage
+    assert list(values.values()) == text.chrf_scores(pairs)
+
+
+def test_idle_without_chrf_or_below_the_minimum() -> None:
+    exchanges = [_exchange(i, "a") for i in range(5)]
+    assignment = {e.id: "t" for e in exchanges}
+    assert not early.EarlyChrf(exchanges, [_task(["token_f1"])], assignment, minimum=0).references
+    assert not early.EarlyChrf(exchanges, [_task(["chrf"])], assignment, minimum=6).references
+    assert early.EarlyChrf(exchanges, [_task(["chrf"])], assignment, minimum=5).references
+
+
+def _untimed(value: Any) -> Any:
+    """``value`` without timings (``latency`` objects, ``*_ms`` fields)."""
+    if isinstance(value, dict):
+        return {
+            k: _untimed(v) for k, v in value.items() if k != "latency" and not k.endswith("_ms")
+        }
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
+def _suite(tmp_path: Path, base_url: str) -> Path:
+    rows = [
+        _line(i, f"where is parcel {i}?", f"echo: where is the parcel {i} you sent?")
+        for i in range(40)
+    ]
+    write_logs(tmp_path / "logs.jsonl", rows)
+    (tmp_path / "suite.yaml").write_text(
+        f"""
+name: early
+logs: [logs.jsonl]
+candidates: [{{name: c, provider: openai-compatible, model: m, base_url: "{base_url}"}}]
+thresholds: {{min_samples: 5}}
+tasks:
+  - name: qa
+    match: {{metadata: {{feature: qa}}}}
+    output: free_text
+    metrics: [chrf]
+""",
+        encoding="utf-8",
+    )
+    return tmp_path / "suite.yaml"
+
+
+def test_a_run_scores_chrf_during_the_replay_with_the_same_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scored: list[int] = []
+    real = text.chrf_scores
+
+    def counting(pairs: Any) -> list[float]:
+        scored.append(len(pairs))
+        return real(pairs)
+
+    monkeypatch.setattr(text, "chrf_scores", counting)
+    results = {}
+    with LoopbackServer() as server:
+        suite = _suite(tmp_path, server.base_url)
+        for label, minimum in (("after", 10**9), ("during", 0)):
+            monkeypatch.setattr(early, "MINIMUM", minimum)
+            monkeypatch.setattr(early, "CHUNK", 8)
+            scored.clear()
+            out = migrate_eval.run(
+                suite, out=tmp_path / label, cache=tmp_path / f"{label}.sqlite", baseline=False
+            )
+            data = json.loads((out.run_dir / "results.json").read_text("utf-8"))
+            for key in ("created", "command"):
+                data.pop(key)
+            results[label] = _untimed(data)
+            # the candidate's pairs first, then the chance level's (logged vs unrelated logged)
+            if label == "after":
+                assert scored[0] == 40  # all of it in the scoring stage
+            else:
+                assert scored[0] == 0  # 5 full chunks of 8, all computed during the replay
+    assert results["during"] == results["after"]
