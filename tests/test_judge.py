@@ -542,3 +542,40 @@ def test_a_sensible_judge_passes_its_controls_on_real_answers(
     assert good.passed and good.accuracy is not None and good.accuracy >= 0.9
     assert good.position_bias == 0.0 and good.self_agreement == 1.0
     assert not constant.passed and constant.accuracy == 0.0 and constant.position_bias == 1.0
+
+
+def test_the_judge_keeps_its_rpm_and_tpm(
+    server: JudgeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bug: a judge section's ``rpm`` and ``tpm`` were accepted and never applied (only its
+    concurrency was). Every call sent now waits for one request of ``rpm`` and its estimated
+    tokens of ``tpm``, corrected with the usage the judge reports; cached answers take none."""
+    from migrate_eval.replay.ratelimit import RateLimiter
+
+    taken: list[tuple[float, float]] = []  # (per_minute, amount)
+    adjusted: list[float] = []
+    real_acquire, real_adjust = RateLimiter.acquire, RateLimiter.adjust
+
+    async def acquire(self: RateLimiter, amount: float = 1.0) -> float:
+        taken.append((self.per_minute, amount))
+        return await real_acquire(self, amount)
+
+    def adjust(self: RateLimiter, delta: float) -> None:
+        adjusted.append(delta)
+        real_adjust(self, delta)
+
+    monkeypatch.setattr(RateLimiter, "acquire", acquire)
+    monkeypatch.setattr(RateLimiter, "adjust", adjust)
+    exs, reps = _data()
+    cache = tmp_path / "cache.sqlite"
+    with judge_session(server.spec(rpm=60_000, tpm=10_000_000), cache_path=cache):
+        score(exs, [TASK.model_copy(deep=True)], {e.id: "t" for e in exs}, reps)
+    calls = server.calls
+    requests = [amount for per_minute, amount in taken if per_minute == 60_000]
+    tokens = [amount for per_minute, amount in taken if per_minute == 10_000_000]
+    assert requests == [1.0] * calls and len(tokens) == calls and min(tokens) > 110
+    assert len(adjusted) == calls and all(d < 0 for d in adjusted)  # 110 used < the estimate
+    taken.clear()
+    with judge_session(server.spec(rpm=60_000, tpm=10_000_000), cache_path=cache):
+        score(exs, [TASK.model_copy(deep=True)], {e.id: "t" for e in exs}, reps)
+    assert server.calls == calls and taken == []  # all cached: nothing waited for

@@ -91,8 +91,8 @@ def ray_embedder(address: str | None = None, workers: int | None = None) -> RayE
 
 class RayJudge:
     """Judges the pairs of a judge metric in Ray tasks, ``workers`` of them (default: the
-    cluster's CPUs), each with ``judge.concurrency / workers`` requests in flight (so the judge's
-    concurrency holds for the cluster as a whole) through the shared response cache. The pairs
+    cluster's CPUs), each with its share of the judge's ``concurrency``, ``rpm`` and ``tpm`` (so
+    they hold for the cluster as a whole), through the shared response cache. The pairs
     of one exchange go to the same task: the logged answer's rubric request, the same for every
     candidate, is asked once."""
 
@@ -110,8 +110,14 @@ class RayJudge:
         chunks: list[dict[str, MetricContext]] = [{} for _ in range(parts)]
         for i, group in enumerate(groups):
             chunks[i * parts // len(groups)].update(group)
-        share = max(1, session.spec.concurrency // parts)
-        spec = session.spec.model_copy(update={"concurrency": share})
+        limits = session.spec
+        spec = limits.model_copy(  # each task a share: the judge's limits hold for the cluster
+            update={
+                "concurrency": max(1, limits.concurrency // parts),
+                "rpm": limits.rpm / parts if limits.rpm else None,
+                "tpm": limits.tpm / parts if limits.tpm else None,
+            }
+        )
         # waiting on the vendor, not computing: no CPU held (the embedding actors may hold all)
         task = ray.remote(num_cpus=0)(judge_batch)
         refs = [
