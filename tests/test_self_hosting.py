@@ -31,6 +31,7 @@ from migrate_eval.core.hardware import (
     gpu_memory,
     load_model_shape,
     normalise_quantization,
+    parse_model_config,
 )
 from migrate_eval.core.suite import CandidateSpec, LogSpec, Suite
 from migrate_eval.replay import servers
@@ -426,6 +427,96 @@ def test_fit_against_named_gpus(tmp_path: Path) -> None:
     assert raw.gpu_bytes == 48 * GIB
     assert raw.total_bytes == raw.weights_bytes + raw.kv_cache_bytes + raw.overhead_bytes  # type: ignore[operator]
     assert raw.kv_cache_bytes == 128 * 1024 * 1000 * 2
+
+
+# Gemma 3 27B (text part of google/gemma-3-27b-it's config.json): a 1,024-token window in five
+# layers of six, the sixth attends to everything
+GEMMA3_27B = {
+    "model_type": "gemma3",
+    "text_config": {
+        "model_type": "gemma3_text",
+        "hidden_size": 5376,
+        "intermediate_size": 21504,
+        "num_attention_heads": 32,
+        "num_hidden_layers": 62,
+        "num_key_value_heads": 16,
+        "head_dim": 128,
+        "sliding_window": 1024,
+        "vocab_size": 262208,
+    },
+}
+# gpt-oss-120b: layers alternate a 128-token window and full attention (its layer_types)
+GPT_OSS_120B = {
+    "model_type": "gpt_oss",
+    "hidden_size": 2880,
+    "intermediate_size": 2880,
+    "num_attention_heads": 64,
+    "num_hidden_layers": 36,
+    "num_key_value_heads": 8,
+    "head_dim": 64,
+    "num_local_experts": 128,
+    "sliding_window": 128,
+    "layer_types": ["sliding_attention", "full_attention"] * 18,
+    "vocab_size": 201088,
+}
+# DeepSeek-V3: multi-head latent attention
+DEEPSEEK_V3 = {
+    "model_type": "deepseek_v3",
+    "hidden_size": 7168,
+    "num_attention_heads": 128,
+    "num_key_value_heads": 128,
+    "num_hidden_layers": 61,
+    "kv_lora_rank": 512,
+    "qk_rope_head_dim": 64,
+    "qk_nope_head_dim": 128,
+    "v_head_dim": 128,
+    "vocab_size": 129280,
+}
+
+
+def test_sliding_window_layers_cache_at_most_their_window(tmp_path: Path) -> None:
+    """Bug: every layer was sized as full attention, so Gemma 3 27B's KV cache at 32K tokens
+    came out 5.3x too large and a model that fits one H100 was said not to."""
+    gemma = shape_of(tmp_path, "gemma3", GEMMA3_27B)
+    assert (gemma.sliding_window, gemma.sliding_layers, gemma.full_layers) == (1024, 52, 10)
+    per_layer = 2 * 16 * 128 * 2
+    assert gemma.kv_bytes_per_request(32_768) == (10 * 32_768 + 52 * 1024) * per_layer
+    assert gemma.kv_bytes_per_request(512) == 62 * 512 * per_layer  # within the window: all
+    fit = estimate(gemma, quantization="bf16", context_tokens=32_768, concurrency=4, gpu="H100")
+    assert fit.kv_cache_bytes == 4 * gemma.kv_bytes_per_request(32_768)
+    assert fit.fits is True, fit.summary()
+    full = 62 * 32_768 * per_layer * 4  # what the full-attention estimate said
+    assert fit.weights_bytes + full > 0.9 * 80 * GIB  # type: ignore[operator]
+    assert any("52 of 62 layers attend to a 1,024-token window" in n for n in fit.notes)
+    oss = shape_of(tmp_path, "gptoss", GPT_OSS_120B)
+    assert (oss.sliding_window, oss.sliding_layers, oss.full_layers) == (128, 18, 18)
+    assert oss.kv_bytes_per_request(131_072) == (18 * 131_072 + 18 * 128) * 2 * 8 * 64 * 2
+    # Gemma 2 alternates from its first layer; Mistral 7B v0.1 windows every layer; Qwen 2.5
+    # names a window it does not use
+    gemma2 = parse_model_config(
+        {**MISTRAL_7B, "model_type": "gemma2", "num_hidden_layers": 42, "sliding_window": 4096},
+        source="gemma2",
+    )
+    assert (gemma2.sliding_layers, gemma2.full_layers) == (21, 21)
+    mistral01 = parse_model_config({**MISTRAL_7B, "sliding_window": 4096}, source="m")
+    assert (mistral01.sliding_layers, mistral01.full_layers) == (32, 0)
+    qwen = parse_model_config(
+        {
+            **QWEN25_72B,
+            "sliding_window": 131072,
+            "use_sliding_window": False,
+            "max_window_layers": 70,
+        },
+        source="qwen",
+    )
+    assert qwen.sliding_window is None and qwen.full_layers == 80
+
+
+def test_latent_attention_caches_one_latent_a_token(tmp_path: Path) -> None:
+    shape = shape_of(tmp_path, "dsv3", DEEPSEEK_V3)
+    # "Insights into DeepSeek-V3" (ISCA 2025), table 1: 70.272 KB of KV cache a token in BF16
+    assert shape.kv_bytes_per_token() == 70_272
+    assert shape.kv_bytes_per_request(1000, "fp8") == 70_272 // 2 * 1000
 
 
 def test_unknown_gpu_and_quantisation_are_usage_errors() -> None:

@@ -19,9 +19,11 @@ Estimated before anything starts, from the model's ``config.json`` and the logge
 The total is compared with one GPU's memory times the share a server may use
 (``gpu_memory_utilization``, vLLM's default 0.9). When it does not fit, :func:`estimate` says
 how many GPUs (tensor parallel: 1, 2, 4 or 8) would, and how many requests at the longest
-context fit at once. Mixture-of-experts models count every expert (all are resident); models
-with latent attention (DeepSeek's MLA) or sliding windows are estimated as full attention (an
-upper bound).
+context fit at once. Mixture-of-experts models count every expert (all are resident). A
+sliding-window layer (Gemma 2 and 3, gpt-oss, Mistral 7B v0.1) caches at most its window of a
+request's tokens; latent attention (DeepSeek-V2/V3's MLA) caches one compressed latent a token
+and layer (``kv_lora_rank`` + ``qk_rope_head_dim`` values); linear-attention and state-space
+layers cache nothing per token.
 
 GPUs by name (memory and a dated hourly price) are in ``migrate_eval/data/gpus.yaml``
 (:func:`gpu_table`).
@@ -194,6 +196,16 @@ class ModelShape(StrictModel):
     torch_dtype: str | None = None
     quant_method: str | None = Field(default=None, description="a quantised checkpoint's method")
     max_position_embeddings: int | None = None
+    #: Tokens a sliding-window layer attends to (and keeps in its KV cache); None: none.
+    sliding_window: int | None = Field(default=None, gt=0)
+    #: Layers with that window (the others attend to the whole context).
+    sliding_layers: int = Field(default=0, ge=0)
+    #: Layers that keep no per-token cache (linear attention, state-space layers).
+    stateless_layers: int = Field(default=0, ge=0)
+    #: Multi-head latent attention (DeepSeek-V2/V3, Kimi K2): the cache holds one compressed
+    #: latent of ``kv_lora_rank`` plus the ``qk_rope_head_dim`` rotary key per token and layer.
+    kv_lora_rank: int = Field(default=0, ge=0)
+    qk_rope_head_dim: int = Field(default=0, ge=0)
 
     @property
     def embedding_parameters(self) -> int:
@@ -220,10 +232,33 @@ class ModelShape(StrictModel):
         per_layer = attention + mlp + 2 * h
         return self.num_hidden_layers * per_layer + h + self.embedding_parameters
 
-    def kv_bytes_per_token(self, kv_cache_dtype: str | None = None) -> int:
-        """Bytes of KV cache one token takes: keys and values of every layer."""
+    def _layer_bytes(self, kv_cache_dtype: str | None) -> int:
+        """Bytes one token takes in one attention layer's cache."""
         width = 1 if kv_cache_dtype and kv_cache_dtype.lower().startswith("fp8") else 2
-        return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim * width
+        if self.kv_lora_rank:  # one latent (keys and values together) and the rotary key
+            return (self.kv_lora_rank + self.qk_rope_head_dim) * width
+        return 2 * self.num_key_value_heads * self.head_dim * width
+
+    @property
+    def full_layers(self) -> int:
+        """Layers whose cache grows with the whole context."""
+        return max(0, self.num_hidden_layers - self.sliding_layers - self.stateless_layers)
+
+    def kv_bytes_per_token(self, kv_cache_dtype: str | None = None) -> int:
+        """Bytes of KV cache one token takes in every layer that caches it (within a sliding
+        window: :meth:`kv_bytes_per_request` counts a window's layers only up to it)."""
+        layers = self.full_layers + (self.sliding_layers if self.sliding_window else 0)
+        return layers * self._layer_bytes(kv_cache_dtype)
+
+    def kv_bytes_per_request(self, context_tokens: int, kv_cache_dtype: str | None = None) -> int:
+        """Bytes of KV cache one request at ``context_tokens`` holds: the whole context in
+        full-attention layers, at most the window in sliding-window layers (what vLLM's and
+        llama.cpp's caches keep), nothing per token in linear or state-space layers."""
+        per_layer = self._layer_bytes(kv_cache_dtype)
+        tokens = self.full_layers * context_tokens
+        if self.sliding_window:
+            tokens += self.sliding_layers * min(context_tokens, self.sliding_window)
+        return tokens * per_layer
 
     def weight_bytes(self, quantization: str) -> int:
         bits = BITS_PER_WEIGHT[quantization]
@@ -252,6 +287,7 @@ def parse_model_config(data: Mapping[str, Any], *, source: str) -> ModelShape:
     heads = int(cfg["num_attention_heads"])
     hidden = int(cfg["hidden_size"])
     model_type = str(data.get("model_type") or cfg.get("model_type") or "")
+    window, sliding, stateless = _attention_layers(cfg, model_type, int(cfg["num_hidden_layers"]))
     quant = data.get("quantization_config") or cfg.get("quantization_config")
     experts = cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts")
     try:
@@ -274,11 +310,64 @@ def parse_model_config(data: Mapping[str, Any], *, source: str) -> ModelShape:
             torch_dtype=cfg.get("torch_dtype") or data.get("torch_dtype"),
             quant_method=quant.get("quant_method") if isinstance(quant, Mapping) else None,
             max_position_embeddings=cfg.get("max_position_embeddings"),
+            sliding_window=window,
+            sliding_layers=sliding,
+            stateless_layers=stateless,
+            kv_lora_rank=int(cfg.get("kv_lora_rank") or 0),
+            qk_rope_head_dim=int(cfg.get("qk_rope_head_dim") or 0)
+            if cfg.get("kv_lora_rank")
+            else 0,
         )
     except (ValidationError, TypeError, ValueError) as e:
         raise ConfigError(
             f"{source}: config.json has values the estimate cannot use: {e}"
         ) from None
+
+
+#: ``layer_types`` entries whose cache grows with the context, and with a window.
+_FULL_LAYER_TYPES = {"full_attention", "attention", "global"}
+_SLIDING_LAYER_TYPES = {"sliding_attention", "local_sliding", "sliding", "local"}
+
+
+def _attention_layers(
+    cfg: Mapping[str, Any], model_type: str, layers: int
+) -> tuple[int | None, int, int]:
+    """(the sliding window, layers using it, layers with no per-token cache) of a config.
+
+    ``layer_types`` (recent Transformers configs: Gemma 3, gpt-oss, Qwen3-Next...) says it
+    layer by layer; older configs give ``sliding_window`` and the pattern is the model's own:
+    Gemma 2 alternates (from the first layer), Gemma 3 and Cohere 2 keep one global layer in
+    ``sliding_window_pattern``, Qwen 2 windows the layers from ``max_window_layers`` on and only
+    with ``use_sliding_window``; others (Mistral 7B v0.1, Phi-3 mini 4k) window every layer.
+    """
+    window = cfg.get("sliding_window")
+    window = (
+        int(window)
+        if isinstance(window, int) and not isinstance(window, bool) and window > 0
+        else None
+    )
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and len(types) == layers and all(isinstance(t, str) for t in types):
+        sliding = sum(t in _SLIDING_LAYER_TYPES for t in types)
+        full = sum(t in _FULL_LAYER_TYPES for t in types)
+        return (window if sliding else None), (sliding if window else 0), layers - sliding - full
+    if window is None or cfg.get("use_sliding_window") is False:
+        return None, 0, 0
+    if model_type.startswith("gemma2"):
+        return window, (layers + 1) // 2, 0
+    pattern = cfg.get("sliding_window_pattern")
+    if isinstance(pattern, int) and pattern > 1:
+        return window, layers - layers // pattern, 0
+    if model_type.startswith(("gemma3", "cohere2")):  # their configs' default patterns
+        every = 6 if model_type.startswith("gemma3") else 4
+        return window, layers - layers // every, 0
+    if model_type.startswith("qwen"):
+        if not cfg.get("use_sliding_window"):
+            return None, 0, 0
+        first = cfg.get("max_window_layers")
+        start = int(first) if isinstance(first, int) else 0
+        return window, max(0, layers - start), 0
+    return window, layers, 0
 
 
 def _hf_cache_dirs() -> list[Path]:
@@ -415,15 +504,22 @@ def estimate(
         return fit
     fit.parameters = shape.parameters
     fit.weights_bytes = weights_bytes if weights_bytes is not None else shape.weight_bytes(quant)
-    fit.kv_bytes_per_token = shape.kv_bytes_per_token(kv_cache_dtype)
-    fit.kv_cache_bytes = fit.kv_bytes_per_token * fit.context_tokens * fit.concurrency
+    per_request = shape.kv_bytes_per_request(fit.context_tokens, kv_cache_dtype)
+    fit.kv_bytes_per_token = -(-per_request // fit.context_tokens)  # at this context
+    fit.kv_cache_bytes = per_request * fit.concurrency
+    if shape.sliding_window and shape.sliding_layers:
+        fit.notes.append(
+            f"{shape.sliding_layers} of {shape.num_hidden_layers} layers attend to a "
+            f"{shape.sliding_window:,}-token window: their cache holds at most that"
+        )
+    if shape.kv_lora_rank:
+        fit.notes.append("latent attention (MLA): the cache holds one compressed latent a token")
     fit.overhead_bytes = OVERHEAD_FIXED_BYTES + int(OVERHEAD_WEIGHT_SHARE * fit.weights_bytes)
     fit.total_bytes = fit.weights_bytes + fit.kv_cache_bytes + fit.overhead_bytes
     if gpu_bytes is None:
         return fit
     usable = gpu_bytes * memory_utilization
     fit.fits = fit.total_bytes <= usable
-    per_request = fit.kv_bytes_per_token * fit.context_tokens
 
     def capacity(n: int) -> int:
         """Requests at the longest context that fit on n GPUs (weights and KV cache split over
@@ -533,6 +629,9 @@ def gguf_shape(path: Path) -> tuple[ModelShape, str | None]:
         "num_local_experts": get("expert_count"),
         "moe_intermediate_size": get("expert_feed_forward_length"),
         "max_position_embeddings": get("context_length"),
+        "sliding_window": get("attention.sliding_window"),
+        "kv_lora_rank": get("attention.kv_lora_rank"),
+        "qk_rope_head_dim": get("rope.dimension_count") if get("attention.kv_lora_rank") else None,
     }
     shape = parse_model_config({k: v for k, v in config.items() if v is not None}, source=str(path))
     file_type = meta.get("general.file_type")
