@@ -138,6 +138,78 @@ def test_parse_hermes_qwen_tool_calls() -> None:
     assert calls == [] and content == "<tool_call>not json</tool_call>"
 
 
+TOOL_NAMES = {"get_weather", "get_time"}
+WEATHER_TIME = [("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})]
+
+
+@pytest.mark.parametrize(
+    ("family", "text", "content"),
+    [
+        (
+            "mistral before v11",
+            'Checking.[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris"}}, '
+            '{"name": "get_time", "arguments": {"tz": "CET"}}]',
+            "Checking.",
+        ),
+        (
+            "mistral v11",
+            '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_time{"tz": "CET"}',
+            None,
+        ),
+        (
+            "mistral v13 with call ids",
+            '[TOOL_CALLS]get_weather[CALL_ID]a1b2c3d4e[ARGS]{"city": "Paris"}'
+            '[TOOL_CALLS]get_time[CALL_ID]f5g6h7i8j[ARGS]{"tz": "CET"}',
+            None,
+        ),
+        (
+            "llama 3.1 python_tag",
+            '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}; '
+            '{"name": "get_time", "parameters": {"tz": "CET"}}',
+            None,
+        ),
+        (
+            "llama 3.x JSON, special tokens stripped",
+            '{"name": "get_weather", "parameters": {"city": "Paris"}}\n'
+            '{"name": "get_time", "parameters": {"tz": "CET"}}',
+            None,
+        ),
+        (
+            "mistral list, special tokens stripped",
+            '[{"name": "get_weather", "arguments": {"city": "Paris"}}, '
+            '{"name": "get_time", "arguments": {"tz": "CET"}}]',
+            None,
+        ),
+        (
+            "llama 3.2 / 4 pythonic",
+            "<|python_start|>[get_weather(city='Paris'), get_time(tz=\"CET\")]<|python_end|>",
+            None,
+        ),
+    ],
+)
+def test_tool_calls_of_other_families_are_parsed(family: str, text: str, content: Any) -> None:
+    got, calls = parse_tool_calls(text, TOOL_NAMES)
+    assert got == content, family
+    assert [(c.name, c.parsed_arguments) for c in calls] == WEATHER_TIME, family
+    assert all(c.id and c.id.startswith("call_") for c in calls)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "Ada", "age": 36}',  # a JSON answer with a name field
+        '{"name": "get_weather", "parameters": {"city": "Paris"}, "note": "x"}',  # more fields
+        '{"name": "unknown_tool", "parameters": {}}',  # not a declared tool
+        "[get_weather(city=input())]",  # not a literal
+        "[unknown(city='Paris')]",
+        "[1, 2, 3]",
+        "I would call get_weather(city='Paris') for you.",
+    ],
+)
+def test_answers_that_only_look_like_calls_stay_text(text: str) -> None:
+    assert parse_tool_calls(text, TOOL_NAMES) == (text, [])
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [

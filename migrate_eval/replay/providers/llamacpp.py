@@ -27,8 +27,8 @@ request's ``tools``); a file without one is a configuration error. Generation:
 Structured output is grammar-constrained (llama.cpp's JSON-schema-to-grammar support):
 ``response_format`` ``json_schema`` -> a grammar of the schema (a schema the converter cannot
 express is an ``unsupported`` row naming why), ``json_object`` -> llama.cpp's JSON grammar.
-Tool calls: with ``tool_choice`` ``auto`` the answer is parsed for Hermes / Qwen 2.5
-``<tool_call>{json}</tool_call>`` blocks; ``tool_choice`` naming a function constrains the
+Tool calls: with ``tool_choice`` ``auto`` the answer is parsed in the model family's format
+(:func:`~migrate_eval.replay.providers._chat_template.parse_tool_calls`); ``tool_choice`` naming a function constrains the
 answer to that function's arguments (as llama-cpp-python does), and ``required`` to
 ``{"name": ..., "arguments": ...}`` of one of the tools: both give a tool call whatever the
 weights. ``tool_choice: "none"`` renders the prompt without the tools. Refused per request
@@ -142,7 +142,7 @@ class LlamaCppProvider(InProcessProvider):
     features: ClassVar[dict[str, str]] = {
         "system_prompt": "yes",
         "multi_turn": "yes",
-        "tools": "yes",  # through the chat template; calls parsed from Hermes/Qwen tags
+        "tools": "yes",  # through the chat template; calls parsed (_chat_template)
         "tool_choice_required": "emulated",  # grammar: {"name", "arguments"} of one tool
         "tool_choice_named": "emulated",  # grammar: the named function's arguments
         "parallel_tool_calls": "yes",
@@ -351,7 +351,11 @@ class LlamaCppProvider(InProcessProvider):
         if latency_ms >= self.spec.timeout * 1000.0:
             raise VendorTimeout(f"generation took longer than {self.spec.timeout:g} s")
         return self._answer(
-            result, latency_ms, call_mode=call_mode, forced=forced, tools=bool(tools)
+            result,
+            latency_ms,
+            call_mode=call_mode,
+            forced=forced,
+            tools={t.name for t in tools} if tools else None,
         )
 
     def _answer(
@@ -361,7 +365,7 @@ class LlamaCppProvider(InProcessProvider):
         *,
         call_mode: str | None,
         forced: str | None,
-        tools: bool,
+        tools: set[str] | None,
     ) -> ProviderResponse:
         choice = result["choices"][0]
         text = choice["message"].get("content") or ""
@@ -380,7 +384,7 @@ class LlamaCppProvider(InProcessProvider):
                 content = None
                 calls = [ToolCall.from_raw(payload["name"], arguments, new_call_id())]
         elif tools:
-            content, calls = parse_tool_calls(text)
+            content, calls = parse_tool_calls(text, tools)
         if calls and finish == "stop":
             finish = "tool_calls"
         raw_usage = result.get("usage") or {}

@@ -14,9 +14,10 @@ Each request is rendered with the tokenizer's chat template
 * ``seed`` -> the torch seed, set before each generation under the model's lock, so equal
   requests with a seed give equal answers.
 
-Tool calls are parsed out of the generated text in the Hermes / Qwen 2.5 format:
-``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (one block per call; text outside
-the blocks is the answer's content). Other formats are left as text.
+Tool calls are parsed out of the generated text in the model family's format
+(:func:`~migrate_eval.replay.providers._chat_template.parse_tool_calls`: Hermes / Qwen blocks,
+Mistral ``[TOOL_CALLS]``, Llama 3.x JSON, pythonic lists); text outside them is the answer's
+content. Other formats are left as text.
 
 ``tool_choice`` ``required`` or a named tool, and ``response_format`` JSON modes, cannot be
 enforced without constrained decoding: such requests raise
@@ -51,6 +52,7 @@ from migrate_eval.replay.providers._chat_template import (
     parse_tool_calls,
     template_messages,
     tool_message,
+    tool_names,
 )
 from migrate_eval.replay.providers._files import model_files_fingerprint
 from migrate_eval.replay.providers._translate import (
@@ -93,7 +95,7 @@ class LocalHFProvider(InProcessProvider):
     features: ClassVar[dict[str, str]] = {
         "system_prompt": "yes",
         "multi_turn": "yes",
-        "tools": "yes",  # through the chat template; calls parsed from Hermes/Qwen tags
+        "tools": "yes",  # through the chat template; calls parsed (_chat_template)
         "tool_choice_required": "no",
         "tool_choice_named": "no",
         "parallel_tool_calls": "yes",
@@ -277,7 +279,7 @@ class LocalHFProvider(InProcessProvider):
             cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
             if cut >= 0:
                 text, finish = text[:cut], "stop"
-        content, calls = parse_tool_calls(text) if tools else (text, [])
+        content, calls = parse_tool_calls(text, tool_names(tools)) if tools else (text, [])
         if calls:
             finish = "tool_calls"
         usage = Usage(
