@@ -303,6 +303,50 @@ def test_server_commands_carry_the_launch_options() -> None:
         managed.VLLMProvider(spec.model_copy(update={"options": {"max_model_len": "big"}}))
 
 
+def _served(model: str, provider: str, **options: Any) -> CandidateSpec:
+    """A candidate started with its kind's own command (not the stand-in)."""
+    return CandidateSpec(name="c", provider=provider, model=model, options=options)
+
+
+@pytest.mark.parametrize(
+    ("model", "vllm", "sglang"),
+    [
+        ("Qwen/Qwen2.5-7B-Instruct", "hermes", "qwen25"),
+        ("/models/qwen3-coder-30b-a3b", "qwen3_coder", "qwen3_coder"),
+        ("meta-llama/Llama-3.1-8B-Instruct", "llama3_json", "llama3"),
+        ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "llama4_pythonic", "pythonic"),
+        ("mistralai/Mistral-Small-3.2-24B-Instruct-2506", "mistral", "mistral"),
+        ("deepseek-ai/DeepSeek-V3-0324", "deepseek_v3", "deepseekv3"),
+        ("openai/gpt-oss-120b", "openai", "gpt-oss"),
+        ("/data/llama-3-runs/google-gemma-3-27b-it", None, None),  # the folder's own name
+    ],
+)
+def test_servers_parse_tool_calls_in_the_model_family_s_format(
+    model: str, vllm: str | None, sglang: str | None
+) -> None:
+    """Bug: vLLM and SGLang servers were started without a tool-call parser, so every logged
+    request with tools and tool_choice auto was refused by the server (an error row each)."""
+    v = " ".join(managed.VLLMProvider(_served(model, "vllm")).command())
+    s = " ".join(managed.SGLangProvider(_served(model, "sglang")).command())
+    if vllm is None:
+        assert "--tool-call-parser" not in v and "--tool-call-parser" not in s
+    else:
+        assert f"--enable-auto-tool-choice --tool-call-parser {vllm}" in v
+        assert f"--tool-call-parser {sglang}" in s
+
+
+def test_tool_call_parser_option_overrides_or_turns_tool_calls_off() -> None:
+    chosen = managed.VLLMProvider(_served("org/custom-model", "vllm", tool_call_parser="pythonic"))
+    assert "--tool-call-parser pythonic" in " ".join(chosen.command())
+    assert chosen.identity()["tool_call_parser"] == "pythonic"  # other answers: other entries
+    off = managed.VLLMProvider(_served("Qwen/Qwen2.5-7B", "vllm", tool_call_parser="none"))
+    assert "--tool-call-parser" not in off.command()
+    gguf = CandidateSpec(name="g", provider="llama-server", model="/m/x.Q4_K_M.gguf")
+    assert "--jinja" in managed.LlamaServerProvider(gguf).command()
+    plain = gguf.model_copy(update={"options": {"tool_call_parser": "none"}})
+    assert "--jinja" not in managed.LlamaServerProvider(plain).command()
+
+
 def test_the_cache_identity_ignores_the_port_and_names_the_quantisation() -> None:
     spec = candidate(quantization="awq")
     ident = managed.VLLMProvider(spec).identity()

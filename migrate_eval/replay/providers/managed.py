@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -76,6 +77,11 @@ class ServerOptions(StrictModel):
     device: str | None = Field(default=None, description="'cpu': skip the GPU check")
     binary: str | None = Field(default=None, description="llama-server: the binary to run")
     n_gpu_layers: int | None = Field(default=None, description="llama-server: layers on the GPU")
+    tool_call_parser: str | None = Field(
+        default=None,
+        description="vLLM/SGLang tool-call parser (None: chosen from the model's family; "
+        "'none': tool calls off)",
+    )
     # hardware fit and cost (read by the run, not the server)
     gpu: str | int | None = None
     gpus: int = Field(default=1, ge=1)
@@ -112,6 +118,36 @@ class ServerOptions(StrictModel):
 
             return shlex.split(v)
         return v
+
+
+#: Model families (a pattern of the model's name) and their servers' tool-call parsers:
+#: (vLLM's ``--tool-call-parser``, SGLang's). First match wins.
+TOOL_CALL_PARSERS: tuple[tuple[str, str, str], ...] = (
+    (r"qwen3-?coder", "qwen3_coder", "qwen3_coder"),
+    (r"qwen|qwq|hermes", "hermes", "qwen25"),
+    (r"llama-?4", "llama4_pythonic", "pythonic"),
+    (r"llama-?3", "llama3_json", "llama3"),
+    (r"mi[sx]tral|ministral|devstral|magistral|codestral", "mistral", "mistral"),
+    (r"deepseek-?v3\.1", "deepseek_v31", "deepseekv31"),
+    (r"deepseek-?(v3|r1)", "deepseek_v3", "deepseekv3"),
+    (r"gpt-?oss", "openai", "gpt-oss"),
+    (r"kimi-?k2", "kimi_k2", "kimi_k2"),
+    (r"glm-?4\.[5-7]", "glm45", "glm45"),
+)
+
+
+def tool_call_parser(model: str, options: ServerOptions, kind: str) -> str | None:
+    """The tool-call parser a ``kind`` (``vllm``/``sglang``) server of ``model`` runs with:
+    ``options.tool_call_parser``, else the model family's (:data:`TOOL_CALL_PARSERS`, from the
+    model's name), else None (tool calls off: a request with tools is answered with an error,
+    counted as unsupported)."""
+    if options.tool_call_parser is not None:
+        return None if options.tool_call_parser.lower() == "none" else options.tool_call_parser
+    name = (Path(model).name or model).lower()  # a repo id's or a folder's last part
+    for pattern, vllm, sglang in TOOL_CALL_PARSERS:
+        if re.search(pattern, name):
+            return vllm if kind == "vllm" else sglang
+    return None
 
 
 def server_options(spec: CandidateSpec) -> ServerOptions:
@@ -225,7 +261,7 @@ class ManagedServerProvider(Provider):
 
     def identity(self) -> dict[str, Any]:
         ident: dict[str, Any] = {"provider": self.kind, "model": self.spec.model}
-        for key in ("quantization", "max_model_len", "kv_cache_dtype"):
+        for key in ("quantization", "max_model_len", "kv_cache_dtype", "tool_call_parser"):
             value = getattr(self.options, key)
             if value is not None:
                 ident[key] = value
@@ -323,6 +359,8 @@ class VLLMProvider(ManagedServerProvider):
             argv += ["--enable-lora"]
             if o.lora_modules:
                 argv += ["--lora-modules", *(f"{n}={p}" for n, p in o.lora_modules.items())]
+        if parser := tool_call_parser(self.base_model, o, self.kind):
+            argv += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
         # no --device: vLLM removed it in 0.10 (a CPU build of vLLM runs on the CPU by itself);
         # options.device: cpu only skips the GPU check
         return argv
@@ -360,6 +398,8 @@ class SGLangProvider(ManagedServerProvider):
             argv += ["--tp-size", str(o.tensor_parallel_size)]
         if o.enable_lora and o.lora_modules:
             argv += ["--lora-paths", *(f"{n}={p}" for n, p in o.lora_modules.items())]
+        if parser := tool_call_parser(self.base_model, o, self.kind):
+            argv += ["--tool-call-parser", parser]
         return argv
 
     def missing(self) -> str | None:
@@ -388,6 +428,8 @@ class LlamaServerProvider(ManagedServerProvider):
             argv += ["-c", str(o.max_model_len)]
         if o.n_gpu_layers is not None:
             argv += ["-ngl", str(o.n_gpu_layers)]
+        if (o.tool_call_parser or "").lower() != "none":
+            argv += ["--jinja"]  # the GGUF's own chat template: tools and their calls parsed
         return argv
 
     def missing(self) -> str | None:
