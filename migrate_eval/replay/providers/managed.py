@@ -331,39 +331,67 @@ class ManagedServerProvider(Provider):
             await release(self.launch)
 
 
-class VLLMProvider(ManagedServerProvider):
+class PythonServerProvider(ManagedServerProvider):
+    """A server run as ``python -m MODULE`` (vLLM, SGLang): options mapped to its flags."""
+
+    server_module: ClassVar[str] = ""
+    model_flag: ClassVar[str] = ""
+    #: ``ServerOptions`` field -> the server's flag taking its value
+    option_flags: ClassVar[dict[str, str]] = {}
+
+    def lora_args(self) -> list[str]:  # pragma: no cover - every kind overrides it
+        raise NotImplementedError
+
+    def tool_args(self, parser: str) -> list[str]:  # pragma: no cover - every kind overrides it
+        raise NotImplementedError
+
+    def default_command(self) -> list[str]:
+        argv = [
+            sys.executable, "-m", self.server_module,
+            self.model_flag, "{model}", "--served-model-name", "{model}",
+            "--host", "{host}", "--port", "{port}",
+        ]  # fmt: skip
+        for field, flag in self.option_flags.items():
+            value = getattr(self.options, field)
+            if value:
+                argv += [flag, str(value)]
+        argv += self.lora_args()
+        if parser := tool_call_parser(self.base_model, self.options, self.kind):
+            argv += self.tool_args(parser)
+        return argv
+
+
+class VLLMProvider(PythonServerProvider):
     """vLLM's OpenAI-compatible server (``pip install vllm``; a GPU)."""
 
     kind = "vllm"
     install = "pip install vllm"
     adapters_as_models = True
 
-    def default_command(self) -> list[str]:
+    server_module = "vllm.entrypoints.openai.api_server"
+    model_flag = "--model"
+    option_flags: ClassVar[dict[str, str]] = {
+        "quantization": "--quantization",
+        "max_model_len": "--max-model-len",
+        "gpu_memory_utilization": "--gpu-memory-utilization",
+        "kv_cache_dtype": "--kv-cache-dtype",
+        "tensor_parallel_size": "--tensor-parallel-size",
+    }
+
+    def lora_args(self) -> list[str]:
         o = self.options
-        argv = [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", "{model}", "--served-model-name", "{model}",
-            "--host", "{host}", "--port", "{port}",
-        ]  # fmt: skip
-        if o.quantization:
-            argv += ["--quantization", o.quantization]
-        if o.max_model_len:
-            argv += ["--max-model-len", str(o.max_model_len)]
-        if o.gpu_memory_utilization:
-            argv += ["--gpu-memory-utilization", str(o.gpu_memory_utilization)]
-        if o.kv_cache_dtype:
-            argv += ["--kv-cache-dtype", o.kv_cache_dtype]
-        if o.tensor_parallel_size:
-            argv += ["--tensor-parallel-size", str(o.tensor_parallel_size)]
-        if o.enable_lora:
-            argv += ["--enable-lora"]
-            if o.lora_modules:
-                argv += ["--lora-modules", *(f"{n}={p}" for n, p in o.lora_modules.items())]
-        if parser := tool_call_parser(self.base_model, o, self.kind):
-            argv += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
-        # no --device: vLLM removed it in 0.10 (a CPU build of vLLM runs on the CPU by itself);
-        # options.device: cpu only skips the GPU check
+        if not o.enable_lora:
+            return []
+        argv = ["--enable-lora"]
+        if o.lora_modules:
+            argv += ["--lora-modules", *(f"{n}={p}" for n, p in o.lora_modules.items())]
         return argv
+
+    def tool_args(self, parser: str) -> list[str]:
+        return ["--enable-auto-tool-choice", "--tool-call-parser", parser]
+
+    # no --device: vLLM removed it in 0.10 (a CPU build of vLLM runs on the CPU by itself);
+    # options.device: cpu only skips the GPU check
 
     def missing(self) -> str | None:
         if importlib.util.find_spec("vllm") is None:
@@ -373,34 +401,30 @@ class VLLMProvider(ManagedServerProvider):
         return None
 
 
-class SGLangProvider(ManagedServerProvider):
+class SGLangProvider(PythonServerProvider):
     """SGLang's server (``pip install "sglang[all]"``; a GPU)."""
 
     kind = "sglang"
     install = 'pip install "sglang[all]"'
 
-    def default_command(self) -> list[str]:
+    server_module = "sglang.launch_server"
+    model_flag = "--model-path"
+    option_flags: ClassVar[dict[str, str]] = {
+        "quantization": "--quantization",
+        "max_model_len": "--context-length",
+        "gpu_memory_utilization": "--mem-fraction-static",
+        "kv_cache_dtype": "--kv-cache-dtype",
+        "tensor_parallel_size": "--tp-size",
+    }
+
+    def lora_args(self) -> list[str]:
         o = self.options
-        argv = [
-            sys.executable, "-m", "sglang.launch_server",
-            "--model-path", "{model}", "--served-model-name", "{model}",
-            "--host", "{host}", "--port", "{port}",
-        ]  # fmt: skip
-        if o.quantization:
-            argv += ["--quantization", o.quantization]
-        if o.max_model_len:
-            argv += ["--context-length", str(o.max_model_len)]
-        if o.gpu_memory_utilization:
-            argv += ["--mem-fraction-static", str(o.gpu_memory_utilization)]
-        if o.kv_cache_dtype:
-            argv += ["--kv-cache-dtype", o.kv_cache_dtype]
-        if o.tensor_parallel_size:
-            argv += ["--tp-size", str(o.tensor_parallel_size)]
-        if o.enable_lora and o.lora_modules:
-            argv += ["--lora-paths", *(f"{n}={p}" for n, p in o.lora_modules.items())]
-        if parser := tool_call_parser(self.base_model, o, self.kind):
-            argv += ["--tool-call-parser", parser]
-        return argv
+        if not (o.enable_lora and o.lora_modules):
+            return []
+        return ["--lora-paths", *(f"{n}={p}" for n, p in o.lora_modules.items())]
+
+    def tool_args(self, parser: str) -> list[str]:
+        return ["--tool-call-parser", parser]
 
     def missing(self) -> str | None:
         if importlib.util.find_spec("sglang") is None:
