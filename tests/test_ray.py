@@ -22,7 +22,7 @@ from migrate_eval.core.executor import ensure_ray  # noqa: E402
 from migrate_eval.core.records import Exchange, Source  # noqa: E402
 from migrate_eval.core.suite import CandidateSpec  # noqa: E402
 from migrate_eval.replay.cluster import replay_on_ray, shard_rows  # noqa: E402
-from tests.run_rows import response_rows  # noqa: E402
+from tests.run_rows import comparable_results, response_rows  # noqa: E402
 from tests.servers import LoopbackServer, last_user_text  # noqa: E402
 from tests.test_cli import _line, write_logs  # noqa: E402
 
@@ -45,27 +45,6 @@ def cluster() -> Iterator[None]:
     ensure_ray(num_cpus=2)
     yield
     ray.shutdown()
-
-
-def _untimed(value: Any) -> Any:
-    """``value`` without timings: ``latency`` objects and ``*_ms`` fields."""
-    if isinstance(value, dict):
-        return {
-            k: _untimed(v) for k, v in value.items() if k != "latency" and not k.endswith("_ms")
-        }
-    if isinstance(value, list):
-        return [_untimed(v) for v in value]
-    return value
-
-
-def _comparable(run_dir: Path) -> dict[str, Any]:
-    """results.json without what differs between two runs of the same thing: when, how, and
-    how long the vendor took."""
-    data: dict[str, Any] = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    for key in ("created", "command"):
-        data.pop(key, None)
-    untimed: dict[str, Any] = _untimed(data)
-    return untimed
 
 
 def _exchanges(n: int, prefix: str = "q") -> list[Exchange]:
@@ -102,7 +81,7 @@ def test_demo_suite_on_ray_equals_the_local_run(
     out = migrate_eval.run(out=tmp_path / "run", cache=tmp_path / "cache.sqlite", executor="ray")
     if semantic.embedding_available():
         assert sum(embedded) > 0
-    assert _comparable(out.run_dir) == _comparable(demo_run_dir)
+    assert comparable_results(out.run_dir) == comparable_results(demo_run_dir)
     for name in ("results.json", "report.html", "junit.xml", "summary.md"):
         assert (out.run_dir / name).stat().st_size > 0, name
     assert response_rows(out.run_dir) == response_rows(demo_run_dir)
@@ -129,7 +108,7 @@ def test_live_replay_on_ray_equals_the_local_run(tmp_path: Path) -> None:
             )
             assert events and events[-1].done == events[-1].total == 60  # one board
         counts = Counter(last_user_text(b) for b in server.bodies)
-    assert _comparable(runs["ray"].run_dir) == _comparable(runs["local"].run_dir)
+    assert comparable_results(runs["ray"].run_dir) == comparable_results(runs["local"].run_dir)
     assert not any("@example.com" in text for text in counts)
     # 45 distinct requests, each sent once per run (duplicates are answered together)
     assert len(counts) == 45 and set(counts.values()) == {2}
@@ -323,7 +302,10 @@ def test_judge_on_ray_equals_the_local_run(tmp_path: Path, monkeypatch: pytest.M
             calls[executor] = judge.calls - before
     assert judged == [12, 12]  # both metrics' pairs, on the cluster
     assert calls["ray"] == calls["local"] > 0
-    local, on_ray = _comparable(runs["local"].run_dir), _comparable(runs["ray"].run_dir)
+    local, on_ray = (
+        comparable_results(runs["local"].run_dir),
+        comparable_results(runs["ray"].run_dir),
+    )
     assert on_ray == local
     [task] = local["tasks"]
     assert set(task["judge_controls"]) == {"judge_pairwise", "judge_rubric"}

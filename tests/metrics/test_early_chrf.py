@@ -3,7 +3,6 @@ computes, whichever pairs were done early."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import migrate_eval
 from migrate_eval.core.records import Exchange, ReplayResult, Response, Source
 from migrate_eval.core.results import TaskInfo
 from migrate_eval.score import early, text
+from tests.run_rows import comparable_results
 from tests.servers import LoopbackServer
 from tests.test_cli import _line, write_logs
 
@@ -54,17 +54,6 @@ def test_idle_without_chrf_or_below_the_minimum() -> None:
     assert not early.EarlyChrf(exchanges, [_task(["token_f1"])], assignment, minimum=0).references
     assert not early.EarlyChrf(exchanges, [_task(["chrf"])], assignment, minimum=6).references
     assert early.EarlyChrf(exchanges, [_task(["chrf"])], assignment, minimum=5).references
-
-
-def _untimed(value: Any) -> Any:
-    """``value`` without timings (``latency`` objects, ``*_ms`` fields)."""
-    if isinstance(value, dict):
-        return {
-            k: _untimed(v) for k, v in value.items() if k != "latency" and not k.endswith("_ms")
-        }
-    if isinstance(value, list):
-        return [_untimed(v) for v in value]
-    return value
 
 
 def _suite(tmp_path: Path, base_url: str) -> Path:
@@ -111,10 +100,7 @@ def test_a_run_scores_chrf_during_the_replay_with_the_same_results(
             out = migrate_eval.run(
                 suite, out=tmp_path / label, cache=tmp_path / f"{label}.sqlite", baseline=False
             )
-            data = json.loads((out.run_dir / "results.json").read_text("utf-8"))
-            for key in ("created", "command"):
-                data.pop(key)
-            results[label] = _untimed(data)
+            results[label] = comparable_results(out.run_dir)
             # the candidate's pairs first, then the chance level's (logged vs unrelated logged)
             if label == "after":
                 assert scored[0] == 40  # all of it in the scoring stage

@@ -97,7 +97,18 @@ def test_planned_batches_split_across_workers_give_the_same_bits(
         pytest.skip("sentence-transformers is not installed (extra 'embedding')")
     monkeypatch.setattr(embeddings, "_model", None)
     assert embeddings.backend() == backend
-    words = "refund order parcel late broken replace thanks account password reset".split()
+    words = [
+        "refund",
+        "order",
+        "parcel",
+        "late",
+        "broken",
+        "replace",
+        "thanks",
+        "account",
+        "password",
+        "reset",
+    ]
     texts = [" ".join(words[(i * 7 + j) % 10] for j in range(1 + i % 40)) for i in range(120)]
     texts += [f"a long answer {i} " * 80 for i in range(6)]  # embedded 4 at a time
     whole = embeddings.encode(texts)
