@@ -1,8 +1,9 @@
 """Evidence computed at render time: the exchange browser's data, charts, diffs, mismatches.
 
-* :func:`exchange_blob` - every exchange of the run as one compact, columnar JSON document that
-  the page embeds in a non-executed ``<script type="application/json">`` element; the page's own
-  script paginates it client-side, so the HTML stays small (texts are cut to a per-run budget).
+* :func:`exchange_blob` - the run's exchanges (every one up to :data:`MAX_BROWSER_EXCHANGES`)
+  as one compact, columnar JSON document that the page embeds in a non-executed
+  ``<script type="application/json">`` element; the page's own script paginates it client-side,
+  so the HTML stays small (texts are cut to a per-run budget).
 * :func:`histogram_svg` - a parity histogram as inline SVG (no chart library).
 * :func:`word_diff` - a word-level diff of two texts (difflib), as escaped markup.
 * :func:`confusion` and :func:`field_mismatches` - for classification, structured and tool-call
@@ -34,6 +35,11 @@ TEXT_BUDGET_CHARS = 14_000_000
 MAX_BLOB_TEXT = 2000
 #: Shortest cut applied on very large runs.
 MIN_BLOB_TEXT = 24
+#: Exchanges the browser embeds at most: a larger run shows, per task, its lowest-parity
+#: exchanges and a seeded sample of the rest (all of them are in the run folder's datasets).
+MAX_BROWSER_EXCHANGES = 50_000
+#: ... and each task at least this many of its exchanges.
+MIN_BROWSER_PER_TASK = 50
 #: Histogram bins over [0, 1].
 BINS = 10
 #: At most this many labels in a confusion matrix (the rest are grouped as "(other)").
@@ -81,8 +87,10 @@ def exchange_blob(
     scores: pd.DataFrame,
     exchanges: Mapping[str, Exchange],
     replays: Mapping[tuple[str, str], ReplayResult],
-) -> tuple[str, int, int]:
-    """The exchange browser's data as JSON safe to embed in HTML; also the text cut and count.
+) -> tuple[str, int, int, int]:
+    """The exchange browser's data as JSON safe to embed in HTML; also the text cut, the
+    exchanges shown and the run's exchanges (more than shown above
+    :data:`MAX_BROWSER_EXCHANGES`: :func:`_browsed`).
 
     Columnar: ``ids``, ``task`` (index into ``tasks``), ``user``, ``logged`` and, per candidate,
     ``parity``, ``status`` (index into ``statuses``) and ``answer``. ``<``, ``>``, ``&`` and the
@@ -123,6 +131,14 @@ def exchange_blob(
             task_of[ex_id] = ""
     if "" in task_of.values() and "" not in task_list:
         task_list.append("")
+    total = len(ids)
+    if total > MAX_BROWSER_EXCHANGES:
+        ids = _browsed(
+            ids, task_of, sc["exchange_id"].tolist(), parity_col.tolist(), status_col.tolist()
+        )
+        keep = set(ids)
+        mask = sc["exchange_id"].isin(keep).to_numpy()
+        sc, parity_col, status_col = sc[mask], parity_col[mask], status_col[mask]
     task_index = {t: i for i, t in enumerate(task_list)}
     pos = {ex_id: i for i, ex_id in enumerate(ids)}
     n = len(ids)
@@ -181,7 +197,40 @@ def exchange_blob(
         "answer": answers,
     }
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return embed_json(text), limit, n
+    return embed_json(text), limit, n, total
+
+
+def _browsed(
+    ids: list[str],
+    task_of: Mapping[str, str],
+    row_ids: Sequence[str],
+    parities: Sequence[Any],
+    statuses: Sequence[Any],
+) -> list[str]:
+    """At most :data:`MAX_BROWSER_EXCHANGES` of ``ids``, in their order: each task gets a share
+    of the browser in proportion to its exchanges (at least a few), half of it its
+    lowest-parity exchanges (an error or no parity first: the evidence a reader looks for) and
+    half a seeded sample of the rest (what the task looks like), chosen by a hash of the id so
+    that the same run always shows the same exchanges."""
+    import hashlib
+
+    worst: dict[str, float] = {}
+    for ex_id, p, st in zip(row_ids, parities, statuses, strict=True):
+        value = -1.0 if st != "ok" or p is None or p != p else float(p)
+        worst[ex_id] = min(worst.get(ex_id, 2.0), value)
+    by_task: dict[str, list[str]] = {}
+    for ex_id in ids:
+        by_task.setdefault(task_of.get(ex_id, ""), []).append(ex_id)
+    total, cap = len(ids), MAX_BROWSER_EXCHANGES
+    kept: set[str] = set()
+    for members in by_task.values():
+        quota = min(len(members), max(MIN_BROWSER_PER_TASK, cap * len(members) // total))
+        low = sorted(members, key=lambda e: worst.get(e, -1.0))[: quota // 2]
+        kept.update(low)
+        rest = [e for e in members if e not in kept]
+        rest.sort(key=lambda e: hashlib.sha256(e.encode("utf-8")).digest())
+        kept.update(rest[: quota - len(low)])
+    return [e for e in ids if e in kept]
 
 
 def embed_json(text: str) -> str:

@@ -374,6 +374,8 @@ class Page:
     task_verdicts: Markup = field(default_factory=lambda: Markup("{}"))
     text_limit: int = 0
     n_exchanges: int = 0
+    #: the run's exchanges (more than ``n_exchanges`` when the browser shows a selection)
+    n_run_exchanges: int = 0
     logged_p50: str = "n/a"
     traffic: ProfileView | None = None
     sampling: SamplingView | None = None
@@ -1051,7 +1053,7 @@ def build_page(
             replays,
             float(tv.bar) if tv.bar != "n/a" else None,
         )
-    blob, limit, n_blob = exchange_blob(results, scores, exchanges, replays)
+    blob, limit, n_blob, n_total = exchange_blob(results, scores, exchanges, replays)
     extras: list[tuple[str, list[tuple[str, str]]]] = []
     for name in type(results).model_fields:
         if name in _KNOWN_RESULTS:
@@ -1098,6 +1100,7 @@ def build_page(
         ),
         text_limit=limit,
         n_exchanges=n_blob,
+        n_run_exchanges=n_total,
         logged_p50=fmt_ms(logged_p50),
         traffic=profile_view(results.profile, anchors, results.ingest),
         sampling=sampling_view(results.sampling, anchors),

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from markupsafe import escape
 
 from migrate_eval.core.records import Exchange, ReplayResult, Response, Source
@@ -84,6 +85,31 @@ def test_exchange_blob_reaches_every_exchange_and_is_safe(run: Run) -> None:
     assert m is not None and "<" not in m.group(1) and "\u2028" not in m.group(1)
     verdicts = _data(html, "task-verdicts")
     assert verdicts[CANDIDATES[1]] == {t: "not_ready" for t in TASKS}
+
+
+def test_a_large_run_browses_the_lowest_parity_and_a_fixed_sample(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A million exchanges would embed a million rows (hundreds of MB): above the cap the
+    browser shows, per task, its lowest-parity exchanges and a fixed sample of the rest."""
+    from migrate_eval.report import explorer
+
+    monkeypatch.setattr(explorer, "MAX_BROWSER_EXCHANGES", 12)
+    monkeypatch.setattr(explorer, "MIN_BROWSER_PER_TASK", 2)
+    html = render_html_text(run.results, run.scores, run.exchanges, run.replays)
+    ids = _data(html, "exchange-data")["ids"]
+    assert isinstance(ids, list) and len(ids) == 12  # 4 of each task's 14
+    assert f"12 of the run's {len(TASKS) * PER_TASK} exchanges" in html
+    scores = run.scores
+    ok = scores["status"] == "ok"
+    worst = scores.assign(p=scores["parity"].where(ok, -1.0)).groupby("exchange_id")["p"].min()
+    for task in TASKS:
+        members = scores[scores["task"] == task]["exchange_id"].unique()
+        lowest = worst[members].sort_values(kind="stable").index[:2]
+        shown = [e for e in ids if e in set(members)]
+        assert len(shown) == 4 and set(lowest) <= set(shown), task
+    again = render_html_text(run.results, run.scores, run.exchanges, run.replays)
+    assert _data(again, "exchange-data")["ids"] == ids  # the same run shows the same ones
 
 
 def test_embed_json_neutralises_markup() -> None:
