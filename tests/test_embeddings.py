@@ -56,8 +56,14 @@ def test_long_texts_are_embedded_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(embeddings, "_load", lambda: Model())
     texts = [f"short {i}" for i in range(40)]
     texts[7] = "x" * 5000  # padded to 256 tokens, it made a batch of 32 take 200 MB more
+    texts[20] = "y" * 3000
     v = embeddings.encode(texts, batch_size=32)
-    assert calls == [([len(t) for t in texts if len(t) < 100], 32), ([5000], 4)]
+    # each planned batch is one call: short texts up to 32 together, long ones up to 4 and
+    # never beside short ones
+    assert sorted(n for lengths, _ in calls for n in lengths) == sorted(len(t) for t in texts)
+    assert [sorted(lengths) for lengths, _ in calls if max(lengths) > 100] == [[3000, 5000]]
+    assert [len(lengths) for lengths, _ in calls if max(lengths) <= 100] == [32, 6]
+    assert all(size == len(lengths) for lengths, size in calls)
     assert [row[0] for row in v] == [len(t) for t in texts]  # rows in the order given
 
 
