@@ -302,7 +302,7 @@ def run(
             from migrate_eval.replay.cluster import replay_on_ray
 
             rc.flush()
-            early_chrf: dict[tuple[str, str], float] = {}
+            early_chrf: dict[int, float] = {}
             replays = replay_on_ray(
                 exchanges,
                 s.candidates,

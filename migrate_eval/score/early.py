@@ -64,7 +64,7 @@ class EarlyChrf:
         self.chunk = CHUNK if chunk is None else chunk
         self.workers = workers or max(1, _cores() - 1)  # one core stays with the replay
         self._pending: list[Pair] = []
-        self._seen: set[Pair] = set()
+        self._seen: set[int] = set()  # hash(pair): a tuple each would cost ~100 bytes more
         self._futures: list[tuple[list[Pair], Future[list[float]]]] = []
         self._pool: ThreadPoolExecutor | None = None
 
@@ -74,9 +74,10 @@ class EarlyChrf:
         if ref is None or result.response is None or result.error is not None:
             return
         pair = (ref, answer_text(result.response))
-        if pair in self._seen:
+        key = hash(pair)
+        if key in self._seen:
             return
-        self._seen.add(pair)
+        self._seen.add(key)
         self._pending.append(pair)
         if len(self._pending) >= self.chunk:
             self._submit()
@@ -89,13 +90,13 @@ class EarlyChrf:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="migrate-eval chrF")
         self._futures.append((part, self._pool.submit(chrf_in_worker, part)))
 
-    def finish(self) -> dict[Pair, float]:
-        """The chrF values (0-1) computed so far, once the workers are done; the pairs still
-        waiting for a full chunk are left to the scoring stage. A worker that failed leaves
-        its pairs to the scoring stage too."""
+    def finish(self) -> dict[int, float]:
+        """The chrF values (0-1) computed so far by ``hash((reference, prediction))``, once the
+        workers are done; the pairs still waiting for a full chunk are left to the scoring
+        stage. A worker that failed leaves its pairs to the scoring stage too."""
         from migrate_eval.score.text import chrf_unit
 
-        out: dict[Pair, float] = {}
+        out: dict[int, float] = {}
         try:
             for part, future in self._futures:
                 try:
@@ -104,7 +105,7 @@ class EarlyChrf:
                     continue
                 if len(values) == len(part):
                     out.update(
-                        (pair, chrf_unit(pair[0], pair[1], v))
+                        (hash(pair), chrf_unit(pair[0], pair[1], v))
                         for pair, v in zip(part, values, strict=True)
                     )
         finally:

@@ -150,16 +150,17 @@ def chrf_scores(pairs: Sequence[tuple[str, str]]) -> list[float]:
 
 # The batch hook's results for the rows being scored: (reference, prediction) -> chrF.
 _CHRF_BATCH: dict[tuple[str, str], float] = {}
-# Values computed before scoring (during the replay: score/early.py), by pair.
-_CHRF_KNOWN: ContextVar[Mapping[tuple[str, str], float] | None] = ContextVar(
+# Values computed before scoring (during the replay: score/early.py), by hash of the pair.
+_CHRF_KNOWN: ContextVar[Mapping[int, float] | None] = ContextVar(
     "migrate_eval_chrf_known", default=None
 )
 
 
 @contextlib.contextmanager
-def known_chrf(values: Mapping[tuple[str, str], float]) -> Iterator[None]:
-    """Within the block, the chrF batch hook takes these (reference, prediction) values as
-    computed (:class:`~migrate_eval.score.early.EarlyChrf`) and computes only the others."""
+def known_chrf(values: Mapping[int, float]) -> Iterator[None]:
+    """Within the block, the chrF batch hook takes these values, by
+    ``hash((reference, prediction))``, as computed (:class:`~migrate_eval.score.early.EarlyChrf`)
+    and computes only the others (a hash collision costs at most a value computed again)."""
     token = _CHRF_KNOWN.set(values)
     try:
         yield
@@ -173,8 +174,13 @@ def _prepare_chrf(contexts: Sequence[MetricContext]) -> None:
         dict.fromkeys((answer_text(c.reference), answer_text(c.candidate)) for c in contexts)
     )
     known = _CHRF_KNOWN.get() or {}
-    todo = [pair for pair in pairs if pair not in known]
-    _CHRF_BATCH.update((pair, known[pair]) for pair in pairs if pair in known)
+    todo = []
+    for pair in pairs:
+        value = known.get(hash(pair))
+        if value is None:
+            todo.append(pair)
+        else:
+            _CHRF_BATCH[pair] = value
     _CHRF_BATCH.update(zip(todo, chrf_scores(todo), strict=True))
 
 

@@ -44,7 +44,7 @@ def test_full_chunks_are_scored_in_workers_and_equal_the_scoring_stage() -> None
     scorer.add(ReplayResult(exchange_id="unknown", candidate="c", response=Response(text="x")))
     values = scorer.finish()
     pairs = [(exchanges[i].response.text or "", answers[i]) for i in range(6)]  # 2 full chunks
-    assert list(values) == pairs  # the 7th waits for a chunk: left to the scoring stage
+    assert list(values) == [hash(p) for p in pairs]  # the 7th waits for a chunk: left to scoring
     assert list(values.values()) == text.chrf_scores(pairs)
 
 
