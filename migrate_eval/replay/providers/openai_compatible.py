@@ -188,6 +188,8 @@ class OpenAICompatibleProvider(Provider):
         if self._api_key:
             self._headers["Authorization"] = f"Bearer {self._api_key}"
         self._session: aiohttp.ClientSession | None = None
+        #: Whether the body sent is the request as given (see :meth:`complete_prepared`).
+        self._body_is_request = not spec.stream and type(self).complete is _PLAIN_COMPLETE
 
     def _resolve_key(self, spec: CandidateSpec) -> tuple[str | None, str | None]:
         """The API key and, when a needed key is missing, why (reported on first use).
@@ -234,8 +236,24 @@ class OpenAICompatibleProvider(Provider):
             raise ConfigError(self._key_problem)
         if self.spec.stream:
             return await self.complete_streaming(request)
+        return await self._post(json.dumps(request, ensure_ascii=False).encode())
+
+    async def complete_prepared(
+        self, request: dict[str, Any], request_json: str
+    ) -> ProviderResponse:
+        """:meth:`complete` with the request's canonical JSON as the body (the same JSON
+        value, keys sorted), not serialised again. Subclasses that change the request in
+        :meth:`complete` (Azure, the SDK, managed servers) and streamed candidates go through
+        :meth:`complete`."""
+        if not self._body_is_request:
+            return await self.complete(request)
+        if self._key_problem is not None:
+            raise ConfigError(self._key_problem)
+        return await self._post(request_json.encode())
+
+    async def _post(self, data: bytes) -> ProviderResponse:
+        """POST one non-streamed request body; the parsed answer."""
         session = self._session or self._open()
-        data = json.dumps(request, ensure_ascii=False).encode()
         start = time.perf_counter()
         with self._transport_errors():
             # No redirects: an API endpoint has no reason to send the key somewhere else.
@@ -392,6 +410,11 @@ class OpenAICompatibleProvider(Provider):
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+
+#: :meth:`OpenAICompatibleProvider.complete` as defined here: a subclass (or a test) that
+#: replaces it gets every request through its own.
+_PLAIN_COMPLETE = OpenAICompatibleProvider.complete
 
 
 def _chat_response(raw: dict[str, Any], status: int, latency_ms: float, problem: str) -> Response:
