@@ -79,6 +79,10 @@ DROPPED_FIELDS = (
 #: Backoff never waits longer than this (seconds), whatever the attempt or Retry-After.
 MAX_BACKOFF = MAX_RETRY_AFTER
 
+#: A candidate's progress events go out at most this often (seconds), besides the first and
+#: the last: a progress board redraws a few times a second, not on every answer.
+PROGRESS_INTERVAL = 0.1
+
 
 def _copy_json(value: Any) -> Any:
     """Deep copy of JSON-like data (dicts, lists, scalars); faster than copy.deepcopy."""
@@ -486,6 +490,7 @@ class _CandidateRun:
     hedged: int = 0
     #: Seconds the recent answers took (the hedge delay is computed from them).
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=200))
+    _emitted_at: float = float("-inf")  # loop time of the last progress event
     #: Answers so far, and the hedge delay computed when there were ``_delay_n`` of them.
     _answers: int = 0
     _delay_n: int = -1
@@ -529,7 +534,13 @@ class _CandidateRun:
             )
 
     def emit(self) -> None:
+        """Report progress: at most every :data:`PROGRESS_INTERVAL` seconds, and always the
+        first and the last event (every row done)."""
         if self.progress is not None:
+            now = asyncio.get_running_loop().time()
+            if self.done < self.total and now - self._emitted_at < PROGRESS_INTERVAL:
+                return
+            self._emitted_at = now
             throttled = (self.rpm.waited if self.rpm else 0.0) + (
                 self.tpm.waited if self.tpm else 0.0
             )
@@ -715,7 +726,8 @@ class _CandidateRun:
         outcome = "other"
         charged = 0
         try:
-            await self._wait_for_pause()  # a pause may begin while this waited for a slot
+            if self.pause_until:  # a pause may begin while this waited for a slot
+                await self._wait_for_pause()
             if self.rpm is not None:
                 await self.rpm.acquire(1.0)
             if self.tpm is not None:
@@ -723,7 +735,8 @@ class _CandidateRun:
                     item.tokens = estimate_request_tokens(item.request)
                 charged = item.tokens
                 await self.tpm.acquire(charged)
-            await self._wait_for_pause()
+            if self.pause_until:
+                await self._wait_for_pause()
             try:
                 answer = await self._call(item, hedging)
             except VendorError as e:
@@ -759,7 +772,8 @@ class _CandidateRun:
         lease = await shared.acquire(charged, hedge)
         outcome, delta, retry_after = "other", 0, None
         try:
-            await self._wait_for_pause()  # this process's own view of a pause
+            if self.pause_until:  # this process's own view of a pause
+                await self._wait_for_pause()
             try:
                 answer = await self._call(item, hedging)
             except VendorError as e:
