@@ -336,8 +336,10 @@ def _claim_chunk(
 
 class _Feed:
     """The requests a candidate's workers take up, in order, each claimed in the cache before
-    it is handed out (with leases): claimed a chunk at a time, in one transaction on a worker
-    thread, the next chunk while the workers still have half of the current one. A request
+    it is handed out (with leases): claimed a chunk at a time (four times the candidate's
+    concurrency, 16 to 512), in one transaction on a worker thread, the next chunk while the
+    workers still have a whole one ready (else they would wait for it, the thread and the
+    cache writer's transactions being slow to get to on a busy machine). A request
     another run answered meanwhile is served from the cache; one it is sending is deferred
     (the run waits for it at the end, as before)."""
 
@@ -346,7 +348,7 @@ class _Feed:
         self.items = items
         self.cache = cache
         self.next = 0
-        self.chunk = max(16, min(256, 2 * run.spec.concurrency))
+        self.chunk = max(16, min(512, 4 * run.spec.concurrency))
         self.ready: deque[_Work] = deque()
         self.refill: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
@@ -396,7 +398,7 @@ class _Feed:
                 return self.items[self.next - 1]
             return None
         while True:
-            if len(self.ready) <= self.chunk // 2:
+            if len(self.ready) <= self.chunk:
                 self._start_refill()
             if self.ready:
                 return self.ready.popleft()
