@@ -419,8 +419,8 @@ class _Feed:
 
 
 class _Hedging:
-    """One request's watch for a hang: when its first attempt left, the timer that looks
-    again, and the hedge (the second attempt) once sent."""
+    """One request's watch for a hang: when its first attempt left, and the hedge (the
+    second attempt) once sent."""
 
     __slots__ = (
         "created",
@@ -429,7 +429,6 @@ class _Hedging:
         "item",
         "sent_at",
         "task",
-        "timer",
         "won",
         "worker",
     )
@@ -438,7 +437,6 @@ class _Hedging:
         self.item = item
         self.worker = worker
         self.sent_at = 0.0
-        self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Future[ProviderResponse] | None = None
         self.won = False  # the hedge finished first: the worker was cancelled for it
         self.done = False  # the first attempt is over: no more hedging
@@ -498,6 +496,9 @@ class _CandidateRun:
     _delay_n: int = -1
     _delay_at: float = float("-inf")
     _delay: float | None = None
+    #: Requests whose first attempt is out (hedged if it hangs), and the timer that looks.
+    _watched: dict[_Hedging, None] = field(default_factory=dict)
+    _sweeper: asyncio.TimerHandle | None = None
     #: Whether each of the recent attempts failed (the retry backoff scales with the share).
     failures: deque[bool] = field(default_factory=lambda: deque(maxlen=100))
     adaptive: AdaptiveConcurrency = field(init=False)
@@ -697,8 +698,7 @@ class _CandidateRun:
         self.sent += 1
         loop = asyncio.get_running_loop()
         if hedging is not None:  # the first attempt leaves: watch whether it hangs
-            hedging.sent_at = loop.time()
-            self._hedge_check(hedging)
+            self._watch(hedging, loop.time())
         try:
             answer = await self.provider.complete_prepared(item.request, item.request_json)
         except VendorError as e:
@@ -801,29 +801,49 @@ class _CandidateRun:
             self._delay_n, self._delay_at = n, now
         return self._delay
 
-    def _hedge_check(self, hedging: _Hedging) -> None:
-        """Hedge the request now if its first attempt hangs (it left longer than the hedge
-        delay ago), else look again when the delay is over, or in half a second at most:
-        the delay follows the latencies seen meanwhile. A timer callback: no task waits."""
-        hedging.timer = None
-        if hedging.done or hedging.task is not None:
-            return
+    def _watch(self, hedging: _Hedging, now: float) -> None:
+        """The first attempt of a request leaves: watch it, to hedge it if it hangs. Costs a
+        dict entry; one timer per candidate looks at every watched request (:meth:`_sweep`)."""
         if not self.hedge.allows(self.hedged, self.sent):
             return  # the hedge budget is spent: not this request
+        hedging.sent_at = now
+        self._watched[hedging] = None
+        delay = self._hedge_delay(now)
+        look = now + (0.5 if delay is None else min(delay, 0.5))
+        sweep = self._sweeper
+        if sweep is None or sweep.when() > look:
+            if sweep is not None:
+                sweep.cancel()
+            self._sweeper = asyncio.get_running_loop().call_at(look, self._sweep)
+
+    def _sweep(self) -> None:
+        """Hedge every watched request whose first attempt left longer than the hedge delay
+        ago (budget allowing); look again when the next one is due, or in half a second at
+        most: the delay follows the latencies seen meanwhile. A timer callback: no task waits.
+        """
+        self._sweeper = None
+        if not self._watched:
+            return
         loop = asyncio.get_running_loop()
         now = loop.time()
         delay = self._hedge_delay(now)
-        if delay is None:
-            return
-        remaining = hedging.sent_at + delay - now
-        if remaining > 0:
-            hedging.timer = loop.call_at(now + min(remaining, 0.5), self._hedge_check, hedging)
-            return
-        self.hedged += 1
-        hedging.created += 1
-        task = asyncio.ensure_future(self._attempt(hedging.item, hedge=True))
-        hedging.task = task
-        task.add_done_callback(functools.partial(self._hedge_done, hedging))
+        look = now + 0.5
+        if delay is not None:
+            for hedging in list(self._watched):
+                if hedging.task is not None:
+                    continue  # its hedge is in flight
+                due = hedging.sent_at + delay
+                if due > now:
+                    look = min(look, due)
+                elif not self.hedge.allows(self.hedged, self.sent):
+                    del self._watched[hedging]  # the budget is spent: not this request
+                else:
+                    self.hedged += 1
+                    hedging.created += 1
+                    task = asyncio.ensure_future(self._attempt(hedging.item, hedge=True))
+                    hedging.task = task
+                    task.add_done_callback(functools.partial(self._hedge_done, hedging))
+        self._sweeper = loop.call_at(look, self._sweep)
 
     def _hedge_done(self, hedging: _Hedging, task: asyncio.Future[ProviderResponse]) -> None:
         """The hedge finished while the first attempt still runs: an answer (or an error that
@@ -838,7 +858,9 @@ class _CandidateRun:
             if hedging.first_error is None:
                 hedging.first_error = exc
             hedging.task = None
-            self._hedge_check(hedging)  # still hanging: hedged again if the budget allows
+            if self._sweeper is not None:  # still hanging: hedged again now, budget allowing
+                self._sweeper.cancel()
+            self._sweep()
             return
         hedging.won = True
         hedging.worker.cancel()
@@ -846,8 +868,9 @@ class _CandidateRun:
     async def _hedged(self, item: _Work) -> tuple[ProviderResponse | VendorError, int]:
         """One attempt, hedged with a second if it hangs: the first answer, and attempts made.
 
-        The first attempt runs in the worker's own task; a timer checks whether it hangs
-        (:meth:`_hedge_check`): a request answered in time costs no task and no wait. The
+        The first attempt runs in the worker's own task, watched by the candidate's timer
+        (:meth:`_watch`, :meth:`_sweep`): a request answered in time costs no task, no wait
+        and no timer of its own. The
         attempt still running when the other answered is cancelled (its slot freed). When
         every attempt failed, the first failure is returned.
         """
@@ -873,9 +896,7 @@ class _CandidateRun:
                     raise
             finally:
                 hedging.done = True
-                if hedging.timer is not None:
-                    hedging.timer.cancel()
-                    hedging.timer = None
+                self._watched.pop(hedging, None)
             hedge = hedging.task
             if isinstance(outcome, ProviderResponse) or hedge is None:
                 if isinstance(outcome, VendorError):
