@@ -337,3 +337,91 @@ def test_cache_cli_export_a_suite_candidate(tmp_path: Path) -> None:
     assert json.loads(line)["identity"] == IDENTITY
     res = CliRunner().invoke(main, [*args[:3], "--candidate", "nope", "--suite", str(suite)])
     assert res.exit_code == 2 and "not a candidate" in res.output
+
+
+# -- leases claimed in batches ---------------------------------------------------------------
+
+
+def test_claim_many_claims_answers_and_holds_in_one_call(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    with ResponseCache(db) as a, ResponseCache(db) as b:
+        answered = put(a, 1)  # not committed yet: a knows it is answered
+        assert a.claim_many([answered, "k2", "k3", "k2"]) == {
+            answered: "answered",
+            "k2": "claimed",
+            "k3": "claimed",
+        }
+        a.flush()
+        # b sees the committed answer, a's fresh leases, and takes what nobody holds
+        assert b.claim_many([answered, "k2", "k3", "k4"]) == {
+            answered: "answered",
+            "k2": "held",
+            "k3": "held",
+            "k4": "claimed",
+        }
+        assert a.claim_many(["k2", "k4"]) == {"k2": "claimed", "k4": "held"}  # its own again
+        assert a.claim_many([]) == {}
+        a.release(["k2", "k3"])
+        assert b.claim_many(["k2", "k3"]) == {"k2": "claimed", "k3": "claimed"}
+        assert b.claim("k3") == "claimed"  # claim is claim_many of one key
+
+
+def test_claim_many_takes_over_dead_and_expired_leases(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    db = tmp_path / "c.db"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with ResponseCache(db) as a, ResponseCache(db) as b:
+        assert a.claim_many(["old"], ttl=-1.0) == {"old": "claimed"}  # expires at once
+        with sqlite3.connect(db) as conn:
+            conn.executemany(
+                "INSERT INTO leases VALUES (?, 'other', ?, ?, 1e12)",
+                [
+                    ("dead", gone.pid, socket.gethostname()),  # its process is gone
+                    ("far", gone.pid, "another-host"),  # another host: cannot tell, wait
+                ],
+            )
+        conn.close()
+        assert b.claim_many(["old", "dead", "far"]) == {
+            "old": "claimed",
+            "dead": "claimed",
+            "far": "held",
+        }
+    with sqlite3.connect(db) as conn:
+        owners = dict(conn.execute("SELECT key, owner FROM leases").fetchall())
+    conn.close()
+    assert owners["dead"] == owners["old"] != "other"
+
+
+def test_claim_many_renews_its_own_lease(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    with ResponseCache(db) as a:
+        a.claim_many(["k"], ttl=10.0)
+        first = _expires(db, "k")
+        a.claim_many(["k"], ttl=1000.0)
+        assert _expires(db, "k") > first + 900
+
+
+def test_claim_many_on_a_read_only_cache_claims_everything(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    ResponseCache(db).close()
+    with ResponseCache(db, read_only=True) as ro:
+        assert ro.claim_many(["a", "b"]) == {"a": "claimed", "b": "claimed"}
+
+
+def test_claim_many_of_more_keys_than_one_select_holds(tmp_path: Path) -> None:
+    keys = [f"k{i}" for i in range(cache_module._SELECT_CHUNK * 2 + 3)]
+    with ResponseCache(tmp_path / "c.db") as a, ResponseCache(tmp_path / "c.db") as b:
+        assert set(a.claim_many(keys).values()) == {"claimed"}
+        assert set(b.claim_many(keys).values()) == {"held"}
+
+
+def _expires(db: Path, key: str) -> float:
+    with sqlite3.connect(db) as conn:
+        value: float = conn.execute("SELECT expires FROM leases WHERE key = ?", (key,)).fetchone()[
+            0
+        ]
+    conn.close()
+    return value

@@ -439,3 +439,43 @@ def test_a_run_that_stops_early_releases_its_claims(
     with sqlite3.connect(db) as conn:  # a later run (a new process) need not wait for them
         assert conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
     conn.close()
+
+
+class _CountingCache(ResponseCache):
+    """A cache that counts its claim transactions and the keys each claimed."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.claims: list[int] = []
+
+    def claim_many(self, keys: Any, ttl: float = cache_module.LEASE_TTL) -> dict[str, str]:
+        wanted = list(keys)
+        self.claims.append(len(wanted))
+        return super().claim_many(wanted, ttl)
+
+
+def test_requests_are_claimed_a_chunk_at_a_time(tmp_path: Path, server: LoopbackServer) -> None:
+    spec = CandidateSpec(name="c", model="m", base_url=server.base_url, concurrency=8)
+    with _CountingCache(tmp_path / "c.db") as cache:
+        results = replay([exchange(i) for i in range(100)], [spec], cache=cache)
+    assert all(r.ok for r in results) and server.total == 100
+    assert sum(cache.claims) == 100  # each request claimed once
+    assert len(cache.claims) <= 100 // 16 + 1  # in chunks, not one transaction a request
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+    conn.close()
+
+
+def test_a_lease_claimed_long_before_its_request_is_sent_is_renewed(
+    tmp_path: Path, server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migrate_eval.replay import engine
+
+    monkeypatch.setattr(engine, "_RENEW_SHARE", 0.0)  # every claim is already "old"
+    spec = CandidateSpec(name="c", model="m", base_url=server.base_url, concurrency=4)
+    with _CountingCache(tmp_path / "c.db") as cache:
+        results = replay([exchange(i) for i in range(20)], [spec], cache=cache)
+    assert all(r.ok for r in results) and server.total == 20
+    # claimed in chunks ahead, then each claimed again (renewed) just before it was sent
+    assert sum(cache.claims) == 40
+    assert cache.claims.count(1) == 20

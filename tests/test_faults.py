@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from migrate_eval.core.errors import CircuitOpenError, VendorError
-from migrate_eval.core.records import Exchange, Source
+from migrate_eval.core.records import Exchange, ReplayResult, Response, Source
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.cache import ResponseCache
-from migrate_eval.replay.engine import CircuitBreaker, HedgePolicy, replay
-from migrate_eval.replay.providers import VendorConnectionError
+from migrate_eval.replay.engine import CircuitBreaker, HedgePolicy, replay, replay_async
+from migrate_eval.replay.providers import ProviderResponse, VendorConnectionError
 from migrate_eval.replay.ratelimit import AdaptiveConcurrency
 from tests.servers import LoopbackServer
+from tests.virtual_time import FakeVendor, run_virtual, use_fake_vendor
 
 
 def exchange(i: int) -> Exchange:
@@ -150,6 +151,110 @@ def test_a_hung_request_is_hedged_and_the_hung_attempt_frees_its_slot(
     # concurrency 1: the hung attempt was cancelled when its hedge answered, else the
     # other ten requests could not have been sent before it timed out
     assert users(server)[-1].startswith("<q11>")
+
+
+class _ScriptedVendor(FakeVendor):
+    """A fake vendor (virtual time): the attempts at a request whose question starts with a
+    key of ``script`` take the listed seconds, one after the other (those listed in
+    ``failing`` then answer HTTP 500); others take ``delay``."""
+
+    def __init__(
+        self,
+        script: dict[str, list[float]],
+        delay: float,
+        failing: dict[str, set[int]] | None = None,
+    ) -> None:
+        super().__init__(delay=delay)
+        self.script = {k: list(v) for k, v in script.items()}
+        self.failing = failing or {}  # attempts (0-based) answered with HTTP 500
+        self.seen: dict[str, int] = {}
+        self.answered: list[str] = []
+
+    async def complete(self, request: dict[str, Any]) -> ProviderResponse:
+        question = request["messages"][-1]["content"]
+        tag = question.split()[0]
+        attempt = self.seen[tag] = self.seen.get(tag, -1) + 1
+        planned = self.script.get(tag)
+        seconds = planned.pop(0) if planned else self.delay
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        self.in_flight += 1
+        self.arrivals.append(start)
+        self.bodies.append(request)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.in_flight -= 1
+        if attempt in self.failing.get(tag, ()):
+            raise VendorError("HTTP 500", status=500, retryable=True)
+        self.answered.append(f"{question} after {seconds:g} s")
+        response = Response(text=f"echo: {question}", finish_reason="stop")
+        raw = {"choices": [{"message": {"content": response.text}}]}
+        return ProviderResponse(response=response, raw=raw, latency_ms=(loop.time() - start) * 1e3)
+
+
+def _replay_on_virtual_time(
+    monkeypatch: pytest.MonkeyPatch, vendor: FakeVendor, cache: ResponseCache, n: int
+) -> tuple[list[ReplayResult], float]:
+    use_fake_vendor(monkeypatch, vendor)
+    return run_virtual(
+        replay_async(
+            [exchange(i) for i in range(n)],
+            [CandidateSpec(name="c", model="m", concurrency=1, timeout=60.0)],
+            cache=cache,
+            hedge=FAST_HEDGE,
+            leases=False,
+            interruptible=False,
+        )
+    )
+
+
+def _arrivals(vendor: FakeVendor, tag: str) -> list[float]:
+    return [t for t, b in zip(vendor.arrivals, vendor.bodies, strict=True) if tag in repr(b)]
+
+
+def test_the_hedge_leaves_when_its_delay_is_over_and_the_hung_attempt_is_cancelled(
+    monkeypatch: pytest.MonkeyPatch, cache: ResponseCache
+) -> None:
+    vendor = _ScriptedVendor({"<q4>": [30.0]}, delay=0.01)
+    results, took = _replay_on_virtual_time(monkeypatch, vendor, cache, 8)
+    assert all(r.ok for r in results)
+    assert [r.attempts for r in results] == [1, 1, 1, 1, 2, 1, 1, 1]
+    hung, hedge = _arrivals(vendor, "<q4>")
+    assert hedge - hung == pytest.approx(FAST_HEDGE.min_delay)  # 3 x p95 (0.03 s) is less
+    assert "<q4> question after 0.01 s" in vendor.answered  # the hedge's answer
+    # the hung attempt was cancelled (concurrency 1: the rest could go), not waited for
+    assert took == pytest.approx(7 * 0.01 + 0.5 + 0.01)
+    assert vendor.in_flight == 0
+
+
+def test_a_first_attempt_answering_before_its_hedge_wins_and_the_hedge_is_cancelled(
+    monkeypatch: pytest.MonkeyPatch, cache: ResponseCache
+) -> None:
+    vendor = _ScriptedVendor({"<q4>": [0.6, 5.0]}, delay=0.01)
+    results, took = _replay_on_virtual_time(monkeypatch, vendor, cache, 8)
+    assert all(r.ok for r in results)
+    assert results[4].attempts == 2 and vendor.total == 9
+    assert "<q4> question after 0.6 s" in vendor.answered
+    assert not any("after 5 s" in a for a in vendor.answered)  # cancelled, never answered
+    assert took == pytest.approx(7 * 0.01 + 0.6)
+    assert vendor.in_flight == 0
+
+
+def test_a_failed_hedge_is_followed_by_another_and_the_first_answer_wins(
+    monkeypatch: pytest.MonkeyPatch, cache: ResponseCache
+) -> None:
+    # q4: the first attempt answers after 0.8 s; the hedge (0.5 s) fails after 0.1 s; a
+    # second hedge leaves at once (0.6 s; the first still hangs) and would take 1 s
+    vendor = _ScriptedVendor({"<q4>": [0.8, 0.1, 1.0]}, delay=0.01, failing={"<q4>": {1}})
+    results, took = _replay_on_virtual_time(monkeypatch, vendor, cache, 8)
+    assert all(r.ok for r in results)
+    assert results[4].attempts == 3
+    first, hedge, again = _arrivals(vendor, "<q4>")
+    assert (hedge - first, again - first) == pytest.approx((0.5, 0.6))
+    assert "<q4> question after 0.8 s" in vendor.answered
+    assert took == pytest.approx(7 * 0.01 + 0.8)
+    assert vendor.in_flight == 0
 
 
 def test_hedges_are_capped_so_a_slow_vendor_is_not_asked_everything_twice(

@@ -22,6 +22,7 @@ from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.cache import ResponseCache
 from migrate_eval.replay.engine import (
     DROPPED_FIELDS,
+    PROGRESS_INTERVAL,
     HedgePolicy,
     ProgressEvent,
     backoff_delay,
@@ -410,8 +411,24 @@ def test_progress_events(server: LoopbackServer, cache: ResponseCache) -> None:
     events: list[ProgressEvent] = []
     replay(exchanges, [cand(server)], cache=cache, progress=events.append)
     assert events[0] == ProgressEvent("local", done=2, total=5, errors=0, cached=2)
-    assert [e.done for e in events] == [2, 3, 4, 5]
+    done = [e.done for e in events]
+    assert done == sorted(done) and done[-1] == 5  # the last event always goes out
     assert events[-1].cached == 2
+
+
+def test_progress_events_go_out_at_a_bounded_rate(vendor: FakeVendor, cache: ResponseCache) -> None:
+    vendor.delay = 0.001  # 400 answers one after the other: 0.4 s (virtual)
+    events: list[ProgressEvent] = []
+    results, took = replay_virtual(
+        [exchange(i) for i in range(400)],
+        [CandidateSpec(name="c", model="m", concurrency=1)],
+        cache=cache,
+        progress=events.append,
+    )
+    assert all(r.ok for r in results) and took == pytest.approx(0.4)
+    # one event every PROGRESS_INTERVAL (0.1 s) and the last one, not one an answer
+    assert 4 <= len(events) <= 0.4 / PROGRESS_INTERVAL + 2
+    assert events[-1] == ProgressEvent("c", done=400, total=400, errors=0, cached=0)
 
 
 def test_api_key_sent_but_never_stored(

@@ -652,47 +652,82 @@ class ResponseCache:
 
         A lease that expired, or whose run is gone (its process on this host is not alive),
         is taken over. Leases end when the answer is committed (:meth:`put`) or
-        :meth:`release` is called (the request failed).
+        :meth:`release` is called (the request failed). One key of :meth:`claim_many`.
         """
+        return self.claim_many([key], ttl)[key]
+
+    def claim_many(self, keys: Iterable[str], ttl: float = LEASE_TTL) -> dict[str, str]:
+        """:meth:`claim` for many keys in one transaction: each key's state (``"claimed"``,
+        ``"answered"`` or ``"held"``, as :meth:`claim`). Claiming our own lease again renews
+        it for ``ttl`` seconds.
+        """
+        wanted = list(dict.fromkeys(keys))
         if self.read_only:
-            return "claimed"
+            return dict.fromkeys(wanted, "claimed")
+        states: dict[str, str] = {}
         with self._cond:
             self._check_open()
-            if key in self._unsaved:
-                return "answered"
+            for key in wanted:
+                if key in self._unsaved:
+                    states[key] = "answered"
+        todo = [k for k in wanted if k not in states]
+        if not todo:
+            return states
         now = time.time()
         host = socket.gethostname()
+        pid = os.getpid()
+        alive: dict[int, bool] = {}
         with self._conn_lock, _sqlite_errors(self.path):
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if conn.execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone():
-                    result = "answered"
-                else:
-                    row = conn.execute(
-                        "SELECT owner, pid, host, expires FROM leases WHERE key = ?", (key,)
-                    ).fetchone()
-                    if (
-                        row is None
-                        or row[0] == self.owner
-                        or row[3] < now
-                        or (row[2] == host and not _alive(row[1]))
-                    ):
-                        conn.execute(
-                            "INSERT OR REPLACE INTO leases (key, owner, pid, host, expires) "
-                            "VALUES (?, ?, ?, ?, ?)",
-                            (key, self.owner, os.getpid(), host, now + ttl),
+                answered: set[str] = set()
+                held: dict[str, tuple[str, int, str, float]] = {}
+                for i in range(0, len(todo), _SELECT_CHUNK):
+                    chunk = todo[i : i + _SELECT_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    answered.update(
+                        row[0]
+                        for row in conn.execute(
+                            f"SELECT key FROM responses WHERE key IN ({marks})", chunk
                         )
-                        result = "claimed"
-                    else:
-                        result = "held"
+                    )
+                    for row in conn.execute(
+                        f"SELECT key, owner, pid, host, expires FROM leases WHERE key IN ({marks})",
+                        chunk,
+                    ):
+                        held[row[0]] = (row[1], row[2], row[3], row[4])
+                taken: list[tuple[str, str, int, str, float]] = []
+                for key in todo:
+                    if key in answered:
+                        states[key] = "answered"
+                        continue
+                    lease = held.get(key)
+                    if lease is not None and lease[0] != self.owner and lease[3] >= now:
+                        owner_pid, owner_host = lease[1], lease[2]
+                        if owner_host != host:
+                            states[key] = "held"
+                            continue
+                        if owner_pid not in alive:
+                            alive[owner_pid] = _alive(owner_pid)
+                        if alive[owner_pid]:
+                            states[key] = "held"
+                            continue
+                    states[key] = "claimed"
+                    taken.append((key, self.owner, pid, host, now + ttl))
+                if taken:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO leases (key, owner, pid, host, expires) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        taken,
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 raise
-        return result
+        return states
 
     def release(self, keys: Iterable[str]) -> None:
         """End this cache's leases on ``keys`` (their requests failed: others may try)."""

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import signal
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,7 +50,7 @@ from migrate_eval.core.errors import (
 from migrate_eval.core.json import canonical_json
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.suite import CandidateSpec
-from migrate_eval.replay.cache import ResponseCache, key_from_json
+from migrate_eval.replay.cache import LEASE_TTL, CachedEntry, ResponseCache, key_from_json
 from migrate_eval.replay.providers import (
     MAX_RETRY_AFTER,
     MalformedResponseError,
@@ -77,6 +78,10 @@ DROPPED_FIELDS = (
 
 #: Backoff never waits longer than this (seconds), whatever the attempt or Retry-After.
 MAX_BACKOFF = MAX_RETRY_AFTER
+
+#: A candidate's progress events go out at most this often (seconds), besides the first and
+#: the last: a progress board redraws a few times a second, not on every answer.
+PROGRESS_INTERVAL = 0.1
 
 
 def _copy_json(value: Any) -> Any:
@@ -311,6 +316,135 @@ class _Work:
     request_json: str
     rows: list[int]  # indices into the results list (duplicate requests share one call)
     tokens: int = -1  # estimated tokens (tpm limit), computed when first needed
+    claimed_at: float = 0.0  # loop time its lease was taken (0: no lease of ours)
+
+
+#: A lease claimed ahead of sending is claimed again (renewed) when it is older than this share
+#: of :data:`~migrate_eval.replay.cache.LEASE_TTL` by the time its request is taken up (30 s):
+#: a request leaves with at least 90% of a fresh lease, as when each was claimed just before
+#: it was sent. A lease that lapsed meanwhile is never sent on: the renewal finds it answered
+#: or held by another run (then deferred), or claims it again.
+_RENEW_SHARE = 0.1
+
+
+def _claim_chunk(
+    cache: ResponseCache, keys: list[str]
+) -> tuple[dict[str, str], dict[str, CachedEntry]]:
+    """One claim transaction for ``keys``, and the entries of those already answered (run on
+    a worker thread: SQLite may wait for another run's transaction)."""
+    states = cache.claim_many(keys)
+    answered = [k for k, state in states.items() if state == "answered"]
+    return states, (cache.get_many(answered) if answered else {})
+
+
+class _Feed:
+    """The requests a candidate's workers take up, in order, each claimed in the cache before
+    it is handed out (with leases): claimed a chunk at a time (four times the candidate's
+    concurrency, 16 to 512), in one transaction on a worker thread, the next chunk while the
+    workers still have a whole one ready (else they would wait for it, the thread and the
+    cache writer's transactions being slow to get to on a busy machine). A request
+    another run answered meanwhile is served from the cache; one it is sending is deferred
+    (the run waits for it at the end, as before)."""
+
+    def __init__(self, run: _CandidateRun, items: list[_Work], cache: ResponseCache) -> None:
+        self.run = run
+        self.items = items
+        self.cache = cache
+        self.next = 0
+        self.chunk = max(16, min(512, 4 * run.spec.concurrency))
+        self.ready: deque[_Work] = deque()
+        self.refill: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+
+    def _start_refill(self) -> None:
+        if self.refill is None and self.error is None and self.next < len(self.items):
+            self.refill = asyncio.ensure_future(self._claim())
+
+    async def _claim(self) -> None:
+        chunk = self.items[self.next : self.next + self.chunk]
+        self.next += len(chunk)
+        run = self.run
+        try:
+            states, entries = await asyncio.to_thread(
+                _claim_chunk, self.cache, [item.key for item in chunk]
+            )
+        except BaseException as e:
+            self.error = e
+            raise
+        finally:
+            self.refill = None
+        now = asyncio.get_running_loop().time()
+        served = False
+        for item in chunk:
+            state = states.get(item.key)
+            if state == "claimed":
+                item.claimed_at = now
+                run.claimed.add(item.key)
+                self.ready.append(item)
+            elif state == "answered":
+                entry = entries.get(item.key)
+                if entry is None:  # pragma: no cover - answered means stored
+                    self.ready.append(item)
+                    continue
+                run.served(item, entry)
+                served = True
+            else:  # held: another run is sending it
+                run.deferred.append(item)
+        if served:
+            run.emit()
+
+    async def take(self) -> _Work | None:
+        """The next request to send (claimed), or None when there is none left."""
+        if not self.run.leases:
+            if self.next < len(self.items):
+                self.next += 1
+                return self.items[self.next - 1]
+            return None
+        while True:
+            if len(self.ready) <= self.chunk:
+                self._start_refill()
+            if self.ready:
+                return self.ready.popleft()
+            if self.error is not None:
+                raise self.error
+            refill = self.refill
+            if refill is None:
+                return None
+            await asyncio.wait([refill])  # not cancelled with a worker that waits for it
+
+    async def aclose(self) -> None:
+        """Wait for a claim transaction under way (its leases are then known, to release)."""
+        refill = self.refill
+        if refill is not None:
+            await asyncio.wait([refill])
+            if not refill.cancelled():
+                refill.exception()  # retrieved: raised to the workers already
+
+
+class _Hedging:
+    """One request's watch for a hang: when its first attempt left, and the hedge (the
+    second attempt) once sent."""
+
+    __slots__ = (
+        "created",
+        "done",
+        "first_error",
+        "item",
+        "sent_at",
+        "task",
+        "won",
+        "worker",
+    )
+
+    def __init__(self, item: _Work, worker: asyncio.Task[Any]) -> None:
+        self.item = item
+        self.worker = worker
+        self.sent_at = 0.0
+        self.task: asyncio.Future[ProviderResponse] | None = None
+        self.won = False  # the hedge finished first: the worker was cancelled for it
+        self.done = False  # the first attempt is over: no more hedging
+        self.first_error: VendorError | None = None
+        self.created = 1  # attempts made
 
 
 @dataclass
@@ -361,6 +495,15 @@ class _CandidateRun:
     hedged: int = 0
     #: Seconds the recent answers took (the hedge delay is computed from them).
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=200))
+    _emitted_at: float = float("-inf")  # loop time of the last progress event
+    #: Answers so far, and the hedge delay computed when there were ``_delay_n`` of them.
+    _answers: int = 0
+    _delay_n: int = -1
+    _delay_at: float = float("-inf")
+    _delay: float | None = None
+    #: Requests whose first attempt is out (hedged if it hangs), and the timer that looks.
+    _watched: dict[_Hedging, None] = field(default_factory=dict)
+    _sweeper: asyncio.TimerHandle | None = None
     #: Whether each of the recent attempts failed (the retry backoff scales with the share).
     failures: deque[bool] = field(default_factory=lambda: deque(maxlen=100))
     adaptive: AdaptiveConcurrency = field(init=False)
@@ -401,7 +544,13 @@ class _CandidateRun:
                 self.on_result(result)
 
     def emit(self) -> None:
+        """Report progress: at most every :data:`PROGRESS_INTERVAL` seconds, and always the
+        first and the last event (every row done)."""
         if self.progress is not None:
+            now = asyncio.get_running_loop().time()
+            if self.done < self.total and now - self._emitted_at < PROGRESS_INTERVAL:
+                return
+            self._emitted_at = now
             throttled = (self.rpm.waited if self.rpm else 0.0) + (
                 self.tpm.waited if self.tpm else 0.0
             )
@@ -499,18 +648,31 @@ class _CandidateRun:
             self.cached += len(item.rows)
         return misses
 
+    def served(self, item: _Work, entry: CachedEntry) -> None:
+        """Fill the rows of a request another run answered meanwhile."""
+        self._store(item.rows, response=entry.response, cached=True, latency_ms=entry.latency_ms)
+        self.done += len(item.rows)
+        self.cached += len(item.rows)
+
     def offline_misses(self, misses: list[_Work]) -> None:
         for item in misses:
             self._error_rows(item.rows, OfflineCacheMiss(), "offline_miss", 0, emit=False)
 
     # -- sending ------------------------------------------------------------------------
 
-    async def worker(self, items: Iterator[_Work], cache: ResponseCache) -> None:
+    async def worker(self, feed: _Feed, cache: ResponseCache) -> None:
         try:
-            for item in items:
+            renew_after = LEASE_TTL * _RENEW_SHARE
+            loop = asyncio.get_running_loop()
+            while (item := await feed.take()) is not None:
                 if self.abort.error is not None:
                     return
-                await self._send(item, cache)
+                if item.claimed_at and loop.time() - item.claimed_at > renew_after:
+                    # claimed long ago (a slow, rate-limited candidate): renew the lease
+                    self.claimed.discard(item.key)
+                    if not await self._claim(item, cache, wait=False):
+                        continue
+                await self._send(item, cache, claim=False)
             while self.deferred:  # another run was sending these: wait for its answers
                 if self.abort.error is not None:
                     return
@@ -534,7 +696,7 @@ class _CandidateRun:
         while (wait := self.pause_until - loop.time()) > 0:
             await asyncio.sleep(wait)
 
-    async def _call(self, item: _Work, sent_at: list[float] | None) -> ProviderResponse:
+    async def _call(self, item: _Work, hedging: _Hedging | None) -> ProviderResponse:
         """The call itself, once its slot and limits are taken, and what it tells about the
         candidate's health: the circuit breaker, the failure share, the latencies and a pause
         asked for by a 429's Retry-After. Vendor errors are raised."""
@@ -542,10 +704,10 @@ class _CandidateRun:
             raise self.breaker.tripped
         self.sent += 1
         loop = asyncio.get_running_loop()
-        if sent_at is not None:
-            sent_at.append(loop.time())
+        if hedging is not None:  # the first attempt leaves: watch whether it hangs
+            self._watch(hedging, loop.time())
         try:
-            answer = await self.provider.complete(item.request)
+            answer = await self.provider.complete_prepared(item.request, item.request_json)
         except VendorError as e:
             if e.status == 429 and e.retry_after is not None:  # the endpoint asked all to wait
                 until = loop.time() + min(e.retry_after, MAX_BACKOFF)
@@ -556,10 +718,11 @@ class _CandidateRun:
         self.breaker.success()
         self.failures.append(False)
         self.latencies.append(answer.latency_ms / 1000.0)
+        self._answers += 1
         return answer
 
     async def _attempt(
-        self, item: _Work, *, hedge: bool = False, sent_at: list[float] | None = None
+        self, item: _Work, *, hedge: bool = False, hedging: _Hedging | None = None
     ) -> ProviderResponse:
         """One call within the candidate's concurrency and rate limits.
 
@@ -567,12 +730,13 @@ class _CandidateRun:
         own: the hung attempt holds one, and whichever loses is cancelled.
         """
         if self.shared is not None:
-            return await self._attempt_shared(item, self.shared, hedge=hedge, sent_at=sent_at)
+            return await self._attempt_shared(item, self.shared, hedge=hedge, hedging=hedging)
         generation = -1 if hedge else await self.adaptive.acquire()
         outcome = "other"
         charged = 0
         try:
-            await self._wait_for_pause()  # a pause may begin while this waited for a slot
+            if self.pause_until:  # a pause may begin while this waited for a slot
+                await self._wait_for_pause()
             if self.rpm is not None:
                 await self.rpm.acquire(1.0)
             if self.tpm is not None:
@@ -580,9 +744,10 @@ class _CandidateRun:
                     item.tokens = estimate_request_tokens(item.request)
                 charged = item.tokens
                 await self.tpm.acquire(charged)
-            await self._wait_for_pause()
+            if self.pause_until:
+                await self._wait_for_pause()
             try:
-                answer = await self._call(item, sent_at)
+                answer = await self._call(item, hedging)
             except VendorError as e:
                 if e.status == 429:
                     outcome = "overload"
@@ -604,7 +769,7 @@ class _CandidateRun:
         shared: SharedLimits,
         *,
         hedge: bool,
-        sent_at: list[float] | None,
+        hedging: _Hedging | None,
     ) -> ProviderResponse:
         """:meth:`_attempt` under the cluster's limits: the slot, the rate limits and the
         pauses are leased from ``shared``; what happened is reported back to it."""
@@ -616,9 +781,10 @@ class _CandidateRun:
         lease = await shared.acquire(charged, hedge)
         outcome, delta, retry_after = "other", 0, None
         try:
-            await self._wait_for_pause()  # this process's own view of a pause
+            if self.pause_until:  # this process's own view of a pause
+                await self._wait_for_pause()
             try:
-                answer = await self._call(item, sent_at)
+                answer = await self._call(item, hedging)
             except VendorError as e:
                 if e.status == 429:
                     outcome, delta = "overload", -charged
@@ -633,63 +799,131 @@ class _CandidateRun:
         finally:
             shared.release(lease, outcome, delta, retry_after)
 
+    def _hedge_delay(self, now: float) -> float | None:
+        """:meth:`HedgePolicy.delay` for the latencies so far. Once there are enough of them,
+        their 95th percentile is computed again at most every 0.1 s, not on every answer."""
+        n = self._answers
+        if n != self._delay_n and (n <= self.hedge.min_samples or now - self._delay_at >= 0.1):
+            self._delay = self.hedge.delay(self.latencies, self.spec.timeout)
+            self._delay_n, self._delay_at = n, now
+        return self._delay
+
+    def _watch(self, hedging: _Hedging, now: float) -> None:
+        """The first attempt of a request leaves: watch it, to hedge it if it hangs. Costs a
+        dict entry; one timer per candidate looks at every watched request (:meth:`_sweep`)."""
+        if not self.hedge.allows(self.hedged, self.sent):
+            return  # the hedge budget is spent: not this request
+        hedging.sent_at = now
+        self._watched[hedging] = None
+        delay = self._hedge_delay(now)
+        look = now + (0.5 if delay is None else min(delay, 0.5))
+        sweep = self._sweeper
+        if sweep is None or sweep.when() > look:
+            if sweep is not None:
+                sweep.cancel()
+            self._sweeper = asyncio.get_running_loop().call_at(look, self._sweep)
+
+    def _sweep(self) -> None:
+        """Hedge every watched request whose first attempt left longer than the hedge delay
+        ago (budget allowing); look again when the next one is due, or in half a second at
+        most: the delay follows the latencies seen meanwhile. A timer callback: no task waits.
+        """
+        self._sweeper = None
+        if not self._watched:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        delay = self._hedge_delay(now)
+        look = now + 0.5
+        if delay is not None:
+            for hedging in list(self._watched):
+                if hedging.task is not None:
+                    continue  # its hedge is in flight
+                due = hedging.sent_at + delay
+                if due > now:
+                    look = min(look, due)
+                elif not self.hedge.allows(self.hedged, self.sent):
+                    del self._watched[hedging]  # the budget is spent: not this request
+                else:
+                    self.hedged += 1
+                    hedging.created += 1
+                    task = asyncio.ensure_future(self._attempt(hedging.item, hedge=True))
+                    hedging.task = task
+                    task.add_done_callback(functools.partial(self._hedge_done, hedging))
+        self._sweeper = loop.call_at(look, self._sweep)
+
+    def _hedge_done(self, hedging: _Hedging, task: asyncio.Future[ProviderResponse]) -> None:
+        """The hedge finished while the first attempt still runs: an answer (or an error that
+        is not the vendor's) ends the request, so the first attempt is cancelled (its slot
+        freed); a vendor error leaves the first attempt alone again."""
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved, whoever uses it
+        if hedging.done:
+            return
+        if isinstance(exc, VendorError):
+            if hedging.first_error is None:
+                hedging.first_error = exc
+            hedging.task = None
+            if self._sweeper is not None:  # still hanging: hedged again now, budget allowing
+                self._sweeper.cancel()
+            self._sweep()
+            return
+        hedging.won = True
+        hedging.worker.cancel()
+
     async def _hedged(self, item: _Work) -> tuple[ProviderResponse | VendorError, int]:
         """One attempt, hedged with a second if it hangs: the first answer, and attempts made.
 
-        The attempt still running when the other answered is cancelled (its slot freed).
-        When every attempt failed, the first failure is returned.
+        The first attempt runs in the worker's own task, watched by the candidate's timer
+        (:meth:`_watch`, :meth:`_sweep`): a request answered in time costs no task, no wait
+        and no timer of its own. The
+        attempt still running when the other answered is cancelled (its slot freed). When
+        every attempt failed, the first failure is returned.
         """
-        sent_at: list[float] = []  # when the first attempt left (after its slot and limits)
-        tasks: list[asyncio.Task[ProviderResponse]] = [
-            asyncio.ensure_future(self._attempt(item, sent_at=sent_at))
-        ]
-        first_error: VendorError | None = None
-        created = 1
-        loop = asyncio.get_running_loop()
+        if not self.hedge.enabled:
+            try:
+                return await self._attempt(item), 1
+            except VendorError as e:
+                return e, 1
+        worker = asyncio.current_task()
+        assert worker is not None
+        hedging = _Hedging(item, worker)
+        outcome: ProviderResponse | VendorError | None = None
         try:
-            while True:
-                # The hedge delay is looked at again every half second: an attempt sent
-                # before any answer arrived is judged by the latencies seen since.
-                check: float | None = None
-                hedge_now = False
-                if len(tasks) == 1 and self.hedge.allows(self.hedged, self.sent):
-                    hedge_after = self.hedge.delay(self.latencies, self.spec.timeout)
-                    if hedge_after is not None and not sent_at:
-                        check = 0.5  # not sent yet (waiting for a slot): nothing to hedge
-                    elif hedge_after is not None:
-                        remaining = sent_at[0] + hedge_after - loop.time()
-                        hedge_now = remaining <= 0
-                        check = min(max(remaining, 0.0), 0.5)
-                done: set[asyncio.Task[ProviderResponse]] = set()
-                if not hedge_now:
-                    done, _ = await asyncio.wait(
-                        tasks, timeout=check, return_when=asyncio.FIRST_COMPLETED
-                    )
-                if not done and not hedge_now:
-                    continue
-                if not done:  # hung: send a second attempt, keep the first
-                    self.hedged += 1
-                    created += 1
-                    tasks.append(asyncio.ensure_future(self._attempt(item, hedge=True)))
-                    continue
-                for task in done:
-                    exc = task.exception()
-                    if exc is None:
-                        return task.result(), created
-                    if not isinstance(exc, VendorError):
-                        raise exc
-                    if first_error is None:
-                        first_error = exc
-                tasks = [t for t in tasks if not t.done()]
-                if not tasks:
-                    assert first_error is not None
-                    return first_error, created
+            try:
+                outcome = await self._attempt(item, hedging=hedging)
+            except VendorError as e:
+                outcome = e
+                if hedging.first_error is None:
+                    hedging.first_error = e
+            except asyncio.CancelledError:
+                # cancelled by _hedge_done (the hedge finished), unless by someone else too
+                if not hedging.won or worker.uncancel() > 0:
+                    raise
+            finally:
+                hedging.done = True
+                self._watched.pop(hedging, None)
+            hedge = hedging.task
+            if isinstance(outcome, ProviderResponse) or hedge is None:
+                if isinstance(outcome, VendorError):
+                    outcome = hedging.first_error or outcome
+                assert outcome is not None
+                return outcome, hedging.created
+            # the first attempt failed, or lost: the hedge's outcome decides
+            if not hedge.done():
+                await asyncio.wait([hedge])
+            exc = hedge.exception()
+            if exc is None:
+                return hedge.result(), hedging.created
+            if not isinstance(exc, VendorError):
+                raise exc
+            return hedging.first_error or exc, hedging.created
         finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-            if any(not t.done() for t in tasks):
-                await asyncio.gather(*tasks, return_exceptions=True)
+            hedge = hedging.task
+            if hedge is not None and not hedge.done():
+                hedge.cancel()
+                await asyncio.gather(hedge, return_exceptions=True)
 
     async def _claim(self, item: _Work, cache: ResponseCache, *, wait: bool) -> bool:
         """Claim the request in the cache: True to send it; False when another run answered
@@ -697,17 +931,14 @@ class _CandidateRun:
         while True:
             state = await asyncio.to_thread(cache.claim, item.key)
             if state == "claimed":
+                item.claimed_at = asyncio.get_running_loop().time()
                 self.claimed.add(item.key)
                 return True
             if state == "answered":
                 entry = cache.get(item.key)
                 if entry is None:  # pragma: no cover - answered means stored
                     return True
-                self._store(
-                    item.rows, response=entry.response, cached=True, latency_ms=entry.latency_ms
-                )
-                self.done += len(item.rows)
-                self.cached += len(item.rows)
+                self.served(item, entry)
                 self.emit()
                 return False
             if not wait:
@@ -715,8 +946,12 @@ class _CandidateRun:
                 return False
             await asyncio.sleep(self.lease_poll)
 
-    async def _send(self, item: _Work, cache: ResponseCache, *, wait: bool = False) -> None:
-        if self.leases and not await self._claim(item, cache, wait=wait):
+    async def _send(
+        self, item: _Work, cache: ResponseCache, *, wait: bool = False, claim: bool = True
+    ) -> None:
+        """Send one request until it is answered or fails for good. ``claim``: claim it in
+        the cache first (the :class:`_Feed` claimed the others already)."""
+        if claim and self.leases and not await self._claim(item, cache, wait=wait):
             return
         loop = asyncio.get_running_loop()
         spec = self.spec
@@ -882,6 +1117,7 @@ async def replay_rows(
                 loop.remove_signal_handler(sig)
 
     runs: list[_CandidateRun] = []
+    feeds: list[_Feed] = []
     try:
         for spec in specs:
             providers.append(get_provider(spec))
@@ -923,12 +1159,13 @@ async def replay_rows(
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass  # not the main thread, or no signals here (Windows)
             for run, misses in pending:
-                items = iter(misses)
+                feed = _Feed(run, misses, cache)
+                feeds.append(feed)
                 # Twice as many workers as requests allowed in flight (the adaptive limit
                 # caps those): a worker waiting out a retry's backoff leaves no slot idle.
                 n_workers = min(2 * run.spec.concurrency, len(misses))
                 tasks.extend(
-                    asyncio.ensure_future(run.worker(items, cache)) for _ in range(n_workers)
+                    asyncio.ensure_future(run.worker(feed, cache)) for _ in range(n_workers)
                 )
             outcomes = await asyncio.gather(*tasks, return_exceptions=True)
             for outcome in outcomes:
@@ -945,6 +1182,8 @@ async def replay_rows(
             for provider in providers:
                 with contextlib.suppress(Exception):
                     await provider.aclose()
+            for feed in feeds:  # a claim transaction under way: its leases are released too
+                await feed.aclose()
             for run in runs:  # stopped early (Ctrl-C, an error): others may send these now
                 if run.claimed:
                     with contextlib.suppress(MigrateEvalError, sqlite3.Error):

@@ -316,3 +316,36 @@ def test_parse_retry_after_http_date_in_the_future() -> None:
     now = time.time()
     header = email.utils.formatdate(now + 10, usegmt=True)
     assert parse_retry_after({"retry-after": header}, now=now) == pytest.approx(10, abs=1)
+
+
+def test_the_prepared_canonical_json_is_sent_as_the_body(server: LoopbackServer) -> None:
+    from migrate_eval.core.json import canonical_json
+
+    request = chat("prepared ünïcode", tools=TOOLS, temperature=0.2)
+
+    async def go() -> ProviderResponse:
+        async with get_provider(spec_for(server)) as provider:
+            return await provider.complete_prepared(request, canonical_json(request))
+
+    answer = asyncio.run(go())
+    assert server.bodies == [request]
+    assert answer.response.text == "echo: prepared ünïcode"
+
+
+def test_a_subclass_that_changes_complete_gets_prepared_requests_too(
+    server: LoopbackServer,
+) -> None:
+    from migrate_eval.core.json import canonical_json
+
+    class Renaming(OpenAICompatibleProvider):
+        async def complete(self, request: dict[str, Any]) -> ProviderResponse:
+            return await super().complete({**request, "model": "renamed"})
+
+    request = chat("hi")
+
+    async def go() -> ProviderResponse:
+        async with Renaming(spec_for(server)) as provider:
+            return await provider.complete_prepared(request, canonical_json(request))
+
+    asyncio.run(go())
+    assert server.bodies == [{**request, "model": "renamed"}]

@@ -114,6 +114,14 @@ class Provider(abc.ABC):
         the logged exchange.
         """
 
+    async def complete_prepared(
+        self, request: dict[str, Any], request_json: str
+    ) -> ProviderResponse:
+        """:meth:`complete`, given also ``request_json``, the request's canonical JSON (the
+        replay engine computed it once, for the cache key): a provider that sends the request
+        body as is may send this text instead of serialising the request again."""
+        return await self.complete(request)
+
     @abc.abstractmethod
     def identity(self) -> dict[str, Any]:
         """What identifies the endpoint for the response cache: provider, base URL, model.

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any, ClassVar
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from migrate_eval.core.errors import ConfigError, VendorError
@@ -188,6 +189,8 @@ class OpenAICompatibleProvider(Provider):
         if self._api_key:
             self._headers["Authorization"] = f"Bearer {self._api_key}"
         self._session: aiohttp.ClientSession | None = None
+        #: Whether the body sent is the request as given (see :meth:`complete_prepared`).
+        self._body_is_request = not spec.stream and type(self).complete is _PLAIN_COMPLETE
 
     def _resolve_key(self, spec: CandidateSpec) -> tuple[str | None, str | None]:
         """The API key and, when a needed key is missing, why (reported on first use).
@@ -234,16 +237,34 @@ class OpenAICompatibleProvider(Provider):
             raise ConfigError(self._key_problem)
         if self.spec.stream:
             return await self.complete_streaming(request)
+        return await self._post(json.dumps(request, ensure_ascii=False).encode())
+
+    async def complete_prepared(
+        self, request: dict[str, Any], request_json: str
+    ) -> ProviderResponse:
+        """:meth:`complete` with the request's canonical JSON as the body (the same JSON
+        value, keys sorted), not serialised again. Subclasses that change the request in
+        :meth:`complete` (Azure, the SDK, managed servers) and streamed candidates go through
+        :meth:`complete`."""
+        if not self._body_is_request:
+            return await self.complete(request)
+        if self._key_problem is not None:
+            raise ConfigError(self._key_problem)
+        return await self._post(request_json.encode())
+
+    async def _post(self, data: bytes) -> ProviderResponse:
+        """POST one non-streamed request body; the parsed answer."""
         session = self._session or self._open()
-        data = json.dumps(request, ensure_ascii=False).encode()
         start = time.perf_counter()
-        with self._transport_errors():
+        try:  # (as _transport_errors, without a context manager on every request)
             # No redirects: an API endpoint has no reason to send the key somewhere else.
             async with session.post(self._url, data=data, allow_redirects=False) as resp:
                 body = await resp.read()
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers) if status >= 400 else None
                 versions = pick_headers(resp.headers, self.version_header_names)
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise self._transport_error(e) from None
         latency_ms = (time.perf_counter() - start) * 1000.0
         self._raise_for_status(status, body, retry_after)
         answer = self._parse(body, status, latency_ms)
@@ -331,11 +352,14 @@ class OpenAICompatibleProvider(Provider):
         """Timeouts and connection failures as the vendor errors the engine retries."""
         try:
             yield
-        except TimeoutError:
-            raise VendorTimeout(f"no answer within {self.spec.timeout:g} s") from None
-        except (aiohttp.ClientError, OSError) as e:
-            detail = redact(str(e) or type(e).__name__, self._api_key)
-            raise VendorConnectionError(f"connection failed: {detail}") from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise self._transport_error(e) from None
+
+    def _transport_error(self, e: BaseException) -> VendorError:
+        if isinstance(e, TimeoutError):
+            return VendorTimeout(f"no answer within {self.spec.timeout:g} s")
+        detail = redact(str(e) or type(e).__name__, self._api_key)
+        return VendorConnectionError(f"connection failed: {detail}")
 
     def _raise_for_status(self, status: int, body: bytes, retry_after: float | None) -> None:
         if status >= 300:
@@ -349,7 +373,10 @@ class OpenAICompatibleProvider(Provider):
     def _parse(self, body: bytes, status: int, latency_ms: float) -> ProviderResponse:
         try:
             text = body.decode("utf-8")
-            raw = json.loads(text)
+            try:
+                raw = orjson.loads(text)  # several times faster than json.loads
+            except orjson.JSONDecodeError:  # what only json reads (NaN, huge integers...)
+                raw = json.loads(text)
         except (ValueError, UnicodeDecodeError):
             snippet = body[:_ERROR_SNIPPET].decode("utf-8", "replace")
             raise MalformedResponseError(
@@ -392,6 +419,11 @@ class OpenAICompatibleProvider(Provider):
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+
+#: :meth:`OpenAICompatibleProvider.complete` as defined here: a subclass (or a test) that
+#: replaces it gets every request through its own.
+_PLAIN_COMPLETE = OpenAICompatibleProvider.complete
 
 
 def _chat_response(raw: dict[str, Any], status: int, latency_ms: float, problem: str) -> Response:
