@@ -25,9 +25,8 @@ import json
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
 from yarl import URL
 
 from migrate_eval.core.errors import ConfigError, VendorError
@@ -46,6 +45,9 @@ from migrate_eval.replay.providers.base import (
 )
 from migrate_eval.replay.providers.matrix import CHAT_COMPLETIONS_FEATURES
 from migrate_eval.replay.providers.registry import register_provider
+
+if TYPE_CHECKING:  # aiohttp is imported on the first request: a fully cached run never needs it
+    import aiohttp
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
@@ -216,6 +218,8 @@ class OpenAICompatibleProvider(Provider):
     def _open(self) -> aiohttp.ClientSession:
         # The engine caps requests in flight; room for one hedge per request (a second
         # attempt of a hung request) on top.
+        import aiohttp
+
         connector = aiohttp.TCPConnector(
             limit=2 * max(1, self.spec.concurrency) + 2,
             ttl_dns_cache=300,
@@ -329,6 +333,8 @@ class OpenAICompatibleProvider(Provider):
     @contextlib.contextmanager
     def _transport_errors(self) -> Iterator[None]:
         """Timeouts and connection failures as the vendor errors the engine retries."""
+        import aiohttp
+
         try:
             yield
         except TimeoutError:
