@@ -121,6 +121,19 @@ def test_help_and_version_import_no_heavy_library(tmp_path: Path) -> None:
         assert _loaded(seen["modules"], HEAVY) == set(), args
 
 
+def test_importing_the_api_imports_no_frame_or_network_library() -> None:
+    """``import migrate_eval`` / ``migrate_eval.api`` (a script, a notebook, every command):
+    pandas, NumPy, Arrow, aiohttp and jinja2 come with the functions that use them."""
+    code = "import json, sys, migrate_eval.api; print(json.dumps(sorted(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    heavy = {"pandas", "numpy", "pyarrow", "aiohttp", "jinja2", "datasets", "jsonschema"}
+    assert _loaded(json.loads(proc.stdout), heavy) == set()
+
+
 def test_demo_run_imports_only_what_it_uses(tmp_path: Path) -> None:
     demo = ["run", "--offline", "-q", "--out"]
     (first,) = _child(tmp_path, [*demo, str(tmp_path / "first")])
