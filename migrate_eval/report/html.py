@@ -1167,12 +1167,14 @@ class _CompiledTemplates(jinja2.FileSystemBytecodeCache):
 
 
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
-    """The compiled-template cache; ``MIGRATE_EVAL_TEMPLATE_CACHE`` names another folder, or
-    turns it off with ``off``."""
+    """The compiled-template cache; ``MIGRATE_EVAL_TEMPLATE_CACHE`` names another folder
+    (created, private to the user, when missing), or turns it off with ``off``."""
     folder = os.environ.get("MIGRATE_EVAL_TEMPLATE_CACHE") or None
     if folder == "off":
         return None
     try:
+        if folder is not None:
+            Path(folder).mkdir(mode=0o700, parents=True, exist_ok=True)
         return _CompiledTemplates(folder, pattern="migrate_eval_%s.cache")
     except (OSError, RuntimeError):  # no private temporary folder: compile every time
         return None

@@ -49,6 +49,17 @@ def test_second_run_loads_the_compiled_template(
     assert second == first
 
 
+def test_named_folder_is_created(
+    run: Run, compiles: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "not" / "yet"
+    monkeypatch.setenv("MIGRATE_EVAL_TEMPLATE_CACHE", str(folder))
+    first = _render(run)
+    assert _render(run) == first
+    assert compiles == ["report.html.j2"]
+    assert len(list(folder.glob("migrate_eval_*.cache"))) == 1
+
+
 def test_damaged_entry_is_compiled_again(
     run: Run, compiles: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
