@@ -181,6 +181,15 @@ max_line_bytes_option = click.option(
 )
 
 
+#: The command line's cyclic garbage collector: a young-generation collection every 50,000 new
+#: container objects instead of 700. Importing pandas, pydantic models and jsonschema creates
+#: hundreds of thousands of long-lived objects, which the default thresholds traversed in ~300
+#: collections (two of them full) costing ~0.14 s of the cached demo run's CPU; with these,
+#: ~4 young ones (~0.06 s). Cyclic garbage waits for at most 50,000 allocations. Set for the
+#: ``migrate-eval`` process only: a program calling :mod:`migrate_eval.api` keeps its own.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="migrate-eval")
 def main() -> None:
@@ -188,6 +197,9 @@ def main() -> None:
 
     Start with `migrate-eval run`: it runs the shipped demo suite offline and writes a report.
     """
+    import gc
+
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @main.command(epilog=RUN_EXIT_CODES)
