@@ -6,6 +6,7 @@ fresh interpreter, which reports the modules it ended with, and those are checke
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -14,28 +15,32 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from click.testing import CliRunner
 
+from migrate_eval.cli import main
 from migrate_eval.core.hardware import gpu_table
 from migrate_eval.core.prices import price_table
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: Runs ``migrate_eval.cli.main`` once per argument list (argv[2]: a JSON list of lists) and
-#: writes, for each, its exit code, the names of every module loaded so far and the garbage
-#: collections per generation so far.
+#: Runs the ``migrate-eval`` command (``console_main``) once per argument list (argv[2]: a JSON
+#: list of lists) and writes, for each, its exit code, the names of every module loaded so far
+#: and the garbage collections per generation so far.
 _CHILD = """
 import gc, json, sys
-from migrate_eval.cli import main
+from migrate_eval.cli import console_main
+dest, commands = sys.argv[1], json.loads(sys.argv[2])
 out = []
-for args in json.loads(sys.argv[2]):
+for args in commands:
+    sys.argv = ["migrate-eval", *args]
     try:
-        main(args, prog_name="migrate-eval")
+        console_main()
         code = 0
     except SystemExit as e:
         code = e.code
     collections = [g["collections"] for g in gc.get_stats()]
     out.append({"code": code, "modules": sorted(sys.modules), "gc": collections})
-with open(sys.argv[1], "w", encoding="utf-8") as f:
+with open(dest, "w", encoding="utf-8") as f:
     json.dump(out, f)
 """
 
@@ -152,6 +157,15 @@ def test_demo_run_imports_only_what_it_uses(tmp_path: Path) -> None:
     # with Python's defaults the cached run made ~280 young, ~25 middle and 2 full collections
     young, middle, full = cached["gc"]
     assert full == 0 and middle <= 3 and young <= 60, cached["gc"]
+
+
+def test_the_cli_called_in_process_keeps_the_callers_gc_settings() -> None:
+    """Only the ``migrate-eval`` process tunes its collector; a program (or a test) calling
+    ``main`` keeps its own thresholds."""
+    before = gc.get_threshold()
+    result = CliRunner().invoke(main, ["run", "--help"])
+    assert result.exit_code == 0
+    assert gc.get_threshold() == before
 
 
 def test_shipped_tables_read_alike_by_both_yaml_parsers() -> None:
