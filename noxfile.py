@@ -129,6 +129,14 @@ def bench_report(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_report.py", *session.posargs)
 
 
+@nox.session(name="bench_fixed")
+def bench_fixed(session: nox.Session) -> None:
+    """A run's fixed cost: the cached demo run vs a bare interpreter start, `--help` and
+    `import migrate_eval.api` (best and median of 5; `-- --check` fails at 1 s or more)."""
+    _install_test(session)
+    session.run("python", "benchmarks/bench_fixed.py", *session.posargs)
+
+
 @nox.session(name="bench_faults")
 def bench_faults(session: nox.Session) -> None:
     """Soak: a flaky vendor (429/5xx, truncated bodies, hung requests) against a clean one on

@@ -1,3 +1,3 @@
-from migrate_eval.cli import main
+from migrate_eval.cli import console_main
 
-main()
+console_main()

@@ -26,8 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from migrate_eval.core.errors import (
     ConfigError,
     ExitCode,
@@ -53,7 +51,9 @@ from migrate_eval.plan.suite_writer import rule_specs, suite_text
 from migrate_eval.plan.tasks import TaskDiscovery
 from migrate_eval.verdict.gate import GateReport, VerdictChange
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas: imported by the commands that use it (not init, cache, --help)
+    import pandas as pd
+
     from migrate_eval.adapt import Adaptation
     from migrate_eval.export.lmeval import ExportedTask
     from migrate_eval.replay.cache import ResponseCache
@@ -817,6 +817,8 @@ class Run:
             for c in self.results.candidates
             for t in c.tasks
         ]
+        import pandas as pd
+
         return pd.DataFrame(rows)
 
     def exchanges_df(self) -> pd.DataFrame:
@@ -836,6 +838,8 @@ class Run:
             }
             for e in self.exchanges
         ]
+        import pandas as pd
+
         return pd.DataFrame(rows)
 
     def _assignment(self) -> dict[str, str]:

@@ -109,12 +109,17 @@ class GpuTable(StrictModel):
     gpus: dict[str, GpuEntry]
 
 
+#: libyaml's parser where PyYAML has it (the same safe subset, ~5x faster: the shipped table
+#: is read on every run)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @functools.lru_cache(maxsize=1)
 def gpu_table() -> GpuTable:
     """The shipped GPU table (``migrate_eval/data/gpus.yaml``), read once."""
     text = resources.files("migrate_eval").joinpath("data/gpus.yaml").read_text("utf-8")
     try:
-        return GpuTable.model_validate(yaml.safe_load(text))
+        return GpuTable.model_validate(yaml.load(text, Loader=_SAFE_LOADER))
     except (yaml.YAMLError, ValidationError) as e:  # pragma: no cover - a packaging bug
         raise ConfigError(f"migrate_eval/data/gpus.yaml is not a valid GPU table: {e}") from e
 

@@ -18,15 +18,17 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from migrate_eval.core.errors import UserError
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.results import Results, TaskInfo
 from migrate_eval.core.suite import Suite
+
+if TYPE_CHECKING:  # imported where the scores are read
+    import pandas as pd
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -221,6 +223,8 @@ class RunFolder:
         return tasks, dict(assignment or {})
 
     def scores(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.read_parquet(self._file("scores.parquet"))
 
     def has(self, name: str) -> bool:

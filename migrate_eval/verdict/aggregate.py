@@ -878,13 +878,18 @@ def compare_candidates(
     ok = scores[(scores["status"] == "ok") & scores["parity"].notna()]
     ok = ok[ok["candidate"].isin(names)]
     pass_at = thresholds.pass_threshold - EPS
+    if ok.empty:
+        return out
+    # one pivot for every task (a pivot per task cost ~8 ms each); a task's rows keep the
+    # order by exchange id that its own pivot had
+    every = ok.pivot_table(
+        index=["task", "exchange_id"], columns="candidate", values="parity", aggfunc="mean"
+    )
+    present = set(every.index.get_level_values(0))
     for task in tasks:
-        rows = ok[ok["task"] == task.name]
-        if rows.empty:
+        if task.name not in present:
             continue
-        wide = rows.pivot_table(
-            index="exchange_id", columns="candidate", values="parity", aggfunc="mean"
-        )
+        wide = every.xs(task.name, level="task")
         for i, a_name in enumerate(names):
             for b_name in names[i + 1 :]:
                 if a_name not in wide.columns or b_name not in wide.columns:

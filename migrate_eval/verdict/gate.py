@@ -16,9 +16,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from pydantic import Field
 
 from migrate_eval.core.errors import ConfigError, ExitCode
@@ -26,6 +25,9 @@ from migrate_eval.core.records import StrictModel
 from migrate_eval.core.results import Results, TaskInfo
 from migrate_eval.core.run_folder import RunFolder
 from migrate_eval.core.suite import Gate, Suite, Thresholds
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class GateOverrides(StrictModel):

@@ -25,9 +25,8 @@ import json
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
 import orjson
 from yarl import URL
 
@@ -47,6 +46,9 @@ from migrate_eval.replay.providers.base import (
 )
 from migrate_eval.replay.providers.matrix import CHAT_COMPLETIONS_FEATURES
 from migrate_eval.replay.providers.registry import register_provider
+
+if TYPE_CHECKING:  # aiohttp is imported on the first request: a fully cached run never needs it
+    import aiohttp
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
@@ -189,6 +191,8 @@ class OpenAICompatibleProvider(Provider):
         if self._api_key:
             self._headers["Authorization"] = f"Bearer {self._api_key}"
         self._session: aiohttp.ClientSession | None = None
+        #: What a failed transport raises (set with the session: aiohttp is imported then).
+        self._transport_failures: tuple[type[BaseException], ...] = (TimeoutError, OSError)
         #: Whether the body sent is the request as given (see :meth:`complete_prepared`).
         self._body_is_request = not spec.stream and type(self).complete is _PLAIN_COMPLETE
 
@@ -219,6 +223,8 @@ class OpenAICompatibleProvider(Provider):
     def _open(self) -> aiohttp.ClientSession:
         # The engine caps requests in flight; room for one hedge per request (a second
         # attempt of a hung request) on top.
+        import aiohttp
+
         connector = aiohttp.TCPConnector(
             limit=2 * max(1, self.spec.concurrency) + 2,
             ttl_dns_cache=300,
@@ -230,6 +236,7 @@ class OpenAICompatibleProvider(Provider):
             timeout=aiohttp.ClientTimeout(total=self.spec.timeout),
             raise_for_status=False,
         )
+        self._transport_failures = (TimeoutError, aiohttp.ClientError, OSError)
         return self._session
 
     async def complete(self, request: dict[str, Any]) -> ProviderResponse:
@@ -263,7 +270,7 @@ class OpenAICompatibleProvider(Provider):
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers) if status >= 400 else None
                 versions = pick_headers(resp.headers, self.version_header_names)
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+        except self._transport_failures as e:
             raise self._transport_error(e) from None
         latency_ms = (time.perf_counter() - start) * 1000.0
         self._raise_for_status(status, body, retry_after)
@@ -350,6 +357,8 @@ class OpenAICompatibleProvider(Provider):
     @contextlib.contextmanager
     def _transport_errors(self) -> Iterator[None]:
         """Timeouts and connection failures as the vendor errors the engine retries."""
+        import aiohttp
+
         try:
             yield
         except (TimeoutError, aiohttp.ClientError, OSError) as e:

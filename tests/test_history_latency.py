@@ -1,0 +1,28 @@
+"""The run history's latency percentiles: each (candidate, task) from its own score rows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from migrate_eval.verdict.history import history_records
+from tests.report.conftest import build_run
+
+
+def test_latency_percentiles_per_candidate_and_task() -> None:
+    run = build_run()
+    scores = run.scores.copy()
+    scores["latency_ms"] = np.arange(len(scores), dtype=np.float64) * 7.0
+    scores.loc[scores.index[::5], "latency_ms"] = math.nan  # missing latencies are left out
+    records = history_records(run.results, scores, list(run.replays.values()), run_id="r")
+    assert len(records) == sum(len(c.tasks) for c in run.results.candidates) > 2
+    for rec in records.to_dict("records"):
+        mine = scores[(scores["candidate"] == rec["candidate"]) & (scores["task"] == rec["task"])]
+        lat = mine["latency_ms"].dropna().to_numpy()
+        assert rec["latency_p50_ms"] == float(np.percentile(lat, 50))
+        assert rec["latency_p95_ms"] == float(np.percentile(lat, 95))
+    no_latency = history_records(
+        run.results, scores.drop(columns="latency_ms"), list(run.replays.values()), run_id="r"
+    )
+    assert no_latency["latency_p50_ms"].isna().all()
