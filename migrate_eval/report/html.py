@@ -1224,13 +1224,15 @@ def render_html(
     blob: list[bytes] = []
     text = render_html_text(results, scores, exchanges, replays, blob_utf8=blob)
     if blob:
-        head, mark, tail = text.partition(BLOB_MARK)
-        if mark and BLOB_MARK not in tail:
+        if text.count(BLOB_MARK) == 1:
             from migrate_eval.report._io import write_bytes_atomic
 
+            head, _, tail = text.partition(BLOB_MARK)
             write_bytes_atomic(Path(path), [head.encode(), blob[0], tail.encode()])
             return
-        text = text.replace(BLOB_MARK, blob[0].decode())  # not expected: the mark is unique
+        # the page's own text has the mark too (a logged text with it): rendered as text
+        del blob, text
+        text = render_html_text(results, scores, exchanges, replays)
     write_text_atomic(Path(path), text)
 
 

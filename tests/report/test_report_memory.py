@@ -40,3 +40,16 @@ def test_the_exchange_data_is_never_made_text(
     path = tmp_path / "report.html"
     render_html(run.results, run.scores, run.exchanges, run.replays, path)
     assert 'id="exchange-data">{"candidates":' in path.read_text(encoding="utf-8")
+
+
+def test_a_page_whose_text_has_the_mark_is_rendered_as_text(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page shows logged texts with their control characters made visible, so the mark
+    cannot come from one; were it in the page's text all the same, the page is written as
+    text, as before."""
+    monkeypatch.setattr(html, "BLOB_MARK", "<div")  # in the page many times
+    path = tmp_path / "report.html"
+    render_html(run.results, run.scores, run.exchanges, run.replays, path)
+    expected = render_html_text(run.results, run.scores, run.exchanges, run.replays)
+    assert path.read_bytes() == expected.encode()
