@@ -12,8 +12,9 @@ like with like.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,7 +30,61 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Source(StrictModel):
+#: Per record class, the one set of field names every record of the class holds as its
+#: ``model_fields_set`` (see :class:`Record`).
+_ALL_FIELDS: dict[type[BaseModel], set[str]] = {}
+
+
+def _all_fields(cls: type[BaseModel]) -> set[str]:
+    names = _ALL_FIELDS.get(cls)
+    if names is None:
+        names = _ALL_FIELDS[cls] = set(cls.model_fields)
+    return names
+
+
+class Record(StrictModel):
+    """A record held once per exchange, or per exchange and candidate (a run holds as many as
+    it replays): validated like any model, but with no set of its own of the fields given
+    explicitly. Every record of a class shares one set that names all its fields (a set of its
+    own costs 216 to 728 bytes a record, often more than the values). So ``model_fields_set``
+    names every field and ``exclude_unset`` dumps everything: neither is used for records.
+    Assigning a field adds its name to the shared set, where it already is."""
+
+    def model_post_init(self, context: Any, /) -> None:
+        object.__setattr__(self, "__pydantic_fields_set__", _all_fields(type(self)))
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def trusted(cls: type[R], **values: Any) -> R:
+    """A record of ``cls`` built from ``values`` that were validated before, without
+    validating them again (nested records already built; a field left out takes its default):
+    what the run's own Arrow files hold (:func:`migrate_eval.ingest.dataset.exchange_from_row`).
+    Nothing is checked: untrusted data goes through ``cls(...)`` or ``model_validate``."""
+    fields = cls.model_fields
+    m = cls.__new__(cls)
+    object.__setattr__(
+        m,
+        "__dict__",  # in declaration order, as validation makes it (dumps follow it)
+        {
+            name: values[name] if name in values else f.get_default(call_default_factory=True)
+            for name, f in fields.items()
+        },
+    )
+    object.__setattr__(m, "__pydantic_fields_set__", _all_fields(cls))
+    object.__setattr__(m, "__pydantic_extra__", None)
+    object.__setattr__(m, "__pydantic_private__", None)
+    return m
+
+
+def intern(value: Any) -> Any:
+    """``value`` interned when it is a string (model names, roles, finish reasons, file
+    names and system prompts repeat across exchanges: one copy is held), else as it is."""
+    return sys.intern(value) if type(value) is str else value
+
+
+class Source(Record):
     """Where an exchange came from."""
 
     file: str
@@ -37,7 +92,7 @@ class Source(StrictModel):
     format: str = Field(description="log format that read it, e.g. 'chat-jsonl'")
 
 
-class ToolCall(StrictModel):
+class ToolCall(Record):
     """One function call the model asked for."""
 
     id: str | None = None
@@ -75,7 +130,7 @@ class ToolCall(StrictModel):
         )
 
 
-class Usage(StrictModel):
+class Usage(Record):
     """Token usage, including the details OpenAI reports."""
 
     prompt_tokens: int | None = None
@@ -85,7 +140,7 @@ class Usage(StrictModel):
     reasoning_tokens: int | None = None
 
 
-class Response(StrictModel):
+class Response(Record):
     """A chat completion's first choice, normalised. Used for logged and replayed answers."""
 
     text: str | None = None
@@ -119,9 +174,9 @@ class Response(StrictModel):
             text=_content_text(message.get("content")),
             tool_calls=_tool_calls(message.get("tool_calls"), message.get("function_call")),
             refusal=message.get("refusal"),
-            finish_reason=choice.get("finish_reason"),
+            finish_reason=intern(choice.get("finish_reason")),
             usage=usage_from_dict(body.get("usage")),
-            model=body.get("model"),
+            model=intern(body.get("model")),
             latency_ms=latency_ms,
         )
 
@@ -171,7 +226,7 @@ def usage_from_dict(u: Any) -> Usage | None:
     )
 
 
-class Exchange(StrictModel):
+class Exchange(Record):
     """One logged call: request (Chat Completions shape), logged response, metadata."""
 
     id: str
@@ -198,7 +253,7 @@ class Exchange(StrictModel):
         return self.request.system_prompt
 
 
-class ReplayResult(StrictModel):
+class ReplayResult(Record):
     """What one candidate answered (or failed to answer) for one exchange."""
 
     exchange_id: str

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from migrate_eval.core.errors import MissingExtraError
-from migrate_eval.core.records import Exchange, Response, ToolCall
+from migrate_eval.core.records import Exchange, Response, ToolCall, Usage, intern, trusted
 
 #: The columns a row holds, in order (``task`` is always null at ingest).
 ROW_COLUMNS = (
@@ -71,17 +71,37 @@ def loads(text: str | bytes) -> Any:
         return json.loads(text)
 
 
-def loads_response(text: str | bytes) -> Response:
+def loads_response(text: str | bytes, *, validated: bool = False) -> Response:
     """The response column as a :class:`~migrate_eval.core.records.Response`: its tool calls'
     parsed arguments derived from their arguments text, as when the log was read
-    (:meth:`~migrate_eval.core.records.ToolCall.from_raw`)."""
+    (:meth:`~migrate_eval.core.records.ToolCall.from_raw`). ``validated``: the column was
+    written from a validated response (see :func:`migrate_eval.ingest.dataset.exchange_from_row`):
+    it is not validated again, and its model name and finish reason are interned."""
     data = loads(text)
     calls = data.get("tool_calls")
     if calls:
         data["tool_calls"] = [
             ToolCall.from_raw(c["name"], c["arguments"], c.get("id")) for c in calls
         ]
-    return Response.model_validate(data)
+    if not validated:
+        return Response.model_validate(data)
+    usage = data.get("usage")
+    return trusted(
+        Response,
+        text=data.get("text"),
+        tool_calls=data["tool_calls"] if calls else [],
+        refusal=data.get("refusal"),
+        finish_reason=intern(data.get("finish_reason")),
+        usage=None if usage is None else trusted(Usage, **usage),
+        model=intern(data.get("model")),
+        latency_ms=_float(data.get("latency_ms")),
+        ttft_ms=_float(data.get("ttft_ms")),
+    )
+
+
+def _float(value: Any) -> Any:
+    """A float field's value as validation gives it (an integer written as ``307`` is 307.0)."""
+    return float(value) if type(value) is int else value
 
 
 def exchange_row(ex: Exchange) -> Row:

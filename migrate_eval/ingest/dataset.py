@@ -46,6 +46,7 @@ import gc
 import hashlib
 import os
 import queue
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -53,7 +54,8 @@ from typing import Any
 
 import orjson
 
-from migrate_eval.core.records import Exchange, Source
+from migrate_eval.core.records import Exchange, Source, trusted
+from migrate_eval.core.request import ChatRequest
 from migrate_eval.core.results import IngestSummary
 from migrate_eval.ingest import _rows
 from migrate_eval.ingest._rows import Row
@@ -210,8 +212,16 @@ class _BackgroundWriter:
             raise self._error
 
 
-def exchange_from_row(row: dict[str, Any]) -> Exchange:
-    """One dataset row back as an :class:`~migrate_eval.core.records.Exchange`."""
+def exchange_from_row(row: dict[str, Any], *, validated: bool = False) -> Exchange:
+    """One dataset row back as an :class:`~migrate_eval.core.records.Exchange`.
+
+    ``validated``: the row was written from a validated exchange (a file :func:`write_arrow`
+    wrote in this run): it is not validated again, and the strings that repeat across
+    exchanges (file, format, model, roles, system prompts, metadata values) are interned, so
+    that an exchange held in memory costs its own text and little more (see
+    docs/performance.md, "Memory")."""
+    if validated:
+        return _compact_exchange(row)
     response = row.get("response")
     metadata = row.get("metadata")
     return Exchange(
@@ -222,6 +232,45 @@ def exchange_from_row(row: dict[str, Any]) -> Exchange:
         response=_rows.loads_response(response) if response else None,
         error=row.get("error"),
         metadata=_rows.loads(metadata) if metadata else {},
+        gold=row.get("gold"),
+    )
+
+
+def _compact_exchange(row: dict[str, Any]) -> Exchange:
+    request = _rows.loads(row["request"])
+    model = request.get("model")
+    if type(model) is str:
+        request["model"] = sys.intern(model)
+    messages = request.get("messages")
+    if type(messages) is list:
+        for m in messages:
+            if type(m) is dict:
+                role = m.get("role")
+                if type(role) is str:
+                    m["role"] = role = sys.intern(role)
+                    if role == "system" or role == "developer":
+                        content = m.get("content")
+                        if type(content) is str:
+                            m["content"] = sys.intern(content)
+    response = row.get("response")
+    metadata = _rows.loads(row["metadata"]) if row.get("metadata") else {}
+    for key, value in metadata.items():
+        if type(value) is str:
+            metadata[key] = sys.intern(value)
+    return trusted(
+        Exchange,
+        id=row["id"],
+        source=trusted(
+            Source,
+            file=sys.intern(row["file"]),
+            line=row["line"],
+            format=sys.intern(row["format"]),
+        ),
+        timestamp=row.get("timestamp"),
+        request=ChatRequest(request),
+        response=_rows.loads_response(response, validated=True) if response else None,
+        error=row.get("error"),
+        metadata=metadata,
         gold=row.get("gold"),
     )
 
@@ -255,7 +304,7 @@ def iter_file_exchanges(
             keys = list(columns)
             values = zip(*(columns[k] for k in keys), strict=True)
             for row, vals in zip(picked, values, strict=True):
-                yield row, exchange_from_row(dict(zip(keys, vals, strict=True)))
+                yield row, exchange_from_row(dict(zip(keys, vals, strict=True)), validated=True)
             start = end
             if wanted is not None and at >= len(wanted):
                 return

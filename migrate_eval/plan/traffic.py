@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import tempfile
+from array import array
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,8 +60,12 @@ class Traffic:
     fingerprints: dict[str, bytes] | None
     #: timestamps and logged costs per task, for cost projections
     logged: LoggedTraffic
-    _keys: list[tuple[str, bytes, datetime | None]] = field(repr=False)
-    _where: dict[str, tuple[int, int]] = field(repr=False)
+    #: per scorable exchange, as ``order``: its request key (16 bytes each, end to end), its
+    #: timestamp, and where it is (Arrow file number, row): arrays, not an object each
+    _keys: bytearray = field(repr=False)
+    _stamps: list[datetime | None] = field(repr=False)
+    _file_of: array[int] = field(repr=False)
+    _row_of: array[int] = field(repr=False)
     _files: list[Path] = field(repr=False)
 
     @property
@@ -72,9 +77,10 @@ class Traffic:
         """:func:`duplicate_pairs` of the scorable exchanges of ``tasks``."""
         names = set(tasks)
         assignment = self.plan.assignment
+        keys = self._keys
         return duplicate_pairs(
-            (ex_id, key, ts, assignment[ex_id])
-            for ex_id, key, ts in self._keys
+            (ex_id, bytes(keys[16 * i : 16 * i + 16]), ts, assignment[ex_id])
+            for i, (ex_id, ts) in enumerate(zip(self.order, self._stamps, strict=True))
             if assignment.get(ex_id) in names
         )
 
@@ -93,14 +99,14 @@ class Traffic:
         file that holds any of them; only those rows are decoded)."""
         from migrate_eval.ingest.dataset import iter_file_exchanges
 
+        wanted = set(ids)
         rows: dict[int, set[int]] = {}
-        for ex_id in ids:
-            where = self._where.get(ex_id)
-            if where is not None:
-                rows.setdefault(where[0], set()).add(where[1])
+        for ex_id, number, row in zip(self.order, self._file_of, self._row_of, strict=True):
+            if ex_id in wanted:
+                rows.setdefault(number, set()).add(row)
         out: dict[str, Exchange] = {}
-        for number, wanted in sorted(rows.items()):
-            for _, ex in iter_file_exchanges(self._files[number], sorted(wanted)):
+        for number, picked in sorted(rows.items()):
+            for _, ex in iter_file_exchanges(self._files[number], sorted(picked)):
                 out[ex.id] = ex
         return out
 
@@ -175,9 +181,11 @@ def read_traffic(
     discovery = TaskDiscovery(specs, thresholds=thresholds, auto=auto)
     order: list[str] = []
     fingerprints: dict[str, bytes] | None = {} if dedupe else None
-    keys: list[tuple[str, bytes, datetime | None]] = []
+    keys = bytearray()
+    stamps: list[datetime | None] = []
     costs: list[float | None] = []
-    where: dict[str, tuple[int, int]] = {}
+    file_of = array("I")
+    row_of = array("q")
     arrow_files: list[Path] = []
     seen: set[str] = set()
     files: list[str] = []
@@ -196,8 +204,8 @@ def read_traffic(
                 for name, count in part.formats.items():
                     formats[name] = formats.get(name, 0) + count
                 _tally_file(
-                    part.arrow, len(arrow_files) - 1, tally, discovery, order, where,
-                    fingerprints, keys, costs, on_read,
+                    part.arrow, len(arrow_files) - 1, tally, discovery, order, file_of,
+                    row_of, fingerprints, keys, stamps, costs, on_read,
                 )  # fmt: skip
     finally:
         if gc_was_enabled:
@@ -205,7 +213,7 @@ def read_traffic(
     summary = summarize(files, formats, lines_read, tally.total, skipped)
     plan = discovery.plan()
     logged = LoggedTraffic()
-    for (ex_id, _, timestamp), cost in zip(keys, costs, strict=True):
+    for ex_id, timestamp, cost in zip(order, stamps, costs, strict=True):
         task = plan.assignment.get(ex_id)
         if task is not None:
             logged.add(task, timestamp, cost)
@@ -218,7 +226,9 @@ def read_traffic(
         fingerprints=fingerprints,
         logged=logged,
         _keys=keys,
-        _where=where,
+        _stamps=stamps,
+        _file_of=file_of,
+        _row_of=row_of,
         _files=arrow_files,
     )
 
@@ -229,9 +239,11 @@ def _tally_file(
     tally: TrafficTally,
     discovery: TaskDiscovery,
     order: list[str],
-    where: dict[str, tuple[int, int]],
+    file_of: array[int],
+    row_of: array[int],
     fingerprints: dict[str, bytes] | None,
-    keys: list[tuple[str, bytes, datetime | None]],
+    keys: bytearray,
+    stamps: list[datetime | None],
     costs: list[float | None],
     on_read: Callable[[int], None] | None,
 ) -> None:
@@ -247,10 +259,12 @@ def _tally_file(
             continue
         discovery.add(ex)
         order.append(ex.id)
-        where[ex.id] = (number, row)
+        file_of.append(number)
+        row_of.append(row)
         if fingerprints is not None:
             fingerprints[ex.id] = digest
-        keys.append((ex.id, request_key(ex), ex.timestamp))
+        keys += request_key(ex)
+        stamps.append(ex.timestamp)
         costs.append(logged_cost(ex))
 
 

@@ -96,6 +96,29 @@ def exchange_blob(
     ``parity``, ``status`` (index into ``statuses``) and ``answer``. ``<``, ``>``, ``&`` and the
     line separators are written as JSON escapes, so the text can never close its element.
     """
+    data, limit, n, total = _blob_data(results, scores, exchanges, replays)
+    return _blob_text(data), limit, n, total
+
+
+def exchange_blob_utf8(
+    results: Results,
+    scores: pd.DataFrame,
+    exchanges: Mapping[str, Exchange],
+    replays: Mapping[tuple[str, str], ReplayResult],
+) -> tuple[bytes | None, int, int, int]:
+    """:func:`exchange_blob`'s text as UTF-8 bytes, never decoded (None where ``orjson``
+    cannot write it: :func:`exchange_blob` then). As text it is the run's largest string, 4
+    bytes a character in memory as soon as one answer has an emoji; as UTF-8 about 1."""
+    data, limit, n, total = _blob_data(results, scores, exchanges, replays)
+    return _blob_bytes(data), limit, n, total
+
+
+def _blob_data(
+    results: Results,
+    scores: pd.DataFrame,
+    exchanges: Mapping[str, Exchange],
+    replays: Mapping[tuple[str, str], ReplayResult],
+) -> tuple[dict[str, Any], int, int, int]:
     cand_names = [c.name for c in results.candidates]
     task_list = [t.name for t in results.tasks]
     if not scores.empty and {"exchange_id", "task", "candidate"}.issubset(scores.columns):
@@ -196,8 +219,7 @@ def exchange_blob(
         "status": status,
         "answer": answers,
     }
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return embed_json(text), limit, n, total
+    return data, limit, n, total
 
 
 def _browsed(
@@ -231,6 +253,44 @@ def _browsed(
         rest.sort(key=lambda e: hashlib.sha256(e.encode("utf-8")).digest())
         kept.update(rest[: quota - len(low)])
     return [e for e in ids if e in kept]
+
+
+#: What :func:`embed_json` replaces, as UTF-8 bytes (ASCII bytes never occur inside the bytes
+#: of another character, so replacing bytes replaces exactly those characters).
+_EMBED_BYTES = [
+    (b"&", b"\\u0026"),
+    (b"<", b"\\u003c"),
+    (b">", b"\\u003e"),
+    ("\u2028".encode(), b"\\u2028"),
+    ("\u2029".encode(), b"\\u2029"),
+]
+
+
+def _blob_bytes(data: Any) -> bytes | None:
+    """``embed_json(json.dumps(data, ensure_ascii=False, separators=(",", ":")))`` as UTF-8,
+    the same text for the blob's values (strings, ints, floats rounded to 3 decimals, None),
+    written by ``orjson`` and escaped as bytes: ``json.dumps`` held one string per token until
+    it joined them, and each ``str.replace`` made a copy of the run's largest string (its peak
+    memory at 10,000 exchanges). None for what ``orjson`` refuses (a lone surrogate, an
+    integer beyond 64 bits)."""
+    import orjson
+
+    try:
+        raw = orjson.dumps(data)
+    except TypeError:
+        return None
+    for char, escaped in _EMBED_BYTES:
+        raw = raw.replace(char, escaped)
+    return raw
+
+
+def _blob_text(data: Any) -> str:
+    """:func:`_blob_bytes` decoded (once), or ``json.dumps``'s text where ``orjson`` fails."""
+    raw = _blob_bytes(data)
+    if raw is None:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return embed_json(text)
+    return raw.decode()
 
 
 def embed_json(text: str) -> str:
@@ -475,6 +535,7 @@ __all__ = [
     "confusion",
     "embed_json",
     "exchange_blob",
+    "exchange_blob_utf8",
     "field_mismatches",
     "histogram",
     "histogram_svg",

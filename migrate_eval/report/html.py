@@ -910,8 +910,12 @@ def build_page(
     scores: pd.DataFrame,
     exchanges: Mapping[str, Exchange],
     replays: Mapping[tuple[str, str], ReplayResult],
+    *,
+    blob_utf8: list[bytes] | None = None,
 ) -> Page:
-    """Everything the template shows, already formatted."""
+    """Everything the template shows, already formatted. With ``blob_utf8`` the exchange
+    browser's data is appended to it as UTF-8 and the page holds :data:`BLOB_MARK` in its
+    place (see :func:`render_html`)."""
     cands = list(results.candidates)
     min_parity_default = _f(_threshold(results, "min_parity"))
     pass_threshold = _f(_threshold(results, "pass_threshold"))
@@ -1077,7 +1081,17 @@ def build_page(
             replays,
             float(tv.bar) if tv.bar != "n/a" else None,
         )
-    blob, limit, n_blob, n_total = exchange_blob(results, scores, exchanges, replays)
+    raw: bytes | None = None
+    if blob_utf8 is not None:
+        from migrate_eval.report.explorer import exchange_blob_utf8
+
+        raw, limit, n_blob, n_total = exchange_blob_utf8(results, scores, exchanges, replays)
+        if raw is not None:
+            blob_utf8.append(raw)
+    if raw is None:
+        blob, limit, n_blob, n_total = exchange_blob(results, scores, exchanges, replays)
+    else:
+        blob = BLOB_MARK
     extras: list[tuple[str, list[tuple[str, str]]]] = []
     for name in type(results).model_fields:
         if name in _KNOWN_RESULTS:
@@ -1243,14 +1257,20 @@ def _script_hash(script: str) -> str:
     return "sha256-" + base64.b64encode(digest).decode("ascii")
 
 
+#: Where the exchange browser's data goes in a page rendered without it (:func:`render_html`).
+BLOB_MARK = "\x00migrate-eval:exchange-data\x00"
+
+
 def render_html_text(
     results: Results,
     scores: pd.DataFrame,
     exchanges: Mapping[str, Exchange],
     replays: Mapping[tuple[str, str], ReplayResult],
+    *,
+    blob_utf8: list[bytes] | None = None,
 ) -> str:
-    """The text of ``report.html``."""
-    page = build_page(results, scores, exchanges, replays)
+    """The text of ``report.html`` (with ``blob_utf8``: see :func:`build_page`)."""
+    page = build_page(results, scores, exchanges, replays, blob_utf8=blob_utf8)
     script = _static("report.js")
     csp = (
         "default-src 'none'; "
@@ -1281,7 +1301,22 @@ def render_html(
     ``(exchange_id, candidate)`` to the candidate's answer. Missing entries are shown as
     missing, never raise.
     """
-    write_text_atomic(Path(path), render_html_text(results, scores, exchanges, replays))
+    # The exchange browser's data, as large as the rest of the page or much larger, stays UTF-8
+    # bytes (1 byte a character, against up to 4 in a str): the page is rendered around a mark
+    # and the bytes are written in its place, never decoded.
+    blob: list[bytes] = []
+    text = render_html_text(results, scores, exchanges, replays, blob_utf8=blob)
+    if blob:
+        if text.count(BLOB_MARK) == 1:
+            from migrate_eval.report._io import write_bytes_atomic
+
+            head, _, tail = text.partition(BLOB_MARK)
+            write_bytes_atomic(Path(path), [head.encode(), blob[0], tail.encode()])
+            return
+        # the page's own text has the mark too (a logged text with it): rendered as text
+        del blob, text
+        text = render_html_text(results, scores, exchanges, replays)
+    write_text_atomic(Path(path), text)
 
 
 __all__ = ["build_page", "render_html", "render_html_text"]
