@@ -291,6 +291,10 @@ def run(
         if notify is not None:
             notify(f"hardware fit: {name}: {fit.summary()}")
 
+    from migrate_eval.score.scoring import apply_metric_weights
+
+    apply_metric_weights(plan.tasks, s.tasks)  # before the chance levels start (they score)
+
     # 3. replay through the cache (servers a candidate starts log into work_parent/servers)
     with (
         ResponseCache(cache_path) as rc,  # read-only where it cannot be written (--offline)
@@ -303,6 +307,7 @@ def run(
 
             rc.flush()
             early_chrf: dict[int, float] = {}
+            chance_future = None
             replays = replay_on_ray(
                 exchanges,
                 s.candidates,
@@ -312,10 +317,17 @@ def run(
                 cache_salt=cache_salt,
                 address=ray_address,
             )
-        else:
-            from migrate_eval.score.early import EarlyChrf
+        else:  # while the replay waits on the vendors: chrF of the answers, the chance levels
+            from concurrent.futures import ThreadPoolExecutor
 
-            early = EarlyChrf(exchanges, plan.tasks, plan.assignment)  # while the replay waits
+            from migrate_eval.score.early import EarlyChrf
+            from migrate_eval.verdict.noise import chance_levels
+
+            early = EarlyChrf(exchanges, plan.tasks, plan.assignment)
+            background = ThreadPoolExecutor(1, thread_name_prefix="migrate-eval chance levels")
+            chance_future = background.submit(
+                chance_levels, exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed
+            )
             try:
                 replays = replay(
                     exchanges,
@@ -328,8 +340,10 @@ def run(
                 )
             except BaseException:
                 early.close()
+                background.shutdown(wait=False, cancel_futures=True)
                 raise
             early_chrf = early.finish()
+            background.shutdown()
         baseline_rows = None
         planned = _plan_baseline(s, plan, exchanges, pairs, baseline, offline, notify)
         if planned is not None:  # the noise floor: the logged model re-run (baseline.jsonl)
@@ -341,12 +355,10 @@ def run(
 
     # 4. score (LLM judge calls, if any, happen here), 5. noise floor, aggregate + verdict
     from migrate_eval.score.judge import judge_session
-    from migrate_eval.score.scoring import apply_metric_weights
     from migrate_eval.score.text import known_chrf
     from migrate_eval.verdict.aggregate import clusters_of
     from migrate_eval.verdict.noise import chance_levels, noise_floor_for_run
 
-    apply_metric_weights(plan.tasks, s.tasks)
     with (
         judge_session(s.judge, cache_path=cache_path, offline=offline),
         _scoring_on(run_executor, ray_address),
@@ -357,7 +369,11 @@ def run(
 
     if notify is not None and (notice := missing_weights_notice([t.metrics for t in plan.tasks])):
         notify(notice)
-    chance = chance_levels(exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed)
+    chance = (
+        chance_future.result()
+        if chance_future is not None
+        else chance_levels(exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed)
+    )
     noise_floor = noise_floor_for_run(
         exchanges,
         plan.tasks,

@@ -17,11 +17,13 @@ more.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 CHAR_ORDER = 6
 BETA = 2
@@ -148,21 +150,25 @@ def chrf_batch(pairs: Sequence[tuple[str, str]], *, workers: int | None = None) 
     return out
 
 
+def _worker_env() -> dict[str, str]:
+    """The environment of a worker: this migrate_eval first on its path."""
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding this migrate_eval
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))),
+    }
+
+
 def chrf_in_worker(part: list[tuple[str, str]]) -> list[float]:
     """``chrf_many(part)`` in a fresh ``python -m migrate_eval.core._chrf`` process."""
     import subprocess
     import sys
 
-    root = str(Path(__file__).resolve().parents[2])  # the folder holding this migrate_eval
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))),
-    }
     done = subprocess.run(
         [sys.executable, "-m", "migrate_eval.core._chrf"],
         input=pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL),
         capture_output=True,
-        env=env,
+        env=_worker_env(),
         check=False,
     )
     if done.returncode != 0:
@@ -173,13 +179,79 @@ def chrf_in_worker(part: list[tuple[str, str]]) -> list[float]:
     return [float(x) for x in scores]
 
 
+class ChrfWorker:
+    """A ``python -m migrate_eval.core._chrf --serve`` process that scores one chunk after
+    another over its pipes (each a length and a pickle), started once: small chunks cost no
+    process start each, and the texts' n-grams stay cached between them. One caller at a time."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "migrate_eval.core._chrf", "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_worker_env(),
+        )
+
+    def score(self, part: list[tuple[str, str]]) -> list[float]:
+        """``chrf_many(part)`` in the worker; :class:`OSError` when it is gone."""
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None
+        data = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            stdin.write(len(data).to_bytes(8, "little") + data)
+            stdin.flush()
+        except (BrokenPipeError, ValueError) as e:
+            raise OSError(f"chrF worker gone: {e}") from None
+        size = int.from_bytes(_read_exactly(stdout, 8), "little")
+        scores = pickle.loads(_read_exactly(stdout, size))
+        if not isinstance(scores, list) or len(scores) != len(part):
+            raise ValueError("chrF worker answered no list of the chunk's length")
+        return [float(x) for x in scores]
+
+    def close(self) -> None:
+        """End the worker (its stdin closed: it exits; killed if it does not)."""
+        import subprocess
+
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a worker stuck in a chunk
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def _read_exactly(stream: Any, n: int) -> bytes:
+    data = stream.read(n)
+    if data is None or len(data) != n:
+        raise EOFError("chrF worker ended mid-answer")
+    return bytes(data)
+
+
 def _worker_main() -> None:
-    """Read pickled pairs on stdin, write their chrF scores (a pickled list) on stdout."""
+    """Read pickled pairs on stdin, write their chrF scores (a pickled list) on stdout; with
+    ``--serve``, chunk after chunk (each a length and a pickle) until stdin closes."""
     import sys
 
-    part = pickle.loads(sys.stdin.buffer.read())
-    sys.stdout.buffer.write(pickle.dumps(chrf_many(part), protocol=pickle.HIGHEST_PROTOCOL))
-    sys.stdout.buffer.flush()
+    out = sys.stdout.buffer
+    if "--serve" not in sys.argv[1:]:
+        part = pickle.loads(sys.stdin.buffer.read())
+        out.write(pickle.dumps(chrf_many(part), protocol=pickle.HIGHEST_PROTOCOL))
+        out.flush()
+        return
+    stdin = sys.stdin.buffer
+    while len(head := stdin.read(8)) == 8:
+        part = pickle.loads(_read_exactly(stdin, int.from_bytes(head, "little")))
+        data = pickle.dumps(chrf_many(part), protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(len(data).to_bytes(8, "little") + data)
+        out.flush()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 A replay mostly waits: at 100 ms a request and 64 in flight, one core is nearly idle for the
 whole replay, and the scoring stage that follows used to start from nothing. :class:`EarlyChrf`
 hears each answer as the replay stores it (``replay(on_result=...)``) and computes the chrF of
-the answered (logged answer, candidate answer) pairs in ``python -m migrate_eval.core._chrf``
-worker processes, a chunk at a time, while the replay goes on. The scoring stage then finds
+the answered (logged answer, candidate answer) pairs in ``python -m migrate_eval.core._chrf
+--serve`` worker processes (:class:`~migrate_eval.core._chrf.ChrfWorker`, started once, one a
+core), a chunk at a time, while the replay goes on. The scoring stage then finds
 those values (:func:`~migrate_eval.score.text.known_chrf`) and computes only the rest.
 
 chrF of a pair is a pure function of the two texts, so the scores are the same whichever pairs
@@ -16,17 +17,22 @@ a vector changes in its last bits with the other texts of its batch, see
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from migrate_eval.core._chrf import ChrfWorker
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.results import TaskInfo
 from migrate_eval.score.text import answer_text
 
 Pair = tuple[str, str]
 
-#: Pairs sent to a worker at once (a worker process costs about 70 ms to start).
-CHUNK = 2_000
+#: Pairs sent to a worker at once, at most.
+CHUNK = 500
+#: ... and at least, when a worker is idle: pairs go out as soon as one is free, so the chunk
+#: still running when the replay ends (computed after it) holds what arrived meanwhile.
+IDLE_CHUNK = 50
 #: Fewer expected pairs than this are not worth a worker: scoring does them in a blink.
 MINIMUM = 2_000
 
@@ -62,11 +68,17 @@ class EarlyChrf:
         if len(self.references) < (MINIMUM if minimum is None else minimum):
             self.references = {}
         self.chunk = CHUNK if chunk is None else chunk
-        self.workers = workers or max(1, _cores() - 1)  # one core stays with the replay
+        # a core each: a replay that waits leaves them idle, and the last chunks, computed
+        # after the replay, go in parallel
+        self.workers = workers or _cores()
         self._pending: list[Pair] = []
         self._seen: set[int] = set()  # hash(pair): a tuple each would cost ~100 bytes more
         self._futures: list[tuple[list[Pair], Future[list[float]]]] = []
+        self._running: list[Future[list[float]]] = []
         self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._idle_workers: list[ChrfWorker] = []
+        self._all_workers: list[ChrfWorker] = []
 
     def add(self, result: ReplayResult) -> None:
         """Hear one stored result (called in the replay's event loop: never blocks)."""
@@ -79,16 +91,42 @@ class EarlyChrf:
             return
         self._seen.add(key)
         self._pending.append(pair)
-        if len(self._pending) >= self.chunk:
+        if len(self._pending) >= self.chunk or (
+            len(self._pending) >= min(IDLE_CHUNK, self.chunk) and self._idle()
+        ):
             self._submit()
 
-    def _submit(self) -> None:
-        from migrate_eval.core._chrf import chrf_in_worker
+    def _idle(self) -> bool:
+        """Whether a worker has nothing to do."""
+        self._running = [f for f in self._running if not f.done()]
+        return len(self._running) < self.workers
 
+    def _submit(self) -> None:
         part, self._pending = self._pending, []
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="migrate-eval chrF")
-        self._futures.append((part, self._pool.submit(chrf_in_worker, part)))
+        future = self._pool.submit(self._score, part)
+        self._futures.append((part, future))
+        self._running.append(future)
+
+    def _score(self, part: list[Pair]) -> list[float]:
+        """``part`` scored by an idle worker process (one is started when none is idle: at
+        most one a thread of the pool)."""
+        from migrate_eval.core._chrf import ChrfWorker
+
+        with self._lock:
+            worker = self._idle_workers.pop() if self._idle_workers else None
+            if worker is None:
+                worker = ChrfWorker()
+                self._all_workers.append(worker)
+        try:
+            scores = worker.score(part)
+        except BaseException:
+            worker.close()  # gone or out of step: not used again
+            raise
+        with self._lock:
+            self._idle_workers.append(worker)
+        return scores
 
     def finish(self) -> dict[int, float]:
         """The chrF values (0-1) computed so far by ``hash((reference, prediction))``, once the
@@ -115,8 +153,12 @@ class EarlyChrf:
     def close(self) -> None:
         """Stop: nothing more is started (workers running finish their chunk)."""
         self._futures = []
+        self._running = []
         self._pending = []
         self._seen = set()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        for worker in self._all_workers:
+            worker.close()
+        self._all_workers, self._idle_workers = [], []

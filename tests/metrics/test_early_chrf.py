@@ -101,9 +101,41 @@ def test_a_run_scores_chrf_during_the_replay_with_the_same_results(
                 suite, out=tmp_path / label, cache=tmp_path / f"{label}.sqlite", baseline=False
             )
             results[label] = comparable_results(out.run_dir)
-            # the candidate's pairs first, then the chance level's (logged vs unrelated logged)
+            # the candidate's 40 pairs, and the chance level's 40 (logged vs unrelated logged)
             if label == "after":
-                assert scored[0] == 40  # all of it in the scoring stage
+                assert sorted(scored) == [40, 40]  # all of it in the scoring stage
             else:
-                assert scored[0] == 0  # 5 full chunks of 8, all computed during the replay
+                assert sorted(scored) == [0, 40]  # 40 computed during the replay, none after
     assert results["during"] == results["after"]
+
+
+def test_a_worker_serves_chunk_after_chunk_until_closed() -> None:
+    from migrate_eval.core._chrf import ChrfWorker, chrf_many
+
+    worker = ChrfWorker()
+    try:
+        first = [("the parcel left", "the parcel arrived"), ("", "")]
+        second = [("refund my order", "refund the order")] * 3
+        assert worker.score(first) == chrf_many(first)
+        assert worker.score(second) == chrf_many(second)  # the same process, no new start
+        assert worker.proc.poll() is None
+    finally:
+        worker.close()
+    assert worker.proc.returncode == 0
+
+
+def test_a_failed_worker_leaves_its_pairs_to_the_scoring_stage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from migrate_eval.core import _chrf
+
+    def gone(self: Any, part: Any) -> list[float]:
+        raise OSError("chrF worker gone")
+
+    monkeypatch.setattr(_chrf.ChrfWorker, "score", gone)
+    exchanges = [_exchange(i, f"answer {i}") for i in range(4)]
+    scorer = early.EarlyChrf(exchanges, [_task(["chrf"])], {e.id: "t" for e in exchanges},
+                             chunk=2, minimum=0, workers=1)  # fmt: skip
+    for i in range(4):
+        scorer.add(ReplayResult(exchange_id=f"e{i}", candidate="c", response=Response(text="x")))
+    assert scorer.finish() == {}  # nothing known early: scoring computes every pair
