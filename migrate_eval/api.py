@@ -302,12 +302,13 @@ def run(
     ):
         for rec in s.recordings:
             rc.import_recordings(s.resolve(rec))
+        from migrate_eval.verdict.noise import chance_levels
+
         if run_executor == "ray":  # workers share the cache file; exchanges are redacted
             from migrate_eval.replay.cluster import replay_on_ray
 
             rc.flush()
             early_chrf: dict[int, float] = {}
-            chance_future = None
             replays = replay_on_ray(
                 exchanges,
                 s.candidates,
@@ -317,11 +318,13 @@ def run(
                 cache_salt=cache_salt,
                 address=ray_address,
             )
+            # as a local run, before the candidates are scored: the embedding caches then
+            # hold the same texts when each is embedded, so the vectors are the same bits
+            chance = chance_levels(exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed)
         else:  # while the replay waits on the vendors: chrF of the answers, the chance levels
             from concurrent.futures import ThreadPoolExecutor
 
             from migrate_eval.score.early import EarlyChrf
-            from migrate_eval.verdict.noise import chance_levels
 
             early = EarlyChrf(exchanges, plan.tasks, plan.assignment)
             background = ThreadPoolExecutor(1, thread_name_prefix="migrate-eval chance levels")
@@ -343,6 +346,7 @@ def run(
                 background.shutdown(wait=False, cancel_futures=True)
                 raise
             early_chrf = early.finish()
+            chance = chance_future.result()  # before the candidates are scored (see above)
             background.shutdown()
         baseline_rows = None
         planned = _plan_baseline(s, plan, exchanges, pairs, baseline, offline, notify)
@@ -357,7 +361,7 @@ def run(
     from migrate_eval.score.judge import judge_session
     from migrate_eval.score.text import known_chrf
     from migrate_eval.verdict.aggregate import clusters_of
-    from migrate_eval.verdict.noise import chance_levels, noise_floor_for_run
+    from migrate_eval.verdict.noise import noise_floor_for_run
 
     with (
         judge_session(s.judge, cache_path=cache_path, offline=offline),
@@ -369,11 +373,6 @@ def run(
 
     if notify is not None and (notice := missing_weights_notice([t.metrics for t in plan.tasks])):
         notify(notice)
-    chance = (
-        chance_future.result()
-        if chance_future is not None
-        else chance_levels(exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed)
-    )
     noise_floor = noise_floor_for_run(
         exchanges,
         plan.tasks,

@@ -40,8 +40,19 @@ def _isolated_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def demo_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One offline run of the shipped demo suite, shared (read-only) by the tests that need it."""
+    """One offline run of the shipped demo suite, shared (read-only) by the tests that need it.
+
+    Its reports folder and embedding cache are its own and start empty: a session fixture may
+    be set up before the per-test isolation, and vectors another run left in a shared cache
+    were computed in other batches (their last bits differ), which made its results differ
+    from a fresh run's (tests/test_ray.py compares them)."""
     import migrate_eval
 
     root = tmp_path_factory.mktemp("demo-run")
-    return migrate_eval.run(out=root / "run", cache=root / "cache.sqlite").run_dir
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIGRATE_EVAL_REPORTS_DIR", str(root / "reports"))
+        mp.setenv("MIGRATE_EVAL_EMBEDDING_CACHE", str(root / "embeddings.sqlite"))
+        mp.delenv("MIGRATE_EVAL_CACHE", raising=False)
+        mp.delenv("OPENAI_API_KEY", raising=False)
+        mp.setattr("migrate_eval.score.semantic._MEMORY", {})
+        return migrate_eval.run(out=root / "run", cache=root / "cache.sqlite").run_dir
