@@ -44,7 +44,7 @@ from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.request import request_key
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.engine import HedgePolicy, ProgressEvent, ReplayInterrupted
-from migrate_eval.replay.ratelimit import AdaptiveConcurrency, RateLimiter
+from migrate_eval.replay.ratelimit import AdaptiveConcurrency, RequestLimits
 
 #: Seconds between two progress reports of one worker (and between two polls of the driver).
 PROGRESS_EVERY = 0.25
@@ -79,8 +79,7 @@ class Limiter:
 
     def __init__(self, concurrency: int, rpm: float | None, tpm: float | None) -> None:
         self.adaptive = AdaptiveConcurrency(maximum=concurrency)
-        self.rpm = RateLimiter(rpm) if rpm else None
-        self.tpm = RateLimiter(tpm, burst=max(tpm / 60.0, 4096.0)) if tpm else None
+        self.limits = RequestLimits(rpm, tpm)
         self.pause_until = 0.0
         self.epochs: dict[int, int] = {}
         self.leases: dict[int, tuple[int, int, int]] = {}  # lease -> shard, epoch, generation
@@ -116,10 +115,7 @@ class Limiter:
             self.leases[lease] = (shard, epoch, generation)
         try:
             await self._wait_for_pause()
-            if self.rpm is not None:
-                await self.rpm.acquire(1.0)
-            if self.tpm is not None and tokens:
-                await self.tpm.acquire(tokens)
+            await self.limits.admit(tokens)
             await self._wait_for_pause()
         except BaseException:
             self._release(lease, "other", -tokens, None)
@@ -142,8 +138,8 @@ class Limiter:
             except RuntimeError:  # pragma: no cover - actor methods run in its loop
                 now = time.monotonic()
             self.pause_until = max(self.pause_until, now + retry_after)
-        if token_delta and self.tpm is not None:
-            self.tpm.adjust(token_delta)
+        if token_delta and self.limits.tpm is not None:
+            self.limits.tpm.adjust(token_delta)  # the worker's estimate, corrected
         held = self.leases.pop(lease, None)
         if held is not None:
             self.adaptive.release(held[2], outcome)
@@ -155,8 +151,7 @@ class Limiter:
             "in_flight_limit": self.adaptive.current,
             "in_flight": self.adaptive.in_flight,
             "decreases": self.adaptive.decreases,
-            "throttled_s": (self.rpm.waited if self.rpm else 0.0)
-            + (self.tpm.waited if self.tpm else 0.0),
+            "throttled_s": self.limits.waited,
         }
 
 

@@ -61,7 +61,7 @@ from migrate_eval.replay.providers import (
     VendorTimeout,
     get_provider,
 )
-from migrate_eval.replay.ratelimit import AdaptiveConcurrency, RateLimiter
+from migrate_eval.replay.ratelimit import AdaptiveConcurrency, RequestLimits
 from migrate_eval.replay.tokens import encoder_name, estimate_request_tokens
 
 #: Request fields that are tied to the logging OpenAI account or that the engine controls.
@@ -507,8 +507,7 @@ class _CandidateRun:
     #: Whether each of the recent attempts failed (the retry backoff scales with the share).
     failures: deque[bool] = field(default_factory=lambda: deque(maxlen=100))
     adaptive: AdaptiveConcurrency = field(init=False)
-    rpm: RateLimiter | None = field(init=False)
-    tpm: RateLimiter | None = field(init=False)
+    limits: RequestLimits = field(init=False)
 
     def __post_init__(self) -> None:
         self.identity = self.provider.identity()
@@ -520,13 +519,7 @@ class _CandidateRun:
         self.adaptive = AdaptiveConcurrency(maximum=self.spec.concurrency)
         if self.spec.tpm:
             encoder_name()  # load the tokenizer now, not inside the event loop's first call
-        self.rpm = RateLimiter(self.spec.rpm) if self.spec.rpm else None
-        # A tokens-per-minute budget may burst one second's worth, and at least one request.
-        self.tpm = (
-            RateLimiter(self.spec.tpm, burst=max(self.spec.tpm / 60.0, 4096.0))
-            if self.spec.tpm
-            else None
-        )
+        self.limits = RequestLimits(self.spec.rpm, self.spec.tpm)
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -551,9 +544,7 @@ class _CandidateRun:
             if self.done < self.total and now - self._emitted_at < PROGRESS_INTERVAL:
                 return
             self._emitted_at = now
-            throttled = (self.rpm.waited if self.rpm else 0.0) + (
-                self.tpm.waited if self.tpm else 0.0
-            )
+            throttled = self.limits.waited
             self.progress(
                 ProgressEvent(
                     self.spec.name,
@@ -737,13 +728,11 @@ class _CandidateRun:
         try:
             if self.pause_until:  # a pause may begin while this waited for a slot
                 await self._wait_for_pause()
-            if self.rpm is not None:
-                await self.rpm.acquire(1.0)
-            if self.tpm is not None:
+            if self.limits.counts_tokens:
                 if item.tokens < 0:
                     item.tokens = estimate_request_tokens(item.request)
                 charged = item.tokens
-                await self.tpm.acquire(charged)
+            await self.limits.admit(charged)
             if self.pause_until:
                 await self._wait_for_pause()
             try:
@@ -751,13 +740,10 @@ class _CandidateRun:
             except VendorError as e:
                 if e.status == 429:
                     outcome = "overload"
-                    if self.tpm is not None:  # a rejected request used no tokens
-                        self.tpm.adjust(-charged)
+                    self.limits.settle(charged, None)  # a rejected request used no tokens
                 raise
             outcome = "ok"
-            used = _tokens_used(answer)
-            if self.tpm is not None and used:
-                self.tpm.adjust(used - charged)  # the estimate, corrected
+            self.limits.settle(charged, _tokens_used(answer))  # the estimate, corrected
             return answer
         finally:
             if not hedge:

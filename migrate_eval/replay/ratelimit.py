@@ -120,6 +120,44 @@ class RateLimiter:
                 self._refund = None
 
 
+class RequestLimits:
+    """A caller's requests a minute and tokens a minute (either may be absent): a replay
+    candidate, the cluster's limiter of one, the LLM judge. A request is admitted with its
+    estimated tokens, then settled: a rejected request (429) used none, an answer's reported
+    usage corrects the estimate. A tokens-per-minute budget may burst one second's worth, and
+    at least one request (4,096 tokens)."""
+
+    def __init__(self, rpm: float | None, tpm: float | None, *, clock: Clock | None = None):
+        self.rpm = RateLimiter(rpm, clock=clock) if rpm else None
+        self.tpm = RateLimiter(tpm, burst=max(tpm / 60.0, 4096.0), clock=clock) if tpm else None
+
+    @property
+    def counts_tokens(self) -> bool:
+        return self.tpm is not None
+
+    @property
+    def waited(self) -> float:
+        """Seconds callers waited for either limit."""
+        return (self.rpm.waited if self.rpm else 0.0) + (self.tpm.waited if self.tpm else 0.0)
+
+    async def admit(self, tokens: int) -> None:
+        """Wait for one request of ``rpm`` and ``tokens`` of ``tpm``."""
+        if self.rpm is not None:
+            await self.rpm.acquire(1.0)
+        if self.tpm is not None and tokens:
+            await self.tpm.acquire(tokens)
+
+    def settle(self, charged: int, used: int | None) -> None:
+        """Correct the ``charged`` tokens: ``used`` None for a rejected request (it used none),
+        else what the answer reports (0: nothing reported, the estimate stands)."""
+        if self.tpm is None:
+            return
+        if used is None:
+            self.tpm.adjust(-charged)
+        elif used:
+            self.tpm.adjust(used - charged)
+
+
 @dataclass
 class AdaptiveConcurrency:
     """AIMD limit on requests in flight: halve on overload, then recover (see the module).

@@ -58,7 +58,7 @@ from migrate_eval.core.records import Response
 from migrate_eval.core.request import content_text
 from migrate_eval.core.results import JudgeControls
 from migrate_eval.core.suite import DEFAULT_RUBRIC, JudgeSpec
-from migrate_eval.replay.ratelimit import RateLimiter
+from migrate_eval.replay.ratelimit import RequestLimits
 from migrate_eval.score.registry import MetricContext, register_metric
 from migrate_eval.score.text import answer_text
 
@@ -295,10 +295,8 @@ class _Caller:
         self.provider = get_provider(session.spec)
         self.identity = self.provider.identity()
         self.sem = asyncio.Semaphore(session.spec.concurrency)
-        spec = session.spec
         # the judge's own limits, as a candidate's (the endpoint may be a candidate's too)
-        self.rpm = RateLimiter(spec.rpm) if spec.rpm else None
-        self.tpm = RateLimiter(spec.tpm, burst=max(spec.tpm / 60.0, 4096.0)) if spec.tpm else None
+        self.limits = RequestLimits(session.spec.rpm, session.spec.tpm)
         self.cache: Any = None
         self.inflight: dict[str, asyncio.Future[Response]] = {}
 
@@ -324,16 +322,13 @@ class _Caller:
         return resp
 
     async def _within_limits(self, body: dict[str, Any]) -> int:
-        """Wait for the judge's ``rpm`` and ``tpm`` (tokens estimated, then corrected with the
-        usage the answer reports): the tokens charged."""
-        if self.rpm is not None:
-            await self.rpm.acquire(1.0)
-        if self.tpm is None:
-            return 0
-        from migrate_eval.replay.tokens import estimate_request_tokens
+        """Wait for the judge's ``rpm`` and ``tpm``: the tokens charged (estimated)."""
+        charged = 0
+        if self.limits.counts_tokens:
+            from migrate_eval.replay.tokens import estimate_request_tokens
 
-        charged = estimate_request_tokens(body)
-        await self.tpm.acquire(charged)
+            charged = estimate_request_tokens(body)
+        await self.limits.admit(charged)
         return charged
 
     async def _ask(self, key: str, body: dict[str, Any]) -> Response:
@@ -357,13 +352,12 @@ class _Caller:
                     last = JudgeError(f"judge timed out after {spec.timeout:g} s")
                 except VendorError as e:
                     last = e
-                    if self.tpm is not None and e.status == 429:  # a rejected call used none
-                        self.tpm.adjust(-charged)
+                    if e.status == 429:  # a rejected call used no tokens
+                        self.limits.settle(charged, None)
                     if not e.retryable:
                         break
                 else:
-                    if self.tpm is not None and (used := sum(_tokens(out.response))):
-                        self.tpm.adjust(used - charged)  # the estimate, corrected
+                    self.limits.settle(charged, sum(_tokens(out.response)))
                     if self.cache is not None:
                         self.cache.put(
                             key, self.identity, body, out.raw, out.response, out.latency_ms
