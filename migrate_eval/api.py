@@ -1227,9 +1227,9 @@ def watch(
         "previous_run_id": previous_run_id,
         "suite": results.suite,
     }
-    tmp = outcome.run_dir / ".watch.json.tmp"
-    tmp.write_text(json.dumps(marker, indent=2), encoding="utf-8")
-    os.replace(tmp, outcome.run_dir / WATCH_MARKER)
+    from migrate_eval.core.outputs import write_text_atomic
+
+    write_text_atomic(outcome.run_dir / WATCH_MARKER, json.dumps(marker, indent=2))
     if results.gate == "error":
         code = int(ExitCode.INFRASTRUCTURE)
     elif any(d.drift for d in drifts) or (

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -1038,11 +1037,8 @@ def _mean(frame: pd.DataFrame) -> float | None:
 
 def write_adaptation(adaptation: Adaptation, run_dir: str | Path) -> Path:
     """Write ``adaptation.json`` into the run folder (atomically: a sibling renamed into place)."""
+    from migrate_eval.core.outputs import write_text_atomic
+
     path = Path(run_dir) / ADAPTATION_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(adaptation.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)  # a reader never sees half a file
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, adaptation.model_dump_json(indent=2) + "\n")
     return path

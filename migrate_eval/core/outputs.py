@@ -8,6 +8,8 @@
 * :func:`atomic_folder` - write a folder's files into a temporary sibling and rename it into
   place at the end, so that the folder is complete or absent (a run folder is never half
   written, whatever fails or kills the process on the way).
+* :func:`write_text_atomic` / :func:`write_bytes_atomic` - one file written next to its place
+  and renamed into it: a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from migrate_eval.core.errors import DiskFullError, UserError
@@ -111,3 +113,33 @@ def atomic_folder(target: Path) -> Iterator[Path]:
         if is_disk_full(e):
             raise DiskFullError(target.parent) from e
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write UTF-8 text next to ``path`` and rename it into place (parents are created).
+
+    A reader (or a CI step) never sees half a file, and an interrupted render leaves the
+    previous file intact.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes_atomic(path: Path, parts: Iterable[bytes]) -> None:
+    """:func:`write_text_atomic` for text already encoded, in parts (none is joined)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.writelines(parts)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -32,6 +32,7 @@ import pandas as pd
 from markupsafe import Markup, escape
 from pydantic import BaseModel
 
+from migrate_eval.core.outputs import write_text_atomic
 from migrate_eval.core.records import Exchange, ReplayResult, Response
 from migrate_eval.core.results import (
     SCHEMA_VERSION,
@@ -61,7 +62,6 @@ from migrate_eval.report._format import (
     verdict_label,
     visible_controls,
 )
-from migrate_eval.report._io import write_text_atomic
 from migrate_eval.report.adaptation import AdaptationView, adaptation_view
 from migrate_eval.report.decision import Decision, build_decision, cost_missing_reason
 from migrate_eval.report.explorer import (
@@ -1308,7 +1308,7 @@ def render_html(
     text = render_html_text(results, scores, exchanges, replays, blob_utf8=blob)
     if blob:
         if text.count(BLOB_MARK) == 1:
-            from migrate_eval.report._io import write_bytes_atomic
+            from migrate_eval.core.outputs import write_bytes_atomic
 
             head, _, tail = text.partition(BLOB_MARK)
             write_bytes_atomic(Path(path), [head.encode(), blob[0], tail.encode()])

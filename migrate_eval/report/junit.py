@@ -19,9 +19,9 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from migrate_eval.core.outputs import write_text_atomic
 from migrate_eval.core.results import CandidateResult, Results, TaskResult
 from migrate_eval.report._format import fmt_interval, fmt_pct, verdict_label
-from migrate_eval.report._io import write_text_atomic
 
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from migrate_eval.report._io import write_text_atomic
+from migrate_eval.core.outputs import write_text_atomic
 
 #: At most this many points per trend line (the most recent ones).
 MAX_POINTS = 200

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from migrate_eval.core.outputs import write_text_atomic
 from migrate_eval.core.results import Results
-from migrate_eval.report._io import write_text_atomic
 
 
 def _ordered(model_value: Any, dumped: Any) -> Any:

@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+from migrate_eval.core.outputs import write_text_atomic
 from migrate_eval.core.results import AdaptationSummary, CandidateResult, Results, TaskResult
 from migrate_eval.report._format import (
     VERDICT_SEVERITY,
@@ -29,7 +30,6 @@ from migrate_eval.report._format import (
     truncate,
     verdict_label,
 )
-from migrate_eval.report._io import write_text_atomic
 from migrate_eval.report.decision import build_decision, cost_missing_reason
 
 #: At most this many task rows in the task x candidate table.
