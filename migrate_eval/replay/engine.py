@@ -376,17 +376,10 @@ class _Feed:
         now = asyncio.get_running_loop().time()
         served = False
         for item in chunk:
-            state = states.get(item.key)
-            if state == "claimed":
-                item.claimed_at = now
-                run.claimed.add(item.key)
+            taken = run.take_claim(item, states.get(item.key), entries.get(item.key), now)
+            if taken == "send":
                 self.ready.append(item)
-            elif state == "answered":
-                entry = entries.get(item.key)
-                if entry is None:  # pragma: no cover - answered means stored
-                    self.ready.append(item)
-                    continue
-                run.served(item, entry)
+            elif taken == "served":
                 served = True
             else:  # held: another run is sending it
                 run.deferred.append(item)
@@ -916,21 +909,34 @@ class _CandidateRun:
         it (rows filled from the cache) or is sending it (deferred, unless ``wait``)."""
         while True:
             state = await asyncio.to_thread(cache.claim, item.key)
-            if state == "claimed":
-                item.claimed_at = asyncio.get_running_loop().time()
-                self.claimed.add(item.key)
+            entry = cache.get(item.key) if state == "answered" else None
+            taken = self.take_claim(item, state, entry, asyncio.get_running_loop().time())
+            if taken == "send":
                 return True
-            if state == "answered":
-                entry = cache.get(item.key)
-                if entry is None:  # pragma: no cover - answered means stored
-                    return True
-                self.served(item, entry)
+            if taken == "served":
                 self.emit()
                 return False
             if not wait:
                 self.deferred.append(item)
                 return False
             await asyncio.sleep(self.lease_poll)
+
+    def take_claim(
+        self, item: _Work, state: str | None, entry: CachedEntry | None, now: float
+    ) -> str:
+        """What a claim of ``item`` in the cache means: ``"send"`` (claimed: ours to send),
+        ``"served"`` (another run answered it: its rows filled from ``entry``) or ``"held"``
+        (another live run is sending it)."""
+        if state == "claimed":
+            item.claimed_at = now
+            self.claimed.add(item.key)
+            return "send"
+        if state == "answered":
+            if entry is None:  # pragma: no cover - answered means stored
+                return "send"
+            self.served(item, entry)
+            return "served"
+        return "held"
 
     async def _send(
         self, item: _Work, cache: ResponseCache, *, wait: bool = False, claim: bool = True
