@@ -17,7 +17,7 @@ better with that many requests in flight), and the driver's CPU seconds per exch
 run: for Ray, everything the driver does is what Ray adds (sharding, shipping exchanges and
 rows, polling the progress board; the requests are sent by the workers). Target: under 1 ms
 per exchange. Then ``--semantic`` texts are embedded (caches off) locally and with 1 and 2 Ray
-workers (:func:`migrate_eval.score.cluster.ray_embedder`). Exits 0 whether or not the target is met; the JSON line's ``pass`` says.
+workers (:class:`migrate_eval.score.cluster.RayEmbedder`). Exits 0 whether or not the target is met; the JSON line's ``pass`` says.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def semantic_times(n: int, worker_counts: list[int]) -> dict[int, float]:
     import numpy as np
 
     from migrate_eval.score import semantic
-    from migrate_eval.score.cluster import ray_embedder
+    from migrate_eval.score.cluster import RayEmbedder
 
     os.environ["MIGRATE_EVAL_EMBEDDING_CACHE"] = "off"
     words = [
@@ -100,7 +100,7 @@ def semantic_times(n: int, worker_counts: list[int]) -> dict[int, float]:
             f"[{workers}] " + " ".join(words[(i * 7 + j) % len(words)] for j in range(5 + i % 40))
             for i in range(n)
         ]
-        embed = ray_embedder(workers=workers) if workers else None
+        embed = RayEmbedder(workers=workers) if workers else None
         with semantic.embedding_backend(embed):
             semantic._MEMORY.clear()
             semantic.embed_texts(["warm up the model", "and the actors"] * max(1, workers))

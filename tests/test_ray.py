@@ -240,7 +240,7 @@ def test_embeddings_on_ray_equal_the_local_ones_and_honour_the_cache(
     import numpy as np
 
     from migrate_eval.score import semantic
-    from migrate_eval.score.cluster import ray_embedder, split_batches
+    from migrate_eval.score.cluster import RayEmbedder, split_batches
 
     assert split_batches([[0], [1], [2]], 2) == [[[0], [1]], [[2]]]
     monkeypatch.setenv("MIGRATE_EVAL_EMBEDDING_CACHE", str(tmp_path / "emb.sqlite"))
@@ -248,7 +248,7 @@ def test_embeddings_on_ray_equal_the_local_ones_and_honour_the_cache(
     # lengths that tie and long texts (embedded 4 at a time): batches split across actors
     texts = [f"order {i} shipped " + "word " * (i % 17) for i in range(150)]
     texts += [f"a long answer {i} " * (80 + i % 3) for i in range(9)]
-    remote = ray_embedder(workers=2)
+    remote = RayEmbedder(workers=2)
     sent: list[int] = []
 
     def counting(batch: Any) -> Any:

@@ -1,7 +1,7 @@
 """Scoring on a Ray cluster (``--executor ray``): the embeddings semantic similarity needs,
 computed by Ray actors in batches.
 
-:func:`ray_embedder` returns an embedding function for
+:class:`RayEmbedder` is an embedding function for
 :func:`~migrate_eval.score.semantic.embedding_backend`: the driver's memory and disk
 embedding caches are consulted first (:func:`~migrate_eval.score.semantic.embed_texts`), and
 only the texts they miss are embedded by ``workers`` actors, each holding the model loaded once.
@@ -46,13 +46,20 @@ def split_batches(batches: Sequence[Sequence[int]], parts: int) -> list[list[Seq
     return [list(batches[i : i + per]) for i in range(0, len(batches), per)] if per else []
 
 
-class RayEmbedder:
-    """An embedding function computed by ``workers`` Ray actors (default: the cluster's CPUs),
-    started on first use (a run without free text loads no model); :meth:`close` ends them."""
+class _OnRay:
+    """Work spread over ``workers`` Ray workers (default: one a CPU of the cluster)."""
 
     def __init__(self, address: str | None = None, workers: int | None = None) -> None:
         self._ray = ensure_ray(address)
         self.workers = workers or max(1, int(self._ray.cluster_resources().get("CPU", 1)))
+
+
+class RayEmbedder(_OnRay):
+    """An embedding function computed by ``workers`` Ray actors (default: the cluster's CPUs),
+    started on first use (a run without free text loads no model); :meth:`close` ends them."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        super().__init__(address, workers)
         self.actors: list[Any] = []
 
     def __call__(self, texts: Sequence[str]) -> FloatMatrix:
@@ -84,21 +91,12 @@ class RayEmbedder:
         self.actors.clear()
 
 
-def ray_embedder(address: str | None = None, workers: int | None = None) -> RayEmbedder:
-    """An embedding function computed by Ray actors (:class:`RayEmbedder`)."""
-    return RayEmbedder(address, workers)
-
-
-class RayJudge:
+class RayJudge(_OnRay):
     """Judges the pairs of a judge metric in Ray tasks, ``workers`` of them (default: the
     cluster's CPUs), each with its share of the judge's ``concurrency``, ``rpm`` and ``tpm`` (so
     they hold for the cluster as a whole), through the shared response cache. The pairs
     of one exchange go to the same task: the logged answer's rubric request, the same for every
     candidate, is asked once."""
-
-    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
-        self._ray = ensure_ray(address)
-        self.workers = workers or max(1, int(self._ray.cluster_resources().get("CPU", 1)))
 
     def __call__(self, session: JudgeSession, kind: Kind, todo: dict[str, MetricContext]) -> None:
         ray = self._ray

@@ -78,7 +78,7 @@ def missing_weights_notice(metric_lists: Sequence[Sequence[str]]) -> str | None:
 
 
 #: Computes the embeddings the caches do not hold, when set (``--executor ray``: batched Ray
-#: tasks, :func:`migrate_eval.score.cluster.ray_embedder`); see :func:`embedding_backend`.
+#: tasks, :class:`migrate_eval.score.cluster.RayEmbedder`); see :func:`embedding_backend`.
 _BACKEND: EmbedFn | None = None
 
 
