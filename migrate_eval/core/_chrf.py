@@ -160,27 +160,16 @@ def _worker_env() -> dict[str, str]:
 
 
 def chrf_in_worker(part: list[tuple[str, str]]) -> list[float]:
-    """``chrf_many(part)`` in a fresh ``python -m migrate_eval.core._chrf`` process."""
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "migrate_eval.core._chrf"],
-        input=pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL),
-        capture_output=True,
-        env=_worker_env(),
-        check=False,
-    )
-    if done.returncode != 0:
-        raise OSError(f"chrF worker exited with {done.returncode}: {done.stderr[-500:]!r}")
-    scores = pickle.loads(done.stdout)
-    if not isinstance(scores, list):
-        raise ValueError("chrF worker answered no list")
-    return [float(x) for x in scores]
+    """``chrf_many(part)`` in a fresh worker process (:class:`ChrfWorker`), ended after it."""
+    worker = ChrfWorker()
+    try:
+        return worker.score(part)
+    finally:
+        worker.close()
 
 
 class ChrfWorker:
-    """A ``python -m migrate_eval.core._chrf --serve`` process that scores one chunk after
+    """A ``python -m migrate_eval.core._chrf`` process that scores one chunk after
     another over its pipes (each a length and a pickle), started once: small chunks cost no
     process start each, and the texts' n-grams stay cached between them. One caller at a time."""
 
@@ -189,7 +178,7 @@ class ChrfWorker:
         import sys
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "migrate_eval.core._chrf", "--serve"],
+            [sys.executable, "-m", "migrate_eval.core._chrf"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -236,17 +225,11 @@ def _read_exactly(stream: Any, n: int) -> bytes:
 
 
 def _worker_main() -> None:
-    """Read pickled pairs on stdin, write their chrF scores (a pickled list) on stdout; with
-    ``--serve``, chunk after chunk (each a length and a pickle) until stdin closes."""
+    """Score chunk after chunk of pairs (each a length and a pickle on stdin; the pickled list
+    of scores, after its length, on stdout) until stdin closes."""
     import sys
 
-    out = sys.stdout.buffer
-    if "--serve" not in sys.argv[1:]:
-        part = pickle.loads(sys.stdin.buffer.read())
-        out.write(pickle.dumps(chrf_many(part), protocol=pickle.HIGHEST_PROTOCOL))
-        out.flush()
-        return
-    stdin = sys.stdin.buffer
+    stdin, out = sys.stdin.buffer, sys.stdout.buffer
     while len(head := stdin.read(8)) == 8:
         part = pickle.loads(_read_exactly(stdin, int.from_bytes(head, "little")))
         data = pickle.dumps(chrf_many(part), protocol=pickle.HIGHEST_PROTOCOL)

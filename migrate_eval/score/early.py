@@ -3,8 +3,8 @@
 A replay mostly waits: at 100 ms a request and 64 in flight, one core is nearly idle for the
 whole replay, and the scoring stage that follows used to start from nothing. :class:`EarlyChrf`
 hears each answer as the replay stores it (``replay(on_result=...)``) and computes the chrF of
-the answered (logged answer, candidate answer) pairs in ``python -m migrate_eval.core._chrf
---serve`` worker processes (:class:`~migrate_eval.core._chrf.ChrfWorker`, started once, one a
+the answered (logged answer, candidate answer) pairs in ``python -m migrate_eval.core._chrf``
+worker processes (:class:`~migrate_eval.core._chrf.ChrfWorker`, started once, one a
 core), a chunk at a time, while the replay goes on. The scoring stage then finds
 those values (:func:`~migrate_eval.score.text.known_chrf`) and computes only the rest.
 
