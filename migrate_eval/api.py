@@ -20,7 +20,7 @@ import re
 import shlex
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -229,233 +229,277 @@ def run(
     for c in s.candidates:
         get_provider(c)
 
-    # 1. ingest: the whole logged traffic, streamed through Arrow datasets next to the cache
-    # (memory does not grow with the logs); logs read with the same options are read together
-    # (Batch input and output files join)
-    groups: dict[str, tuple[str, dict[str, str] | None, list[Path]]] = {}
-    for spec in s.logs:
-        key = json.dumps([spec.format, spec.columns], sort_keys=True)
-        groups.setdefault(key, (spec.format, spec.columns, []))[2].append(s.resolve(spec.path))
-    with work_folder(work_parent, "ingest-") as workdir:
-        traffic = read_traffic(
-            list(groups.values()),
-            workdir,
-            strict=strict,
-            specs=s.tasks,
-            thresholds=s.thresholds,
-            auto=s.auto_tasks,
-            dedupe=s.sampling.dedupe,
-            on_read=on_read,
-            write_group=_ray_group_writer(ray_address) if run_executor == "ray" else None,
-        )
-        if not traffic.exchanges:
-            from migrate_eval.ingest import explain_nothing_read
+    # a large run keeps its exchanges and answers on disk (core.store), until it ends
+    from migrate_eval.core.store import Spill, new_records, spill_above
 
-            raise UserError(explain_nothing_read(traffic.summary.files, traffic.skipped))
-
-        # 2. tasks + sample. Exchanges without a logged answer cannot be compared with it.
-        plan = traffic.plan
-        traffic_assignment = dict(plan.assignment)  # before sampling: the volume costs project on
-        traffic_profile = traffic.profile
-        kept, plan, sampling_summary = sample_ids(
-            traffic.order,
-            plan,
-            fingerprints=traffic.fingerprints,
-            limit=limit or s.sampling.limit,
-            seed=s.sampling.seed,
-            dedupe=s.sampling.dedupe,
-            ci_width=s.sampling.ci_width,
-            confidence=s.thresholds.confidence,
-        )
-        if not kept:
-            raise UserError("no exchange with a logged response matches the suite's tasks")
-        # what the noise floor scores when there is no baseline re-run: duplicate requests
-        pairs = traffic.duplicate_pairs(t.name for t in plan.tasks)
-        wanted = set(kept) | {ex_id for ps in pairs.values() for pair in ps for ex_id in pair}
-        loaded = traffic.load(wanted)
-    exchanges = [loaded[ex_id] for ex_id in kept]
-    # PII redaction: the request and the logged answer alike, before anything leaves.
-    redaction_config = (
-        s.redaction if redact is None else s.redaction.model_copy(update={"enabled": redact})
-    )
-    exchanges, redaction_summary = redact_exchanges(exchanges, redaction_config)
-    plan.tasks = redact_task_descriptions(plan.tasks, redaction_config)
-
-    # self-hosted candidates: will the model fit the GPU at the logged contexts? (before any
-    # server starts; docs/self-hosting.md)
-    from migrate_eval.replay.fit import hardware_fits
-    from migrate_eval.replay.servers import collect_logs
-
-    fits = hardware_fits(s.candidates, exchanges)
-    for name, fit in fits.items():
-        if notify is not None:
-            notify(f"hardware fit: {name}: {fit.summary()}")
-
-    from migrate_eval.score.scoring import apply_metric_weights
-
-    apply_metric_weights(plan.tasks, s.tasks)  # before the chance levels start (they score)
-
-    # 3. replay through the cache (servers a candidate starts log into work_parent/servers)
-    with (
-        ResponseCache(cache_path) as rc,  # read-only where it cannot be written (--offline)
-        collect_logs(work_parent / "servers") as server_logs,
-    ):
-        for rec in s.recordings:
-            rc.import_recordings(s.resolve(rec))
-        from migrate_eval.verdict.noise import chance_levels
-
-        if run_executor == "ray":  # workers share the cache file; exchanges are redacted
-            from migrate_eval.replay.cluster import replay_on_ray
-
-            rc.flush()
-            early_chrf: dict[int, float] = {}
-            replays = replay_on_ray(
-                exchanges,
-                s.candidates,
-                cache_path=cache_path,
-                offline=offline,
-                progress=progress,
-                cache_salt=cache_salt,
-                address=ray_address,
+    spill_limit = spill_above()  # applied once, here
+    spill: Spill | None = None
+    duplicates: dict[int, list[int]] | None = None
+    with contextlib.ExitStack() as scope:
+        # 1. ingest: the whole logged traffic, streamed through Arrow datasets next to the cache
+        # (memory does not grow with the logs); logs read with the same options are read together
+        # (Batch input and output files join)
+        groups: dict[str, tuple[str, dict[str, str] | None, list[Path]]] = {}
+        for spec in s.logs:
+            key = json.dumps([spec.format, spec.columns], sort_keys=True)
+            groups.setdefault(key, (spec.format, spec.columns, []))[2].append(s.resolve(spec.path))
+        with work_folder(work_parent, "ingest-") as workdir:
+            traffic = read_traffic(
+                list(groups.values()),
+                workdir,
+                strict=strict,
+                specs=s.tasks,
+                thresholds=s.thresholds,
+                auto=s.auto_tasks,
+                dedupe=s.sampling.dedupe,
+                on_read=on_read,
+                write_group=_ray_group_writer(ray_address) if run_executor == "ray" else None,
             )
-            # as a local run, before the candidates are scored: the embedding caches then
-            # hold the same texts when each is embedded, so the vectors are the same bits
-            chance = chance_levels(exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed)
-        else:  # while the replay waits on the vendors: chrF of the answers, the chance levels
-            from concurrent.futures import ThreadPoolExecutor
+            if not traffic.exchanges:
+                from migrate_eval.ingest import explain_nothing_read
 
-            from migrate_eval.score.early import EarlyChrf
+                raise UserError(explain_nothing_read(traffic.summary.files, traffic.skipped))
 
-            early = EarlyChrf(exchanges, plan.tasks, plan.assignment)
-            background = ThreadPoolExecutor(1, thread_name_prefix="migrate-eval chance levels")
-            chance_future = background.submit(
-                chance_levels, exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed
+            # 2. tasks + sample. Exchanges without a logged answer cannot be compared with it.
+            plan = traffic.plan
+            traffic_assignment = dict(
+                plan.assignment
+            )  # before sampling: the volume costs project on
+            traffic_profile = traffic.profile
+            kept, plan, sampling_summary = sample_ids(
+                traffic.order,
+                plan,
+                fingerprints=traffic.fingerprints,
+                limit=limit or s.sampling.limit,
+                seed=s.sampling.seed,
+                dedupe=s.sampling.dedupe,
+                ci_width=s.sampling.ci_width,
+                confidence=s.thresholds.confidence,
             )
-            try:
-                replays = replay(
+            if not kept:
+                raise UserError("no exchange with a logged response matches the suite's tasks")
+            # what the noise floor scores when there is no baseline re-run: duplicate requests
+            pairs = traffic.duplicate_pairs(t.name for t in plan.tasks)
+            pair_ids = {ex_id for ps in pairs.values() for pair in ps for ex_id in pair}
+            exchanges: Sequence[Exchange]
+            if len(kept) > spill_limit:  # too many to hold: on disk, read back as needed
+                from migrate_eval.core.store import Spill
+
+                spill = scope.enter_context(
+                    Spill(scope.enter_context(work_folder(work_parent, "spill-")))
+                )
+                on_disk = spill.new("exchanges", ids=True)
+                on_disk.extend(traffic.iter_load(kept))
+                exchanges = on_disk
+                loaded = traffic.load(pair_ids)  # the duplicates' answers (noise floor)
+                duplicates = traffic.duplicate_rows(kept)
+            else:
+                loaded = traffic.load(set(kept) | pair_ids)
+                exchanges = [loaded[ex_id] for ex_id in kept]
+        del kept
+        # PII redaction: the request and the logged answer alike, before anything leaves.
+        redaction_config = (
+            s.redaction if redact is None else s.redaction.model_copy(update={"enabled": redact})
+        )
+        exchanges, redaction_summary = redact_exchanges(
+            exchanges,
+            redaction_config,
+            out=(
+                new_records(spill, "redacted", ids=True)
+                if spill is not None and redaction_config.enabled
+                else None
+            ),
+        )
+        plan.tasks = redact_task_descriptions(plan.tasks, redaction_config)
+
+        # self-hosted candidates: will the model fit the GPU at the logged contexts? (before any
+        # server starts; docs/self-hosting.md)
+        from migrate_eval.replay.fit import hardware_fits
+        from migrate_eval.replay.servers import collect_logs
+
+        fits = hardware_fits(s.candidates, exchanges)
+        for name, fit in fits.items():
+            if notify is not None:
+                notify(f"hardware fit: {name}: {fit.summary()}")
+
+        from migrate_eval.score.scoring import apply_metric_weights
+
+        apply_metric_weights(plan.tasks, s.tasks)  # before the chance levels start (they score)
+
+        # 3. replay through the cache (servers a candidate starts log into work_parent/servers)
+        with (
+            ResponseCache(cache_path) as rc,  # read-only where it cannot be written (--offline)
+            collect_logs(work_parent / "servers") as server_logs,
+        ):
+            for rec in s.recordings:
+                rc.import_recordings(s.resolve(rec))
+            from migrate_eval.verdict.noise import chance_levels
+
+            if run_executor == "ray":  # workers share the cache file; exchanges are redacted
+                from migrate_eval.replay.cluster import replay_on_ray
+
+                rc.flush()
+                early_chrf: dict[int, float] = {}
+                replays: Sequence[ReplayResult] = replay_on_ray(
                     exchanges,
                     s.candidates,
-                    cache=rc,
+                    cache_path=cache_path,
                     offline=offline,
                     progress=progress,
                     cache_salt=cache_salt,
-                    on_result=early.add if early.references else None,
+                    address=ray_address,
                 )
-            except BaseException:
-                early.close()
-                background.shutdown(wait=False, cancel_futures=True)
-                raise
-            early_chrf = early.finish()
-            chance = chance_future.result()  # before the candidates are scored (see above)
-            background.shutdown()
-        baseline_rows = None
-        planned = _plan_baseline(s, plan, exchanges, pairs, baseline, offline, notify)
-        if planned is not None:  # the noise floor: the logged model re-run (baseline.jsonl)
-            from migrate_eval.replay.baseline import run_baseline
+                # as a local run, before the candidates are scored: the embedding caches then
+                # hold the same texts when each is embedded, so the vectors are the same bits
+                chance = chance_levels(exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed)
+            else:  # while the replay waits on the vendors: chrF of the answers, the chance levels
+                from concurrent.futures import ThreadPoolExecutor
 
-            baseline_rows = run_baseline(
-                planned[1], planned[0], cache=rc, offline=offline, concurrency=concurrency
-            )
+                from migrate_eval.score.early import EarlyChrf
 
-    # 4. score (LLM judge calls, if any, happen here), 5. noise floor, aggregate + verdict
-    from migrate_eval.score.judge import judge_session
-    from migrate_eval.score.text import known_chrf
-    from migrate_eval.verdict.aggregate import clusters_of
-    from migrate_eval.verdict.noise import noise_floor_for_run
+                early = EarlyChrf(exchanges, plan.tasks, plan.assignment)
+                background = ThreadPoolExecutor(1, thread_name_prefix="migrate-eval chance levels")
+                chance_future = background.submit(
+                    chance_levels, exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed
+                )
+                try:
+                    replays = replay(
+                        exchanges,
+                        s.candidates,
+                        cache=rc,
+                        offline=offline,
+                        progress=progress,
+                        cache_salt=cache_salt,
+                        on_result=early.add if early.active else None,
+                        spill=spill,
+                        duplicates=duplicates,
+                    )
+                except BaseException:
+                    early.close()
+                    background.shutdown(wait=False, cancel_futures=True)
+                    raise
+                early_chrf = early.finish()
+                chance = chance_future.result()  # before the candidates are scored (see above)
+                background.shutdown()
+            baseline_rows = None
+            planned = _plan_baseline(s, plan, exchanges, pairs, baseline, offline, notify)
+            if planned is not None:  # the noise floor: the logged model re-run (baseline.jsonl)
+                from migrate_eval.replay.baseline import run_baseline
 
-    with (
-        judge_session(s.judge, cache_path=cache_path, offline=offline),
-        _scoring_on(run_executor, ray_address),
-        known_chrf(early_chrf),
-    ):
-        scores = score(exchanges, plan.tasks, plan.assignment, replays)
-    from migrate_eval.score.semantic import missing_weights_notice
+                baseline_rows = run_baseline(
+                    planned[1], planned[0], cache=rc, offline=offline, concurrency=concurrency
+                )
 
-    if notify is not None and (notice := missing_weights_notice([t.metrics for t in plan.tasks])):
-        notify(notice)
-    noise_floor = noise_floor_for_run(
-        exchanges,
-        plan.tasks,
-        traffic_assignment,
-        Path(out) / "baseline.jsonl" if out else None,
-        baseline_replays=baseline_rows,
-        duplicates=(pairs, loaded),
-        chance=chance,
-    )
-    cand_results = aggregate(
-        scores,
-        plan.tasks,
-        s.candidates,
-        s.thresholds,
-        s.gate,
-        noise_floor=noise_floor,
-        judge_price=s.judge.price if s.judge is not None else None,
-        chance=chance,
-        clusters=clusters_of(exchanges),
-    )
-    from migrate_eval.verdict.costs import fill_cost_projections
+        # 4. score (LLM judge calls, if any, happen here), 5. noise floor, aggregate + verdict
+        from migrate_eval.score.judge import judge_session
+        from migrate_eval.score.text import known_chrf
+        from migrate_eval.verdict.aggregate import clusters_of
+        from migrate_eval.verdict.noise import noise_floor_for_run
 
-    for result in cand_results:
-        result.hardware = fits.get(result.name)
-    fill_cost_projections(cand_results, s.candidates, replays, traffic_assignment, traffic.logged)
-    from migrate_eval.verdict.aggregate import fill_ttft_stats
+        with (
+            judge_session(s.judge, cache_path=cache_path, offline=offline),
+            _scoring_on(run_executor, ray_address),
+            known_chrf(early_chrf),
+        ):
+            if spill is not None:  # a chunk of exchanges at a time (held: one chunk)
+                from migrate_eval.score.scoring import score_chunks
 
-    fill_ttft_stats(cand_results, replays)
-    from migrate_eval.verdict.aggregate import fill_dropped_params
+                scores = score_chunks(
+                    exchanges, plan.tasks, plan.assignment, replays, len(s.candidates)
+                )
+            else:
+                scores = score(exchanges, plan.tasks, plan.assignment, replays)
+        from migrate_eval.score.semantic import missing_weights_notice
 
-    fill_dropped_params(cand_results, replays, plan.assignment)
-    gate, code = gate_outcome(cand_results, s.gate)
-    from migrate_eval.verdict.aggregate import compare_candidates
-
-    comparisons = compare_candidates(
-        scores, plan.tasks, [c.name for c in s.candidates], s.thresholds
-    )
-
-    results = Results(
-        tool_version=__version__,
-        suite=s.name,
-        simulated=s.simulated,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-        command=command or "migrate-eval run " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
-        thresholds=s.thresholds.model_dump(mode="json"),
-        ingest=traffic.summary,
-        tasks=plan.tasks,
-        candidates=cand_results,
-        gate=gate,
-        exit_code=int(code),
-        profile=traffic_profile,
-        sampling=sampling_summary,
-        redaction=redaction_summary,
-        comparisons=comparisons,
-    )
-
-    # 6. the run folder, written next to its place and renamed into it: complete or absent
-    with atomic_folder(run_dir) as tmp_dir:
-        _write_run_folder(
-            tmp_dir, s, exchanges, plan, replays, baseline_rows, scores, traffic, results
+        if notify is not None and (
+            notice := missing_weights_notice([t.metrics for t in plan.tasks])
+        ):
+            notify(notice)
+        noise_floor = noise_floor_for_run(
+            exchanges,
+            plan.tasks,
+            traffic_assignment,
+            Path(out) / "baseline.jsonl" if out else None,
+            baseline_replays=baseline_rows,
+            duplicates=(pairs, loaded),
+            chance=chance,
         )
-        for label, log in server_logs:  # the servers' logs, as servers/<candidate>.log
-            if log.is_file():
-                (tmp_dir / "servers").mkdir(exist_ok=True)
-                shutil.copyfile(log, tmp_dir / "servers" / f"{label}.log")
-    if history is not False:
-        _append_run_history(results, scores, replays, history, notify)
-    if s.adapt is not None:  # `adapt:` in the suite; the run's gate outcome stays as it is
-        try:
-            adapt(
-                run_dir,
-                optimiser=s.adapt.optimiser,
-                budget=s.adapt.budget,
-                proposals=s.adapt.proposals,
-                rounds=s.adapt.rounds,
-                cache=cache_path,
-                offline=offline,
-                notify=notify,
+        cand_results = aggregate(
+            scores,
+            plan.tasks,
+            s.candidates,
+            s.thresholds,
+            s.gate,
+            noise_floor=noise_floor,
+            judge_price=s.judge.price if s.judge is not None else None,
+            chance=chance,
+            clusters=clusters_of(exchanges),
+        )
+        from migrate_eval.verdict.costs import fill_cost_projections
+
+        for result in cand_results:
+            result.hardware = fits.get(result.name)
+        fill_cost_projections(
+            cand_results, s.candidates, replays, traffic_assignment, traffic.logged
+        )
+        from migrate_eval.verdict.aggregate import fill_ttft_stats
+
+        fill_ttft_stats(cand_results, replays)
+        from migrate_eval.verdict.aggregate import fill_dropped_params
+
+        fill_dropped_params(cand_results, replays, plan.assignment)
+        gate, code = gate_outcome(cand_results, s.gate)
+        from migrate_eval.verdict.aggregate import compare_candidates
+
+        comparisons = compare_candidates(
+            scores, plan.tasks, [c.name for c in s.candidates], s.thresholds
+        )
+
+        results = Results(
+            tool_version=__version__,
+            suite=s.name,
+            simulated=s.simulated,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            command=command or "migrate-eval run " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+            thresholds=s.thresholds.model_dump(mode="json"),
+            ingest=traffic.summary,
+            tasks=plan.tasks,
+            candidates=cand_results,
+            gate=gate,
+            exit_code=int(code),
+            profile=traffic_profile,
+            sampling=sampling_summary,
+            redaction=redaction_summary,
+            comparisons=comparisons,
+        )
+
+        # 6. the run folder, written next to its place and renamed into it: complete or absent
+        with atomic_folder(run_dir) as tmp_dir:
+            _write_run_folder(
+                tmp_dir, s, exchanges, plan, replays, baseline_rows, scores, traffic, results
             )
-        except (UserError, InfrastructureError) as e:  # the run folder is complete
-            if notify is not None:
-                notify(f"adaptation not done: {e}")
-    return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
+            for label, log in server_logs:  # the servers' logs, as servers/<candidate>.log
+                if log.is_file():
+                    (tmp_dir / "servers").mkdir(exist_ok=True)
+                    shutil.copyfile(log, tmp_dir / "servers" / f"{label}.log")
+        if history is not False:
+            _append_run_history(results, scores, replays, history, notify)
+        if s.adapt is not None:  # `adapt:` in the suite; the run's gate outcome stays as it is
+            try:
+                adapt(
+                    run_dir,
+                    optimiser=s.adapt.optimiser,
+                    budget=s.adapt.budget,
+                    proposals=s.adapt.proposals,
+                    rounds=s.adapt.rounds,
+                    cache=cache_path,
+                    offline=offline,
+                    notify=notify,
+                )
+            except (UserError, InfrastructureError) as e:  # the run folder is complete
+                if notify is not None:
+                    notify(f"adaptation not done: {e}")
+        return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
 
 
 def _scoring_on(executor: str, address: str | None) -> contextlib.AbstractContextManager[None]:
@@ -577,11 +621,16 @@ def _plan_baseline(
     if not needy or (explicit is None and (offline or not os.environ.get("OPENAI_API_KEY"))):
         return None
     per_task = explicit if explicit is not None else AUTO_BASELINE_SAMPLE
-    chosen: list[Exchange] = []
-    for name in needy:
-        group = [ex for ex in exchanges if plan.assignment.get(ex.id) == name]
+    from migrate_eval.core.store import pick, record_ids
+
+    ids = record_ids(exchanges)
+    numbers: list[int] = []
+    for name in needy:  # numbers, not exchanges: a large run's are on disk
+        group = [i for i, ex_id in enumerate(ids) if plan.assignment.get(ex_id) == name]
         rng = random.Random(f"baseline:{s.sampling.seed}:{name}")
-        chosen += rng.sample(group, min(per_task, len(group)))
+        numbers += rng.sample(group, min(per_task, len(group)))
+    picked = pick(exchanges, numbers)
+    chosen = [picked[i] for i in numbers]
     cost = sum(c for ex in chosen if (c := logged_cost(ex)) is not None)
     if notify is not None:
         notify(
@@ -606,13 +655,18 @@ def _render(
     from migrate_eval.report.junit import write_junit_xml
 
     write_junit_xml(results, run_dir / "junit.xml")
-    render_html(
-        results,
-        scores,
-        {e.id: e for e in exchanges},
-        {(r.exchange_id, r.candidate): r for r in replays},
-        run_dir / "report.html",
-    )
+    by_id: Mapping[str, Exchange]
+    by_pair: Mapping[tuple[str, str], ReplayResult]
+    if isinstance(exchanges, list):
+        by_id = {e.id: e for e in exchanges}
+        by_pair = {(r.exchange_id, r.candidate): r for r in replays}
+    else:  # a large run's, on disk: read as the report shows them (in order)
+        from migrate_eval.core.store import ById, ByPair, record_ids
+
+        ids = record_ids(exchanges)
+        by_id = ById(exchanges, ids)
+        by_pair = ByPair(replays, ids, [c.name for c in results.candidates])
+    render_html(results, scores, by_id, by_pair, run_dir / "report.html")
     if (run_dir / WATCH_MARKER).is_file():
         _rerender_watch_sections(run_dir)
 

@@ -891,7 +891,7 @@ def _adapt_one(
                 round_states.append(state)
 
         # 2. each proposal on the adaptation set
-        round_best: tuple[float, _State, list[ReplayResult], pd.DataFrame] | None = None
+        round_best: tuple[float, _State, Sequence[ReplayResult], pd.DataFrame] | None = None
         for state in round_states:
             edited = [
                 _apply(replay_by[x], state, b.system_prompt_before, before) for x in replay_ids

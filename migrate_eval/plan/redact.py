@@ -63,7 +63,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableSequence, Sequence
 from typing import Any
 
 from migrate_eval.core.errors import ConfigError, MissingExtraError, UserError
@@ -717,15 +717,21 @@ def _strings(value: Any) -> Iterable[str]:
 
 
 def redact_exchanges(
-    exchanges: Sequence[Exchange], config: RedactionConfig
-) -> tuple[list[Exchange], RedactionSummary]:
-    """Redact every exchange (when ``config.enabled``) and summarise what was replaced."""
+    exchanges: Sequence[Exchange],
+    config: RedactionConfig,
+    *,
+    out: MutableSequence[Exchange] | None = None,
+) -> tuple[Sequence[Exchange], RedactionSummary]:
+    """Redact every exchange (when ``config.enabled``) and summarise what was replaced: the
+    redacted exchanges are appended to ``out`` (a large run's on disk; a new list by
+    default). Not enabled: ``exchanges`` themselves."""
     if not config.enabled:
-        return list(exchanges), RedactionSummary(
+        return exchanges, RedactionSummary(
             enabled=False, entities=[], exchanges=len(exchanges), exchanges_affected=0
         )
     redactor = Redactor.from_config(config)
-    out: list[Exchange] = []
+    if out is None:
+        out = []
     distinct: Counter[str] = Counter()
     occurrences: Counter[str] = Counter()
     affected = 0

@@ -94,6 +94,43 @@ class Traffic:
                 if ex.response is not None and ex.error is None:
                     yield ex
 
+    def iter_load(self, ids: Iterable[str]) -> Iterator[Exchange]:
+        """The exchanges with these ids (given in log order, as :func:`sample_ids` keeps them),
+        read back from the Arrow files one at a time, in that order: what a run too large to
+        hold keeps on disk as it reads them."""
+        from migrate_eval.ingest.dataset import iter_file_exchanges
+
+        wanted = set(ids)
+        rows: dict[int, list[int]] = {}
+        for ex_id, number, row in zip(self.order, self._file_of, self._row_of, strict=True):
+            if ex_id in wanted:
+                rows.setdefault(number, []).append(row)
+        for number in sorted(rows):
+            for _, ex in iter_file_exchanges(self._files[number], sorted(rows[number])):
+                yield ex
+
+    def duplicate_rows(self, ids: Sequence[str]) -> dict[int, list[int]]:
+        """Of ``ids`` (in log order), the exchanges whose logged request is the very same as
+        an earlier one's: the number of the first of each such group -> the numbers of the
+        others (the replay sends such a request once, for all of them)."""
+        import numpy as np
+
+        index = {ex_id: i for i, ex_id in enumerate(self.order)}
+        at = np.fromiter((index[ex_id] for ex_id in ids), dtype=np.int64, count=len(ids))
+        del index
+        keys = np.frombuffer(bytes(self._keys), dtype=np.uint64).reshape(-1, 2)[at]
+        order = np.lexsort((keys[:, 1], keys[:, 0]))  # stable: a group's first comes first
+        ordered = keys[order]
+        new_group = np.ones(len(order), dtype=bool)
+        new_group[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+        starts = np.flatnonzero(new_group)
+        sizes = np.diff(np.append(starts, len(order)))
+        out: dict[int, list[int]] = {}
+        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True):
+            members = order[start : start + size].tolist()
+            out[members[0]] = members[1:]
+        return out
+
     def load(self, ids: Iterable[str]) -> dict[str, Exchange]:
         """The exchanges with these ids, read back from the Arrow files (one pass over each
         file that holds any of them; only those rows are decoded)."""

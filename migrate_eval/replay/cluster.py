@@ -268,7 +268,7 @@ async def _run_shard(job: ShardJob, exchanges: list[Exchange]) -> list[ReplayRes
     await board.report.remote(
         job.column, job.shard, (done, errors, cached, limits.in_flight_limit, 0.0)
     )
-    return rows
+    return list(rows)
 
 
 @dataclass

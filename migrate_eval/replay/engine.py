@@ -35,7 +35,7 @@ import random
 import signal
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +49,7 @@ from migrate_eval.core.errors import (
 )
 from migrate_eval.core.json import canonical_json
 from migrate_eval.core.records import Exchange, ReplayResult
+from migrate_eval.core.store import Spill, interleave, new_records, record_ids
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.cache import LEASE_TTL, CachedEntry, ResponseCache, key_from_json
 from migrate_eval.replay.providers import (
@@ -312,11 +313,26 @@ class SharedLimits(Protocol):
 @dataclass(slots=True)
 class _Work:
     key: str
-    request: dict[str, Any]
-    request_json: str
-    rows: list[int]  # indices into the results list (duplicate requests share one call)
+    #: the request and its canonical JSON (None until needed, when a run too large to hold
+    #: plans its requests a window at a time: :class:`_Planner`)
+    request: dict[str, Any] | None
+    request_json: str | None
+    rows: list[int]  # exchange indices (duplicate requests share one call)
     tokens: int = -1  # estimated tokens (tpm limit), computed when first needed
     claimed_at: float = 0.0  # loop time its lease was taken (0: no lease of ours)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The request (built: :meth:`_CandidateRun.ready`)."""
+        if self.request is None:  # pragma: no cover - built before it is sent
+            raise RuntimeError(f"request {self.key} sent before it was built")
+        return self.request
+
+    @property
+    def body_json(self) -> str:
+        if self.request_json is None:  # pragma: no cover - built before it is sent
+            raise RuntimeError(f"request {self.key} sent before it was built")
+        return self.request_json
 
 
 #: A lease claimed ahead of sending is claimed again (renewed) when it is older than this share
@@ -346,7 +362,9 @@ class _Feed:
     another run answered meanwhile is served from the cache; one it is sending is deferred
     (the run waits for it at the end, as before)."""
 
-    def __init__(self, run: _CandidateRun, items: list[_Work], cache: ResponseCache) -> None:
+    def __init__(
+        self, run: _CandidateRun, items: list[_Work] | _Planner, cache: ResponseCache
+    ) -> None:
         self.run = run
         self.items = items
         self.cache = cache
@@ -356,14 +374,33 @@ class _Feed:
         self.refill: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
 
+    def _more(self) -> bool:
+        items = self.items
+        return self.next < len(items) if isinstance(items, list) else not items.exhausted
+
+    def _next_chunk(self, n: int) -> list[_Work]:
+        items = self.items
+        if isinstance(items, list):
+            chunk = items[self.next : self.next + n]
+            self.next += len(chunk)
+            return chunk
+        return items.take(n)
+
     def _start_refill(self) -> None:
-        if self.refill is None and self.error is None and self.next < len(self.items):
+        if self.refill is None and self.error is None and self._more():
             self.refill = asyncio.ensure_future(self._claim())
 
     async def _claim(self) -> None:
-        chunk = self.items[self.next : self.next + self.chunk]
-        self.next += len(chunk)
         run = self.run
+        try:
+            chunk = self._next_chunk(self.chunk)
+        except BaseException as e:
+            self.error = e
+            self.refill = None
+            raise
+        if not chunk:
+            self.refill = None
+            return
         try:
             states, entries = await asyncio.to_thread(
                 _claim_chunk, self.cache, [item.key for item in chunk]
@@ -389,10 +426,9 @@ class _Feed:
     async def take(self) -> _Work | None:
         """The next request to send (claimed), or None when there is none left."""
         if not self.run.leases:
-            if self.next < len(self.items):
-                self.next += 1
-                return self.items[self.next - 1]
-            return None
+            if not self.ready:
+                self.ready.extend(self._next_chunk(self.chunk))
+            return self.ready.popleft() if self.ready else None
         while True:
             if len(self.ready) <= self.chunk:
                 self._start_refill()
@@ -412,6 +448,47 @@ class _Feed:
             await asyncio.wait([refill])
             if not refill.cancelled():
                 refill.exception()  # retrieved: raised to the workers already
+
+
+class _Planner:
+    """A candidate's requests planned a window of exchanges at a time, for a run too large
+    to hold every request at once: each window's cached answers are served, its other
+    requests handed out keeping only their keys (built again when sent). The rows of one
+    logged request are planned together (``duplicates``), as when every request is planned
+    at once."""
+
+    WINDOW = 2048
+
+    def __init__(
+        self,
+        run: _CandidateRun,
+        exchanges: Sequence[Exchange],
+        cache: ResponseCache,
+        duplicates: Mapping[int, Sequence[int]] | None,
+    ) -> None:
+        self.run = run
+        self.exchanges = exchanges
+        self.cache = cache
+        self.duplicates = duplicates
+        self.at = 0
+        self.misses: deque[_Work] = deque()
+
+    @property
+    def exhausted(self) -> bool:
+        return not self.misses and self.at >= len(self.exchanges)
+
+    def take(self, n: int) -> list[_Work]:
+        """Up to ``n`` requests to send, planning windows until there are (cached answers are
+        stored on the way)."""
+        run = self.run
+        while len(self.misses) < n and self.at < len(self.exchanges):
+            end = min(len(self.exchanges), self.at + self.WINDOW)
+            work = run.plan(self.exchanges, range(self.at, end), self.duplicates, hold=False)
+            self.at = end
+            self.misses.extend(run.serve_cached(work, self.cache))
+            if run.done:
+                run.emit()
+        return [self.misses.popleft() for _ in range(min(n, len(self.misses)))]
 
 
 class _Hedging:
@@ -440,6 +517,30 @@ class _Hedging:
         self.created = 1  # attempts made
 
 
+class _Answers:
+    """One candidate's results in exchange order: appended to ``out`` (a list, or a run's
+    :class:`~migrate_eval.core.store.SpilledRecords`) as soon as every earlier one is in; those
+    that arrive early wait here (a few, as requests are sent in order)."""
+
+    __slots__ = ("early", "out")
+
+    def __init__(self, out: MutableSequence[ReplayResult]) -> None:
+        self.out = out
+        self.early: dict[int, ReplayResult] = {}
+
+    def set(self, row: int, result: ReplayResult) -> None:
+        out, early = self.out, self.early
+        if row != len(out):
+            early[row] = result
+            return
+        out.append(result)
+        while early and (nxt := early.pop(len(out), None)) is not None:
+            out.append(nxt)
+
+    def missing(self, total: int) -> list[int]:
+        return [row for row in range(len(self.out), total) if row not in self.early]
+
+
 @dataclass
 class _Abort:
     """Shared by every candidate of a run: the first error that is not a vendor failure."""
@@ -451,10 +552,8 @@ class _Abort:
 class _CandidateRun:
     spec: CandidateSpec
     provider: Provider
-    column: int
-    n_candidates: int
     total: int
-    results: list[ReplayResult | None]
+    answers: _Answers
     exchange_ids: list[str]
     progress: Callable[[ProgressEvent], None] | None
     backoff_base: float
@@ -469,7 +568,12 @@ class _CandidateRun:
     #: The cluster's limits (a Ray run), instead of this process's own.
     shared: SharedLimits | None = None
     #: Hears each result as it is stored (scoring work started during the replay).
-    on_result: Callable[[ReplayResult], None] | None = None
+    on_result: Callable[[int, ReplayResult], None] | None = None
+    #: A run too large to hold: the exchanges, to build each request again when it is sent
+    #: (planned a window at a time, :class:`_Planner`), and the rows planned with an earlier
+    #: row of the very same logged request.
+    exchanges: Sequence[Exchange] | None = None
+    later_rows: set[int] = field(default_factory=set)
     lease_poll: float = 0.25
     #: Requests another run was sending when reached: taken up again at the end.
     deferred: deque[_Work] = field(default_factory=deque)
@@ -517,17 +621,18 @@ class _CandidateRun:
     # -- bookkeeping --------------------------------------------------------------------
 
     def _store(self, rows: list[int], **fields: Any) -> None:
-        name, ids, results = self.spec.name, self.exchange_ids, self.results
+        name, ids, answers = self.spec.name, self.exchange_ids, self.answers
         for i in rows:
             dropped = self.dropped.get(i)
-            result = results[i * self.n_candidates + self.column] = ReplayResult(
+            result = ReplayResult(
                 exchange_id=ids[i],
                 candidate=name,
                 **fields,
                 **({"dropped": list(dropped)} if dropped else {}),
             )
+            answers.set(i, result)
             if self.on_result is not None:
-                self.on_result(result)
+                self.on_result(i, result)
 
     def emit(self) -> None:
         """Report progress: at most every :data:`PROGRESS_INTERVAL` seconds, and always the
@@ -576,42 +681,80 @@ class _CandidateRun:
 
     # -- planning -----------------------------------------------------------------------
 
-    def plan(self, exchanges: Sequence[Exchange]) -> dict[str, _Work]:
-        """Build every request; rows without a replayable request become error rows."""
+    def plan(
+        self,
+        exchanges: Sequence[Exchange],
+        rows: range | None = None,
+        duplicates: Mapping[int, Sequence[int]] | None = None,
+        hold: bool = True,
+    ) -> dict[str, _Work]:
+        """Build the requests of ``rows`` (every row by default); rows without a replayable
+        request become error rows. ``duplicates`` (a first row -> the later rows with the very
+        same logged request) plans each of those with its first row (``rows`` then skips the
+        later ones); ``hold=False`` keeps only each request's key (built again when sent)."""
         work: dict[str, _Work] = {}
         no_request: list[int] = []
         not_json: list[int] = []
-        for i, ex in enumerate(exchanges):
-            logged = ex.request
-            messages = logged.get("messages")
-            if not isinstance(messages, list) or not messages:
-                no_request.append(i)
+        later = self.later_rows
+        for i in range(len(exchanges)) if rows is None else rows:
+            if later and i in later:
+                continue  # planned with its first row
+            built = self.build(exchanges[i], i)
+            if isinstance(built, str):
+                (no_request if built == "no_request" else not_json).append(i)
                 continue
-            request = _build_request(logged, self.spec, deep=False)
-            # soft gaps (sampling parameters, seed... the vendor has no equivalent for) are
-            # dropped and counted, unless the candidate is strict: then the provider refuses
-            dropped = () if self.spec.strict_params else self.provider.soft_drops(request)
-            if dropped:  # per row: equal requests may come from logs that set different ones
-                request = {k: v for k, v in request.items() if k not in dropped}
-                self.dropped[i] = dropped
-            try:
-                request_json = canonical_json(request)
-            except (TypeError, ValueError):
-                not_json.append(i)
-                continue
-            key = key_from_json(self.identity_json, request_json)
+            request, request_json, key = built
             item = work.get(key)
             if item is None:
-                work[key] = _Work(key, request, request_json, [i])
+                item = work[key] = (
+                    _Work(key, request, request_json, [i]) if hold else _Work(key, None, None, [i])
+                )
             else:
                 item.rows.append(i)
-        for rows, reason in (
+            if duplicates and (same := duplicates.get(i)):
+                dropped = self.dropped.get(i)
+                for j in same:  # the same logged request: the same request, the same drops
+                    if dropped:
+                        self.dropped[j] = dropped
+                    item.rows.append(j)
+        for bad, reason in (
             (no_request, "the logged request has no messages to replay"),
             (not_json, "the logged request holds values that are not JSON"),
         ):
-            if rows:
-                self._error_rows(rows, VendorError(reason), "no_request", 0, emit=False)
+            if bad:
+                rows_of = [j for i in bad for j in (i, *((duplicates or {}).get(i, ())))]
+                self._error_rows(rows_of, VendorError(reason), "no_request", 0, emit=False)
         return work
+
+    def build(self, ex: Exchange, row: int) -> tuple[dict[str, Any], str, str] | str:
+        """Row ``row``'s request, its canonical JSON and its cache key; or why there is none
+        (``"no_request"``, ``"not_json"``). Records the soft fields dropped from it."""
+        logged = ex.request
+        messages = logged.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "no_request"
+        request = _build_request(logged, self.spec, deep=False)
+        # soft gaps (sampling parameters, seed... the vendor has no equivalent for) are
+        # dropped and counted, unless the candidate is strict: then the provider refuses
+        dropped = () if self.spec.strict_params else self.provider.soft_drops(request)
+        if dropped:  # per row: equal requests may come from logs that set different ones
+            request = {k: v for k, v in request.items() if k not in dropped}
+            self.dropped[row] = dropped
+        try:
+            request_json = canonical_json(request)
+        except (TypeError, ValueError):
+            return "not_json"
+        return request, request_json, key_from_json(self.identity_json, request_json)
+
+    def ready(self, item: _Work) -> None:
+        """Build ``item``'s request again when it was planned without it (a large run)."""
+        if item.request is None and self.exchanges is not None:
+            built = self.build(self.exchanges[item.rows[0]], item.rows[0])
+            if isinstance(built, str):  # pragma: no cover - it was built when planned
+                raise RuntimeError(f"request of row {item.rows[0]} cannot be built again")
+            item.request, item.request_json, key = built
+            if key != item.key:  # pragma: no cover - building is deterministic
+                raise RuntimeError(f"request of row {item.rows[0]} changed since planned")
 
     def serve_cached(self, work: dict[str, _Work], cache: ResponseCache) -> list[_Work]:
         """Fill rows the cache answers; return the work still to send."""
@@ -691,7 +834,7 @@ class _CandidateRun:
         if hedging is not None:  # the first attempt leaves: watch whether it hangs
             self._watch(hedging, loop.time())
         try:
-            answer = await self.provider.complete_prepared(item.request, item.request_json)
+            answer = await self.provider.complete_prepared(item.body, item.body_json)
         except VendorError as e:
             if e.status == 429 and e.retry_after is not None:  # the endpoint asked all to wait
                 until = loop.time() + min(e.retry_after, MAX_BACKOFF)
@@ -723,7 +866,7 @@ class _CandidateRun:
                 await self._wait_for_pause()
             if self.limits.counts_tokens:
                 if item.tokens < 0:
-                    item.tokens = estimate_request_tokens(item.request)
+                    item.tokens = estimate_request_tokens(item.body)
                 charged = item.tokens
             await self.limits.admit(charged)
             if self.pause_until:
@@ -755,7 +898,7 @@ class _CandidateRun:
         charged = 0
         if self.spec.tpm:
             if item.tokens < 0:
-                item.tokens = estimate_request_tokens(item.request)
+                item.tokens = estimate_request_tokens(item.body)
             charged = item.tokens
         lease = await shared.acquire(charged, hedge)
         outcome, delta, retry_after = "other", 0, None
@@ -945,6 +1088,7 @@ class _CandidateRun:
         the cache first (the :class:`_Feed` claimed the others already)."""
         if claim and self.leases and not await self._claim(item, cache, wait=wait):
             return
+        self.ready(item)
         loop = asyncio.get_running_loop()
         spec = self.spec
         attempts = 0
@@ -982,12 +1126,12 @@ class _CandidateRun:
             cache.put(
                 item.key,
                 self.identity,
-                item.request,
+                item.body,
                 answer.raw,
                 answer.response,
                 answer.latency_ms,
                 identity_json=self.identity_json,
-                request_json=item.request_json,
+                request_json=item.body_json,
                 raw_json=answer.raw_json,
             )
             self.claimed.discard(item.key)  # the lease ends when the answer is committed
@@ -1021,8 +1165,10 @@ async def replay_async(
     breaker_threshold: int = 8,
     leases: bool = True,
     cache_salt: str | None = None,
-    on_result: Callable[[ReplayResult], None] | None = None,
-) -> list[ReplayResult]:
+    on_result: Callable[[int, ReplayResult], None] | None = None,
+    spill: Spill | None = None,
+    duplicates: Mapping[int, Sequence[int]] | None = None,
+) -> Sequence[ReplayResult]:
     """Replay every exchange against every candidate; one :class:`ReplayResult` per pair.
 
     ``offline=True`` serves answers from the cache only (misses become ``offline_miss``
@@ -1046,8 +1192,13 @@ async def replay_async(
     (Ctrl-C) or SIGTERM stops sending, cancels the requests in flight, commits the cache and raises
     :class:`ReplayInterrupted`; a second Ctrl-C interrupts at once. ``cache_salt`` (a watch)
     adds ``"watch": salt`` to every cache identity: no earlier answer is reused, and the live
-    answers are stored apart from a run's. ``on_result`` hears each result as it is stored (in
-    the event loop: it must not block).
+    answers are stored apart from a run's. ``on_result`` hears each result, with its
+    exchange's number, as it is stored (in the event loop: it must not block).
+
+    ``spill`` (a run too large to hold, :mod:`migrate_eval.core.store`): the results are kept
+    in its files, and each candidate's requests are planned a window of exchanges at a time
+    (only their keys held until sent); ``duplicates`` (first row -> later rows with the very
+    same logged request) then lets the rows of one request share one call across windows.
     """
     return await replay_rows(
         exchanges,
@@ -1064,6 +1215,8 @@ async def replay_async(
         leases=leases,
         cache_salt=cache_salt,
         on_result=on_result,
+        spill=spill,
+        duplicates=duplicates,
     )
 
 
@@ -1083,14 +1236,17 @@ async def replay_rows(
     leases: bool = True,
     cache_salt: str | None = None,
     shared_limits: Sequence[SharedLimits | None] | None = None,
-    on_result: Callable[[ReplayResult], None] | None = None,
-) -> list[ReplayResult]:
+    on_result: Callable[[int, ReplayResult], None] | None = None,
+    spill: Spill | None = None,
+    duplicates: Mapping[int, Sequence[int]] | None = None,
+) -> Sequence[ReplayResult]:
     specs = [
         c.model_copy(update={"concurrency": concurrency}) if concurrency else c for c in candidates
     ]
     n_cand = len(specs)
-    results: list[ReplayResult | None] = [None] * (len(exchanges) * n_cand)
-    exchange_ids = [ex.id for ex in exchanges]
+    columns = [_Answers(new_records(spill, f"answers-{i}")) for i in range(n_cand)]
+    exchange_ids = record_ids(exchanges)
+    later_rows = {j for rows in (duplicates or {}).values() for j in rows} if spill else set()
     providers: list[Provider] = []
     abort = _Abort()
     interrupted = False
@@ -1113,15 +1269,13 @@ async def replay_rows(
     try:
         for spec in specs:
             providers.append(get_provider(spec))
-        pending: list[tuple[_CandidateRun, list[_Work]]] = []
+        pending: list[tuple[_CandidateRun, list[_Work] | _Planner]] = []
         for column, (spec, provider) in enumerate(zip(specs, providers, strict=True)):
             run = _CandidateRun(
                 spec=spec,
                 provider=provider,
-                column=column,
-                n_candidates=n_cand,
                 total=len(exchanges),
-                results=results,
+                answers=columns[column],
                 exchange_ids=exchange_ids,
                 progress=progress,
                 backoff_base=backoff_base,
@@ -1133,13 +1287,23 @@ async def replay_rows(
                 leases=leases,
                 shared=shared_limits[column] if shared_limits else None,
                 on_result=on_result,
+                exchanges=exchanges if spill is not None else None,
+                later_rows=later_rows,
             )
             runs.append(run)
-            misses = run.serve_cached(run.plan(exchanges), cache)
-            if offline:
-                run.offline_misses(misses)
-            elif misses:
-                pending.append((run, misses))
+            if spill is not None:  # too large to hold: planned a window at a time
+                planner = _Planner(run, exchanges, cache, duplicates)
+                if offline:
+                    while batch := planner.take(_Planner.WINDOW):
+                        run.offline_misses(batch)
+                else:
+                    pending.append((run, planner))
+            else:
+                misses = run.serve_cached(run.plan(exchanges), cache)
+                if offline:
+                    run.offline_misses(misses)
+                elif misses:
+                    pending.append((run, misses))
             if run.done:
                 run.emit()
         if pending:
@@ -1150,12 +1314,14 @@ async def replay_rows(
                     handler_installed = True
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass  # not the main thread, or no signals here (Windows)
-            for run, misses in pending:
-                feed = _Feed(run, misses, cache)
+            for run, todo in pending:
+                feed = _Feed(run, todo, cache)
                 feeds.append(feed)
                 # Twice as many workers as requests allowed in flight (the adaptive limit
                 # caps those): a worker waiting out a retry's backoff leaves no slot idle.
-                n_workers = min(2 * run.spec.concurrency, len(misses))
+                n_workers = 2 * run.spec.concurrency
+                if isinstance(todo, list):
+                    n_workers = min(n_workers, len(todo))
                 tasks.extend(
                     asyncio.ensure_future(run.worker(feed, cache)) for _ in range(n_workers)
                 )
@@ -1186,29 +1352,39 @@ async def replay_rows(
         if isinstance(abort.error, ConfigError) and pending:
             # e.g. an API key that is not set: say what needed the network, and the way out
             lacking = ", ".join(
-                f"{run.spec.name}: {len(m)} of {run.total}" for run, m in pending if m
+                f"{run.spec.name}: {len(m) if isinstance(m, list) else run.total - run.done} "
+                f"of {run.total}"
+                for run, m in pending
+                if m
             )
             raise ConfigError(
                 f"{abort.error} (requests not in the response cache: {lacking}; "
                 "--offline scores only the cached answers)"
             ) from abort.error
         raise abort.error
-    missing = [i for i, r in enumerate(results) if r is None]
-    if missing and interrupted:
-        answered = sum(1 for r in results if r is not None and r.ok)
-        for i in missing:
-            results[i] = ReplayResult(
-                exchange_id=exchange_ids[i // n_cand],
-                candidate=specs[i % n_cand].name,
-                error="interrupted before an answer arrived",
-                error_kind="interrupted",
-            )
-        raise ReplayInterrupted(
-            [r for r in results if r is not None], answered=answered, missing=len(missing)
+    missing = [column.missing(len(exchanges)) for column in columns]
+    n_missing = sum(map(len, missing))
+    if n_missing and interrupted:
+        answered = sum(
+            1 for answers in columns for r in (*answers.out, *answers.early.values()) if r.ok
         )
-    if missing:  # pragma: no cover - every row is filled by construction
-        raise RuntimeError(f"replay left {len(missing)} rows without a result")
-    return [r for r in results if r is not None]
+        for spec, answers, rows in zip(specs, columns, missing, strict=True):
+            for i in rows:
+                answers.set(
+                    i,
+                    ReplayResult(
+                        exchange_id=exchange_ids[i],
+                        candidate=spec.name,
+                        error="interrupted before an answer arrived",
+                        error_kind="interrupted",
+                    ),
+                )
+        raise ReplayInterrupted(
+            list(interleave([c.out for c in columns])), answered=answered, missing=n_missing
+        )
+    if n_missing:  # pragma: no cover - every row is filled by construction
+        raise RuntimeError(f"replay left {n_missing} rows without a result")
+    return interleave([c.out for c in columns])
 
 
 def replay(
@@ -1225,8 +1401,10 @@ def replay(
     breaker_threshold: int = 8,
     leases: bool = True,
     cache_salt: str | None = None,
-    on_result: Callable[[ReplayResult], None] | None = None,
-) -> list[ReplayResult]:
+    on_result: Callable[[int, ReplayResult], None] | None = None,
+    spill: Spill | None = None,
+    duplicates: Mapping[int, Sequence[int]] | None = None,
+) -> Sequence[ReplayResult]:
     """Synchronous :func:`replay_async` (runs its own event loop)."""
     return asyncio.run(
         replay_async(
@@ -1243,6 +1421,8 @@ def replay(
             leases=leases,
             cache_salt=cache_salt,
             on_result=on_result,
+            spill=spill,
+            duplicates=duplicates,
         )
     )
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from migrate_eval.core._chrf import ChrfWorker
@@ -51,7 +51,7 @@ class EarlyChrf:
 
     def __init__(
         self,
-        exchanges: Iterable[Exchange],
+        exchanges: Sequence[Exchange],
         tasks: Iterable[TaskInfo],
         assignment: Mapping[str, str],
         *,
@@ -59,14 +59,18 @@ class EarlyChrf:
         minimum: int | None = None,
         workers: int | None = None,
     ) -> None:
-        chrf_tasks = {t.name for t in tasks if "chrf" in t.metrics}
-        self.references: dict[str, str] = {}
-        if chrf_tasks:
-            for ex in exchanges:
-                if ex.response is not None and assignment.get(ex.id) in chrf_tasks:
-                    self.references[ex.id] = answer_text(ex.response)
-        if len(self.references) < (MINIMUM if minimum is None else minimum):
-            self.references = {}
+        # nothing held per exchange: each answer's exchange is read when it arrives (a large
+        # run keeps its exchanges on disk, read back in order as the answers arrive)
+        self.exchanges = exchanges
+        self.assignment = assignment
+        self.chrf_tasks = {t.name for t in tasks if "chrf" in t.metrics}
+        n = (
+            sum(1 for task in assignment.values() if task in self.chrf_tasks)
+            if self.chrf_tasks
+            else 0
+        )
+        #: whether it computes anything (a chrF task, and enough of its exchanges)
+        self.active = n > 0 and n >= (MINIMUM if minimum is None else minimum)
         self.chunk = CHUNK if chunk is None else chunk
         # a core each: a replay that waits leaves them idle, and the last chunks, computed
         # after the replay, go in parallel
@@ -80,12 +84,19 @@ class EarlyChrf:
         self._idle_workers: list[ChrfWorker] = []
         self._all_workers: list[ChrfWorker] = []
 
-    def add(self, result: ReplayResult) -> None:
-        """Hear one stored result (called in the replay's event loop: never blocks)."""
-        ref = self.references.get(result.exchange_id)
-        if ref is None or result.response is None or result.error is not None:
+    def add(self, row: int, result: ReplayResult) -> None:
+        """Hear the stored result of exchange number ``row`` (called in the replay's event
+        loop: never blocks)."""
+        if not self.active or result.response is None or result.error is not None:
             return
-        pair = (ref, answer_text(result.response))
+        if self.assignment.get(result.exchange_id) not in self.chrf_tasks:
+            return
+        if not 0 <= row < len(self.exchanges):
+            return
+        ex = self.exchanges[row]
+        if ex.id != result.exchange_id or ex.response is None:
+            return
+        pair = (answer_text(ex.response), answer_text(result.response))
         key = hash(pair)
         if key in self._seen:
             return

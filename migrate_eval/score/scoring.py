@@ -27,7 +27,7 @@ from __future__ import annotations
 import gc
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from numbers import Real
 from typing import Any
 
@@ -37,6 +37,7 @@ import pandas as pd
 from migrate_eval.core.errors import ConfigError
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.results import SCORE_COLUMNS, TaskInfo
+from migrate_eval.core.store import SpilledRecords, pick, record_ids
 from migrate_eval.score.registry import MetricContext, MetricFn, MetricInfo, get_metric
 from migrate_eval.score.text import answer_text, normalize_label
 
@@ -111,7 +112,15 @@ def score(
     replay result for an exchange that is not given, or an assignment to a task that is not
     given, raises ``ValueError``.
     """
-    ex_by_id = dict(exchanges) if isinstance(exchanges, Mapping) else {e.id: e for e in exchanges}
+    if isinstance(exchanges, Mapping):
+        ex_by_id = dict(exchanges)
+    elif isinstance(exchanges, SpilledRecords):  # a large run's, on disk: those replayed only
+        replays = list(replays)  # a few (a baseline's, the chance pairs')
+        wanted = {r.exchange_id for r in replays}
+        numbers = [i for i, ex_id in enumerate(record_ids(exchanges)) if ex_id in wanted]
+        ex_by_id = {ex.id: ex for ex in pick(exchanges, numbers).values()}
+    else:
+        ex_by_id = {e.id: e for e in exchanges}
     task_by_name = dict(tasks) if isinstance(tasks, Mapping) else {t.name: t for t in tasks}
 
     names = metric_columns(task_by_name.values())
@@ -137,6 +146,48 @@ def score(
     finally:
         if gc_was_enabled:
             gc.enable()
+
+
+#: Exchanges a chunk of :func:`score_chunks` scores.
+SCORE_CHUNK = 20_000
+
+
+def score_chunks(
+    exchanges: Sequence[Exchange],
+    tasks: Iterable[TaskInfo],
+    assignment: Mapping[str, str],
+    replays: Sequence[ReplayResult],
+    candidates: int,
+    *,
+    chunk: int | None = None,
+) -> pd.DataFrame:
+    """:func:`score` of a replay too large to hold (a spilled run's exchanges and answers,
+    read back in order): ``chunk`` exchanges (with their ``candidates`` answers each, as the
+    replay returns them) at a time, the frames joined. Metrics with a batch hook (embeddings,
+    a judge) get a chunk's pairs at a time."""
+    task_list = list(tasks)
+    chunk = SCORE_CHUNK if chunk is None else chunk
+    frames: list[pd.DataFrame] = []
+    answers = iter(replays)
+    part: list[Exchange] = []
+    rows: list[ReplayResult] = []
+
+    def flush() -> None:
+        if part:
+            frames.append(score(part, task_list, assignment, rows))
+            part.clear()
+            rows.clear()
+
+    for ex in exchanges:
+        part.append(ex)
+        for _ in range(candidates):
+            rows.append(next(answers))
+        if len(part) >= chunk:
+            flush()
+    flush()
+    if not frames:
+        return score([], task_list, assignment, [])
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 _Row = tuple[ReplayResult, TaskInfo, str, list[str], MetricContext | None]

@@ -19,6 +19,7 @@ from migrate_eval.core.request import request_key
 from migrate_eval.core.results import (
     TaskInfo,
 )
+from migrate_eval.core.store import pick, record_ids
 from migrate_eval.plan.traffic import duplicate_pairs
 
 #: A baseline re-run with more failed calls than this share is broken (not used).
@@ -178,26 +179,32 @@ def chance_levels(
 
     from migrate_eval.score.scoring import score
 
-    by_task: dict[str, list[Exchange]] = {}
-    for ex in exchanges:
+    by_task: dict[str, list[int]] = {}  # numbers, not exchanges: a large run's are on disk
+    for i, ex in enumerate(exchanges):
         task = assignment.get(ex.id)
         if task is not None and ex.response is not None and ex.error is None:
-            by_task.setdefault(task, []).append(ex)
-    refs: list[Exchange] = []
-    rows: list[ReplayResult] = []
-    scored_tasks: list[TaskInfo] = []
+            by_task.setdefault(task, []).append(i)
+    orders: list[tuple[TaskInfo, list[int]]] = []
     for info in tasks:
         metrics = [m for m in info.metrics if not m.startswith("judge_")]
         group = by_task.get(info.name, [])
         if len(group) < 2 or not metrics:
             continue
-        scored_tasks.append(info.model_copy(update={"metrics": metrics}))
         order = list(group)
         random.Random(f"chance:{seed}:{info.name}").shuffle(order)
-        order = order[:MAX_CHANCE_PAIRS]
+        orders.append((info.model_copy(update={"metrics": metrics}), order[:MAX_CHANCE_PAIRS]))
+    picked = pick(exchanges, [i for _, order in orders for i in order])
+    refs: list[Exchange] = []
+    rows: list[ReplayResult] = []
+    scored_tasks = [info for info, _ in orders]
+    for _, order in orders:
         for a, b in itertools.pairwise([*order, order[0]]):
-            refs.append(a)
-            rows.append(ReplayResult(exchange_id=a.id, candidate="unrelated", response=b.response))
+            refs.append(picked[a])
+            rows.append(
+                ReplayResult(
+                    exchange_id=picked[a].id, candidate="unrelated", response=picked[b].response
+                )
+            )
     if not rows:
         return {}
     frame = score(refs, scored_tasks, assignment, rows)
@@ -291,14 +298,14 @@ def _measure(
     baseline_replays: Sequence[ReplayResult] | None,
 ) -> NoiseFloor | None:
     if baseline_replays:
-        ids = {e.id for e in exchanges}
+        ids = set(record_ids(exchanges))
         kept = [r for r in baseline_replays if r.exchange_id in ids]
         if kept:
             return noise_floor_from_replays(exchanges, tasks, assignment, kept)
     if baseline_file is not None and baseline_file.is_file():
         from migrate_eval.replay.baseline import read_baseline
 
-        by_id = {e.id for e in exchanges}
+        by_id = set(record_ids(exchanges))
         rows = [r for r in read_baseline(baseline_file) if r.exchange_id in by_id]
         if rows:
             return noise_floor_from_replays(exchanges, tasks, assignment, rows)

@@ -38,10 +38,12 @@ def test_full_chunks_are_scored_in_workers_and_equal_the_scoring_stage() -> None
                              chunk=3, minimum=0, workers=1)  # fmt: skip
     answers = [f"parcel {i} left on tuesday" for i in range(7)]
     for i, answer in enumerate(answers):
-        scorer.add(ReplayResult(exchange_id=f"e{i}", candidate="c", response=Response(text=answer)))
-    scorer.add(ReplayResult(exchange_id="e0", candidate="c", response=Response(text=answers[0])))
-    scorer.add(ReplayResult(exchange_id="e1", candidate="c", error="boom", error_kind="server"))
-    scorer.add(ReplayResult(exchange_id="unknown", candidate="c", response=Response(text="x")))
+        scorer.add(
+            i, ReplayResult(exchange_id=f"e{i}", candidate="c", response=Response(text=answer))
+        )
+    scorer.add(0, ReplayResult(exchange_id="e0", candidate="c", response=Response(text=answers[0])))
+    scorer.add(1, ReplayResult(exchange_id="e1", candidate="c", error="boom", error_kind="server"))
+    scorer.add(2, ReplayResult(exchange_id="unknown", candidate="c", response=Response(text="x")))
     values = scorer.finish()
     pairs = [(exchanges[i].response.text or "", answers[i]) for i in range(6)]  # 2 full chunks
     assert list(values) == [hash(p) for p in pairs]  # the 7th waits for a chunk: left to scoring
@@ -51,9 +53,9 @@ def test_full_chunks_are_scored_in_workers_and_equal_the_scoring_stage() -> None
 def test_idle_without_chrf_or_below_the_minimum() -> None:
     exchanges = [_exchange(i, "a") for i in range(5)]
     assignment = {e.id: "t" for e in exchanges}
-    assert not early.EarlyChrf(exchanges, [_task(["token_f1"])], assignment, minimum=0).references
-    assert not early.EarlyChrf(exchanges, [_task(["chrf"])], assignment, minimum=6).references
-    assert early.EarlyChrf(exchanges, [_task(["chrf"])], assignment, minimum=5).references
+    assert not early.EarlyChrf(exchanges, [_task(["token_f1"])], assignment, minimum=0).active
+    assert not early.EarlyChrf(exchanges, [_task(["chrf"])], assignment, minimum=6).active
+    assert early.EarlyChrf(exchanges, [_task(["chrf"])], assignment, minimum=5).active
 
 
 def _suite(tmp_path: Path, base_url: str) -> Path:
@@ -137,5 +139,5 @@ def test_a_failed_worker_leaves_its_pairs_to_the_scoring_stage(
     scorer = early.EarlyChrf(exchanges, [_task(["chrf"])], {e.id: "t" for e in exchanges},
                              chunk=2, minimum=0, workers=1)  # fmt: skip
     for i in range(4):
-        scorer.add(ReplayResult(exchange_id=f"e{i}", candidate="c", response=Response(text="x")))
+        scorer.add(i, ReplayResult(exchange_id=f"e{i}", candidate="c", response=Response(text="x")))
     assert scorer.finish() == {}  # nothing known early: scoring computes every pair

@@ -1,0 +1,192 @@
+"""A run too large to hold keeps its exchanges and answers on disk (core/store.py): the
+records read back as written, and a whole run gives the same results either way."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import migrate_eval
+from migrate_eval.core import store
+from migrate_eval.core.records import Exchange, ReplayResult, Response, Source
+from migrate_eval.core.store import ById, ByPair, Spill, interleave, pick, record_ids
+from migrate_eval.replay import engine
+from migrate_eval.score import scoring
+from tests.run_rows import comparable_results
+from tests.servers import LoopbackServer
+from tests.test_cli import _line, write_logs
+
+
+def _exchange(i: int) -> Exchange:
+    return Exchange(
+        id=f"e{i}",
+        source=Source(file="f", line=i, format="t"),
+        request={"model": "gpt-4o", "messages": [{"role": "user", "content": f"q {i}"}]},
+        response=Response(text=f"answer {i}"),
+    )
+
+
+def test_spilled_records_read_back_as_written_by_index_slice_and_pass(tmp_path: Path) -> None:
+    with Spill(tmp_path, batch=4) as spill:
+        records = spill.new("exchanges", ids=True)
+        written = [_exchange(i) for i in range(11)]
+        records.extend(written)
+        assert len(records) == 11
+        assert list(records) == written  # two batches on disk, three records in the buffer
+        assert records[5] == written[5] and records[-1] == written[10]
+        assert records[3:9] == written[3:9]
+        assert record_ids(records) == [e.id for e in written]  # kept, not read back
+        assert pick(records, [9, 2, 2]) == {2: written[2], 9: written[9]}
+        with pytest.raises(IndexError):
+            records[11]
+        with pytest.raises(TypeError):
+            records[0] = written[1]
+        path = records.path
+        assert path.is_file() and path.parent == tmp_path
+    assert not path.exists()  # removed with the run
+    with pytest.raises(ValueError, match="closed"):
+        records[0]
+
+
+def test_spilled_records_are_read_by_several_threads_at_once(tmp_path: Path) -> None:
+    with Spill(tmp_path, batch=3) as spill:
+        records = spill.new("answers")
+        records.extend(range(300))
+        seen: list[list[int]] = []
+        errors: list[BaseException] = []
+
+        def read(step: int) -> None:
+            try:
+                seen.append([records[i] for i in range(0, 300, step)] + list(records))
+            except BaseException as e:  # pragma: no cover - the failure reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=read, args=(step,)) for step in (1, 2, 7, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        for step, got in zip((1, 2, 7, 1), sorted(seen, key=len, reverse=True), strict=False):
+            assert got[-300:] == list(range(300))
+
+
+def test_interleaved_answers_and_lookups(tmp_path: Path) -> None:
+    with Spill(tmp_path, batch=2) as spill:
+        columns = [spill.new("a"), spill.new("b")]
+        for i in range(5):
+            columns[0].append(ReplayResult(exchange_id=f"e{i}", candidate="a"))
+            columns[1].append(ReplayResult(exchange_id=f"e{i}", candidate="b"))
+        rows = interleave(columns)
+        expected = [(f"e{i}", c) for i in range(5) for c in "ab"]
+        assert [(r.exchange_id, r.candidate) for r in rows] == expected
+        assert rows[3].exchange_id == "e1" and rows[3].candidate == "b"
+        by_pair = ByPair(rows, [f"e{i}" for i in range(5)], ["a", "b"])
+        assert by_pair[("e4", "a")].candidate == "a" and ("e9", "a") not in by_pair
+        assert by_pair.get(("e9", "a")) is None and len(by_pair) == 10
+    lists = interleave([[1, 2], [3, 4]])
+    assert lists == [1, 3, 2, 4] and isinstance(lists, list)
+    exchanges = [_exchange(i) for i in range(3)]
+    by_id = ById(exchanges, [e.id for e in exchanges])
+    assert by_id["e1"] is exchanges[1] and by_id.get("x") is None and list(by_id) == ["e0", "e1", "e2"]
+
+
+def test_a_bad_spill_setting_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from migrate_eval.core.errors import ConfigError
+
+    monkeypatch.setenv("MIGRATE_EVAL_SPILL_ABOVE", "many")
+    with pytest.raises(ConfigError, match="MIGRATE_EVAL_SPILL_ABOVE"):
+        store.spill_above()
+    monkeypatch.setenv("MIGRATE_EVAL_SPILL_ABOVE", "0")
+    assert store.spill_above() == 0
+
+
+def _suite(tmp_path: Path, base_url: str, redact: bool) -> Path:
+    rows = []
+    for i in range(60):
+        # every fifth request repeats an earlier one (the same logged request: sent once)
+        n = i - 4 if i % 5 == 4 else i
+        user = f"where is parcel {n}? mail me at a{n}@example.com"
+        rows.append(_line(i, user, f"echo: where is the parcel {i} you sent?",
+                          feature="qa" if i % 3 else "other"))  # fmt: skip
+    write_logs(tmp_path / "logs.jsonl", rows)
+    (tmp_path / "suite.yaml").write_text(
+        f"""
+name: spill
+logs: [logs.jsonl]
+candidates:
+  - {{name: c1, provider: openai-compatible, model: m1, base_url: "{base_url}"}}
+  - {{name: c2, provider: openai-compatible, model: m2, base_url: "{base_url}"}}
+thresholds: {{min_samples: 5}}
+redaction: {{enabled: {str(redact).lower()}}}
+tasks:
+  - name: qa
+    match: {{metadata: {{feature: qa}}}}
+    output: free_text
+    metrics: [chrf, token_f1]
+  - name: other
+    match: {{metadata: {{feature: other}}}}
+    output: free_text
+    metrics: [token_f1]
+""",
+        encoding="utf-8",
+    )
+    return tmp_path / "suite.yaml"
+
+
+def _scores(run_dir: Path) -> pd.DataFrame:
+    frame = pd.read_parquet(run_dir / "scores.parquet").drop(columns=["latency_ms"])
+    return frame.sort_values(["exchange_id", "candidate"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("redact", [False, True])
+def test_a_run_on_disk_gives_the_results_of_a_run_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redact: bool
+) -> None:
+    # small batches, windows and chunks: every boundary is crossed
+    monkeypatch.setattr(store, "BATCH", 7)
+    monkeypatch.setattr(engine._Planner, "WINDOW", 8)
+    monkeypatch.setattr(scoring, "SCORE_CHUNK", 9)
+    made: list[Any] = []
+    real_new = Spill.new
+
+    def new(self: Spill, name: str, *, ids: bool = False) -> Any:
+        records = real_new(self, name, ids=ids)
+        made.append(records)
+        return records
+
+    monkeypatch.setattr(Spill, "new", new)
+    results, scores, sent, reports = {}, {}, {}, {}
+    with LoopbackServer() as server:
+        suite = _suite(tmp_path, server.base_url, redact)
+        for label, above in (("memory", "1000"), ("disk", "0")):
+            monkeypatch.setenv("MIGRATE_EVAL_SPILL_ABOVE", above)
+            before = len(server.bodies)
+            out = migrate_eval.run(
+                suite, out=tmp_path / label, cache=tmp_path / f"{label}.sqlite", baseline=False
+            )
+            results[label] = comparable_results(out.run_dir)
+            scores[label] = _scores(out.run_dir)
+            bodies = server.bodies[before:]
+            sent[label] = sorted((b["model"], b["messages"][-1]["content"]) for b in bodies)
+            loaded = migrate_eval.load_run(out.run_dir)
+            reports[label] = (
+                [e.model_dump() for e in loaded.exchanges],
+                [r.model_dump(exclude={"latency_ms": True, "response": {"latency_ms"}})
+                 for r in loaded.responses],  # fmt: skip
+            )
+            if label == "memory":
+                assert not made
+    assert made and {"exchanges", "answers"} <= {r.path.name.split("-")[0] for r in made}
+    assert all(not r.path.exists() for r in made)  # removed when the run ended
+    assert results["disk"] == results["memory"]
+    pd.testing.assert_frame_equal(scores["disk"], scores["memory"])
+    assert reports["disk"] == reports["memory"]
+    # each distinct request sent once a candidate (48 distinct of 60), either way
+    assert sent["disk"] == sent["memory"] and len(sent["disk"]) == 2 * 48
+    if redact:
+        assert not any("@example.com" in text for _, text in sent["disk"])
