@@ -299,6 +299,17 @@ def interleave(columns: Sequence[Sequence[T]]) -> Sequence[T]:
     return _Interleaved(columns)
 
 
+def by_candidate(replays: Sequence[Any]) -> dict[str, Sequence[Any]]:
+    """A replay's answers per candidate (in exchange order): a spilled run's sequences on
+    disk as they are (read when iterated), else lists."""
+    if isinstance(replays, _Interleaved):
+        return {column[0].candidate: column for column in replays.columns if len(column)}
+    out: dict[str, list[Any]] = {}
+    for row in replays:
+        out.setdefault(row.candidate, []).append(row)
+    return dict(out)
+
+
 class _Interleaved(Sequence[T]):
     def __init__(self, columns: Sequence[Sequence[T]]) -> None:
         self.columns = list(columns)

@@ -149,7 +149,7 @@ def score(
 
 
 #: Exchanges a chunk of :func:`score_chunks` scores.
-SCORE_CHUNK = 20_000
+SCORE_CHUNK = 5_000
 
 
 def score_chunks(

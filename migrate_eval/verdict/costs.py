@@ -27,6 +27,7 @@ from migrate_eval.core.prices import (
 )
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.results import CandidateResult, CostStats
+from migrate_eval.core.store import by_candidate
 from migrate_eval.core.suite import CandidateSpec, Price
 
 #: Days in an average month (365.25 / 12).
@@ -349,9 +350,7 @@ def fill_cost_projections(
     load = hourly_load(stamps)
 
     by_name = {spec.name: spec for spec in specs}
-    rows_by_candidate: dict[str, list[ReplayResult]] = {}
-    for row in replays:
-        rows_by_candidate.setdefault(row.candidate, []).append(row)
+    rows_by_candidate = by_candidate(replays)  # a large run's: read from disk, not held
     for result in candidates:
         cost = result.cost
         cost.baseline_per_request_usd = baseline_per_request

@@ -15,7 +15,7 @@ import functools
 import os
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,37 @@ def version_headers_text(answers: Sequence[ReplayResult]) -> str:
     for r in answers:
         for name, value in (r.version_headers or {}).items():
             values.setdefault(name, set()).add(value)
+    return _headers_text(values)
+
+
+def _headers_text(values: Mapping[str, set[str]]) -> str:
     return "; ".join(f"{k}={'|'.join(sorted(v))}" for k, v in sorted(values.items()))
+
+
+class _Answers:
+    """What the history keeps of a (candidate, task)'s answers, gathered in one pass (a large
+    run's answers are on disk: none is held)."""
+
+    __slots__ = ("fingerprints", "headers", "models", "ok", "refusals")
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.refusals = 0
+        self.models: set[str] = set()
+        self.fingerprints: set[str] = set()
+        self.headers: dict[str, set[str]] = {}
+
+    def add(self, r: ReplayResult) -> None:
+        if r.response is not None:
+            self.ok += 1
+            if r.response.refusal:
+                self.refusals += 1
+            if r.response.model:
+                self.models.add(r.response.model)
+        if r.system_fingerprint:
+            self.fingerprints.add(r.system_fingerprint)
+        for name, value in (r.version_headers or {}).items():
+            self.headers.setdefault(name, set()).add(value)
 
 
 def _percentile(values: npt.NDArray[np.float64], q: float) -> float | None:
@@ -113,9 +143,14 @@ def history_records(
     if len(scores) and {"exchange_id", "task"} <= set(scores.columns):
         pairs = scores[["exchange_id", "task"]].drop_duplicates()
         task_of = dict(zip(pairs["exchange_id"], pairs["task"], strict=True))
-    answers: dict[tuple[str, str], list[ReplayResult]] = {}
+    answers: dict[tuple[str, str], _Answers] = {}
     for r in replays:
-        answers.setdefault((r.candidate, task_of.get(r.exchange_id, "")), []).append(r)
+        key = (r.candidate, task_of.get(r.exchange_id, ""))
+        seen = answers.get(key)
+        if seen is None:
+            seen = answers[key] = _Answers()
+        seen.add(r)
+    del task_of
     # each (candidate, task)'s latencies, in one pass (a boolean filter of the whole frame per
     # pair cost ~3 ms each)
     latency: dict[tuple[str, str], list[int]] = {}
@@ -128,8 +163,7 @@ def history_records(
     rows: list[dict[str, Any]] = []
     for c in results.candidates:
         for t in c.tasks:
-            mine = answers.get((c.name, t.task), [])
-            ok = [r.response for r in mine if r.response is not None]
+            mine = answers.get((c.name, t.task)) or _Answers()
             lat = lat_all[latency.get((c.name, t.task), [])]
             rows.append(
                 {
@@ -152,12 +186,10 @@ def history_records(
                     "latency_p50_ms": _percentile(lat, 50),
                     "latency_p95_ms": _percentile(lat, 95),
                     "error_rate": t.errors.rate,
-                    "refusal_rate": (sum(1 for a in ok if a.refusal) / len(ok) if ok else None),
-                    "response_models": ",".join(sorted({a.model for a in ok if a.model})),
-                    "system_fingerprints": ",".join(
-                        sorted({r.system_fingerprint for r in mine if r.system_fingerprint})
-                    ),
-                    "version_headers": version_headers_text(mine),
+                    "refusal_rate": mine.refusals / mine.ok if mine.ok else None,
+                    "response_models": ",".join(sorted(mine.models)),
+                    "system_fingerprints": ",".join(sorted(mine.fingerprints)),
+                    "version_headers": _headers_text(mine.headers),
                     "probe": probe,
                     "drift": None,
                     "drift_p": None,
