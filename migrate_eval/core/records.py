@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -251,6 +252,65 @@ class Exchange(Record):
     @property
     def system_prompt(self) -> str:
         return self.request.system_prompt
+
+
+class LoggedToolCall(Protocol):
+    """What the traffic pass reads of a logged tool call (:class:`ToolCall` has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def arguments(self) -> str: ...
+
+
+class LoggedUsage(Protocol):
+    """What the traffic pass and cost estimates read of token usage (:class:`Usage` has it)."""
+
+    @property
+    def prompt_tokens(self) -> int | None: ...
+    @property
+    def completion_tokens(self) -> int | None: ...
+    @property
+    def cached_tokens(self) -> int | None: ...
+
+
+class LoggedResponse(Protocol):
+    """What the traffic pass reads of a logged answer (:class:`Response` has it)."""
+
+    @property
+    def text(self) -> str | None: ...
+    @property
+    def tool_calls(self) -> Sequence[LoggedToolCall]: ...
+    @property
+    def finish_reason(self) -> str | None: ...
+    @property
+    def usage(self) -> LoggedUsage | None: ...
+    @property
+    def model(self) -> str | None: ...
+
+
+class LoggedExchange(Protocol):
+    """What the traffic pass (profile, task discovery, request keys, logged cost) reads of an
+    exchange: an :class:`Exchange` has it, and so has the lighter record the pass decodes from
+    the run's Arrow copy of the logs (:func:`migrate_eval.ingest.dataset.iter_file_records`),
+    which builds no pydantic model."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def timestamp(self) -> datetime | None: ...
+    @property
+    def request(self) -> ChatRequest: ...
+    @property
+    def response(self) -> LoggedResponse | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def system_prompt(self) -> str: ...
 
 
 class ReplayResult(Record):

@@ -310,6 +310,19 @@ def iter_file_exchanges(
                 return
 
 
+def iter_file_records(path: str | Path) -> Iterator[tuple[int, _rows.RowExchange]]:
+    """``(row, record)`` for every row of an Arrow file :func:`write_arrow` wrote in this run,
+    in order, a record batch at a time: what the traffic pass reads of each exchange
+    (:class:`~migrate_eval.core.records.LoggedExchange`), decoded once from the batch's
+    columns with no pydantic model built (:func:`iter_file_exchanges` gives the exchanges)."""
+    pa = _rows.pa_module()
+    start = 0
+    with pa.OSFile(str(path), "rb") as source:
+        for batch in pa.ipc.open_stream(source):
+            yield from _rows.batch_records(batch, start)
+            start += batch.num_rows
+
+
 def iter_exchanges(dataset: Any, *, batch_rows: int = BATCH_ROWS) -> Iterator[Exchange]:
     """The exchanges of a dataset made by :func:`ingest_to_dataset`, in order, a batch of
     rows at a time (bounded memory)."""

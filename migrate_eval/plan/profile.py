@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from migrate_eval.core.records import Exchange
+from migrate_eval.core.records import Exchange, LoggedExchange
 from migrate_eval.core.request import request_digest
 from migrate_eval.core.results import (
     Distribution,
@@ -91,7 +91,7 @@ def _estimate(chars: int) -> float:
     return float(max(1, math.ceil(chars / CHARS_PER_TOKEN)))
 
 
-def request_features(ex: Exchange) -> set[str]:
+def request_features(ex: LoggedExchange) -> set[str]:
     """The features of :data:`FEATURES` the exchange uses."""
     req = ex.request
     found: set[str] = set()
@@ -175,7 +175,7 @@ class TrafficTally:
         self.duplicates = 0
         self.pii = PiiCounter() if count_pii else None
 
-    def add(self, ex: Exchange, digest: bytes | None = None) -> None:
+    def add(self, ex: LoggedExchange, digest: bytes | None = None) -> None:
         """Count one exchange (``digest``: its :func:`~migrate_eval.plan.sampling.request_digest`,
         when the caller has it already)."""
         self.total += 1

@@ -67,7 +67,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from migrate_eval.core.errors import ConfigError, MissingExtraError, UserError
-from migrate_eval.core.records import Exchange, Response, ToolCall
+from migrate_eval.core.records import Exchange, LoggedExchange, Response, ToolCall
 from migrate_eval.core.results import PiiCounts, RedactionSummary
 from migrate_eval.core.suite import ENTITIES, NAME_ENTITIES, RedactionConfig
 
@@ -654,7 +654,7 @@ class PiiCounter:
         self.with_pii = 0
         self.by_kind: Counter[str] = Counter()
 
-    def add(self, exchange: Exchange) -> None:
+    def add(self, exchange: LoggedExchange) -> None:
         self.seen += 1
         if self.seen > self.full and self.seen % self.stride:
             return
@@ -681,7 +681,7 @@ class PiiCounter:
         )
 
 
-def _texts(exchange: Exchange) -> Iterable[str]:
+def _texts(exchange: LoggedExchange) -> Iterable[str]:
     """The text of an exchange: what redaction would look at (JSON strings as they are)."""
     req = exchange.request
     for key in ("prompt", "input", "instructions"):

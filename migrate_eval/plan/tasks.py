@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from migrate_eval.core.records import Exchange, OutputKind
+from migrate_eval.core.records import Exchange, LoggedExchange, OutputKind
 from migrate_eval.core.results import TaskInfo
 from migrate_eval.core.suite import TaskMatch, TaskSpec, Thresholds
 
@@ -188,7 +188,7 @@ def _slug(text: str, max_words: int = 5) -> str:
     return "-".join(kept) or "untitled"
 
 
-def _matches(ex: Exchange, m: TaskMatch) -> bool:
+def _matches(ex: LoggedExchange, m: TaskMatch) -> bool:
     for key, value in m.metadata.items():
         if str(_meta_value(ex.metadata, key)) != value:
             return False
@@ -218,7 +218,7 @@ class OutputStats:
     words: int = 0
     labels: set[str] | None = field(default_factory=set)  # None: more than MAX_LABELS
 
-    def add(self, ex: Exchange) -> None:
+    def add(self, ex: LoggedExchange) -> None:
         self.exchanges += 1
         if ex.request.output_format.wants_json:
             self.json_requests += 1
@@ -301,7 +301,7 @@ def template_regex(template: str) -> str:
     return r"\A\s*" + "".join(parts) + r"\s*\Z"
 
 
-def first_user_text(ex: Exchange) -> str:
+def first_user_text(ex: LoggedExchange) -> str:
     """The text of the exchange's first user message ("" when there is none)."""
     return ex.request.first_user_text
 
@@ -310,7 +310,7 @@ def first_user_text(ex: Exchange) -> str:
 CLUSTER_TEXT_CHARS = 2000
 
 
-def _cluster_text(ex: Exchange) -> str:
+def _cluster_text(ex: LoggedExchange) -> str:
     return first_user_text(ex).strip()[:CLUSTER_TEXT_CHARS]
 
 
@@ -427,7 +427,7 @@ class TaskDiscovery:
         # exchanges with no tag and no system prompt: (id, first user text, output stats)
         self._untitled: list[tuple[str, str, OutputStats]] = []
 
-    def add(self, ex: Exchange) -> None:
+    def add(self, ex: LoggedExchange) -> None:
         """Count one exchange in its task (exchanges no suite task matches are left out when
         ``auto`` is false)."""
         name = next((s.name for s in self._specs if _matches(ex, s.match)), None)

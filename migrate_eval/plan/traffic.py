@@ -247,10 +247,11 @@ def _tally_file(
     costs: list[float | None],
     on_read: Callable[[int], None] | None,
 ) -> None:
-    """What :func:`read_traffic` gathers of every exchange of one Arrow file."""
-    from migrate_eval.ingest.dataset import iter_file_exchanges
+    """What :func:`read_traffic` gathers of every exchange of one Arrow file (each row decoded
+    once, as a :class:`~migrate_eval.core.records.LoggedExchange`, no pydantic model built)."""
+    from migrate_eval.ingest.dataset import iter_file_records
 
-    for row, ex in iter_file_exchanges(arrow):
+    for row, ex in iter_file_records(arrow):
         digest = request_digest(ex)  # duplicates in the profile, deduplication
         tally.add(ex, digest)
         if on_read is not None and not tally.total % READ_PROGRESS_EVERY:
