@@ -77,20 +77,29 @@ def _meta_value(metadata: dict[str, Any], key: str) -> Any:
     return node
 
 
+def _ok(v: Any) -> bool:
+    """A metadata value that names a task: a non-blank string or an integer."""
+    return isinstance(v, (str, int)) and not isinstance(v, bool) and str(v).strip() != ""
+
+
+_TAG_KEYS = METADATA_TASK_KEYS + TOOL_TASK_KEYS
+
+
 def metadata_tag(metadata: dict[str, Any]) -> tuple[str, str] | None:
     """The metadata key (a dotted path for nested objects) and value that name the task."""
-
-    def ok(v: Any) -> bool:
-        return isinstance(v, (str, int)) and not isinstance(v, bool) and str(v).strip() != ""
-
-    for key in METADATA_TASK_KEYS + TOOL_TASK_KEYS:
-        v = _meta_value(metadata, key)
-        if ok(v):
+    for key in _TAG_KEYS:
+        if key in metadata:
+            v = metadata[key]
+        elif "." in key:
+            v = _meta_value(metadata, key)
+        else:
+            continue
+        if _ok(v):
             return key, str(v)
     lowered = {k.lower(): k for k in metadata if isinstance(k, str)}
     for prop in HELICONE_TASK_PROPERTIES:
         k = lowered.get(f"helicone-property-{prop}")
-        if k is not None and ok(metadata[k]):
+        if k is not None and _ok(metadata[k]):
             return k, str(metadata[k])
     for container in ("properties", "tags"):
         inner = metadata.get(container)
@@ -98,7 +107,7 @@ def metadata_tag(metadata: dict[str, Any]) -> tuple[str, str] | None:
             inner_lower = {k.lower(): k for k in inner if isinstance(k, str)}
             for prop in METADATA_TASK_KEYS + HELICONE_TASK_PROPERTIES:
                 k = inner_lower.get(prop)
-                if k is not None and ok(inner[k]) and "." not in k:
+                if k is not None and _ok(inner[k]) and "." not in k:
                     return f"{container}.{k}", str(inner[k])
     return None
 
@@ -430,29 +439,32 @@ class TaskDiscovery:
     def add(self, ex: LoggedExchange) -> None:
         """Count one exchange in its task (exchanges no suite task matches are left out when
         ``auto`` is false)."""
-        name = next((s.name for s in self._specs if _matches(ex, s.match)), None)
+        specs = self._specs
+        name = next((s.name for s in specs if _matches(ex, s.match)), None) if specs else None
         if name is not None:
             self._source[name] = "suite"
         elif not self._auto:
             return
         else:
             tag = metadata_tag(ex.metadata)
-            system_prompt = ex.system_prompt
             if tag:
                 key, name = tag
                 self._source.setdefault(name, "metadata")
-                self._rules.setdefault(name, TaskMatch(metadata={key: name}))
+                if name not in self._rules:  # not a model validated per exchange
+                    self._rules[name] = TaskMatch(metadata={key: name})
                 if name not in self._descriptions:
+                    system_prompt = ex.system_prompt
                     self._descriptions[name] = f"Tagged '{name}' in the logs ({key})" + (
                         f"; system prompt: {system_prompt.strip().splitlines()[0][:160]}"
                         if system_prompt.strip()
                         else ""
                     )
-            elif system_prompt.strip():
+            elif (system_prompt := ex.system_prompt).strip():
                 rep = self._merger.key(prompt_template(system_prompt))
                 name = f"\0tpl{rep}"  # named once every template is known
-                self._source.setdefault(name, "system_prompt")
-                self._descriptions.setdefault(name, system_prompt.strip().splitlines()[0][:200])
+                if name not in self._source:
+                    self._source[name] = "system_prompt"
+                    self._descriptions[name] = system_prompt.strip().splitlines()[0][:200]
             else:
                 self._source.setdefault(_UNTITLED, "fallback")
                 stats = OutputStats()
@@ -462,7 +474,10 @@ class TaskDiscovery:
                 self._first_prompt.setdefault(_UNTITLED, "")
                 return
         self._counts[name] += 1
-        self._stats.setdefault(name, OutputStats()).add(ex)
+        task_stats = self._stats.get(name)
+        if task_stats is None:
+            task_stats = self._stats[name] = OutputStats()
+        task_stats.add(ex)
         if name not in self._first_prompt:
             self._first_prompt[name] = ex.system_prompt
         if self._keep_ids:
