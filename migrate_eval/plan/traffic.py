@@ -33,9 +33,9 @@ from datetime import datetime
 from pathlib import Path
 
 from migrate_eval.core.errors import InfrastructureError, LineIssue
+from migrate_eval.core.json import json_digest
 from migrate_eval.core.prices import LoggedTraffic, logged_cost
 from migrate_eval.core.records import Exchange
-from migrate_eval.core.json import json_digest
 from migrate_eval.core.request import BOOKKEEPING_FIELDS, request_digest, request_key
 from migrate_eval.core.results import IngestSummary, Profile
 from migrate_eval.core.suite import TaskSpec, Thresholds
