@@ -204,19 +204,30 @@ def timestamps(column: Any) -> list[datetime | None]:
     return [None if us is None else epoch + timedelta(microseconds=us) for us in micros]
 
 
+def batch_columns(batch: Any) -> dict[str, list[Any]]:
+    """A record batch's columns as lists, as ``batch.to_pydict()`` gives them, the timestamps
+    made by :func:`timestamps`."""
+    return {
+        name: timestamps(column) if name == "timestamp" else column.to_pylist()
+        for name, column in zip(batch.schema.names, batch.columns, strict=True)
+    }
+
+
 def batch_records(batch: Any, start: int = 0) -> Iterator[tuple[int, RowExchange]]:
     """``(row, record)`` for each row of a record batch of a file the run wrote (rows are
     numbered from ``start``): the JSON columns parsed once, nothing validated again."""
     column = batch.column
+    binary = pa_module().binary()
     load = loads
     for row, (ex_id, ts, request, response, error, metadata, gold) in enumerate(
         zip(
             column("id").to_pylist(),
             timestamps(column("timestamp")),
-            column("request").to_pylist(),
-            column("response").to_pylist(),
+            # the JSON columns as UTF-8 bytes, parsed as they are (no str made first)
+            column("request").view(binary).to_pylist(),
+            column("response").view(binary).to_pylist(),
             column("error").to_pylist(),
-            column("metadata").to_pylist(),
+            column("metadata").view(binary).to_pylist(),
             column("gold").to_pylist(),
             strict=True,
         ),

@@ -300,7 +300,7 @@ def iter_file_exchanges(
                     start = end
                     continue
                 batch = batch.take(pa.array([r - start for r in picked], pa.int64()))
-            columns = batch.to_pydict()
+            columns = _rows.batch_columns(batch)
             keys = list(columns)
             values = zip(*(columns[k] for k in keys), strict=True)
             for row, vals in zip(picked, values, strict=True):

@@ -58,6 +58,7 @@ Entities (``redaction.entities`` in a suite; all of them by default):
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import math
@@ -635,6 +636,9 @@ def _presidio_analyzer() -> Any:
 
 #: Characters of one exchange's text the profile's PII count examines, at most.
 PII_TEXT_CHARS = 100_000
+#: Texts the profile's PII count found nothing in, remembered by digest (the most recently
+#: seen, up to this many): logs repeat their system prompts, and a text is not scanned again.
+PII_CLEAN_TEXTS = 4096
 
 
 class PiiCounter:
@@ -653,6 +657,9 @@ class PiiCounter:
         self.examined = 0
         self.with_pii = 0
         self.by_kind: Counter[str] = Counter()
+        # digests of texts with nothing found, oldest first: finding nothing in a text calls
+        # no placeholder, so it leaves the exchange's scope as it was and may be skipped
+        self._clean: dict[bytes, None] = {}
 
     def add(self, exchange: LoggedExchange) -> None:
         self.seen += 1
@@ -661,10 +668,21 @@ class PiiCounter:
         self.examined += 1
         sc = _Scope()
         left = PII_TEXT_CHARS
+        clean = self._clean
         for text in _texts(exchange):
             if len(text) > left:
                 text = text[:left]
-            self._redactor._walk(text, sc)  # JSON text (tool arguments) by field, as redaction
+            key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            if key in clean:
+                del clean[key]  # seen again: the most recent
+                clean[key] = None
+            else:
+                before = sc.occurrences.total()
+                self._redactor._walk(text, sc)  # JSON text (tool arguments) by field
+                if sc.occurrences.total() == before:
+                    if len(clean) >= PII_CLEAN_TEXTS:
+                        del clean[next(iter(clean))]
+                    clean[key] = None
             left -= len(text)
             if left <= 0:
                 break
