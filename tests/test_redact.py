@@ -464,6 +464,56 @@ def test_pii_counter_samples_big_logs() -> None:
     assert counts.by_kind["email"] == 18 * 6
 
 
+def test_pii_counter_scans_a_text_found_clean_once() -> None:
+    """Logs repeat their system prompts: a text with nothing found is not scanned again, and
+    the counts are those of scanning every text (texts with something found are scanned each
+    time: their placeholders are numbered per exchange)."""
+    from migrate_eval.plan.redact import PiiCounter
+
+    def exchange(i: int) -> Exchange:
+        return Exchange(
+            id=f"e{i}",
+            source=Source(file="f", line=i, format="t"),
+            request={
+                "model": "m",
+                "messages": [
+                    {"role": "system", "content": "You are a support agent. Be brief."},
+                    {
+                        "role": "user",
+                        "content": f"Mail {EMAIL} about parcel {i}"
+                        if i % 3
+                        else f"Where is parcel {i}?",
+                    },
+                ],
+            },
+            response=Response(text="It ships today."),
+        )
+
+    counter = PiiCounter()
+    scanned: list[str] = []
+    walk = counter._redactor._walk
+
+    def counting(value: Any, sc: Any) -> Any:
+        scanned.append(value)
+        return walk(value, sc)
+
+    counter._redactor._walk = counting  # type: ignore[method-assign]
+    for i in range(30):
+        counter.add(exchange(i))
+    assert scanned.count("You are a support agent. Be brief.") == 1
+    assert scanned.count("It ships today.") == 1
+    assert scanned.count(f"Mail {EMAIL} about parcel 1") == 1
+    assert len(scanned) == 2 + 30  # every user message is new
+
+    # the counts of a counter that forgets: each exchange scanned whole by a fresh one
+    fresh = [PiiCounter() for _ in range(30)]
+    for i, c in enumerate(fresh):
+        c.add(exchange(i))
+    counts = counter.counts()
+    assert counts.exchanges_with_pii == sum(c.with_pii for c in fresh) == 20
+    assert counts.by_kind == {"email": 20}
+
+
 def test_report_and_summary_say_what_the_logs_hold_when_redaction_is_off(tmp_path: Path) -> None:
     logs = tmp_path / "canary.jsonl"
     _canary_logs(logs)
