@@ -58,24 +58,31 @@ class Record(StrictModel):
 R = TypeVar("R", bound=BaseModel)
 
 
+#: Per record class, its fields in declaration order (read once: ``model_fields`` is slow).
+_FIELDS: dict[type[BaseModel], tuple[tuple[str, Any], ...]] = {}
+_set = object.__setattr__
+
+
 def trusted(cls: type[R], **values: Any) -> R:
     """A record of ``cls`` built from ``values`` that were validated before, without
     validating them again (nested records already built; a field left out takes its default):
     what the run's own Arrow files hold (:func:`migrate_eval.ingest.dataset.exchange_from_row`).
     Nothing is checked: untrusted data goes through ``cls(...)`` or ``model_validate``."""
-    fields = cls.model_fields
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = tuple(cls.model_fields.items())
     m = cls.__new__(cls)
-    object.__setattr__(
+    _set(
         m,
         "__dict__",  # in declaration order, as validation makes it (dumps follow it)
         {
             name: values[name] if name in values else f.get_default(call_default_factory=True)
-            for name, f in fields.items()
+            for name, f in fields
         },
     )
-    object.__setattr__(m, "__pydantic_fields_set__", _all_fields(cls))
-    object.__setattr__(m, "__pydantic_extra__", None)
-    object.__setattr__(m, "__pydantic_private__", None)
+    _set(m, "__pydantic_fields_set__", _all_fields(cls))
+    _set(m, "__pydantic_extra__", None)
+    _set(m, "__pydantic_private__", None)
     return m
 
 
