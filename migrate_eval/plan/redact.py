@@ -224,6 +224,26 @@ _HINTS: dict[str, tuple[str, ...]] = {
     "passport": ("passport",),
 }  # fmt: skip
 _ASSIGNMENT_HINTS = ("key", "secret", "token", "passw", "pwd", "credential", "auth")
+#: Fewest decimal digits a match of the rule holds (read off its pattern): a text
+#: with fewer is not searched. ``ip``: an IPv4 address has 4; an IPv6 one needs two colons.
+_MIN_DIGITS = {"iban": 2, "card": 13, "ssn": 9, "nino": 6, "ip": 4, "address": 1, "phone": 1}
+
+
+def _digit_count(text: str) -> int | None:
+    """How many decimal digits ``text`` holds, where that is cheap to know (in ASCII text the
+    patterns' digits are 0-9); None otherwise."""
+    if not text.isascii():
+        return None
+    return sum(map(text.count, "0123456789"))
+
+
+def _may_match(entity: str, text: str, digits: int | None) -> bool:
+    """False when a rule's pattern cannot match ``text`` (too few digits for it)."""
+    need = _MIN_DIGITS.get(entity)
+    if need is None or digits is None or digits >= need:
+        return True
+    return entity == "ip" and text.count(":") >= 2
+
 
 _RULES: list[_Rule] = [
     ("secret", re.compile("|".join(_SECRET_PATTERNS)), None, _same),
@@ -457,9 +477,12 @@ class Redactor:
         low = text.lower()
         if "secret" in self.entities and any(h in low for h in _ASSIGNMENT_HINTS):
             text = _ASSIGNMENT.sub(lambda m: self._assignment(m, sc), text)
+        digits = _digit_count(text)  # counted again whenever a rule changes the text
         for entity, pattern, valid, norm in self._rules:
             hints = _HINTS.get(entity)
             if hints is not None and not any(h in low for h in hints):
+                continue
+            if not _may_match(entity, text, digits):
                 continue
 
             def repl(
@@ -483,7 +506,10 @@ class Redactor:
                     + whole[end - base :]
                 )
 
-            text = pattern.sub(repl, text)
+            changed = pattern.sub(repl, text)
+            if changed is not text:
+                text = changed
+                digits = _digit_count(text)
         if "person" in self.entities:
             text = _person_names(text, sc)
         if self._analyzer is not None:
