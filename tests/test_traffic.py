@@ -462,6 +462,8 @@ def test_timestamps_come_back_as_arrow_gives_them() -> None:
         column = pa.array(values, kind)
         got = timestamps(column)
         assert got == column.to_pylist()
+        other = column.cast(pa.timestamp("ms", tz="UTC"), safe=False)  # read as Arrow reads it
+        assert timestamps(other) == other.to_pylist()
         assert [None if t is None else t.tzinfo for t in got] == [
             None if t is None else t.tzinfo for t in column.to_pylist()
         ]

@@ -196,6 +196,9 @@ def timestamps(column: Any) -> list[datetime | None]:
     object) but made from the column's integers, a batch at a time: pyarrow builds each
     time-zone-aware ``datetime`` one by one at several microseconds each."""
     pa = pa_module()
+    kind = column.type
+    if kind.unit != "us" or kind.tz not in (None, "UTC"):  # not what the run writes
+        return list(column.to_pylist())
     micros = column.cast(pa.int64()).to_pylist()
     first = next((i for i, us in enumerate(micros) if us is not None), None)
     if first is None:
