@@ -449,21 +449,42 @@ def test_the_mt_bench_log_exercises_what_the_pass_shortens(tmp_path: Path) -> No
 
 
 def test_timestamps_come_back_as_arrow_gives_them() -> None:
+    from datetime import UTC
+
     import pyarrow as pa
 
     from migrate_eval.ingest._rows import timestamps
 
-    kind = pa.timestamp("us", tz="UTC")
-    for values in (
-        [None, 0, -1, 1_700_000_000_123_456, None, -86_400_000_001, 253_402_300_799_999_999],
-        [None, None],
-        [],
-    ):
-        column = pa.array(values, kind)
-        got = timestamps(column)
-        assert got == column.to_pylist()
-        other = column.cast(pa.timestamp("ms", tz="UTC"), safe=False)  # read as Arrow reads it
-        assert timestamps(other) == other.to_pylist()
-        assert [None if t is None else t.tzinfo for t in got] == [
-            None if t is None else t.tzinfo for t in column.to_pylist()
-        ]
+    for tz in ("UTC", None):
+        kind = pa.timestamp("us", tz=tz)
+        for values in (
+            [None, 0, -1, 1_700_000_000_123_456, None, -86_400_000_001, 253_402_300_799_999_999],
+            [None, None],
+            [],
+        ):
+            column = pa.array(values, kind)
+            got = timestamps(column)
+            assert got == column.to_pylist()
+            # in UTC as the log readers give them
+            assert {t.tzinfo for t in got if t is not None} <= {UTC if tz else None}
+            other = column.cast(pa.timestamp("ms", tz=tz), safe=False)  # read by Arrow
+            assert timestamps(other) == other.to_pylist()
+
+
+def test_reading_the_arrow_copy_does_not_import_pandas(tmp_path: Path) -> None:
+    # pyarrow imports pandas (~0.3 s) to make a time-zone-aware datetime (and for its compute
+    # functions, which Traffic.load's take uses); the pass does not
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; "
+        "from migrate_eval.plan.traffic import read_traffic; "
+        f"t = read_traffic([('auto', None, [{str(DEMO)!r}])], Path({str(tmp_path)!r})); "
+        "assert t.logged.stamps and t.profile.first; "
+        "assert 'pandas' not in sys.modules, 'pandas imported'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
