@@ -5,7 +5,9 @@ formats, rules and counts as :func:`~migrate_eval.ingest.read_logs`) and writes 
 to an Arrow file in ``cache_dir`` a batch at a time, so memory stays bounded whatever the
 size of the logs (only the ids seen, for de-duplication, grow with the number of exchanges).
 The file is memory-mapped by :class:`datasets.Dataset`; :func:`iter_exchanges` gives the
-exchanges back.
+exchanges back. A run's own Arrow files (``plan/traffic.py``) are read back a record batch at
+a time: :func:`iter_file_records` for the traffic pass (each row decoded once into a light
+record, no pydantic model), :func:`iter_file_exchanges` for the exchanges a run loads.
 
 Speed. Rows come from :meth:`LogStream.rows <migrate_eval.ingest.reader.LogStream.rows>`:
 a common ``chat-jsonl`` line is read by a builder (:mod:`migrate_eval.ingest._builder`),
