@@ -108,7 +108,8 @@ def bench_ingest(session: nox.Session) -> None:
 @nox.session(name="bench_traffic")
 def bench_traffic(session: nox.Session) -> None:
     """`migrate-eval profile` and `run` over a large log: time and peak RSS vs a bare JSONL loop
-    (1,000,000 lines; `nox -s bench_traffic -- --n 100000` for a quick run)."""
+    (1,000,000 lines; `nox -s bench_traffic -- --n 100000` for a quick run); the run's read
+    stage alone: `nox -s bench_traffic -- --read-stage 10000 50000`."""
     _install_test(session)
     session.run("python", "benchmarks/bench_traffic.py", *session.posargs)
 

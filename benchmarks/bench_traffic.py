@@ -1,7 +1,8 @@
 """Large logs through ``migrate-eval profile`` and ``migrate-eval run``: time and peak memory
-against a bare JSON Lines loop.
+against a bare JSON Lines loop; and the run's read stage alone.
 
     python benchmarks/bench_traffic.py [--n 1000000] [--keep DIR] [--json]
+    python benchmarks/bench_traffic.py --read-stage 10000 50000 [--runs 3] [--keep DIR] [--json]
 
 Writes ``--n`` realistic ``chat-jsonl`` lines (as ``benchmarks/bench_ingest.py`` does: about
 1.35 KB a line, seven tagged features), then, in a child process each, times:
@@ -17,6 +18,13 @@ Writes ``--n`` realistic ``chat-jsonl`` lines (as ``benchmarks/bench_ingest.py``
 Prints each time, its ratio to the bare loop and its peak RSS. Target: peak RSS < 1.5 GB for
 both (the traffic is streamed); the times are reported, with no target. Exits 0 whether or not
 the target is met; the JSON line's ``pass`` says.
+
+``--read-stage N...`` times instead the first stage of a run alone,
+:func:`~migrate_eval.plan.traffic.read_traffic` as ``migrate_eval.run`` calls it (the logs
+copied to an Arrow file, then every exchange profiled, its task found, its request keys and
+logged cost taken), on ``bench_scale.write_log``'s log of each size (every request distinct):
+in this process, one warm-up then the best of ``--runs``, in seconds and microseconds per
+exchange. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -55,12 +63,62 @@ print(out.results.ingest.exchanges, len(out.results.tasks))
 """
 
 
+def read_stage(sizes: list[int], runs: int, folder: Path) -> list[dict[str, Any]]:
+    """Best-of-``runs`` seconds of ``read_traffic`` over a log of each size (see the module
+    docstring), after one warm-up."""
+    import time
+
+    sys.path.insert(0, str(REPO))
+    from bench_scale import write_log
+
+    from migrate_eval.plan.traffic import read_traffic
+
+    out = []
+    for n in sizes:
+        log = folder / f"distinct-{n}.jsonl"
+        if not log.exists() or sum(1 for _ in log.open("rb")) != n:
+            write_log(log, n)
+        times = []
+        for _ in range(runs + 1):
+            with tempfile.TemporaryDirectory(prefix="read-stage-", dir=folder) as work:
+                start = time.perf_counter()
+                traffic = read_traffic([("auto", None, [str(log)])], Path(work))
+                times.append(time.perf_counter() - start)
+            assert traffic.exchanges == n, traffic.summary
+        best = min(times[1:])
+        out.append({"n": n, "read_s": round(best, 3), "us_per_exchange": round(best / n * 1e6, 1)})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, default=None, help="folder to write the log to")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument(
+        "--read-stage",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="time only the run's read stage (read_traffic) at these sizes",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="--read-stage: best of this many")
     args = parser.parse_args(argv)
+    if args.read_stage:
+        with tempfile.TemporaryDirectory(prefix="bench-read-stage-") as tmp:
+            folder = args.keep or Path(tmp)
+            folder.mkdir(parents=True, exist_ok=True)
+            rows = read_stage(args.read_stage, args.runs, folder)
+        if not args.json:
+            print(f"read stage (read_traffic), best of {args.runs}:")
+            for row in rows:
+                print(
+                    f"  {row['n']:>9,} exchanges: {row['read_s']:7.3f} s  "
+                    f"{row['us_per_exchange']:7.1f} us/exchange"
+                )
+        print(json.dumps({"read_stage": rows}))
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)

@@ -464,6 +464,113 @@ def test_pii_counter_samples_big_logs() -> None:
     assert counts.by_kind["email"] == 18 * 6
 
 
+def test_pii_counter_scans_a_text_found_clean_once() -> None:
+    """Logs repeat their system prompts: a text with nothing found is not scanned again, and
+    the counts are those of scanning every text (texts with something found are scanned each
+    time: their placeholders are numbered per exchange)."""
+    from migrate_eval.plan.redact import PiiCounter
+
+    def exchange(i: int) -> Exchange:
+        return Exchange(
+            id=f"e{i}",
+            source=Source(file="f", line=i, format="t"),
+            request={
+                "model": "m",
+                "messages": [
+                    {"role": "system", "content": "You are a support agent. Be brief."},
+                    {
+                        "role": "user",
+                        "content": f"Mail {EMAIL} about parcel {i}"
+                        if i % 3
+                        else f"Where is parcel {i}?",
+                    },
+                ],
+            },
+            response=Response(text="It ships today."),
+        )
+
+    counter = PiiCounter()
+    scanned: list[str] = []
+    walk = counter._redactor._walk
+
+    def counting(value: Any, sc: Any) -> Any:
+        scanned.append(value)
+        return walk(value, sc)
+
+    counter._redactor._walk = counting  # type: ignore[method-assign]
+    for i in range(30):
+        counter.add(exchange(i))
+    assert scanned.count("You are a support agent. Be brief.") == 1
+    assert scanned.count("It ships today.") == 1
+    assert scanned.count(f"Mail {EMAIL} about parcel 1") == 1
+    assert len(scanned) == 2 + 30  # every user message is new
+
+    # the counts of a counter that forgets: each exchange scanned whole by a fresh one
+    fresh = [PiiCounter() for _ in range(30)]
+    for i, c in enumerate(fresh):
+        c.add(exchange(i))
+    counts = counter.counts()
+    assert counts.exchanges_with_pii == sum(c.with_pii for c in fresh) == 20
+    assert counts.by_kind == {"email": 20}
+
+
+def _gate_texts() -> list[str]:
+    """Each planted value alone, in a sentence, and with digits just short of the rules'
+    least (an IPv6 address with none, a NINO-like string with 5), ASCII and not."""
+    texts = []
+    for value in PLANTED:
+        texts += [value, f"Please call {value} today.", f"Ré: {value} ok", f"{value}, {EMAIL}"]
+    texts += [
+        "fe80::a:b",
+        "::",
+        "host a:b:c",
+        "AB 12 34 5 C",
+        "4111 1111 1111",
+        "123-45-678",
+        "GB82 WEST",
+        "Flat 2 is at 9 High Street",
+        "No digits here, Dear Anna Kowalski.",
+        "Señora María at Calle 9",
+        "IP 10.0.0.1 then <EMAIL_1> and <CARD_12>",
+        "",
+    ]
+    return texts
+
+
+def test_rules_skipped_for_too_few_digits_redact_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rule is not searched in a text with fewer digits than any of its matches holds:
+    redaction (and so the profile's PII count) is the same as searching every text."""
+    from migrate_eval.plan import redact
+
+    texts = _gate_texts()
+    gated = [(Redactor().redact_text(t, sc := redact._Scope()), sc.occurrences) for t in texts]
+    monkeypatch.setattr(redact, "_MIN_DIGITS", {})
+    searched = [(Redactor().redact_text(t, sc := redact._Scope()), sc.occurrences) for t in texts]
+    assert gated == searched
+    assert sum(sum(o.values()) for _, o in gated) > len(PLANTED)
+
+
+def test_a_text_without_digits_is_not_searched_for_numbers() -> None:
+    class Counting:
+        def __init__(self, pattern: Any) -> None:
+            self.pattern, self.calls = pattern, 0
+            self.groupindex = pattern.groupindex
+
+        def sub(self, repl: Any, text: str) -> str:
+            self.calls += 1
+            return str(self.pattern.sub(repl, text))
+
+    redactor = Redactor()
+    counting = {entity: Counting(pattern) for entity, pattern, _, _ in redactor._rules}
+    redactor._rules = [(e, counting[e], v, n) for e, _, v, n in redactor._rules]  # type: ignore[misc]
+    redactor.redact_text("Ship the red tent to Anna by Friday.")
+    assert {e: c.calls for e, c in counting.items() if c.calls} == {}
+    redactor.redact_text("Ticket 42: ship it.")  # one or two digits: only what needs no more
+    assert {e for e, c in counting.items() if c.calls} == {"address", "phone", "iban"}
+
+
 def test_report_and_summary_say_what_the_logs_hold_when_redaction_is_off(tmp_path: Path) -> None:
     logs = tmp_path / "canary.jsonl"
     _canary_logs(logs)

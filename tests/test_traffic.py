@@ -314,3 +314,178 @@ def test_tool_arguments_json_cannot_hold_come_back_as_they_were_read(tmp_path: P
         got.response is not None
         and got.response.tool_calls[0].parsed_arguments["n"] == 123456789012345678901234567890
     )
+
+
+# -- the pass over real logs: what per-exchange pydantic Exchanges give -----------------------
+
+
+def _mt_bench_log(tmp_path: Path) -> Path:
+    """MT-bench's GPT-4 answers as chat-jsonl: one or two turns, the category as a feature tag
+    (on most; a system prompt or nothing on the others), usage, a timestamp (none on some), a
+    bookkeeping field (``user``) on some requests, and copies of some lines under other ids
+    (duplicate requests for the noise floor)."""
+    from tests.ingest.helpers import mt_bench_turns, write_jsonl
+
+    lines = []
+    for i, turn in enumerate(mt_bench_turns()):
+        messages = turn["messages"]
+        if i % 4 == 0 and i % 16:  # no tag: a task by the system prompt's template
+            system = f"You answer {turn['category']} questions. Today is 2024-01-{i % 28 + 1:02d}."
+            messages = [{"role": "system", "content": system}, *messages]
+        request: dict[str, Any] = {"model": "gpt-4", "messages": messages}
+        if i % 5 == 0:
+            request["user"] = f"user-{i % 3}"
+        line: dict[str, Any] = {
+            "id": turn["id"],
+            "request": request,
+            "response": {
+                "model": "gpt-4-0613",
+                "choices": [
+                    {
+                        "message": {"role": "assistant", "content": turn["answer"]},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 50 + i, "completion_tokens": 20 + i % 7},
+            },
+            "metadata": {"feature": turn["category"]} if i % 4 else {},
+        }
+        if i % 9:
+            line["timestamp"] = 1_700_000_000 - 40_000 * i  # some days, before and after
+        lines.append(line)
+        if i % 6 == 0:
+            lines.append({**line, "id": f"{turn['id']}-again", "timestamp": 1_700_100_000 + i})
+    return write_jsonl(tmp_path / "mt-bench.jsonl", lines)
+
+
+def _cassette_log(tmp_path: Path) -> Path:
+    """The OpenAI cassettes' chat completions as request/response pairs (tool calls,
+    streamed answers, failed calls), tagged by test name but for a few (fewer than task
+    discovery clusters by meaning: no embedding model is loaded)."""
+    from tests.ingest.helpers import cassette_pairs, write_jsonl
+
+    pairs = cassette_pairs("*chat_completion*.yaml")
+    for i, pair in enumerate(pairs):
+        if i % 8:
+            pair["metadata"] = {"feature": pair["id"].split("#")[0].removeprefix("test_")[:24]}
+    return write_jsonl(tmp_path / "cassettes.jsonl", pairs)
+
+
+def _cookbook(*names: str) -> Any:
+    def paths(tmp_path: Path) -> list[Path]:
+        from tests.ingest.helpers import data_file
+
+        return [data_file("openai-cookbook", name) for name in names]
+
+    return paths
+
+
+REAL_LOGS = {
+    "mt-bench chat-jsonl": lambda tmp_path: [_mt_bench_log(tmp_path)],
+    "cassette pairs": lambda tmp_path: [_cassette_log(tmp_path)],
+    "fine-tuning": _cookbook("toy_chat_fine_tuning.jsonl", "uploaded_output.jsonl"),
+    "Responses API batch input": _cookbook("nightly_support_qa_batch.jsonl"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_LOGS))
+def test_the_pass_gives_on_real_logs_what_each_exchange_gives(tmp_path: Path, name: str) -> None:
+    """The pass decodes each Arrow row once into a light record, not an ``Exchange``: what it
+    gathers is what the same consumers gather from the exchanges the readers give."""
+    from migrate_eval.core.request import request_digest
+    from migrate_eval.ingest.dataset import BATCH_ROWS
+    from migrate_eval.plan.profile import TrafficTally
+    from migrate_eval.plan.tasks import TaskDiscovery
+
+    paths = REAL_LOGS[name](tmp_path)
+    specs = [TaskSpec(name="writing", match=TaskMatch(metadata={"feature": "writing"}))]
+    traffic = read_traffic([("auto", None, paths)], tmp_path / "work", specs=specs, dedupe=True)
+
+    read = read_logs(paths)
+    assert read.exchanges and len(read.exchanges) < BATCH_ROWS * 4
+    tally = TrafficTally()
+    discovery = TaskDiscovery(specs)
+    scorable = []
+    for ex in read.exchanges:
+        tally.add(ex)
+        if ex.response is not None and ex.error is None:
+            discovery.add(ex)
+            scorable.append(ex)
+    plan = discovery.plan()
+    assert traffic.summary == read.summary()
+    assert traffic.skipped == read.skipped
+    assert (traffic.plan.tasks, traffic.plan.assignment, traffic.plan.rules) == (
+        plan.tasks,
+        plan.assignment,
+        plan.rules,
+    )
+    assert traffic.profile == tally.profile(plan, read.summary())
+    assert traffic.order == [e.id for e in scorable]
+    assert traffic.fingerprints == {e.id: request_digest(e) for e in scorable}
+    logged = LoggedTraffic()
+    for e in scorable:
+        logged.add(plan.assignment[e.id], e.timestamp, logged_cost(e))
+    assert traffic.logged == logged
+    names = [t.name for t in plan.tasks]
+    assert traffic.duplicate_pairs(names) == duplicate_pairs(
+        (e.id, request_key(e), e.timestamp, plan.assignment[e.id]) for e in scorable
+    )
+    loaded = traffic.load(traffic.order)
+    assert [loaded[e.id].model_dump() for e in scorable] == [e.model_dump() for e in scorable]
+
+
+def test_the_mt_bench_log_exercises_what_the_pass_shortens(tmp_path: Path) -> None:
+    # requests with and without a bookkeeping field (the request key is the digest only
+    # without one), duplicates, undated exchanges, a suite task and tags
+    traffic = read_traffic(
+        [("auto", None, [_mt_bench_log(tmp_path)])],
+        tmp_path / "work",
+        specs=[TaskSpec(name="writing", match=TaskMatch(metadata={"feature": "writing"}))],
+    )
+    assert traffic.profile.duplicates.duplicates >= 20 and traffic.profile.undated > 0
+    sources = {t.source for t in traffic.plan.tasks}
+    assert sources == {"suite", "metadata", "system_prompt", "fallback"}
+    assert sum(len(p) for p in traffic.duplicate_pairs(traffic.plan.assignment.values()).values())
+
+
+def test_timestamps_come_back_as_arrow_gives_them() -> None:
+    from datetime import UTC
+
+    import pyarrow as pa
+
+    from migrate_eval.ingest._rows import timestamps
+
+    for tz in ("UTC", None):
+        kind = pa.timestamp("us", tz=tz)
+        for values in (
+            [None, 0, -1, 1_700_000_000_123_456, None, -86_400_000_001, 253_402_300_799_999_999],
+            [None, None],
+            [],
+        ):
+            column = pa.array(values, kind)
+            got = timestamps(column)
+            assert got == column.to_pylist()
+            # in UTC as the log readers give them
+            assert {t.tzinfo for t in got if t is not None} <= {UTC if tz else None}
+            other = column.cast(pa.timestamp("ms", tz=tz), safe=False)  # read by Arrow
+            assert timestamps(other) == other.to_pylist()
+
+
+def test_reading_the_arrow_copy_does_not_import_pandas(tmp_path: Path) -> None:
+    # pyarrow imports pandas (~0.3 s) to make a time-zone-aware datetime (and for its compute
+    # functions, which Traffic.load's take uses); the pass does not
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; "
+        "from migrate_eval.plan.traffic import read_traffic; "
+        "before = 'pandas' in sys.modules; "
+        f"t = read_traffic([('auto', None, [{str(DEMO)!r}])], Path({str(tmp_path)!r})); "
+        "assert t.logged.stamps and t.profile.first; "
+        "assert before or 'pandas' not in sys.modules, 'the read imported pandas'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -30,7 +30,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from migrate_eval.core.errors import ConfigError
-from migrate_eval.core.records import Exchange, StrictModel, Usage
+from migrate_eval.core.records import LoggedExchange, LoggedUsage, StrictModel, Usage
 from migrate_eval.core.suite import CandidateSpec, Price
 
 _DATE_SUFFIX = re.compile(
@@ -209,7 +209,7 @@ def is_self_hosted(price: Price) -> bool:
 
 
 def cost_of(
-    usage: Usage | None, price: Price, *, throughput_rps: float | None = None
+    usage: LoggedUsage | None, price: Price, *, throughput_rps: float | None = None
 ) -> float | None:
     """US dollars one answer costs, or None when it cannot be known.
 
@@ -262,7 +262,7 @@ def _openai_price(model: str) -> Price | None:
     return price_for(model, "openai")
 
 
-def logged_cost(ex: Exchange) -> float | None:
+def logged_cost(ex: LoggedExchange) -> float | None:
     """What the logged call cost: its logged usage priced with the table at its model."""
     model = ex.model
     if not isinstance(model, str) and ex.response is not None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,24 +58,31 @@ class Record(StrictModel):
 R = TypeVar("R", bound=BaseModel)
 
 
+#: Per record class, its fields in declaration order (read once: ``model_fields`` is slow).
+_FIELDS: dict[type[BaseModel], tuple[tuple[str, Any], ...]] = {}
+_set = object.__setattr__
+
+
 def trusted(cls: type[R], **values: Any) -> R:
     """A record of ``cls`` built from ``values`` that were validated before, without
     validating them again (nested records already built; a field left out takes its default):
     what the run's own Arrow files hold (:func:`migrate_eval.ingest.dataset.exchange_from_row`).
     Nothing is checked: untrusted data goes through ``cls(...)`` or ``model_validate``."""
-    fields = cls.model_fields
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = tuple(cls.model_fields.items())
     m = cls.__new__(cls)
-    object.__setattr__(
+    _set(
         m,
         "__dict__",  # in declaration order, as validation makes it (dumps follow it)
         {
             name: values[name] if name in values else f.get_default(call_default_factory=True)
-            for name, f in fields.items()
+            for name, f in fields
         },
     )
-    object.__setattr__(m, "__pydantic_fields_set__", _all_fields(cls))
-    object.__setattr__(m, "__pydantic_extra__", None)
-    object.__setattr__(m, "__pydantic_private__", None)
+    _set(m, "__pydantic_fields_set__", _all_fields(cls))
+    _set(m, "__pydantic_extra__", None)
+    _set(m, "__pydantic_private__", None)
     return m
 
 
@@ -251,6 +259,65 @@ class Exchange(Record):
     @property
     def system_prompt(self) -> str:
         return self.request.system_prompt
+
+
+class LoggedToolCall(Protocol):
+    """What the traffic pass reads of a logged tool call (:class:`ToolCall` has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def arguments(self) -> str: ...
+
+
+class LoggedUsage(Protocol):
+    """What the traffic pass and cost estimates read of token usage (:class:`Usage` has it)."""
+
+    @property
+    def prompt_tokens(self) -> int | None: ...
+    @property
+    def completion_tokens(self) -> int | None: ...
+    @property
+    def cached_tokens(self) -> int | None: ...
+
+
+class LoggedResponse(Protocol):
+    """What the traffic pass reads of a logged answer (:class:`Response` has it)."""
+
+    @property
+    def text(self) -> str | None: ...
+    @property
+    def tool_calls(self) -> Sequence[LoggedToolCall]: ...
+    @property
+    def finish_reason(self) -> str | None: ...
+    @property
+    def usage(self) -> LoggedUsage | None: ...
+    @property
+    def model(self) -> str | None: ...
+
+
+class LoggedExchange(Protocol):
+    """What the traffic pass (profile, task discovery, request keys, logged cost) reads of an
+    exchange: an :class:`Exchange` has it, and so has the lighter record the pass decodes from
+    the run's Arrow copy of the logs (:func:`migrate_eval.ingest.dataset.iter_file_records`),
+    which builds no pydantic model."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def timestamp(self) -> datetime | None: ...
+    @property
+    def request(self) -> ChatRequest: ...
+    @property
+    def response(self) -> LoggedResponse | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def system_prompt(self) -> str: ...
 
 
 class ReplayResult(Record):

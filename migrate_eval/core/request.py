@@ -99,17 +99,22 @@ class OutputFormat:
         return self.kind in ("json_object", "json_schema")
 
 
+#: The plain-text output format (most requests): one shared value, it is frozen.
+_TEXT = OutputFormat()
+_JSON_OBJECT = OutputFormat("json_object")
+
+
 def parse_output_format(value: Any) -> OutputFormat:
     """Read a ``response_format`` value (never raises: an unusable one is ``invalid``)."""
     if value is None:
-        return OutputFormat()
+        return _TEXT
     if not isinstance(value, dict):
         return OutputFormat("invalid", problem="response_format of an unknown shape")
     kind = value.get("type")
     if kind in (None, "text"):
-        return OutputFormat()
+        return _TEXT
     if kind == "json_object":
-        return OutputFormat("json_object")
+        return _JSON_OBJECT
     if kind == "json_schema":
         js = value.get("json_schema")
         schema = js.get("schema") if isinstance(js, dict) else None

@@ -11,12 +11,15 @@ microseconds since the epoch (UTC).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from migrate_eval.core.errors import MissingExtraError
 from migrate_eval.core.records import Exchange, Response, ToolCall, Usage, intern, trusted
+from migrate_eval.core.request import ChatRequest
 
 #: The columns a row holds, in order (``task`` is always null at ingest).
 ROW_COLUMNS = (
@@ -102,6 +105,154 @@ def loads_response(text: str | bytes, *, validated: bool = False) -> Response:
 def _float(value: Any) -> Any:
     """A float field's value as validation gives it (an integer written as ``307`` is 307.0)."""
     return float(value) if type(value) is int else value
+
+
+class RowToolCall:
+    """A logged tool call as the traffic pass reads it: its name and arguments text."""
+
+    __slots__ = ("arguments", "id", "name")
+
+    def __init__(self, call: dict[str, Any]) -> None:
+        self.id: str | None = call.get("id")
+        self.name: str = call["name"]
+        self.arguments: str = call["arguments"]
+
+
+class RowUsage:
+    """Logged token usage as the traffic pass reads it (the fields of ``Usage``)."""
+
+    __slots__ = (
+        "cached_tokens",
+        "completion_tokens",
+        "prompt_tokens",
+        "reasoning_tokens",
+        "total_tokens",
+    )
+
+    def __init__(self, usage: dict[str, Any]) -> None:
+        get = usage.get
+        self.prompt_tokens: int | None = get("prompt_tokens")
+        self.completion_tokens: int | None = get("completion_tokens")
+        self.total_tokens: int | None = get("total_tokens")
+        self.cached_tokens: int | None = get("cached_tokens")
+        self.reasoning_tokens: int | None = get("reasoning_tokens")
+
+
+class RowResponse:
+    """A logged answer as the traffic pass reads it: the response column's fields as they
+    were written from a validated ``Response``, with no model built (the tool calls' arguments
+    are not parsed: the pass reads their text)."""
+
+    __slots__ = ("finish_reason", "model", "refusal", "text", "tool_calls", "usage")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        get = data.get
+        self.text: str | None = get("text")
+        calls = get("tool_calls")
+        self.tool_calls: list[RowToolCall] = [RowToolCall(c) for c in calls] if calls else []
+        self.refusal: str | None = get("refusal")
+        self.finish_reason: str | None = get("finish_reason")
+        usage = get("usage")
+        self.usage: RowUsage | None = None if usage is None else RowUsage(usage)
+        self.model: str | None = get("model")
+
+
+class RowExchange:
+    """One row of the run's Arrow copy of the logs as the traffic pass reads it
+    (:class:`~migrate_eval.core.records.LoggedExchange`): what an ``Exchange`` read back from
+    the row holds, less its source, with no pydantic model built."""
+
+    __slots__ = ("error", "gold", "id", "metadata", "request", "response", "timestamp")
+
+    def __init__(
+        self,
+        id: str,
+        timestamp: datetime | None,
+        request: ChatRequest,
+        response: RowResponse | None,
+        error: str | None,
+        metadata: dict[str, Any],
+        gold: str | None,
+    ) -> None:
+        self.id = id
+        self.timestamp = timestamp
+        self.request = request
+        self.response = response
+        self.error = error
+        self.metadata = metadata
+        self.gold = gold
+
+    @property
+    def model(self) -> str | None:
+        return self.request.model
+
+    @property
+    def system_prompt(self) -> str:
+        return self.request.system_prompt
+
+
+#: Where the run's timestamps count from (its Arrow files hold microseconds since then, UTC).
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def timestamps(column: Any) -> list[datetime | None]:
+    """A timestamp column's values: the instants ``column.to_pylist()`` gives, made from the
+    column's integers a batch at a time, in ``datetime.UTC`` as the log readers give them.
+    (pyarrow builds each time-zone-aware ``datetime`` one by one, at several microseconds
+    each, in a zone object for which it imports pandas, ~0.3 s.)"""
+    pa = pa_module()
+    kind = column.type
+    if kind.unit != "us" or kind.tz not in (None, "UTC"):  # not what the run writes
+        return list(column.to_pylist())
+    epoch = _NAIVE_EPOCH if kind.tz is None else _EPOCH
+    return [
+        None if us is None else epoch + timedelta(microseconds=us)
+        for us in column.cast(pa.int64()).to_pylist()
+    ]
+
+
+def batch_columns(batch: Any) -> dict[str, list[Any]]:
+    """A record batch's columns as lists, as ``batch.to_pydict()`` gives them, the timestamps
+    made by :func:`timestamps`."""
+    return {
+        name: timestamps(column) if name == "timestamp" else column.to_pylist()
+        for name, column in zip(batch.schema.names, batch.columns, strict=True)
+    }
+
+
+def batch_records(batch: Any, start: int = 0) -> Iterator[tuple[int, RowExchange]]:
+    """``(row, record)`` for each row of a record batch of a file the run wrote (rows are
+    numbered from ``start``): the JSON columns parsed once, nothing validated again."""
+    column = batch.column
+    binary = pa_module().binary()
+    load = loads
+    for row, (ex_id, ts, request, response, error, metadata, gold) in enumerate(
+        zip(
+            column("id").to_pylist(),
+            timestamps(column("timestamp")),
+            # the JSON columns as UTF-8 bytes, parsed as they are (no str made first)
+            column("request").view(binary).to_pylist(),
+            column("response").view(binary).to_pylist(),
+            column("error").to_pylist(),
+            column("metadata").view(binary).to_pylist(),
+            column("gold").to_pylist(),
+            strict=True,
+        ),
+        start,
+    ):
+        yield (
+            row,
+            RowExchange(
+                ex_id,
+                ts,
+                ChatRequest(load(request)),
+                RowResponse(load(response)) if response else None,
+                error,
+                load(metadata) if metadata else {},
+                gold,
+            ),
+        )
 
 
 def exchange_row(ex: Exchange) -> Row:

@@ -5,7 +5,9 @@ formats, rules and counts as :func:`~migrate_eval.ingest.read_logs`) and writes 
 to an Arrow file in ``cache_dir`` a batch at a time, so memory stays bounded whatever the
 size of the logs (only the ids seen, for de-duplication, grow with the number of exchanges).
 The file is memory-mapped by :class:`datasets.Dataset`; :func:`iter_exchanges` gives the
-exchanges back.
+exchanges back. A run's own Arrow files (``plan/traffic.py``) are read back a record batch at
+a time: :func:`iter_file_records` for the traffic pass (each row decoded once into a light
+record, no pydantic model), :func:`iter_file_exchanges` for the exchanges a run loads.
 
 Speed. Rows come from :meth:`LogStream.rows <migrate_eval.ingest.reader.LogStream.rows>`:
 a common ``chat-jsonl`` line is read by a builder (:mod:`migrate_eval.ingest._builder`),
@@ -300,7 +302,7 @@ def iter_file_exchanges(
                     start = end
                     continue
                 batch = batch.take(pa.array([r - start for r in picked], pa.int64()))
-            columns = batch.to_pydict()
+            columns = _rows.batch_columns(batch)
             keys = list(columns)
             values = zip(*(columns[k] for k in keys), strict=True)
             for row, vals in zip(picked, values, strict=True):
@@ -308,6 +310,19 @@ def iter_file_exchanges(
             start = end
             if wanted is not None and at >= len(wanted):
                 return
+
+
+def iter_file_records(path: str | Path) -> Iterator[tuple[int, _rows.RowExchange]]:
+    """``(row, record)`` for every row of an Arrow file :func:`write_arrow` wrote in this run,
+    in order, a record batch at a time: what the traffic pass reads of each exchange
+    (:class:`~migrate_eval.core.records.LoggedExchange`), decoded once from the batch's
+    columns with no pydantic model built (:func:`iter_file_exchanges` gives the exchanges)."""
+    pa = _rows.pa_module()
+    start = 0
+    with pa.OSFile(str(path), "rb") as source:
+        for batch in pa.ipc.open_stream(source):
+            yield from _rows.batch_records(batch, start)
+            start += batch.num_rows
 
 
 def iter_exchanges(dataset: Any, *, batch_rows: int = BATCH_ROWS) -> Iterator[Exchange]:

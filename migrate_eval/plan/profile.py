@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from migrate_eval.core.records import Exchange
+from migrate_eval.core.records import Exchange, LoggedExchange
 from migrate_eval.core.request import request_digest
 from migrate_eval.core.results import (
     Distribution,
@@ -91,11 +91,12 @@ def _estimate(chars: int) -> float:
     return float(max(1, math.ceil(chars / CHARS_PER_TOKEN)))
 
 
-def request_features(ex: Exchange) -> set[str]:
+def request_features(ex: LoggedExchange) -> set[str]:
     """The features of :data:`FEATURES` the exchange uses."""
     req = ex.request
+    get = req.get
     found: set[str] = set()
-    if req.get("tools") or req.get("functions"):
+    if get("tools") or get("functions"):
         found.add("tools")
     if ex.response is not None and len(ex.response.tool_calls) > 1:
         found.add("parallel_tool_calls")
@@ -104,20 +105,23 @@ def request_features(ex: Exchange) -> set[str]:
         found.add("json_schema")
     elif kind == "json_object":
         found.add("json_mode")
-    if req.get("stream") is True:
+    if get("stream") is True:
         found.add("streaming")
-    n = req.get("n")
+    n = get("n")
     if isinstance(n, int) and n > 1:
         found.add("n_gt_1")
-    if req.get("logprobs") or req.get("top_logprobs"):
+    if get("logprobs") or get("top_logprobs"):
         found.add("logprobs")
-    messages = [m for m in req.get("messages") or [] if isinstance(m, dict)]
-    if sum(1 for m in messages if m.get("role") == "assistant") >= 1 and any(
-        m.get("role") == "user" for m in messages
-    ):
-        found.add("multi_turn")
-    for m in messages:
-        if m.get("role") in ("tool", "function"):
+    assistant = user = False
+    for m in get("messages") or ():  # one pass over the messages that are objects
+        if not isinstance(m, dict):
+            continue
+        role = m.get("role")
+        if role == "assistant":
+            assistant = True
+        elif role == "user":
+            user = True
+        elif role in ("tool", "function"):
             found.add("tool_results_in_history")
         content = m.get("content")
         if isinstance(content, list) and any(
@@ -125,6 +129,8 @@ def request_features(ex: Exchange) -> set[str]:
             for p in content
         ):
             found.add("images")
+    if assistant and user:
+        found.add("multi_turn")
     return found
 
 
@@ -175,7 +181,7 @@ class TrafficTally:
         self.duplicates = 0
         self.pii = PiiCounter() if count_pii else None
 
-    def add(self, ex: Exchange, digest: bytes | None = None) -> None:
+    def add(self, ex: LoggedExchange, digest: bytes | None = None) -> None:
         """Count one exchange (``digest``: its :func:`~migrate_eval.plan.sampling.request_digest`,
         when the caller has it already)."""
         self.total += 1
@@ -189,7 +195,9 @@ class TrafficTally:
         else:
             self.undated += 1
         self.by_model[ex.model or "(none)"] += 1
-        self.features.update(request_features(ex))
+        features = request_features(ex)
+        if features:
+            self.features.update(features)
         if self.pii is not None:
             self.pii.add(ex)
         if ex.error is not None:

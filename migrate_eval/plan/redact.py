@@ -58,6 +58,7 @@ Entities (``redaction.entities`` in a suite; all of them by default):
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import math
@@ -67,7 +68,7 @@ from collections.abc import Callable, Iterable, MutableSequence, Sequence
 from typing import Any
 
 from migrate_eval.core.errors import ConfigError, MissingExtraError, UserError
-from migrate_eval.core.records import Exchange, Response, ToolCall
+from migrate_eval.core.records import Exchange, LoggedExchange, Response, ToolCall
 from migrate_eval.core.results import PiiCounts, RedactionSummary
 from migrate_eval.core.suite import ENTITIES, NAME_ENTITIES, RedactionConfig
 
@@ -223,6 +224,26 @@ _HINTS: dict[str, tuple[str, ...]] = {
     "passport": ("passport",),
 }  # fmt: skip
 _ASSIGNMENT_HINTS = ("key", "secret", "token", "passw", "pwd", "credential", "auth")
+#: Fewest decimal digits a match of the rule holds (read off its pattern): a text
+#: with fewer is not searched. ``ip``: an IPv4 address has 4; an IPv6 one needs two colons.
+_MIN_DIGITS = {"iban": 2, "card": 13, "ssn": 9, "nino": 6, "ip": 4, "address": 1, "phone": 1}
+
+
+def _digit_count(text: str) -> int | None:
+    """How many decimal digits ``text`` holds, where that is cheap to know (in ASCII text the
+    patterns' digits are 0-9); None otherwise."""
+    if not text.isascii():
+        return None
+    return sum(map(text.count, "0123456789"))
+
+
+def _may_match(entity: str, text: str, digits: int | None) -> bool:
+    """False when a rule's pattern cannot match ``text`` (too few digits for it)."""
+    need = _MIN_DIGITS.get(entity)
+    if need is None or digits is None or digits >= need:
+        return True
+    return entity == "ip" and text.count(":") >= 2
+
 
 _RULES: list[_Rule] = [
     ("secret", re.compile("|".join(_SECRET_PATTERNS)), None, _same),
@@ -456,9 +477,12 @@ class Redactor:
         low = text.lower()
         if "secret" in self.entities and any(h in low for h in _ASSIGNMENT_HINTS):
             text = _ASSIGNMENT.sub(lambda m: self._assignment(m, sc), text)
+        digits = _digit_count(text)  # counted again whenever a rule changes the text
         for entity, pattern, valid, norm in self._rules:
             hints = _HINTS.get(entity)
             if hints is not None and not any(h in low for h in hints):
+                continue
+            if not _may_match(entity, text, digits):
                 continue
 
             def repl(
@@ -482,7 +506,10 @@ class Redactor:
                     + whole[end - base :]
                 )
 
-            text = pattern.sub(repl, text)
+            changed = pattern.sub(repl, text)
+            if changed is not text:
+                text = changed
+                digits = _digit_count(text)
         if "person" in self.entities:
             text = _person_names(text, sc)
         if self._analyzer is not None:
@@ -635,6 +662,9 @@ def _presidio_analyzer() -> Any:
 
 #: Characters of one exchange's text the profile's PII count examines, at most.
 PII_TEXT_CHARS = 100_000
+#: Texts the profile's PII count found nothing in, remembered by digest (the most recently
+#: seen, up to this many): logs repeat their system prompts, and a text is not scanned again.
+PII_CLEAN_TEXTS = 4096
 
 
 class PiiCounter:
@@ -653,18 +683,32 @@ class PiiCounter:
         self.examined = 0
         self.with_pii = 0
         self.by_kind: Counter[str] = Counter()
+        # digests of texts with nothing found, oldest first: finding nothing in a text calls
+        # no placeholder, so it leaves the exchange's scope as it was and may be skipped
+        self._clean: dict[bytes, None] = {}
 
-    def add(self, exchange: Exchange) -> None:
+    def add(self, exchange: LoggedExchange) -> None:
         self.seen += 1
         if self.seen > self.full and self.seen % self.stride:
             return
         self.examined += 1
         sc = _Scope()
         left = PII_TEXT_CHARS
+        clean = self._clean
         for text in _texts(exchange):
             if len(text) > left:
                 text = text[:left]
-            self._redactor._walk(text, sc)  # JSON text (tool arguments) by field, as redaction
+            key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            if key in clean:
+                del clean[key]  # seen again: the most recent
+                clean[key] = None
+            else:
+                before = sc.occurrences.total()
+                self._redactor._walk(text, sc)  # JSON text (tool arguments) by field
+                if sc.occurrences.total() == before:
+                    if len(clean) >= PII_CLEAN_TEXTS:
+                        del clean[next(iter(clean))]
+                    clean[key] = None
             left -= len(text)
             if left <= 0:
                 break
@@ -681,7 +725,7 @@ class PiiCounter:
         )
 
 
-def _texts(exchange: Exchange) -> Iterable[str]:
+def _texts(exchange: LoggedExchange) -> Iterable[str]:
     """The text of an exchange: what redaction would look at (JSON strings as they are)."""
     req = exchange.request
     for key in ("prompt", "input", "instructions"):

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from migrate_eval.core.records import Exchange, OutputKind
+from migrate_eval.core.records import Exchange, LoggedExchange, OutputKind
 from migrate_eval.core.results import TaskInfo
 from migrate_eval.core.suite import TaskMatch, TaskSpec, Thresholds
 
@@ -77,20 +77,29 @@ def _meta_value(metadata: dict[str, Any], key: str) -> Any:
     return node
 
 
+def _ok(v: Any) -> bool:
+    """A metadata value that names a task: a non-blank string or an integer."""
+    return isinstance(v, (str, int)) and not isinstance(v, bool) and str(v).strip() != ""
+
+
+_TAG_KEYS = METADATA_TASK_KEYS + TOOL_TASK_KEYS
+
+
 def metadata_tag(metadata: dict[str, Any]) -> tuple[str, str] | None:
     """The metadata key (a dotted path for nested objects) and value that name the task."""
-
-    def ok(v: Any) -> bool:
-        return isinstance(v, (str, int)) and not isinstance(v, bool) and str(v).strip() != ""
-
-    for key in METADATA_TASK_KEYS + TOOL_TASK_KEYS:
-        v = _meta_value(metadata, key)
-        if ok(v):
+    for key in _TAG_KEYS:
+        if key in metadata:
+            v = metadata[key]
+        elif "." in key:
+            v = _meta_value(metadata, key)
+        else:
+            continue
+        if _ok(v):
             return key, str(v)
     lowered = {k.lower(): k for k in metadata if isinstance(k, str)}
     for prop in HELICONE_TASK_PROPERTIES:
         k = lowered.get(f"helicone-property-{prop}")
-        if k is not None and ok(metadata[k]):
+        if k is not None and _ok(metadata[k]):
             return k, str(metadata[k])
     for container in ("properties", "tags"):
         inner = metadata.get(container)
@@ -98,7 +107,7 @@ def metadata_tag(metadata: dict[str, Any]) -> tuple[str, str] | None:
             inner_lower = {k.lower(): k for k in inner if isinstance(k, str)}
             for prop in METADATA_TASK_KEYS + HELICONE_TASK_PROPERTIES:
                 k = inner_lower.get(prop)
-                if k is not None and ok(inner[k]) and "." not in k:
+                if k is not None and _ok(inner[k]) and "." not in k:
                     return f"{container}.{k}", str(inner[k])
     return None
 
@@ -188,7 +197,7 @@ def _slug(text: str, max_words: int = 5) -> str:
     return "-".join(kept) or "untitled"
 
 
-def _matches(ex: Exchange, m: TaskMatch) -> bool:
+def _matches(ex: LoggedExchange, m: TaskMatch) -> bool:
     for key, value in m.metadata.items():
         if str(_meta_value(ex.metadata, key)) != value:
             return False
@@ -218,7 +227,7 @@ class OutputStats:
     words: int = 0
     labels: set[str] | None = field(default_factory=set)  # None: more than MAX_LABELS
 
-    def add(self, ex: Exchange) -> None:
+    def add(self, ex: LoggedExchange) -> None:
         self.exchanges += 1
         if ex.request.output_format.wants_json:
             self.json_requests += 1
@@ -301,7 +310,7 @@ def template_regex(template: str) -> str:
     return r"\A\s*" + "".join(parts) + r"\s*\Z"
 
 
-def first_user_text(ex: Exchange) -> str:
+def first_user_text(ex: LoggedExchange) -> str:
     """The text of the exchange's first user message ("" when there is none)."""
     return ex.request.first_user_text
 
@@ -310,7 +319,7 @@ def first_user_text(ex: Exchange) -> str:
 CLUSTER_TEXT_CHARS = 2000
 
 
-def _cluster_text(ex: Exchange) -> str:
+def _cluster_text(ex: LoggedExchange) -> str:
     return first_user_text(ex).strip()[:CLUSTER_TEXT_CHARS]
 
 
@@ -427,32 +436,35 @@ class TaskDiscovery:
         # exchanges with no tag and no system prompt: (id, first user text, output stats)
         self._untitled: list[tuple[str, str, OutputStats]] = []
 
-    def add(self, ex: Exchange) -> None:
+    def add(self, ex: LoggedExchange) -> None:
         """Count one exchange in its task (exchanges no suite task matches are left out when
         ``auto`` is false)."""
-        name = next((s.name for s in self._specs if _matches(ex, s.match)), None)
+        specs = self._specs
+        name = next((s.name for s in specs if _matches(ex, s.match)), None) if specs else None
         if name is not None:
             self._source[name] = "suite"
         elif not self._auto:
             return
         else:
             tag = metadata_tag(ex.metadata)
-            system_prompt = ex.system_prompt
             if tag:
                 key, name = tag
                 self._source.setdefault(name, "metadata")
-                self._rules.setdefault(name, TaskMatch(metadata={key: name}))
+                if name not in self._rules:  # not a model validated per exchange
+                    self._rules[name] = TaskMatch(metadata={key: name})
                 if name not in self._descriptions:
+                    system_prompt = ex.system_prompt
                     self._descriptions[name] = f"Tagged '{name}' in the logs ({key})" + (
                         f"; system prompt: {system_prompt.strip().splitlines()[0][:160]}"
                         if system_prompt.strip()
                         else ""
                     )
-            elif system_prompt.strip():
+            elif (system_prompt := ex.system_prompt).strip():
                 rep = self._merger.key(prompt_template(system_prompt))
                 name = f"\0tpl{rep}"  # named once every template is known
-                self._source.setdefault(name, "system_prompt")
-                self._descriptions.setdefault(name, system_prompt.strip().splitlines()[0][:200])
+                if name not in self._source:
+                    self._source[name] = "system_prompt"
+                    self._descriptions[name] = system_prompt.strip().splitlines()[0][:200]
             else:
                 self._source.setdefault(_UNTITLED, "fallback")
                 stats = OutputStats()
@@ -462,7 +474,10 @@ class TaskDiscovery:
                 self._first_prompt.setdefault(_UNTITLED, "")
                 return
         self._counts[name] += 1
-        self._stats.setdefault(name, OutputStats()).add(ex)
+        task_stats = self._stats.get(name)
+        if task_stats is None:
+            task_stats = self._stats[name] = OutputStats()
+        task_stats.add(ex)
         if name not in self._first_prompt:
             self._first_prompt[name] = ex.system_prompt
         if self._keep_ids:

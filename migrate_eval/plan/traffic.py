@@ -33,9 +33,10 @@ from datetime import datetime
 from pathlib import Path
 
 from migrate_eval.core.errors import InfrastructureError, LineIssue
+from migrate_eval.core.json import json_digest
 from migrate_eval.core.prices import LoggedTraffic, logged_cost
 from migrate_eval.core.records import Exchange
-from migrate_eval.core.request import request_digest, request_key
+from migrate_eval.core.request import BOOKKEEPING_FIELDS, request_digest, request_key
 from migrate_eval.core.results import IngestSummary, Profile
 from migrate_eval.core.suite import TaskSpec, Thresholds
 from migrate_eval.ingest.parallel import LogGroup, WriteGroup
@@ -284,11 +285,15 @@ def _tally_file(
     costs: list[float | None],
     on_read: Callable[[int], None] | None,
 ) -> None:
-    """What :func:`read_traffic` gathers of every exchange of one Arrow file."""
-    from migrate_eval.ingest.dataset import iter_file_exchanges
+    """What :func:`read_traffic` gathers of every exchange of one Arrow file (each row decoded
+    once, as a :class:`~migrate_eval.core.records.LoggedExchange`, no pydantic model built)."""
+    from migrate_eval.ingest.dataset import iter_file_records
 
-    for row, ex in iter_file_exchanges(arrow):
-        digest = request_digest(ex)  # duplicates in the profile, deduplication
+    for row, ex in iter_file_records(arrow):
+        # the request without its bookkeeping fields (duplicates in the profile, deduplication)
+        # is most often the whole request: then its digest is the request key too
+        whole = BOOKKEEPING_FIELDS.isdisjoint(ex.request)
+        digest = json_digest(ex.request) if whole else request_digest(ex)
         tally.add(ex, digest)
         if on_read is not None and not tally.total % READ_PROGRESS_EVERY:
             on_read(tally.total)
@@ -300,7 +305,7 @@ def _tally_file(
         row_of.append(row)
         if fingerprints is not None:
             fingerprints[ex.id] = digest
-        keys += request_key(ex)
+        keys += digest if whole else request_key(ex)
         stamps.append(ex.timestamp)
         costs.append(logged_cost(ex))
 
