@@ -138,24 +138,33 @@ def _interval(values: FloatArray, confidence: float) -> Interval:
 
 
 class _Frame:
-    """The scores frame as plain numpy arrays, for fast repeated selection."""
+    """The scores frame as plain numpy arrays, for fast repeated selection: numbers and
+    flags, no Python object a row (a million rows' ids and statuses as objects would be
+    hundreds of MB); the texts of the rows selected are read when asked for."""
 
     def __init__(self, scores: pd.DataFrame) -> None:
         missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
         if missing:
             raise ValueError(f"scores frame lacks column(s): {', '.join(missing)}")
         self.scores = scores
-        self.exchange_id = scores["exchange_id"].to_numpy(dtype=object)
-        self.status = scores["status"].to_numpy(dtype=object)
-        self.error = scores["error"].to_numpy(dtype=object)
+        status = scores["status"]
+        self.vendor_failed = (status == "error").to_numpy(dtype=bool, na_value=False)
+        self.unsupported = (status == "unsupported").to_numpy(dtype=bool, na_value=False)
+        self.ok = (status == "ok").to_numpy(dtype=bool, na_value=False)
+        self.failed = self.vendor_failed | self.unsupported
         self.parity = scores["parity"].to_numpy(dtype=np.float64, na_value=np.nan)
         self.latency = scores["latency_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
         self.prompt = scores["prompt_tokens"].to_numpy(dtype=np.float64, na_value=np.nan)
         self.completion = scores["completion_tokens"].to_numpy(dtype=np.float64, na_value=np.nan)
-        self.ok = self.status == "ok"
-        self.failed = (self.status == "error") | (self.status == "unsupported")
         self.scored = self.ok & ~np.isnan(self.parity)
         self._metrics: dict[str, FloatArray] = {}
+
+    def exchange_ids(self, idx: npt.NDArray[np.intp]) -> npt.NDArray[Any]:
+        """The exchange ids of the rows ``idx``."""
+        return np.asarray(self.scores["exchange_id"].iloc[idx].tolist(), dtype=object)
+
+    def error_texts(self, idx: npt.NDArray[np.intp]) -> list[Any]:
+        return list(self.scores["error"].iloc[idx].tolist())
 
     def metric(self, name: str) -> FloatArray | None:
         if name not in self.scores.columns:
@@ -172,7 +181,7 @@ class _Frame:
     def kinds(self, idx: npt.NDArray[np.intp]) -> dict[str, int]:
         """Error kinds of the rows ``idx`` (meant for failed rows), sorted by kind."""
         by_kind: dict[str, int] = {}
-        for text in self.error[idx]:
+        for text in self.error_texts(idx):
             kind = error_kind_of(text if isinstance(text, str) else None)
             by_kind[kind] = by_kind.get(kind, 0) + 1
         return dict(sorted(by_kind.items()))
@@ -180,7 +189,7 @@ class _Frame:
     def examples(self, idx: npt.NDArray[np.intp]) -> dict[str, str]:
         """The first error message of each kind among the rows ``idx`` (the vendor's text)."""
         first: dict[str, str] = {}
-        for text in self.error[idx]:
+        for text in self.error_texts(idx):
             kind = error_kind_of(text if isinstance(text, str) else None)
             if kind not in first and isinstance(text, str):
                 message = text[len(kind) + 1 :].strip() if text.startswith(f"{kind}:") else text
@@ -231,9 +240,8 @@ def _task_result(
     values = frame.parity[scored_idx]
     parity = _interval(values, thresholds.confidence)
     errors = frame.errors(idx)
-    status = frame.status[idx]
-    vendor = int(np.count_nonzero(status == "error"))
-    unsupported = int(np.count_nonzero(status == "unsupported"))
+    vendor = int(np.count_nonzero(frame.vendor_failed[idx]))
+    unsupported = int(np.count_nonzero(frame.unsupported[idx]))
     vendor_rate = vendor / n_total if n_total else 0.0
     unsupported_rate = unsupported / n_total if n_total else 0.0
     level = f"{thresholds.confidence:.0%}"
@@ -255,7 +263,7 @@ def _task_result(
             verdict = v
         reasons.append(Reason(code=code, message=message))
 
-    vendor_idx = idx[status == "error"]
+    vendor_idx = idx[frame.vendor_failed[idx]]
     vendor_kinds = frame.kinds(vendor_idx)
     if n_total and vendor_rate > thresholds.max_error_rate + EPS:
         flag(
@@ -290,7 +298,7 @@ def _task_result(
 
     cluster_count: int | None = None
     if n and clusters:
-        widened = _clustered_interval(values, frame.exchange_id[scored_idx], clusters, thresholds)
+        widened = _clustered_interval(values, frame.exchange_ids(scored_idx), clusters, thresholds)
         if widened is not None:
             parity, cluster_count = widened
     if verdict not in ("cannot_judge",) and n:
@@ -401,7 +409,7 @@ def _task_result(
         metrics[name] = float(vals.mean()) if vals.size else None
 
     kappa, confusion = _labels(task, ok_idx, frame)
-    flips = _flips(values, frame.exchange_id[scored_idx], noise, thresholds)
+    flips = _flips(values, frame.exchange_ids(scored_idx), noise, thresholds)
     mdd = _min_detectable_drop(values, thresholds.confidence, cluster_count, parity)
     non_inferior: bool | None = None
     p_value: float | None = None
@@ -539,6 +547,8 @@ def _clustered_interval(
     """A normal interval from the cluster-robust standard error of the mean, when exchanges
     share clusters (a conversation, user or session) and it is wider than the bootstrap's;
     None otherwise."""
+    if not clusters:  # every exchange its own group: the bootstrap's interval stands
+        return None
     keys = [clusters.get(str(i), f"\x00{i}") for i in ids]
     groups: dict[str, list[int]] = {}
     for pos, key in enumerate(keys):
