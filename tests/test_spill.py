@@ -17,7 +17,7 @@ from migrate_eval.core.store import ById, ByPair, Spill, interleave, pick, recor
 from migrate_eval.replay import engine
 from migrate_eval.score import scoring
 from tests.run_rows import comparable_results
-from tests.servers import LoopbackServer
+from tests.servers import LoopbackServer, SubprocessServer
 from tests.test_cli import _line, write_logs
 
 
@@ -193,3 +193,74 @@ def test_a_run_on_disk_gives_the_results_of_a_run_in_memory(
     assert sent["disk"] == sent["memory"] and len(sent["disk"]) == 2 * 48
     if redact:
         assert not any("@example.com" in text for _, text in sent["disk"])
+
+
+def _peak_of_run(tmp_path: Path, base_url: str, n: int, label: str) -> int:
+    """The traced peak (bytes) of a whole run of ``n`` exchanges, two candidates."""
+    import gc
+    import tracemalloc
+
+    folder = tmp_path / label
+    folder.mkdir()
+    rows = [
+        _line(i, f"where is parcel {i}? " + "it was due on monday, " * 8,
+              f"parcel {i} left the depot yesterday and arrives tomorrow. " * 3)
+        for i in range(n)
+    ]  # fmt: skip
+    write_logs(folder / "logs.jsonl", rows)
+    (folder / "suite.yaml").write_text(
+        f"""
+name: spill-{label}
+logs: [logs.jsonl]
+candidates:
+  - {{name: c1, provider: openai-compatible, model: m1, base_url: "{base_url}"}}
+  - {{name: c2, provider: openai-compatible, model: m2, base_url: "{base_url}"}}
+tasks:
+  - name: qa
+    match: {{metadata: {{feature: qa}}}}
+    output: free_text
+    metrics: [token_f1]
+""",
+        encoding="utf-8",
+    )
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        migrate_eval.run(
+            folder / "suite.yaml", out=folder / "run", cache=folder / "c.sqlite", baseline=False,
+            history=False,
+        )  # fmt: skip
+        peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    return peak
+
+
+def test_a_run_on_disk_holds_no_exchange_or_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bytes, not time: the peak of a run grows with its exchanges by what it keeps of each
+    # (ids, a row of scores a candidate), not by the exchanges and answers themselves
+    monkeypatch.setattr(store, "BATCH", 32)
+    monkeypatch.setattr(engine._Planner, "WINDOW", 64)
+    monkeypatch.setattr(scoring, "SCORE_CHUNK", 64)
+    # what is bounded by design, bounded lower: the run folder's write batches, the report's
+    # exchange browser (at most this many exchanges on the page)
+    from migrate_eval.core import run_folder
+    from migrate_eval.report import explorer
+
+    monkeypatch.setattr(run_folder, "BATCH_ROWS", 64)
+    monkeypatch.setattr(explorer, "MAX_BROWSER_EXCHANGES", 100)
+    monkeypatch.setattr(explorer, "MIN_BROWSER_PER_TASK", 10)
+    growth = {}
+    with SubprocessServer() as server:  # its own process: what it keeps is not counted
+        _peak_of_run(tmp_path, server.base_url, 100, "warm")  # imports, caches of the process
+        for mode, above in (("memory", "100000"), ("disk", "0")):
+            monkeypatch.setenv("MIGRATE_EVAL_SPILL_ABOVE", above)
+            small = _peak_of_run(tmp_path, server.base_url, 300, f"{mode}-small")
+            large = _peak_of_run(tmp_path, server.base_url, 1500, f"{mode}-large")
+            growth[mode] = (large - small) / 1200
+    assert growth["memory"] > 4000, growth  # the records themselves: several KB an exchange
+    # on disk: its ids, its rows of scores and the run's bookkeeping (about 1.3 KB here)
+    assert growth["disk"] < 2000, growth
