@@ -293,6 +293,13 @@ def run(
                 exchanges = on_disk
                 loaded = traffic.load(pair_ids)  # the duplicates' answers (noise floor)
                 duplicates = traffic.duplicate_rows(kept)
+                # of the whole traffic, the tasks of the sample and of the duplicate pairs are
+                # what the rest of the run reads; the rest is let go
+                traffic_assignment = {
+                    **plan.assignment,
+                    **{ex_id: traffic_assignment[ex_id] for ex_id in pair_ids},
+                }
+                traffic.release()
             else:
                 loaded = traffic.load(set(kept) | pair_ids)
                 exchanges = [loaded[ex_id] for ex_id in kept]

@@ -95,6 +95,20 @@ class Traffic:
                 if ex.response is not None and ex.error is None:
                     yield ex
 
+    def release(self) -> None:
+        """Let go of what is kept per exchange (ids, keys, places, the whole traffic's task
+        assignment) once the sample is loaded: a large run keeps the summary, the skipped
+        lines, the profile and the logged volume and costs only."""
+        from migrate_eval.plan.tasks import TaskPlan
+
+        self.order = []
+        self.fingerprints = None
+        self.plan = TaskPlan(tasks=self.plan.tasks, assignment={}, rules=self.plan.rules)
+        self._keys = bytearray()
+        self._stamps = []
+        self._file_of = array("I")
+        self._row_of = array("q")
+
     def iter_load(self, ids: Iterable[str]) -> Iterator[Exchange]:
         """The exchanges with these ids (given in log order, as :func:`sample_ids` keeps them),
         read back from the Arrow files one at a time, in that order: what a run too large to
