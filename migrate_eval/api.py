@@ -608,7 +608,7 @@ def _plan_baseline(
     baseline: int | bool | None,
     offline: bool,
     notify: Callable[[str], None] | None,
-) -> tuple[BaselineSpec, list[Exchange]] | None:
+) -> tuple[BaselineSpec, Sequence[Exchange]] | None:
     """The baseline re-run to make, if any (see :func:`run`): its settings and the exchanges."""
     import random
 
@@ -618,7 +618,7 @@ def _plan_baseline(
     if baseline is False:
         return None
     if s.baseline is not None and (baseline is None or baseline is True):
-        return s.baseline, list(exchanges)
+        return s.baseline, exchanges
     explicit = baseline if not isinstance(baseline, bool) and isinstance(baseline, int) else None
     needy = [
         t.name

@@ -13,6 +13,7 @@ from migrate_eval.core.errors import (
     MigrateEvalError,
 )
 from migrate_eval.core.records import Exchange, ReplayResult
+from migrate_eval.core.store import pick
 from migrate_eval.core.suite import BaselineSpec, CandidateSpec
 from migrate_eval.replay.cache import ResponseCache
 from migrate_eval.replay.engine import ProgressEvent, replay_rows
@@ -125,10 +126,11 @@ def run_baseline(
     """The suite's ``baseline:`` re-run: a seeded sample of ``config.sample`` exchanges,
     ``config.repeats`` times, against ``config.candidate`` (default: :func:`baseline_spec`).
     """
-    chosen = list(exchanges)
-    if len(chosen) > config.sample:
-        picked = set(random.Random(config.seed).sample(range(len(chosen)), config.sample))
-        chosen = [ex for i, ex in enumerate(chosen) if i in picked]
+    if len(exchanges) > config.sample:  # numbers first: a large run's exchanges are on disk
+        picked = random.Random(config.seed).sample(range(len(exchanges)), config.sample)
+        chosen = list(pick(exchanges, picked).values())
+    else:
+        chosen = list(exchanges)
     spec = baseline_spec(chosen, config.candidate)
     return replay_baseline(
         chosen,
