@@ -264,3 +264,29 @@ def test_a_run_on_disk_holds_no_exchange_or_answer(
     assert growth["memory"] > 4000, growth  # the records themselves: several KB an exchange
     # on disk: its ids, its rows of scores and the run's bookkeeping (about 1.3 KB here)
     assert growth["disk"] < 2000, growth
+
+
+def test_records_pickle_as_their_values_and_come_back_equal() -> None:
+    import copy
+    import pickle
+
+    from migrate_eval.core.records import ToolCall, Usage
+
+    ex = _exchange(3)
+    answer = ReplayResult(
+        exchange_id="e3",
+        candidate="c",
+        response=Response(
+            text="a",
+            tool_calls=[ToolCall.from_raw("track", '{"n": 1}')],
+            usage=Usage(total_tokens=3),
+        ),
+        dropped=["seed"],
+    )
+    for record in (ex, answer):
+        back = pickle.loads(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+        assert back == record and back.model_dump_json() == record.model_dump_json()
+        assert back.model_fields_set is record.model_fields_set  # the class's one shared set
+        assert copy.deepcopy(record) == record
+    back = pickle.loads(pickle.dumps(answer))
+    assert back.response is not None and back.response.tool_calls[0].parsed_arguments == {"n": 1}
