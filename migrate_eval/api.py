@@ -346,7 +346,7 @@ def run(
                 from migrate_eval.replay.cluster import replay_on_ray
 
                 rc.flush()
-                early_chrf: dict[int, float] = {}
+                early_chrf: Mapping[int, float] = {}
                 replays: Sequence[ReplayResult] = replay_on_ray(
                     exchanges,
                     s.candidates,

@@ -219,7 +219,7 @@ tasks:
   - name: qa
     match: {{metadata: {{feature: qa}}}}
     output: free_text
-    metrics: [token_f1]
+    metrics: [chrf, token_f1]
 """,
         encoding="utf-8",
     )
@@ -253,6 +253,10 @@ def test_a_run_on_disk_holds_no_exchange_or_answer(
     monkeypatch.setattr(run_folder, "BATCH_ROWS", 64)
     monkeypatch.setattr(explorer, "MAX_BROWSER_EXCHANGES", 100)
     monkeypatch.setattr(explorer, "MIN_BROWSER_PER_TASK", 10)
+    from migrate_eval.score import early
+
+    monkeypatch.setattr(early, "MINIMUM", 0)  # chrF during the replay: keeps no text either
+    monkeypatch.setattr(early, "CHUNK", 50)
     growth = {}
     with SubprocessServer() as server:  # its own process: what it keeps is not counted
         _peak_of_run(tmp_path, server.base_url, 100, "warm")  # imports, caches of the process

@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from migrate_eval.core._chrf import ChrfWorker
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.results import TaskInfo
 from migrate_eval.score.text import answer_text
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 Pair = tuple[str, str]
 
@@ -35,6 +40,37 @@ CHUNK = 500
 IDLE_CHUNK = 50
 #: Fewer expected pairs than this are not worth a worker: scoring does them in a blink.
 MINIMUM = 2_000
+
+
+_Values = tuple["npt.NDArray[np.int64]", "npt.NDArray[np.float64]"]
+
+
+class KnownValues(Mapping[int, float]):
+    """Values by an integer key, held as two sorted arrays (16 bytes an entry, against about
+    100 in a dict): what :class:`EarlyChrf` computed, by hash of each pair."""
+
+    def __init__(self, parts: Sequence[_Values] = ()) -> None:
+        import numpy as np
+
+        keys = np.concatenate([k for k, _ in parts]) if parts else np.zeros(0, dtype=np.int64)
+        values = np.concatenate([v for _, v in parts]) if parts else np.zeros(0)
+        order = np.argsort(keys, kind="stable")
+        self._keys = keys[order]
+        self._values = values[order]
+
+    def __getitem__(self, key: int) -> float:
+        import numpy as np
+
+        at = int(np.searchsorted(self._keys, key))
+        if at < len(self._keys) and int(self._keys[at]) == key:
+            return float(self._values[at])
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._keys.tolist())
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def _cores() -> int:
@@ -76,9 +112,11 @@ class EarlyChrf:
         # after the replay, go in parallel
         self.workers = workers or _cores()
         self._pending: list[Pair] = []
-        self._seen: set[int] = set()  # hash(pair): a tuple each would cost ~100 bytes more
-        self._futures: list[tuple[list[Pair], Future[list[float]]]] = []
-        self._running: list[Future[list[float]]] = []
+        self._seen: set[int] = set()  # hash(pair) of the pending pairs (each scored once)
+        # each chunk's values by hash of its pairs, as two arrays (16 bytes a pair: a run's
+        # millions of pairs are not held as texts or Python objects)
+        self._futures: list[Future[_Values]] = []
+        self._running: list[Future[_Values]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._idle_workers: list[ChrfWorker] = []
@@ -113,16 +151,32 @@ class EarlyChrf:
         return len(self._running) < self.workers
 
     def _submit(self) -> None:
-        part, self._pending = self._pending, []
+        part, self._pending, self._seen = self._pending, [], set()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="migrate-eval chrF")
         future = self._pool.submit(self._score, part)
-        self._futures.append((part, future))
+        self._futures.append(future)
         self._running.append(future)
 
-    def _score(self, part: list[Pair]) -> list[float]:
+    def _score(self, part: list[Pair]) -> _Values:
         """``part`` scored by an idle worker process (one is started when none is idle: at
-        most one a thread of the pool)."""
+        most one a thread of the pool): the values (0-1) by hash of each pair."""
+        import numpy as np
+
+        from migrate_eval.score.text import chrf_unit
+
+        scores = self._score_in_worker(part)
+        if len(scores) != len(part):  # pragma: no cover - a worker out of step
+            raise RuntimeError("chrF worker answered for another number of pairs")
+        hashes = np.fromiter((hash(pair) for pair in part), dtype=np.int64, count=len(part))
+        values = np.fromiter(
+            (chrf_unit(p[0], p[1], v) for p, v in zip(part, scores, strict=True)),
+            dtype=np.float64,
+            count=len(part),
+        )
+        return hashes, values
+
+    def _score_in_worker(self, part: list[Pair]) -> list[float]:
         from migrate_eval.core._chrf import ChrfWorker
 
         with self._lock:
@@ -139,27 +193,20 @@ class EarlyChrf:
             self._idle_workers.append(worker)
         return scores
 
-    def finish(self) -> dict[int, float]:
+    def finish(self) -> Mapping[int, float]:
         """The chrF values (0-1) computed so far by ``hash((reference, prediction))``, once the
         workers are done; the pairs still waiting for a full chunk are left to the scoring
         stage. A worker that failed leaves its pairs to the scoring stage too."""
-        from migrate_eval.score.text import chrf_unit
-
-        out: dict[int, float] = {}
+        parts: list[_Values] = []
         try:
-            for part, future in self._futures:
+            for future in self._futures:
                 try:
-                    values = future.result()
+                    parts.append(future.result())
                 except Exception:  # a worker that failed: scoring computes its pairs
                     continue
-                if len(values) == len(part):
-                    out.update(
-                        (hash(pair), chrf_unit(pair[0], pair[1], v))
-                        for pair, v in zip(part, values, strict=True)
-                    )
         finally:
             self.close()
-        return out
+        return KnownValues(parts)
 
     def close(self) -> None:
         """Stop: nothing more is started (workers running finish their chunk)."""

@@ -46,8 +46,9 @@ def test_full_chunks_are_scored_in_workers_and_equal_the_scoring_stage() -> None
     scorer.add(2, ReplayResult(exchange_id="unknown", candidate="c", response=Response(text="x")))
     values = scorer.finish()
     pairs = [(exchanges[i].response.text or "", answers[i]) for i in range(6)]  # 2 full chunks
-    assert list(values) == [hash(p) for p in pairs]  # the 7th waits for a chunk: left to scoring
-    assert list(values.values()) == text.chrf_scores(pairs)
+    # the 7th waits for a chunk: left to scoring
+    assert dict(values) == {hash(p): v for p, v in zip(pairs, text.chrf_scores(pairs), strict=True)}
+    assert values.get(hash(("not", "scored"))) is None
 
 
 def test_idle_without_chrf_or_below_the_minimum() -> None:
