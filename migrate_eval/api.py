@@ -13,6 +13,7 @@ vendor again (:func:`rerender`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -262,9 +263,8 @@ def run(
 
             # 2. tasks + sample. Exchanges without a logged answer cannot be compared with it.
             plan = traffic.plan
-            traffic_assignment = dict(
-                plan.assignment
-            )  # before sampling: the volume costs project on
+            # before sampling: the volume costs project on
+            traffic_assignment: Mapping[str, str] = dict(plan.assignment)
             traffic_profile = traffic.profile
             kept, plan, sampling_summary = sample_ids(
                 traffic.order,
@@ -295,10 +295,9 @@ def run(
                 duplicates = traffic.duplicate_rows(kept)
                 # of the whole traffic, the tasks of the sample and of the duplicate pairs are
                 # what the rest of the run reads; the rest is let go
-                traffic_assignment = {
-                    **plan.assignment,
-                    **{ex_id: traffic_assignment[ex_id] for ex_id in pair_ids},
-                }
+                traffic_assignment = collections.ChainMap(
+                    {ex_id: traffic_assignment[ex_id] for ex_id in pair_ids}, plan.assignment
+                )
                 traffic.release()
             else:
                 loaded = traffic.load(set(kept) | pair_ids)
@@ -670,9 +669,8 @@ def _render(
     else:  # a large run's, on disk: read as the report shows them (in order)
         from migrate_eval.core.store import ById, ByPair, record_ids
 
-        ids = record_ids(exchanges)
-        by_id = ById(exchanges, ids)
-        by_pair = ByPair(replays, ids, [c.name for c in results.candidates])
+        by_id = ById(exchanges, record_ids(exchanges))
+        by_pair = ByPair(replays, by_id, [c.name for c in results.candidates])
     render_html(results, scores, by_id, by_pair, run_dir / "report.html")
     if (run_dir / WATCH_MARKER).is_file():
         _rerender_watch_sections(run_dir)

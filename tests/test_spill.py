@@ -86,7 +86,7 @@ def test_interleaved_answers_and_lookups(tmp_path: Path) -> None:
         expected = [(f"e{i}", c) for i in range(5) for c in "ab"]
         assert [(r.exchange_id, r.candidate) for r in rows] == expected
         assert rows[3].exchange_id == "e1" and rows[3].candidate == "b"
-        by_pair = ByPair(rows, [f"e{i}" for i in range(5)], ["a", "b"])
+        by_pair = ByPair(rows, ById([], [f"e{i}" for i in range(5)]), ["a", "b"])
         assert by_pair[("e4", "a")].candidate == "a" and ("e9", "a") not in by_pair
         assert by_pair.get(("e9", "a")) is None and len(by_pair) == 10
     lists = interleave([[1, 2], [3, 4]])

@@ -133,11 +133,11 @@ class ByPair(Mapping[tuple[str, str], T]):
     """A replay's answers (exchange order, the candidates of an exchange together) by
     ``(exchange id, candidate)``, read from the sequence when asked for."""
 
-    def __init__(self, records: Sequence[T], ids: Sequence[str], candidates: Sequence[str]):
+    def __init__(self, records: Sequence[T], exchanges: ById[Any], candidates: Sequence[str]):
         self.records = records
-        self.ids = ids
+        self.ids = exchanges.ids
         self.candidates = list(candidates)
-        self.position = {ex_id: i for i, ex_id in enumerate(ids)}
+        self.position = exchanges.position  # one map of the ids, shared
         self.column = {name: i for i, name in enumerate(self.candidates)}
 
     def __getitem__(self, key: tuple[str, str]) -> T:
