@@ -59,7 +59,7 @@ class Record(StrictModel):
         # pickles: a quarter faster to read back than pydantic's own state, and smaller); built
         # again as :func:`trusted` builds a record
         values = self.__dict__
-        if list(values) != list(type(self).model_fields):  # pragma: no cover - never so
+        if tuple(values) != _names(type(self)):  # pragma: no cover - never so
             return _rebuild, (type(self), dict(values))
         return _rebuild, (type(self), tuple(values.values()))
 
@@ -69,6 +69,7 @@ R = TypeVar("R", bound=BaseModel)
 
 #: Per record class, its fields in declaration order (read once: ``model_fields`` is slow).
 _FIELDS: dict[type[BaseModel], tuple[tuple[str, Any], ...]] = {}
+_NAMES: dict[type[BaseModel], tuple[str, ...]] = {}
 _set = object.__setattr__
 
 
@@ -77,18 +78,33 @@ def trusted(cls: type[R], **values: Any) -> R:
     validating them again (nested records already built; a field left out takes its default):
     what the run's own Arrow files hold (:func:`migrate_eval.ingest.dataset.exchange_from_row`).
     Nothing is checked: untrusted data goes through ``cls(...)`` or ``model_validate``."""
+    return _built(
+        cls,
+        {  # in declaration order, as validation makes it (dumps follow it)
+            name: values[name] if name in values else f.get_default(call_default_factory=True)
+            for name, f in _fields(cls)
+        },
+    )
+
+
+def _fields(cls: type[BaseModel]) -> tuple[tuple[str, Any], ...]:
     fields = _FIELDS.get(cls)
     if fields is None:
         fields = _FIELDS[cls] = tuple(cls.model_fields.items())
+    return fields
+
+
+def _names(cls: type[BaseModel]) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(name for name, _ in _fields(cls))
+    return names
+
+
+def _built(cls: type[R], fields: dict[str, Any]) -> R:
+    """A record of ``cls`` holding ``fields`` (its ``__dict__``), as validation leaves one."""
     m = cls.__new__(cls)
-    _set(
-        m,
-        "__dict__",  # in declaration order, as validation makes it (dumps follow it)
-        {
-            name: values[name] if name in values else f.get_default(call_default_factory=True)
-            for name, f in fields
-        },
-    )
+    _set(m, "__dict__", fields)
     _set(m, "__pydantic_fields_set__", _all_fields(cls))
     _set(m, "__pydantic_extra__", None)
     _set(m, "__pydantic_private__", None)
@@ -98,15 +114,9 @@ def trusted(cls: type[R], **values: Any) -> R:
 def _rebuild(cls: type[R], values: tuple[Any, ...] | dict[str, Any]) -> R:
     """A record of ``cls`` from its values in field order, or by name
     (:meth:`Record.__reduce__`)."""
-    m = cls.__new__(cls)
-    fields = (
-        values if isinstance(values, dict) else dict(zip(cls.model_fields, values, strict=True))
-    )
-    object.__setattr__(m, "__dict__", fields)
-    object.__setattr__(m, "__pydantic_fields_set__", _all_fields(cls))
-    object.__setattr__(m, "__pydantic_extra__", None)
-    object.__setattr__(m, "__pydantic_private__", None)
-    return m
+    if isinstance(values, dict):
+        return _built(cls, values)
+    return _built(cls, dict(zip(_names(cls), values, strict=True)))
 
 
 def intern(value: Any) -> Any:

@@ -159,7 +159,30 @@ class ByPair(Mapping[tuple[str, str], T]):
         )
 
 
-class SpilledRecords(MutableSequence[T]):
+class _Indexed(Sequence[T]):
+    """A sequence read by index (:meth:`_at`, with the index checked): slices are lists."""
+
+    def _at(self, index: int) -> T:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[T]: ...
+
+    def __getitem__(self, index: int | slice) -> T | list[T]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError("record index out of range")
+        return self._at(index)
+
+
+class SpilledRecords(_Indexed[T], MutableSequence[T]):
     """A sequence of records appended in order and kept in a file, :data:`BATCH` at a time;
     indexing and iterating read a batch back. Appending is the only change it allows (records
     are read back as they were written: a record changed after it was appended is not).
@@ -239,20 +262,7 @@ class SpilledRecords(MutableSequence[T]):
                 del self._cache[next(iter(self._cache))]
         return records
 
-    @overload
-    def __getitem__(self, index: int) -> T: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[T]: ...
-
-    def __getitem__(self, index: int | slice) -> T | list[T]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError("record index out of range")
+    def _at(self, index: int) -> T:
         number, at = divmod(index, self.batch)
         if number == len(self._spans):
             return self._buffer[at]
@@ -310,7 +320,7 @@ def by_candidate(replays: Sequence[Any]) -> dict[str, Sequence[Any]]:
     return dict(out)
 
 
-class _Interleaved(Sequence[T]):
+class _Interleaved(_Indexed[T]):
     def __init__(self, columns: Sequence[Sequence[T]]) -> None:
         self.columns = list(columns)
         lengths = {len(c) for c in self.columns}
@@ -320,20 +330,7 @@ class _Interleaved(Sequence[T]):
     def __len__(self) -> int:
         return len(self.columns) * len(self.columns[0]) if self.columns else 0
 
-    @overload
-    def __getitem__(self, index: int) -> T: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[T]: ...
-
-    def __getitem__(self, index: int | slice) -> T | list[T]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError("record index out of range")
+    def _at(self, index: int) -> T:
         row, column = divmod(index, len(self.columns))
         return self.columns[column][row]
 
