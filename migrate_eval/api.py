@@ -283,8 +283,6 @@ def run(
             pair_ids = {ex_id for ps in pairs.values() for pair in ps for ex_id in pair}
             exchanges: Sequence[Exchange]
             if len(kept) > spill_limit:  # too many to hold: on disk, read back as needed
-                from migrate_eval.core.store import Spill
-
                 spill = scope.enter_context(
                     Spill(scope.enter_context(work_folder(work_parent, "spill-")))
                 )

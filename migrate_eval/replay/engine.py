@@ -35,7 +35,7 @@ import random
 import signal
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Mapping, MutableSequence, Sequence
+from collections.abc import Callable, Container, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -470,6 +470,7 @@ class _Planner:
         self.exchanges = exchanges
         self.cache = cache
         self.duplicates = duplicates
+        self.later = {j for rows in (duplicates or {}).values() for j in rows}
         self.at = 0
         self.misses: deque[_Work] = deque()
 
@@ -483,7 +484,9 @@ class _Planner:
         run = self.run
         while len(self.misses) < n and self.at < len(self.exchanges):
             end = min(len(self.exchanges), self.at + self.WINDOW)
-            work = run.plan(self.exchanges, range(self.at, end), self.duplicates, hold=False)
+            work = run.plan(
+                self.exchanges, range(self.at, end), self.duplicates, self.later, hold=False
+            )
             self.at = end
             self.misses.extend(run.serve_cached(work, self.cache))
             if run.done:
@@ -570,10 +573,8 @@ class _CandidateRun:
     #: Hears each result as it is stored (scoring work started during the replay).
     on_result: Callable[[int, ReplayResult], None] | None = None
     #: A run too large to hold: the exchanges, to build each request again when it is sent
-    #: (planned a window at a time, :class:`_Planner`), and the rows planned with an earlier
-    #: row of the very same logged request.
+    #: (planned a window at a time, :class:`_Planner`).
     exchanges: Sequence[Exchange] | None = None
-    later_rows: set[int] = field(default_factory=set)
     lease_poll: float = 0.25
     #: Requests another run was sending when reached: taken up again at the end.
     deferred: deque[_Work] = field(default_factory=deque)
@@ -686,18 +687,19 @@ class _CandidateRun:
         exchanges: Sequence[Exchange],
         rows: range | None = None,
         duplicates: Mapping[int, Sequence[int]] | None = None,
+        later: Container[int] = (),
         hold: bool = True,
     ) -> dict[str, _Work]:
         """Build the requests of ``rows`` (every row by default); rows without a replayable
         request become error rows. ``duplicates`` (a first row -> the later rows with the very
-        same logged request) plans each of those with its first row (``rows`` then skips the
-        later ones); ``hold=False`` keeps only each request's key (built again when sent)."""
+        same logged request) plans each of those with its first row, and ``later`` (those
+        later rows) are skipped; ``hold=False`` keeps only each request's key (built again
+        when sent)."""
         work: dict[str, _Work] = {}
         no_request: list[int] = []
         not_json: list[int] = []
-        later = self.later_rows
         for i in range(len(exchanges)) if rows is None else rows:
-            if later and i in later:
+            if i in later:
                 continue  # planned with its first row
             built = self.build(exchanges[i], i)
             if isinstance(built, str):
@@ -1246,7 +1248,6 @@ async def replay_rows(
     n_cand = len(specs)
     columns = [_Answers(new_records(spill, f"answers-{i}")) for i in range(n_cand)]
     exchange_ids = record_ids(exchanges)
-    later_rows = {j for rows in (duplicates or {}).values() for j in rows} if spill else set()
     providers: list[Provider] = []
     abort = _Abort()
     interrupted = False
@@ -1288,7 +1289,6 @@ async def replay_rows(
                 shared=shared_limits[column] if shared_limits else None,
                 on_result=on_result,
                 exchanges=exchanges if spill is not None else None,
-                later_rows=later_rows,
             )
             runs.append(run)
             if spill is not None:  # too large to hold: planned a window at a time
