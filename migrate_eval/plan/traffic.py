@@ -110,9 +110,9 @@ class Traffic:
         self._row_of = array("q")
 
     def iter_load(self, ids: Iterable[str]) -> Iterator[Exchange]:
-        """The exchanges with these ids (given in log order, as :func:`sample_ids` keeps them),
-        read back from the Arrow files one at a time, in that order: what a run too large to
-        hold keeps on disk as it reads them."""
+        """The exchanges with these ids, read back from the Arrow files one at a time in log
+        order (one pass over each file that holds any of them; only those rows are decoded):
+        what a run too large to hold keeps on disk as it reads them."""
         from migrate_eval.ingest.dataset import iter_file_exchanges
 
         wanted = set(ids)
@@ -148,19 +148,8 @@ class Traffic:
 
     def load(self, ids: Iterable[str]) -> dict[str, Exchange]:
         """The exchanges with these ids, read back from the Arrow files (one pass over each
-        file that holds any of them; only those rows are decoded)."""
-        from migrate_eval.ingest.dataset import iter_file_exchanges
-
-        wanted = set(ids)
-        rows: dict[int, set[int]] = {}
-        for ex_id, number, row in zip(self.order, self._file_of, self._row_of, strict=True):
-            if ex_id in wanted:
-                rows.setdefault(number, set()).add(row)
-        out: dict[str, Exchange] = {}
-        for number, picked in sorted(rows.items()):
-            for _, ex in iter_file_exchanges(self._files[number], sorted(picked)):
-                out[ex.id] = ex
-        return out
+        file that holds any of them; only those rows are decoded), by id."""
+        return {ex.id: ex for ex in self.iter_load(ids)}
 
 
 @contextlib.contextmanager
