@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from migrate_eval.core.prices import candidate_price, cost_of, price_for, price_table
+from migrate_eval.core.prices import (
+    LoggedTraffic,
+    candidate_price,
+    cost_of,
+    price_for,
+    price_table,
+)
 from migrate_eval.core.records import Exchange, ReplayResult, Response, Source, Usage
 from migrate_eval.core.results import (
     CandidateResult,
@@ -109,6 +115,65 @@ def test_logged_volume_per_day_uses_the_log_span() -> None:
     volume = logged_volume_per_day(stamps)
     assert volume == pytest.approx({"a": 10 / 9, "b": 5 / 9})
     assert logged_volume_per_day({"a": [None, None]}) == {"a": 2.0}  # no stamps: one day
+
+
+def _span_of_lists(
+    stamps_by_task: dict[str, list[datetime | None]],
+) -> tuple[datetime | None, datetime | None]:
+    """The log's span as the volume read it from whole lists of timestamps, task by task."""
+    first: datetime | None = None
+    last: datetime | None = None
+    for stamps in stamps_by_task.values():
+        for ts in stamps:
+            if ts is None or (ts.tzinfo is None and first is not None and first.tzinfo):
+                continue
+            try:
+                first = ts if first is None or ts < first else first
+                last = ts if last is None or ts > last else last
+            except TypeError:  # aware after naive
+                continue
+    return first, last
+
+
+def test_logged_traffic_read_in_log_order_keeps_no_timestamp_per_exchange() -> None:
+    # a large log's volume, span and hourly load come from a few numbers per task and hour,
+    # gathered in log order (tasks interleaved), and equal what the whole lists give
+    t0 = datetime(2025, 3, 1, 9, tzinfo=UTC)
+    naive = datetime(2025, 2, 1, 8)
+    rows: list[tuple[str, datetime | None, float | None]] = []
+    for i in range(3_000):
+        task = ("a", "b", "c")[i % 3]
+        if task == "a":
+            ts: datetime | None = None if i < 30 else naive + timedelta(minutes=i)
+        elif task == "b":
+            ts = t0 + timedelta(seconds=7 * i) if i % 5 else naive - timedelta(minutes=i)
+        else:
+            ts = (t0 - timedelta(minutes=i)).astimezone(timezone(timedelta(hours=5)))
+        rows.append((task, ts, None if i % 7 == 0 else 0.001 * (i % 11)))
+    logged = LoggedTraffic()
+    by_task: dict[str, list[datetime | None]] = {}
+    costs: dict[str, list[float]] = {}
+    for task, ts, cost in rows:
+        logged.add(task, ts, cost)
+        by_task.setdefault(task, []).append(ts)
+        if cost is not None:
+            costs.setdefault(task, []).append(cost)
+    # task "a" appears first, with no timestamp: its first naive one decides the kind
+    first, last = logged.span()
+    assert (first, last) == _span_of_lists(by_task)
+    assert first is not None and first.tzinfo is None and last == naive + timedelta(minutes=2_997)
+    assert logged_volume_per_day(logged) == logged_volume_per_day(by_task)
+    assert hourly_load(logged) == hourly_load(by_task)
+    assert {t: sum(c) for t, c in logged.baseline_costs.items()} == {
+        t: sum(c) for t, c in costs.items()
+    }
+    distinct_hours = {
+        (ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts).replace(minute=0, second=0)
+        for _, ts, _ in rows
+        if ts is not None
+    }
+    assert len(logged.hours) == len(distinct_hours) < len(rows) / 10
+    assert all(len(kinds) <= 2 for kinds in logged.spans.values())
 
 
 def _result(name: str) -> CandidateResult:

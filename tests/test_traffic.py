@@ -482,7 +482,7 @@ def test_reading_the_arrow_copy_does_not_import_pandas(tmp_path: Path) -> None:
         "from migrate_eval.plan.traffic import read_traffic; "
         "before = 'pandas' in sys.modules; "
         f"t = read_traffic([('auto', None, [{str(DEMO)!r}])], Path({str(tmp_path)!r})); "
-        "assert t.logged.stamps and t.profile.first; "
+        "assert t.logged.spans and t.profile.first; "
         "assert before or 'pandas' not in sys.modules, 'the read imported pandas'"
     )
     done = subprocess.run(

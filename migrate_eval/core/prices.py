@@ -19,9 +19,10 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
@@ -274,13 +275,57 @@ def logged_cost(ex: LoggedExchange) -> float | None:
 
 @dataclass
 class LoggedTraffic:
-    """What cost projections need of the whole logged traffic, per task, in log order: the
-    timestamps (volume per day) and the logged costs (the baseline's cost)."""
+    """What cost projections need of the whole logged traffic, gathered while it is read, with
+    nothing kept per exchange but its logged cost: per task its requests and the earliest and
+    latest timestamp of each kind (time-zone aware or naive), the requests of each clock hour,
+    and per task the logged costs in log order (the baseline's cost, summed as a list would be).
+    """
 
-    stamps: dict[str, list[datetime | None]] = field(default_factory=dict)
-    baseline_costs: dict[str, list[float]] = field(default_factory=dict)
+    #: requests per task, in the order the tasks first appear in the log
+    counts: dict[str, int] = field(default_factory=dict)
+    #: per task, by awareness (the first key is that of the task's first timestamp): the
+    #: earliest and the latest timestamp
+    spans: dict[str, dict[bool, list[datetime]]] = field(default_factory=dict)
+    #: requests per clock hour (UTC; naive timestamps read as UTC), in the order first seen
+    hours: dict[datetime, int] = field(default_factory=dict)
+    baseline_costs: dict[str, array[float]] = field(default_factory=dict)
 
     def add(self, task: str, timestamp: datetime | None, cost: float | None) -> None:
-        self.stamps.setdefault(task, []).append(timestamp)
+        self.counts[task] = self.counts.get(task, 0) + 1
+        if timestamp is not None:
+            aware = timestamp.tzinfo is not None
+            span = self.spans.setdefault(task, {}).get(aware)
+            if span is None:
+                self.spans[task][aware] = [timestamp, timestamp]
+            elif timestamp < span[0]:
+                span[0] = timestamp
+            elif timestamp > span[1]:
+                span[1] = timestamp
+            utc = timestamp.astimezone(UTC).replace(tzinfo=None) if aware else timestamp
+            hour = utc.replace(minute=0, second=0, microsecond=0)
+            self.hours[hour] = self.hours.get(hour, 0) + 1
         if cost is not None:
-            self.baseline_costs.setdefault(task, []).append(cost)
+            self.baseline_costs.setdefault(task, array("d")).append(cost)
+
+    @classmethod
+    def of(cls, timestamps_by_task: Mapping[str, Iterable[datetime | None]]) -> LoggedTraffic:
+        """The traffic of these timestamps (per task, in log order), without costs."""
+        traffic = cls()
+        for task, stamps in timestamps_by_task.items():
+            traffic.counts.setdefault(task, 0)
+            for ts in stamps:
+                traffic.add(task, ts, None)
+        return traffic
+
+    def span(self) -> tuple[datetime | None, datetime | None]:
+        """The earliest and the latest timestamp of the log. Time-zone aware and naive
+        timestamps cannot be compared: the span is that of the kind of the first timestamp of
+        the first task (in log order) that has any, and the other kind only counts."""
+        for task in self.counts:
+            spans = self.spans.get(task)
+            if spans:
+                kind = next(iter(spans))
+                firsts = [s[kind][0] for s in self.spans.values() if kind in s]
+                lasts = [s[kind][1] for s in self.spans.values() if kind in s]
+                return min(firsts), max(lasts)
+        return None, None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from migrate_eval.core.prices import (
     LoggedTraffic,
@@ -71,7 +71,9 @@ def span_days(first: datetime | None, last: datetime | None, *, min_days: float 
 
 
 def logged_volume_per_day(
-    timestamps_by_task: Mapping[str, Iterable[datetime | None]], *, min_days: float = 1.0
+    timestamps_by_task: Mapping[str, Iterable[datetime | None]] | LoggedTraffic,
+    *,
+    min_days: float = 1.0,
 ) -> dict[str, float]:
     """Requests per day per task, over the time the whole log spans.
 
@@ -80,25 +82,13 @@ def logged_volume_per_day(
     a timestamp count in their task's volume over the same span. Without any timestamp
     every task's volume is its count over ``min_days``.
     """
-    counts: dict[str, int] = {}
-    first: datetime | None = None
-    last: datetime | None = None
-    for task, stamps in timestamps_by_task.items():
-        n = 0
-        for ts in stamps:
-            n += 1
-            if ts is None:
-                continue
-            if ts.tzinfo is None and first is not None and first.tzinfo is not None:
-                continue  # naive and aware stamps cannot be compared: count, don't span
-            try:
-                first = ts if first is None or ts < first else first
-                last = ts if last is None or ts > last else last
-            except TypeError:
-                continue
-        counts[task] = n
-    days = span_days(first, last, min_days=min_days)
-    return {task: n / days for task, n in counts.items()}
+    traffic = (
+        timestamps_by_task
+        if isinstance(timestamps_by_task, LoggedTraffic)
+        else LoggedTraffic.of(timestamps_by_task)
+    )
+    days = span_days(*traffic.span(), min_days=min_days)
+    return {task: n / days for task, n in traffic.counts.items()}
 
 
 def measured_throughput_rps(spec: CandidateSpec, rows: Iterable[ReplayResult]) -> float | None:
@@ -122,10 +112,10 @@ def measured_throughput_rps(spec: CandidateSpec, rows: Iterable[ReplayResult]) -
 class HourlyLoad:
     """The logged traffic by clock hour (UTC; naive timestamps read as UTC).
 
-    ``counts`` holds the requests of each clock hour that had any (requests without a timestamp
-    are spread over the stamped hours in proportion); ``span_days`` is the time the log covers
-    (at least one day, as in :func:`logged_volume_per_day`). A log without timestamps is read
-    as one day of evenly spread traffic.
+    ``counts`` holds the requests of each clock hour that had any, in time order (requests
+    without a timestamp are spread over the stamped hours in proportion); ``span_days`` is the
+    time the log covers (at least one day, as in :func:`logged_volume_per_day`). A log without
+    timestamps is read as one day of evenly spread traffic.
     """
 
     counts: tuple[float, ...]
@@ -138,27 +128,25 @@ class HourlyLoad:
 
 
 def hourly_load(
-    timestamps_by_task: Mapping[str, Iterable[datetime | None]], *, min_days: float = 1.0
+    timestamps_by_task: Mapping[str, Iterable[datetime | None]] | LoggedTraffic,
+    *,
+    min_days: float = 1.0,
 ) -> HourlyLoad:
     """The whole logged traffic (all tasks: one deployment serves them all) by clock hour."""
-    buckets: dict[datetime, int] = {}
-    total = 0
-    for stamps in timestamps_by_task.values():
-        for ts in stamps:
-            total += 1
-            if ts is None:
-                continue
-            if ts.tzinfo is not None:
-                ts = ts.astimezone(UTC).replace(tzinfo=None)
-            hour = ts.replace(minute=0, second=0, microsecond=0)
-            buckets[hour] = buckets.get(hour, 0) + 1
+    traffic = (
+        timestamps_by_task
+        if isinstance(timestamps_by_task, LoggedTraffic)
+        else LoggedTraffic.of(timestamps_by_task)
+    )
+    buckets, total = traffic.hours, sum(traffic.counts.values())
     stamped = sum(buckets.values())
     if not stamped:
         return HourlyLoad(counts=(total / 24.0,) * 24 if total else (), span_days=min_days)
     first, last = min(buckets), max(buckets) + timedelta(hours=1)
     span_days = max(min_days, (last - first).total_seconds() / 86400.0)
     scale = total / stamped
-    return HourlyLoad(counts=tuple(n * scale for n in buckets.values()), span_days=span_days)
+    counts = tuple(n * scale for _, n in sorted(buckets.items()))  # by hour, however read
+    return HourlyLoad(counts=counts, span_days=span_days)
 
 
 @dataclass(frozen=True)
@@ -338,8 +326,8 @@ def fill_cost_projections(
             if task is not None:
                 logged.add(task, ex.timestamp, logged_cost(ex))
         traffic = logged
-    stamps, baseline_costs = traffic.stamps, traffic.baseline_costs
-    volume = logged_volume_per_day(stamps)
+    baseline_costs = traffic.baseline_costs
+    volume = logged_volume_per_day(traffic)
     baseline_by_task: dict[str, float | None] = {
         task: (sum(c) / len(c) if (c := baseline_costs.get(task)) else None) for task in volume
     }
@@ -347,7 +335,7 @@ def fill_cost_projections(
     all_baseline = [c for costs in baseline_costs.values() for c in costs]
     baseline_per_request = sum(all_baseline) / len(all_baseline) if all_baseline else None
     per_day = sum(volume.values()) if volume else None
-    load = hourly_load(stamps)
+    load = hourly_load(traffic)
 
     by_name = {spec.name: spec for spec in specs}
     rows_by_candidate = by_candidate(replays)  # a large run's: read from disk, not held
