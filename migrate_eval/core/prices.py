@@ -22,7 +22,7 @@ import re
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
@@ -273,38 +273,67 @@ def logged_cost(ex: LoggedExchange) -> float | None:
     return cost_of(usage, price) if price is not None else None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+_HOUR = 3_600_000_000  # microseconds
+
+#: :func:`instant`'s kinds of timestamp
+NO_TIME, NAIVE, AWARE = 0, 1, 2
+
+
+def instant(timestamp: datetime | None) -> tuple[int, int]:
+    """``(kind, microseconds since the epoch)`` of a timestamp: :data:`NO_TIME` (and 0),
+    :data:`NAIVE` (read as UTC) or :data:`AWARE`; two integers instead of an object."""
+    if timestamp is None:
+        return NO_TIME, 0
+    if timestamp.utcoffset() is None:
+        return NAIVE, (timestamp.replace(tzinfo=None) - _NAIVE_EPOCH) // _MICROSECOND
+    return AWARE, (timestamp - _EPOCH) // _MICROSECOND
+
+
+def moment(kind: int, microseconds: int) -> datetime | None:
+    """The timestamp of :func:`instant`'s pair (an aware one in UTC)."""
+    if kind == NO_TIME:
+        return None
+    return (_NAIVE_EPOCH if kind == NAIVE else _EPOCH) + microseconds * _MICROSECOND
+
+
 @dataclass
 class LoggedTraffic:
     """What cost projections need of the whole logged traffic, gathered while it is read, with
-    nothing kept per exchange but its logged cost: per task its requests and the earliest and
-    latest timestamp of each kind (time-zone aware or naive), the requests of each clock hour,
-    and per task the logged costs in log order (the baseline's cost, summed as a list would be).
-    """
+    nothing kept per exchange but its logged cost (8 bytes): per task its requests and the
+    earliest and latest timestamp of each kind (time-zone aware or naive), the requests of
+    each clock hour, and per task the logged costs in log order (the baseline's cost, summed
+    as a list of them would be)."""
 
     #: requests per task, in the order the tasks first appear in the log
     counts: dict[str, int] = field(default_factory=dict)
-    #: per task, by awareness (the first key is that of the task's first timestamp): the
-    #: earliest and the latest timestamp
-    spans: dict[str, dict[bool, list[datetime]]] = field(default_factory=dict)
-    #: requests per clock hour (UTC; naive timestamps read as UTC), in the order first seen
-    hours: dict[datetime, int] = field(default_factory=dict)
+    #: per task, by :func:`instant` kind (the first key is that of the task's first
+    #: timestamp): the earliest and the latest timestamp, in microseconds since the epoch
+    spans: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    #: requests per clock hour (hours since the epoch, UTC; naive timestamps read as UTC)
+    hours: dict[int, int] = field(default_factory=dict)
     baseline_costs: dict[str, array[float]] = field(default_factory=dict)
 
     def add(self, task: str, timestamp: datetime | None, cost: float | None) -> None:
+        kind, microseconds = instant(timestamp)
+        self.add_instant(task, kind, microseconds, cost)
+
+    def add_instant(self, task: str, kind: int, microseconds: int, cost: float | None) -> None:
+        """:meth:`add` with the timestamp as :func:`instant` gives it."""
         self.counts[task] = self.counts.get(task, 0) + 1
-        if timestamp is not None:
-            aware = timestamp.tzinfo is not None
-            span = self.spans.setdefault(task, {}).get(aware)
+        if kind != NO_TIME:
+            span = self.spans.setdefault(task, {}).get(kind)
             if span is None:
-                self.spans[task][aware] = [timestamp, timestamp]
-            elif timestamp < span[0]:
-                span[0] = timestamp
-            elif timestamp > span[1]:
-                span[1] = timestamp
-            utc = timestamp.astimezone(UTC).replace(tzinfo=None) if aware else timestamp
-            hour = utc.replace(minute=0, second=0, microsecond=0)
+                self.spans[task][kind] = [microseconds, microseconds]
+            elif microseconds < span[0]:
+                span[0] = microseconds
+            elif microseconds > span[1]:
+                span[1] = microseconds
+            hour = microseconds // _HOUR
             self.hours[hour] = self.hours.get(hour, 0) + 1
-        if cost is not None:
+        if cost is not None and cost == cost:  # NaN: no known cost
             self.baseline_costs.setdefault(task, array("d")).append(cost)
 
     @classmethod
@@ -325,7 +354,7 @@ class LoggedTraffic:
             spans = self.spans.get(task)
             if spans:
                 kind = next(iter(spans))
-                firsts = [s[kind][0] for s in self.spans.values() if kind in s]
-                lasts = [s[kind][1] for s in self.spans.values() if kind in s]
-                return min(firsts), max(lasts)
+                first = min(s[kind][0] for s in self.spans.values() if kind in s)
+                last = max(s[kind][1] for s in self.spans.values() if kind in s)
+                return moment(kind, first), moment(kind, last)
         return None, None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import math
 import os
 import random
 import shutil
@@ -31,10 +32,11 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from migrate_eval.core.errors import InfrastructureError, LineIssue
 from migrate_eval.core.json import json_digest
-from migrate_eval.core.prices import LoggedTraffic, logged_cost
+from migrate_eval.core.prices import LoggedTraffic, instant, logged_cost
 from migrate_eval.core.records import Exchange
 from migrate_eval.core.request import BOOKKEEPING_FIELDS, request_digest, request_key
 from migrate_eval.core.results import IngestSummary, Profile
@@ -64,7 +66,8 @@ class Traffic:
     #: per scorable exchange, as ``order``: its request key (16 bytes each, end to end), its
     #: timestamp, and where it is (Arrow file number, row): arrays, not an object each
     _keys: bytearray = field(repr=False)
-    _stamps: list[datetime | None] = field(repr=False)
+    _stamps: array[int] = field(repr=False)  # microseconds (core.prices.instant)
+    _kinds: bytearray = field(repr=False)  # and their kinds
     _file_of: array[int] = field(repr=False)
     _row_of: array[int] = field(repr=False)
     _files: list[Path] = field(repr=False)
@@ -80,8 +83,10 @@ class Traffic:
         assignment = self.plan.assignment
         keys = self._keys
         return duplicate_pairs(
-            (ex_id, bytes(keys[16 * i : 16 * i + 16]), ts, assignment[ex_id])
-            for i, (ex_id, ts) in enumerate(zip(self.order, self._stamps, strict=True))
+            (ex_id, bytes(keys[16 * i : 16 * i + 16]), us if kind else None, assignment[ex_id])
+            for i, (ex_id, us, kind) in enumerate(
+                zip(self.order, self._stamps, self._kinds, strict=True)
+            )
             if assignment.get(ex_id) in names
         )
 
@@ -105,7 +110,8 @@ class Traffic:
         self.fingerprints = None
         self.plan = TaskPlan(tasks=self.plan.tasks, assignment={}, rules=self.plan.rules)
         self._keys = bytearray()
-        self._stamps = []
+        self._stamps = array("q")
+        self._kinds = bytearray()
         self._file_of = array("I")
         self._row_of = array("q")
 
@@ -223,8 +229,9 @@ def read_traffic(
     order: list[str] = []
     fingerprints: dict[str, bytes] | None = {} if dedupe else None
     keys = bytearray()
-    stamps: list[datetime | None] = []
-    costs: list[float | None] = []
+    stamps = array("q")  # each timestamp as two numbers (core.prices.instant), not an object
+    kinds = bytearray()
+    costs = array("d")  # NaN: no known cost
     file_of = array("I")
     row_of = array("q")
     arrow_files: list[Path] = []
@@ -246,7 +253,7 @@ def read_traffic(
                     formats[name] = formats.get(name, 0) + count
                 _tally_file(
                     part.arrow, len(arrow_files) - 1, tally, discovery, order, file_of,
-                    row_of, fingerprints, keys, stamps, costs, on_read,
+                    row_of, fingerprints, keys, stamps, kinds, costs, on_read,
                 )  # fmt: skip
     finally:
         if gc_was_enabled:
@@ -254,10 +261,10 @@ def read_traffic(
     summary = summarize(files, formats, lines_read, tally.total, skipped)
     plan = discovery.plan()
     logged = LoggedTraffic()
-    for ex_id, timestamp, cost in zip(order, stamps, costs, strict=True):
+    for ex_id, microseconds, kind, cost in zip(order, stamps, kinds, costs, strict=True):
         task = plan.assignment.get(ex_id)
         if task is not None:
-            logged.add(task, timestamp, cost)
+            logged.add_instant(task, kind, microseconds, cost)
     return Traffic(
         summary=summary,
         skipped=skipped,
@@ -268,6 +275,7 @@ def read_traffic(
         logged=logged,
         _keys=keys,
         _stamps=stamps,
+        _kinds=kinds,
         _file_of=file_of,
         _row_of=row_of,
         _files=arrow_files,
@@ -284,8 +292,9 @@ def _tally_file(
     row_of: array[int],
     fingerprints: dict[str, bytes] | None,
     keys: bytearray,
-    stamps: list[datetime | None],
-    costs: list[float | None],
+    stamps: array[int],
+    kinds: bytearray,
+    costs: array[float],
     on_read: Callable[[int], None] | None,
 ) -> None:
     """What :func:`read_traffic` gathers of every exchange of one Arrow file (each row decoded
@@ -309,8 +318,11 @@ def _tally_file(
         if fingerprints is not None:
             fingerprints[ex.id] = digest
         keys += digest if whole else request_key(ex)
-        stamps.append(ex.timestamp)
-        costs.append(logged_cost(ex))
+        kind, microseconds = instant(ex.timestamp)
+        kinds.append(kind)
+        stamps.append(microseconds)
+        cost = logged_cost(ex)
+        costs.append(math.nan if cost is None else cost)
 
 
 #: Duplicate pairs scored per task for the noise floor, at most (a seeded sample beyond).
@@ -318,14 +330,15 @@ MAX_NOISE_PAIRS = 1000
 
 
 def duplicate_pairs(
-    entries: Iterable[tuple[str, Hashable, datetime | None, str]],
+    entries: Iterable[tuple[str, Hashable, datetime | int | None, str]],
 ) -> dict[str, list[tuple[str, str]]]:
     """The pairs of logged answers :func:`noise_floor_from_duplicates` scores, from
-    ``(exchange id, request key, timestamp, task)`` of each exchange with a logged answer (in
+    ``(exchange id, request key, timestamp, task)`` (a timestamp or its microseconds since the
+    epoch: one or the other for all) of each exchange with a logged answer (in
     log order; equal keys are identical requests): per task, ``(earlier id, later id)`` pairs,
     at most :data:`MAX_NOISE_PAIRS` (a seeded random sample beyond). Only the keys are held,
     so the pairs of a log of any size can be found while it is read."""
-    groups: dict[Hashable, list[tuple[str, datetime | None]]] = {}
+    groups: dict[Hashable, list[tuple[str, Any]]] = {}
     task_of: dict[str, str] = {}
     for ex_id, key, timestamp, task in entries:
         groups.setdefault(key, []).append((ex_id, timestamp))

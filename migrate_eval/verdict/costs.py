@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from migrate_eval.core.prices import (
     LoggedTraffic,
@@ -142,8 +142,8 @@ def hourly_load(
     stamped = sum(buckets.values())
     if not stamped:
         return HourlyLoad(counts=(total / 24.0,) * 24 if total else (), span_days=min_days)
-    first, last = min(buckets), max(buckets) + timedelta(hours=1)
-    span_days = max(min_days, (last - first).total_seconds() / 86400.0)
+    hours = max(buckets) + 1 - min(buckets)  # the first hour's start to the last one's end
+    span_days = max(min_days, hours / 24.0)
     scale = total / stamped
     counts = tuple(n * scale for _, n in sorted(buckets.items()))  # by hour, however read
     return HourlyLoad(counts=counts, span_days=span_days)
