@@ -294,3 +294,43 @@ def test_records_pickle_as_their_values_and_come_back_equal() -> None:
         assert copy.deepcopy(record) == record
     back = pickle.loads(pickle.dumps(answer))
     assert back.response is not None and back.response.tool_calls[0].parsed_arguments == {"n": 1}
+
+
+def test_scored_chunks_are_joined_without_holding_them_twice() -> None:
+    # a large run scores 5,000 exchanges at a time; joining the chunks' frames must give
+    # pd.concat's frame without holding the chunks and the whole at once (at 1M exchanges
+    # and two candidates the scores are hundreds of MB)
+    import tracemalloc
+
+    import numpy as np
+
+    def chunk(k: int, n: int) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "exchange_id": [f"x{k}-{i}" for i in range(n)],
+                "status": pd.Series(["ok", "error"] * (n // 2), dtype="str"),
+                "parity": np.linspace(0, 1, n) + k,
+                "chrf": np.full(n, np.nan),
+                "tokens": pd.array(range(n), dtype="Int64"),
+                "cached": np.zeros(n, dtype=bool),
+            }
+        )
+
+    expected = pd.concat([chunk(k, 20_000) for k in range(6)], ignore_index=True)
+    tracemalloc.start()  # before the chunks are made: their memory going counts too
+    try:
+        frames = [chunk(k, 20_000) for k in range(6)]
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        joined = scoring._joined(frames)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    pd.testing.assert_frame_equal(joined, expected)
+    assert frames == []
+    # pd.concat holds the chunks and the whole at its peak (about twice what the chunks hold);
+    # a column at a time holds the chunks and one column of the whole
+    assert peak < 1.5 * held
+    # chunks whose columns differ are joined as pd.concat joins them
+    odd = [chunk(0, 4), chunk(1, 4).drop(columns=["chrf"])]
+    pd.testing.assert_frame_equal(scoring._joined(list(odd)), pd.concat(odd, ignore_index=True))
