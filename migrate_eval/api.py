@@ -263,8 +263,8 @@ def run(
 
             # 2. tasks + sample. Exchanges without a logged answer cannot be compared with it.
             plan = traffic.plan
-            # before sampling: the volume costs project on
-            traffic_assignment: Mapping[str, str] = dict(plan.assignment)
+            # before sampling: the volume costs project on (sampling makes a new plan)
+            traffic_assignment: Mapping[str, str] = plan.assignment
             traffic_profile = traffic.profile
             kept, plan, sampling_summary = sample_ids(
                 traffic.order,
@@ -566,20 +566,11 @@ def _write_run_folder(
     (run_dir / "suite.json").write_text(
         json.dumps(s.dump(), indent=2, ensure_ascii=False), encoding="utf-8"
     )
-    from migrate_eval.core.run_folder import write_records
+    from migrate_eval.core.run_folder import write_records, write_tasks
+    from migrate_eval.core.store import record_ids
 
     write_records(run_dir, "exchanges", exchanges)
-    (run_dir / "tasks.json").write_text(
-        json.dumps(
-            {
-                "tasks": [t.model_dump(mode="json") for t in plan.tasks],
-                "assignment": plan.assignment,
-            },
-            indent=1,
-            ensure_ascii=False,
-        ),
-        encoding="utf-8",
-    )
+    write_tasks(run_dir / "tasks.json", plan.tasks, record_ids(exchanges), plan.assignment)
     write_records(run_dir, "responses", replays)
     if baseline_rows is not None:
         from migrate_eval.replay.baseline import BASELINE_FILE, write_baseline

@@ -110,3 +110,28 @@ def test_a_broken_dataset_names_the_file_and_row(run_dir: Path) -> None:
     (run_dir / "responses" / "state.json").write_text("{}", encoding="utf-8")
     with pytest.raises(UserError, match=r"state.json: not a dataset's state"):
         migrate_eval.load_run(run_dir)
+
+
+@pytest.mark.parametrize("ids", [[], ['b"1', "a-é", "c\n"]])
+def test_tasks_json_is_written_a_line_at_a_time_as_json_writes_it(
+    tmp_path: Path, ids: list[str]
+) -> None:
+    # tasks.json of a million exchanges is streamed; it must stay the file json.dumps gives
+    # (indent 1, the exchanges in the run's order, not the mapping's), which load_run reads
+    from migrate_eval.core.results import TaskInfo
+
+    tasks = [
+        TaskInfo(
+            name="qa", description="questions « »", output="free_text", metrics=["chrf"],
+            min_parity=0.8, n=len(ids), source="suite",
+        )
+    ]  # fmt: skip
+    assignment = {ex_id: "qa" for ex_id in reversed(ids)}
+    path = tmp_path / "tasks.json"
+    run_folder.write_tasks(path, tasks, ids, assignment)
+    expected = {
+        "tasks": [t.model_dump(mode="json") for t in tasks],
+        "assignment": {ex_id: "qa" for ex_id in ids},
+    }
+    assert path.read_text(encoding="utf-8") == json.dumps(expected, indent=1, ensure_ascii=False)
+    assert list(json.loads(path.read_text(encoding="utf-8"))["assignment"]) == ids

@@ -55,8 +55,12 @@ def test_dedupe_keeps_the_first_and_counts_copies() -> None:
     assert by_task["a"].unique == 3 and by_task["a"].sampled == 3
     assert summary.duplicates == 6 and summary.sampled == 4
     assert {t.name: t.n for t in plan2.tasks} == {"a": 3, "b": 1}
-    kept_all, _, s_all = sample_plan(exchanges, plan)  # dedupe off keeps every copy
+    kept_all, plan_all, s_all = sample_plan(exchanges, plan)  # dedupe off keeps every copy
     assert len(kept_all) == 10 and s_all.duplicates == 0
+    # every exchange kept: the sample's assignment is the traffic's, not a second mapping of
+    # (at scale) a million ids; a sample holds only its own
+    assert plan_all.assignment is plan.assignment
+    assert plan2.assignment == {e.id: plan.assignment[e.id] for e in kept}
 
 
 def test_ci_width_sizes_each_stratum_and_is_seeded() -> None:

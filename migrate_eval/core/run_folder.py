@@ -15,7 +15,7 @@ still read: :meth:`RunFolder.exchanges` takes whichever layout the folder has).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -75,6 +75,25 @@ RECORD_COLUMNS: dict[str, tuple[dict[str, str], Callable[[Any], dict[str, Any]]]
         _response_columns,
     ),
 }
+
+
+def write_tasks(
+    path: Path, tasks: Iterable[TaskInfo], ids: Iterable[str], assignment: Mapping[str, str]
+) -> None:
+    """``tasks.json``: the tasks and the task of each exchange of ``ids`` (in their order),
+    written as ``json.dumps({"tasks": ..., "assignment": ...}, indent=1)`` writes it, a line at
+    a time (a million exchanges' assignment is never one string, nor a second mapping)."""
+    head = json.dumps(
+        {"tasks": [t.model_dump(mode="json") for t in tasks]}, indent=1, ensure_ascii=False
+    )
+    with path.open("w", encoding="utf-8") as f:
+        f.write(head[: -len("\n}")] + ',\n "assignment": {')
+        separator = "\n  "
+        for ex_id in ids:
+            f.write(f"{separator}{json.dumps(ex_id, ensure_ascii=False)}: ")
+            f.write(json.dumps(assignment[ex_id], ensure_ascii=False))
+            separator = ",\n  "
+        f.write("}\n}" if separator == "\n  " else "\n }\n}")
 
 
 def write_records(folder: Path, name: str, records: Iterable[BaseModel]) -> Path:

@@ -145,13 +145,20 @@ def sample_ids(
             )
         )
     kept = [ex_id for ex_id in order if ex_id in keep]
+    del keep
     counts = Counter(plan.assignment[ex_id] for ex_id in kept)
     tasks = [
         t.model_copy(update={"n": counts.get(t.name, 0)}) for t in plan.tasks if counts.get(t.name)
     ]
     new_plan = TaskPlan(
         tasks=tasks,
-        assignment={ex_id: plan.assignment[ex_id] for ex_id in kept},
+        # every exchange with a task kept (no limit, nothing deduplicated): the same mapping,
+        # not a copy of it (a million entries)
+        assignment=(
+            plan.assignment
+            if len(kept) == len(plan.assignment)
+            else {ex_id: plan.assignment[ex_id] for ex_id in kept}
+        ),
         rules={k: v for k, v in plan.rules.items() if counts.get(k)},
     )
     summary = SamplingSummary(
