@@ -231,7 +231,7 @@ def run(
         get_provider(c)
 
     # a large run keeps its exchanges and answers on disk (core.store), until it ends
-    from migrate_eval.core.store import Spill, new_records, spill_above
+    from migrate_eval.core.store import Spill, new_records, record_ids, spill_above
 
     spill_limit = spill_above()  # applied once, here
     spill: Spill | None = None
@@ -286,7 +286,7 @@ def run(
                 spill = scope.enter_context(
                     Spill(scope.enter_context(work_folder(work_parent, "spill-")))
                 )
-                on_disk = spill.new("exchanges", ids=True)
+                on_disk = spill.new("exchanges", ids=kept)  # the ids held once, shared
                 on_disk.extend(traffic.iter_load(kept))
                 exchanges = on_disk
                 loaded = traffic.load(pair_ids)  # the duplicates' answers (noise floor)
@@ -309,7 +309,7 @@ def run(
             exchanges,
             redaction_config,
             out=(
-                new_records(spill, "redacted", ids=True)
+                new_records(spill, "redacted", ids=record_ids(exchanges))
                 if spill is not None and redaction_config.enabled
                 else None
             ),

@@ -52,6 +52,26 @@ def test_spilled_records_read_back_as_written_by_index_slice_and_pass(tmp_path: 
         records[0]
 
 
+def test_sequences_of_the_same_exchanges_share_one_list_of_ids(tmp_path: Path) -> None:
+    # a large run keeps its sample and its redacted copy on disk: a million ids are held once
+    written = [_exchange(i) for i in range(7)]
+    ids = [e.id for e in written]
+    with Spill(tmp_path, batch=3) as spill:
+        first = spill.new("exchanges", ids=ids)
+        first.extend(written)
+        second = spill.new("redacted", ids=record_ids(first))
+        second.extend(written)
+        assert record_ids(first) is ids and record_ids(second) is ids
+        assert list(second) == written
+        # a record that is not the one its ids name next is refused, not misfiled
+        third = spill.new("other", ids=ids)
+        third.append(written[0])
+        with pytest.raises(ValueError, match="record 1 is not the one its ids name"):
+            third.append(written[2])
+        with pytest.raises(ValueError, match="record 1"):
+            spill.new("short", ids=ids[:1]).extend(written[:2])
+
+
 def test_spilled_records_are_read_by_several_threads_at_once(tmp_path: Path) -> None:
     with Spill(tmp_path, batch=3) as spill:
         records = spill.new("answers")

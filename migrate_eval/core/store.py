@@ -65,9 +65,10 @@ class Spill:
         self.batch = BATCH if batch is None else batch
         self._made: list[SpilledRecords[Any]] = []
 
-    def new(self, name: str, *, ids: bool = False) -> SpilledRecords[Any]:
+    def new(self, name: str, *, ids: bool | list[str] = False) -> SpilledRecords[Any]:
         """An empty sequence, written to ``folder/<name>-<n>.pickles`` (``ids``: it keeps the
-        records' ``id`` in memory too, :attr:`SpilledRecords.ids`)."""
+        records' ``id`` in memory too, :attr:`SpilledRecords.ids`; or the ids its records
+        will have, in order: that list, shared, is its ``ids``)."""
         records: SpilledRecords[Any] = SpilledRecords(
             self.folder / f"{name}-{len(self._made)}.pickles", batch=self.batch, ids=ids
         )
@@ -86,7 +87,9 @@ class Spill:
         self.close()
 
 
-def new_records(spill: Spill | None, name: str, *, ids: bool = False) -> MutableSequence[Any]:
+def new_records(
+    spill: Spill | None, name: str, *, ids: bool | list[str] = False
+) -> MutableSequence[Any]:
     """A list, or a :class:`SpilledRecords` of ``spill`` when the run keeps records on disk."""
     return [] if spill is None else spill.new(name, ids=ids)
 
@@ -188,11 +191,17 @@ class SpilledRecords(_Indexed[T], MutableSequence[T]):
     are read back as they were written: a record changed after it was appended is not).
     Reading is safe from several threads (a stage may read it while another does)."""
 
-    def __init__(self, path: Path, *, batch: int | None = None, ids: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, batch: int | None = None, ids: bool | list[str] = False
+    ) -> None:
         self.path = path
         self.batch = max(1, BATCH if batch is None else batch)
-        #: the records' ``id``, in order (when asked for): what a pass would read them for
-        self.ids: list[str] | None = [] if ids else None
+        #: the records' ``id``, in order (when asked for): what a pass would read them for.
+        #: Given (the ids the records will have, in order), the list is shared, not copied:
+        #: a million ids are held once, however many sequences of them a run keeps
+        self.ids: list[str] | None = ids if isinstance(ids, list) else [] if ids else None
+        self._given_ids = isinstance(ids, list)
+        self._count = 0  # records appended
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self._spans: list[tuple[int, int]] = []  # (offset, length) of each written batch
         self._end = 0
@@ -203,8 +212,15 @@ class SpilledRecords(_Indexed[T], MutableSequence[T]):
     # -- writing ---------------------------------------------------------------------------
 
     def append(self, value: T) -> None:
-        if self.ids is not None:
+        if self._given_ids:
+            assert self.ids is not None
+            if self._count >= len(self.ids) or self.ids[self._count] != value.id:  # type: ignore[attr-defined]
+                raise ValueError(
+                    f"{self.path.name}: record {self._count} is not the one its ids name"
+                )
+        elif self.ids is not None:
             self.ids.append(value.id)  # type: ignore[attr-defined]
+        self._count += 1
         self._buffer.append(value)
         if len(self._buffer) >= self.batch:
             self._flush()
