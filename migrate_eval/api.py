@@ -352,6 +352,7 @@ def run(
                     progress=progress,
                     cache_salt=cache_salt,
                     address=ray_address,
+                    spill=spill,  # a large run's answers go to disk a wave at a time
                 )
                 # as a local run, before the candidates are scored: the embedding caches then
                 # hold the same texts when each is embedded, so the vectors are the same bits

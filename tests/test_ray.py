@@ -114,6 +114,48 @@ def test_live_replay_on_ray_equals_the_local_run(tmp_path: Path) -> None:
     assert len(counts) == 45 and set(counts.values()) == {2}
 
 
+def test_a_run_on_disk_goes_to_the_cluster_a_wave_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a run too large to hold sends its exchanges a wave at a time and writes each wave's
+    # answers to disk: the same results as a local run in memory, each request sent once
+    from migrate_eval.core import store
+    from migrate_eval.replay import cluster
+
+    rows = [_line(i, f"question {i % 45}", f"echo: question {i % 45}") for i in range(60)]
+    logs = write_logs(tmp_path / "l.jsonl", rows)
+    waves: list[int] = []
+    real = cluster._replay_wave
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        waves.append(len(args[4]))
+        return real(*args, **kwargs)
+
+    runs = {}
+    with LoopbackServer() as server:
+        for executor in ("local", "ray"):
+            if executor == "ray":
+                monkeypatch.setenv("MIGRATE_EVAL_SPILL_ABOVE", "0")
+                monkeypatch.setattr(cluster, "WAVE", 16)
+                monkeypatch.setattr(store, "BATCH", 8)
+                monkeypatch.setattr(cluster, "_replay_wave", counted)
+            runs[executor] = migrate_eval.run(
+                logs=[logs],
+                candidates=[
+                    f"a=openai-compatible:m1@{server.base_url}",
+                    f"b=openai-compatible:m2@{server.base_url}",
+                ],
+                out=tmp_path / executor,
+                cache=tmp_path / f"{executor}.sqlite",  # each its own cache: both send
+                executor=executor,
+            )
+        counts = Counter((b["model"], last_user_text(b)) for b in server.bodies)
+    assert waves == [16, 16, 16, 12]
+    assert comparable_results(runs["ray"].run_dir) == comparable_results(runs["local"].run_dir)
+    # 45 distinct requests per candidate, each sent once per run, across waves too
+    assert len(counts) == 90 and set(counts.values()) == {2}
+
+
 def test_equal_requests_share_a_shard() -> None:
     exchanges = _exchanges(30) + _exchanges(30)  # every request twice
     shards = shard_rows(exchanges, 4)

@@ -31,9 +31,10 @@ Ray is imported only here, and only when a run asks for it
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from migrate_eval.core.errors import ConfigError, MigrateEvalError
 from migrate_eval.core.executor import ensure_ray
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.request import request_key
+from migrate_eval.core.store import Spill, interleave, new_records
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.engine import HedgePolicy, ProgressEvent, ReplayInterrupted
 from migrate_eval.replay.ratelimit import AdaptiveConcurrency, RequestLimits
@@ -195,6 +197,25 @@ class ShardJob:
     limiter: Any  # the candidate's Limiter actor handle
     board: Any  # the run's Board actor handle
 
+    @staticmethod
+    def settings(
+        cache_path: str | Path,
+        offline: bool,
+        cache_salt: str | None,
+        backoff_base: float,
+        hedge: HedgePolicy | None,
+        breaker_threshold: int,
+    ) -> dict[str, Any]:
+        """What every task of a run shares."""
+        return {
+            "cache_path": str(Path(cache_path).resolve()),
+            "offline": offline,
+            "cache_salt": cache_salt,
+            "backoff_base": backoff_base,
+            "hedge": hedge,
+            "breaker_threshold": breaker_threshold,
+        }
+
 
 class _ActorLimits:
     """:class:`~migrate_eval.replay.engine.SharedLimits` backed by a :class:`Limiter` actor."""
@@ -300,58 +321,104 @@ def replay_on_ray(
     hedge: HedgePolicy | None = None,
     breaker_threshold: int = 8,
     on_workers: Callable[[dict[tuple[int, int], int]], None] | None = None,
-) -> list[ReplayResult]:
+    spill: Spill | None = None,
+) -> Sequence[ReplayResult]:
     """:func:`~migrate_eval.replay.engine.replay` on a Ray cluster (see the module).
 
     ``workers``: shards per candidate (default: the cluster's CPUs). ``cache_path`` must be
     the same file for every worker (a local cluster's workers share this machine's). Returns
     the rows in the local order (exchange, then candidate). ``on_workers`` hears the worker
-    process ids by (candidate column, shard) whenever progress is polled.
+    process ids by (candidate column, shard) whenever progress is polled. With ``spill`` (a
+    run too large to hold) the exchanges go to the cluster :data:`WAVE` at a time, and each
+    wave's answers are written to ``spill`` before the next is sent: the driver holds one
+    wave. A request asked in two waves is sent once (the second finds it in the cache).
     """
     check_candidates(candidates)
     ray = ensure_ray(address)
     if workers is None:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    n_cand = len(candidates)
-    shards = shard_rows(exchanges, workers)
+    n_cand, total = len(candidates), len(exchanges)
     remote = _remotes(ray)
     board = remote.board.remote()
+    limiters = [remote.limiter.remote(spec.concurrency, spec.rpm, spec.tpm) for spec in candidates]
+    columns: list[MutableSequence[ReplayResult]] = [
+        new_records(spill, f"ray-answers-{column}") for column in range(n_cand)
+    ]
+    step = WAVE if spill is not None else max(1, total)
+    numbers = itertools.count()  # shards are numbered across waves (progress, leases)
+    for start in range(0, total, step):
+        wave = exchanges[start : start + step]
+        try:
+            rows = _replay_wave(
+                ray, remote, board, limiters, list(wave), candidates, workers, numbers,
+                ShardJob.settings(
+                    cache_path, offline, cache_salt, backoff_base, hedge, breaker_threshold
+                ),
+                lambda: _poll(ray, board, candidates, total, progress, on_workers)
+                if progress is not None or on_workers is not None
+                else None,
+            )  # fmt: skip
+        except _WaveInterrupted as stop:
+            raise _interrupted(exchanges, candidates, columns, start, stop) from None
+        for column, answers in zip(columns, rows, strict=True):
+            column.extend(answers)
+        del rows
+    if progress is not None:
+        _poll(ray, board, candidates, total, progress, None)
+    for actor in (board, *limiters):
+        ray.kill(actor)
+    return interleave(columns)
+
+
+#: Exchanges a run on disk hands to the cluster at a time (:func:`replay_on_ray`).
+WAVE = 20_000
+
+
+class _WaveInterrupted(Exception):
+    """Ctrl-C during a wave: what its tasks had answered (per candidate, None where not)."""
+
+    def __init__(self, rows: list[list[ReplayResult | None]], answered: int) -> None:
+        self.rows = rows
+        self.answered = answered
+
+
+def _replay_wave(
+    ray: Any,
+    remote: _Remotes,
+    board: Any,
+    limiters: list[Any],
+    exchanges: list[Exchange],
+    candidates: Sequence[CandidateSpec],
+    workers: int,
+    numbers: Iterator[int],
+    settings: dict[str, Any],
+    poll: Callable[[], None],
+) -> list[list[ReplayResult]]:
+    """One wave's answers, per candidate in exchange order (its shards sent at once)."""
+    shards = shard_rows(exchanges, workers)
     # every task runs at once: replay waits on the network, not on a CPU
     cpus = ray.cluster_resources().get("CPU", 1.0)
-    per_task = min(1.0, max(0.01, cpus / max(1, len(shards) * n_cand)))
+    per_task = min(1.0, max(0.01, cpus / max(1, len(shards) * len(candidates))))
     payloads = [ray.put([exchanges[i] for i in rows]) for rows in shards]
     refs: list[Any] = []
     placed: list[tuple[int, list[int]]] = []
-    limiters = []
-    for column, spec in enumerate(candidates):
-        limiter = remote.limiter.remote(spec.concurrency, spec.rpm, spec.tpm)
-        limiters.append(limiter)
-        for shard, (rows, payload) in enumerate(zip(shards, payloads, strict=True)):
+    for column, (spec, limiter) in enumerate(zip(candidates, limiters, strict=True)):
+        for rows, payload in zip(shards, payloads, strict=True):
             job = ShardJob(
-                spec=spec,
-                column=column,
-                shard=shard,
-                cache_path=str(Path(cache_path).resolve()),
-                offline=offline,
-                cache_salt=cache_salt,
-                backoff_base=backoff_base,
-                hedge=hedge,
-                breaker_threshold=breaker_threshold,
-                limiter=limiter,
-                board=board,
-            )
+                spec=spec, column=column, shard=next(numbers), limiter=limiter, board=board,
+                **settings,
+            )  # fmt: skip
             refs.append(remote.shard.options(num_cpus=per_task).remote(job, payload))
             placed.append((column, rows))
-    results: list[ReplayResult | None] = [None] * (len(exchanges) * n_cand)
+    results: list[list[ReplayResult | None]] = [[None] * len(exchanges) for _ in candidates]
     pending = list(refs)
     try:
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=PROGRESS_EVERY)
-            if progress is not None or on_workers is not None:
-                _poll(ray, board, candidates, len(exchanges), progress, on_workers)
+            poll()
         for (column, rows), ref in zip(placed, refs, strict=True):
             for i, row in zip(rows, _get(ray, ref), strict=True):
-                results[i * n_cand + column] = row
+                results[column][i] = row
     except KeyboardInterrupt:
         for ref in refs:
             ray.cancel(ref)
@@ -362,26 +429,43 @@ def replay_on_ray(
             except Exception:
                 continue
             for i, row in zip(rows, out, strict=True):
-                results[i * n_cand + column] = row
+                results[column][i] = row
                 answered += row.ok
-        missing = 0
-        for i, r in enumerate(results):
-            if r is None:
+        raise _WaveInterrupted(results, answered) from None
+    return [[r for r in column if r is not None] for column in results]
+
+
+def _interrupted(
+    exchanges: Sequence[Exchange],
+    candidates: Sequence[CandidateSpec],
+    columns: list[MutableSequence[ReplayResult]],
+    start: int,
+    stop: _WaveInterrupted,
+) -> ReplayInterrupted:
+    """:class:`ReplayInterrupted` with a row for every (exchange, candidate): the waves
+    answered before, what the interrupted one had, an "interrupted" row for the rest."""
+    answered = stop.answered + sum(1 for column in columns for r in column if r.ok)
+    results: list[ReplayResult] = []
+    missing = 0
+    for i, ex in enumerate(exchanges):
+        for c, spec in enumerate(candidates):
+            row = (
+                columns[c][i]
+                if i < start
+                else stop.rows[c][i - start]
+                if i - start < len(stop.rows[c])
+                else None
+            )
+            if row is None:
                 missing += 1
-                results[i] = ReplayResult(
-                    exchange_id=exchanges[i // n_cand].id,
-                    candidate=candidates[i % n_cand].name,
+                row = ReplayResult(
+                    exchange_id=ex.id,
+                    candidate=spec.name,
                     error="interrupted before an answer arrived",
                     error_kind="interrupted",
                 )
-        raise ReplayInterrupted(
-            [r for r in results if r is not None], answered=answered, missing=missing
-        ) from None
-    if progress is not None:
-        _poll(ray, board, candidates, len(exchanges), progress, None)
-    for actor in (board, *limiters):
-        ray.kill(actor)
-    return [r for r in results if r is not None]
+            results.append(row)
+    return ReplayInterrupted(results, answered=answered, missing=missing)
 
 
 def check_candidates(candidates: Sequence[CandidateSpec]) -> None:
