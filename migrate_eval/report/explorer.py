@@ -136,7 +136,7 @@ def _blob_data(
         status_col: pd.Series | None = scores["status"] if "status" in scores.columns else None
         # an exchange's task is that of its first row (codes first show in increasing order)
         first_row = np.flatnonzero(np.diff(np.maximum.accumulate(row_ex), prepend=-1))
-        first_task, first_task_names = _text_codes(scores["task"].iloc[first_row])
+        first_task, first_task_names = text_codes(scores["task"].iloc[first_row])
         ex_task = (
             np.asarray([task_seen.index(t) for t in first_task_names], dtype=np.intp)[first_task]
             if len(first_row)
@@ -184,7 +184,7 @@ def _blob_data(
         value = parity_col.copy()
         value[np.isnan(value)] = -1.0
         if status_col is not None:
-            value[~_text_is(status_col, "ok")] = -1.0
+            value[~text_is(status_col, "ok")] = -1.0
         worst = np.full(total, 2.0)
         np.minimum.at(worst, row_ex, value)
         del value
@@ -215,11 +215,11 @@ def _blob_data(
     del new_pos
     if len(rows):
         pos = pos[rows]
-        cand_codes, cand_texts = _text_codes(scores["candidate"].iloc[rows])
+        cand_codes, cand_texts = text_codes(scores["candidate"].iloc[rows])
         cand_index = {c: i for i, c in enumerate(cand_names)}
         col = np.asarray([cand_index[str(c)] for c in cand_texts], dtype=np.intp)[cand_codes]
         if status_col is not None:
-            st, st_texts = _text_codes(status_col.iloc[rows])
+            st, st_texts = text_codes(status_col.iloc[rows])
             for s in st_texts:  # new statuses in the order they first show
                 if s not in status_index:
                     status_index[s] = len(statuses)
@@ -272,7 +272,7 @@ def _blob_data(
     return data, limit, n, total
 
 
-def _text_is(column: pd.Series, text: str) -> np.ndarray:
+def text_is(column: pd.Series, text: str) -> np.ndarray:
     """Where ``column.astype(str) == text``, without a text copy of a column of texts."""
     if not isinstance(column.dtype, pd.StringDtype) and pd.api.types.infer_dtype(
         column, skipna=True
@@ -286,7 +286,7 @@ def _distinct_text(column: pd.Series) -> list[Any]:
     return list(dict.fromkeys(pd.Index(pd.unique(column)).astype(str).tolist()))
 
 
-def _text_codes(column: pd.Series) -> tuple[np.ndarray, list[Any]]:
+def text_codes(column: pd.Series) -> tuple[np.ndarray, list[Any]]:
     """``column.astype(str)`` as codes into its distinct values, in the order they first show
     (a column of few distinct values)."""
     codes, uniques = pd.factorize(column, use_na_sentinel=False)
@@ -663,6 +663,8 @@ __all__ = [
     "histogram",
     "histogram_svg",
     "shown_answer",
+    "text_codes",
+    "text_is",
     "text_limit",
     "word_diff",
 ]
