@@ -95,7 +95,12 @@ def new_records(
 
 
 def pick(records: Sequence[T], numbers: Iterable[int]) -> dict[int, T]:
-    """The records at ``numbers``, read in order (a spilled sequence reads each batch once)."""
+    """The records at ``numbers``, read in order (a spilled sequence decodes each batch it
+    touches once, :meth:`SpilledRecords.pick`)."""
+    if isinstance(records, SpilledRecords):
+        return records.pick(numbers)
+    if isinstance(records, _Interleaved):
+        return records.pick(numbers)
     return {i: records[i] for i in sorted(set(numbers))}
 
 
@@ -131,6 +136,14 @@ class ById(Mapping[str, T]):
     def values(self) -> Any:  # one pass over the records, in order
         return iter(self.records)
 
+    def get_many(self, keys: Iterable[str]) -> dict[str, T]:
+        """The records of ``keys`` (those it has), read in their order in the sequence: a
+        spilled sequence decodes each batch it touches once, not once a key (the report's
+        examples, read by id in the order it shows them)."""
+        at = {key: self.position[key] for key in dict.fromkeys(keys) if key in self.position}
+        records = pick(self.records, at.values())
+        return {key: records[i] for key, i in at.items()}
+
 
 class ByPair(Mapping[tuple[str, str], T]):
     """A replay's answers (exchange order, the candidates of an exchange together) by
@@ -149,6 +162,18 @@ class ByPair(Mapping[tuple[str, str], T]):
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((ex_id, c) for ex_id in self.ids for c in self.candidates)
+
+    def get_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], T]:
+        """The answers of ``keys`` (those it has), read in their order in the sequence (see
+        :meth:`ById.get_many`)."""
+        width = len(self.candidates)
+        at = {
+            key: self.position[key[0]] * width + self.column[key[1]]
+            for key in dict.fromkeys(keys)
+            if key in self
+        }
+        records = pick(self.records, at.values())
+        return {key: records[i] for key, i in at.items()}
 
     def __len__(self) -> int:
         return len(self.ids) * len(self.candidates)
@@ -284,6 +309,23 @@ class SpilledRecords(_Indexed[T], MutableSequence[T]):
             return self._buffer[at]
         return self._batch(number)[at]
 
+    def pick(self, numbers: Iterable[int]) -> dict[int, T]:
+        """The records at ``numbers`` (negative ones from the end), each batch they fall in
+        decoded once, in order."""
+        n = len(self)
+        wanted: dict[int, list[int]] = {}
+        for i in sorted(set(numbers)):
+            at = i + n if i < 0 else i
+            if not 0 <= at < n:
+                raise IndexError("record index out of range")
+            wanted.setdefault(at // self.batch, []).append(i)
+        out: dict[int, T] = {}
+        for number, asked in wanted.items():
+            records = self._buffer if number == len(self._spans) else self._batch(number)
+            for i in asked:
+                out[i] = records[(i + n if i < 0 else i) - number * self.batch]
+        return dict(sorted(out.items()))  # in the order of the numbers, as :func:`pick`
+
     def __iter__(self) -> Iterator[T]:
         # a pass decodes each batch once, for itself (other readers' batches stay cached)
         for number in range(len(self._spans)):
@@ -349,6 +391,22 @@ class _Interleaved(_Indexed[T]):
     def _at(self, index: int) -> T:
         row, column = divmod(index, len(self.columns))
         return self.columns[column][row]
+
+    def pick(self, numbers: Iterable[int]) -> dict[int, T]:
+        """:func:`pick` of each column (a spilled one decodes each batch it touches once)."""
+        width, n = len(self.columns), len(self)
+        rows: dict[int, dict[int, int]] = {}  # column -> row -> index asked
+        for i in set(numbers):
+            at = i + n if i < 0 else i
+            if not 0 <= at < n:
+                raise IndexError("record index out of range")
+            row, column = divmod(at, width)
+            rows.setdefault(column, {})[row] = i
+        out: dict[int, T] = {}
+        for column, asked in sorted(rows.items()):
+            got = pick(self.columns[column], asked)
+            out.update({asked[row]: record for row, record in got.items()})
+        return dict(sorted(out.items()))
 
     def __iter__(self) -> Iterator[T]:
         for row in zip(*self.columns, strict=True):

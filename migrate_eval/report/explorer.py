@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,68 +122,117 @@ def _blob_data(
 ) -> tuple[dict[str, Any], int, int, int]:
     cand_names = [c.name for c in results.candidates]
     task_list = [t.name for t in results.tasks]
+    # The run's scores as arrays (codes into their distinct values), never one Python object
+    # a row: a million exchanges are two million rows (issue 17).
     if not scores.empty and {"exchange_id", "task", "candidate"}.issubset(scores.columns):
-        sc = scores[["exchange_id", "task", "candidate"]].astype(str)
+        row_ex, ex_ids = _str_codes(scores["exchange_id"])
+        task_seen = _distinct_text(scores["task"])
+        cand_seen = _distinct_text(scores["candidate"])
         parity_col = (
-            pd.to_numeric(scores["parity"], errors="coerce")
+            pd.to_numeric(scores["parity"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             if "parity" in scores.columns
-            else pd.Series(np.nan, index=scores.index)
+            else np.full(len(scores), np.nan)
         )
-        status_col = (
-            scores["status"].astype(str)
-            if "status" in scores.columns
-            else pd.Series("ok", index=scores.index)
+        status_col: pd.Series | None = scores["status"] if "status" in scores.columns else None
+        # an exchange's task is that of its first row (codes first show in increasing order)
+        first_row = np.flatnonzero(np.diff(np.maximum.accumulate(row_ex), prepend=-1))
+        first_task, first_task_names = text_codes(scores["task"].iloc[first_row])
+        ex_task = (
+            np.asarray([task_seen.index(t) for t in first_task_names], dtype=np.intp)[first_task]
+            if len(first_row)
+            else np.zeros(0, dtype=np.intp)
         )
-        for t in sc["task"].unique():
-            if t not in task_list:
-                task_list.append(str(t))
-        for c in sc["candidate"].unique():
-            if c not in cand_names:
-                cand_names.append(str(c))
-        firsts = sc.drop_duplicates("exchange_id")
-        ids = firsts["exchange_id"].tolist()
-        task_of = dict(zip(firsts["exchange_id"], firsts["task"], strict=True))
+        del first_row, first_task
     else:
-        sc = pd.DataFrame(columns=["exchange_id", "task", "candidate"])
-        parity_col = pd.Series(dtype=float)
-        status_col = pd.Series(dtype=str)
-        ids, task_of = [], {}
-    # exchanges without a score row are still reachable
-    for ex_id in exchanges:
-        if ex_id not in task_of:
-            ids.append(ex_id)
-            task_of[ex_id] = ""
-    if "" in task_of.values() and "" not in task_list:
-        task_list.append("")
-    total = len(ids)
+        row_ex = ex_task = np.zeros(0, dtype=np.intp)
+        ex_ids = pd.Index([], dtype=object)
+        task_seen, cand_seen = [], []
+        parity_col = np.zeros(0)
+        status_col = None
+    for t in task_seen:
+        if t not in task_list:
+            task_list.append(str(t))
+    for c in cand_seen:
+        if c not in cand_names:
+            cand_names.append(str(c))
+    n_scored = len(ex_ids)
+    # exchanges without a score row are still reachable (task "")
+    listed = list(exchanges)
+    if listed:
+        known = ex_ids.get_indexer(listed) >= 0 if n_scored else np.zeros(len(listed), bool)
+        extra: list[Any] = list(pd.unique(np.asarray(listed, dtype=object)[~known]))
+        del known
+    else:
+        extra = []
+    del listed
+    if extra:
+        if "" not in task_list:
+            task_list.append("")
+        no_task = task_seen.index("") if "" in task_seen else len(task_seen)
+        ex_task = np.concatenate([ex_task, np.full(len(extra), no_task, dtype=np.intp)])
+    total = n_scored + len(extra)
+
+    def id_at(positions: np.ndarray) -> list[str]:
+        """The ids at ``positions`` (ascending) of the run's exchange order."""
+        scored = positions[positions < n_scored]
+        out: list[str] = ex_ids.take(scored).tolist() if len(scored) else []
+        out.extend(extra[i - n_scored] for i in positions[positions >= n_scored].tolist())
+        return out
+
     if total > MAX_BROWSER_EXCHANGES:
-        ids = _browsed(
-            ids, task_of, sc["exchange_id"].tolist(), parity_col.tolist(), status_col.tolist()
-        )
-        keep = set(ids)
-        mask = sc["exchange_id"].isin(keep).to_numpy()
-        sc, parity_col, status_col = sc[mask], parity_col[mask], status_col[mask]
-    task_index = {t: i for i, t in enumerate(task_list)}
-    pos = {ex_id: i for i, ex_id in enumerate(ids)}
+        # worst value of an exchange: an error, an unsupported answer or no parity first
+        value = parity_col.copy()
+        value[np.isnan(value)] = -1.0
+        if status_col is not None:
+            value[~text_is(status_col, "ok")] = -1.0
+        worst = np.full(total, 2.0)
+        np.minimum.at(worst, row_ex, value)
+        del value
+        worst[n_scored:] = -1.0
+        kept = _browsed(ex_task, worst, id_at)
+        del worst
+    else:
+        kept = np.arange(total)
+    ids = id_at(kept)
     n = len(ids)
     limit = text_limit(n, len(cand_names))
 
+    task_index = {t: i for i, t in enumerate(task_list)}
+    task_map = np.asarray(
+        [task_index[str(t)] for t in task_seen] + ([task_index[""]] if extra else []),
+        dtype=np.intp,
+    )
     statuses = ["ok", "error", "unsupported", "missing"]
     status_index = {s: i for i, s in enumerate(statuses)}
-    parity = [[None] * n for _ in cand_names]
-    status = [[status_index["missing"]] * n for _ in cand_names]
-    cidx = {c: i for i, c in enumerate(cand_names)}
-    if len(sc):
-        rows_ex = [pos[e] for e in sc["exchange_id"].tolist()]
-        rows_c = [cidx[c] for c in sc["candidate"].tolist()]
-        pvals = parity_col.round(3).tolist()
-        svals = status_col.tolist()
-        for r, c, p, s in zip(rows_ex, rows_c, pvals, svals, strict=True):
-            parity[c][r] = p if p == p else None  # NaN -> None
-            if s not in status_index:
-                status_index[s] = len(statuses)
-                statuses.append(s)
-            status[c][r] = status_index[s]
+    parity_rows = np.full((len(cand_names), n), np.nan)
+    status_rows = np.full((len(cand_names), n), status_index["missing"], dtype=np.intp)
+    # the rows of the kept exchanges, in the frame's order (a later row of the same exchange
+    # and candidate wins, as it did)
+    new_pos = np.full(total, -1, dtype=np.intp)
+    new_pos[kept] = np.arange(n)
+    pos = new_pos[row_ex]
+    rows = np.flatnonzero(pos >= 0)
+    del new_pos
+    if len(rows):
+        pos = pos[rows]
+        cand_codes, cand_texts = text_codes(scores["candidate"].iloc[rows])
+        cand_index = {c: i for i, c in enumerate(cand_names)}
+        col = np.asarray([cand_index[str(c)] for c in cand_texts], dtype=np.intp)[cand_codes]
+        if status_col is not None:
+            st, st_texts = text_codes(status_col.iloc[rows])
+            for s in st_texts:  # new statuses in the order they first show
+                if s not in status_index:
+                    status_index[s] = len(statuses)
+                    statuses.append(s)
+            status_map = np.asarray([status_index[s] for s in st_texts], dtype=np.intp)
+        else:
+            st, status_map = np.zeros(len(rows), dtype=np.intp), np.zeros(1, dtype=np.intp)
+        last = ~pd.Series(pos * len(cand_names) + col).duplicated(keep="last").to_numpy()
+        parity_rows[col[last], pos[last]] = np.round(parity_col[rows[last]], 3)
+        status_rows[col[last], pos[last]] = status_map[st[last]]
+    del pos, rows
+    parity = [[None if p != p else p for p in row.tolist()] for row in parity_rows]  # NaN: None
+    status = [row.tolist() for row in status_rows]
 
     user: list[str] = []
     logged: list[str] = []
@@ -212,7 +262,7 @@ def _blob_data(
         "statuses": statuses,
         "text_limit": limit,
         "ids": ids,
-        "task": [task_index[task_of[e]] for e in ids],
+        "task": task_map[ex_task[kept]].tolist() if n else [],
         "user": user,
         "logged": logged,
         "parity": parity,
@@ -222,37 +272,110 @@ def _blob_data(
     return data, limit, n, total
 
 
-def _browsed(
-    ids: list[str],
-    task_of: Mapping[str, str],
-    row_ids: Sequence[str],
-    parities: Sequence[Any],
-    statuses: Sequence[Any],
-) -> list[str]:
-    """At most :data:`MAX_BROWSER_EXCHANGES` of ``ids``, in their order: each task gets a share
-    of the browser in proportion to its exchanges (at least a few), half of it its
-    lowest-parity exchanges (an error or no parity first: the evidence a reader looks for) and
-    half a seeded sample of the rest (what the task looks like), chosen by a hash of the id so
-    that the same run always shows the same exchanges."""
-    import hashlib
+def text_is(column: pd.Series, text: str) -> np.ndarray:
+    """Where ``column.astype(str) == text``, without a text copy of a column of texts."""
+    if not isinstance(column.dtype, pd.StringDtype) and pd.api.types.infer_dtype(
+        column, skipna=True
+    ) not in ("string", "empty"):
+        column = column.astype(str)
+    return np.asarray((column == text).to_numpy(dtype=bool, na_value=False), dtype=bool)
 
-    worst: dict[str, float] = {}
-    for ex_id, p, st in zip(row_ids, parities, statuses, strict=True):
-        value = -1.0 if st != "ok" or p is None or p != p else float(p)
-        worst[ex_id] = min(worst.get(ex_id, 2.0), value)
-    by_task: dict[str, list[str]] = {}
-    for ex_id in ids:
-        by_task.setdefault(task_of.get(ex_id, ""), []).append(ex_id)
-    total, cap = len(ids), MAX_BROWSER_EXCHANGES
-    kept: set[str] = set()
-    for members in by_task.values():
-        quota = min(len(members), max(MIN_BROWSER_PER_TASK, cap * len(members) // total))
-        low = sorted(members, key=lambda e: worst.get(e, -1.0))[: quota // 2]
-        kept.update(low)
-        rest = [e for e in members if e not in kept]
-        rest.sort(key=lambda e: hashlib.sha256(e.encode("utf-8")).digest())
-        kept.update(rest[: quota - len(low)])
-    return [e for e in ids if e in kept]
+
+def _distinct_text(column: pd.Series) -> list[Any]:
+    """The distinct values of ``column.astype(str)``, in the order they first show."""
+    return list(dict.fromkeys(pd.Index(pd.unique(column)).astype(str).tolist()))
+
+
+def text_codes(column: pd.Series) -> tuple[np.ndarray, list[Any]]:
+    """``column.astype(str)`` as codes into its distinct values, in the order they first show
+    (a column of few distinct values)."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=False)
+    texts = pd.Index(uniques).astype(str).tolist()
+    distinct = list(dict.fromkeys(texts))
+    if len(distinct) == len(texts):
+        return np.asarray(codes, dtype=np.intp), texts
+    where = {t: i for i, t in enumerate(distinct)}
+    return np.asarray([where[t] for t in texts], dtype=np.intp)[codes], distinct
+
+
+def _str_codes(column: pd.Series) -> tuple[np.ndarray, Any]:
+    """``column.astype(str)`` as codes into its distinct values (in the order they first
+    show): the codes an array, the values an Index (a list where they had to be merged:
+    two values of the same text), no text made a row."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=False)
+    codes = np.asarray(codes, dtype=np.intp)
+    if isinstance(column.dtype, pd.StringDtype) or pd.api.types.infer_dtype(
+        uniques, skipna=True
+    ) in ("string", "empty"):
+        return codes, uniques
+    names = pd.Index(uniques).astype(str)
+    merged, first = pd.factorize(names, use_na_sentinel=False)
+    if len(first) == len(names):
+        return codes, names
+    return np.asarray(merged, dtype=np.intp)[codes], first
+
+
+#: Bytes of an id's SHA-256 that order the seeded sample (at most 8; the whole digest decides
+#: between ids whose first bytes are the same).
+_HASH_PREFIX = 8
+#: Ids hashed at a time (each one a Python string only while it is hashed).
+_HASH_CHUNK = 65_536
+
+
+def _digest(ex_id: str) -> bytes:
+    return hashlib.sha256(ex_id.encode("utf-8")).digest()
+
+
+def _hash_prefixes(positions: np.ndarray, id_at: Callable[[np.ndarray], list[str]]) -> np.ndarray:
+    """The first :data:`_HASH_PREFIX` bytes of the SHA-256 of the ids at ``positions``, as
+    unsigned integers (ordered as the digests are)."""
+    out = np.empty(len(positions), dtype=np.uint64)
+    for at in range(0, len(positions), _HASH_CHUNK):
+        chunk = id_at(positions[at : at + _HASH_CHUNK])
+        out[at : at + len(chunk)] = np.fromiter(
+            (int.from_bytes(_digest(e)[:_HASH_PREFIX], "big") for e in chunk),
+            dtype=np.uint64,
+            count=len(chunk),
+        )
+    return out
+
+
+def _browsed(
+    task: np.ndarray, worst: np.ndarray, id_at: Callable[[np.ndarray], list[str]]
+) -> np.ndarray:
+    """The positions (ascending) of at most :data:`MAX_BROWSER_EXCHANGES` of the run's
+    exchanges, ``task`` and ``worst`` (lowest value of its rows: -1 for an error or no parity)
+    given per exchange in the run's order: each task gets a share of the browser in proportion
+    to its exchanges (at least a few), half of it its lowest-parity exchanges (the first in the
+    run's order among equals) and half a seeded sample of the rest (what the task looks like),
+    chosen by the SHA-256 of the id so that the same run always shows the same exchanges."""
+    total, cap = len(task), MAX_BROWSER_EXCHANGES
+    kept = np.zeros(total, dtype=bool)
+    order = np.lexsort((worst, task))  # by task, then worst value, then position (stable)
+    edges = np.flatnonzero(np.diff(task[order])) + 1
+    for members in np.split(order, edges):
+        m = len(members)
+        quota = min(m, max(MIN_BROWSER_PER_TASK, cap * m // total))
+        if quota == m:
+            kept[members] = True
+            continue
+        low = quota // 2
+        kept[members[:low]] = True
+        need = quota - low
+        if need <= 0:
+            continue
+        rest = np.sort(members[low:])
+        prefix = _hash_prefixes(rest, id_at)
+        by_hash = np.argsort(prefix, kind="stable")
+        chosen = by_hash[:need]
+        tied = np.flatnonzero(prefix == prefix[by_hash[need - 1]])
+        if len(tied) > 1:  # equal first bytes across the cut: the whole digests decide
+            below = chosen[prefix[chosen] != prefix[by_hash[need - 1]]]
+            tied_ids = id_at(rest[tied])
+            by_digest = sorted(range(len(tied)), key=lambda i: _digest(tied_ids[i]))
+            chosen = np.concatenate([below, tied[by_digest[: need - len(below)]]])
+        kept[rest[chosen]] = True
+    return np.flatnonzero(kept)
 
 
 #: What :func:`embed_json` replaces, as UTF-8 bytes (ASCII bytes never occur inside the bytes
@@ -540,6 +663,8 @@ __all__ = [
     "histogram",
     "histogram_svg",
     "shown_answer",
+    "text_codes",
+    "text_is",
     "text_limit",
     "word_diff",
 ]

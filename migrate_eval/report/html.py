@@ -25,9 +25,10 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
+import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 from pydantic import BaseModel
@@ -73,6 +74,8 @@ from migrate_eval.report.explorer import (
     field_mismatches,
     histogram,
     histogram_svg,
+    text_codes,
+    text_is,
     word_diff,
 )
 from migrate_eval.report.summary import dropped_text
@@ -105,6 +108,8 @@ VERDICT_ICONS: dict[str, str] = {
 }
 
 _TEMPLATES = Path(__file__).parent / "templates"
+
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- view models
@@ -609,14 +614,50 @@ def _outcome(parity: float | None, pass_threshold: float | None) -> str:
     return "differs from logged"
 
 
-def _groups(scores: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+class _Rows:
+    """The score rows of one task and candidate: their positions in the scores frame (in its
+    order), read a column at a time; no copy of the frame (a million exchanges are two
+    million rows)."""
+
+    def __init__(self, frame: pd.DataFrame, positions: np.ndarray) -> None:
+        self.frame = frame
+        self.positions = positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def empty(self) -> bool:
+        return not len(self.positions)
+
+    def __contains__(self, column: object) -> bool:
+        return column in self.frame.columns
+
+    def column(self, name: str, end: int | None = None) -> pd.Series:
+        """The column's values of these rows (the first ``end``)."""
+        return self.frame[name].iloc[self.positions[:end]]
+
+    def rows(self, at: np.ndarray) -> pd.DataFrame:
+        """The rows at ``at`` (positions among these rows)."""
+        rows: pd.DataFrame = self.frame.iloc[self.positions[at]]
+        return rows
+
+
+def _groups(scores: pd.DataFrame) -> dict[tuple[str, str], _Rows]:
     needed = {"task", "candidate", "exchange_id"}
     if scores.empty or not needed.issubset(scores.columns):
         return {}
-    out: dict[tuple[str, str], pd.DataFrame] = {}
-    for key, g in scores.groupby(["task", "candidate"], sort=False, dropna=False):
-        if isinstance(key, tuple) and len(key) == 2:
-            out[(str(key[0]), str(key[1]))] = g
+    task, task_texts = text_codes(scores["task"])
+    cand, cand_texts = text_codes(scores["candidate"])
+    key = task * len(cand_texts) + cand
+    del task, cand
+    order = np.argsort(key, kind="stable")  # each group's rows in the frame's order
+    key = key[order]
+    starts = np.flatnonzero(np.diff(key, prepend=-1))
+    out: dict[tuple[str, str], _Rows] = {}
+    for start, positions in zip(starts.tolist(), np.split(order, starts[1:]), strict=True):
+        t, c = divmod(int(key[start]), len(cand_texts))
+        out[(str(task_texts[t]), str(cand_texts[c]))] = _Rows(scores, positions)
     return out
 
 
@@ -633,66 +674,118 @@ def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[Hashable,
     )
 
 
+def _first_by(parity: np.ndarray | None, ids: pd.Series, at: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` of the rows ``at`` ordered by (``parity``, id), equal ones in the
+    frame's order (what ``sorted(at, key=lambda i: (parity[i], ids[i]))[:k]`` gives), without
+    a Python object for each row: only rows that tie with the ``k``-th parity are ordered by
+    id, and that by an array sort."""
+    if parity is not None and len(at) > k > 0:
+        kth = np.partition(parity[at], k - 1)[k - 1]
+        at = at[parity[at] <= kth]
+    if len(at) <= 1 or k <= 0:
+        return at[:k] if k > 0 else at[:0]
+    texts = ids.iloc[at]
+    if not isinstance(texts.dtype, pd.StringDtype) and pd.api.types.infer_dtype(
+        texts, skipna=True
+    ) not in ("string", "empty"):
+        texts = texts.astype(str)
+    by_id = np.asarray(texts.array.argsort(kind="stable"), dtype=np.intp)
+    rank = np.empty(len(at), dtype=np.intp)
+    rank[by_id] = np.arange(len(at))  # equal ids: in the frame's order
+    keys = (rank,) if parity is None else (rank, parity[at])
+    return at[np.lexsort(keys)[:k]]
+
+
+@dataclass
+class _Picked:
+    """The score rows a task's evidence shows for one candidate (before its exchanges and
+    answers are read)."""
+
+    items: list[dict[Hashable, Any]] = field(default_factory=list)
+    failures: list[dict[Hashable, Any]] = field(default_factory=list)
+    below_one: int = 0
+    scored: int = 0
+    failure_total: int = 0
+
+    def shown_keys(self) -> list[tuple[str, str]]:
+        """(exchange id, candidate) of the rows shown."""
+        return [
+            (str(row.get("exchange_id")), str(row.get("candidate")))
+            for row in (*self.items, *self.failures)
+        ]
+
+
+def _pick_rows(group: _Rows | None, metrics: Sequence[str]) -> _Picked:
+    """The worst regressions (lowest parity below 1, then id) and the first failures (by id)
+    of a task and candidate: arrays over the group's rows, Python values only for the rows
+    shown (a task of a million exchanges is a million rows a candidate)."""
+    picked = _Picked()
+    if group is None or group.empty:
+        return picked
+    n = len(group)
+    status_ok = text_is(group.column("status"), "ok") if "status" in group else np.ones(n, bool)
+    parity = (
+        pd.to_numeric(group.column("parity"), errors="coerce").to_numpy(
+            dtype=float, na_value=np.nan
+        )
+        if "parity" in group
+        else np.full(n, np.nan)
+    )
+    ok = status_ok & ~np.isnan(parity)
+    picked.scored = int(np.count_nonzero(ok))
+    low = np.flatnonzero(ok & (parity < 1.0 - 1e-9))
+    picked.below_one = len(low)
+    ids = group.column("exchange_id")
+    columns = ("exchange_id", "candidate", "status", "error", "parity", *metrics)
+    picked.items = _records(group.rows(_first_by(parity, ids, low, MAX_REGRESSIONS)), columns)
+    failed = np.flatnonzero(~status_ok) if "status" in group else np.zeros(0, np.intp)
+    picked.failure_total = len(failed)
+    picked.failures = _records(group.rows(_first_by(None, ids, failed, MAX_FAILURES)), columns)
+    return picked
+
+
 def _regression_group(
     cand: CandidateResult,
     task: str,
     metrics: Sequence[str],
-    group: pd.DataFrame | None,
+    picked: _Picked,
     exchanges: Mapping[str, Exchange],
     replays: Mapping[tuple[str, str], ReplayResult],
     pass_threshold: float | None,
     root: str | None = None,
 ) -> RegressionGroup:
     tr = _task_result(cand, task)
-    items: list[RegressionView] = []
-    failures: list[RegressionView] = []
-    below_one = scored = failure_total = 0
-    if group is not None and not group.empty:
-        # plain lists, one conversion a column: pandas boxed every cell of every step (~15 ms
-        # a group, 0.15 s of the demo run's report)
-        n = len(group)
-        rows = _records(group, ("exchange_id", "candidate", "status", "error", "parity", *metrics))
-        status = [str(s) for s in group["status"].tolist()] if "status" in group.columns else None
-        parity = (
-            pd.to_numeric(group["parity"], errors="coerce").tolist()
-            if "parity" in group.columns
-            else [math.nan] * n
-        )
-        ids = (
-            [str(i) for i in group["exchange_id"].tolist()]
-            if "exchange_id" in group.columns
-            else None
-        )
-        ok = [
-            i for i in range(n) if (status is None or status[i] == "ok") and not pd.isna(parity[i])
-        ]
-        scored = len(ok)
-        low = sorted(
-            (i for i in ok if parity[i] < 1.0 - 1e-9),
-            key=lambda i: (parity[i], ids[i] if ids is not None else ""),
-        )
-        below_one = len(low)
-        for i in low[:MAX_REGRESSIONS]:
-            items.append(
-                _regression_view(rows[i], metrics, exchanges, replays, pass_threshold, root)
-            )
-        failed = [i for i in range(n) if status is not None and status[i] != "ok"]
-        if ids is not None:
-            failed.sort(key=lambda i: ids[i])
-        failure_total = len(failed)
-        for i in failed[:MAX_FAILURES]:
-            failures.append(
-                _regression_view(rows[i], metrics, exchanges, replays, pass_threshold, root)
-            )
     return RegressionGroup(
         candidate=cand.name,
         badge=_badge(tr.verdict) if tr is not None else None,
-        items=items,
-        below_one=below_one,
-        scored=scored,
-        failures=failures,
-        failure_total=failure_total,
+        items=[
+            _regression_view(row, metrics, exchanges, replays, pass_threshold, root)
+            for row in picked.items
+        ],
+        below_one=picked.below_one,
+        scored=picked.scored,
+        failures=[
+            _regression_view(row, metrics, exchanges, replays, pass_threshold, root)
+            for row in picked.failures
+        ],
+        failure_total=picked.failure_total,
     )
+
+
+def read_many(mapping: Mapping[Any, T], keys: Sequence[Any]) -> dict[Any, T]:
+    """``mapping``'s values of ``keys`` (those it has) as a dict: a run on disk reads them
+    in one ordered pass (``get_many``: each batch of records it touches decoded once, not
+    once a key)."""
+    get_many = getattr(mapping, "get_many", None)
+    if get_many is not None:
+        got: dict[Any, T] = get_many(keys)
+        return got
+    out: dict[Any, T] = {}
+    for key in keys:
+        value = mapping.get(key)
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def _slug_anchor(prefix: str, i: int) -> str:
@@ -781,9 +874,10 @@ def _candidate_extras(
     baseline_cost: float | None,
 ) -> None:
     if not scores.empty and {"candidate", "status"}.issubset(scores.columns):
-        mine = scores.loc[scores["candidate"].astype(str) == c.name, "status"].astype(str)
-        if len(mine):
-            view.unsupported_rate = fmt_pct(float((mine == "unsupported").mean()))
+        mine = text_is(scores["candidate"], c.name)
+        if mine.any():
+            unsupported = np.count_nonzero(mine & text_is(scores["status"], "unsupported"))
+            view.unsupported_rate = fmt_pct(unsupported / np.count_nonzero(mine))
     change = _change(_f(c.latency.p50_ms), logged_p50)
     if change is not None:
         view.latency_change = f"{change} p50 vs logged OpenAI ({fmt_ms(logged_p50)})"
@@ -862,7 +956,7 @@ def _task_analysis(
     view: TaskView,
     output: str,
     cands: Sequence[CandidateResult],
-    groups: Mapping[tuple[str, str], pd.DataFrame],
+    groups: Mapping[tuple[str, str], _Rows],
     exchanges: Mapping[str, Exchange],
     replays: Mapping[tuple[str, str], ReplayResult],
     min_parity: float | None,
@@ -876,11 +970,14 @@ def _task_analysis(
         if g is None or g.empty:
             continue
         parity = (
-            pd.to_numeric(g["parity"], errors="coerce")
-            if "parity" in g.columns
-            else pd.Series(dtype=float)
+            pd.to_numeric(g.column("parity"), errors="coerce").to_numpy(
+                dtype=float, na_value=np.nan
+            )
+            if "parity" in g
+            else np.zeros(0)
         )
-        counts = histogram(parity.to_numpy(dtype=float, na_value=float("nan")))
+        counts = histogram(parity)
+        del parity
         scored = sum(counts)
         view.charts.append(
             (
@@ -893,7 +990,7 @@ def _task_analysis(
                 f"{scored} scored",
             )
         )
-        ids = g["exchange_id"].astype(str).tolist()[:MAX_ANALYSED]
+        ids = [str(i) for i in g.column("exchange_id", MAX_ANALYSED).tolist()]
         if output == "classification":
             stored = _stored_confusion(getattr(tr, "confusion", None)) if tr is not None else None
             conf = stored or confusion(ids, c.name, exchanges, replays)
@@ -931,6 +1028,7 @@ def build_page(
 
     matrix: list[MatrixRow] = []
     tasks: list[TaskView] = []
+    picks: list[tuple[TaskView, str, list[str], list[tuple[CandidateResult, _Picked]]]] = []
     sample_sizes: list[tuple[str, str, list[str]]] = []
     for name in names:
         info = infos.get(name)
@@ -1015,17 +1113,16 @@ def build_page(
                 comparisons=[
                     _comparison_row(c, alpha) for c in results.comparisons if c.task == name
                 ],
-                groups=[
-                    _regression_group(
-                        c,
-                        name,
-                        metric_names,
-                        groups.get((name, c.name)),
-                        exchanges,
-                        replays,
-                        pass_threshold,
-                        root,
-                    )
+                groups=[],
+            )
+        )
+        picks.append(
+            (
+                tasks[-1],
+                name,
+                metric_names,
+                [
+                    (c, _pick_rows(groups.get((name, c.name)), metric_names))
                     for c, tr in zip(cands, trs, strict=True)
                     if tr is not None or (name, c.name) in groups
                 ],
@@ -1038,6 +1135,20 @@ def build_page(
                 [f"{tr.n} / {tr.n_total}" if tr is not None else "-" for tr in trs],
             )
         )
+
+    # the exchanges and answers of the examples shown, read together (a run on disk: in one
+    # ordered pass), then the examples
+    shown = [key for *_, per_cand in picks for _, p in per_cand for key in p.shown_keys()]
+    shown_exchanges = read_many(exchanges, list(dict.fromkeys(ex_id for ex_id, _ in shown)))
+    shown_replays = read_many(replays, shown)
+    for view, name, metric_names, per_cand in picks:
+        view.groups = [
+            _regression_group(
+                c, name, metric_names, p, shown_exchanges, shown_replays, pass_threshold, root
+            )
+            for c, p in per_cand
+        ]
+    del shown, shown_exchanges, shown_replays, picks
 
     ing = results.ingest
     examples = [visible_controls(truncate(e, 500)[0]) for e in ing.examples[:MAX_INGEST_EXAMPLES]]
@@ -1058,12 +1169,16 @@ def build_page(
             return "n/a"
         return fmt_pct(v, 0) if pct else fmt_num(v, digits)
 
-    logged_lat = [
-        float(e.response.latency_ms)
-        for e in exchanges.values()
-        if e.response is not None and is_number(e.response.latency_ms)
-    ]
-    logged_p50 = float(pd.Series(logged_lat).median()) if logged_lat else None
+    logged_lat = np.fromiter(  # an array: 8 bytes an exchange, not a float object
+        (
+            float(e.response.latency_ms)
+            for e in exchanges.values()
+            if e.response is not None and is_number(e.response.latency_ms)
+        ),
+        dtype=float,
+    )
+    logged_p50 = float(pd.Series(logged_lat).median()) if len(logged_lat) else None
+    del logged_lat
     baseline_cost = _f(_attr(results, "baseline_cost_usd", "baseline_monthly_usd"))
     cand_views: list[CandidateView] = []
     for c in cands:

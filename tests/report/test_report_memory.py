@@ -53,3 +53,49 @@ def test_a_page_whose_text_has_the_mark_is_rendered_as_text(
     render_html(run.results, run.scores, run.exchanges, run.replays, path)
     expected = render_html_text(run.results, run.scores, run.exchanges, run.replays)
     assert path.read_bytes() == expected.encode()
+
+
+def test_a_run_on_disk_renders_the_same_page_reading_its_examples_batch_by_batch(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: the examples the page shows are read in one ordered pass over the records on
+    disk (each batch they fall in decoded once), not one batch per example."""
+    from migrate_eval.core import store
+    from migrate_eval.core.store import ById, ByPair, Spill, SpilledRecords, interleave
+    from tests.report.conftest import CANDIDATES
+
+    expected = render_html_text(run.results, run.scores, run.exchanges, run.replays)
+    decoded: list[int] = []
+    read = SpilledRecords._read
+    monkeypatch.setattr(SpilledRecords, "_read", lambda self, n: decoded.append(n) or read(self, n))
+    monkeypatch.setattr(store, "_CACHED_BATCHES", 1)  # one by one, each would decode its own
+    import random
+
+    order = list(run.exchanges)  # on disk in another order than the page reads them
+    random.Random(7).shuffle(order)
+    position = {ex_id: i for i, ex_id in enumerate(order)}
+    in_read_many: list[tuple[int, int]] = []
+    read_many = html.read_many
+
+    def counted(mapping: Any, keys: Any) -> Any:
+        before = len(decoded)
+        got = read_many(mapping, keys)
+        pairs = [(k, "") if isinstance(k, str) else k for k in keys]  # (id, candidate)
+        on_disk = len(order) // 4  # the batches written (the rest is in memory)
+        touched = {(position[ex_id] // 4, c) for ex_id, c in pairs if position[ex_id] < on_disk * 4}
+        in_read_many.append((len(decoded) - before, len(touched)))
+        return got
+
+    monkeypatch.setattr(html, "read_many", counted)
+    with Spill(tmp_path, batch=4) as spill:
+        records = spill.new("exchanges", ids=True)
+        records.extend(run.exchanges[ex_id] for ex_id in order)
+        columns = [spill.new(c) for c in CANDIDATES]
+        for ex_id in order:
+            for c, column in zip(CANDIDATES, columns, strict=True):
+                column.append(run.replays[(ex_id, c)])
+        by_id = ById(records, order)
+        by_pair = ByPair(interleave(columns), by_id, CANDIDATES)
+        assert render_html_text(run.results, run.scores, by_id, by_pair) == expected
+    # each batch the examples fall in decoded once (one by one: about one an example)
+    assert [decodes for decodes, _ in in_read_many] == [touched for _, touched in in_read_many]
