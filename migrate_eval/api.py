@@ -414,6 +414,7 @@ def run(
                 )
             else:
                 scores = score(exchanges, plan.tasks, plan.assignment, replays)
+        del early_chrf  # 16 bytes a pair, no longer needed
         from migrate_eval.score.semantic import missing_weights_notice
 
         if notify is not None and (
