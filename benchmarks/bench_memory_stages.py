@@ -1,7 +1,7 @@
 """Where a run's peak memory is: peak RSS per stage of ``migrate_eval.run`` (issue 17,
 "peak memory flat in the number of exchanges").
 
-    python benchmarks/bench_memory_stages.py [--n 10000] [--candidates 1] [--json]
+    python benchmarks/bench_memory_stages.py [--n 10000] [--candidates 1] [--from-cache] [--json]
 
 Writes ``bench_scale``'s log of ``--n`` distinct exchanges and its suite (``chrf``, the
 loopback server answering at once), then runs ``migrate_eval.run`` in this process while a
@@ -10,6 +10,14 @@ stage functions are wrapped so that each sample is charged to the stage running 
 ``after <stage>`` between stages). Prints, per stage in the order first met, the peak RSS and
 its growth over the RSS when the logs began to be read; ``ru_maxrss`` last (a peak shorter
 than 10 ms may be missed by the samples, never by it). Linux only. Nothing is asserted.
+
+``--from-cache``: every candidate's answers are put in the run's response cache first, by
+another process (the requests the run will send, built as the run builds them, each with an
+answer), so that the measured run is a resumed one that finds every answer cached and sends
+nothing: what a million exchanges hold, measured in minutes instead of the hours two million
+loopback requests take on a 2-core machine. The HTTP client's buffers (a few in-flight
+requests) are then the only part of a live run not measured; the server counts the requests
+that reached it (0 expected).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -120,13 +129,65 @@ class Sampler:
         self._thread.join()
 
 
+def fill_cache(suite_path: Path, log: Path, cache_path: Path) -> int:
+    """Put an answer to every request each candidate of the suite will send for the log in
+    the cache (``--from-cache``; run in its own process). Returns the answers put."""
+    from migrate_eval.core.records import Response
+    from migrate_eval.core.suite import load_suite
+    from migrate_eval.replay.cache import ResponseCache
+    from migrate_eval.replay.engine import build_request
+    from migrate_eval.replay.providers import get_provider
+
+    suite = load_suite(suite_path)
+    put = 0
+    with ResponseCache(cache_path) as cache:
+        for spec in suite.candidates:
+            identity = get_provider(spec).identity()
+            with log.open(encoding="utf-8") as lines:
+                for n, line in enumerate(lines):
+                    row = json.loads(line)
+                    request = build_request(row["request"], spec)
+                    logged = row["response"]["choices"][0]["message"]["content"] or ""
+                    text = f"{logged} ({spec.name} {n % 7})"
+                    raw = {
+                        "id": f"chatcmpl-{spec.name}-{n}",
+                        "object": "chat.completion",
+                        "model": spec.model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {
+                            "prompt_tokens": 40,
+                            "completion_tokens": 20,
+                            "total_tokens": 60,
+                        },
+                    }
+                    response = Response.from_chat_completion(raw, latency_ms=5.0)
+                    key = ResponseCache.key_for(identity, request)
+                    cache.put(key, identity, request, raw, response, 5.0)
+                    put += 1
+    return put
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--candidates", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--from-cache", action="store_true", help="every answer cached first (see the module)"
+    )
+    ap.add_argument("--fill-cache", nargs=3, metavar=("SUITE", "LOG", "CACHE"), help="internal")
     args = ap.parse_args(argv)
+    if args.fill_cache:
+        suite_path, log_path, cache_path = map(Path, args.fill_cache)
+        print(f"{fill_cache(suite_path, log_path, cache_path):,} answers put in the cache")
+        return 0
     tmp = Path(tempfile.mkdtemp(prefix="bench-memory-stages-"))
     try:
         os.environ["MIGRATE_EVAL_REPORTS_DIR"] = str(tmp / "reports")
@@ -146,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
                 max_requests=10 * args.n * args.candidates + 10_000, lifetime=7200
             ) as server:
                 suite = write_suite(tmp, log, server.base_url, "chrf", args.candidates)
+                if args.from_cache:  # in another process: its memory is not the run's
+                    subprocess.run(
+                        [sys.executable, __file__, "--fill-cache", str(suite), str(log),
+                         str(tmp / "c.sqlite")],
+                        check=True,
+                    )  # fmt: skip
+                    start = rss()
                 api.run(
                     str(suite),
                     out=str(tmp / "run"),
@@ -153,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                     baseline=False,
                     concurrency=args.concurrency,
                 )
+                sent = server.stats().get("total")
             sampler.stage = "end"
             sampler.sample()
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -164,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     if not args.json:
         print(f"{args.n:,} exchanges, {args.candidates} candidate(s); RSS before the run "
-              f"{start / 2**20:,.0f} MiB")  # fmt: skip
+              f"{start / 2**20:,.0f} MiB; requests that reached the server: {sent}"
+              + (" (every answer cached first)" if args.from_cache else ""))  # fmt: skip
         print("| stage | peak RSS | over the start |")
         print("|---|---|---|")
         for row in rows:
@@ -177,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                 "benchmark": "memory_stages",
                 "exchanges": args.n,
                 "candidates": args.candidates,
+                "from_cache": args.from_cache,
+                "requests_sent": sent,
                 "start_mib": round(start / 2**20, 1),
                 "maxrss_mib": round(maxrss / 2**20, 1),
                 "stages": rows,
