@@ -51,6 +51,7 @@ from migrate_eval.core.json import canonical_json
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.store import Spill, interleave, new_records, record_ids
 from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay._runtime import replay_runtime, settle
 from migrate_eval.replay.cache import LEASE_TTL, CachedEntry, ResponseCache, key_from_json
 from migrate_eval.replay.providers import (
     MAX_RETRY_AFTER,
@@ -1267,7 +1268,9 @@ async def replay_rows(
 
     runs: list[_CandidateRun] = []
     feeds: list[_Feed] = []
+    quiet = contextlib.ExitStack()  # the interpreter's settings while requests are in flight
     try:
+        quiet.enter_context(replay_runtime())
         for spec in specs:
             providers.append(get_provider(spec))
         pending: list[tuple[_CandidateRun, list[_Work] | _Planner]] = []
@@ -1307,6 +1310,7 @@ async def replay_rows(
             if run.done:
                 run.emit()
         if pending:
+            settle()  # the plan is held to the end: not walked by the collector either
             if interruptible:
                 try:
                     for sig in _STOP_SIGNALS:
@@ -1347,7 +1351,10 @@ async def replay_rows(
                     with contextlib.suppress(MigrateEvalError, sqlite3.Error):
                         cache.release(run.claimed)
         finally:
-            cache.flush()
+            try:
+                cache.flush()
+            finally:
+                quiet.close()
     if abort.error is not None:
         if isinstance(abort.error, ConfigError) and pending:
             # e.g. an API key that is not set: say what needed the network, and the way out

@@ -3,6 +3,7 @@ computes, whichever pairs were done early."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,26 @@ def test_full_chunks_are_scored_in_workers_and_equal_the_scoring_stage() -> None
     # the 7th waits for a chunk: left to scoring
     assert dict(values) == {hash(p): v for p, v in zip(pairs, text.chrf_scores(pairs), strict=True)}
     assert values.get(hash(("not", "scored"))) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no process priorities here")
+def test_workers_compute_at_a_lower_priority_than_the_run() -> None:
+    """The replay's event loop (and a vendor on the same machine) take a core from the chrF
+    workers when they wake up, instead of sharing it with them."""
+    exchanges = [_exchange(i, f"answer {i}") for i in range(2)]
+    scorer = early.EarlyChrf(exchanges, [_task(["chrf"])], {e.id: "t" for e in exchanges},
+                             chunk=2, minimum=0, workers=1)  # fmt: skip
+    try:
+        for i in range(2):
+            scorer.add(i, ReplayResult(exchange_id=f"e{i}", candidate="c",
+                                       response=Response(text=f"reply {i}")))  # fmt: skip
+        for future in scorer._futures:
+            future.result()
+        (worker,) = scorer._all_workers
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, worker.proc.pid) == min(19, mine + early.NICENESS)
+    finally:
+        scorer.close()
 
 
 def test_idle_without_chrf_or_below_the_minimum() -> None:
