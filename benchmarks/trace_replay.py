@@ -136,6 +136,10 @@ def traced_run(
     ``off``: parts left out to see what they cost (``chance``: the chance levels, ``early``:
     chrF during the replay). Leaving parts out changes results.json: for measuring only."""
     import migrate_eval.api as api
+    import migrate_eval.core.run_folder as run_folder
+    import migrate_eval.plan.redact as redact
+    import migrate_eval.plan.sampling as sampling
+    import migrate_eval.score.early as early_mod
     import migrate_eval.plan.traffic as traffic_mod
     import migrate_eval.replay.engine as engine
     import migrate_eval.score as score_mod
@@ -208,14 +212,18 @@ def traced_run(
             (noise_mod, "noise_floor_for_run"),
             (aggregate_mod, "aggregate"),
             (api, "_write_run_folder"),
+            (run_folder, "write_records"),
+            (api, "_render"),
             (api, "_append_run_history"),
+            (sampling, "sample_ids"),
+            (redact, "redact_exchanges"),
+            (early_mod, "EarlyChrf"),
+            (early_mod.EarlyChrf, "finish"),
         ):
             stack.enter_context(patched(obj, name, staged(stages, name)))
         if "chance" in off:
             stack.enter_context(patched(noise_mod, "chance_levels", lambda _: lambda *a, **k: {}))
         if "early" in off:
-            import migrate_eval.score.early as early_mod
-
             stack.enter_context(patched(early_mod, "MINIMUM", lambda _: 10**12))
         w, c = time.perf_counter(), time.process_time()
         api.run(

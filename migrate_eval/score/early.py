@@ -16,6 +16,7 @@ a vector changes in its last bits with the other texts of its batch, see
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -44,6 +45,11 @@ MINIMUM = 2_000
 #: leaves idle, and the event loop (and, on the same machine, a self-hosted vendor) waking up
 #: for an answer takes a core from them at once instead of sharing it.
 NICENESS = 10
+#: When the replay ends, a chunk of more pairs than this is not waited for: not started if it
+#: was waiting for a worker, its worker ended if it was running; the scoring stage computes its
+#: pairs at the run's own priority (on a busy machine a niced worker may take long to finish).
+#: Smaller chunks (workers that keep up get :data:`IDLE_CHUNK`-sized ones) are waited for.
+WAIT_FOR_AT_MOST = 2 * IDLE_CHUNK
 
 
 _Values = tuple["npt.NDArray[np.int64]", "npt.NDArray[np.float64]"]
@@ -90,6 +96,10 @@ def _lower_priority(pid: int) -> None:
         pass
 
 
+class _LeftToScoring(Exception):
+    """A chunk not computed early: the scoring stage computes its pairs."""
+
+
 class EarlyChrf:
     """chrF of answered pairs in worker processes during the replay (module docstring).
 
@@ -134,6 +144,8 @@ class EarlyChrf:
         self._lock = threading.Lock()
         self._idle_workers: list[ChrfWorker] = []
         self._all_workers: list[ChrfWorker] = []
+        self._busy: dict[ChrfWorker, int] = {}  # worker -> pairs of the chunk it computes
+        self._ending = False  # finish() began: no large chunk starts
 
     def add(self, row: int, result: ReplayResult) -> None:
         """Hear the stored result of exchange number ``row`` (called in the replay's event
@@ -193,30 +205,44 @@ class EarlyChrf:
         from migrate_eval.core._chrf import ChrfWorker
 
         with self._lock:
+            if self._ending and len(part) > WAIT_FOR_AT_MOST:
+                raise _LeftToScoring()
             worker = self._idle_workers.pop() if self._idle_workers else None
             if worker is None:
                 worker = ChrfWorker()
                 _lower_priority(worker.proc.pid)
                 self._all_workers.append(worker)
+            self._busy[worker] = len(part)
         try:
             scores = worker.score(part)
         except BaseException:
-            worker.close()  # gone or out of step: not used again
+            with self._lock:
+                self._busy.pop(worker, None)
+            worker.close()  # gone, ended by finish() or out of step: not used again
             raise
         with self._lock:
+            self._busy.pop(worker, None)
             self._idle_workers.append(worker)
         return scores
 
     def finish(self) -> Mapping[int, float]:
         """The chrF values (0-1) computed so far by ``hash((reference, prediction))``, once the
         workers are done; the pairs still waiting for a full chunk are left to the scoring
-        stage. A worker that failed leaves its pairs to the scoring stage too."""
+        stage. A worker that failed leaves its pairs to the scoring stage too, and so do the
+        chunks of more than :data:`WAIT_FOR_AT_MOST` pairs not started yet or still running
+        (their workers are ended)."""
         parts: list[_Values] = []
+        with self._lock:
+            self._ending = True  # the large chunks not started yet will not start
+            for worker, size in self._busy.items():
+                if size > WAIT_FOR_AT_MOST:
+                    with contextlib.suppress(OSError):  # ended already
+                        worker.proc.kill()
         try:
             for future in self._futures:
                 try:
                     parts.append(future.result())
-                except Exception:  # a worker that failed: scoring computes its pairs
+                except Exception:  # a worker that failed or was ended: scoring computes its pairs
                     continue
         finally:
             self.close()

@@ -4,6 +4,7 @@ computes, whichever pairs were done early."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,91 @@ def test_a_failed_worker_leaves_its_pairs_to_the_scoring_stage(
     for i in range(4):
         scorer.add(i, ReplayResult(exchange_id=f"e{i}", candidate="c", response=Response(text="x")))
     assert scorer.finish() == {}  # nothing known early: scoring computes every pair
+
+
+class _HeldWorker:
+    """A chrF worker that computes only once the test lets it (or fails once ended)."""
+
+    def __init__(self, release: threading.Event, started: list[int]) -> None:
+        self.release = release
+        self.started = started
+        self.killed = False
+        self.proc = self  # finish() ends a worker with proc.kill()
+        self.pid = 0
+
+    def score(self, part: list[tuple[str, str]]) -> list[float]:
+        from migrate_eval.core._chrf import chrf_many
+
+        self.started.append(len(part))
+        if not self.release.wait(30) or self.killed:
+            raise EOFError("chrF worker ended mid-answer")
+        return chrf_many(part)
+
+    def kill(self) -> None:
+        self.killed = True
+        self.release.set()
+
+    def close(self) -> None:
+        pass
+
+
+def _held_scorer(
+    monkeypatch: pytest.MonkeyPatch, chunk: int, n: int
+) -> tuple[early.EarlyChrf, threading.Event, list[int], list[_HeldWorker]]:
+    release, started, made = threading.Event(), [], []
+
+    def make() -> _HeldWorker:
+        made.append(_HeldWorker(release, started))
+        return made[-1]
+
+    from migrate_eval.core import _chrf
+
+    monkeypatch.setattr(_chrf, "ChrfWorker", make)
+    monkeypatch.setattr(early, "_lower_priority", lambda pid: None)
+    exchanges = [_exchange(i, f"the parcel {i} left the depot") for i in range(n)]
+    scorer = early.EarlyChrf(exchanges, [_task(["chrf"])], {e.id: "t" for e in exchanges},
+                             chunk=chunk, minimum=0, workers=1)  # fmt: skip
+    for i in range(n):
+        scorer.add(i, ReplayResult(exchange_id=f"e{i}", candidate="c",
+                                   response=Response(text=f"parcel {i} left")))  # fmt: skip
+    for _ in range(3000):  # the first chunk reached its worker
+        if started:
+            break
+        threading.Event().wait(0.01)
+    return scorer, release, started, made
+
+
+def test_when_the_replay_ends_large_chunks_left_are_left_to_the_scoring_stage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A niced worker on a busy machine may take long: the scoring stage computes its pairs
+    (the same values) at the run's priority instead; a chunk not started is not started."""
+    chunk = early.WAIT_FOR_AT_MOST + 1
+    monkeypatch.setattr(early, "IDLE_CHUNK", chunk)  # full chunks only
+    scorer, _, started, made = _held_scorer(monkeypatch, chunk, 2 * chunk)
+    assert started == [chunk]  # the second chunk waits for the only worker
+    assert scorer.finish() == {}
+    assert [w.killed for w in made] == [True]
+    assert started == [chunk]  # the waiting chunk was never started
+
+
+def test_when_the_replay_ends_a_small_chunk_running_is_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scorer, release, started, made = _held_scorer(monkeypatch, 2, 2)
+    assert started == [2]
+
+    def finish_then_release() -> None:
+        for _ in range(3000):
+            if scorer._ending:
+                break
+            threading.Event().wait(0.01)
+        release.set()
+
+    helper = threading.Thread(target=finish_then_release)
+    helper.start()
+    values = scorer.finish()
+    helper.join()
+    pairs = [(f"the parcel {i} left the depot", f"parcel {i} left") for i in range(2)]
+    assert dict(values) == {hash(p): v for p, v in zip(pairs, text.chrf_scores(pairs), strict=True)}
+    assert [w.killed for w in made] == [False]
