@@ -139,10 +139,10 @@ def traced_run(
     import migrate_eval.core.run_folder as run_folder
     import migrate_eval.plan.redact as redact
     import migrate_eval.plan.sampling as sampling
-    import migrate_eval.score.early as early_mod
     import migrate_eval.plan.traffic as traffic_mod
     import migrate_eval.replay.engine as engine
     import migrate_eval.score as score_mod
+    import migrate_eval.score.early as early_mod
     import migrate_eval.verdict.aggregate as aggregate_mod
     import migrate_eval.verdict.noise as noise_mod
     from migrate_eval.replay.providers.openai_compatible import OpenAICompatibleProvider
