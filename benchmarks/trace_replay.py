@@ -235,7 +235,10 @@ def traced_run(
             history=tmp / "history",
         )
         wall, cpu = time.perf_counter() - w, time.process_time() - c
+    import resource
+
     out: dict[str, Any] = {
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
         "replay": summary(trace, replay_start[0], concurrency),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -45,10 +45,11 @@ MINIMUM = 2_000
 #: leaves idle, and the event loop (and, on the same machine, a self-hosted vendor) waking up
 #: for an answer takes a core from them at once instead of sharing it.
 NICENESS = 10
-#: When the replay ends, a chunk of more pairs than this is not waited for: not started if it
-#: was waiting for a worker, its worker ended if it was running; the scoring stage computes its
-#: pairs at the run's own priority (on a busy machine a niced worker may take long to finish).
-#: Smaller chunks (workers that keep up get :data:`IDLE_CHUNK`-sized ones) are waited for.
+#: When the replay ends, the chunks still to compute go to new workers at the run's own
+#: priority (on a machine busy with other work, a niced worker may take long to finish), and a
+#: niced worker still computing a chunk of more pairs than this is ended: the chunk is computed
+#: again by a new worker. A smaller chunk (workers that keep up get :data:`IDLE_CHUNK`-sized
+#: ones) is waited for.
 WAIT_FOR_AT_MOST = 2 * IDLE_CHUNK
 
 
@@ -96,10 +97,6 @@ def _lower_priority(pid: int) -> None:
         pass
 
 
-class _LeftToScoring(Exception):
-    """A chunk not computed early: the scoring stage computes its pairs."""
-
-
 class EarlyChrf:
     """chrF of answered pairs in worker processes during the replay (module docstring).
 
@@ -145,7 +142,9 @@ class EarlyChrf:
         self._idle_workers: list[ChrfWorker] = []
         self._all_workers: list[ChrfWorker] = []
         self._busy: dict[ChrfWorker, int] = {}  # worker -> pairs of the chunk it computes
-        self._ending = False  # finish() began: no large chunk starts
+        self._niced: set[ChrfWorker] = set()  # the workers started during the replay
+        self._ended: set[ChrfWorker] = set()  # niced workers finish() ended mid-chunk
+        self._ending = False  # finish() began: new workers at the run's priority
 
     def add(self, row: int, result: ReplayResult) -> None:
         """Hear the stored result of exchange number ``row`` (called in the replay's event
@@ -204,45 +203,66 @@ class EarlyChrf:
     def _score_in_worker(self, part: list[Pair]) -> list[float]:
         from migrate_eval.core._chrf import ChrfWorker
 
-        with self._lock:
-            if self._ending and len(part) > WAIT_FOR_AT_MOST:
-                raise _LeftToScoring()
-            worker = self._idle_workers.pop() if self._idle_workers else None
-            if worker is None:
-                worker = ChrfWorker()
-                _lower_priority(worker.proc.pid)
-                self._all_workers.append(worker)
-            self._busy[worker] = len(part)
-        try:
-            scores = worker.score(part)
-        except BaseException:
+        while True:
+            worker = self._take_worker(len(part), ChrfWorker)
+            try:
+                scores = worker.score(part)
+            except BaseException:
+                with self._lock:
+                    self._busy.pop(worker, None)
+                    ended = worker in self._ended
+                worker.close()  # gone, ended by finish() or out of step: not used again
+                if ended:
+                    continue  # again, by a worker at the run's priority
+                raise
             with self._lock:
                 self._busy.pop(worker, None)
-            worker.close()  # gone, ended by finish() or out of step: not used again
-            raise
-        with self._lock:
-            self._busy.pop(worker, None)
-            self._idle_workers.append(worker)
-        return scores
+                self._idle_workers.append(worker)
+            return scores
+
+    def _take_worker(self, size: int, make: Callable[[], ChrfWorker]) -> ChrfWorker:
+        """An idle worker for a chunk of ``size`` pairs, or a new one: niced during the
+        replay, at the run's priority once :meth:`finish` began (idle niced ones are ended)."""
+        retired: list[ChrfWorker] = []
+        try:
+            with self._lock:
+                worker: ChrfWorker | None = None
+                while self._idle_workers and worker is None:
+                    worker = self._idle_workers.pop()
+                    if self._ending and worker in self._niced:
+                        retired.append(worker)
+                        self._all_workers.remove(worker)
+                        worker = None
+                if worker is None:
+                    worker = make()
+                    if not self._ending:
+                        _lower_priority(worker.proc.pid)
+                        self._niced.add(worker)
+                    self._all_workers.append(worker)
+                self._busy[worker] = size
+                return worker
+        finally:
+            for idle in retired:
+                idle.close()
 
     def finish(self) -> Mapping[int, float]:
         """The chrF values (0-1) computed so far by ``hash((reference, prediction))``, once the
         workers are done; the pairs still waiting for a full chunk are left to the scoring
-        stage. A worker that failed leaves its pairs to the scoring stage too, and so do the
-        chunks of more than :data:`WAIT_FOR_AT_MOST` pairs not started yet or still running
-        (their workers are ended)."""
+        stage. A worker that failed leaves its pairs to the scoring stage too. The chunks
+        still to compute go to workers at the run's priority (:data:`WAIT_FOR_AT_MOST`)."""
         parts: list[_Values] = []
         with self._lock:
-            self._ending = True  # the large chunks not started yet will not start
+            self._ending = True
             for worker, size in self._busy.items():
-                if size > WAIT_FOR_AT_MOST:
+                if size > WAIT_FOR_AT_MOST and worker in self._niced:
+                    self._ended.add(worker)
                     with contextlib.suppress(OSError):  # ended already
                         worker.proc.kill()
         try:
             for future in self._futures:
                 try:
                     parts.append(future.result())
-                except Exception:  # a worker that failed or was ended: scoring computes its pairs
+                except Exception:  # a worker that failed: scoring computes its pairs
                     continue
         finally:
             self.close()

@@ -174,7 +174,7 @@ class _HeldWorker:
         self.started = started
         self.killed = False
         self.proc = self  # finish() ends a worker with proc.kill()
-        self.pid = 0
+        self.pid = id(self)  # (no such process: its priority is not set)
 
     def score(self, part: list[tuple[str, str]]) -> list[float]:
         from migrate_eval.core._chrf import chrf_many
@@ -204,7 +204,8 @@ def _held_scorer(
     from migrate_eval.core import _chrf
 
     monkeypatch.setattr(_chrf, "ChrfWorker", make)
-    monkeypatch.setattr(early, "_lower_priority", lambda pid: None)
+    lowered: list[int] = []
+    monkeypatch.setattr(early, "_lower_priority", lowered.append)
     exchanges = [_exchange(i, f"the parcel {i} left the depot") for i in range(n)]
     scorer = early.EarlyChrf(exchanges, [_task(["chrf"])], {e.id: "t" for e in exchanges},
                              chunk=chunk, minimum=0, workers=1)  # fmt: skip
@@ -215,21 +216,25 @@ def _held_scorer(
         if started:
             break
         threading.Event().wait(0.01)
+    scorer.lowered = lowered  # type: ignore[attr-defined]
     return scorer, release, started, made
 
 
-def test_when_the_replay_ends_large_chunks_left_are_left_to_the_scoring_stage(
+def test_when_the_replay_ends_large_chunks_go_to_workers_at_the_run_s_priority(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A niced worker on a busy machine may take long: the scoring stage computes its pairs
-    (the same values) at the run's priority instead; a chunk not started is not started."""
+    """A niced worker on a busy machine may take long: when the replay ends, the one still
+    computing a large chunk is ended and the chunk computed again, with the chunks not started
+    yet, by a new worker at the run's priority. Every pair is known early all the same."""
     chunk = early.WAIT_FOR_AT_MOST + 1
     monkeypatch.setattr(early, "IDLE_CHUNK", chunk)  # full chunks only
     scorer, _, started, made = _held_scorer(monkeypatch, chunk, 2 * chunk)
     assert started == [chunk]  # the second chunk waits for the only worker
-    assert scorer.finish() == {}
-    assert [w.killed for w in made] == [True]
-    assert started == [chunk]  # the waiting chunk was never started
+    values = scorer.finish()
+    assert len(values) == 2 * chunk
+    assert [w.killed for w in made] == [True, False]
+    assert started == [chunk, chunk, chunk]  # the first chunk again, then the second
+    assert scorer.lowered == [made[0].pid]  # only the worker of the replay was niced
 
 
 def test_when_the_replay_ends_a_small_chunk_running_is_waited_for(
