@@ -11,7 +11,8 @@ are in flight:
   allocations: ~270) added ~0.25 s of the loop thread's CPU. During a replay the objects that
   existed before it are frozen (:func:`gc.freeze`: never walked by a collection; they were
   alive before and are alive after) and the young generation is collected every
-  :data:`YOUNG_THRESHOLD` allocations: 0.05 s in all, no pause over ~20 ms;
+  :data:`YOUNG_THRESHOLD` allocations: ~0.1 s in all, the longest pause 0.03-0.06 s (on a
+  loaded machine);
 * **the GIL's switch interval**: a thread that computes (the cache writer binding its rows,
   the chance levels, the chrF workers' bookkeeping) keeps the GIL up to 5 ms (Python's
   default) after the loop thread asks for it back, and the loop thread asks after every

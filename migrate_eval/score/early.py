@@ -8,6 +8,10 @@ worker processes (:class:`~migrate_eval.core._chrf.ChrfWorker`, started once, on
 core), a chunk at a time, while the replay goes on. The scoring stage then finds
 those values (:func:`~migrate_eval.score.text.known_chrf`) and computes only the rest.
 
+The workers run nicer than the run (:data:`NICENESS`): they compute with the CPU the replay
+leaves idle. When the replay ends, what they have left goes to workers at the run's priority
+(:data:`WAIT_FOR_AT_MOST`).
+
 chrF of a pair is a pure function of the two texts, so the scores are the same whichever pairs
 were done early: results.json does not depend on timing. (Embeddings are not computed early:
 a vector changes in its last bits with the other texts of its batch, see
