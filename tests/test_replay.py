@@ -916,3 +916,92 @@ def test_progress_board_redraws_in_place_on_a_terminal() -> None:
     board(ProgressEvent("bb", done=1, total=2, errors=0))
     assert out[0].count("\n") == 1 and out[1].startswith("\x1b[1F")
     assert out[1].count("\n") == 2
+
+
+# -- planning as the workers take requests -------------------------------------------------
+
+
+def test_the_first_requests_leave_before_every_request_is_built(
+    vendor: FakeVendor, cache: ResponseCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run held in memory is planned a window at a time as its workers take requests: the
+    first leave after a window of requests was built, not after all of them (which held a
+    10,000-request run's first request back ~0.25 s)."""
+    import migrate_eval.replay.engine as engine
+
+    built = [0]
+    at_first_arrival: list[int] = []
+    real_json, real_complete = engine.canonical_json, vendor.complete
+
+    def counting(value: Any) -> str:
+        built[0] += 1
+        return real_json(value)
+
+    async def complete(request: dict[str, Any]) -> Any:
+        if not at_first_arrival:
+            at_first_arrival.append(built[0])
+        return await real_complete(request)
+
+    monkeypatch.setattr(engine, "canonical_json", counting)
+    monkeypatch.setattr(vendor, "complete", complete)
+    vendor.delay = 0.1
+    n = 3 * engine._Planner.HELD_WINDOW
+    results, _ = replay_virtual(
+        [exchange(i) for i in range(n)],
+        [CandidateSpec(name="c", model="m", concurrency=8)],
+        cache=cache,
+    )
+    assert all(r.ok for r in results) and vendor.total == n
+    assert at_first_arrival == [engine._Planner.HELD_WINDOW + 1]  # + the identity's
+
+
+def test_repeated_requests_planned_in_later_windows_share_the_call(
+    vendor: FakeVendor, cache: ResponseCache
+) -> None:
+    """A row whose request was planned in an earlier window joins its call (still waiting or
+    in flight) or, when that call is over, gets its result: one call per distinct request,
+    and the same result as when every row was planned at once."""
+    from migrate_eval.replay.engine import _Planner
+
+    window = _Planner.HELD_WINDOW
+    n = 3 * window
+    texts = [f"question {i}" for i in range(n)]
+    repeats = {window + 40: 0, window + 44: window - 4, 2 * window + 7: 3, 2 * window + 9: 0}
+    for row, first in repeats.items():
+        texts[row] = texts[first]
+    vendor.delay = 0.1
+    results, _ = replay_virtual(
+        [exchange(i, texts[i]) for i in range(n)],
+        [CandidateSpec(name="c", model="m", concurrency=8)],
+        cache=cache,
+    )
+    assert vendor.total == len(set(texts)) == n - len(repeats)
+    assert [r.exchange_id for r in results] == [f"ex{i}" for i in range(n)]
+    assert all(r.ok and not r.cached for r in results)
+    for row, first in repeats.items():
+        assert results[row].model_dump(exclude={"exchange_id"}) == results[first].model_dump(
+            exclude={"exchange_id"}
+        )
+
+
+def test_a_failed_request_repeated_in_a_later_window_fails_the_same_way(
+    vendor: FakeVendor, cache: ResponseCache
+) -> None:
+    from migrate_eval.replay.engine import _Planner
+
+    n = 2 * _Planner.HELD_WINDOW
+    texts = [f"question {i}" for i in range(n)]
+    texts[n - 1] = "broken question"
+    texts[0] = "broken question"
+    vendor.fail(400, times=10, match="broken")
+    results, _ = replay_virtual(
+        [exchange(i, texts[i]) for i in range(n)],
+        [CandidateSpec(name="c", model="m", concurrency=8)],
+        cache=cache,
+    )
+    assert vendor.total == n - 1  # one call for the two rows (a 400 is not retried)
+    assert results[0].error_kind == results[n - 1].error_kind == "http_400"
+    assert results[n - 1].model_dump(exclude={"exchange_id"}) == results[0].model_dump(
+        exclude={"exchange_id"}
+    )
+    assert sum(1 for r in results if not r.ok) == 2

@@ -51,6 +51,7 @@ from migrate_eval.core.json import canonical_json
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.store import Spill, interleave, new_records, record_ids
 from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay._runtime import replay_runtime, settle
 from migrate_eval.replay.cache import LEASE_TTL, CachedEntry, ResponseCache, key_from_json
 from migrate_eval.replay.providers import (
     MAX_RETRY_AFTER,
@@ -320,6 +321,9 @@ class _Work:
     rows: list[int]  # exchange indices (duplicate requests share one call)
     tokens: int = -1  # estimated tokens (tpm limit), computed when first needed
     claimed_at: float = 0.0  # loop time its lease was taken (0: no lease of ours)
+    #: the fields its rows' results were stored with, once they were (a row of the same
+    #: request planned later gets the same: :meth:`_CandidateRun.plan`'s ``known``)
+    outcome: dict[str, Any] | None = None
 
     @property
     def body(self) -> dict[str, Any]:
@@ -451,13 +455,21 @@ class _Feed:
 
 
 class _Planner:
-    """A candidate's requests planned a window of exchanges at a time, for a run too large
-    to hold every request at once: each window's cached answers are served, its other
-    requests handed out keeping only their keys (built again when sent). The rows of one
-    logged request are planned together (``duplicates``), as when every request is planned
-    at once."""
+    """A candidate's requests planned a window of exchanges at a time, as its workers take
+    them up: each window's cached answers are served, its other requests handed out.
+
+    A run too large to hold every request at once (``hold=False``) keeps only their keys
+    (built again when sent); the rows of one logged request are planned together
+    (``duplicates``), as when every request is planned at once. A run held in memory
+    (``known``, :meth:`held`) keeps each request, and a row whose request was planned in an
+    earlier window shares its call: the first requests leave at once, not after every
+    request of the run was built (~25 us each), and the rest are built while they wait.
+    """
 
     WINDOW = 2048
+    #: Rows a window of a run held in memory (each window is planned in the event loop: a
+    #: short one keeps the answers that arrive meanwhile from waiting).
+    HELD_WINDOW = 256
 
     def __init__(
         self,
@@ -465,14 +477,26 @@ class _Planner:
         exchanges: Sequence[Exchange],
         cache: ResponseCache,
         duplicates: Mapping[int, Sequence[int]] | None,
+        *,
+        window: int = WINDOW,
+        known: dict[str, _Work] | None = None,
     ) -> None:
         self.run = run
         self.exchanges = exchanges
         self.cache = cache
         self.duplicates = duplicates
         self.later = {j for rows in (duplicates or {}).values() for j in rows}
+        self.window = window
+        self.known = known
         self.at = 0
         self.misses: deque[_Work] = deque()
+
+    @classmethod
+    def held(
+        cls, run: _CandidateRun, exchanges: Sequence[Exchange], cache: ResponseCache
+    ) -> _Planner:
+        """The planner of a run held in memory (requests kept, shared across windows)."""
+        return cls(run, exchanges, cache, None, window=cls.HELD_WINDOW, known={})
 
     @property
     def exhausted(self) -> bool:
@@ -483,9 +507,14 @@ class _Planner:
         stored on the way)."""
         run = self.run
         while len(self.misses) < n and self.at < len(self.exchanges):
-            end = min(len(self.exchanges), self.at + self.WINDOW)
+            end = min(len(self.exchanges), self.at + self.window)
             work = run.plan(
-                self.exchanges, range(self.at, end), self.duplicates, self.later, hold=False
+                self.exchanges,
+                range(self.at, end),
+                self.duplicates,
+                self.later,
+                hold=self.known is not None,
+                known=self.known,
             )
             self.at = end
             self.misses.extend(run.serve_cached(work, self.cache))
@@ -621,7 +650,10 @@ class _CandidateRun:
 
     # -- bookkeeping --------------------------------------------------------------------
 
-    def _store(self, rows: list[int], **fields: Any) -> None:
+    def _store(self, rows: list[int], item: _Work | None = None, **fields: Any) -> None:
+        """Store the results of ``rows`` (``item``'s: its :attr:`_Work.outcome` is set)."""
+        if item is not None:
+            item.outcome = fields
         name, ids, answers = self.spec.name, self.exchange_ids, self.answers
         for i in rows:
             dropped = self.dropped.get(i)
@@ -667,9 +699,11 @@ class _CandidateRun:
         kind: str,
         attempts: int,
         emit: bool = True,
+        item: _Work | None = None,
     ) -> None:
         self._store(
             rows,
+            item,
             error=str(exc),
             error_kind=kind,
             status=exc.status,
@@ -689,12 +723,15 @@ class _CandidateRun:
         duplicates: Mapping[int, Sequence[int]] | None = None,
         later: Container[int] = (),
         hold: bool = True,
+        known: dict[str, _Work] | None = None,
     ) -> dict[str, _Work]:
         """Build the requests of ``rows`` (every row by default); rows without a replayable
         request become error rows. ``duplicates`` (a first row -> the later rows with the very
         same logged request) plans each of those with its first row, and ``later`` (those
         later rows) are skipped; ``hold=False`` keeps only each request's key (built again
-        when sent)."""
+        when sent). ``known``: the requests of the rows planned before (by key, updated): a
+        row whose request is one of them shares its call, its result stored at once if that
+        call is over (as when every row is planned at once). Returns the new requests."""
         work: dict[str, _Work] = {}
         no_request: list[int] = []
         not_json: list[int] = []
@@ -707,10 +744,17 @@ class _CandidateRun:
                 continue
             request, request_json, key = built
             item = work.get(key)
-            if item is None:
+            if item is None and known is not None and (item := known.get(key)) is not None:
+                if item.outcome is not None:  # its call is over: the same result
+                    self._store_late([i, *((duplicates or {}).get(i, ()))], item.outcome)
+                    continue
+                item.rows.append(i)
+            elif item is None:
                 item = work[key] = (
                     _Work(key, request, request_json, [i]) if hold else _Work(key, None, None, [i])
                 )
+                if known is not None:
+                    known[key] = item
             else:
                 item.rows.append(i)
             if duplicates and (same := duplicates.get(i)):
@@ -727,6 +771,15 @@ class _CandidateRun:
                 rows_of = [j for i in bad for j in (i, *((duplicates or {}).get(i, ())))]
                 self._error_rows(rows_of, VendorError(reason), "no_request", 0, emit=False)
         return work
+
+    def _store_late(self, rows: list[int], outcome: dict[str, Any]) -> None:
+        """Rows planned after the call of their request was over: its result."""
+        self._store(rows, **outcome)
+        self.done += len(rows)
+        if "error" in outcome:
+            self.errors += len(rows)
+        if outcome.get("cached"):
+            self.cached += len(rows)
 
     def build(self, ex: Exchange, row: int) -> tuple[dict[str, Any], str, str] | str:
         """Row ``row``'s request, its canonical JSON and its cache key; or why there is none
@@ -769,6 +822,7 @@ class _CandidateRun:
                 continue
             self._store(
                 item.rows,
+                item,
                 response=entry.response,
                 cached=True,
                 latency_ms=entry.latency_ms,
@@ -779,13 +833,17 @@ class _CandidateRun:
 
     def served(self, item: _Work, entry: CachedEntry) -> None:
         """Fill the rows of a request another run answered meanwhile."""
-        self._store(item.rows, response=entry.response, cached=True, latency_ms=entry.latency_ms)
+        self._store(
+            item.rows, item, response=entry.response, cached=True, latency_ms=entry.latency_ms
+        )
         self.done += len(item.rows)
         self.cached += len(item.rows)
 
     def offline_misses(self, misses: list[_Work]) -> None:
         for item in misses:
-            self._error_rows(item.rows, OfflineCacheMiss(), "offline_miss", 0, emit=False)
+            self._error_rows(
+                item.rows, OfflineCacheMiss(), "offline_miss", 0, emit=False, item=item
+            )
 
     # -- sending ------------------------------------------------------------------------
 
@@ -1100,7 +1158,7 @@ class _CandidateRun:
             if self.breaker.tripped is not None:  # a dead endpoint: do not send
                 self._error_rows(
                     item.rows, self.breaker.tripped, vendor_error_kind(self.breaker.tripped),
-                    attempts,
+                    attempts, item=item,
                 )  # fmt: skip
                 if self.leases:
                     self.claimed.discard(item.key)
@@ -1119,7 +1177,7 @@ class _CandidateRun:
                     else:
                         await asyncio.sleep(backoff_delay(attempts, e, self.backoff_scale()))
                     continue
-                self._error_rows(item.rows, e, vendor_error_kind(e), attempts)
+                self._error_rows(item.rows, e, vendor_error_kind(e), attempts, item=item)
                 if self.leases:  # no answer: another run may try it
                     self.claimed.discard(item.key)
                     await asyncio.to_thread(cache.release, [item.key])
@@ -1142,6 +1200,7 @@ class _CandidateRun:
             )
             self._store(
                 item.rows,
+                item,
                 response=answer.response,
                 attempts=attempts,
                 latency_ms=answer.latency_ms,
@@ -1267,7 +1326,9 @@ async def replay_rows(
 
     runs: list[_CandidateRun] = []
     feeds: list[_Feed] = []
+    quiet = contextlib.ExitStack()  # the interpreter's settings while requests are in flight
     try:
+        quiet.enter_context(replay_runtime())
         for spec in specs:
             providers.append(get_provider(spec))
         pending: list[tuple[_CandidateRun, list[_Work] | _Planner]] = []
@@ -1298,15 +1359,14 @@ async def replay_rows(
                         run.offline_misses(batch)
                 else:
                     pending.append((run, planner))
-            else:
-                misses = run.serve_cached(run.plan(exchanges), cache)
-                if offline:
-                    run.offline_misses(misses)
-                elif misses:
-                    pending.append((run, misses))
+            elif offline:
+                run.offline_misses(run.serve_cached(run.plan(exchanges), cache))
+            elif exchanges:  # planned as the workers take requests: the first leave at once
+                pending.append((run, _Planner.held(run, exchanges, cache)))
             if run.done:
                 run.emit()
         if pending:
+            settle()  # the plan is held to the end: not walked by the collector either
             if interruptible:
                 try:
                     for sig in _STOP_SIGNALS:
@@ -1319,9 +1379,7 @@ async def replay_rows(
                 feeds.append(feed)
                 # Twice as many workers as requests allowed in flight (the adaptive limit
                 # caps those): a worker waiting out a retry's backoff leaves no slot idle.
-                n_workers = 2 * run.spec.concurrency
-                if isinstance(todo, list):
-                    n_workers = min(n_workers, len(todo))
+                n_workers = min(2 * run.spec.concurrency, max(1, len(exchanges)))
                 tasks.extend(
                     asyncio.ensure_future(run.worker(feed, cache)) for _ in range(n_workers)
                 )
@@ -1347,7 +1405,10 @@ async def replay_rows(
                     with contextlib.suppress(MigrateEvalError, sqlite3.Error):
                         cache.release(run.claimed)
         finally:
-            cache.flush()
+            try:
+                cache.flush()
+            finally:
+                quiet.close()
     if abort.error is not None:
         if isinstance(abort.error, ConfigError) and pending:
             # e.g. an API key that is not set: say what needed the network, and the way out

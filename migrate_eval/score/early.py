@@ -8,6 +8,10 @@ worker processes (:class:`~migrate_eval.core._chrf.ChrfWorker`, started once, on
 core), a chunk at a time, while the replay goes on. The scoring stage then finds
 those values (:func:`~migrate_eval.score.text.known_chrf`) and computes only the rest.
 
+The workers run nicer than the run (:data:`NICENESS`): they compute with the CPU the replay
+leaves idle. When the replay ends, what they have left goes to workers at the run's priority
+(:data:`WAIT_FOR_AT_MOST`).
+
 chrF of a pair is a pure function of the two texts, so the scores are the same whichever pairs
 were done early: results.json does not depend on timing. (Embeddings are not computed early:
 a vector changes in its last bits with the other texts of its batch, see
@@ -16,9 +20,10 @@ a vector changes in its last bits with the other texts of its batch, see
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -40,6 +45,16 @@ CHUNK = 500
 IDLE_CHUNK = 50
 #: Fewer expected pairs than this are not worth a worker: scoring does them in a blink.
 MINIMUM = 2_000
+#: How much nicer than the run the workers are (``nice``): they compute with the CPU the replay
+#: leaves idle, and the event loop (and, on the same machine, a self-hosted vendor) waking up
+#: for an answer takes a core from them at once instead of sharing it.
+NICENESS = 10
+#: When the replay ends, the chunks still to compute go to new workers at the run's own
+#: priority (on a machine busy with other work, a niced worker may take long to finish), and a
+#: niced worker still computing a chunk of more pairs than this is ended: the chunk is computed
+#: again by a new worker. A smaller chunk (workers that keep up get :data:`IDLE_CHUNK`-sized
+#: ones) is waited for.
+WAIT_FOR_AT_MOST = 2 * IDLE_CHUNK
 
 
 _Values = tuple["npt.NDArray[np.int64]", "npt.NDArray[np.float64]"]
@@ -75,6 +90,15 @@ class KnownValues(Mapping[int, float]):
 
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _lower_priority(pid: int) -> None:
+    """Make process ``pid`` :data:`NICENESS` nicer than this one (where the system allows)."""
+    try:
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, mine + NICENESS))
+    except (AttributeError, OSError):  # not on this system, or the worker is gone already
+        pass
 
 
 class EarlyChrf:
@@ -121,6 +145,10 @@ class EarlyChrf:
         self._lock = threading.Lock()
         self._idle_workers: list[ChrfWorker] = []
         self._all_workers: list[ChrfWorker] = []
+        self._busy: dict[ChrfWorker, int] = {}  # worker -> pairs of the chunk it computes
+        self._niced: set[ChrfWorker] = set()  # the workers started during the replay
+        self._ended: set[ChrfWorker] = set()  # niced workers finish() ended mid-chunk
+        self._ending = False  # finish() began: new workers at the run's priority
 
     def add(self, row: int, result: ReplayResult) -> None:
         """Hear the stored result of exchange number ``row`` (called in the replay's event
@@ -179,25 +207,61 @@ class EarlyChrf:
     def _score_in_worker(self, part: list[Pair]) -> list[float]:
         from migrate_eval.core._chrf import ChrfWorker
 
-        with self._lock:
-            worker = self._idle_workers.pop() if self._idle_workers else None
-            if worker is None:
-                worker = ChrfWorker()
-                self._all_workers.append(worker)
+        while True:
+            worker = self._take_worker(len(part), ChrfWorker)
+            try:
+                scores = worker.score(part)
+            except BaseException:
+                with self._lock:
+                    self._busy.pop(worker, None)
+                    ended = worker in self._ended
+                worker.close()  # gone, ended by finish() or out of step: not used again
+                if ended:
+                    continue  # again, by a worker at the run's priority
+                raise
+            with self._lock:
+                self._busy.pop(worker, None)
+                self._idle_workers.append(worker)
+            return scores
+
+    def _take_worker(self, size: int, make: Callable[[], ChrfWorker]) -> ChrfWorker:
+        """An idle worker for a chunk of ``size`` pairs, or a new one: niced during the
+        replay, at the run's priority once :meth:`finish` began (idle niced ones are ended)."""
+        retired: list[ChrfWorker] = []
         try:
-            scores = worker.score(part)
-        except BaseException:
-            worker.close()  # gone or out of step: not used again
-            raise
-        with self._lock:
-            self._idle_workers.append(worker)
-        return scores
+            with self._lock:
+                worker: ChrfWorker | None = None
+                while self._idle_workers and worker is None:
+                    worker = self._idle_workers.pop()
+                    if self._ending and worker in self._niced:
+                        retired.append(worker)
+                        self._all_workers.remove(worker)
+                        worker = None
+                if worker is None:
+                    worker = make()
+                    if not self._ending:
+                        _lower_priority(worker.proc.pid)
+                        self._niced.add(worker)
+                    self._all_workers.append(worker)
+                self._busy[worker] = size
+                return worker
+        finally:
+            for idle in retired:
+                idle.close()
 
     def finish(self) -> Mapping[int, float]:
         """The chrF values (0-1) computed so far by ``hash((reference, prediction))``, once the
         workers are done; the pairs still waiting for a full chunk are left to the scoring
-        stage. A worker that failed leaves its pairs to the scoring stage too."""
+        stage. A worker that failed leaves its pairs to the scoring stage too. The chunks
+        still to compute go to workers at the run's priority (:data:`WAIT_FOR_AT_MOST`)."""
         parts: list[_Values] = []
+        with self._lock:
+            self._ending = True
+            for worker, size in self._busy.items():
+                if size > WAIT_FOR_AT_MOST and worker in self._niced:
+                    self._ended.add(worker)
+                    with contextlib.suppress(OSError):  # ended already
+                        worker.proc.kill()
         try:
             for future in self._futures:
                 try:

@@ -3,6 +3,8 @@ computes, whichever pairs were done early."""
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,26 @@ def test_full_chunks_are_scored_in_workers_and_equal_the_scoring_stage() -> None
     # the 7th waits for a chunk: left to scoring
     assert dict(values) == {hash(p): v for p, v in zip(pairs, text.chrf_scores(pairs), strict=True)}
     assert values.get(hash(("not", "scored"))) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no process priorities here")
+def test_workers_compute_at_a_lower_priority_than_the_run() -> None:
+    """The replay's event loop (and a vendor on the same machine) take a core from the chrF
+    workers when they wake up, instead of sharing it with them."""
+    exchanges = [_exchange(i, f"answer {i}") for i in range(2)]
+    scorer = early.EarlyChrf(exchanges, [_task(["chrf"])], {e.id: "t" for e in exchanges},
+                             chunk=2, minimum=0, workers=1)  # fmt: skip
+    try:
+        for i in range(2):
+            scorer.add(i, ReplayResult(exchange_id=f"e{i}", candidate="c",
+                                       response=Response(text=f"reply {i}")))  # fmt: skip
+        for future in scorer._futures:
+            future.result()
+        (worker,) = scorer._all_workers
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, worker.proc.pid) == min(19, mine + early.NICENESS)
+    finally:
+        scorer.close()
 
 
 def test_idle_without_chrf_or_below_the_minimum() -> None:
@@ -142,3 +164,96 @@ def test_a_failed_worker_leaves_its_pairs_to_the_scoring_stage(
     for i in range(4):
         scorer.add(i, ReplayResult(exchange_id=f"e{i}", candidate="c", response=Response(text="x")))
     assert scorer.finish() == {}  # nothing known early: scoring computes every pair
+
+
+class _HeldWorker:
+    """A chrF worker that computes only once the test lets it (or fails once ended)."""
+
+    def __init__(self, release: threading.Event, started: list[int]) -> None:
+        self.release = release
+        self.started = started
+        self.killed = False
+        self.proc = self  # finish() ends a worker with proc.kill()
+        self.pid = id(self)  # (no such process: its priority is not set)
+
+    def score(self, part: list[tuple[str, str]]) -> list[float]:
+        from migrate_eval.core._chrf import chrf_many
+
+        self.started.append(len(part))
+        if not self.release.wait(30) or self.killed:
+            raise EOFError("chrF worker ended mid-answer")
+        return chrf_many(part)
+
+    def kill(self) -> None:
+        self.killed = True
+        self.release.set()
+
+    def close(self) -> None:
+        pass
+
+
+def _held_scorer(
+    monkeypatch: pytest.MonkeyPatch, chunk: int, n: int
+) -> tuple[early.EarlyChrf, threading.Event, list[int], list[_HeldWorker]]:
+    release, started, made = threading.Event(), [], []
+
+    def make() -> _HeldWorker:
+        made.append(_HeldWorker(release, started))
+        return made[-1]
+
+    from migrate_eval.core import _chrf
+
+    monkeypatch.setattr(_chrf, "ChrfWorker", make)
+    lowered: list[int] = []
+    monkeypatch.setattr(early, "_lower_priority", lowered.append)
+    exchanges = [_exchange(i, f"the parcel {i} left the depot") for i in range(n)]
+    scorer = early.EarlyChrf(exchanges, [_task(["chrf"])], {e.id: "t" for e in exchanges},
+                             chunk=chunk, minimum=0, workers=1)  # fmt: skip
+    for i in range(n):
+        scorer.add(i, ReplayResult(exchange_id=f"e{i}", candidate="c",
+                                   response=Response(text=f"parcel {i} left")))  # fmt: skip
+    for _ in range(3000):  # the first chunk reached its worker
+        if started:
+            break
+        threading.Event().wait(0.01)
+    scorer.lowered = lowered  # type: ignore[attr-defined]
+    return scorer, release, started, made
+
+
+def test_when_the_replay_ends_large_chunks_go_to_workers_at_the_run_s_priority(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A niced worker on a busy machine may take long: when the replay ends, the one still
+    computing a large chunk is ended and the chunk computed again, with the chunks not started
+    yet, by a new worker at the run's priority. Every pair is known early all the same."""
+    chunk = early.WAIT_FOR_AT_MOST + 1
+    monkeypatch.setattr(early, "IDLE_CHUNK", chunk)  # full chunks only
+    scorer, _, started, made = _held_scorer(monkeypatch, chunk, 2 * chunk)
+    assert started == [chunk]  # the second chunk waits for the only worker
+    values = scorer.finish()
+    assert len(values) == 2 * chunk
+    assert [w.killed for w in made] == [True, False]
+    assert started == [chunk, chunk, chunk]  # the first chunk again, then the second
+    assert scorer.lowered == [made[0].pid]  # only the worker of the replay was niced
+
+
+def test_when_the_replay_ends_a_small_chunk_running_is_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scorer, release, started, made = _held_scorer(monkeypatch, 2, 2)
+    assert started == [2]
+
+    def finish_then_release() -> None:
+        for _ in range(3000):
+            if scorer._ending:
+                break
+            threading.Event().wait(0.01)
+        release.set()
+
+    helper = threading.Thread(target=finish_then_release)
+    helper.start()
+    values = scorer.finish()
+    helper.join()
+    pairs = [(f"the parcel {i} left the depot", f"parcel {i} left") for i in range(2)]
+    assert dict(values) == {hash(p): v for p, v in zip(pairs, text.chrf_scores(pairs), strict=True)}
+    assert [w.killed for w in made] == [False]
