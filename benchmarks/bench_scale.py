@@ -48,8 +48,15 @@ from bench_run_memory import child as run_child  # noqa: E402
 from tests.servers import SubprocessServer  # noqa: E402
 
 
-async def bare_loop(base_url: str, log: Path, concurrency: int, model: str) -> float:
-    """Wall seconds for a minimal client replaying every request of ``log``."""
+async def bare_loop(
+    base_url: str,
+    log: Path,
+    concurrency: int,
+    model: str,
+    trace: list[tuple[float, float]] | None = None,
+) -> float:
+    """Wall seconds for a minimal client replaying every request of ``log`` (``trace``: the
+    ``time.perf_counter()`` each request was sent and answered, appended)."""
     url = base_url + "/chat/completions"
     failures = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -64,10 +71,13 @@ async def bare_loop(base_url: str, log: Path, concurrency: int, model: str) -> f
                 for line in fh:
                     body = json.loads(line)["request"]
                     body["model"] = model
+                    sent = time.perf_counter()
                     async with session.post(url, data=json.dumps(body).encode()) as resp:
                         payload = json.loads(await resp.read())
                         if resp.status != 200 or not payload.get("choices"):
                             failures += 1
+                    if trace is not None:
+                        trace.append((sent, time.perf_counter()))
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - start

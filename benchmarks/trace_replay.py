@@ -33,43 +33,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 REPO = Path(__file__).resolve().parents[1]
 for p in (REPO, REPO / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from bench_scale import write_log, write_suite  # noqa: E402
+from bench_scale import bare_loop, write_log, write_suite  # noqa: E402
 
 from tests.servers import SubprocessServer  # noqa: E402
 
 Trace = list[tuple[float, float]]
-
-
-async def traced_bare_loop(
-    base_url: str, log: Path, concurrency: int, model: str, trace: Trace
-) -> tuple[float, float]:
-    """``bench_scale.bare_loop`` recording (sent, answered) of each request: (start, end)."""
-    url = base_url + "/chat/completions"
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    start = time.perf_counter()
-    async with aiohttp.ClientSession(
-        connector=connector, headers={"Content-Type": "application/json"}
-    ) as session:
-        with log.open(encoding="utf-8") as fh:
-
-            async def worker() -> None:
-                for line in fh:
-                    body = json.loads(line)["request"]
-                    body["model"] = model
-                    sent = time.perf_counter()
-                    async with session.post(url, data=json.dumps(body).encode()) as resp:
-                        json.loads(await resp.read())
-                    trace.append((sent, time.perf_counter()))
-
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return start, time.perf_counter()
 
 
 def summary(trace: Trace, start: float, concurrency: int) -> dict[str, float]:
@@ -302,11 +275,12 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_bare:
                 trace: Trace = []
                 c = time.process_time()
-                start, end = asyncio.run(
-                    traced_bare_loop(server.base_url, log, args.concurrency, "bench-0", trace)
+                start = time.perf_counter()
+                wall = asyncio.run(
+                    bare_loop(server.base_url, log, args.concurrency, "bench-0", trace)
                 )
                 result["bare"] = {
-                    "wall_s": round(end - start, 3),
+                    "wall_s": round(wall, 3),
                     "cpu_s": round(time.process_time() - c, 3),
                     **summary(trace, start, args.concurrency),
                 }
