@@ -55,6 +55,8 @@ NICENESS = 10
 #: again by a new worker. A smaller chunk (workers that keep up get :data:`IDLE_CHUNK`-sized
 #: ones) is waited for.
 WAIT_FOR_AT_MOST = 2 * IDLE_CHUNK
+#: Chunks a worker may have queued or running; past that, answers are left to scoring.
+QUEUED = 4
 
 
 _Values = tuple["npt.NDArray[np.int64]", "npt.NDArray[np.float64]"]
@@ -159,6 +161,9 @@ class EarlyChrf:
             return
         if not 0 <= row < len(self.exchanges):
             return
+        if not self._pending and self._backlogged():
+            return  # the workers are behind (answers from the cache, a busy machine): this
+            # pair is the scoring stage's, rather than its texts held until a worker is free
         ex = self.exchanges[row]
         if ex.id != result.exchange_id or ex.response is None:
             return
@@ -172,6 +177,13 @@ class EarlyChrf:
             len(self._pending) >= min(IDLE_CHUNK, self.chunk) and self._idle()
         ):
             self._submit()
+
+    def _backlogged(self) -> bool:
+        """Whether :data:`QUEUED` chunks a worker already wait or run: what is queued holds
+        its pairs' texts, so the queue is bounded (a replay answered from the cache goes
+        faster than chrF; a million answers' texts would be held)."""
+        self._running = [f for f in self._running if not f.done()]
+        return len(self._running) >= QUEUED * self.workers
 
     def _idle(self) -> bool:
         """Whether a worker has nothing to do."""

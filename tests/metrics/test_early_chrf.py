@@ -257,3 +257,22 @@ def test_when_the_replay_ends_a_small_chunk_running_is_waited_for(
     pairs = [(f"the parcel {i} left the depot", f"parcel {i} left") for i in range(2)]
     assert dict(values) == {hash(p): v for p, v in zip(pairs, text.chrf_scores(pairs), strict=True)}
     assert [w.killed for w in made] == [False]
+
+
+def test_workers_behind_leave_pairs_to_scoring_instead_of_holding_their_texts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replay answered from the cache (or a busy machine) goes faster than chrF: past
+    QUEUED chunks a worker, further pairs are the scoring stage's, not texts held in a queue
+    (a million answers' texts were held until the workers caught up)."""
+    chunk = 5
+    monkeypatch.setattr(early, "IDLE_CHUNK", chunk)  # full chunks only
+    scorer, release, started, _ = _held_scorer(monkeypatch, chunk, 40 * chunk)
+    try:
+        assert started == [chunk]  # the worker holds the first chunk
+        assert len(scorer._futures) == early.QUEUED  # 4 chunks queued or running, not 40
+        assert scorer._pending == []
+    finally:
+        release.set()
+    values = scorer.finish()
+    assert len(values) == early.QUEUED * chunk  # the rest is computed by the scoring stage
