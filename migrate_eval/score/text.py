@@ -192,8 +192,10 @@ def _prepare_chrf(contexts: Sequence[MetricContext]) -> None:
 )
 def chrf(ctx: MetricContext) -> float | None:
     pair = (answer_text(ctx.reference), answer_text(ctx.candidate))
-    # taken out once read: the table empties as scoring goes (a repeated pair is recomputed)
-    value = _CHRF_BATCH.pop(pair, None)
+    # read, not taken out: a pair that repeats (the same logged answer and the same reply,
+    # common in real traffic) is computed once, not once a row; the table holds one scoring
+    # pass's distinct pairs, until the next pass's hook clears it
+    value = _CHRF_BATCH.get(pair)
     return chrf_score(*pair) if value is None else value
 
 

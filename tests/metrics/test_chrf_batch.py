@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,33 @@ def test_chrf_metric_scores_through_its_batch_hook() -> None:
     df = score(exchanges, [task], {ex.id: "t" for ex in exchanges}, replays)
     want = [chrf_score(r, p) for r, p in pairs]
     assert df["chrf"].tolist() == want
+
+
+def test_a_pair_on_many_rows_is_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # real traffic repeats answers: the same (logged, candidate) pair on many rows was
+    # computed again, one pair at a time, on every row after the first (at a million rows of
+    # repeated answers, the scoring stage took longer than the replay)
+    from migrate_eval.score import text
+
+    pairs = _pairs(6) * 20
+    exchanges = [_exchange(i, ref) for i, (ref, _) in enumerate(pairs)]
+    replays = [
+        ReplayResult(exchange_id=f"e{i}", candidate="c", response=Response(text=hyp))
+        for i, (_, hyp) in enumerate(pairs)
+    ]
+    task = TaskInfo(
+        name="t", output="free_text", metrics=["chrf"], min_parity=0.5, n=len(pairs), source="suite"
+    )
+    computed: list[int] = []
+    real = _chrf.chrf_many
+
+    def counted(batch: Any) -> list[float]:
+        computed.append(len(batch))
+        return real(batch)
+
+    monkeypatch.setattr(_chrf, "chrf_many", counted)
+    monkeypatch.setattr(text, "_CHRF_BATCH", {})
+    df = score(exchanges, [task], {ex.id: "t" for ex in exchanges}, replays)
+    assert sum(computed) == len(set(pairs)) == 6  # the distinct pairs, once each
+    monkeypatch.setattr(_chrf, "chrf_many", real)
+    assert df["chrf"].tolist() == [chrf_score(r, p) for r, p in pairs]
