@@ -110,9 +110,10 @@ def _exchange(i: int, text: str) -> Exchange:
     )
 
 
-def test_chrf_metric_scores_through_its_batch_hook() -> None:
-    pairs = _pairs(40, seed=11)
-    pairs += pairs[6:9]  # the same pair on several rows: each row gets its value
+def _scored_rows(
+    pairs: list[tuple[str, str]],
+) -> tuple[list[Exchange], list[ReplayResult], TaskInfo]:
+    """An exchange (logged answer: the pair's first) and an answer (its second) a pair."""
     exchanges = [_exchange(i, ref) for i, (ref, _) in enumerate(pairs)]
     replays = [
         ReplayResult(exchange_id=f"e{i}", candidate="c", response=Response(text=hyp))
@@ -121,6 +122,13 @@ def test_chrf_metric_scores_through_its_batch_hook() -> None:
     task = TaskInfo(
         name="t", output="free_text", metrics=["chrf"], min_parity=0.5, n=len(pairs), source="suite"
     )
+    return exchanges, replays, task
+
+
+def test_chrf_metric_scores_through_its_batch_hook() -> None:
+    pairs = _pairs(40, seed=11)
+    pairs += pairs[6:9]  # the same pair on several rows: each row gets its value
+    exchanges, replays, task = _scored_rows(pairs)
     df = score(exchanges, [task], {ex.id: "t" for ex in exchanges}, replays)
     want = [chrf_score(r, p) for r, p in pairs]
     assert df["chrf"].tolist() == want
@@ -133,14 +141,7 @@ def test_a_pair_on_many_rows_is_computed_once(monkeypatch: pytest.MonkeyPatch) -
     from migrate_eval.score import text
 
     pairs = _pairs(6) * 20
-    exchanges = [_exchange(i, ref) for i, (ref, _) in enumerate(pairs)]
-    replays = [
-        ReplayResult(exchange_id=f"e{i}", candidate="c", response=Response(text=hyp))
-        for i, (_, hyp) in enumerate(pairs)
-    ]
-    task = TaskInfo(
-        name="t", output="free_text", metrics=["chrf"], min_parity=0.5, n=len(pairs), source="suite"
-    )
+    exchanges, replays, task = _scored_rows(pairs)
     computed: list[int] = []
     real = _chrf.chrf_many
 
