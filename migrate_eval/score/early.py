@@ -178,17 +178,20 @@ class EarlyChrf:
         ):
             self._submit()
 
+    def _in_progress(self) -> int:
+        """Chunks submitted and not done (queued or running)."""
+        self._running = [f for f in self._running if not f.done()]
+        return len(self._running)
+
     def _backlogged(self) -> bool:
         """Whether :data:`QUEUED` chunks a worker already wait or run: what is queued holds
         its pairs' texts, so the queue is bounded (a replay answered from the cache goes
         faster than chrF; a million answers' texts would be held)."""
-        self._running = [f for f in self._running if not f.done()]
-        return len(self._running) >= QUEUED * self.workers
+        return self._in_progress() >= QUEUED * self.workers
 
     def _idle(self) -> bool:
         """Whether a worker has nothing to do."""
-        self._running = [f for f in self._running if not f.done()]
-        return len(self._running) < self.workers
+        return self._in_progress() < self.workers
 
     def _submit(self) -> None:
         part, self._pending, self._seen = self._pending, [], set()
