@@ -226,7 +226,6 @@ class SpilledRecords(_Indexed[T], MutableSequence[T]):
         #: a million ids are held once, however many sequences of them a run keeps
         self.ids: list[str] | None = ids if isinstance(ids, list) else [] if ids else None
         self._given_ids = isinstance(ids, list)
-        self._count = 0  # records appended
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self._spans: list[tuple[int, int]] = []  # (offset, length) of each written batch
         self._end = 0
@@ -239,13 +238,11 @@ class SpilledRecords(_Indexed[T], MutableSequence[T]):
     def append(self, value: T) -> None:
         if self._given_ids:
             assert self.ids is not None
-            if self._count >= len(self.ids) or self.ids[self._count] != value.id:  # type: ignore[attr-defined]
-                raise ValueError(
-                    f"{self.path.name}: record {self._count} is not the one its ids name"
-                )
+            n = len(self)
+            if n >= len(self.ids) or self.ids[n] != value.id:  # type: ignore[attr-defined]
+                raise ValueError(f"{self.path.name}: record {n} is not the one its ids name")
         elif self.ids is not None:
             self.ids.append(value.id)  # type: ignore[attr-defined]
-        self._count += 1
         self._buffer.append(value)
         if len(self._buffer) >= self.batch:
             self._flush()
