@@ -346,18 +346,20 @@ def replay_on_ray(
     ]
     step = WAVE if spill is not None else max(1, total)
     numbers = itertools.count()  # shards are numbered across waves (progress, leases)
+    settings = ShardJob.settings(
+        cache_path, offline, cache_salt, backoff_base, hedge, breaker_threshold
+    )
+
+    def poll() -> None:
+        if progress is not None or on_workers is not None:
+            _poll(ray, board, candidates, total, progress, on_workers)
+
     for start in range(0, total, step):
-        wave = exchanges[start : start + step]
+        wave = list(exchanges[start : start + step])
         try:
             rows = _replay_wave(
-                ray, remote, board, limiters, list(wave), candidates, workers, numbers,
-                ShardJob.settings(
-                    cache_path, offline, cache_salt, backoff_base, hedge, breaker_threshold
-                ),
-                lambda: _poll(ray, board, candidates, total, progress, on_workers)
-                if progress is not None or on_workers is not None
-                else None,
-            )  # fmt: skip
+                ray, remote, board, limiters, wave, candidates, workers, numbers, settings, poll
+            )
         except _WaveInterrupted as stop:
             raise _interrupted(exchanges, candidates, columns, start, stop) from None
         for column, answers in zip(columns, rows, strict=True):
