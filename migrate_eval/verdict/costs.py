@@ -70,6 +70,15 @@ def span_days(first: datetime | None, last: datetime | None, *, min_days: float 
     return max(min_days, (last - first).total_seconds() / 86400.0)
 
 
+def _traffic(
+    timestamps_by_task: Mapping[str, Iterable[datetime | None]] | LoggedTraffic,
+) -> LoggedTraffic:
+    """The traffic as gathered while it was read, or made from whole lists of timestamps."""
+    if isinstance(timestamps_by_task, LoggedTraffic):
+        return timestamps_by_task
+    return LoggedTraffic.of(timestamps_by_task)
+
+
 def logged_volume_per_day(
     timestamps_by_task: Mapping[str, Iterable[datetime | None]] | LoggedTraffic,
     *,
@@ -82,11 +91,7 @@ def logged_volume_per_day(
     a timestamp count in their task's volume over the same span. Without any timestamp
     every task's volume is its count over ``min_days``.
     """
-    traffic = (
-        timestamps_by_task
-        if isinstance(timestamps_by_task, LoggedTraffic)
-        else LoggedTraffic.of(timestamps_by_task)
-    )
+    traffic = _traffic(timestamps_by_task)
     days = span_days(*traffic.span(), min_days=min_days)
     return {task: n / days for task, n in traffic.counts.items()}
 
@@ -133,11 +138,7 @@ def hourly_load(
     min_days: float = 1.0,
 ) -> HourlyLoad:
     """The whole logged traffic (all tasks: one deployment serves them all) by clock hour."""
-    traffic = (
-        timestamps_by_task
-        if isinstance(timestamps_by_task, LoggedTraffic)
-        else LoggedTraffic.of(timestamps_by_task)
-    )
+    traffic = _traffic(timestamps_by_task)
     buckets, total = traffic.hours, sum(traffic.counts.values())
     stamped = sum(buckets.values())
     if not stamped:
