@@ -232,6 +232,54 @@ def test_killed_worker_resumes_without_resending_answered_requests(tmp_path: Pat
     assert resent <= 2 * spec.concurrency, resent
 
 
+def test_sigterm_stops_the_driver_between_waves_and_the_rerun_sends_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a pod stopped mid-run: the driver stops as on Ctrl-C, says what is answered (the
+    # earlier waves on disk are not read back for it), and the next run sends only the rest
+    from migrate_eval.core.store import Spill
+    from migrate_eval.replay import cluster
+    from migrate_eval.replay.engine import ReplayInterrupted
+
+    monkeypatch.setattr(cluster, "WAVE", 16)
+    n = 64
+    spec = CandidateSpec(name="c", provider="openai-compatible", model="m", concurrency=4)
+    cache = tmp_path / "cache.sqlite"
+    handler = signal.getsignal(signal.SIGTERM)
+    stopped: list[int] = []
+    with LoopbackServer(delay=0.05) as server:
+        spec = spec.model_copy(update={"base_url": server.base_url})
+
+        def stop(pids: dict[tuple[int, int], int]) -> None:
+            if not stopped and server.total >= 24:  # in the second wave
+                stopped.append(server.total)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        with Spill(tmp_path) as spill:
+            with pytest.raises(ReplayInterrupted) as caught:
+                replay_on_ray(
+                    _exchanges(n), [spec], cache_path=cache, workers=2, on_workers=stop,
+                    spill=spill,
+                )  # fmt: skip
+            stop_at = caught.value
+            rows = list(stop_at.results)  # read from the run's files: while they are open
+        assert signal.getsignal(signal.SIGTERM) == handler  # restored
+        assert [r.exchange_id for r in rows] == [f"ex{i}" for i in range(n)]
+        answered = [r.exchange_id for r in rows if r.ok]
+        assert len(answered) == stop_at.answered >= 16 and stop_at.missing == n - len(answered)
+        assert all(r.error_kind == "interrupted" for r in rows if not r.ok)
+        assert [r.exchange_id for r in rows[48:]] == [f"ex{i}" for i in range(48, n)]
+        assert not any(r.ok for r in rows[48:])  # the last wave was never sent
+        sent_first = Counter(last_user_text(b) for b in server.bodies)
+        again = replay_on_ray(_exchanges(n), [spec], cache_path=cache, workers=2)
+        sent = Counter(last_user_text(b) for b in server.bodies)
+    assert all(r.ok for r in again)
+    assert sum(r.cached for r in again) >= len(answered)
+    # nothing answered before the stop was sent again
+    assert all(sent[f"q {int(i[2:])}"] == 1 for i in answered)
+    assert len(sent) == n and sum(sent.values()) - sum(sent_first.values()) <= n - len(answered)
+
+
 def _read(groups: list[Any], workdir: Path, writer: Any) -> Any:
     from migrate_eval.plan.traffic import read_traffic
 

@@ -880,6 +880,70 @@ def test_ctrl_c_stops_sending_commits_the_cache_and_the_rerun_resumes(
         assert sum(r.cached for r in results) == answered
 
 
+_CACHED_STOP_CHILD = """
+import os, signal, sys, tempfile
+from pathlib import Path
+from migrate_eval.core.records import Exchange, Source
+from migrate_eval.core.store import Spill
+from migrate_eval.core.suite import CandidateSpec
+from migrate_eval.replay import engine
+from migrate_eval.replay.cache import ResponseCache
+from migrate_eval.replay.engine import ReplayInterrupted, replay
+
+base_url, db, n, on_disk = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "disk"
+exchanges = [
+    Exchange(id=f"k{i}", source=Source(file="f", line=i + 1, format="t"),
+             request={"model": "gpt-4o", "messages": [{"role": "user", "content": f"c {i}"}]})
+    for i in range(n)
+]
+spec = CandidateSpec(name="victim", model="m", base_url=base_url, concurrency=4, max_retries=0)
+with ResponseCache(db) as cache:  # every answer in the cache first
+    assert all(r.ok for r in replay(exchanges, [spec], cache=cache))
+engine._Planner.WINDOW = engine._Planner.HELD_WINDOW = 16
+heard = 0
+
+def hear(i, result):
+    global heard
+    heard += 1
+    if heard == 5:  # a pod stopped while the cache answers
+        os.kill(os.getpid(), signal.SIGTERM)
+
+with tempfile.TemporaryDirectory() as folder, Spill(Path(folder)) as spill:
+    with ResponseCache(db) as cache:
+        try:
+            replay(exchanges, [spec], cache=cache, on_result=hear,
+                   spill=spill if on_disk else None)
+        except ReplayInterrupted as e:
+            stopped = [r.exchange_id for r in e.results if r.error_kind == "interrupted"]
+            print("INTERRUPTED", e.answered, e.missing, heard, len(e.results), len(stopped),
+                  stopped[0] if stopped else "-", flush=True)
+            sys.exit(e.exit_code)
+print("FINISHED", heard, flush=True)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("where", ["disk", "memory"])
+def test_sigterm_stops_a_replay_the_cache_answers(tmp_path: Path, where: str) -> None:
+    """A run the cache answers sends nothing: its planning must still let the stop signal in
+    (it used to plan every window in one call, deaf to SIGTERM, then go on scoring)."""
+    n = 400
+    with LoopbackServer() as srv:
+        child = subprocess.run(
+            [sys.executable, "-c", _CACHED_STOP_CHILD, srv.base_url, str(tmp_path / "c.db"),
+             str(n), where],
+            cwd=REPO, capture_output=True, timeout=120,
+        )  # fmt: skip
+        assert srv.total == n  # the first pass; the second sent nothing
+    assert child.returncode == 130, (child.stdout + child.stderr).decode(errors="replace")
+    word, answered, missing, heard, rows, stopped, first = child.stdout.decode().split()
+    assert word == "INTERRUPTED"
+    # stopped a few windows of 16 in, not after all 400 rows were served
+    assert int(answered) == int(heard) < 100
+    assert int(missing) == int(stopped) == n - int(answered)
+    assert int(rows) == n and first == f"k{answered}"  # every row there, the rest interrupted
+
+
 # -- progress display -----------------------------------------------------------------------
 
 

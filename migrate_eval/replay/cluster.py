@@ -31,8 +31,11 @@ Ray is imported only here, and only when a run asks for it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from dataclasses import dataclass
@@ -43,9 +46,14 @@ from migrate_eval.core.errors import ConfigError, MigrateEvalError
 from migrate_eval.core.executor import ensure_ray
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.request import request_key
-from migrate_eval.core.store import Spill, interleave, new_records
+from migrate_eval.core.store import Spill, interleave, new_records, record_ids
 from migrate_eval.core.suite import CandidateSpec
-from migrate_eval.replay.engine import HedgePolicy, ProgressEvent, ReplayInterrupted
+from migrate_eval.replay.engine import (
+    HedgePolicy,
+    ProgressEvent,
+    ReplayInterrupted,
+    Unanswered,
+)
 from migrate_eval.replay.ratelimit import AdaptiveConcurrency, RequestLimits
 
 #: Seconds between two progress reports of one worker (and between two polls of the driver).
@@ -354,17 +362,20 @@ def replay_on_ray(
         if progress is not None or on_workers is not None:
             _poll(ray, board, candidates, total, progress, on_workers)
 
-    for start in range(0, total, step):
-        wave = list(exchanges[start : start + step])
-        try:
-            rows = _replay_wave(
-                ray, remote, board, limiters, wave, candidates, workers, numbers, settings, poll
-            )
-        except _WaveInterrupted as stop:
-            raise _interrupted(exchanges, candidates, columns, start, stop) from None
-        for column, answers in zip(columns, rows, strict=True):
-            column.extend(answers)
-        del rows
+    answered = 0
+    with _sigterm_interrupts():
+        for start in range(0, total, step):
+            wave = list(exchanges[start : start + step])
+            try:
+                rows = _replay_wave(
+                    ray, remote, board, limiters, wave, candidates, workers, numbers, settings, poll
+                )
+            except _WaveInterrupted as stop:
+                raise _interrupted(exchanges, candidates, columns, answered, stop) from None
+            for column, answers in zip(columns, rows, strict=True):
+                column.extend(answers)
+                answered += sum(r.ok for r in answers)
+            del rows
     if progress is not None:
         _poll(ray, board, candidates, total, progress, None)
     for actor in (board, *limiters):
@@ -441,33 +452,46 @@ def _interrupted(
     exchanges: Sequence[Exchange],
     candidates: Sequence[CandidateSpec],
     columns: list[MutableSequence[ReplayResult]],
-    start: int,
+    answered: int,
     stop: _WaveInterrupted,
 ) -> ReplayInterrupted:
     """:class:`ReplayInterrupted` with a row for every (exchange, candidate): the waves
-    answered before, what the interrupted one had, an "interrupted" row for the rest."""
-    answered = stop.answered + sum(1 for column in columns for r in column if r.ok)
-    results: list[ReplayResult] = []
-    missing = 0
-    for i, ex in enumerate(exchanges):
-        for c, spec in enumerate(candidates):
-            row = (
-                columns[c][i]
-                if i < start
-                else stop.rows[c][i - start]
-                if i - start < len(stop.rows[c])
-                else None
-            )
-            if row is None:
-                missing += 1
-                row = ReplayResult(
-                    exchange_id=ex.id,
-                    candidate=spec.name,
-                    error="interrupted before an answer arrived",
-                    error_kind="interrupted",
-                )
-            results.append(row)
-    return ReplayInterrupted(results, answered=answered, missing=missing)
+    answered before (``answered`` answers), what the interrupted one had, an "interrupted"
+    row for the rest (made when read: the earlier waves of a run on disk are not read back)."""
+    start = len(columns[0]) if columns else 0
+
+    def known(c: int) -> Callable[[int], ReplayResult | None]:
+        done, wave = columns[c], stop.rows[c]
+        return lambda i: (
+            done[i] if i < start else wave[i - start] if i - start < len(wave) else None
+        )
+
+    ids = record_ids(exchanges)
+    unanswered = sum(1 for wave in stop.rows for r in wave if r is None)
+    missing = unanswered + len(candidates) * (len(exchanges) - start - len(stop.rows[0]))
+    return ReplayInterrupted(
+        interleave([Unanswered(known(c), ids, spec.name) for c, spec in enumerate(candidates)]),
+        answered=answered + stop.answered,
+        missing=missing,
+    )
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, a pod stopped) stops the driver as Ctrl-C does, in the
+    main thread: the answers in are kept, the run says it was interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def check_candidates(candidates: Sequence[CandidateSpec]) -> None:

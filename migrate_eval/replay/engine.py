@@ -37,7 +37,7 @@ import sqlite3
 from collections import deque
 from collections.abc import Callable, Container, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from migrate_eval.core.errors import (
     CircuitOpenError,
@@ -159,12 +159,14 @@ class ReplayInterrupted(MigrateEvalError):
 
     Raised once the answers received so far are committed to the cache: running the same
     command again sends only the rest. :attr:`results` holds one row per (exchange,
-    candidate) pair; the rows that were not answered have ``error_kind="interrupted"``.
+    candidate) pair; the rows that were not answered have ``error_kind="interrupted"``
+    (a view, made as it is read: a run on disk is not read back to raise this, and is read
+    while its :class:`~migrate_eval.core.store.Spill` is open).
     """
 
     exit_code = ExitCode.INTERRUPTED
 
-    def __init__(self, results: list[ReplayResult], answered: int, missing: int) -> None:
+    def __init__(self, results: Sequence[ReplayResult], answered: int, missing: int) -> None:
         super().__init__(
             f"interrupted: {answered} answers are saved in the response cache, {missing} "
             "requests were not answered; run the same command again to resume"
@@ -172,6 +174,47 @@ class ReplayInterrupted(MigrateEvalError):
         self.results = results
         self.answered = answered
         self.missing = missing
+
+
+class Unanswered(Sequence[ReplayResult]):
+    """One candidate's rows of an interrupted replay, in exchange order: ``known(i)`` where it
+    has a result, else an "interrupted" row, made when read (nothing is filled in or copied:
+    the answers of a run on disk stay on disk)."""
+
+    def __init__(
+        self,
+        known: Callable[[int], ReplayResult | None],
+        ids: Sequence[str],
+        candidate: str,
+    ) -> None:
+        self.known = known
+        self.ids = ids
+        self.candidate = candidate
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> ReplayResult: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ReplayResult]: ...
+
+    def __getitem__(self, index: int | slice) -> ReplayResult | list[ReplayResult]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        i = index + len(self) if index < 0 else index
+        if not 0 <= i < len(self):
+            raise IndexError("row out of range")
+        row = self.known(i)
+        if row is not None:
+            return row
+        return ReplayResult(
+            exchange_id=self.ids[i],
+            candidate=self.candidate,
+            error="interrupted before an answer arrived",
+            error_kind="interrupted",
+        )
 
 
 def vendor_error_kind(exc: VendorError) -> str:
@@ -377,10 +420,22 @@ class _Feed:
         self.ready: deque[_Work] = deque()
         self.refill: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
+        self.stopped = False  # Ctrl-C / SIGTERM: nothing more is planned or claimed
 
     def _more(self) -> bool:
+        if self.stopped:
+            return False
         items = self.items
         return self.next < len(items) if isinstance(items, list) else not items.exhausted
+
+    async def _chunk(self, n: int) -> list[_Work]:
+        """The next ``n`` requests to send (fewer at the end): the planner's windows that the
+        cache answered whole are planned one at a time, the event loop let in between."""
+        chunk = self._next_chunk(n)
+        while not chunk and self._more():
+            await asyncio.sleep(0)
+            chunk = self._next_chunk(n)
+        return chunk
 
     def _next_chunk(self, n: int) -> list[_Work]:
         items = self.items
@@ -397,12 +452,12 @@ class _Feed:
     async def _claim(self) -> None:
         run = self.run
         try:
-            chunk = self._next_chunk(self.chunk)
+            chunk = await self._chunk(self.chunk)
         except BaseException as e:
             self.error = e
             self.refill = None
             raise
-        if not chunk:
+        if not chunk or self.stopped:
             self.refill = None
             return
         try:
@@ -431,7 +486,7 @@ class _Feed:
         """The next request to send (claimed), or None when there is none left."""
         if not self.run.leases:
             if not self.ready:
-                self.ready.extend(self._next_chunk(self.chunk))
+                self.ready.extend(await self._chunk(self.chunk))
             return self.ready.popleft() if self.ready else None
         while True:
             if len(self.ready) <= self.chunk:
@@ -478,7 +533,7 @@ class _Planner:
         cache: ResponseCache,
         duplicates: Mapping[int, Sequence[int]] | None,
         *,
-        window: int = WINDOW,
+        window: int | None = None,
         known: dict[str, _Work] | None = None,
     ) -> None:
         self.run = run
@@ -486,7 +541,7 @@ class _Planner:
         self.cache = cache
         self.duplicates = duplicates
         self.later = {j for rows in (duplicates or {}).values() for j in rows}
-        self.window = window
+        self.window = window or self.WINDOW
         self.known = known
         self.at = 0
         self.misses: deque[_Work] = deque()
@@ -503,10 +558,14 @@ class _Planner:
         return not self.misses and self.at >= len(self.exchanges)
 
     def take(self, n: int) -> list[_Work]:
-        """Up to ``n`` requests to send, planning windows until there are (cached answers are
-        stored on the way)."""
+        """Up to ``n`` requests to send, planning windows while fewer are planned (their
+        cached answers are stored on the way), ``n`` rows or a window at most. Empty while
+        not :attr:`exhausted` when those were answered from the cache: the caller takes
+        again, after letting the event loop run (a run the cache answers whole is not planned
+        in one call, deaf to Ctrl-C and SIGTERM all along)."""
         run = self.run
-        while len(self.misses) < n and self.at < len(self.exchanges):
+        stop = self.at + max(n, self.window)
+        while len(self.misses) < n and self.at < min(stop, len(self.exchanges)):
             end = min(len(self.exchanges), self.at + self.window)
             work = run.plan(
                 self.exchanges,
@@ -554,14 +613,16 @@ class _Answers:
     :class:`~migrate_eval.core.store.SpilledRecords`) as soon as every earlier one is in; those
     that arrive early wait here (a few, as requests are sent in order)."""
 
-    __slots__ = ("early", "out")
+    __slots__ = ("answered", "early", "out")
 
     def __init__(self, out: MutableSequence[ReplayResult]) -> None:
         self.out = out
         self.early: dict[int, ReplayResult] = {}
+        self.answered = 0  # results that are answers (not error rows)
 
     def set(self, row: int, result: ReplayResult) -> None:
         out, early = self.out, self.early
+        self.answered += result.ok
         if row != len(out):
             early[row] = result
             return
@@ -569,8 +630,13 @@ class _Answers:
         while early and (nxt := early.pop(len(out), None)) is not None:
             out.append(nxt)
 
-    def missing(self, total: int) -> list[int]:
-        return [row for row in range(len(self.out), total) if row not in self.early]
+    def missing(self, total: int) -> int:
+        """How many of ``total`` rows have no result."""
+        return total - len(self.out) - len(self.early)
+
+    def known(self, row: int) -> ReplayResult | None:
+        out = self.out
+        return out[row] if row < len(out) else self.early.get(row)
 
 
 @dataclass
@@ -1317,6 +1383,8 @@ async def replay_rows(
     def on_sigint() -> None:
         nonlocal interrupted
         interrupted = True
+        for feed in feeds:
+            feed.stopped = True
         for task in tasks:
             task.cancel()
         # A second Ctrl-C (or SIGTERM) interrupts at once (Python's default handler).
@@ -1355,8 +1423,8 @@ async def replay_rows(
             if spill is not None:  # too large to hold: planned a window at a time
                 planner = _Planner(run, exchanges, cache, duplicates)
                 if offline:
-                    while batch := planner.take(_Planner.WINDOW):
-                        run.offline_misses(batch)
+                    while not planner.exhausted:
+                        run.offline_misses(planner.take(planner.window))
                 else:
                     pending.append((run, planner))
             elif offline:
@@ -1423,25 +1491,17 @@ async def replay_rows(
                 "--offline scores only the cached answers)"
             ) from abort.error
         raise abort.error
-    missing = [column.missing(len(exchanges)) for column in columns]
-    n_missing = sum(map(len, missing))
-    if n_missing and interrupted:
-        answered = sum(
-            1 for answers in columns for r in (*answers.out, *answers.early.values()) if r.ok
-        )
-        for spec, answers, rows in zip(specs, columns, missing, strict=True):
-            for i in rows:
-                answers.set(
-                    i,
-                    ReplayResult(
-                        exchange_id=exchange_ids[i],
-                        candidate=spec.name,
-                        error="interrupted before an answer arrived",
-                        error_kind="interrupted",
-                    ),
-                )
+    n_missing = sum(column.missing(len(exchanges)) for column in columns)
+    if interrupted:  # stopped, even if the last answers came in meanwhile: the caller stops
         raise ReplayInterrupted(
-            list(interleave([c.out for c in columns])), answered=answered, missing=n_missing
+            interleave(
+                [
+                    Unanswered(answers.known, exchange_ids, spec.name)
+                    for spec, answers in zip(specs, columns, strict=True)
+                ]
+            ),
+            answered=sum(c.answered for c in columns),
+            missing=n_missing,
         )
     if n_missing:  # pragma: no cover - every row is filled by construction
         raise RuntimeError(f"replay left {n_missing} rows without a result")
