@@ -182,19 +182,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--from-cache", action="store_true", help="every answer cached first (see the module)"
     )
+    ap.add_argument(
+        "--dir",
+        type=Path,
+        help="work in this folder and keep it; with --from-cache, a folder an earlier "
+        "--from-cache run of the same --n/--candidates filled is run again as it is",
+    )
     ap.add_argument("--fill-cache", nargs=3, metavar=("SUITE", "LOG", "CACHE"), help="internal")
     args = ap.parse_args(argv)
     if args.fill_cache:
         suite_path, log_path, cache_path = map(Path, args.fill_cache)
         print(f"{fill_cache(suite_path, log_path, cache_path):,} answers put in the cache")
         return 0
-    tmp = Path(tempfile.mkdtemp(prefix="bench-memory-stages-"))
+    tmp = args.dir or Path(tempfile.mkdtemp(prefix="bench-memory-stages-"))
+    filled = tmp / "filled.json"  # what an earlier --from-cache run in --dir filled
+    shape = {"n": args.n, "candidates": args.candidates}
+    again = bool(
+        args.dir and args.from_cache and filled.exists() and json.loads(filled.read_text()) == shape
+    )
     try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for made in ("run", "reports"):  # a kept folder's last run
+            shutil.rmtree(tmp / made, ignore_errors=True)
+        (tmp / "embeddings.sqlite").unlink(missing_ok=True)
         os.environ["MIGRATE_EVAL_REPORTS_DIR"] = str(tmp / "reports")
         os.environ["MIGRATE_EVAL_EMBEDDING_CACHE"] = str(tmp / "embeddings.sqlite")
         os.environ.pop("OPENAI_API_KEY", None)  # never a real vendor
         log = tmp / "logs.jsonl"
-        write_log(log, args.n)
+        if not again:
+            filled.unlink(missing_ok=True)
+            (tmp / "c.sqlite").unlink(missing_ok=True)
+            write_log(log, args.n)
         with Sampler() as sampler:
             import migrate_eval.api as api
 
@@ -206,13 +224,17 @@ def main(argv: list[str] | None = None) -> int:
             with SubprocessServer(
                 max_requests=10 * args.n * args.candidates + 10_000, lifetime=7200
             ) as server:
-                suite = write_suite(tmp, log, server.base_url, "chrf", args.candidates)
-                if args.from_cache:  # in another process: its memory is not the run's
+                if again:  # the suite the cache was filled for (its server's address)
+                    suite = tmp / "suite.yaml"
+                else:
+                    suite = write_suite(tmp, log, server.base_url, "chrf", args.candidates)
+                if args.from_cache and not again:  # in another process: not the run's memory
                     subprocess.run(
                         [sys.executable, __file__, "--fill-cache", str(suite), str(log),
                          str(tmp / "c.sqlite")],
                         check=True,
                     )  # fmt: skip
+                    filled.write_text(json.dumps(shape))
                     start = rss()
                 api.run(
                     str(suite),
@@ -226,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             sampler.sample()
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.dir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
     rows = [
         {"stage": k, "peak_rss_mib": round(v / 2**20, 1), "over_start_mib": round((v - start) / 2**20, 1)}
         for k, v in sampler.peaks.items()
