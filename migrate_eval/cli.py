@@ -195,9 +195,18 @@ def console_main() -> None:
     """The ``migrate-eval`` command (console script, ``python -m migrate_eval``): :func:`main`
     in a process whose garbage collector is set for it (:data:`GC_THRESHOLDS`)."""
     import gc
+    import signal
 
     gc.set_threshold(*GC_THRESHOLDS)
+    if hasattr(signal, "SIGTERM"):  # a pod stopped, a CI job cancelled: stop as on Ctrl-C
+        signal.signal(signal.SIGTERM, _stop)
     main()
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM: the command stops as on Ctrl-C, its temporary files removed on the way out
+    (the replay stops its own way, :class:`~migrate_eval.replay.engine.ReplayInterrupted`)."""
+    raise KeyboardInterrupt
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -896,7 +905,14 @@ def _guard(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except BaseException as err:
-        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+        if isinstance(err, KeyboardInterrupt):  # Ctrl-C or SIGTERM outside the replay
+            click.echo(
+                "interrupted: stopped before the end; the answers received are in the "
+                "response cache, so the same command resumes",
+                err=True,
+            )
+            sys.exit(int(ExitCode.INTERRUPTED))
+        if isinstance(err, SystemExit):
             raise
         _fail(err)
 

@@ -106,6 +106,46 @@ def test_demo_runs_offline_and_writes_every_output(tmp_path: Path) -> None:
     assert "gate FAIL" in proc.stdout.splitlines()[0]
 
 
+_STOPPED_CHILD = """
+import os, signal, sys
+import migrate_eval.verdict.aggregate as stage
+from migrate_eval import cli
+
+real = stage.aggregate
+
+def aggregate(*args, **kwargs):  # SIGTERM arrives after the replay, while the run decides
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args, **kwargs)
+
+stage.aggregate = aggregate
+sys.argv = ["migrate-eval", *sys.argv[1:]]
+cli.console_main()
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_sigterm_after_the_replay_exits_130_and_leaves_no_work_files(tmp_path: Path) -> None:
+    # a pod stopped while a large run scores: it stops as on Ctrl-C (it was killed outright,
+    # exit -15, its files on disk left behind: gigabytes for a large sample)
+    env = {
+        **os.environ,
+        "MIGRATE_EVAL_REPORTS_DIR": str(tmp_path / "reports"),
+        "MIGRATE_EVAL_SPILL_ABOVE": "0",  # the sample on disk, as a large run's
+    }
+    cache = tmp_path / "cache" / "c.sqlite"
+    proc = subprocess.run(
+        [sys.executable, "-c", _STOPPED_CHILD, "run", "--offline", "--cache", str(cache),
+         "--out", str(tmp_path / "run")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stderr
+    assert "interrupted" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # no run folder half written
+    left = sorted(p.name for p in cache.parent.iterdir())
+    assert all(name.startswith("c.sqlite") for name in left), left  # no spill-, ingest-
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], list(tmp_path.iterdir())
+
+
 def test_python_api_matches_cli(tmp_path: Path, server: LoopbackServer) -> None:
     logs = write_logs(tmp_path / "l.jsonl", [_line(i, f"q{i}", f"echo: q{i}") for i in range(35)])
     out = migrate_eval.run(

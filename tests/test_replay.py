@@ -944,6 +944,25 @@ def test_sigterm_stops_a_replay_the_cache_answers(tmp_path: Path, where: str) ->
     assert int(rows) == n and first == f"k{answered}"  # every row there, the rest interrupted
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_the_replay_puts_back_the_signal_handlers_it_found(
+    server: LoopbackServer, cache: ResponseCache
+) -> None:
+    # the command's SIGTERM handler (stop as on Ctrl-C) must hold after the replay too:
+    # asyncio's own removal left Python's default, which kills the process outright
+    def mine(signum: int, frame: object) -> None:
+        raise AssertionError("not called")
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        rows = replay([exchange(i) for i in range(3)], [cand(server)], cache=cache)
+        assert server.total == 3 and all(r.ok for r in rows)
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 # -- progress display -----------------------------------------------------------------------
 
 

@@ -154,6 +154,17 @@ _STOP_SIGNALS = tuple(
 )
 
 
+def _restore_signals(loop: asyncio.AbstractEventLoop, before: dict[int, Any]) -> None:
+    """Put back the handlers the replay replaced (asyncio's own removal would leave Python's
+    defaults: SIGTERM would then kill the process outright, past a command's own handler)."""
+    for sig, handler in before.items():
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+        with contextlib.suppress(Exception):
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    before.clear()
+
+
 class ReplayInterrupted(MigrateEvalError):
     """The replay was stopped (Ctrl-C / SIGINT, or SIGTERM) before every request was answered.
 
@@ -1378,7 +1389,7 @@ async def replay_rows(
     interrupted = False
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Future[None]] = []
-    handler_installed = False
+    before: dict[int, Any] = {}  # the handlers the replay's replace (put back after it)
 
     def on_sigint() -> None:
         nonlocal interrupted
@@ -1387,10 +1398,8 @@ async def replay_rows(
             feed.stopped = True
         for task in tasks:
             task.cancel()
-        # A second Ctrl-C (or SIGTERM) interrupts at once (Python's default handler).
-        for sig in _STOP_SIGNALS:
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
+        # A second Ctrl-C (or SIGTERM) interrupts at once (the handler from before)
+        _restore_signals(loop, before)
 
     runs: list[_CandidateRun] = []
     feeds: list[_Feed] = []
@@ -1438,8 +1447,9 @@ async def replay_rows(
             if interruptible:
                 try:
                     for sig in _STOP_SIGNALS:
+                        previous = signal.getsignal(sig)
                         loop.add_signal_handler(sig, on_sigint)
-                    handler_installed = True
+                        before[sig] = previous
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass  # not the main thread, or no signals here (Windows)
             for run, todo in pending:
@@ -1458,10 +1468,7 @@ async def replay_rows(
                 ):
                     raise outcome
     finally:
-        if handler_installed:
-            for sig in _STOP_SIGNALS:
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(sig)
+        _restore_signals(loop, before)
         try:  # connections first: a cache that cannot be written must not leak them
             for provider in providers:
                 with contextlib.suppress(Exception):
