@@ -1,8 +1,9 @@
-"""The optional C extension of the ingest fast path (everything else is in pyproject.toml).
+"""The optional C extensions (everything else is in pyproject.toml).
 
-``migrate_eval/ingest/_fastrows.c`` is compiled where a C compiler and the Python headers
-are available; elsewhere the install goes on without it and ingest uses the same fast path
-in Python (``migrate_eval/ingest/_builder.py``).
+``migrate_eval/ingest/_fastrows.c`` (the ingest fast path) and ``migrate_eval/core/_chrfc.c``
+(chrF's n-gram statistics) are compiled where a C compiler and the Python headers are
+available; elsewhere the install goes on without them and the same values come from Python
+(``migrate_eval/ingest/_builder.py``, ``migrate_eval/core/_chrf.py``).
 """
 
 from setuptools import Extension, setup
@@ -13,6 +14,11 @@ setup(
             "migrate_eval.ingest._fastrows",
             ["migrate_eval/ingest/_fastrows.c"],
             optional=True,
-        )
+        ),
+        Extension(
+            "migrate_eval.core._chrfc",
+            ["migrate_eval/core/_chrfc.c"],
+            optional=True,
+        ),
     ]
 )

@@ -9,6 +9,8 @@ length; matches are a C-level key intersection) and the same floating-point F-sc
 the same order, so every value equals sacrebleu's exactly (tests/metrics/test_chrf_batch.py
 compares them). Each distinct text is cut into n-grams once per batch (a reference is shared by
 every candidate), and a large batch is spread over the machine's cores in worker processes.
+Where the package was built with a C compiler, the integer statistics come from
+``_chrfc.c`` (:data:`native`: the same integers, ~20x faster); the F-score stays here.
 
 Only the standard library is imported here, and ``migrate_eval.core`` imports nothing: a worker
 process (``python -m migrate_eval.core._chrf``, fed through a pipe) imports this module and no
@@ -18,10 +20,11 @@ more.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import pickle
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,14 @@ CHUNK = 2_000
 PARALLEL_MIN = 8_000
 
 _Grams = list[Counter[str]]
+
+#: The statistics in C (``_chrfc.c``, built with the package where a C compiler is): the same
+#: integers as :func:`_pair_stats` of the texts' n-grams, ~20x faster; None where not built.
+native: Callable[[str, str], list[int]] | None
+try:
+    native = importlib.import_module("migrate_eval.core._chrfc").stats
+except ImportError:  # no compiler at install time: the same values, in Python
+    native = None
 
 
 def _grams(text: str) -> tuple[int, _Grams]:
@@ -90,6 +101,26 @@ def _pair_stats(hyp: tuple[int, _Grams], ref: tuple[int, _Grams]) -> list[int]:
 
 def chrf_many(pairs: Sequence[tuple[str, str]]) -> list[float]:
     """sacrebleu's sentence chrF (0-100) of each ``(reference, prediction)`` pair, in order."""
+    stats = native
+    if stats is None:
+        return _chrf_many_python(pairs)
+    bare: dict[str, str] = {}  # each text without its whitespace, as _grams cuts it
+    out: list[float] = []
+    for ref, hyp in pairs:
+        r = bare.get(ref)
+        if r is None:
+            r = bare[ref] = "".join(ref.split())
+        h = bare.get(hyp)
+        if h is None:
+            h = bare[hyp] = "".join(hyp.split())
+        out.append(_f_score(stats(h, r)))
+        if len(bare) > 65_536:
+            bare.clear()
+    return out
+
+
+def _chrf_many_python(pairs: Sequence[tuple[str, str]]) -> list[float]:
+    """:func:`chrf_many` without the C statistics (each text's n-gram Counters)."""
     cache: dict[str, tuple[int, _Grams]] = {}
     out: list[float] = []
     for ref, hyp in pairs:

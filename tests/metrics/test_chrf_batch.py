@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,41 @@ def _pairs(n: int, seed: int = 7) -> list[tuple[str, str]]:
 def test_chrf_kernel_equals_sacrebleu_exactly() -> None:
     pairs = _pairs(600)
     fn = lm_eval_chrf()
+    assert _chrf.chrf_many(pairs) == [float(fn([pair])) for pair in pairs]
+
+
+def test_the_c_statistics_are_built_where_a_c_compiler_is() -> None:
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        pytest.skip(f"no C compiler ({cc}) here: chrF is computed in Python")
+    assert _chrf.native is not None, "pip install should have built _chrfc.c"
+
+
+@pytest.mark.skipif(_chrf.native is None, reason="the C extension is not built (no C compiler)")
+def test_the_c_statistics_equal_the_counters_on_any_text() -> None:
+    # code points of every width (Latin-1, BMP, astral), repeated n-grams, texts shorter than
+    # an order, empty texts: the same 18 integers as intersecting the n-gram Counters
+    rnd = random.Random(11)
+    alphabet = "ab cdé\tfg\nhi  ,.!?日本-Ωx\U0001f600\u00a0\u2003aaaa"
+    texts = ["", "a", "aa", "aaaaaaaaaa", "ab" * 40, "日本日本日本", "\U0001f600" * 7]
+    texts += ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 300))) for _ in range(400)]
+    native = _chrf.native
+    assert native is not None
+    for k in range(3000):
+        a = rnd.choice(texts)
+        b = a[: rnd.randint(0, len(a))] + rnd.choice(texts)[:20] if k % 3 else rnd.choice(texts)
+        h, r = "".join(b.split()), "".join(a.split())
+        assert native(h, r) == _chrf._pair_stats(_chrf._grams(b), _chrf._grams(a)), (a, b)
+    pairs = _pairs(600)
+    assert _chrf.chrf_many(pairs) == _chrf._chrf_many_python(pairs)
+
+
+def test_chrf_is_computed_in_python_without_the_extension(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pairs = _pairs(300, seed=5)
+    fn = lm_eval_chrf()
+    monkeypatch.setattr(_chrf, "native", None)
     assert _chrf.chrf_many(pairs) == [float(fn([pair])) for pair in pairs]
 
 
