@@ -37,6 +37,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,11 +134,46 @@ class Limiter:
         self.sent += 1
         return lease, self.adaptive.current
 
+    async def acquire_many(
+        self, shard: int, epoch: int, asks: list[tuple[int, bool]]
+    ) -> tuple[list[int], int]:
+        """Several requests of one worker, ``(tokens, hedge)`` each, in one call: the first
+        waited for as :meth:`acquire` does, those after it let through while none has to wait
+        (a slot free, the rates open, no pause). Their leases in order (fewer than asked: the
+        worker asks again for the rest) and the in-flight limit. Each request is admitted as
+        one call each would admit it: the limits hold the same."""
+        tokens, hedge = asks[0]
+        lease, limit = await self.acquire(shard, epoch, tokens, hedge)
+        if lease < 0 and not hedge:  # the attempt that asked is gone
+            return [-1] * len(asks), limit
+        leases = [lease]
+        now = asyncio.get_running_loop().time()
+        adaptive = self.adaptive
+        for tokens, hedge in asks[1:]:
+            if self.pause_until > now or not (hedge or adaptive.free):
+                break
+            if not self.limits.admit_now(tokens):
+                break
+            if hedge:
+                leases.append(-1)
+            else:  # a slot is free (above): taken at once
+                adaptive.in_flight += 1
+                leases.append(self.next_lease)
+                self.leases[self.next_lease] = (shard, epoch, adaptive.generation)
+                self.next_lease += 1
+            self.sent += 1
+        return leases, self.adaptive.current
+
     async def release(
         self, lease: int, outcome: str, token_delta: int, retry_after: float | None
     ) -> None:
         """The request ended: free its slot, correct its tokens, pause on Retry-After."""
         self._release(lease, outcome, token_delta, retry_after)
+
+    async def release_many(self, ended: list[tuple[int, str, int, float | None]]) -> None:
+        """:meth:`release` of several requests, in the order they ended."""
+        for lease, outcome, token_delta, retry_after in ended:
+            self._release(lease, outcome, token_delta, retry_after)
 
     def _release(
         self, lease: int, outcome: str, token_delta: int, retry_after: float | None
@@ -226,25 +262,95 @@ class ShardJob:
 
 
 class _ActorLimits:
-    """:class:`~migrate_eval.replay.engine.SharedLimits` backed by a :class:`Limiter` actor."""
+    """:class:`~migrate_eval.replay.engine.SharedLimits` backed by a :class:`Limiter` actor.
+
+    One call to the actor at a time per worker: the requests that ask meanwhile wait in
+    line and go in the next call together (:meth:`Limiter.acquire_many`), and the requests
+    that end in one turn of the event loop are reported in one message
+    (:meth:`Limiter.release_many`). A round trip to the actor for every request capped a
+    worker at the actor's pace (a few thousand requests a second, less on a busy machine)."""
+
+    #: Requests asked for in one call to the actor, at most.
+    BATCH = 256
 
     def __init__(self, limiter: Any, shard: int, epoch: int) -> None:
         self._limiter = limiter
         self._shard = shard
         self._epoch = epoch
         self._limit: int | None = None
+        self._asks: deque[tuple[int, bool, asyncio.Future[int]]] = deque()
+        self._leasing: asyncio.Future[None] | None = None
+        self._ended: list[tuple[int, str, int, float | None]] = []
+        #: calls made to the actor (acquire_many, release_many): for tests and benchmarks
+        self.calls = 0
 
     async def acquire(self, tokens: int, hedge: bool) -> int:
-        lease, limit = await self._limiter.acquire.remote(self._shard, self._epoch, tokens, hedge)
-        self._limit = int(limit)
-        return int(lease)
+        asked: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._asks.append((tokens, hedge, asked))
+        if self._leasing is None:
+            self._leasing = asyncio.ensure_future(self._lease())
+        return await asked
+
+    async def _lease(self) -> None:
+        """Ask the actor for the requests in line, a batch at a time, until none is left."""
+        batch: list[tuple[int, bool, asyncio.Future[int]]] = []
+        try:
+            while self._asks:
+                batch = []
+                while self._asks and len(batch) < self.BATCH:
+                    ask = self._asks.popleft()
+                    if not ask[2].done():  # not given up meanwhile
+                        batch.append(ask)
+                if not batch:
+                    continue
+                self.calls += 1
+                leases, limit = await self._limiter.acquire_many.remote(
+                    self._shard, self._epoch, [(tokens, hedge) for tokens, hedge, _ in batch]
+                )
+                self._limit = int(limit)
+                for (tokens, _, asked), lease in zip(batch, leases, strict=False):
+                    if asked.done():  # its request gave up meanwhile: the lease goes back
+                        self.release(int(lease), "other", -tokens, None)
+                    else:
+                        asked.set_result(int(lease))
+                self._asks.extendleft(reversed(batch[len(leases) :]))  # asked again, first
+                batch = []
+        except BaseException as e:  # the actor is gone, or this worker stops
+            for _, _, asked in (*batch, *self._asks):
+                if not asked.done():
+                    if isinstance(e, asyncio.CancelledError):
+                        asked.cancel()
+                    else:
+                        asked.set_exception(e)
+            self._asks.clear()
+            raise
+        finally:
+            self._leasing = None
 
     def release(
         self, lease: int, outcome: str, token_delta: int, retry_after: float | None
     ) -> None:
         if lease < 0 and not token_delta and retry_after is None:
             return  # a hedge with nothing to report
-        self._limiter.release.remote(lease, outcome, token_delta, retry_after)
+        self._ended.append((lease, outcome, token_delta, retry_after))
+        if len(self._ended) == 1:  # the first of this turn: sent once the turn is over
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    @contextlib.contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Within it, requests are leased; at its end what is not reported yet is (a slot not
+        given back would be held from every later worker)."""
+        try:
+            yield
+        finally:
+            self.flush()
+
+    def flush(self) -> None:
+        """Report the requests that ended and are not reported yet."""
+        ended, self._ended = self._ended, []
+        if ended:
+            self.calls += 1
+            self._limiter.release_many.remote(ended)
 
     @property
     def in_flight_limit(self) -> int | None:
@@ -274,7 +380,10 @@ async def _run_shard(job: ShardJob, exchanges: list[Exchange]) -> list[ReplayRes
         payload = (event.done, event.errors, event.cached, event.in_flight_limit, 0.0)
         board.report.remote(job.column, job.shard, payload)
 
-    with ResponseCache(job.cache_path, batch_interval=WORKER_BATCH_INTERVAL) as cache:
+    with (
+        ResponseCache(job.cache_path, batch_interval=WORKER_BATCH_INTERVAL) as cache,
+        limits.reporting(),
+    ):
         rows = await replay_rows(
             exchanges,
             [job.spec],

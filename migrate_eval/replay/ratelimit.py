@@ -76,6 +76,12 @@ class RateLimiter:
         self._tat = new_tat
         return max(0.0, new_tat - self.burst * self.interval - now)
 
+    def open_now(self, amount: float = 1.0) -> bool:
+        """Whether ``amount`` units could be used now without waiting (nothing reserved)."""
+        now = self.clock.now()
+        tat = now if self._tat is None else max(self._tat, now)
+        return tat + max(amount, 0.0) * self.interval - self.burst * self.interval <= now
+
     async def acquire(self, amount: float = 1.0) -> float:
         """Wait until ``amount`` units may be used; returns the seconds waited.
 
@@ -147,6 +153,21 @@ class RequestLimits:
         if self.tpm is not None and tokens:
             await self.tpm.acquire(tokens)
 
+    def admit_now(self, tokens: int) -> bool:
+        """Admit one request of ``tokens`` if neither limit would make it wait (else admit
+        nothing and say so)."""
+        rpm, tpm = self.rpm, self.tpm
+        counted = bool(tpm is not None and tokens)
+        if (rpm is not None and not rpm.open_now(1.0)) or (
+            counted and tpm is not None and not tpm.open_now(tokens)
+        ):
+            return False
+        if rpm is not None:
+            rpm.reserve(1.0)
+        if counted and tpm is not None:
+            tpm.reserve(tokens)
+        return True
+
     def settle(self, charged: int, used: int | None) -> None:
         """Correct the ``charged`` tokens: ``used`` None for a rejected request (it used none),
         else what the answer reports (0: nothing reported, the estimate stands)."""
@@ -193,7 +214,7 @@ class AdaptiveConcurrency:
 
     async def acquire(self) -> int:
         """Wait for a slot; returns the generation to pass to :meth:`release`."""
-        if self.in_flight < self.current and not self._waiters:
+        if self.free:
             self.in_flight += 1
             return self.generation
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -206,6 +227,11 @@ class AdaptiveConcurrency:
                 self._wake()
             raise
         return self.generation
+
+    @property
+    def free(self) -> bool:
+        """Whether :meth:`acquire` would give a slot without waiting."""
+        return self.in_flight < self.current and not self._waiters
 
     def release(self, generation: int, outcome: str) -> None:
         """Free a slot. ``outcome``: ``ok``, ``overload`` (429) or ``other`` (no change)."""
