@@ -187,7 +187,7 @@ class ByPair(Mapping[tuple[str, str], T]):
         )
 
 
-class _Indexed(Sequence[T]):
+class Indexed(Sequence[T]):
     """A sequence read by index (:meth:`_at`, with the index checked): slices are lists."""
 
     def _at(self, index: int) -> T:
@@ -210,7 +210,7 @@ class _Indexed(Sequence[T]):
         return self._at(index)
 
 
-class SpilledRecords(_Indexed[T], MutableSequence[T]):
+class SpilledRecords(Indexed[T], MutableSequence[T]):
     """A sequence of records appended in order and kept in a file, :data:`BATCH` at a time;
     indexing and iterating read a batch back. Appending is the only change it allows (records
     are read back as they were written: a record changed after it was appended is not).
@@ -375,7 +375,7 @@ def by_candidate(replays: Sequence[Any]) -> dict[str, Sequence[Any]]:
     return dict(out)
 
 
-class _Interleaved(_Indexed[T]):
+class _Interleaved(Indexed[T]):
     def __init__(self, columns: Sequence[Sequence[T]]) -> None:
         self.columns = list(columns)
         lengths = {len(c) for c in self.columns}

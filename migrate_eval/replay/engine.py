@@ -37,7 +37,7 @@ import sqlite3
 from collections import deque
 from collections.abc import Callable, Container, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, overload
+from typing import Any, Protocol
 
 from migrate_eval.core.errors import (
     CircuitOpenError,
@@ -49,7 +49,7 @@ from migrate_eval.core.errors import (
 )
 from migrate_eval.core.json import canonical_json
 from migrate_eval.core.records import Exchange, ReplayResult
-from migrate_eval.core.store import Spill, interleave, new_records, record_ids
+from migrate_eval.core.store import Indexed, Spill, interleave, new_records, record_ids
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay._runtime import replay_runtime, settle
 from migrate_eval.replay.cache import LEASE_TTL, CachedEntry, ResponseCache, key_from_json
@@ -187,7 +187,7 @@ class ReplayInterrupted(MigrateEvalError):
         self.missing = missing
 
 
-class Unanswered(Sequence[ReplayResult]):
+class Unanswered(Indexed[ReplayResult]):
     """One candidate's rows of an interrupted replay, in exchange order: ``known(i)`` where it
     has a result, else an "interrupted" row, made when read (nothing is filled in or copied:
     the answers of a run on disk stay on disk)."""
@@ -205,23 +205,12 @@ class Unanswered(Sequence[ReplayResult]):
     def __len__(self) -> int:
         return len(self.ids)
 
-    @overload
-    def __getitem__(self, index: int) -> ReplayResult: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[ReplayResult]: ...
-
-    def __getitem__(self, index: int | slice) -> ReplayResult | list[ReplayResult]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        i = index + len(self) if index < 0 else index
-        if not 0 <= i < len(self):
-            raise IndexError("row out of range")
-        row = self.known(i)
+    def _at(self, index: int) -> ReplayResult:
+        row = self.known(index)
         if row is not None:
             return row
         return ReplayResult(
-            exchange_id=self.ids[i],
+            exchange_id=self.ids[index],
             candidate=self.candidate,
             error="interrupted before an answer arrived",
             error_kind="interrupted",
