@@ -489,7 +489,7 @@ def run(
                     (tmp_dir / "servers").mkdir(exist_ok=True)
                     shutil.copyfile(log, tmp_dir / "servers" / f"{label}.log")
         if history is not False:
-            _append_run_history(results, scores, replays, history, notify)
+            _append_run_history(results, scores, replays, plan.assignment, history, notify)
         if s.adapt is not None:  # `adapt:` in the suite; the run's gate outcome stays as it is
             try:
                 adapt(
@@ -528,6 +528,7 @@ def _append_run_history(
     results: Results,
     scores: pd.DataFrame,
     replays: Sequence[ReplayResult],
+    assignment: Mapping[str, str],
     history: str | Path | bool | None,
     notify: Callable[[str], None] | None,
 ) -> None:
@@ -541,7 +542,7 @@ def _append_run_history(
     )
 
     folder = Path(history) if isinstance(history, str | Path) else default_history_dir()
-    records = history_records(results, scores, replays, run_id=new_run_id())
+    records = history_records(results, scores, replays, run_id=new_run_id(), assignment=assignment)
     try:
         append_history(folder, records)
     except OSError as e:

@@ -26,3 +26,15 @@ def test_latency_percentiles_per_candidate_and_task() -> None:
         run.results, scores.drop(columns="latency_ms"), list(run.replays.values()), run_id="r"
     )
     assert no_latency["latency_p50_ms"].isna().all()
+
+
+def test_the_plans_assignment_gives_the_records_the_scores_give() -> None:
+    # a run passes its plan's exchange -> task map (held already) instead of the history
+    # building one from the scores (a dict of a million texts at a million exchanges)
+    run = build_run()
+    replays = list(run.replays.values())
+    assignment = dict(zip(run.scores["exchange_id"], run.scores["task"], strict=True))
+    a = history_records(run.results, run.scores, replays, run_id="r")
+    b = history_records(run.results, run.scores, replays, run_id="r", assignment=assignment)
+    assert len(a) > 2 and a.equals(b)
+    assert (a["refusal_rate"].notna() | a["response_models"].ne("")).any()

@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from statistics import NormalDist
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -78,6 +78,7 @@ from migrate_eval.score.scoring import (
     REFERENCE_LABEL,
     error_kind_of,
 )
+from migrate_eval.verdict._groups import pair_positions
 from migrate_eval.verdict.agreement import fill_feedback_kappa, label_agreement
 from migrate_eval.verdict.noise import NoiseFloor, TaskNoise
 from migrate_eval.verdict.stats import (
@@ -712,11 +713,7 @@ def aggregate(
     judged = set(task_names if gate.tasks is None else gate.tasks)
     fill_feedback_kappa(tasks)
     frame = _Frame(scores)
-    positions: dict[tuple[str, str], npt.NDArray[np.intp]] = {}
-    if len(scores):
-        for key, pos in scores.groupby(["candidate", "task"], sort=False).indices.items():
-            cand_name, task_name = cast(tuple[str, str], key)
-            positions[(str(cand_name), str(task_name))] = np.asarray(pos, dtype=np.intp)
+    positions = pair_positions(scores)
     empty = np.empty(0, dtype=np.intp)
 
     results: list[CandidateResult] = []
@@ -885,8 +882,11 @@ def compare_candidates(
     names = list(dict.fromkeys(candidates))
     if len(names) < 2 or not len(scores):
         return out
-    ok = scores[(scores["status"] == "ok") & scores["parity"].notna()]
-    ok = ok[ok["candidate"].isin(names)]
+    # the four columns it reads, then the rows (a filter copies every column it keeps: the
+    # whole frame twice at a million exchanges)
+    keep = (scores["status"] == "ok") & scores["parity"].notna() & scores["candidate"].isin(names)
+    ok = scores[["task", "exchange_id", "candidate", "parity"]][keep.to_numpy(dtype=bool)]
+    del keep
     pass_at = thresholds.pass_threshold - EPS
     if ok.empty:
         return out

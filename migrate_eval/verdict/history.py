@@ -27,6 +27,7 @@ import pandas as pd
 from migrate_eval.core.errors import HistoryError
 from migrate_eval.core.records import ReplayResult
 from migrate_eval.core.results import Results
+from migrate_eval.verdict._groups import pair_positions
 
 HISTORY_DIRNAME = "history"
 ITEMS_DIRNAME = "items"
@@ -136,13 +137,16 @@ def history_records(
     run_id: str,
     kind: str = "run",
     probe: int | None = None,
+    assignment: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per (candidate, task) of a finished run (the columns of :data:`HISTORY_COLUMNS`;
-    the drift columns are empty: :mod:`migrate_eval.verdict.drift` fills them for a watch)."""
-    task_of: dict[str, str] = {}
-    if len(scores) and {"exchange_id", "task"} <= set(scores.columns):
+    the drift columns are empty: :mod:`migrate_eval.verdict.drift` fills them for a watch).
+    ``assignment`` (exchange id -> task, the plan's) spares reading it from ``scores``."""
+    task_of: Mapping[str, str] = {} if assignment is None else assignment
+    if assignment is None and len(scores) and {"exchange_id", "task"} <= set(scores.columns):
         pairs = scores[["exchange_id", "task"]].drop_duplicates()
         task_of = dict(zip(pairs["exchange_id"], pairs["task"], strict=True))
+        del pairs
     answers: dict[tuple[str, str], _Answers] = {}
     for r in replays:
         key = (r.candidate, task_of.get(r.exchange_id, ""))
@@ -153,18 +157,16 @@ def history_records(
     del task_of
     # each (candidate, task)'s latencies, in one pass (a boolean filter of the whole frame per
     # pair cost ~3 ms each)
-    latency: dict[tuple[str, str], list[int]] = {}
+    latency: dict[tuple[str, str], npt.NDArray[np.intp]] = {}
     lat_all = np.zeros(0, dtype=np.float64)
     if len(scores) and {"candidate", "task", "latency_ms"} <= set(scores.columns):
         lat_all = pd.to_numeric(scores["latency_ms"], errors="coerce").to_numpy(dtype=np.float64)
-        keys = zip(scores["candidate"].tolist(), scores["task"].tolist(), strict=True)
-        for i, key in enumerate(keys):
-            latency.setdefault(key, []).append(i)
+        latency = pair_positions(scores)  # not a list of texts and a list of ints per row
     rows: list[dict[str, Any]] = []
     for c in results.candidates:
         for t in c.tasks:
             mine = answers.get((c.name, t.task)) or _Answers()
-            lat = lat_all[latency.get((c.name, t.task), [])]
+            lat = lat_all[latency.get((c.name, t.task), np.zeros(0, dtype=np.intp))]
             rows.append(
                 {
                     "run_id": run_id,
