@@ -724,3 +724,56 @@ def test_comparisons_are_ordered_by_task_then_candidate_order() -> None:
     )
     out = compare_candidates(scores, [_pair_task("t1"), _pair_task("t2")], ["y", "x"], Thresholds())
     assert [(c.task, c.a, c.b) for c in out] == [("t1", "y", "x"), ("t2", "y", "x")]
+
+
+def _pivot_comparisons(
+    scores: pd.DataFrame, tasks: list[TaskInfo], names: list[str]
+) -> list[tuple[str, str, str, list[float], list[float]]]:
+    """The pairs as the former pivot of the whole frame gave them (the reference)."""
+    ok = scores[(scores["status"] == "ok") & scores["parity"].notna()]
+    ok = ok[ok["candidate"].isin(names)]
+    every = ok.pivot_table(
+        index=["task", "exchange_id"], columns="candidate", values="parity", aggfunc="mean"
+    )
+    out = []
+    for task in tasks:
+        if task.name not in set(every.index.get_level_values(0)):
+            continue
+        wide = every.xs(task.name, level="task")
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                if a in wide.columns and b in wide.columns:
+                    pair = wide[[a, b]].dropna()
+                    if not pair.empty:
+                        out.append((task.name, a, b, pair[a].tolist(), pair[b].tolist()))
+    return out
+
+
+def test_candidate_pairs_from_codes_equal_the_pivot_of_the_frame() -> None:
+    # a million exchanges are not pivoted any more (it held copies of every id): the pairs,
+    # their order by exchange id and the means of repeated rows are the pivot's, to the bit
+    from migrate_eval.verdict.aggregate import _paired_parities
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for _ in range(3000):
+        task = f"t{rng.integers(3)}"
+        ex = f"ex-{rng.integers(200):04d}{'x' * int(rng.integers(3))}"  # ids of unequal length
+        rows.append(
+            {
+                "exchange_id": ex,
+                "task": task,
+                "candidate": ["a", "b", "c", "d"][int(rng.integers(4))],
+                "status": "ok" if rng.random() > 0.1 else "error",
+                "parity": float(rng.random()) if rng.random() > 0.05 else float("nan"),
+            }
+        )
+    scores = pd.DataFrame(rows)
+    tasks = [_pair_task("t2"), _pair_task("t0"), _pair_task("none"), _pair_task("t1")]
+    names = ["c", "a", "b"]
+    got = [
+        (t, a, b, x.tolist(), y.tolist())
+        for t, a, b, x, y in _paired_parities(scores, tasks, names)
+    ]
+    assert got == _pivot_comparisons(scores, tasks, names)
+    assert len(got) == 9 and any(len(x) > 20 for *_, x, _ in got)

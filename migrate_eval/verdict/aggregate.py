@@ -46,7 +46,7 @@ input rate - an upper bound when the vendor discounts cached input).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -882,57 +882,71 @@ def compare_candidates(
     names = list(dict.fromkeys(candidates))
     if len(names) < 2 or not len(scores):
         return out
-    # the four columns it reads, then the rows (a filter copies every column it keeps: the
-    # whole frame twice at a million exchanges)
-    keep = (scores["status"] == "ok") & scores["parity"].notna() & scores["candidate"].isin(names)
-    ok = scores[["task", "exchange_id", "candidate", "parity"]][keep.to_numpy(dtype=bool)]
-    del keep
     pass_at = thresholds.pass_threshold - EPS
-    if ok.empty:
-        return out
-    # one pivot for every task (a pivot per task cost ~8 ms each); a task's rows keep the
-    # order by exchange id that its own pivot had
-    every = ok.pivot_table(
-        index=["task", "exchange_id"], columns="candidate", values="parity", aggfunc="mean"
-    )
-    present = set(every.index.get_level_values(0))
-    for task in tasks:
-        if task.name not in present:
-            continue
-        wide = every.xs(task.name, level="task")
-        for i, a_name in enumerate(names):
-            for b_name in names[i + 1 :]:
-                if a_name not in wide.columns or b_name not in wide.columns:
-                    continue
-                pair = wide[[a_name, b_name]].dropna()
-                if pair.empty:
-                    continue
-                a = pair[a_name].to_numpy(dtype=np.float64)
-                b = pair[b_name].to_numpy(dtype=np.float64)
-                mean, low, high = paired_bootstrap_ci(
-                    a, b, confidence=thresholds.confidence, seed=seed
-                )
-                pa, pb = a >= pass_at, b >= pass_at
-                only_a = int(np.count_nonzero(pa & ~pb))
-                only_b = int(np.count_nonzero(pb & ~pa))
-                out.append(
-                    CandidateComparison(
-                        task=task.name,
-                        a=a_name,
-                        b=b_name,
-                        n=int(a.size),
-                        mean_diff=optional_float(mean),
-                        ci_low=optional_float(low),
-                        ci_high=optional_float(high),
-                        p_wilcoxon=wilcoxon_two_sided(a - b),
-                        p_mcnemar=mcnemar(only_a, only_b),
-                        a_only_passes=only_a,
-                        b_only_passes=only_b,
-                    )
-                )
+    for task_name, a_name, b_name, a, b in _paired_parities(scores, tasks, names):
+        mean, low, high = paired_bootstrap_ci(a, b, confidence=thresholds.confidence, seed=seed)
+        pa, pb = a >= pass_at, b >= pass_at
+        only_a = int(np.count_nonzero(pa & ~pb))
+        only_b = int(np.count_nonzero(pb & ~pa))
+        out.append(
+            CandidateComparison(
+                task=task_name,
+                a=a_name,
+                b=b_name,
+                n=int(a.size),
+                mean_diff=optional_float(mean),
+                ci_low=optional_float(low),
+                ci_high=optional_float(high),
+                p_wilcoxon=wilcoxon_two_sided(a - b),
+                p_mcnemar=mcnemar(only_a, only_b),
+                a_only_passes=only_a,
+                b_only_passes=only_b,
+            )
+        )
     for c, p in zip(out, holm([c.p_wilcoxon for c in out]), strict=True):
         c.p_adjusted = p
     return out
+
+
+def _paired_parities(
+    scores: pd.DataFrame, tasks: Sequence[TaskInfo], names: Sequence[str]
+) -> Iterator[tuple[str, str, str, FloatArray, FloatArray]]:
+    """Per task (in ``tasks`` order) and pair of ``names`` (in order): the two candidates'
+    parities on the exchanges both had scored, by exchange id (each candidate's mean where an
+    exchange has several rows). The frame is read as codes of its texts (exchange ids in
+    sorted order), not pivoted: a pivot of a million exchanges held several copies of them."""
+    keep = (scores["status"] == "ok") & scores["parity"].notna() & scores["candidate"].isin(names)
+    rows = np.flatnonzero(keep.to_numpy(dtype=bool))
+    del keep
+    if not len(rows):
+        return
+    parity = scores["parity"].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
+    task_codes, task_texts = pd.factorize(scores["task"].iloc[rows])
+    ex_codes, _ = pd.factorize(scores["exchange_id"].iloc[rows], sort=True)
+    cand_codes, cand_texts = pd.factorize(scores["candidate"].iloc[rows])
+    task_at = {str(t): i for i, t in enumerate(task_texts)}
+    cand_at = {str(c): i for i, c in enumerate(cand_texts)}
+    for task in tasks:
+        t = task_at.get(task.name)
+        if t is None:
+            continue
+        in_task = (task_codes == t) & (ex_codes >= 0)
+        means: dict[str, tuple[npt.NDArray[np.intp], FloatArray]] = {}
+        for name in names:
+            c = cand_at.get(name)
+            sel = in_task & (cand_codes == c) if c is not None else None
+            if sel is None or not sel.any():
+                continue
+            by_ex = pd.Series(parity[sel]).groupby(ex_codes[sel]).mean()  # sorted: by id
+            means[name] = (by_ex.index.to_numpy(dtype=np.intp), by_ex.to_numpy(np.float64))
+        for i, a_name in enumerate(names):
+            for b_name in names[i + 1 :]:
+                if a_name not in means or b_name not in means:
+                    continue
+                (ex_a, val_a), (ex_b, val_b) = means[a_name], means[b_name]
+                _, at_a, at_b = np.intersect1d(ex_a, ex_b, assume_unique=True, return_indices=True)
+                if len(at_a):
+                    yield task.name, a_name, b_name, val_a[at_a], val_b[at_b]
 
 
 def fill_ttft_stats(candidates: Sequence[CandidateResult], replays: Sequence[ReplayResult]) -> None:
