@@ -78,3 +78,32 @@ def test_pick_reads_lists_and_spilled_records_alike(tmp_path: Path) -> None:
             pick(records, [10])
         rows = interleave([records, records])
         assert pick(rows, [19, 0, 7]) == {0: 0, 7: 3, 19: 9}
+
+
+def test_the_ids_asked_for_are_found_without_a_map_of_every_id() -> None:
+    # the report of a million exchanges shows 50,000: only their positions are kept (a map of
+    # every id was 56 MB); one id looked up on its own builds the whole map, once
+    ids = [f"e{i}" for i in range(1000)]
+    records = [_exchange(i) for i in range(1000)]
+    answers = [
+        ReplayResult(exchange_id=ex_id, candidate=c, error="x", error_kind="vendor")
+        for ex_id in ids
+        for c in ("a", "b")
+    ]
+    by_id = ById(records, ids)
+    by_pair = ByPair(answers, by_id, ["a", "b"])
+    shown = ids[::20]
+    by_id.resolve(shown)
+    assert [by_id[i].id for i in shown] == shown
+    assert [by_pair[(i, "b")].candidate for i in shown] == ["b"] * len(shown)
+    assert len(by_id._position) == len(shown) and not by_id._whole
+    got = by_pair.get_many([("e3", "a"), ("e5", "b"), ("nope", "a"), ("e3", "z")])
+    assert {k: (v.exchange_id, v.candidate) for k, v in got.items()} == {
+        ("e3", "a"): ("e3", "a"),
+        ("e5", "b"): ("e5", "b"),
+    }
+    assert not by_id._whole and len(by_id._position) == len(shown) + 2
+    assert by_id.get("e7") is records[7] and by_id._whole  # one at a time: the whole map
+    assert "nope" not in by_id and ("e9", "z") not in by_pair and ("e9", "a") in by_pair
+    with pytest.raises(KeyError):
+        by_pair[("nope", "a")]

@@ -114,15 +114,45 @@ def record_ids(records: Sequence[Any]) -> list[str]:
 
 class ById(Mapping[str, T]):
     """``records`` by their id, read from the sequence when asked for (a spilled run's
-    exchanges, for the report: it looks up the exchanges it shows, in order)."""
+    exchanges, for the report: it looks up the exchanges it shows, in order).
+
+    The positions of the ids asked for are found in one pass over the ids (:meth:`resolve`,
+    :meth:`get_many`): the report of a million exchanges shows 50,000 of them, and a map of
+    every id to its position was 56 MB. A single id not found that way (a caller looking up
+    many, one at a time) builds the map of every id, once."""
 
     def __init__(self, records: Sequence[T], ids: Sequence[str]) -> None:
         self.records = records
         self.ids = ids
-        self.position = {ex_id: i for i, ex_id in enumerate(ids)}
+        self._position: dict[str, int] = {}
+        self._whole = False  # every id is in _position
+
+    def resolve(self, keys: Iterable[str]) -> None:
+        """Find the positions of ``keys`` (those it has) in one pass over the ids."""
+        if self._whole:
+            return
+        known = self._position
+        wanted = {key for key in keys if key not in known}
+        if wanted:
+            for i, ex_id in enumerate(self.ids):
+                if ex_id in wanted:
+                    known[ex_id] = i  # the last of equal ids, as a map of every id has
+
+    def position_of(self, key: str, *, resolved: bool = False) -> int | None:
+        """The position of ``key`` in the sequence (None: not there; with ``resolved``, None
+        also where :meth:`resolve` did not find it, without building the whole map)."""
+        at = self._position.get(key)
+        if at is None and not resolved and not self._whole:
+            self._position = {ex_id: i for i, ex_id in enumerate(self.ids)}
+            self._whole = True
+            at = self._position.get(key)
+        return at
 
     def __getitem__(self, key: str) -> T:
-        return self.records[self.position[key]]
+        at = self.position_of(key)
+        if at is None:
+            raise KeyError(key)
+        return self.records[at]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids)
@@ -131,7 +161,7 @@ class ById(Mapping[str, T]):
         return len(self.ids)
 
     def __contains__(self, key: object) -> bool:
-        return key in self.position
+        return isinstance(key, str) and self.position_of(key) is not None
 
     def values(self) -> Any:  # one pass over the records, in order
         return iter(self.records)
@@ -140,25 +170,38 @@ class ById(Mapping[str, T]):
         """The records of ``keys`` (those it has), read in their order in the sequence: a
         spilled sequence decodes each batch it touches once, not once a key (the report's
         examples, read by id in the order it shows them)."""
-        at = {key: self.position[key] for key in dict.fromkeys(keys) if key in self.position}
+        asked = list(dict.fromkeys(keys))
+        self.resolve(asked)
+        at = {key: i for key in asked if (i := self._position.get(key)) is not None}
         records = pick(self.records, at.values())
         return {key: records[i] for key, i in at.items()}
 
 
 class ByPair(Mapping[tuple[str, str], T]):
     """A replay's answers (exchange order, the candidates of an exchange together) by
-    ``(exchange id, candidate)``, read from the sequence when asked for."""
+    ``(exchange id, candidate)``, read from the sequence when asked for (the positions of
+    the exchanges found by ``exchanges``, shared)."""
 
     def __init__(self, records: Sequence[T], exchanges: ById[Any], candidates: Sequence[str]):
         self.records = records
+        self.exchanges = exchanges
         self.ids = exchanges.ids
         self.candidates = list(candidates)
-        self.position = exchanges.position  # one map of the ids, shared
         self.column = {name: i for i, name in enumerate(self.candidates)}
 
-    def __getitem__(self, key: tuple[str, str]) -> T:
+    def _at(self, key: tuple[str, str], *, resolved: bool = False) -> int | None:
         ex_id, candidate = key
-        return self.records[self.position[ex_id] * len(self.candidates) + self.column[candidate]]
+        column = self.column.get(candidate)
+        if column is None:
+            return None
+        row = self.exchanges.position_of(ex_id, resolved=resolved)
+        return None if row is None else row * len(self.candidates) + column
+
+    def __getitem__(self, key: tuple[str, str]) -> T:
+        at = self._at(key)
+        if at is None:
+            raise KeyError(key)
+        return self.records[at]
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((ex_id, c) for ex_id in self.ids for c in self.candidates)
@@ -166,12 +209,9 @@ class ByPair(Mapping[tuple[str, str], T]):
     def get_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], T]:
         """The answers of ``keys`` (those it has), read in their order in the sequence (see
         :meth:`ById.get_many`)."""
-        width = len(self.candidates)
-        at = {
-            key: self.position[key[0]] * width + self.column[key[1]]
-            for key in dict.fromkeys(keys)
-            if key in self
-        }
+        asked = list(dict.fromkeys(keys))
+        self.exchanges.resolve(key[0] for key in asked)
+        at = {key: i for key in asked if (i := self._at(key, resolved=True)) is not None}
         records = pick(self.records, at.values())
         return {key: records[i] for key, i in at.items()}
 
@@ -182,8 +222,9 @@ class ByPair(Mapping[tuple[str, str], T]):
         return (
             isinstance(key, tuple)
             and len(key) == 2
-            and key[0] in self.position
-            and key[1] in self.column
+            and isinstance(key[0], str)
+            and isinstance(key[1], str)
+            and self._at((key[0], key[1])) is not None
         )
 
 

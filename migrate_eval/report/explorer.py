@@ -234,6 +234,9 @@ def _blob_data(
     parity = [[None if p != p else p for p in row.tolist()] for row in parity_rows]  # NaN: None
     status = [row.tolist() for row in status_rows]
 
+    resolve = getattr(exchanges, "resolve", None)
+    if resolve is not None:  # a run on disk: the positions of these ids only, in one pass
+        resolve(ids)
     user: list[str] = []
     logged: list[str] = []
     answers: list[list[str]] = [[] for _ in cand_names]
