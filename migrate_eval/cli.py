@@ -195,18 +195,14 @@ def console_main() -> None:
     """The ``migrate-eval`` command (console script, ``python -m migrate_eval``): :func:`main`
     in a process whose garbage collector is set for it (:data:`GC_THRESHOLDS`)."""
     import gc
-    import signal
+
+    from migrate_eval.core.signals import sigterm_interrupts
 
     gc.set_threshold(*GC_THRESHOLDS)
-    if hasattr(signal, "SIGTERM"):  # a pod stopped, a CI job cancelled: stop as on Ctrl-C
-        signal.signal(signal.SIGTERM, _stop)
-    main()
-
-
-def _stop(signum: int, frame: object) -> None:
-    """SIGTERM: the command stops as on Ctrl-C, its temporary files removed on the way out
-    (the replay stops its own way, :class:`~migrate_eval.replay.engine.ReplayInterrupted`)."""
-    raise KeyboardInterrupt
+    # a pod stopped, a CI job cancelled: the command stops as on Ctrl-C, its work folders
+    # removed on the way out (the replay stops its own way: ReplayInterrupted)
+    with sigterm_interrupts():
+        main()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -34,8 +34,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, MutableSequence, Sequence
@@ -47,6 +45,7 @@ from migrate_eval.core.errors import ConfigError, MigrateEvalError
 from migrate_eval.core.executor import ensure_ray
 from migrate_eval.core.records import Exchange, ReplayResult
 from migrate_eval.core.request import request_key
+from migrate_eval.core.signals import sigterm_interrupts
 from migrate_eval.core.store import Spill, interleave, new_records, record_ids
 from migrate_eval.core.suite import CandidateSpec
 from migrate_eval.replay.engine import (
@@ -472,7 +471,7 @@ def replay_on_ray(
             _poll(ray, board, candidates, total, progress, on_workers)
 
     answered = 0
-    with _sigterm_interrupts():
+    with sigterm_interrupts():  # SIGTERM stops the driver as Ctrl-C does
         for start in range(0, total, step):
             wave = list(exchanges[start : start + step])
             try:
@@ -583,24 +582,6 @@ def _interrupted(
         answered=answered + stop.answered,
         missing=missing,
     )
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (a CI job cancelled, a pod stopped) stops the driver as Ctrl-C does, in the
-    main thread: the answers in are kept, the run says it was interrupted."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    before = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
 
 
 def check_candidates(candidates: Sequence[CandidateSpec]) -> None:
