@@ -120,9 +120,7 @@ class Limiter:
             if self.epochs.get(shard) != epoch:  # the attempt that asked is gone
                 self.adaptive.release(generation, "other")
                 return -1, self.adaptive.current
-            lease = self.next_lease
-            self.next_lease += 1
-            self.leases[lease] = (shard, epoch, generation)
+            lease = self._lease(shard, epoch, generation)
         try:
             await self._wait_for_pause()
             await self.limits.admit(tokens)
@@ -153,15 +151,17 @@ class Limiter:
                 break
             if not self.limits.admit_now(tokens):
                 break
-            if hedge:
-                leases.append(-1)
-            else:  # a slot is free (above): taken at once
-                adaptive.in_flight += 1
-                leases.append(self.next_lease)
-                self.leases[self.next_lease] = (shard, epoch, adaptive.generation)
-                self.next_lease += 1
+            generation = None if hedge else adaptive.try_acquire()  # free: checked above
+            leases.append(-1 if generation is None else self._lease(shard, epoch, generation))
             self.sent += 1
         return leases, self.adaptive.current
+
+    def _lease(self, shard: int, epoch: int, generation: int) -> int:
+        """A new lease of a slot taken for ``shard``'s attempt ``epoch``."""
+        lease = self.next_lease
+        self.next_lease += 1
+        self.leases[lease] = (shard, epoch, generation)
+        return lease
 
     async def release(
         self, lease: int, outcome: str, token_delta: int, retry_after: float | None

@@ -68,19 +68,21 @@ class RateLimiter:
         self._refund: asyncio.Event | None = None  # wakes waiters when some are given back
         self.waited = 0.0  # total seconds callers waited (for reports and tests)
 
-    def reserve(self, amount: float = 1.0) -> float:
-        """Reserve ``amount`` units now; returns how many seconds to wait before using them."""
+    def _schedule(self, amount: float) -> tuple[float, float]:
+        """``amount`` units reserved now: (the new theoretical arrival time, seconds to wait)."""
         now = self.clock.now()
         tat = now if self._tat is None else max(self._tat, now)
         new_tat = tat + max(amount, 0.0) * self.interval
-        self._tat = new_tat
-        return max(0.0, new_tat - self.burst * self.interval - now)
+        return new_tat, max(0.0, new_tat - self.burst * self.interval - now)
+
+    def reserve(self, amount: float = 1.0) -> float:
+        """Reserve ``amount`` units now; returns how many seconds to wait before using them."""
+        self._tat, wait = self._schedule(amount)
+        return wait
 
     def open_now(self, amount: float = 1.0) -> bool:
         """Whether ``amount`` units could be used now without waiting (nothing reserved)."""
-        now = self.clock.now()
-        tat = now if self._tat is None else max(self._tat, now)
-        return tat + max(amount, 0.0) * self.interval - self.burst * self.interval <= now
+        return self._schedule(amount)[1] <= 0
 
     async def acquire(self, amount: float = 1.0) -> float:
         """Wait until ``amount`` units may be used; returns the seconds waited.
@@ -156,15 +158,15 @@ class RequestLimits:
     def admit_now(self, tokens: int) -> bool:
         """Admit one request of ``tokens`` if neither limit would make it wait (else admit
         nothing and say so)."""
-        rpm, tpm = self.rpm, self.tpm
-        counted = bool(tpm is not None and tokens)
+        rpm = self.rpm
+        tpm = self.tpm if tokens else None  # a request of no tokens is not counted in tpm
         if (rpm is not None and not rpm.open_now(1.0)) or (
-            counted and tpm is not None and not tpm.open_now(tokens)
+            tpm is not None and not tpm.open_now(tokens)
         ):
             return False
         if rpm is not None:
             rpm.reserve(1.0)
-        if counted and tpm is not None:
+        if tpm is not None:
             tpm.reserve(tokens)
         return True
 
@@ -214,9 +216,9 @@ class AdaptiveConcurrency:
 
     async def acquire(self) -> int:
         """Wait for a slot; returns the generation to pass to :meth:`release`."""
-        if self.free:
-            self.in_flight += 1
-            return self.generation
+        generation = self.try_acquire()
+        if generation is not None:
+            return generation
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -232,6 +234,13 @@ class AdaptiveConcurrency:
     def free(self) -> bool:
         """Whether :meth:`acquire` would give a slot without waiting."""
         return self.in_flight < self.current and not self._waiters
+
+    def try_acquire(self) -> int | None:
+        """A slot now, if one is :attr:`free` (its generation), else None (nothing taken)."""
+        if not self.free:
+            return None
+        self.in_flight += 1
+        return self.generation
 
     def release(self, generation: int, outcome: str) -> None:
         """Free a slot. ``outcome``: ``ok``, ``overload`` (429) or ``other`` (no change)."""
