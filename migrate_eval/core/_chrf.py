@@ -101,37 +101,38 @@ def _pair_stats(hyp: tuple[int, _Grams], ref: tuple[int, _Grams]) -> list[int]:
 
 def chrf_many(pairs: Sequence[tuple[str, str]]) -> list[float]:
     """sacrebleu's sentence chrF (0-100) of each ``(reference, prediction)`` pair, in order."""
-    stats = native
-    if stats is None:
+    if native is None:
         return _chrf_many_python(pairs)
-    bare: dict[str, str] = {}  # each text without its whitespace, as _grams cuts it
-    out: list[float] = []
-    for ref, hyp in pairs:
-        r = bare.get(ref)
-        if r is None:
-            r = bare[ref] = "".join(ref.split())
-        h = bare.get(hyp)
-        if h is None:
-            h = bare[hyp] = "".join(hyp.split())
-        out.append(_f_score(stats(h, r)))
-        if len(bare) > 65_536:
-            bare.clear()
-    return out
+    # each text without its whitespace, as _grams cuts it: the C statistics of the two
+    return _scores(pairs, lambda text: "".join(text.split()), native, keep=65_536)
 
 
 def _chrf_many_python(pairs: Sequence[tuple[str, str]]) -> list[float]:
-    """:func:`chrf_many` without the C statistics (each text's n-gram Counters)."""
-    cache: dict[str, tuple[int, _Grams]] = {}
+    """:func:`chrf_many` without the C statistics (each text's n-gram Counters, large: only
+    the recent texts' are kept)."""
+    return _scores(pairs, _grams, _pair_stats, keep=4_096)
+
+
+def _scores(
+    pairs: Sequence[tuple[str, str]],
+    prepare: Callable[[str], Any],
+    stats: Callable[[Any, Any], Sequence[int]],
+    *,
+    keep: int,
+) -> list[float]:
+    """The F-score of ``stats(prepare(prediction), prepare(reference))`` of each pair, each
+    text prepared once while at most ``keep`` prepared texts are held."""
+    cache: dict[str, Any] = {}
     out: list[float] = []
     for ref, hyp in pairs:
         r = cache.get(ref)
         if r is None:
-            r = cache[ref] = _grams(ref)
+            r = cache[ref] = prepare(ref)
         h = cache.get(hyp)
         if h is None:
-            h = cache[hyp] = _grams(hyp)
-        out.append(_f_score(_pair_stats(h, r)))
-        if len(cache) > 4_096:  # n-gram Counters are large: keep only recent texts
+            h = cache[hyp] = prepare(hyp)
+        out.append(_f_score(stats(h, r)))
+        if len(cache) > keep:
             cache.clear()
     return out
 
