@@ -915,29 +915,22 @@ def _paired_parities(
     parities on the exchanges both had scored, by exchange id (each candidate's mean where an
     exchange has several rows). The frame is read as codes of its texts (exchange ids in
     sorted order), not pivoted: a pivot of a million exchanges held several copies of them."""
-    keep = (scores["status"] == "ok") & scores["parity"].notna() & scores["candidate"].isin(names)
-    rows = np.flatnonzero(keep.to_numpy(dtype=bool))
-    del keep
-    if not len(rows):
+    positions = pair_positions(scores)
+    if not positions:
         return
-    parity = scores["parity"].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
-    task_codes, task_texts = pd.factorize(scores["task"].iloc[rows])
-    ex_codes, _ = pd.factorize(scores["exchange_id"].iloc[rows], sort=True)
-    cand_codes, cand_texts = pd.factorize(scores["candidate"].iloc[rows])
-    task_at = {str(t): i for i, t in enumerate(task_texts)}
-    cand_at = {str(c): i for i, c in enumerate(cand_texts)}
+    parity = scores["parity"].to_numpy(dtype=np.float64, na_value=np.nan)
+    ex_codes, _ = pd.factorize(scores["exchange_id"], sort=True)
+    ok = (scores["status"] == "ok").to_numpy(dtype=bool) & ~np.isnan(parity) & (ex_codes >= 0)
     for task in tasks:
-        t = task_at.get(task.name)
-        if t is None:
-            continue
-        in_task = (task_codes == t) & (ex_codes >= 0)
         means: dict[str, tuple[npt.NDArray[np.intp], FloatArray]] = {}
         for name in names:
-            c = cand_at.get(name)
-            sel = in_task & (cand_codes == c) if c is not None else None
-            if sel is None or not sel.any():
+            rows = positions.get((name, task.name))
+            if rows is None:
                 continue
-            by_ex = pd.Series(parity[sel]).groupby(ex_codes[sel]).mean()  # sorted: by id
+            rows = rows[ok[rows]]
+            if not len(rows):
+                continue
+            by_ex = pd.Series(parity[rows]).groupby(ex_codes[rows]).mean()  # sorted: by id
             means[name] = (by_ex.index.to_numpy(dtype=np.intp), by_ex.to_numpy(np.float64))
         for i, a_name in enumerate(names):
             for b_name in names[i + 1 :]:
