@@ -569,7 +569,7 @@ def _write_run_folder(
     (run_dir / "suite.json").write_text(
         json.dumps(s.dump(), indent=2, ensure_ascii=False), encoding="utf-8"
     )
-    from migrate_eval.core.run_folder import write_records, write_tasks
+    from migrate_eval.core.run_folder import write_records, write_scores, write_tasks
     from migrate_eval.core.store import record_ids
 
     write_records(run_dir, "exchanges", exchanges)
@@ -579,7 +579,7 @@ def _write_run_folder(
         from migrate_eval.replay.baseline import BASELINE_FILE, write_baseline
 
         write_baseline(run_dir / BASELINE_FILE, baseline_rows)
-    scores.to_parquet(run_dir / "scores.parquet", index=False)
+    write_scores(scores, run_dir / "scores.parquet")
     if traffic.skipped:
         with (run_dir / "skipped.jsonl").open("w", encoding="utf-8") as f:
             for issue in traffic.skipped:

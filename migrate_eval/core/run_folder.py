@@ -96,6 +96,33 @@ def write_tasks(
         f.write("}\n}" if separator == "\n  " else "\n }\n}")
 
 
+#: Rows of the scores frame written at a time (each a row group of ``scores.parquet``).
+SCORE_ROWS = 1 << 18
+
+
+def write_scores(scores: pd.DataFrame, path: Path) -> None:
+    """Write the scores frame to ``path`` (``scores.parquet``), :data:`SCORE_ROWS` rows at a
+    time. The frame's categorical text columns (task, candidate, status, ...) are written as
+    plain text, so a run folder reads back as it always did (Parquet dictionary-encodes the
+    pages either way); the text of one slice is made at a time, not of the whole column."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    labels = {c: "str" for c, t in scores.dtypes.items() if isinstance(t, pd.CategoricalDtype)}
+    writer: Any = None
+    try:
+        for start in range(0, max(len(scores), 1), SCORE_ROWS):
+            part = scores.iloc[start : start + SCORE_ROWS].astype(labels)
+            table = pa.Table.from_pandas(part, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(str(path), table.schema)
+            writer.write_table(table.cast(writer.schema))
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 def write_records(folder: Path, name: str, records: Iterable[BaseModel]) -> Path:
     """Write ``records`` (exchanges or replay results) as the Arrow dataset ``folder/name``, a
     batch of :data:`BATCH_ROWS` at a time; returns the dataset's folder."""

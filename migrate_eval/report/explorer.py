@@ -277,7 +277,11 @@ def _blob_data(
 
 def text_is(column: pd.Series, text: str) -> np.ndarray:
     """Where ``column.astype(str) == text``, without a text copy of a column of texts."""
-    if not isinstance(column.dtype, pd.StringDtype) and pd.api.types.infer_dtype(
+    dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype):  # the scores' labels: compared on the categories
+        same = np.append(np.asarray(dtype.categories.astype(str) == text, dtype=bool), False)
+        return same[column.cat.codes.to_numpy()]  # code -1 (missing): the False at the end
+    if not isinstance(dtype, pd.StringDtype) and pd.api.types.infer_dtype(
         column, skipna=True
     ) not in ("string", "empty"):
         column = column.astype(str)

@@ -190,6 +190,23 @@ def score_chunks(
     return _joined(frames)
 
 
+def _labels(values: Sequence[str]) -> pd.Categorical:
+    """A text column of few distinct values (task, candidate, status, notes, labels) as a
+    categorical: a byte a row instead of a string's offset and bytes, categories in text order
+    (so sorting and grouping on it order rows as on the texts)."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), sort=True)
+    return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype="str"))
+
+
+def _same_types(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two frames' dtypes are the same, categoricals alike whatever their categories
+    (:func:`_joined` unites those)."""
+    return len(a) == len(b) and all(
+        x == y or (isinstance(x, pd.CategoricalDtype) and isinstance(y, pd.CategoricalDtype))
+        for x, y in zip(a, b, strict=True)
+    )
+
+
 def _joined(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """``pd.concat(frames, ignore_index=True)``, emptying ``frames`` as it goes. When they have
     the same columns and types, each chunk is first cut into its columns (a NumPy column
@@ -197,18 +214,19 @@ def _joined(frames: list[pd.DataFrame]) -> pd.DataFrame:
     at a time, each column's pieces let go once joined: the chunks and the whole are never
     both held (``pd.concat`` holds them both: twice the scores' memory at a million
     exchanges)."""
-    import numpy as np
+    from pandas.api.types import union_categoricals
 
     first = frames[0]
     columns, dtypes = list(first.columns), first.dtypes
     if len(frames) == 1 or any(
-        list(f.columns) != columns or not f.dtypes.equals(dtypes) for f in frames
+        list(f.columns) != columns or not _same_types(f.dtypes, dtypes) for f in frames
     ):
         joined = pd.concat(frames, ignore_index=True)
         frames.clear()
         return joined
     del first
     dense = {n for n, t in dtypes.items() if isinstance(t, np.dtype) and t.kind != "O"}
+    labels = {n for n, t in dtypes.items() if isinstance(t, pd.CategoricalDtype)}
     pieces: dict[str, list[Any]] = {name: [] for name in columns}
     while frames:
         chunk = frames.pop(0)
@@ -221,11 +239,12 @@ def _joined(frames: list[pd.DataFrame]) -> pd.DataFrame:
     whole: dict[str, pd.Series] = {}
     for name in columns:
         parts = pieces.pop(name)
-        whole[name] = (
-            pd.Series(np.concatenate(parts), copy=False)
-            if name in dense
-            else pd.concat(parts, ignore_index=True)
-        )
+        if name in dense:
+            whole[name] = pd.Series(np.concatenate(parts), copy=False)
+        elif name in labels:  # the chunks' categories united, in text order
+            whole[name] = pd.Series(union_categoricals(parts, sort_categories=True), copy=False)
+        else:
+            whole[name] = pd.concat(parts, ignore_index=True)
         del parts
     return pd.DataFrame(whole, copy=False)
 
@@ -339,10 +358,10 @@ def _score_rows(
 
     data: dict[str, object] = {
         "exchange_id": pd.array([row[0].exchange_id for row in rows], dtype="str"),
-        "task": pd.array([row[1].name for row in rows], dtype="str"),
-        "candidate": pd.array([row[0].candidate for row in rows], dtype="str"),
-        "status": pd.array([row[2] for row in rows], dtype="str"),
-        "error": pd.array(error_col, dtype="str"),
+        "task": _labels([row[1].name for row in rows]),
+        "candidate": _labels([row[0].candidate for row in rows]),
+        "status": _labels([row[2] for row in rows]),
+        "error": _labels(error_col),
         "parity": np.asarray(parity_col, dtype=np.float64),
         "latency_ms": np.asarray(latency_col, dtype=np.float64),
         "prompt_tokens": pd.array(prompt_col, dtype="Int64"),
@@ -351,8 +370,8 @@ def _score_rows(
     }
     for name, values in zip(names, metric_cols, strict=True):
         data[name] = np.asarray(values, dtype=np.float64)
-    data[REFERENCE_LABEL] = pd.array(ref_label_col, dtype="str")
-    data[CANDIDATE_LABEL] = pd.array(cand_label_col, dtype="str")
+    data[REFERENCE_LABEL] = _labels(ref_label_col)
+    data[CANDIDATE_LABEL] = _labels(cand_label_col)
     data[GOLD_AGREE] = np.asarray(gold_col, dtype=np.float64)
     if any(name.startswith("judge_") for name in names):
         data.update(judge_usage_columns(rows))

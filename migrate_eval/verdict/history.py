@@ -229,7 +229,9 @@ def item_records(scores: pd.DataFrame, pass_threshold: float) -> pd.DataFrame:
     """Per (candidate, task, exchange): the parity and whether it passes (NaN: not scored)."""
     if not len(scores):
         return pd.DataFrame(columns=list(ITEM_COLUMNS))
-    df = scores[["candidate", "task", "exchange_id", "parity"]].copy()
+    df = scores[["candidate", "task", "exchange_id", "parity"]].astype(
+        {"candidate": "str", "task": "str"}  # text as every item file has it (the scores' are
+    )  # categorical in a run)
     df["parity"] = pd.to_numeric(df["parity"], errors="coerce").astype("float64")
     df["passed"] = pd.array(
         [None if np.isnan(p) else bool(p >= pass_threshold - 1e-9) for p in df["parity"]],

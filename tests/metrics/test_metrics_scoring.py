@@ -304,3 +304,53 @@ def test_scoring_leaves_the_garbage_collector_as_it_found_it() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+LABELS = ("task", "candidate", "status", "error", "reference_label", "candidate_label")
+
+
+def test_text_columns_of_few_values_are_categorical_and_read_back_as_text(tmp_path: Any) -> None:
+    # at a million exchanges and two candidates each text column held as strings costs an
+    # offset and the bytes a row (~120 MB for these six); a categorical costs a byte a row.
+    # scores.parquet keeps plain text, so run folders and users' scripts read as before.
+    import pandas as pd
+
+    from migrate_eval.core import run_folder
+    from migrate_eval.score.scoring import score_chunks
+
+    exchanges = [_ex(f"e{i}", ["Positive", "Negative"][i % 2]) for i in range(9)]
+    assignment = {ex.id: "triage" for ex in exchanges}
+    replays = []
+    for i, ex in enumerate(exchanges):
+        replays.append(_ok(ex.id, "m1", "positive" if i < 6 else "negative"))
+        # the second candidate fails only in the last chunk: chunks' categories differ
+        if i < 6:
+            replays.append(_ok(ex.id, "m2", "Negative"))
+        else:
+            replays.append(
+                ReplayResult(exchange_id=ex.id, candidate="m2", error="x", error_kind="http_500")
+            )
+    whole = score(exchanges, [CLS], assignment, replays)
+    chunked = score_chunks(exchanges, [CLS], assignment, replays, 2, chunk=3)
+    for df in (whole, chunked):
+        for name in LABELS:
+            assert isinstance(df[name].dtype, pd.CategoricalDtype), name
+            categories = df[name].cat.categories.tolist()
+            assert categories == sorted(categories), name  # groups and sorts as the texts do
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert set(chunked["status"]) == {"ok", "error"}
+    assert chunked["error"].iloc[-1] == "http_500: x"
+
+    run_folder.SCORE_ROWS, rows = 4, run_folder.SCORE_ROWS  # several slices
+    try:
+        run_folder.write_scores(whole, tmp_path / "scores.parquet")
+    finally:
+        run_folder.SCORE_ROWS = rows
+    back = pd.read_parquet(tmp_path / "scores.parquet")
+    for name in LABELS:
+        assert not isinstance(back[name].dtype, pd.CategoricalDtype), name
+    pd.testing.assert_frame_equal(back, whole.astype({name: "str" for name in LABELS}))
+    back.loc[back["candidate"] == "m1", "status"] = "error"  # users edit it as text
+    empty = score([], [CLS], {}, [])
+    run_folder.write_scores(empty, tmp_path / "empty.parquet")
+    assert list(pd.read_parquet(tmp_path / "empty.parquet").columns) == list(empty.columns)

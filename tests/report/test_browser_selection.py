@@ -224,6 +224,9 @@ def test_a_large_runs_browser_shows_what_it_showed(
     assert data["task"].count(tiny) == 6  # a task smaller than the minimum: all of it
     # the same with the columns as plain objects, as a frame read from an older parquet
     _same(results, scores.astype(object), exchanges, replays)
+    # and as a run holds them: the text columns categorical
+    _same(results, scores.astype({c: "category" for c in ("task", "candidate", "status")}),
+          exchanges, replays)  # fmt: skip
 
 
 def test_ids_whose_first_hash_bytes_tie_are_ordered_by_the_whole_digest(
