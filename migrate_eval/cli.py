@@ -379,7 +379,8 @@ def run(
                 on_read=reading,
                 executor=executor,
                 ray_address=ray_address,
-            )
+            ),
+            asks=True,
         )
     summary = (outcome.run_dir / "summary.md").read_text(encoding="utf-8")
     click.echo(summary)
@@ -461,7 +462,8 @@ def adapt_cmd(
             cache=cache,
             offline=offline,
             notify=lambda m: click.echo(m, err=True),
-        )
+        ),
+        asks=True,
     )
     click.echo("\n".join(adaptation_lines(result.summary())))
     click.echo(f"Details: {run_dir / 'adaptation.json'}")
@@ -701,7 +703,8 @@ def watch_cmd(
             alpha=alpha,
             fail_on_fingerprint=fail_on_fingerprint,
             command=_command_line(),
-        )
+        ),
+        asks=True,
     )
     if o.previous_run_id is None:
         click.echo("first watch of this suite: recorded, nothing to compare with yet")
@@ -897,16 +900,19 @@ def export_lm_eval_cmd(suite: Path, out_dir: Path, limit: int | None) -> None:
     click.echo(f"lm-eval run --include_path {out_dir} --tasks <task> --model ...")
 
 
-def _guard(fn: Callable[[], Any]) -> Any:
+def _guard(fn: Callable[[], Any], *, asks: bool = False) -> Any:
+    """``fn()``, its errors mapped to messages and exit codes; ``asks``: a command that asks
+    models (its answers are cached as they come, so running it again resumes)."""
     try:
         return fn()
     except BaseException as err:
         if isinstance(err, KeyboardInterrupt):  # Ctrl-C or SIGTERM outside the replay
-            click.echo(
-                "interrupted: stopped before the end; the answers received are in the "
-                "response cache, so the same command resumes",
-                err=True,
+            resume = (
+                "; the answers received are in the response cache, so the same command resumes"
+                if asks
+                else ""
             )
+            click.echo(f"interrupted: stopped before the end{resume}", err=True)
             sys.exit(int(ExitCode.INTERRUPTED))
         if isinstance(err, SystemExit):
             raise

@@ -140,6 +140,7 @@ def test_sigterm_after_the_replay_exits_130_and_leaves_no_work_files(tmp_path: P
     )  # fmt: skip
     assert proc.returncode == 130, proc.stderr
     assert "interrupted" in proc.stderr and "Traceback" not in proc.stderr
+    assert "the same command resumes" in proc.stderr  # its answers are in the cache
     assert not (tmp_path / "run").exists()  # no run folder half written
     left = sorted(p.name for p in cache.parent.iterdir())
     assert all(name.startswith("c.sqlite") for name in left), left  # no spill-, ingest-
@@ -453,3 +454,20 @@ def test_candidate_params_complete_a_suite_less_run(tmp_path: Path, server: Loop
     assert cand["price"]["input_per_mtok"] == 2 and cand["price"]["output_per_mtok"] == 4
     results = json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))
     assert results["candidates"][0]["cost"]["total_usd"] > 0
+
+
+def test_ctrl_c_in_a_command_that_asks_no_model_says_nothing_of_resuming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # re-rendering a report sends nothing: "the answers received are in the response cache,
+    # so the same command resumes" would be beside the point there
+    from migrate_eval import api
+
+    def stopped(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "rerender", stopped)
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code == 130, res.output
+    assert "interrupted: stopped before the end" in res.output
+    assert "cache" not in res.output
