@@ -53,6 +53,7 @@ STAGES = [
     ("migrate_eval.plan.redact", "redact_exchanges", "redact"),
     ("migrate_eval.replay.engine", "replay", "replay"),
     ("migrate_eval.score", "score", "score"),
+    ("migrate_eval.score.scoring", "score_chunks", "score"),  # a spilled run's
     ("migrate_eval.verdict.noise", "chance_levels", "chance levels"),
     ("migrate_eval.verdict.noise", "noise_floor_for_run", "noise floor"),
     ("migrate_eval.verdict.aggregate", "aggregate", "aggregate"),

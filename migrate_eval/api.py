@@ -395,6 +395,9 @@ def run(
                     planned[1], planned[0], cache=rc, offline=offline, concurrency=concurrency
                 )
 
+        from migrate_eval.core.memory import return_freed_memory
+
+        return_freed_memory()  # as each stage ends: what it freed stops counting (core.memory)
         # 4. score (LLM judge calls, if any, happen here), 5. noise floor, aggregate + verdict
         from migrate_eval.score.judge import judge_session
         from migrate_eval.score.text import known_chrf
@@ -415,6 +418,7 @@ def run(
             else:
                 scores = score(exchanges, plan.tasks, plan.assignment, replays)
         del early_chrf  # 16 bytes a pair, no longer needed
+        return_freed_memory()
         from migrate_eval.score.semantic import missing_weights_notice
 
         if notify is not None and (
@@ -460,6 +464,7 @@ def run(
         comparisons = compare_candidates(
             scores, plan.tasks, [c.name for c in s.candidates], s.thresholds
         )
+        return_freed_memory()
 
         results = Results(
             tool_version=__version__,
@@ -488,6 +493,7 @@ def run(
                 if log.is_file():
                     (tmp_dir / "servers").mkdir(exist_ok=True)
                     shutil.copyfile(log, tmp_dir / "servers" / f"{label}.log")
+        return_freed_memory()
         if history is not False:
             _append_run_history(results, scores, replays, plan.assignment, history, notify)
         if s.adapt is not None:  # `adapt:` in the suite; the run's gate outcome stays as it is
@@ -584,6 +590,9 @@ def _write_run_folder(
         with (run_dir / "skipped.jsonl").open("w", encoding="utf-8") as f:
             for issue in traffic.skipped:
                 f.write(json.dumps(issue.__dict__, ensure_ascii=False) + "\n")
+    from migrate_eval.core.memory import return_freed_memory
+
+    return_freed_memory()  # before the report, the run's largest texts
     _render(results, scores, exchanges, replays, run_dir)
 
 

@@ -249,3 +249,64 @@ def test_the_report_s_exchange_data_is_written_without_copies_of_it() -> None:
     # what orjson refuses takes the json.dumps path, with the same result
     odd = {"user": ["lone \ud800 surrogate <"], "n": [2**70]}
     assert _blob_text(odd) == embed_json(json.dumps(odd, ensure_ascii=False, separators=(",", ":")))
+
+
+_FREED = """
+import json, os
+import numpy as np
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+def fragment():
+    # 100 blocks of 1 MiB, every tenth kept: nine holes of 9 MiB, the heap's top still in use
+    blocks = [np.ones(1 << 20, np.uint8) for _ in range(100)]
+    kept = blocks[9::10]
+    del blocks
+    return kept
+
+big = np.ones(24 << 20, np.uint8)
+del big  # a mapped block freed: glibc now takes blocks up to 24 MiB from the heap
+start = rss()
+kept = fragment()
+freed = rss()
+from migrate_eval.core.memory import return_freed_memory
+done = return_freed_memory()
+trimmed = rss()
+kept2 = fragment()  # the next stage's blocks fill the holes again
+again = rss()
+return_freed_memory()
+after = rss()
+print(json.dumps({"done": done, "start": start, "freed": freed, "trimmed": trimmed,
+                  "again": again, "after": after}))
+"""
+
+
+def test_memory_freed_in_the_middle_of_the_heap_goes_back_to_the_system() -> None:
+    # a large run frees blocks of a few MiB at every stage; glibc kept them (in holes of its
+    # heap) counted in the run's resident memory: ~120 MiB at the peak of 1M x 2 exchanges
+    import os
+    import subprocess
+
+    if not sys.platform.startswith("linux"):
+        import pytest
+
+        pytest.skip("resident memory read from /proc (Linux)")
+    out = subprocess.run(
+        [sys.executable, "-c", _FREED],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")},  # glibc's own
+    )
+    m = json.loads(out.stdout)
+    if not m["done"]:
+        import pytest
+
+        pytest.skip("not glibc's allocator: nothing to give back")
+    mib = 1 << 20
+    assert m["freed"] - m["start"] > 80 * mib  # the holes stayed resident (the problem)
+    assert m["freed"] - m["trimmed"] > 60 * mib  # given back
+    assert m["again"] - m["trimmed"] > 60 * mib  # the next stage's holes, resident
+    assert m["again"] - m["after"] > 60 * mib  # given back at the end of that stage
