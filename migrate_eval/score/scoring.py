@@ -2,7 +2,10 @@
 
 :func:`score` returns one row per replay result with the columns of
 :data:`migrate_eval.core.results.SCORE_COLUMNS` plus one float column per metric used by any task
-(NaN where a metric does not apply or the row was not scored). ``status`` is:
+(NaN where a metric does not apply or the row was not scored). The text columns of few
+distinct values (``task``, ``candidate``, ``status``, ``error`` and the two label columns) are
+categoricals, their categories in text order (a byte a row; ``scores.parquet`` stores them as
+text: :func:`migrate_eval.core.run_folder.write_scores`). ``status`` is:
 
 * ``ok``: the candidate answered and the exchange has a logged answer; ``parity`` is the mean of
   the task's metrics that apply (not None), NaN when none applies;
