@@ -309,7 +309,9 @@ def test_scoring_leaves_the_garbage_collector_as_it_found_it() -> None:
 LABELS = ("task", "candidate", "status", "error", "reference_label", "candidate_label")
 
 
-def test_text_columns_of_few_values_are_categorical_and_read_back_as_text(tmp_path: Any) -> None:
+def test_text_columns_of_few_values_are_categorical_and_read_back_as_text(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # at a million exchanges and two candidates each text column held as strings costs an
     # offset and the bytes a row (~120 MB for these six); a categorical costs a byte a row.
     # scores.parquet keeps plain text, so run folders and users' scripts read as before.
@@ -341,11 +343,8 @@ def test_text_columns_of_few_values_are_categorical_and_read_back_as_text(tmp_pa
     assert set(chunked["status"]) == {"ok", "error"}
     assert chunked["error"].iloc[-1] == "http_500: x"
 
-    run_folder.SCORE_ROWS, rows = 4, run_folder.SCORE_ROWS  # several slices
-    try:
-        run_folder.write_scores(whole, tmp_path / "scores.parquet")
-    finally:
-        run_folder.SCORE_ROWS = rows
+    monkeypatch.setattr(run_folder, "SCORE_ROWS", 4)  # several slices
+    run_folder.write_scores(whole, tmp_path / "scores.parquet")
     back = pd.read_parquet(tmp_path / "scores.parquet")
     for name in LABELS:
         assert not isinstance(back[name].dtype, pd.CategoricalDtype), name
