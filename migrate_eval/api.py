@@ -36,7 +36,7 @@ from migrate_eval.core.errors import (
 )
 from migrate_eval.core.paths import default_cache_path, default_run_dir, demo_suite_path
 from migrate_eval.core.records import Exchange, ReplayResult
-from migrate_eval.core.results import SCHEMA_VERSION, Profile, Results
+from migrate_eval.core.results import SCHEMA_VERSION, Profile, Results, TaskInfo
 from migrate_eval.core.run_folder import RunFolder
 from migrate_eval.core.suite import (
     BaselineSpec,
@@ -186,8 +186,7 @@ def run(
     from migrate_eval.plan.traffic import read_traffic, work_folder
     from migrate_eval.replay.cache import ResponseCache
     from migrate_eval.replay.engine import replay
-    from migrate_eval.score import get_metric, score
-    from migrate_eval.verdict.aggregate import aggregate, gate_outcome
+    from migrate_eval.score import get_metric
 
     s = _resolve_suite(suite, logs, candidates, candidate_params, strict_params)
     from migrate_eval.core.executor import import_ray, resolve_executor
@@ -326,7 +325,7 @@ def run(
             if notify is not None:
                 notify(f"hardware fit: {name}: {fit.summary()}")
 
-        from migrate_eval.score.scoring import apply_metric_weights
+        from migrate_eval.score.registry import apply_metric_weights
 
         apply_metric_weights(plan.tasks, s.tasks)  # before the chance levels start (they score)
 
@@ -337,12 +336,12 @@ def run(
         ):
             for rec in s.recordings:
                 rc.import_recordings(s.resolve(rec))
-            from migrate_eval.verdict.noise import chance_levels
-
             if run_executor == "ray":  # workers share the cache file; exchanges are redacted
                 from migrate_eval.replay.cluster import replay_on_ray
 
                 rc.flush()
+                from migrate_eval.verdict.noise import chance_levels
+
                 early_chrf: Mapping[int, float] = {}
                 replays: Sequence[ReplayResult] = replay_on_ray(
                     exchanges,
@@ -365,8 +364,9 @@ def run(
                 early = EarlyChrf(exchanges, plan.tasks, plan.assignment)
                 background = ThreadPoolExecutor(1, thread_name_prefix="migrate-eval chance levels")
                 chance_future = background.submit(
-                    chance_levels, exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed
+                    _chance_levels, exchanges, plan.tasks, plan.assignment, s.sampling.seed
                 )
+                background.submit(_import_later_stages)
                 try:
                     replays = replay(
                         exchanges,
@@ -399,9 +399,10 @@ def run(
 
         return_freed_memory()  # as each stage ends: what it freed stops counting (core.memory)
         # 4. score (LLM judge calls, if any, happen here), 5. noise floor, aggregate + verdict
+        from migrate_eval.score import score
         from migrate_eval.score.judge import judge_session
         from migrate_eval.score.text import known_chrf
-        from migrate_eval.verdict.aggregate import clusters_of
+        from migrate_eval.verdict.aggregate import aggregate, clusters_of, gate_outcome
         from migrate_eval.verdict.noise import noise_floor_for_run
 
         with (
@@ -512,6 +513,44 @@ def run(
                 if notify is not None:
                     notify(f"adaptation not done: {e}")
         return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
+
+
+def _chance_levels(
+    exchanges: Sequence[Exchange],
+    tasks: Sequence[TaskInfo],
+    assignment: Mapping[str, str],
+    seed: int,
+) -> dict[str, float]:
+    """:func:`~migrate_eval.verdict.noise.chance_levels`, imported where it runs (pandas)."""
+    from migrate_eval.verdict.noise import chance_levels
+
+    return chance_levels(exchanges, tasks, assignment, seed=seed)
+
+
+#: What a run imports once its answers are in: scoring and the verdict (pandas), the run
+#: folder's Parquet writer, the report (jinja2). Imported while the replay waits on the vendors.
+_LATER_STAGES = (
+    "migrate_eval.score.scoring",
+    "migrate_eval.verdict.aggregate",
+    "migrate_eval.verdict.costs",
+    "migrate_eval.verdict.history",
+    "pyarrow.parquet",
+    "migrate_eval.report",
+)
+
+
+def _import_later_stages() -> None:
+    """Import what the stages after the replay use, so that the time it takes is spent while
+    the replay waits on the vendors, not after it. Nothing here is needed for correctness: a
+    module that fails to import is imported again, and fails with its real error, where it is
+    used."""
+    import importlib
+
+    for name in _LATER_STAGES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # reported where the module is used
+            continue
 
 
 def _scoring_on(executor: str, address: str | None) -> contextlib.AbstractContextManager[None]:

@@ -24,22 +24,44 @@ from migrate_eval.core.prices import price_table
 REPO = Path(__file__).resolve().parents[1]
 
 #: Runs the ``migrate-eval`` command (``console_main``) once per argument list (argv[2]: a JSON
-#: list of lists) and writes, for each, its exit code, the names of every module loaded so far
-#: and the garbage collections per generation so far.
+#: list of lists) and writes, for each, its exit code, the names of every module loaded so far,
+#: those loaded when a run's replay was about to start (``EarlyChrf``, made just before its
+#: background work and the replay start; None when no replay started) and the garbage
+#: collections per generation so far.
 _CHILD = """
-import gc, json, sys
+import gc, importlib.machinery, json, sys
 from migrate_eval.cli import console_main
+at_replay = []
+class Patch:  # EarlyChrf records the modules loaded, once a command imports it
+    def find_spec(self, name, path=None, target=None):
+        if name != "migrate_eval.score.early":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        execute = spec.loader.exec_module
+        def exec_module(module):
+            execute(module)
+            made = module.EarlyChrf.__init__
+            def record(self, *args, **kwargs):
+                at_replay.append(sorted(sys.modules))
+                made(self, *args, **kwargs)
+            module.EarlyChrf.__init__ = record
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Patch())
 dest, commands = sys.argv[1], json.loads(sys.argv[2])
 out = []
 for args in commands:
     sys.argv = ["migrate-eval", *args]
+    at_replay.clear()
     try:
         console_main()
         code = 0
     except SystemExit as e:
         code = e.code
     collections = [g["collections"] for g in gc.get_stats()]
-    out.append({"code": code, "modules": sorted(sys.modules), "gc": collections})
+    out.append({"code": code, "modules": sorted(sys.modules), "gc": collections,
+                "at_replay": at_replay[0] if at_replay else None})
 with open(dest, "w", encoding="utf-8") as f:
     json.dump(out, f)
 """
@@ -152,6 +174,12 @@ def test_demo_run_imports_only_what_it_uses(tmp_path: Path) -> None:
         used = {"pandas", "jinja2", "migrate_eval.report.html", "migrate_eval.score.semantic"}
         assert _loaded(seen["modules"], used) == used, run
     assert _loaded(first["modules"], NEVER_ON_THE_DEMO_PATH) == set()
+    # what only the stages after the replay use is imported while the replay waits on the
+    # vendors (api._import_later_stages), not before it starts
+    for seen, run in ((first, "first"), (cached, "cached")):
+        assert seen["at_replay"] is not None, run
+        later = {"pandas", "jsonschema", "jinja2", "migrate_eval.report", "pyarrow.parquet"}
+        assert _loaded(seen["at_replay"], later) == set(), run
     assert _loaded(cached["modules"], NOT_ON_A_CACHED_DEMO_RUN) == set()
     # the collector does not traverse the imported libraries over and over (cli.GC_THRESHOLDS):
     # with Python's defaults the cached run made ~280 young, ~25 middle and 2 full collections

@@ -11,7 +11,8 @@ microseconds since the epoch (UTC).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -280,6 +281,14 @@ def pa_module() -> Any:
     except ImportError:  # pragma: no cover - pyarrow comes with datasets
         raise MissingExtraError("pyarrow", "test", "ingest_to_dataset") from None
     return pa
+
+
+def int64_array(values: Sequence[int]) -> Any:
+    """``values`` as an Arrow int64 array, built from its buffer: ``pa.array`` asks pyarrow's
+    pandas shim whether a list is array-like, which imports pandas (~0.3 s) into a run that
+    has not needed it yet."""
+    pa = pa_module()
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(array("q", values))])
 
 
 def schema() -> Any:

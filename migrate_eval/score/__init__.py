@@ -25,6 +25,8 @@ mean; docs/free-text-parity.md).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from migrate_eval.core.suite import default_metrics
 from migrate_eval.score import ifeval, judge, overlap, semantic, structured, text, tools
 from migrate_eval.score.registry import (
@@ -36,14 +38,31 @@ from migrate_eval.score.registry import (
     list_metrics,
     register_metric,
 )
-from migrate_eval.score.scoring import (
-    FAILED_STATUSES,
-    STATUSES,
-    error_kind_of,
-    format_error,
-    metric_columns,
-    score,
+
+if TYPE_CHECKING:
+    from migrate_eval.score.scoring import (
+        FAILED_STATUSES,
+        STATUSES,
+        error_kind_of,
+        format_error,
+        metric_columns,
+        score,
+    )
+
+#: Names read from :mod:`migrate_eval.score.scoring` when first asked for: scoring brings
+#: pandas, which checking a suite's metric names (before the logs are read) does not need.
+_SCORING = frozenset(
+    {"FAILED_STATUSES", "STATUSES", "error_kind_of", "format_error", "metric_columns", "score"}
 )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SCORING:
+        from migrate_eval.score import scoring
+
+        return getattr(scoring, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ENTRY_POINT_GROUP",

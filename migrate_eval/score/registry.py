@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -190,3 +190,13 @@ def list_metrics(*, include_entry_points: bool = True) -> list[MetricInfo]:
         for name, info in ENTRY_POINTS.load_all().items():
             out.setdefault(name, info)
     return [out[k] for k in sorted(out)]
+
+
+def apply_metric_weights(tasks: Iterable[TaskInfo], specs: Iterable[Any]) -> None:
+    """Copy each suite task's ``metric_weights`` onto the task of the same name (in place)."""
+    weights = {
+        spec.name: spec.metric_weights for spec in specs if getattr(spec, "metric_weights", None)
+    }
+    for t in tasks:
+        if t.name in weights:
+            t.metric_weights = dict(weights[t.name])

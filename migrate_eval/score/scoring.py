@@ -443,13 +443,3 @@ def _run_prepares(
         except Exception as e:
             errors[info.name] = f"metric {info.name}: {type(e).__name__}: {e}"
     return errors
-
-
-def apply_metric_weights(tasks: Iterable[TaskInfo], specs: Iterable[Any]) -> None:
-    """Copy each suite task's ``metric_weights`` onto the task of the same name (in place)."""
-    weights = {
-        spec.name: spec.metric_weights for spec in specs if getattr(spec, "metric_weights", None)
-    }
-    for t in tasks:
-        if t.name in weights:
-            t.metric_weights = dict(weights[t.name])

@@ -10,8 +10,6 @@ import math
 from collections import OrderedDict
 from typing import Any
 
-import jsonschema
-
 from migrate_eval.core.request import ChatRequest
 from migrate_eval.score._json import canonical_key, json_equal, leaves
 from migrate_eval.score.registry import MetricContext, register_metric
@@ -34,6 +32,8 @@ def schema_validator(schema: dict[str, Any] | bool) -> Any:
     key = canonical_key(schema)
     validator = _VALIDATORS.get(key)
     if validator is None:
+        import jsonschema  # ~50 ms: imported by the first schema, not by the metric registry
+
         jsonschema.Draft202012Validator.check_schema(schema)
         validator = jsonschema.Draft202012Validator(schema)
         _VALIDATORS[key] = validator
