@@ -1,3 +1,3 @@
-from migrate_eval.cli import console_main
+from migrate_eval.cli import console_script
 
-console_main()
+console_script()

@@ -5,6 +5,7 @@ Every option can also be set through an environment variable named ``MIGRATE_EVA
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -192,8 +193,9 @@ GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def console_main() -> None:
-    """The ``migrate-eval`` command (console script, ``python -m migrate_eval``): :func:`main`
-    in a process whose garbage collector is set for it (:data:`GC_THRESHOLDS`)."""
+    """The ``migrate-eval`` command: :func:`main` in a process whose garbage collector is set
+    for it (:data:`GC_THRESHOLDS`). Returns or raises ``SystemExit`` as :func:`main` does; the
+    executable (:func:`console_script`) then ends the process."""
     import gc
 
     from migrate_eval.core.signals import sigterm_interrupts
@@ -203,6 +205,45 @@ def console_main() -> None:
     # removed on the way out (the replay stops its own way: ReplayInterrupted)
     with sigterm_interrupts():
         main()
+
+
+def console_script() -> NoReturn:
+    """The ``migrate-eval`` executable and ``python -m migrate_eval``: :func:`console_main`,
+    then the process ends at once with the command's exit code.
+
+    Once the command has finished, its threads have ended and the ``atexit`` handlers have
+    run, nothing is left for the interpreter to do but tear itself down: clear every module
+    and free every object one by one (pandas, Arrow, pydantic models, the run's records),
+    ~0.2 s of a cached demo run and ~0.4 s after 10,000 exchanges. :func:`exit_now` skips
+    that. The normal exit is kept where it could matter: a command that ended with an
+    exception (its traceback), a thread other than a daemon still running, Python's
+    development mode (its warnings about unclosed resources come from that teardown)."""
+    try:
+        console_main()
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            exit_now(e.code or 0)
+        raise
+    exit_now(0)
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process with ``code``, its ``atexit`` handlers run, without the interpreter's
+    teardown (see :func:`console_script`); or ``sys.exit(code)`` where that teardown is kept."""
+    import atexit
+    import threading
+
+    main_thread = threading.main_thread()
+    running = [
+        t for t in threading.enumerate() if t is not main_thread and t.is_alive() and not t.daemon
+    ]
+    if running or sys.flags.dev_mode:
+        sys.exit(code)  # the normal exit: it waits for those threads
+    atexit._run_exitfuncs()  # what was registered to run at exit (temporary folders...)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe, a replaced stream
+            stream.flush()
+    os._exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -926,4 +967,4 @@ def _command_line() -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    console_main()
+    console_script()

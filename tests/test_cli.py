@@ -65,6 +65,81 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+#: ``console_script`` (the executable) with ARGV[2:], after registering an ``atexit`` handler
+#: that writes ARGV[1].atexit; the command prints a last line (``print``: buffered); with
+#: ``MIGRATE_EVAL_TEST_THREAD`` set, a thread (not a daemon) writes ARGV[1].thread once the
+#: command has finished.
+_EXITING = """
+import atexit, os, sys, threading
+from pathlib import Path
+from migrate_eval import cli
+marker = Path(sys.argv[1])
+atexit.register(lambda: marker.with_suffix(".atexit").write_text("ran"))
+done = threading.Event()
+real = cli.main
+def main():
+    try:
+        real()
+    finally:
+        print("printed last, not flushed")  # a pipe: in the buffer when the command ends
+        done.set()
+cli.main = main
+if os.environ.get("MIGRATE_EVAL_TEST_THREAD"):
+    def late_writer():
+        done.wait()
+        marker.with_suffix(".thread").write_text("written")
+    threading.Thread(target=late_writer).start()
+sys.argv = ["migrate-eval", *sys.argv[2:]]
+cli.console_script()
+"""
+
+
+def _exiting(tmp_path: Path, *args: str, thread: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MIGRATE_EVAL_TEST_THREAD", "PYTHONUNBUFFERED")  # stdout buffered, as usual
+    }
+    env["COLUMNS"] = "100"  # the help's width, as the test's CliRunner has it
+    if thread:
+        env["MIGRATE_EVAL_TEST_THREAD"] = "1"
+    return subprocess.run(
+        [sys.executable, "-c", _EXITING, str(tmp_path / "m"), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_executable_ends_with_the_commands_code_its_output_and_its_exit_handlers(
+    tmp_path: Path,
+) -> None:
+    # the process ends without the interpreter's teardown (cli.exit_now): what a user or a CI
+    # job sees is the same: the exit code, all of stdout through a pipe, the atexit handlers
+    proc = _exiting(tmp_path, "--help")
+    assert proc.returncode == 0, proc.stderr
+    expected = CliRunner().invoke(main, ["--help"], prog_name="migrate-eval", terminal_width=100)
+    assert proc.stdout == expected.output + "printed last, not flushed\n"
+    assert (tmp_path / "m.atexit").read_text() == "ran"
+    (tmp_path / "m.atexit").unlink()
+    proc = _exiting(tmp_path, "run", str(tmp_path / "no-such-suite.yaml"))
+    assert proc.returncode == 2, proc.stderr  # a usage error
+    assert "no-such-suite.yaml" in proc.stderr
+    assert proc.stdout == "printed last, not flushed\n"
+    assert (tmp_path / "m.atexit").read_text() == "ran"
+
+
+def test_the_executable_waits_for_a_thread_still_running(tmp_path: Path) -> None:
+    # a thread (not a daemon) that still has work when the command ends: the normal exit,
+    # which waits for it (ending the process at once would lose what it writes)
+    proc = _exiting(tmp_path, "--help", thread=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "m.thread").read_text() == "written"
+    assert (tmp_path / "m.atexit").read_text() == "ran"
+
+
 def test_demo_runs_offline_and_writes_every_output(tmp_path: Path) -> None:
     # the real console entry point, in a subprocess, with no network access needed
     env = {**os.environ, "MIGRATE_EVAL_REPORTS_DIR": str(tmp_path / "reports")}
