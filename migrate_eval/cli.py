@@ -217,7 +217,8 @@ def console_script() -> NoReturn:
     ~0.2 s of a cached demo run and ~0.4 s after 10,000 exchanges. :func:`exit_now` skips
     that. The normal exit is kept where it could matter: a command that ended with an
     exception (its traceback), a thread other than a daemon still running, Python's
-    development mode (its warnings about unclosed resources come from that teardown)."""
+    development mode (its warnings about unclosed resources come from that teardown), a
+    profiler, tracer or coverage tool (it writes its results when the program returns)."""
     try:
         console_main()
     except SystemExit as e:
@@ -225,6 +226,16 @@ def console_script() -> NoReturn:
             exit_now(e.code or 0)
         raise
     exit_now(0)
+
+
+def _observed() -> bool:
+    """A profiler, tracer or coverage tool watches this process (``python -m cProfile -m
+    migrate_eval``, a debugger): it writes its output once the program returns, so the
+    process must return."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    monitoring: Any = getattr(sys, "monitoring", None)  # Python 3.12+: coverage, debuggers
+    return monitoring is not None and any(monitoring.get_tool(i) is not None for i in range(6))
 
 
 def exit_now(code: int) -> NoReturn:
@@ -237,7 +248,7 @@ def exit_now(code: int) -> NoReturn:
     running = [
         t for t in threading.enumerate() if t is not main_thread and t.is_alive() and not t.daemon
     ]
-    if running or sys.flags.dev_mode:
+    if running or sys.flags.dev_mode or _observed():
         sys.exit(code)  # the normal exit: it waits for those threads
     atexit._run_exitfuncs()  # what was registered to run at exit (temporary folders...)
     for stream in (sys.stdout, sys.stderr):

@@ -131,6 +131,21 @@ def test_the_executable_ends_with_the_commands_code_its_output_and_its_exit_hand
     assert (tmp_path / "m.atexit").read_text() == "ran"
 
 
+def test_the_executable_under_a_profiler_lets_it_write_its_results(tmp_path: Path) -> None:
+    # docs/performance.md: `python -m cProfile -o run.prof -m migrate_eval ...` (cProfile
+    # writes the file once the program returns: an ending process would take it along)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", "run.prof", "-m", "migrate_eval", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage:" in proc.stdout
+    assert (tmp_path / "run.prof").stat().st_size > 0
+
+
 def test_the_executable_waits_for_a_thread_still_running(tmp_path: Path) -> None:
     # a thread (not a daemon) that still has work when the command ends: the normal exit,
     # which waits for it (ending the process at once would lose what it writes)
