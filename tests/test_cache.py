@@ -202,6 +202,58 @@ def test_recordings_round_trip(tmp_path: Path) -> None:
         assert len(b) == 6
 
 
+def test_a_recordings_file_imported_before_is_not_read_again_while_its_rows_stand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a suite's recordings are imported at every run: once the cache holds exactly what a
+    # file's import stored, the file is not parsed again (the demo: 620 lines, ~0.13 s)
+    with ResponseCache(tmp_path / "a.db") as a:
+        keys = [put(a, i) for i in range(4)]
+        a.export_recordings(tmp_path / "rec.jsonl")
+        live = {k: a.get(k) for k in keys}
+    parsed: list[int] = []
+    real = ResponseCache._recording_row
+
+    def counted(src: Path, lineno: int, line: str, now: float) -> Any:
+        parsed.append(lineno)
+        return real(src, lineno, line, now)
+
+    monkeypatch.setattr(ResponseCache, "_recording_row", staticmethod(counted))
+    rec = tmp_path / "rec.jsonl"
+    with ResponseCache(tmp_path / "b.db") as b:
+        assert b.import_recordings(rec) == 4
+        assert len(parsed) == 4
+        assert b.import_recordings(rec) == 4  # the same file again: not read
+        assert len(parsed) == 4
+    with ResponseCache(tmp_path / "b.db") as b:  # the record is in the file, not the process
+        assert b.import_recordings(rec) == 4
+        assert len(parsed) == 4
+        # another answer for one of its requests replaces a recorded row: imported again,
+        # and the recording is what the cache holds after it, as on every import before
+        req = request(0)
+        other = {**make_completion(req), "id": "chatcmpl-live"}
+        b.put(keys[0], IDENTITY, req, other, Response.from_chat_completion(other, 1.0), 1.0)
+        b.flush()
+        assert b.import_recordings(rec) == 4
+        assert len(parsed) == 8
+        entry = b.get(keys[0])
+        assert entry is not None and entry.raw == live[keys[0]].raw  # type: ignore[union-attr]
+        # a changed file (one more recording) is imported again
+        with ResponseCache(tmp_path / "a.db") as a:
+            put(a, 9)
+            a.export_recordings(rec)
+        assert b.import_recordings(rec) == 5
+        assert len(parsed) == 13
+        assert len(b) == 5
+    # a read-only cache (--offline on a cache it cannot write) that imported the file before
+    # answers from its record
+    with ResponseCache(tmp_path / "c.db") as c:
+        assert c.import_recordings(rec) == 5
+    with ResponseCache(tmp_path / "c.db", read_only=True) as c:
+        assert c.import_recordings(rec) == 5
+        assert len(parsed) == 18  # the first import only
+
+
 def test_import_hand_written_recording(tmp_path: Path) -> None:
     req = request(7)
     raw = make_completion(req)
