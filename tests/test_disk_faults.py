@@ -281,7 +281,9 @@ def test_a_real_full_disk_under_the_cache(tmp_path: Path, server: LoopbackServer
 # -- damaged cache files -----------------------------------------------------------------------
 
 
-def damaged_cache(tmp_path: Path) -> Path:
+def damaged_cache(tmp_path: Path, *, spare_roots: bool = False) -> Path:
+    """A cache file with every third page after the schema's scribbled over (``spare_roots``:
+    no table's or index's first page: rows are lost, every table can still be read from)."""
     db = tmp_path / "c.db"
     with ResponseCache(db) as cache:
         for i in range(300):
@@ -291,11 +293,14 @@ def damaged_cache(tmp_path: Path) -> Path:
             )
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        roots = {r[0] for r in conn.execute("SELECT rootpage FROM sqlite_master")}
     conn.close()
     data = bytearray(db.read_bytes())
-    page = 4096
-    for p in range(2, len(data) // page, 3):  # scribble over every third page
-        data[p * page : p * page + 200] = uuid.uuid4().bytes * 12 + b"\xff" * 8
+    for number in range(3, len(data) // page + 1, 3):  # SQLite numbers pages from 1
+        if not (spare_roots and number in roots):
+            at = (number - 1) * page
+            data[at : at + 200] = uuid.uuid4().bytes * 12 + b"\xff" * 8
     db.write_bytes(bytes(data))
     return db
 
@@ -322,7 +327,7 @@ def test_a_file_that_is_not_a_database_is_named_damaged(tmp_path: Path) -> None:
 
 
 def test_cache_export_saves_what_is_readable_from_a_damaged_file(tmp_path: Path) -> None:
-    db = damaged_cache(tmp_path)
+    db = damaged_cache(tmp_path, spare_roots=True)
     with ResponseCache(db) as cache:
         count = cache.export_recordings(tmp_path / "saved.jsonl")
     lines = (tmp_path / "saved.jsonl").read_text().splitlines()
