@@ -254,6 +254,7 @@ def run(
                 dedupe=s.sampling.dedupe,
                 on_read=on_read,
                 write_group=_ray_group_writer(ray_address) if run_executor == "ray" else None,
+                defer_pii=run_executor != "ray",  # counted while the replay waits (below)
             )
             if not traffic.exchanges:
                 from migrate_eval.ingest import explain_nothing_read
@@ -356,16 +357,19 @@ def run(
                 # as a local run, before the candidates are scored: the embedding caches then
                 # hold the same texts when each is embedded, so the vectors are the same bits
                 chance = chance_levels(exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed)
-            else:  # while the replay waits on the vendors: chrF of the answers, the chance levels
+            else:  # while the replay waits: chrF of the answers, chance levels, PII counts, imports
                 from concurrent.futures import ThreadPoolExecutor
 
                 from migrate_eval.score.early import EarlyChrf
 
                 early = EarlyChrf(exchanges, plan.tasks, plan.assignment)
-                background = ThreadPoolExecutor(1, thread_name_prefix="migrate-eval chance levels")
+                background = ThreadPoolExecutor(
+                    1, thread_name_prefix="migrate-eval beside the replay"
+                )
                 chance_future = background.submit(
                     _chance_levels, exchanges, plan.tasks, plan.assignment, s.sampling.seed
                 )
+                profile_future = background.submit(traffic.full_profile)  # its PII counts
                 background.submit(_import_later_stages)
                 try:
                     replays = replay(
@@ -385,6 +389,7 @@ def run(
                     raise
                 early_chrf = early.finish()
                 chance = chance_future.result()  # before the candidates are scored (see above)
+                traffic_profile = profile_future.result()
                 background.shutdown()
             baseline_rows = None
             planned = _plan_baseline(s, plan, exchanges, pairs, baseline, offline, notify)

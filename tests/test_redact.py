@@ -414,6 +414,11 @@ def test_without_redaction_values_are_sent(tmp_path: Path) -> None:
     cache = b"".join(f.read_bytes() for f in tmp_path.glob("cache.sqlite*"))
     assert PERSON2.encode() in cache  # the cache check of the canary can see a leak
     assert outcome.results.redaction is not None and not outcome.results.redaction.enabled
+    # the run's profile counts what `migrate-eval profile` counts (a run makes the counts
+    # while its replay waits: read_traffic(defer_pii=True))
+    pii = outcome.results.profile.pii if outcome.results.profile is not None else None
+    assert pii is not None and pii.exchanges_with_pii == 6
+    assert pii == migrate_eval.profile([logs]).pii
 
 
 def test_cli_redact_flag(tmp_path: Path) -> None:
@@ -462,6 +467,36 @@ def test_pii_counter_samples_big_logs() -> None:
     # 10, then 1 in 5 of the 40 others
     assert counts.sampled and counts.examined == 18 and counts.exchanges_with_pii == 18
     assert counts.by_kind["email"] == 18 * 6
+
+
+@pytest.mark.parametrize("defer_chars", [10**9, 700, 0])
+def test_pii_counts_made_later_are_those_made_as_exchanges_come(defer_chars: int) -> None:
+    # a run keeps the texts and counts them while its replay waits; past `defer_chars`
+    # characters kept, exchanges are examined as they come (700: a few kept, then the rest)
+    from migrate_eval.plan.redact import PiiCounter
+
+    def exchange(i: int) -> Exchange:
+        user = f"Mail {EMAIL} about parcel {i}" if i % 3 else f"Where is parcel {i}?"
+        return Exchange(
+            id=f"e{i}",
+            source=Source(file="f", line=i, format="t"),
+            request={"model": "m", "messages": [{"role": "user", "content": user}]},
+            response=Response(text=f"Call {PERSON2} on +44 20 7946 0{i:03d}." if i % 4 else "ok"),
+        )
+
+    now = PiiCounter(full=20, stride=3)
+    later = PiiCounter(full=20, stride=3, defer_chars=defer_chars)
+    for i in range(60):
+        now.add(exchange(i))
+        later.add(exchange(i))
+    assert later.examined == now.examined
+    counted_as_they_came = {10**9: 0, 0: now.with_pii}.get(defer_chars)
+    if counted_as_they_came is None:  # some kept, the rest examined as they came
+        assert 0 < later.with_pii < now.with_pii
+    else:
+        assert later.with_pii == counted_as_they_came
+    assert later.counts() == now.counts()
+    assert now.counts().exchanges_with_pii > 0
 
 
 def test_pii_counter_scans_a_text_found_clean_once() -> None:

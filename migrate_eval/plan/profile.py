@@ -162,7 +162,7 @@ class TrafficTally:
     any size are profiled in bounded memory: counters, two token counts an exchange (8 bytes
     each) and a 16-byte digest of each distinct request (for duplicates)."""
 
-    def __init__(self, *, count_pii: bool = True) -> None:
+    def __init__(self, *, count_pii: bool = True, defer_pii_chars: int = 0) -> None:
         self.total = 0
         self.by_day: Counter[str] = Counter()
         self.by_model: Counter[str] = Counter()
@@ -179,7 +179,9 @@ class TrafficTally:
         self._seen: set[bytes] = set()
         self._repeated: set[bytes] = set()
         self.duplicates = 0
-        self.pii = PiiCounter() if count_pii else None
+        #: with ``defer_pii_chars``, the texts to examine are kept (up to that many
+        #: characters) and examined by :meth:`profile` or the caller (``pii.counts()``)
+        self.pii = PiiCounter(defer_chars=defer_pii_chars) if count_pii else None
 
     def add(self, ex: LoggedExchange, digest: bytes | None = None) -> None:
         """Count one exchange (``digest``: its :func:`~migrate_eval.plan.sampling.request_digest`,
@@ -227,9 +229,15 @@ class TrafficTally:
                 self.completion.append(_estimate(chars))
                 self.estimated_completion += 1
 
-    def profile(self, plan: TaskPlan | None = None, ingest: IngestSummary | None = None) -> Profile:
+    def profile(
+        self,
+        plan: TaskPlan | None = None,
+        ingest: IngestSummary | None = None,
+        *,
+        pii: bool = True,
+    ) -> Profile:
         """The profile of the exchanges added (``plan`` adds task volumes, ``ingest`` the read
-        counts)."""
+        counts; ``pii=False``: without the PII counts, for the caller to add)."""
         total = self.total
         tasks: list[TaskVolume] = []
         if plan is not None:
@@ -288,7 +296,7 @@ class TrafficTally:
                 by_kind=dict(self.errors.most_common()),
             ),
             notes=notes,
-            pii=self.pii.counts() if self.pii is not None else None,
+            pii=self.pii.counts() if self.pii is not None and pii else None,
         )
 
 

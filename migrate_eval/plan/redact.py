@@ -675,7 +675,7 @@ class PiiCounter:
     examined up to ``full`` of them, then one in ``stride``; and of an exchange, the first
     :data:`PII_TEXT_CHARS` characters of its text (a 50 MB prompt is not scanned whole)."""
 
-    def __init__(self, full: int = 1_000, stride: int = 100) -> None:
+    def __init__(self, full: int = 1_000, stride: int = 100, *, defer_chars: int = 0) -> None:
         self._redactor = Redactor()
         self.full = full
         self.stride = stride
@@ -686,18 +686,39 @@ class PiiCounter:
         # digests of texts with nothing found, oldest first: finding nothing in a text calls
         # no placeholder, so it leaves the exchange's scope as it was and may be skipped
         self._clean: dict[bytes, None] = {}
+        #: Characters of text kept to examine later (:meth:`examine_pending`, or
+        #: :meth:`counts`) instead of as each exchange is added: a run examines them while its
+        #: replay waits on the vendors. Past it, exchanges are examined as they come.
+        self.defer_chars = defer_chars
+        self._pending: list[list[str]] = []
+        self._pending_chars = 0
 
     def add(self, exchange: LoggedExchange) -> None:
         self.seen += 1
         if self.seen > self.full and self.seen % self.stride:
             return
         self.examined += 1
-        sc = _Scope()
+        texts: list[str] = []
         left = PII_TEXT_CHARS
-        clean = self._clean
         for text in _texts(exchange):
             if len(text) > left:
                 text = text[:left]
+            texts.append(text)
+            left -= len(text)
+            if left <= 0:
+                break
+        size = PII_TEXT_CHARS - left
+        if self._pending_chars + size <= self.defer_chars:
+            self._pending.append(texts)
+            self._pending_chars += size
+        else:
+            self._examine(texts)
+
+    def _examine(self, texts: list[str]) -> None:
+        """Count what one exchange's texts hold."""
+        sc = _Scope()
+        clean = self._clean
+        for text in texts:
             key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
             if key in clean:
                 del clean[key]  # seen again: the most recent
@@ -709,14 +730,18 @@ class PiiCounter:
                     if len(clean) >= PII_CLEAN_TEXTS:
                         del clean[next(iter(clean))]
                     clean[key] = None
-            left -= len(text)
-            if left <= 0:
-                break
         if sc.occurrences:
             self.with_pii += 1
             self.by_kind.update(sc.occurrences)
 
+    def examine_pending(self) -> None:
+        """Examine the exchanges kept for later (``defer_chars``), oldest first."""
+        pending, self._pending, self._pending_chars = self._pending, [], 0
+        for texts in pending:
+            self._examine(texts)
+
     def counts(self) -> PiiCounts:
+        self.examine_pending()
         return PiiCounts(
             examined=self.examined,
             sampled=self.examined < self.seen,
