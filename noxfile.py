@@ -123,6 +123,15 @@ def bench_scale(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_scale.py", *session.posargs)
 
 
+@nox.session(name="bench_phases")
+def bench_phases(session: nox.Session) -> None:
+    """Where a whole run's time goes outside its replay, timed inside the process: start-up and
+    imports, before the first request, after the last answer, the process's end (10k exchanges,
+    100 ms vendor, 3 runs; `-- --delay 0` for an instant vendor)."""
+    _install_test(session)
+    session.run("python", "benchmarks/bench_phases.py", *session.posargs)
+
+
 @nox.session(name="bench_report")
 def bench_report(session: nox.Session) -> None:
     """Report at scale: 100,000 exchanges x 3 candidates, size and time to interactive."""
