@@ -230,3 +230,25 @@ def test_prompt_less_exchanges_are_clustered_by_meaning() -> None:
     assert sources[main_refund] == sources[main_poem] == "cluster"
     # stable: the same traffic gives the same names
     assert assign_tasks(exchanges).assignment == a
+
+
+def test_a_task_matched_on_metadata_or_model_does_not_look_for_the_system_prompt() -> None:
+    # finding the system prompt reads every message: the traffic pass matches every exchange
+    # against the suite's tasks, most of which name a metadata tag
+    from migrate_eval.plan.tasks import _matches
+
+    class Logged:
+        def __init__(self) -> None:
+            self.metadata = {"feature": "support"}
+            self.model = "gpt-4o-mini"
+
+        @property
+        def system_prompt(self) -> str:
+            raise AssertionError("system prompt read")
+
+    ex: Any = Logged()
+    assert _matches(ex, TaskMatch(metadata={"feature": "support"}))
+    assert _matches(ex, TaskMatch(metadata={"feature": "support"}, model="gpt-4o-mini"))
+    assert not _matches(ex, TaskMatch(metadata={"feature": "billing"}))
+    with pytest.raises(AssertionError, match="system prompt read"):
+        _matches(ex, TaskMatch(metadata={"feature": "support"}, system_prompt_contains="x"))

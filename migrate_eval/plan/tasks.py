@@ -203,6 +203,8 @@ def _matches(ex: LoggedExchange, m: TaskMatch) -> bool:
             return False
     if m.model is not None and ex.model != m.model:
         return False
+    if m.system_prompt_contains is None and m.system_prompt_regex is None:
+        return True  # the system prompt is not asked for (finding it reads every message)
     sp = ex.system_prompt
     if m.system_prompt_contains is not None and m.system_prompt_contains not in sp:
         return False
