@@ -207,10 +207,9 @@ def timestamps(column: Any) -> list[datetime | None]:
     if kind.unit != "us" or kind.tz not in (None, "UTC"):  # not what the run writes
         return list(column.to_pylist())
     epoch = _NAIVE_EPOCH if kind.tz is None else _EPOCH
-    return [
-        None if us is None else epoch + timedelta(microseconds=us)
-        for us in column.cast(pa.int64()).to_pylist()
-    ]
+    # the same 64-bit integers seen as int64: a view, where a cast imports pyarrow.compute
+    micros = column.view(pa.int64()) if hasattr(column, "view") else column.cast(pa.int64())
+    return [None if us is None else epoch + timedelta(microseconds=us) for us in micros.to_pylist()]
 
 
 def batch_columns(batch: Any) -> dict[str, list[Any]]:

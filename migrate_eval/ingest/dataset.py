@@ -301,7 +301,8 @@ def iter_file_exchanges(
                 if not picked:
                     start = end
                     continue
-                batch = batch.take(_rows.int64_array([r - start for r in picked]))
+                if picked != list(range(start, end)):  # every row: the batch as it is
+                    batch = batch.take(_rows.int64_array([r - start for r in picked]))
             columns = _rows.batch_columns(batch)
             keys = list(columns)
             values = zip(*(columns[k] for k in keys), strict=True)
