@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import os
 import re
 import shlex
 import shutil
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,8 @@ from migrate_eval.plan.tasks import TaskDiscovery
 from migrate_eval.verdict.gate import GateReport, VerdictChange
 
 if TYPE_CHECKING:  # pandas: imported by the commands that use it (not init, cache, --help)
+    from concurrent.futures import Future
+
     import pandas as pd
 
     from migrate_eval.adapt import Adaptation
@@ -234,6 +237,7 @@ def run(
 
     spill_limit = spill_above()  # applied once, here
     spill: Spill | None = None
+    staged: Future[Path] | None = None  # the run folder's exchanges/, written early
     duplicates: dict[int, list[int]] | None = None
     with contextlib.ExitStack() as scope:
         # 1. ingest: the whole logged traffic, streamed through Arrow datasets next to the cache
@@ -358,39 +362,40 @@ def run(
                 # hold the same texts when each is embedded, so the vectors are the same bits
                 chance = chance_levels(exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed)
             else:  # while the replay waits: chrF of the answers, chance levels, PII counts, imports
-                from concurrent.futures import ThreadPoolExecutor
-
                 from migrate_eval.score.early import EarlyChrf
 
                 early = EarlyChrf(exchanges, plan.tasks, plan.assignment)
-                background = ThreadPoolExecutor(
-                    1, thread_name_prefix="migrate-eval beside the replay"
-                )
-                chance_future = background.submit(
-                    _chance_levels, exchanges, plan.tasks, plan.assignment, s.sampling.seed
-                )
-                profile_future = background.submit(traffic.full_profile)  # its PII counts
-                background.submit(_import_later_stages)
-                try:
-                    replays = replay(
-                        exchanges,
-                        s.candidates,
-                        cache=rc,
-                        offline=offline,
-                        progress=progress,
-                        cache_salt=cache_salt,
-                        on_result=early.add if early.active else None,
-                        spill=spill,
-                        duplicates=duplicates,
-                    )
-                except BaseException:
-                    early.close()
-                    background.shutdown(wait=False, cancel_futures=True)
-                    raise
-                early_chrf = early.finish()
-                chance = chance_future.result()  # before the candidates are scored (see above)
-                traffic_profile = profile_future.result()
-                background.shutdown()
+                tasks: list[Callable[[], Any]] = [
+                    functools.partial(
+                        _chance_levels, exchanges, plan.tasks, plan.assignment, s.sampling.seed
+                    ),
+                    traffic.full_profile,  # its PII counts
+                    _import_later_stages,
+                ]
+                if spill is None:  # the run folder's exchanges/ (only the sample's, held here)
+                    stage = scope.enter_context(work_folder(work_parent, "stage-"))
+                    tasks.append(functools.partial(_stage_exchanges, stage, exchanges))
+                with _beside_the_replay(tasks) as futures:
+                    try:
+                        replays = replay(
+                            exchanges,
+                            s.candidates,
+                            cache=rc,
+                            offline=offline,
+                            progress=progress,
+                            cache_salt=cache_salt,
+                            on_result=early.add if early.active else None,
+                            spill=spill,
+                            duplicates=duplicates,
+                        )
+                    except BaseException:
+                        early.close()
+                        raise
+                    early_chrf = early.finish()
+                    chance = futures[0].result()  # before the candidates are scored (see above)
+                    traffic_profile = futures[1].result()
+                    if spill is None:
+                        staged = futures[3]
             baseline_rows = None
             planned = _plan_baseline(s, plan, exchanges, pairs, baseline, offline, notify)
             if planned is not None:  # the noise floor: the logged model re-run (baseline.jsonl)
@@ -493,7 +498,16 @@ def run(
         # 6. the run folder, written next to its place and renamed into it: complete or absent
         with atomic_folder(run_dir) as tmp_dir:
             _write_run_folder(
-                tmp_dir, s, exchanges, plan, replays, baseline_rows, scores, traffic, results
+                tmp_dir,
+                s,
+                exchanges,
+                plan,
+                replays,
+                baseline_rows,
+                scores,
+                traffic,
+                results,
+                staged=_staged(staged),
             )
             for label, log in server_logs:  # the servers' logs, as servers/<candidate>.log
                 if log.is_file():
@@ -518,6 +532,37 @@ def run(
                 if notify is not None:
                     notify(f"adaptation not done: {e}")
         return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
+
+
+#: The interpreter's switch interval while the thread beside the replay has work (Python's
+#: default: 5 ms). The replay's event loop, woken by an answer, waits for the GIL that thread
+#: holds up to this long: at 5 ms a 10,000-exchange replay against a 100 ms vendor took
+#: ~0.3 s longer than with nothing beside it, at 1 ms ~0.1 s (benchmarks/bench_phases.py).
+BESIDE_SWITCH_INTERVAL = 0.001
+
+
+@contextlib.contextmanager
+def _beside_the_replay(tasks: Sequence[Callable[[], Any]]) -> Iterator[list[Future[Any]]]:
+    """Run ``tasks`` in order on one thread beside the replay (their futures, in order). Until
+    they are done, or the block ends, the switch interval is :data:`BESIDE_SWITCH_INTERVAL`
+    (then as it was). On an error the task running ends first, so that none writes into a
+    folder removed under it, and the rest are cancelled; otherwise the block does not wait
+    for them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="migrate-eval beside the replay")
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, BESIDE_SWITCH_INTERVAL))
+    try:
+        futures = [pool.submit(task) for task in tasks]
+        pool.submit(sys.setswitchinterval, previous)  # the work done: as it was
+        yield futures
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        sys.setswitchinterval(previous)
+        pool.shutdown(wait=False)
 
 
 def _chance_levels(
@@ -605,6 +650,25 @@ def _append_run_history(
             warnings.warn(msg, stacklevel=3)
 
 
+def _stage_exchanges(folder: Path, exchanges: Sequence[Exchange]) -> Path:
+    """The run folder's ``exchanges/`` dataset, written into ``folder`` while the replay waits
+    on the vendors (it depends on the sample alone); :func:`_write_run_folder` moves it in."""
+    from migrate_eval.core.run_folder import write_records
+
+    return write_records(folder, "exchanges", exchanges)
+
+
+def _staged(future: Future[Path] | None) -> Path | None:
+    """The dataset :func:`_stage_exchanges` wrote, or None where it did not (not asked for,
+    or it failed: the run folder then writes it itself, and reports its own error if any)."""
+    if future is None:
+        return None
+    try:
+        return future.result()
+    except Exception:
+        return None
+
+
 def _write_run_folder(
     run_dir: Path,
     s: Suite,
@@ -615,14 +679,21 @@ def _write_run_folder(
     scores: pd.DataFrame,
     traffic: Any,
     results: Results,
+    *,
+    staged: Path | None = None,
 ) -> None:
+    """Write the run folder's files into ``run_dir``; ``staged``: its ``exchanges/`` dataset,
+    already written elsewhere (moved in)."""
     (run_dir / "suite.json").write_text(
         json.dumps(s.dump(), indent=2, ensure_ascii=False), encoding="utf-8"
     )
     from migrate_eval.core.run_folder import write_records, write_scores, write_tasks
     from migrate_eval.core.store import record_ids
 
-    write_records(run_dir, "exchanges", exchanges)
+    if staged is not None:
+        shutil.move(staged, run_dir / "exchanges")  # a rename on the same file system
+    else:
+        write_records(run_dir, "exchanges", exchanges)
     write_tasks(run_dir / "tasks.json", plan.tasks, record_ids(exchanges), plan.assignment)
     write_records(run_dir, "responses", replays)
     if baseline_rows is not None:
