@@ -132,6 +132,14 @@ def bench_phases(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_phases.py", *session.posargs)
 
 
+@nox.session(name="bench_ab")
+def bench_ab(session: nox.Session) -> None:
+    """This checkout against another (`nox -s bench_ab -- /path/to/other [--demo]`), their runs
+    interleaved: 10k exchanges against a 100 ms vendor, or the cached demo run."""
+    _install_test(session)
+    session.run("python", "benchmarks/bench_ab.py", *session.posargs)
+
+
 @nox.session(name="bench_report")
 def bench_report(session: nox.Session) -> None:
     """Report at scale: 100,000 exchanges x 3 candidates, size and time to interactive."""

@@ -534,34 +534,21 @@ def run(
         return RunOutcome(results=results, run_dir=run_dir, exit_code=code)
 
 
-#: The interpreter's switch interval while the thread beside the replay has work (Python's
-#: default: 5 ms). The replay's event loop, woken by an answer, waits for the GIL that thread
-#: holds up to this long: at 5 ms a 10,000-exchange replay against a 100 ms vendor took
-#: ~0.3 s longer than with nothing beside it, at 1 ms ~0.1 s (benchmarks/bench_phases.py).
-BESIDE_SWITCH_INTERVAL = 0.001
-
-
 @contextlib.contextmanager
 def _beside_the_replay(tasks: Sequence[Callable[[], Any]]) -> Iterator[list[Future[Any]]]:
-    """Run ``tasks`` in order on one thread beside the replay (their futures, in order). Until
-    they are done, or the block ends, the switch interval is :data:`BESIDE_SWITCH_INTERVAL`
-    (then as it was). On an error the task running ends first, so that none writes into a
-    folder removed under it, and the rest are cancelled; otherwise the block does not wait
-    for them."""
+    """Run ``tasks`` in order on one thread beside the replay (their futures, in order). On an
+    error the task running ends first, so that none writes into a folder removed under it,
+    and the rest are cancelled; otherwise the block does not wait for them. (While requests
+    are in flight the replay keeps the switch interval short: ``replay._runtime``.)"""
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(1, thread_name_prefix="migrate-eval beside the replay")
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, BESIDE_SWITCH_INTERVAL))
     try:
-        futures = [pool.submit(task) for task in tasks]
-        pool.submit(sys.setswitchinterval, previous)  # the work done: as it was
-        yield futures
+        yield [pool.submit(task) for task in tasks]
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
-        sys.setswitchinterval(previous)
         pool.shutdown(wait=False)
 
 
