@@ -361,7 +361,10 @@ def run(
                 # as a local run, before the candidates are scored: the embedding caches then
                 # hold the same texts when each is embedded, so the vectors are the same bits
                 chance = chance_levels(exchanges, plan.tasks, plan.assignment, seed=s.sampling.seed)
-            else:  # while the replay waits: chrF of the answers, chance levels, PII counts, imports
+            else:  # while the replay waits: chrF of the answers, chance levels, PII counts,
+                # imports, the run folder's exchanges
+                from concurrent.futures import wait
+
                 from migrate_eval.score.early import EarlyChrf
 
                 early = EarlyChrf(exchanges, plan.tasks, plan.assignment)
@@ -376,6 +379,9 @@ def run(
                     stage = scope.enter_context(work_folder(work_parent, "stage-"))
                     tasks.append(functools.partial(_stage_exchanges, stage, exchanges))
                 with _beside_the_replay(tasks) as futures:
+                    if spill is None:  # written before its folder is removed, whatever fails
+                        staged = futures[-1]
+                        scope.callback(wait, [staged])
                     try:
                         replays = replay(
                             exchanges,
@@ -394,8 +400,6 @@ def run(
                     early_chrf = early.finish()
                     chance = futures[0].result()  # before the candidates are scored (see above)
                     traffic_profile = futures[1].result()
-                    if spill is None:
-                        staged = futures[3]
             baseline_rows = None
             planned = _plan_baseline(s, plan, exchanges, pairs, baseline, offline, notify)
             if planned is not None:  # the noise floor: the logged model re-run (baseline.jsonl)

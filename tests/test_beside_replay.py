@@ -90,3 +90,33 @@ def test_a_failed_replay_ends_the_early_write_and_removes_the_stage(
     assert _stage_folders(tmp_path) == []  # the write ended before its folder was removed
     assert not (tmp_path / "run").exists()
     assert not [t for t in threading.enumerate() if t.name.startswith(BESIDE) and t.is_alive()]
+
+
+def test_a_run_failing_after_its_replay_waits_for_the_early_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The early write may still run when a later stage fails: the stage folder is removed
+    after it ends, so it never writes into a folder removed under it (which would leave the
+    sample's exchanges behind next to the cache)."""
+    import time
+
+    import migrate_eval.verdict.aggregate as aggregate
+
+    release = threading.Event()
+    stage = api._stage_exchanges
+
+    def held(folder: Path, exchanges: Any) -> Path:
+        release.wait(30)
+        time.sleep(0.2)  # ordering only: the failed run's clean-up would go first without the wait
+        return stage(folder, exchanges)
+
+    def fails(*args: Any, **kwargs: Any) -> Any:
+        release.set()
+        raise RuntimeError("the verdict failed")
+
+    monkeypatch.setattr(api, "_stage_exchanges", held)
+    monkeypatch.setattr(aggregate, "aggregate", fails)
+    with pytest.raises(RuntimeError, match="the verdict failed"):
+        _demo(tmp_path, "run")
+    assert _stage_folders(tmp_path) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith(BESIDE) and t.is_alive()]
