@@ -17,10 +17,13 @@ process, then, against the same server:
    suite has the log's seven ``feature-N`` free-text tasks scored by ``--metrics`` (default
    ``chrf``: the pipeline's own cost; ``default`` adds the MiniLM embedding model, which then
    dominates) and ``--candidates`` candidates (default 1) on the same server; the bare loop
-   sends every candidate's requests too.
+   sends every candidate's requests too;
+3. the bare loop again. The ratio is the run's wall time over the mean of the two bare loops:
+   on a shared machine the speed drifts within minutes, and a bare loop on one side only
+   moved the ratio by as much as the changes it measures.
 
 Prints the table ``exchanges | wall | per exchange | peak RSS | run / bare replay loop`` and one
-JSON line. Nothing is asserted: it measures (goals: run within 1.3x of the bare loop at 50k,
+JSON line (``bare_s``: the mean; ``bare_before_s``, ``bare_after_s``). Nothing is asserted: it measures (goals: run within 1.3x of the bare loop at 50k,
 fixed cost under 1 s, peak RSS flat in the number of exchanges).
 """
 
@@ -151,9 +154,16 @@ def measure(
         with SubprocessServer(
             delay=delay, max_requests=10 * n * candidates + 10_000, lifetime=7200
         ) as server:
-            bare_s = 0.0
-            for c in range(candidates):  # the bare loop sends every candidate's requests too
-                bare_s += asyncio.run(bare_loop(server.base_url, log, concurrency, f"bench-{c}"))
+
+            def bare() -> float:  # the bare loop sends every candidate's requests too
+                return sum(
+                    asyncio.run(bare_loop(server.base_url, log, concurrency, f"bench-{c}"))
+                    for c in range(candidates)
+                )
+
+            # the bare loop before and after the run, the ratio against their mean: the
+            # machine's speed drifts within minutes (docs/performance.md, bench_ab.py)
+            bare_before = bare()
             suite = write_suite(Path(tmp), log, server.base_url, metrics, candidates)
             run_s, run_cpu, rss = child(
                 [
@@ -163,6 +173,8 @@ def measure(
                 ],
                 Path(tmp),
             )  # fmt: skip
+            bare_after = bare()
+    bare_s = (bare_before + bare_after) / 2
     return {
         "exchanges": n,
         "wall_s": round(run_s, 2),
@@ -170,6 +182,8 @@ def measure(
         "peak_rss_mib": round(rss / 2**20, 1),
         "cpu_s": round(run_cpu, 2),
         "bare_s": round(bare_s, 2),
+        "bare_before_s": round(bare_before, 2),
+        "bare_after_s": round(bare_after, 2),
         "ratio": round(run_s / bare_s, 2),
     }
 
@@ -205,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {n:,} | {row['wall_s']:.1f} s | {row['per_exchange_ms']:.2f} ms | "
                 f"{row['peak_rss_mib']:,.0f} MiB | {row['ratio']:.2f}x "
-                f"(bare {row['bare_s']:.1f} s) |",
+                f"(bare {row['bare_before_s']:.1f} s before, {row['bare_after_s']:.1f} s after) |",
                 flush=True,
             )
     print(
