@@ -198,9 +198,9 @@ _NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 def timestamps(column: Any) -> list[datetime | None]:
-    """A timestamp column's values: the instants ``column.to_pylist()`` gives, made from the
-    column's integers a batch at a time, in ``datetime.UTC`` as the log readers give them.
-    (pyarrow builds each time-zone-aware ``datetime`` one by one, at several microseconds
+    """A timestamp column's values (a record batch's column, an Arrow ``Array``): the
+    instants ``column.to_pylist()`` gives, made from the column's integers a batch at a time,
+    in ``datetime.UTC`` as the log readers give them. (pyarrow builds each time-zone-aware ``datetime`` one by one, at several microseconds
     each, in a zone object for which it imports pandas, ~0.3 s.)"""
     pa = pa_module()
     kind = column.type
@@ -208,7 +208,7 @@ def timestamps(column: Any) -> list[datetime | None]:
         return list(column.to_pylist())
     epoch = _NAIVE_EPOCH if kind.tz is None else _EPOCH
     # the same 64-bit integers seen as int64: a view, where a cast imports pyarrow.compute
-    micros = column.view(pa.int64()) if hasattr(column, "view") else column.cast(pa.int64())
+    micros = column.view(pa.int64())
     return [None if us is None else epoch + timedelta(microseconds=us) for us in micros.to_pylist()]
 
 
